@@ -1,0 +1,1 @@
+//! Backing-device I/O.

@@ -1,0 +1,11 @@
+//! udrbd: DRBD-style block replication in user space.
+//!
+//! The pure layers (`config`, `meta`, `bitmap`, `repl`, `nbd::proto`) never touch the operating
+//! system; the I/O shells (`disk`, `net`, `nbd::server`, `ctl`) do, and only `driver` knows both.
+//! See `DESIGN.md` in the shared folder for the map.
+
+pub mod bitmap;
+pub mod config;
+pub mod disk;
+pub mod meta;
+pub mod types;
