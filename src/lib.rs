@@ -7,5 +7,7 @@
 pub mod bitmap;
 pub mod config;
 pub mod disk;
+pub mod fuzzing;
 pub mod meta;
+pub mod nbd;
 pub mod types;

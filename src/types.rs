@@ -19,7 +19,9 @@ pub const MAX_PEERS: u32 = 31;
 pub const HISTORY_UUIDS: usize = 32;
 
 /// A position or length in 512-byte sectors.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 pub struct Sector(pub u64);
 
 impl Sector {
@@ -34,7 +36,9 @@ impl Sector {
 }
 
 /// Index of a 4 KiB block, the bitmap's granularity.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 pub struct BlockIdx(pub u64);
 
 impl BlockIdx {
@@ -49,7 +53,9 @@ impl BlockIdx {
 }
 
 /// Index of a 4 MiB activity-log extent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 pub struct ExtentNr(pub u32);
 
 impl ExtentNr {
@@ -107,7 +113,9 @@ impl fmt::Display for GenUuid {
 pub struct ReqId(pub u64);
 
 /// Virtual time in nanoseconds. The engine never reads a clock; the driver passes `now` in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 pub struct Time(pub u64);
 
 impl Time {
@@ -132,7 +140,10 @@ impl fmt::Display for MetaDisk {
         match self {
             MetaDisk::Internal => f.write_str("internal"),
             MetaDisk::External { path, index: None } => f.write_str(path),
-            MetaDisk::External { path, index: Some(i) } => write!(f, "{path} [{i}]"),
+            MetaDisk::External {
+                path,
+                index: Some(i),
+            } => write!(f, "{path} [{i}]"),
         }
     }
 }

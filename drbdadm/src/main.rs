@@ -1,1 +1,85 @@
-fn main() {}
+//! drbdadm for udrbd: the DRBD administration tool's commands, syntax and exit codes.
+
+mod argv;
+mod cli;
+mod commands;
+mod context;
+mod error;
+
+use clap::{CommandFactory, Parser};
+use cli::{Cli, Command};
+use commands::meta::{MetaArgs, MetaOp};
+use error::{AdmError, E_USAGE};
+use std::process::ExitCode;
+
+/// What `drbdadm --version` prints: the machine-readable form the Pacemaker agent `eval`s.
+fn print_version() {
+    let v = env!("CARGO_PKG_VERSION");
+    println!("DRBDADM_BUILDTAG=udrbd-{v}");
+    println!("DRBDADM_API_VERSION=2");
+    println!("DRBD_KERNEL_VERSION_CODE=0x090200");
+    println!("DRBD_KERNEL_VERSION=9.2.0");
+    println!("DRBDADM_VERSION_CODE=0x091600");
+    println!("DRBDADM_VERSION=9.22.0");
+    println!("UDRBD_VERSION={v}");
+}
+
+fn run(cli: Cli) -> Result<(), AdmError> {
+    if cli.version {
+        print_version();
+        return Ok(());
+    }
+    let Some(command) = cli.command else {
+        let _ = Cli::command().print_help();
+        return Err(AdmError::new(E_USAGE, "\nno command given"));
+    };
+    let cfg = context::load_config(&cli.config)?;
+    let node = cli.node.as_deref();
+    let meta = |targets: &[String], op, force, max_peers| {
+        let args = MetaArgs {
+            force,
+            max_peers,
+            dry_run: cli.dry_run,
+        };
+        commands::meta::run(&cfg, node, targets, op, &args)
+    };
+    match &command {
+        Command::Dump { targets } => commands::dump::dump(&cfg, targets),
+        Command::ShResources => {
+            commands::dump::sh_resources(&cfg);
+            Ok(())
+        }
+        Command::CreateMd {
+            force,
+            max_peers,
+            targets,
+        } => meta(&targets.targets, MetaOp::Create, *force, *max_peers),
+        Command::DumpMd { targets } => meta(&targets.targets, MetaOp::Dump, false, None),
+        Command::WipeMd { force, targets } => meta(&targets.targets, MetaOp::Wipe, *force, None),
+        Command::GetGi { targets } => meta(&targets.targets, MetaOp::GetGi, false, None),
+        Command::ShowGi { targets } => meta(&targets.targets, MetaOp::ShowGi, false, None),
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let normalised = argv::normalise(args);
+    let cli = match Cli::try_parse_from(normalised.to_clap_args("drbdadm")) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(E_USAGE as u8)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(u8::try_from(e.code).unwrap_or(u8::MAX))
+        }
+    }
+}

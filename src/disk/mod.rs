@@ -1,1 +1,8 @@
 //! Backing-device I/O.
+//!
+//! - [`metadev`]: the offline metadata operations (create-md, dump-md, wipe-md, get-gi,
+//!   show-gi) and the attach-time read, on top of the pure codecs in [`crate::meta`].
+//! - [`fs_sig`]: recognising filesystems and other signatures create-md must not destroy.
+
+pub mod fs_sig;
+pub mod metadev;

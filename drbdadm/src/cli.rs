@@ -1,0 +1,124 @@
+//! The command-line surface: one clap subcommand per drbdadm command, so each has its own
+//! `--help`. `argv::normalise` has already put options where clap expects them.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+const ABOUT: &str = "Administer udrbd resources the way drbdadm administers DRBD";
+
+const LONG_ABOUT: &str = "\
+Administer udrbd resources the way drbdadm administers DRBD.
+
+drbdadm reads the DRBD configuration (default /etc/drbd.conf, which usually includes
+drbd.d/global_common.conf and drbd.d/*.res), works out which `on HOST` section is this node
+(`uname -n`, or --node NAME / UDRBD_NODE), and acts on the named resources. `all` means every
+resource in the configuration. Options may stand before or after the command, and words after
+`--` are options for the command, as in `drbdadm -- --discard-my-data connect r0`.
+
+First steps on a new resource:
+    drbdadm dump all          # check the configuration
+    drbdadm create-md r0      # write udrbd metadata (on both nodes)
+    drbdadm dump-md r0        # show it";
+
+/// `drbdadm [GLOBAL OPTIONS] COMMAND [OPTIONS] RESOURCE...`
+#[derive(Debug, Parser)]
+#[command(name = "drbdadm", about = ABOUT, long_about = LONG_ABOUT, disable_version_flag = true)]
+pub struct Cli {
+    /// Configuration file to read (its `include`s are followed).
+    #[arg(
+        short = 'c',
+        long = "config-file",
+        global = true,
+        env = "UDRBD_CONFIG",
+        value_name = "FILE",
+        default_value = "/etc/drbd.conf"
+    )]
+    pub config: PathBuf,
+
+    /// Act as this node: the name of an `on NAME` section (default: `uname -n`).
+    #[arg(long = "node", global = true, env = "UDRBD_NODE", value_name = "NAME")]
+    pub node: Option<String>,
+
+    /// Print what would be done instead of doing it.
+    #[arg(short = 'd', long = "dry-run", global = true)]
+    pub dry_run: bool,
+
+    /// More output.
+    #[arg(short = 'v', long = "verbose", global = true)]
+    pub verbose: bool,
+
+    /// Print version information in drbdadm's machine-readable form and exit.
+    #[arg(short = 'V', long = "version")]
+    pub version: bool,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Operands naming what to act on: `RES`, `RES/VOL`, `RES:PEER`, `RES:PEER/VOL` or `all`.
+#[derive(Debug, clap::Args)]
+pub struct Targets {
+    /// Resource(s) to act on (`all` for every resource); `RES/VOL` picks one volume.
+    #[arg(value_name = "RESOURCE", required = true)]
+    pub targets: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Parse the configuration and print it as udrbd understands it.
+    ///
+    /// Without a resource, or with `all`, prints the global and common sections and every
+    /// resource. 8.x spellings are shown in their modern form with a comment. Fails with
+    /// FILE:LINE:COL and a hint on any syntax or validation error, so it doubles as a syntax check.
+    Dump {
+        /// Resource(s) to print (default: all).
+        #[arg(value_name = "RESOURCE")]
+        targets: Vec<String>,
+    },
+
+    /// Write fresh udrbd metadata (generation UUIDs, activity log, bitmap) for a resource.
+    ///
+    /// Internal metadata takes the end of the backing device, so the exported size is a little
+    /// smaller than the partition. Refuses to overwrite valid metadata, or a device that looks
+    /// used (a filesystem, LVM or swap signature), unless --force is given.
+    CreateMd {
+        /// Overwrite existing metadata or a device that looks used, without asking.
+        #[arg(long)]
+        force: bool,
+        /// Number of peers the bitmap has room for (default: the peers in the configuration).
+        #[arg(long = "max-peers", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=31))]
+        max_peers: Option<u32>,
+        #[command(flatten)]
+        targets: Targets,
+    },
+
+    /// Print the metadata as text (generation UUIDs, flags, bitmap). Exit code 255 if none.
+    DumpMd {
+        #[command(flatten)]
+        targets: Targets,
+    },
+
+    /// Destroy the metadata block (the data area is not touched).
+    WipeMd {
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        targets: Targets,
+    },
+
+    /// Print the data generation identifiers: CURRENT:BITMAP:HIST1:HIST2:flags.
+    GetGi {
+        #[command(flatten)]
+        targets: Targets,
+    },
+
+    /// Print the data generation identifiers with an explanation of each field.
+    ShowGi {
+        #[command(flatten)]
+        targets: Targets,
+    },
+
+    /// List the names of the resources in the configuration, one per line.
+    ShResources,
+}

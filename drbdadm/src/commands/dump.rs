@@ -1,0 +1,24 @@
+//! `drbdadm dump` and `sh-resources`: the configuration as udrbd understands it.
+
+use crate::context::expand_targets;
+use crate::error::{AdmError, E_CONFIG_INVALID};
+use udrbd::config::{self, Config};
+
+/// Prints the whole configuration (no operands or `all`) or the named resources.
+pub fn dump(cfg: &Config, words: &[String]) -> Result<(), AdmError> {
+    let to_err = |e: config::ConfigError| AdmError::new(E_CONFIG_INVALID, e.to_string());
+    if words.is_empty() || words.iter().any(|w| w == "all") {
+        print!("{}", config::dump(cfg, None).map_err(to_err)?);
+        return Ok(());
+    }
+    for t in expand_targets(cfg, words)? {
+        print!("{}", config::dump(cfg, Some(&t.resource)).map_err(to_err)?);
+    }
+    Ok(())
+}
+
+/// Prints every resource name, one per line (drbdadm's `sh-resources` prints them space-separated
+/// on one line; scripts split on whitespace either way).
+pub fn sh_resources(cfg: &Config) {
+    println!("{}", cfg.resource_names().join(" "));
+}

@@ -1,0 +1,190 @@
+//! The offline metadata commands: create-md, dump-md, wipe-md, get-gi, show-gi.
+//!
+//! They work on the backing device directly, like drbdmeta, so they need no daemon.
+
+use crate::context::{Target, expand_targets, resolve};
+use crate::error::{AdmError, E_CONFIG_INVALID, E_USAGE};
+use std::io::{self, BufRead, IsTerminal, Write};
+use std::path::Path;
+use udrbd::config::{Config, Resolved};
+use udrbd::disk::metadev::{self, CreateMdOptions, MetaDevError};
+use udrbd::types::{MetaDisk, NodeId};
+
+/// The options that reach the metadata commands from the command line.
+#[derive(Debug, Clone, Default)]
+pub struct MetaArgs {
+    pub force: bool,
+    pub max_peers: Option<u32>,
+    pub dry_run: bool,
+}
+
+/// Which metadata operation to run on each selected volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetaOp {
+    Create,
+    Dump,
+    Wipe,
+    GetGi,
+    ShowGi,
+}
+
+impl MetaOp {
+    fn name(self) -> &'static str {
+        match self {
+            MetaOp::Create => "create-md",
+            MetaOp::Dump => "dump-md",
+            MetaOp::Wipe => "wipe-md",
+            MetaOp::GetGi => "get-gi",
+            MetaOp::ShowGi => "show-gi",
+        }
+    }
+}
+
+/// Runs `op` on every volume the operands select. Stops at the first failure, as drbdadm does.
+pub fn run(
+    cfg: &Config,
+    node: Option<&str>,
+    words: &[String],
+    op: MetaOp,
+    args: &MetaArgs,
+) -> Result<(), AdmError> {
+    for target in expand_targets(cfg, words)? {
+        let res = resolve(cfg, &target.resource, node)?;
+        let volumes: Vec<_> = res
+            .volumes
+            .iter()
+            .filter(|v| target.volume.is_none_or(|n| n == v.number))
+            .collect();
+        if volumes.is_empty() {
+            return Err(AdmError::new(
+                E_CONFIG_INVALID,
+                format!(
+                    "{}: no volume {} in this resource",
+                    res.name,
+                    target.volume.unwrap_or(0)
+                ),
+            ));
+        }
+        for vol in volumes {
+            let Some(disk) = vol.disk.as_deref() else {
+                return Err(AdmError::new(
+                    E_CONFIG_INVALID,
+                    format!(
+                        "{}/{}: this node has 'disk none;' (diskless): there is no metadata to {}",
+                        res.name,
+                        vol.number,
+                        op.name()
+                    ),
+                ));
+            };
+            if args.dry_run {
+                println!(
+                    "udrbd-meta {} {} {} {}{}",
+                    vol.minor,
+                    disk,
+                    vol.meta_disk,
+                    op.name(),
+                    if args.force { " --force" } else { "" }
+                );
+                continue;
+            }
+            run_one(
+                &res,
+                &target,
+                Path::new(disk),
+                &vol.meta_disk,
+                vol.disk_opts.al_extents,
+                op,
+                args,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn run_one(
+    res: &Resolved,
+    target: &Target,
+    disk: &Path,
+    meta: &MetaDisk,
+    al_extents: u32,
+    op: MetaOp,
+    args: &MetaArgs,
+) -> Result<(), AdmError> {
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    let force = args.force;
+    let mut confirm = |question: &str| confirm(question, force);
+    let result = match op {
+        MetaOp::Create => {
+            let peer_node_ids: Vec<NodeId> = res.peers.iter().map(|p| p.node_id).collect();
+            let max_peers = args
+                .max_peers
+                .unwrap_or_else(|| (peer_node_ids.len() as u32).max(1));
+            let opts = CreateMdOptions {
+                node_id: res.me.node_id,
+                max_peers,
+                peer_node_ids,
+                al_extents,
+                force,
+            };
+            metadev::create_md(disk, meta, &opts, &mut confirm, &mut out)
+        }
+        MetaOp::Dump => metadev::dump_md(disk, meta, &mut out),
+        MetaOp::Wipe => metadev::wipe_md(disk, meta, &mut confirm, &mut out),
+        MetaOp::GetGi | MetaOp::ShowGi => {
+            let peer = pick_peer(res, target)?;
+            if op == MetaOp::GetGi {
+                metadev::get_gi(disk, meta, peer, &mut out)
+            } else {
+                metadev::show_gi(disk, meta, peer, &mut out)
+            }
+        }
+    };
+    let _ = out.flush();
+    result.map_err(|e: MetaDevError| AdmError::new(e.exit_code(), e.to_string()))
+}
+
+/// get-gi shows one peer's bitmap UUID: the one named as `RES:PEER`, else the only peer.
+fn pick_peer(res: &Resolved, target: &Target) -> Result<Option<NodeId>, AdmError> {
+    match &target.peer {
+        Some(name) => res
+            .peers
+            .iter()
+            .find(|p| &p.name == name)
+            .map(|p| Some(p.node_id))
+            .ok_or_else(|| {
+                let known: Vec<&str> = res.peers.iter().map(|p| p.name.as_str()).collect();
+                AdmError::new(
+                    E_USAGE,
+                    format!(
+                        "{}: no peer '{name}' (peers: {})",
+                        res.name,
+                        known.join(", ")
+                    ),
+                )
+            }),
+        None if res.peers.len() == 1 => Ok(res.peers.first().map(|p| p.node_id)),
+        None => Ok(None),
+    }
+}
+
+/// Asks a yes/no question the way drbdmeta does. Without a terminal nobody can answer, so the
+/// answer is no (and the caller says to use --force).
+fn confirm(question: &str, force: bool) -> bool {
+    if force {
+        return true;
+    }
+    println!("{question}");
+    if !io::stdin().is_terminal() {
+        println!("(no terminal to confirm on; re-run with --force to proceed)");
+        return false;
+    }
+    print!("[need to type 'yes' to confirm] ");
+    let _ = io::stdout().flush();
+    let mut line = String::new();
+    if io::stdin().lock().read_line(&mut line).is_err() {
+        return false;
+    }
+    line.trim() == "yes"
+}

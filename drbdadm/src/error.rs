@@ -1,0 +1,32 @@
+//! drbdadm's exit codes and the error that carries one.
+
+use std::fmt;
+
+/// Bad command line (drbdadm's `E_USAGE`).
+pub const E_USAGE: i32 = 3;
+/// The configuration is invalid or does not name the resource (`E_CONFIG_INVALID`).
+pub const E_CONFIG_INVALID: i32 = 10;
+
+/// An error with the exit code drbdadm would use for it.
+#[derive(Debug)]
+pub struct AdmError {
+    pub code: i32,
+    pub message: String,
+}
+
+impl AdmError {
+    pub fn new(code: i32, message: impl Into<String>) -> Self {
+        AdmError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for AdmError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for AdmError {}

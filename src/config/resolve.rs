@@ -1,0 +1,302 @@
+//! What one node runs for one resource: picks the host that is "me", follows inheritance
+//! (common -> resource -> connection / volume / host) and types every option.
+
+use super::error::{ConfigError, Pos};
+use super::model::*;
+use super::options::Value;
+use super::typed::*;
+use super::validate::{conn_address, effective_volumes};
+use crate::types::{MetaDisk, NodeId};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+
+/// How to find "me": `explicit` (from `--node NAME` / `UDRBD_NODE`) wins; else the `on` section
+/// named `hostname`; else a `floating` section whose address `is_local`.
+pub struct HostQuery<'a> {
+    pub explicit: Option<&'a str>,
+    pub hostname: &'a str,
+    pub is_local: &'a dyn Fn(IpAddr) -> bool,
+}
+
+impl std::fmt::Debug for HostQuery<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostQuery")
+            .field("explicit", &self.explicit)
+            .field("hostname", &self.hostname)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Host {
+    pub name: String,
+    pub node_id: NodeId,
+    pub address: Option<SocketAddr>,
+    /// udrbd: where to serve the resource over NBD/TCP (`nbd-listen`), if anywhere.
+    pub nbd_listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerVolume {
+    pub number: u32,
+    pub opts: PeerDeviceOptions,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Peer {
+    pub name: String,
+    pub node_id: NodeId,
+    /// Where the peer listens.
+    pub address: Option<SocketAddr>,
+    /// The address this node uses towards this peer (its `on` address, or the connection's).
+    pub local_address: Option<SocketAddr>,
+    pub net: NetOptions,
+    pub volumes: Vec<PeerVolume>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Volume {
+    pub number: u32,
+    pub minor: u32,
+    /// `/dev/drbdN` when the config names one.
+    pub device: Option<String>,
+    /// `None` = `disk none;` (diskless).
+    pub disk: Option<String>,
+    /// Meaningless when diskless (then `Internal`).
+    pub meta_disk: MetaDisk,
+    pub disk_opts: DiskOptions,
+}
+
+/// One resource as this node runs it. Sent to the daemon as JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Resolved {
+    pub name: String,
+    pub me: Host,
+    pub peers: Vec<Peer>,
+    pub volumes: Vec<Volume>,
+    /// Resource-level effective net options (a peer's own are in `Peer::net`).
+    pub net: NetOptions,
+    pub options: ResourceOptions,
+    pub startup: StartupOptions,
+    pub handlers: BTreeMap<String, String>,
+    /// The file that defines the resource.
+    pub config_file: String,
+}
+
+fn choose_host<'r>(res: &'r Resource, me: &HostQuery<'_>) -> Result<&'r HostCfg, ConfigError> {
+    let names = || {
+        res.hosts
+            .iter()
+            .filter(|h| !h.floating)
+            .map(|h| h.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if let Some(n) = me.explicit {
+        return res.hosts.iter().find(|h| h.name == n).ok_or_else(|| {
+            res.pos.err(format!(
+                "{}: no host section named '{n}' (from --node or UDRBD_NODE); on sections: {}",
+                res.name,
+                names()
+            ))
+        });
+    }
+    if let Some(h) = res
+        .hosts
+        .iter()
+        .find(|h| !h.floating && h.name == me.hostname)
+    {
+        return Ok(h);
+    }
+    if let Some(h) = res
+        .hosts
+        .iter()
+        .find(|h| h.floating && h.address.is_some_and(|a| (me.is_local)(a.ip())))
+    {
+        return Ok(h);
+    }
+    Err(res.pos.err(format!(
+        "{}: no host section matches this node ('{}'); on sections: {}. Use --node NAME or UDRBD_NODE to choose one.",
+        res.name,
+        me.hostname,
+        names()
+    )))
+}
+
+/// One connection from me to a peer, as the pieces resolve needs.
+struct Link<'r> {
+    peer: &'r HostCfg,
+    peer_addr: Option<SocketAddr>,
+    my_addr: Option<SocketAddr>,
+    net: OptBlock,
+    disk: OptBlock,
+    volumes: Vec<(u32, OptBlock)>,
+}
+
+fn links<'r>(res: &'r Resource, me: &HostCfg) -> Vec<Link<'r>> {
+    let mut out: Vec<Link<'r>> = Vec::new();
+    let plain = |peer: &'r HostCfg, net: OptBlock| Link {
+        peer,
+        peer_addr: peer.address,
+        my_addr: me.address,
+        net,
+        disk: OptBlock::default(),
+        volumes: Vec::new(),
+    };
+    for c in &res.connections {
+        let group = if c.hosts.is_empty() {
+            c.paths.first()
+        } else {
+            Some(&c.hosts)
+        };
+        let Some(group) = group else { continue };
+        let Some(mine) = group.iter().find(|h| h.name == me.name) else {
+            continue;
+        };
+        let Some(other) = group.iter().find(|h| h.name != me.name) else {
+            continue;
+        };
+        let Some(peer) = res.host(&other.name) else {
+            continue;
+        };
+        out.push(Link {
+            peer,
+            peer_addr: conn_address(peer, other),
+            my_addr: conn_address(me, mine),
+            net: c.net.clone(),
+            disk: c.disk.clone(),
+            volumes: c.volumes.clone(),
+        });
+    }
+    if let Some(m) = &res.mesh
+        && m.hosts.iter().any(|(n, _)| *n == me.name)
+    {
+        for (n, _) in &m.hosts {
+            // An explicit connection to the same peer overrides the mesh's.
+            if *n == me.name || out.iter().any(|l| l.peer.name == *n) {
+                continue;
+            }
+            if let Some(peer) = res.host(n) {
+                out.push(plain(peer, m.net.clone()));
+            }
+        }
+    }
+    if res.connections.is_empty() && res.mesh.is_none() && res.hosts.len() == 2 {
+        // The implicit connection of a two-node resource.
+        if let Some(peer) = res.hosts.iter().find(|h| h.name != me.name) {
+            out.push(plain(peer, OptBlock::default()));
+        }
+    }
+    out.sort_by_key(|l| l.peer.node_id);
+    out
+}
+
+/// `discard-node-NAME` must name a host of the resource.
+fn check_discard_node(res: &Resource, b: &OptBlock) -> Result<(), ConfigError> {
+    if let Some(e) = b.get("after-sb-0pri")
+        && let Value::Word(w) = &e.value
+        && let Some(n) = w.strip_prefix("discard-node-")
+        && res.host(n).is_none()
+    {
+        return Err(e.pos.err(format!(
+            "after-sb-0pri {w}: resource {} has no host '{n}'",
+            res.name
+        )));
+    }
+    Ok(())
+}
+
+fn node_id(h: &HostCfg) -> NodeId {
+    NodeId(h.node_id.unwrap_or_default())
+}
+
+/// Resolves `resource` for the node `me` describes.
+pub fn resolve(cfg: &Config, resource: &str, me: &HostQuery<'_>) -> Result<Resolved, ConfigError> {
+    let Some(res) = cfg.resource(resource) else {
+        let at = cfg
+            .resources
+            .first()
+            .map(|r| r.pos.clone())
+            .unwrap_or_else(|| Pos {
+                file: "(config)".into(),
+                line: 0,
+                col: 0,
+            });
+        return Err(at.err(format!("'{resource}' not defined in your config")));
+    };
+    let host = choose_host(res, me)?;
+    let secs = cfg.common.sections.overlay(&res.sections);
+    check_discard_node(res, &secs.net)?;
+
+    let volumes_cfg = effective_volumes(res, host);
+    let volumes = volumes_cfg
+        .iter()
+        .map(|v| Volume {
+            number: v.number,
+            minor: v.device.as_ref().map(|d| d.minor).unwrap_or_default(),
+            device: v.device.as_ref().and_then(|d| d.path.clone()),
+            disk: match &v.disk {
+                Some(DiskCfg::Path(p)) => Some(p.clone()),
+                _ => None,
+            },
+            meta_disk: v.meta_disk.clone().unwrap_or(MetaDisk::Internal),
+            disk_opts: DiskOptions::from_block(&secs.disk.overlay(&v.disk_opts)),
+        })
+        .collect();
+
+    let mut peers = Vec::new();
+    let mut my_address = host.address;
+    for l in links(res, host) {
+        let net_block = secs.net.overlay(&l.net);
+        check_discard_node(res, &l.net)?;
+        let pvols = volumes_cfg
+            .iter()
+            .map(|v| {
+                let mut b = secs.disk.overlay(&v.disk_opts).overlay(&l.disk);
+                if let Some((_, vb)) = l.volumes.iter().find(|(n, _)| *n == v.number) {
+                    b = b.overlay(vb);
+                }
+                PeerVolume {
+                    number: v.number,
+                    opts: PeerDeviceOptions::from_block(&b),
+                }
+            })
+            .collect();
+        my_address = my_address.or(l.my_addr);
+        peers.push(Peer {
+            name: l.peer.name.clone(),
+            node_id: node_id(l.peer),
+            address: l.peer_addr,
+            local_address: l.my_addr,
+            net: NetOptions::from_block(&net_block, &host.name),
+            volumes: pvols,
+        });
+    }
+
+    let options = ResourceOptions::from_block(&secs.options);
+    let nbd_listen = host
+        .nbd_listen
+        .or_else(|| options.nbd_listen.as_deref().and_then(|s| s.parse().ok()));
+    Ok(Resolved {
+        name: res.name.clone(),
+        me: Host {
+            name: host.name.clone(),
+            node_id: node_id(host),
+            address: my_address,
+            nbd_listen,
+        },
+        peers,
+        volumes,
+        net: NetOptions::from_block(&secs.net, &host.name),
+        options,
+        startup: StartupOptions::from_block(&secs.startup),
+        handlers: secs
+            .handlers
+            .entries
+            .iter()
+            .map(|e| (e.name.to_string(), e.text.clone()))
+            .collect(),
+        config_file: res.pos.file.to_string(),
+    })
+}

@@ -1,0 +1,11 @@
+//! The NBD front end: how clients (qemu, nbdcopy, nbdinfo, fio) reach a resource's data.
+//!
+//! - [`proto`]: the pure protocol layer (codecs, option haggling, request validation). It does no
+//!   I/O, so the listener that uses it and the simulator can drive it the same way.
+
+pub mod proto;
+
+#[cfg(test)]
+mod corpus_tests;
+#[cfg(test)]
+mod purity_tests;
