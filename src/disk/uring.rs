@@ -1,0 +1,688 @@
+//! io_uring engine: one ring, owned by one dedicated thread per backing device (no SQPOLL).
+//!
+//! Submitters put requests on a bounded channel and bump an eventfd; the ring thread always has
+//! a read of that eventfd pending, so `submit_and_wait(1)` returns when either I/O completes or
+//! a request arrives, with no lost wakeups (the eventfd counter stays non-zero until read).
+//! Completion callbacks run on the ring thread; requests they submit go through a side queue so
+//! the thread never blocks on its own full channel.
+//!
+//! Data ops use O_DIRECT with 4096-aligned buffers that live inside the op's task until its
+//! completion arrives; 512-byte requests become read-modify-write under the block lock table
+//! ([`super::blocklock`]). Flush is one `fsync(DATASYNC)`: flushes that arrive while none is in
+//! flight share the next one; flushes that arrive while one runs wait for the one after it,
+//! because the running fsync may have started before writes they must cover completed.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, Write as _};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::{JoinHandle, ThreadId};
+
+use io_uring::{IoUring, opcode, squeue, types};
+
+use super::align::{modifies, plan_write, span, validate};
+use super::aligned_buf::AlignedBuf;
+use super::blocklock::{BlockLocks, BlockRange, blocks_of};
+use super::device::Device;
+use super::engine::{AllocRun, Completion, DiskDone, DiskEngine, DiskOp};
+use super::{sync_io, sys};
+
+/// Submission queue size.
+const RING_ENTRIES: u32 = 256;
+/// Requests accepted but not completed. Every task has at most one SQE in flight and the
+/// wakeup read one more, so staying below the SQ size means a push never finds the SQ full
+/// and the CQ (twice the SQ) never overflows.
+const MAX_ACTIVE: usize = RING_ENTRIES as usize - 1;
+/// Requests queued in the channel before submitters wait (back-pressure).
+const CHANNEL_BOUND: usize = 1024;
+/// user_data of the eventfd read.
+const WAKE: u64 = u64::MAX;
+
+struct Request {
+    op: DiskOp,
+    done: Completion,
+}
+
+/// Counters of the fsyncs issued for Flush requests (for tests and statistics).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FlushStats {
+    /// fsyncs handed to the ring.
+    pub started: u64,
+    /// fsyncs whose completion arrived; counted before their flushes are completed.
+    pub completed: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    started: AtomicU64,
+    completed: AtomicU64,
+}
+
+type SideQueue = Arc<Mutex<VecDeque<Request>>>;
+
+fn side(q: &SideQueue) -> MutexGuard<'_, VecDeque<Request>> {
+    q.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The io_uring engine.
+pub struct UringEngine {
+    dev: Arc<Device>,
+    tx: Option<SyncSender<Request>>,
+    wake: Arc<File>,
+    side: SideQueue,
+    counters: Arc<Counters>,
+    thread: Option<JoinHandle<()>>,
+    thread_id: ThreadId,
+}
+
+impl std::fmt::Debug for UringEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UringEngine")
+            .field("dev", &self.dev)
+            .finish()
+    }
+}
+
+impl UringEngine {
+    /// Opens `path` (see [`Device::open`] for `data_bytes` and the O_DIRECT choice). Fails
+    /// when io_uring is unavailable (e.g. `kernel.io_uring_disabled`).
+    pub fn open(path: &Path, data_bytes: Option<u64>) -> io::Result<UringEngine> {
+        let dev = Arc::new(Device::open(path, data_bytes)?);
+        let ring = IoUring::new(RING_ENTRIES)?;
+        let wake = Arc::new(sys::eventfd()?);
+        let (tx, rx) = mpsc::sync_channel(CHANNEL_BOUND);
+        let side: SideQueue = Arc::default();
+        let counters = Arc::new(Counters::default());
+        let looper = Ring {
+            ring,
+            dev: Arc::clone(&dev),
+            rx,
+            side: Arc::clone(&side),
+            wake_fd: Arc::clone(&wake),
+            wake_buf: Box::new([0; 8]),
+            wake_armed: false,
+            exiting: false,
+            tasks: Vec::new(),
+            free: Vec::new(),
+            locks: BlockLocks::default(),
+            flush_waiting: Vec::new(),
+            flush_covered: Vec::new(),
+            active: 0,
+            closed: false,
+            counters: Arc::clone(&counters),
+        };
+        let thread = std::thread::Builder::new()
+            .name("udrbd-uring".into())
+            .spawn(move || looper.run())?;
+        let thread_id = thread.thread().id();
+        Ok(UringEngine {
+            dev,
+            tx: Some(tx),
+            wake,
+            side,
+            counters,
+            thread: Some(thread),
+            thread_id,
+        })
+    }
+
+    /// Whether the device was opened with O_DIRECT.
+    pub fn is_direct(&self) -> bool {
+        self.dev.direct
+    }
+
+    /// fsyncs issued for Flush requests so far.
+    pub fn flush_stats(&self) -> FlushStats {
+        FlushStats {
+            started: self.counters.started.load(Ordering::SeqCst),
+            completed: self.counters.completed.load(Ordering::SeqCst),
+        }
+    }
+
+    fn wake(&self) {
+        if let Err(e) = (&*self.wake).write_all(&1u64.to_ne_bytes()) {
+            tracing::error!("cannot wake the io_uring thread: {e}");
+        }
+    }
+}
+
+impl DiskEngine for UringEngine {
+    fn size(&self) -> u64 {
+        self.dev.size
+    }
+
+    fn submit(&self, op: DiskOp, done: Completion) {
+        let req = Request { op, done };
+        if std::thread::current().id() == self.thread_id {
+            side(&self.side).push_back(req);
+        } else {
+            let Some(tx) = &self.tx else {
+                return (req.done)(Err(io::Error::other("engine is shutting down")));
+            };
+            if let Err(mpsc::SendError(req)) = tx.send(req) {
+                return (req.done)(Err(io::Error::other("io_uring thread is gone")));
+            }
+        }
+        self.wake();
+    }
+
+    fn block_status(&self, offset: u64, len: u64) -> io::Result<Vec<AllocRun>> {
+        self.dev.block_status(offset, len)
+    }
+}
+
+impl Drop for UringEngine {
+    fn drop(&mut self) {
+        // Closing the channel tells the thread to finish the accepted requests and exit.
+        self.tx = None;
+        self.wake();
+        if let Some(t) = self.thread.take() {
+            // A callback dropping the last handle runs on the ring thread, which cannot join
+            // itself; it exits on its own once idle.
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// The kernel I/O of a task: `segs` are byte ranges of `buf`, done front to back; `dev_off`
+/// is the device offset of `buf[0]`.
+struct Io {
+    buf: AlignedBuf,
+    dev_off: u64,
+    segs: VecDeque<(usize, usize)>,
+}
+
+enum Step {
+    /// Reading the span; the result is `buf[skip..skip+len]`.
+    Read {
+        io: Io,
+        skip: usize,
+        len: usize,
+    },
+    /// RMW: reading the partial edge blocks; then `data` goes to `buf[skip..]`.
+    Fill {
+        io: Io,
+        data: Vec<u8>,
+        skip: usize,
+        fua: bool,
+    },
+    Write {
+        io: Io,
+        fua: bool,
+    },
+    Fallocate {
+        offset: u64,
+        len: u64,
+        mode: i32,
+        fua: bool,
+        op: DiskOp,
+    },
+    /// fdatasync after a FUA trim/zero.
+    SyncAfter,
+    /// The coalesced flush fsync; its waiters are `Ring::flush_covered`.
+    Flush,
+}
+
+struct Task {
+    done: Option<Completion>,
+    lock: BlockRange,
+    step: Step,
+}
+
+struct Ring {
+    ring: IoUring,
+    dev: Arc<Device>,
+    rx: Receiver<Request>,
+    side: SideQueue,
+    wake_fd: Arc<File>,
+    /// Target of the pending eventfd read; boxed so its address is stable.
+    wake_buf: Box<[u8; 8]>,
+    wake_armed: bool,
+    exiting: bool,
+    /// Task slab; user_data is the index.
+    tasks: Vec<Option<Task>>,
+    free: Vec<usize>,
+    locks: BlockLocks<Request>,
+    /// Flushes waiting for an fsync that has not started yet.
+    flush_waiting: Vec<Completion>,
+    /// Flushes covered by the fsync in flight.
+    flush_covered: Vec<Completion>,
+    active: usize,
+    closed: bool,
+    counters: Arc<Counters>,
+}
+
+fn os_err(errno: i32) -> io::Error {
+    io::Error::from_raw_os_error(errno)
+}
+
+impl Ring {
+    fn run(mut self) {
+        self.arm_wake();
+        loop {
+            self.reap();
+            self.drain();
+            self.start_flush();
+            if self.closed && self.active == 0 {
+                break;
+            }
+            self.wait();
+        }
+        self.disarm_wake();
+    }
+
+    fn wait(&mut self) {
+        match self.ring.submit_and_wait(1) {
+            Ok(_) => {}
+            // EBUSY: completions must be reaped first, which the loop does next.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => {}
+            Err(e) => {
+                tracing::error!("io_uring_enter failed: {e}");
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+    }
+
+    /// Pushes one SQE. Cannot find the SQ full (see [`MAX_ACTIVE`]); reports it if it does.
+    fn push(&mut self, e: &squeue::Entry) -> io::Result<()> {
+        // SAFETY: every buffer an SQE points to lives in a task of `self.tasks` (or in
+        // `wake_buf`) and is neither freed nor moved until that SQE's CQE has been reaped:
+        // tasks leave the slab only in `on_cqe`, and `Drop for Ring` leaks them if the thread
+        // dies with I/O in flight. `AlignedBuf` heap memory does not move with the task.
+        let r = unsafe { self.ring.submission().push(e) };
+        r.map_err(|_| io::Error::other("io_uring submission queue full"))
+    }
+
+    fn arm_wake(&mut self) {
+        let fd = types::Fd(self.wake_fd.as_raw_fd());
+        let e = opcode::Read::new(fd, self.wake_buf.as_mut_ptr(), 8)
+            .offset(u64::MAX)
+            .build()
+            .user_data(WAKE);
+        match self.push(&e) {
+            Ok(()) => self.wake_armed = true,
+            Err(err) => tracing::error!("cannot arm the io_uring wakeup: {err}"),
+        }
+    }
+
+    /// Completes the pending eventfd read so nothing in the kernel points at `wake_buf`.
+    fn disarm_wake(&mut self) {
+        self.exiting = true;
+        if self.wake_armed {
+            let _ = (&*self.wake_fd).write_all(&1u64.to_ne_bytes());
+        }
+        while self.wake_armed {
+            self.wait();
+            self.reap();
+        }
+    }
+
+    fn reap(&mut self) {
+        loop {
+            let cqes: Vec<(u64, i32)> = self
+                .ring
+                .completion()
+                .map(|c| (c.user_data(), c.result()))
+                .collect();
+            if cqes.is_empty() {
+                return;
+            }
+            for (ud, res) in cqes {
+                if ud == WAKE {
+                    self.wake_armed = false;
+                    if !self.exiting {
+                        self.arm_wake();
+                    }
+                } else {
+                    self.on_cqe(ud as usize, res);
+                }
+            }
+        }
+    }
+
+    /// Accepts requests from the side queue and the channel, up to [`MAX_ACTIVE`].
+    fn drain(&mut self) {
+        while self.active < MAX_ACTIVE {
+            let next = side(&self.side).pop_front();
+            let req = match next {
+                Some(r) => r,
+                None => match self.rx.try_recv() {
+                    Ok(r) => r,
+                    Err(TryRecvError::Empty) => return,
+                    Err(TryRecvError::Disconnected) => {
+                        self.closed = true;
+                        return;
+                    }
+                },
+            };
+            self.accept(req);
+        }
+    }
+
+    fn accept(&mut self, req: Request) {
+        if let Err(e) = validate(&req.op, self.dev.size) {
+            return (req.done)(Err(e));
+        }
+        self.active += 1;
+        if req.op == DiskOp::Flush {
+            self.flush_waiting.push(req.done);
+            return;
+        }
+        let lock = lock_of(&req.op);
+        if let Some(req) = self.locks.acquire(lock, req) {
+            self.start(req);
+        }
+    }
+
+    /// Starts one fsync for every waiting flush, unless one is already running.
+    fn start_flush(&mut self) {
+        if self.flush_waiting.is_empty() || !self.flush_covered.is_empty() {
+            return;
+        }
+        self.flush_covered = std::mem::take(&mut self.flush_waiting);
+        self.counters.started.fetch_add(1, Ordering::SeqCst);
+        self.spawn(Task {
+            done: None,
+            lock: (0, 0),
+            step: Step::Flush,
+        });
+    }
+
+    /// Starts a validated request whose blocks are held.
+    fn start(&mut self, req: Request) {
+        let lock = lock_of(&req.op);
+        let align = self.dev.align();
+        let step = match req.op {
+            DiskOp::Read { offset, len } => {
+                let s = span(offset, u64::from(len), align);
+                Step::Read {
+                    io: io_of(AlignedBuf::zeroed(s.len), s.start, vec![(0, s.len)]),
+                    skip: s.skip,
+                    len: len as usize,
+                }
+            }
+            DiskOp::Write { offset, data, fua } => {
+                let plan = plan_write(offset, data.len() as u64, align);
+                let mut buf = AlignedBuf::zeroed(plan.span.len);
+                if plan.fill.is_empty() {
+                    buf.as_mut_slice()[plan.span.skip..plan.span.skip + data.len()]
+                        .copy_from_slice(&data);
+                    Step::Write {
+                        io: io_of(buf, plan.span.start, vec![(0, plan.span.len)]),
+                        fua,
+                    }
+                } else {
+                    Step::Fill {
+                        io: io_of(buf, plan.span.start, plan.fill),
+                        data,
+                        skip: plan.span.skip,
+                        fua,
+                    }
+                }
+            }
+            DiskOp::Trim { offset, len, fua } => {
+                self.zero_step(req.op.clone(), offset, len, fua, true)
+            }
+            DiskOp::WriteZeroes {
+                offset,
+                len,
+                fua,
+                no_hole,
+            } => self.zero_step(req.op.clone(), offset, len, fua, !no_hole),
+            DiskOp::Flush => {
+                // Flushes never take this path (accept queues them); answer rather than lose it.
+                self.flush_waiting.push(req.done);
+                return;
+            }
+        };
+        let task = Task {
+            done: Some(req.done),
+            lock,
+            step,
+        };
+        // Nothing to do for empty ranges; ops with no io_uring opcode run synchronously here.
+        match &task.step {
+            Step::Read { io, .. } | Step::Write { io, .. } | Step::Fill { io, .. }
+                if io.segs.is_empty() =>
+            {
+                let r = match &task.step {
+                    Step::Read { .. } => Ok(DiskDone::Read(Vec::new())),
+                    _ => Ok(DiskDone::Done),
+                };
+                self.finish(task, r)
+            }
+            Step::Fallocate { len: 0, .. } => self.finish(task, Ok(DiskDone::Done)),
+            Step::Fallocate { op, .. } if self.dev.block_dev => {
+                // BLKZEROOUT is an ioctl without an io_uring opcode; the blocks are held, so
+                // running it inline on the ring thread is correct, only slower.
+                let r = sync_io::exec(&self.dev, op.clone());
+                self.finish(task, r)
+            }
+            _ => self.spawn(task),
+        }
+    }
+
+    fn zero_step(&self, op: DiskOp, offset: u64, len: u32, fua: bool, punch: bool) -> Step {
+        Step::Fallocate {
+            offset,
+            len: u64::from(len),
+            mode: if punch {
+                sys::PUNCH_HOLE
+            } else {
+                sys::ZERO_RANGE
+            },
+            fua,
+            op,
+        }
+    }
+
+    /// Puts `task` in the slab and issues its first SQE.
+    fn spawn(&mut self, task: Task) {
+        let idx = match self.free.pop() {
+            Some(i) => {
+                self.tasks[i] = Some(task);
+                i
+            }
+            None => {
+                self.tasks.push(Some(task));
+                self.tasks.len() - 1
+            }
+        };
+        self.issue(idx);
+    }
+
+    /// Issues the next SQE of the task at `idx`.
+    fn issue(&mut self, idx: usize) {
+        let fd = types::Fd(self.dev.file.as_raw_fd());
+        let Some(task) = self.tasks[idx].as_mut() else {
+            return;
+        };
+        let entry = match &mut task.step {
+            Step::Read { io, .. } | Step::Fill { io, .. } => {
+                let (a, b) = io.segs[0];
+                // SAFETY: `a..b` lies inside `io.buf` (segments come from the span plan).
+                let ptr = unsafe { io.buf.as_mut_ptr().add(a) };
+                opcode::Read::new(fd, ptr, (b - a) as u32)
+                    .offset(io.dev_off + a as u64)
+                    .build()
+            }
+            Step::Write { io, fua } => {
+                let (a, b) = io.segs[0];
+                // SAFETY: as above.
+                let ptr = unsafe { io.buf.as_mut_ptr().add(a) };
+                let flags = if *fua { libc::RWF_DSYNC } else { 0 };
+                opcode::Write::new(fd, ptr, (b - a) as u32)
+                    .offset(io.dev_off + a as u64)
+                    .rw_flags(flags)
+                    .build()
+            }
+            Step::Fallocate {
+                offset, len, mode, ..
+            } => opcode::Fallocate::new(fd, *len)
+                .offset(*offset)
+                .mode(*mode)
+                .build(),
+            Step::SyncAfter | Step::Flush => opcode::Fsync::new(fd)
+                .flags(types::FsyncFlags::DATASYNC)
+                .build(),
+        };
+        if let Err(e) = self.push(&entry.user_data(idx as u64)) {
+            self.fail(idx, e);
+        }
+    }
+
+    fn take(&mut self, idx: usize) -> Option<Task> {
+        let t = self.tasks.get_mut(idx)?.take()?;
+        self.free.push(idx);
+        Some(t)
+    }
+
+    fn fail(&mut self, idx: usize, e: io::Error) {
+        if let Some(task) = self.take(idx) {
+            self.finish(task, Err(e));
+        }
+    }
+
+    fn on_cqe(&mut self, idx: usize, res: i32) {
+        if res < 0 {
+            let errno = -res;
+            if errno == libc::EINTR || errno == libc::EAGAIN {
+                return self.issue(idx);
+            }
+            let Some(task) = self.take(idx) else { return };
+            if let Step::Fallocate { op, .. } = &task.step
+                && matches!(errno, libc::EOPNOTSUPP | libc::ENOSYS)
+            {
+                // The filesystem cannot punch or zero ranges: write zeroes instead.
+                let r = sync_io::exec_zeroes_fallback(&self.dev, op);
+                return self.finish(task, r);
+            }
+            return self.finish(task, Err(os_err(errno)));
+        }
+        let Some(task) = self.tasks.get_mut(idx).and_then(|t| t.as_mut()) else {
+            return;
+        };
+        let n = res as usize;
+        let more = match &mut task.step {
+            Step::Read { io, .. } | Step::Fill { io, .. } | Step::Write { io, .. } => {
+                let (a, b) = io.segs[0];
+                if n == 0 {
+                    let kind = if matches!(task.step, Step::Write { .. }) {
+                        io::ErrorKind::WriteZero
+                    } else {
+                        io::ErrorKind::UnexpectedEof
+                    };
+                    return self.fail(idx, io::Error::new(kind, "short transfer at device end"));
+                }
+                // A short transfer resubmits the rest of the segment.
+                if a + n < b {
+                    io.segs[0] = (a + n, b);
+                } else {
+                    io.segs.pop_front();
+                }
+                !io.segs.is_empty()
+            }
+            Step::Fallocate { .. } | Step::SyncAfter | Step::Flush => false,
+        };
+        if more {
+            return self.issue(idx);
+        }
+        let Some(mut task) = self.take(idx) else {
+            return;
+        };
+        match task.step {
+            Step::Read { io, skip, len } => {
+                let bytes = io.buf.as_slice()[skip..skip + len].to_vec();
+                self.complete(task.done, task.lock, Ok(DiskDone::Read(bytes)))
+            }
+            Step::Fill {
+                mut io,
+                data,
+                skip,
+                fua,
+            } => {
+                io.buf.as_mut_slice()[skip..skip + data.len()].copy_from_slice(&data);
+                let len = io.buf.len();
+                io.segs = VecDeque::from([(0, len)]);
+                task.step = Step::Write { io, fua };
+                self.spawn(task);
+            }
+            Step::Fallocate { fua: true, .. } => {
+                task.step = Step::SyncAfter;
+                self.spawn(task);
+            }
+            Step::Flush => self.flush_done(&Ok(DiskDone::Done)),
+            Step::Write { .. } | Step::Fallocate { .. } | Step::SyncAfter => {
+                self.complete(task.done, task.lock, Ok(DiskDone::Done))
+            }
+        }
+    }
+
+    fn finish(&mut self, task: Task, r: io::Result<DiskDone>) {
+        match task.step {
+            Step::Flush => self.flush_done(&r),
+            _ => self.complete(task.done, task.lock, r),
+        }
+    }
+
+    /// Completes a request: releases its blocks (starting the requests that were waiting on
+    /// them), then calls its callback.
+    fn complete(&mut self, done: Option<Completion>, lock: BlockRange, r: io::Result<DiskDone>) {
+        for req in self.locks.release(lock) {
+            self.start(req);
+        }
+        self.active -= 1;
+        if let Some(done) = done {
+            done(r);
+        }
+    }
+
+    /// The flush fsync finished: every flush it covered gets its result.
+    fn flush_done(&mut self, r: &io::Result<DiskDone>) {
+        self.counters.completed.fetch_add(1, Ordering::SeqCst);
+        let covered = std::mem::take(&mut self.flush_covered);
+        self.active -= covered.len();
+        for done in covered {
+            done(match r {
+                Ok(_) => Ok(DiskDone::Done),
+                Err(e) => Err(clone_err(e)),
+            });
+        }
+    }
+}
+
+fn clone_err(e: &io::Error) -> io::Error {
+    match e.raw_os_error() {
+        Some(n) => os_err(n),
+        None => io::Error::new(e.kind(), e.to_string()),
+    }
+}
+
+fn io_of(buf: AlignedBuf, dev_off: u64, segs: Vec<(usize, usize)>) -> Io {
+    let segs = segs.into_iter().filter(|(a, b)| a < b).collect();
+    Io { buf, dev_off, segs }
+}
+
+fn lock_of(op: &DiskOp) -> BlockRange {
+    match super::align::extent(op) {
+        Some((offset, len)) if modifies(op) => blocks_of(offset, len),
+        _ => (0, 0),
+    }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        // Only reached with I/O in flight if the thread panicked: the kernel may still write
+        // into those buffers, so they are leaked rather than freed.
+        if self.tasks.iter().any(Option::is_some) || self.wake_armed {
+            std::mem::forget(std::mem::take(&mut self.tasks));
+            std::mem::forget(std::mem::replace(&mut self.wake_buf, Box::new([0; 8])));
+        }
+    }
+}
