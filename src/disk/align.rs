@@ -93,10 +93,10 @@ pub fn plan_write(offset: u64, len: u64, align: u64) -> WritePlan {
     let span = span(offset, len, align);
     let a = align as usize;
     let mut fill = Vec::new();
-    if len > 0 && offset % align != 0 {
+    if len > 0 && !offset.is_multiple_of(align) {
         fill.push((0, a));
     }
-    if len > 0 && (offset + len) % align != 0 {
+    if len > 0 && !(offset + len).is_multiple_of(align) {
         let tail = (span.len - a, span.len);
         if fill.last() != Some(&tail) {
             fill.push(tail);
