@@ -136,7 +136,7 @@ fn check_status_is_truthful(e: &dyn DiskEngine, data: &[u8]) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     #[test]
     fn engines_agree(steps in prop::collection::vec(step(), 1..24)) {
@@ -422,4 +422,72 @@ fn async_wrapper_and_drop_drains() {
     drop(e);
     drop(tx);
     assert_eq!(rx.iter().filter(|&ok| ok).count(), 32);
+}
+
+/// Rough throughput of the file engines (`cargo test --test disk_engines -- --ignored
+/// --nocapture`): queue depth 32, 4 KiB aligned writes, 512-byte RMW writes, 4 KiB reads.
+#[test]
+#[ignore = "measurement, not a check"]
+fn measure_throughput() {
+    const DEV: u64 = 64 << 20;
+    const OPS: u64 = 8192;
+    let dir = tmpdir();
+    let engines: Vec<(&str, Box<dyn DiskEngine>)> = vec![
+        (
+            "uring",
+            Box::new(UringEngine::open(&sparse_file(dir.path(), "u", DEV), None).unwrap()),
+        ),
+        (
+            "pio",
+            Box::new(PioEngine::open(&sparse_file(dir.path(), "p", DEV), None).unwrap()),
+        ),
+    ];
+    for (name, e) in &engines {
+        for (what, len, read) in [
+            ("4k write", 4096u64, false),
+            ("512 rmw write", 512, false),
+            ("4k read", 4096, true),
+        ] {
+            let (tx, rx) = mpsc::sync_channel::<()>(64);
+            let t0 = std::time::Instant::now();
+            let mut inflight = 0;
+            for i in 0..OPS {
+                // A scattered but deterministic pattern over the device.
+                let offset = (i * 7919 % (DEV / 4096)) * 4096 + if len == 512 { 1024 } else { 0 };
+                let op = if read {
+                    DiskOp::Read {
+                        offset,
+                        len: len as u32,
+                    }
+                } else {
+                    DiskOp::Write {
+                        offset,
+                        data: vec![i as u8; len as usize],
+                        fua: false,
+                    }
+                };
+                if inflight == 32 {
+                    rx.recv().unwrap();
+                    inflight -= 1;
+                }
+                let tx = tx.clone();
+                e.submit(
+                    op,
+                    Box::new(move |r| {
+                        r.unwrap();
+                        let _ = tx.send(());
+                    }),
+                );
+                inflight += 1;
+            }
+            for _ in 0..inflight {
+                rx.recv().unwrap();
+            }
+            let dt = t0.elapsed();
+            println!(
+                "{name:6} {what:14} {:>8.0} IOPS",
+                OPS as f64 / dt.as_secs_f64()
+            );
+        }
+    }
 }

@@ -70,6 +70,14 @@ pub struct Span {
 
 /// The span covering `[offset, offset+len)` at alignment `align` (a power of two).
 pub fn span(offset: u64, len: u64, align: u64) -> Span {
+    if len == 0 {
+        // Nothing to transfer; an aligned-out span would make an empty write clobber a block.
+        return Span {
+            start: offset,
+            len: 0,
+            skip: 0,
+        };
+    }
     let start = offset & !(align - 1);
     let end = (offset + len).next_multiple_of(align);
     Span {
@@ -157,6 +165,10 @@ mod tests {
             }
         );
         assert_eq!(p.fill, vec![(0, 4096), (4096, 8192)]);
+        // Empty: nothing to read or write.
+        let p = plan_write(25088, 0, 4096);
+        assert_eq!(p.span.len, 0);
+        assert!(p.fill.is_empty());
         // Buffered alignment: never a fill.
         assert!(plan_write(3584, 1024, 512).fill.is_empty());
     }
