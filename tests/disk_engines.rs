@@ -491,3 +491,61 @@ fn measure_throughput() {
         }
     }
 }
+
+/// Trim and write-zeroes on a real block device (BLKZEROOUT plus RMW edges). Needs a scratch
+/// device whose contents may be destroyed, e.g. `losetup --sector-size 4096 -f --show img`:
+/// `UDRBD_TEST_BLOCKDEV=/dev/loopN cargo test --test disk_engines -- --ignored block_device`.
+#[test]
+#[ignore = "needs a scratch block device in UDRBD_TEST_BLOCKDEV"]
+fn block_device_zeroing() {
+    let Some(dev) = std::env::var_os("UDRBD_TEST_BLOCKDEV") else {
+        return;
+    };
+    let dev = Path::new(&dev);
+    let engines: Vec<Box<dyn DiskEngine>> = vec![
+        Box::new(UringEngine::open(dev, Some(SIZE)).unwrap()),
+        Box::new(PioEngine::open(dev, Some(SIZE)).unwrap()),
+    ];
+    for e in &engines {
+        let e = &**e;
+        run_blocking(
+            e,
+            DiskOp::Write {
+                offset: 0,
+                data: vec![0x77; SIZE as usize],
+                fua: true,
+            },
+        )
+        .unwrap();
+        // Unaligned edges on both sides of an aligned middle.
+        let ops = [
+            DiskOp::Trim {
+                offset: 3584,
+                len: 3 * 4096,
+                fua: false,
+            },
+            DiskOp::WriteZeroes {
+                offset: 40960 + 512,
+                len: 1024,
+                fua: true,
+                no_hole: true,
+            },
+        ];
+        for op in ops {
+            run_blocking(e, op).unwrap();
+        }
+        let data = contents(e);
+        let mut want = vec![0x77; SIZE as usize];
+        want[3584..3584 + 3 * 4096].fill(0);
+        want[40960 + 512..40960 + 1536].fill(0);
+        assert!(data == want, "zeroing on the block device went wrong");
+        assert_eq!(
+            e.block_status(0, SIZE).unwrap(),
+            vec![udrbd::disk::AllocRun {
+                len: SIZE,
+                hole: false,
+                zero: false
+            }]
+        );
+    }
+}
