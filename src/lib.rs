@@ -6,8 +6,12 @@
 
 pub mod bitmap;
 pub mod config;
+pub mod ctl;
+pub mod daemon;
 pub mod disk;
+pub mod driver;
 pub mod fuzzing;
 pub mod meta;
 pub mod nbd;
+pub mod repl;
 pub mod types;

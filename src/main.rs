@@ -1,28 +1,118 @@
-//! `udrbd`: the node daemon. It will hold the running configuration of this node's resources,
-//! serve them over NBD and replicate them to the peer (see DESIGN.md). The daemon itself is the
-//! next foundation step; until it lands this binary parses its fixed command line (so scripts can
-//! be written against it) and says plainly that it cannot serve yet, instead of pretending to.
+//! `udrbd`: the node daemon. One per node; runs in the foreground (systemd style) and logs to
+//! stderr through `tracing`. `drbdadm` drives it through `$UDRBD_RUN_DIR/ctl.sock`; NBD clients
+//! reach the resources through `$UDRBD_RUN_DIR/nbd.sock` and the `nbd-listen` addresses.
 
+use anyhow::Context;
 use clap::Parser;
 use std::path::PathBuf;
-use std::process::ExitCode;
+use std::sync::Arc;
+use udrbd::daemon::Daemon;
+use udrbd::disk::{EngineKind, open_engine};
+use udrbd::driver::DiskOpener;
 
-/// The udrbd node daemon (one per node; runs in the foreground and logs to stderr).
+const LONG_ABOUT: &str = "\
+The udrbd node daemon: the user-space counterpart of DRBD's kernel module.
+
+It starts with no resources. `drbdadm up RES` reads the configuration, resolves this node's
+part of it and hands the resource to the daemon, which attaches the backing disk and serves the
+device as the NBD export RES on $UDRBD_RUN_DIR/nbd.sock (and on `nbd-listen` addresses).
+
+On SIGTERM or SIGINT it finishes in-flight I/O, writes clean metadata and exits 0.
+
+Example (two nodes on one machine differ only in --run-dir and drbdadm --node):
+    udrbd --run-dir /run/udrbd-alice &
+    UDRBD_RUN_DIR=/run/udrbd-alice drbdadm --node alice up r0";
+
+/// The udrbd node daemon.
 #[derive(Debug, Parser)]
-#[command(name = "udrbd", version)]
+#[command(name = "udrbd", version, long_about = LONG_ABOUT)]
 struct Args {
-    /// Directory for the control socket (`ctl.sock`) and the NBD Unix socket (`nbd.sock`).
+    /// Directory for the control socket (ctl.sock) and the NBD Unix socket (nbd.sock).
     #[arg(long = "run-dir", env = "UDRBD_RUN_DIR", default_value = "/run/udrbd")]
     run_dir: PathBuf,
+
+    /// Backing-device I/O engine: io_uring, pread/pwrite threads, or io_uring with fallback.
+    #[arg(long = "io-engine", env = "UDRBD_IO_ENGINE", default_value = "auto", value_parser = parse_engine)]
+    io_engine: EngineKind,
 }
 
-fn main() -> ExitCode {
+fn parse_engine(s: &str) -> Result<EngineKind, String> {
+    match s {
+        "auto" => Ok(EngineKind::Auto),
+        "uring" | "io_uring" => Ok(EngineKind::Uring),
+        "pio" | "pread" => Ok(EngineKind::Pio),
+        _ => Err(format!("unknown I/O engine {s:?}: use auto, uring or pio")),
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("UDRBD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
     let args = Args::parse();
-    eprintln!(
-        "udrbd: this build has no node daemon yet (it would use {}); only the offline \
-         drbdadm commands work: dump, create-md, dump-md, wipe-md, get-gi, show-gi. See the \
-         README's \"What works\" table.",
-        args.run_dir.display()
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("udrbd: cannot start the async runtime: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.run_dir)
+        .with_context(|| format!("cannot create the run directory {}", args.run_dir.display()))?;
+    let kind = args.io_engine;
+    let opener: Arc<DiskOpener> =
+        Arc::new(move |path, data_bytes| open_engine(path, kind, Some(data_bytes)));
+    let daemon = Daemon::new(opener);
+
+    let ctl_path = args.run_dir.join("ctl.sock");
+    let ctl = udrbd::ctl::server::bind(&ctl_path)
+        .with_context(|| format!("cannot listen on {}", ctl_path.display()))?;
+    // NBD-WIP let nbd = udrbd::daemon::nbd::start(&daemon, &args.run_dir)
+    // NBD-WIP     .await
+    // NBD-WIP     .context("cannot start the NBD server")?;
+    tracing::info!(
+        "udrbd {} ready: control {}, NBD {}",
+        env!("CARGO_PKG_VERSION"),
+        ctl_path.display(),
+        args.run_dir.join("nbd.sock").display()
     );
-    ExitCode::from(1)
+    let ctl_task = tokio::spawn(udrbd::ctl::server::serve(ctl, daemon.clone()));
+
+    wait_for_signal().await?;
+    tracing::info!("shutting down: finishing I/O and writing clean metadata");
+    ctl_task.abort();
+    // NBD-WIP nbd.shutdown().await;
+    daemon.shutdown().await;
+    let _ = std::fs::remove_file(&ctl_path);
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
 }

@@ -39,6 +39,16 @@ pub struct Cli {
     #[arg(long = "node", global = true, env = "UDRBD_NODE", value_name = "NAME")]
     pub node: Option<String>,
 
+    /// Directory of the daemon's control socket (`udrbd --run-dir`).
+    #[arg(
+        long = "run-dir",
+        global = true,
+        env = "UDRBD_RUN_DIR",
+        value_name = "DIR",
+        default_value = "/run/udrbd"
+    )]
+    pub run_dir: PathBuf,
+
     /// Print what would be done instead of doing it.
     #[arg(short = 'd', long = "dry-run", global = true)]
     pub dry_run: bool,
@@ -121,4 +131,116 @@ pub enum Command {
 
     /// List the names of the resources in the configuration, one per line.
     ShResources,
+
+    /// Hand the resource to the daemon and attach its backing disk (needs metadata: create-md).
+    ///
+    /// The configuration is resolved for this node and sent whole, so the daemon runs what the
+    /// files said when `up` ran. The resource comes up Secondary; its disk state follows the
+    /// metadata (Inconsistent after create-md).
+    Up {
+        #[command(flatten)]
+        targets: Targets,
+    },
+
+    /// Demote, write clean metadata, detach and remove the resource from the daemon.
+    ///
+    /// Refused with "(-12) Device is held open by someone" while an NBD client has the export
+    /// open. Succeeds for a resource that is not up.
+    Down {
+        #[command(flatten)]
+        targets: Targets,
+    },
+
+    /// Attach the backing disk of a resource that is up but Diskless.
+    Attach {
+        #[command(flatten)]
+        targets: Targets,
+    },
+
+    /// Write clean metadata and detach the backing disk; the resource stays up, Diskless.
+    Detach {
+        #[command(flatten)]
+        targets: Targets,
+    },
+
+    /// Promote to Primary, so the NBD export serves I/O.
+    ///
+    /// Needs UpToDate data (or Consistent data while no peer is connected and fencing is
+    /// dont-care); otherwise fails with "(-2) Need access to UpToDate data", exit code 17.
+    /// --force promotes Inconsistent data (the initial sync source, or disaster recovery: it
+    /// can cause split brain).
+    Primary {
+        /// Promote even without UpToDate data.
+        #[arg(long, visible_alias = "overwrite-data-of-peer")]
+        force: bool,
+        #[command(flatten)]
+        targets: Targets,
+    },
+
+    /// Demote to Secondary. Refused while an NBD client holds the export open (exit code 11).
+    Secondary {
+        #[command(flatten)]
+        targets: Targets,
+    },
+
+    /// Print this node's role (Primary or Secondary).
+    Role {
+        #[command(flatten)]
+        targets: Targets,
+    },
+
+    /// Print the connection state, one line per peer.
+    Cstate {
+        #[command(flatten)]
+        targets: Targets,
+    },
+
+    /// Print the disk states, local first: `UpToDate/DUnknown`.
+    Dstate {
+        #[command(flatten)]
+        targets: Targets,
+    },
+
+    /// Show the state of resources in DRBD 9's layout (all that are up, by default).
+    Status {
+        /// Add counters (KiB read and written, AL and bitmap writes, pending requests).
+        #[arg(short = 's', long)]
+        statistics: bool,
+        /// Print JSON, as `drbdsetup status --json`.
+        #[arg(long)]
+        json: bool,
+        /// Resource(s) to show (default: every resource that is up).
+        #[arg(value_name = "RESOURCE")]
+        targets: Vec<String>,
+    },
+
+    /// Start a new data generation (rotate the generation UUIDs).
+    ///
+    /// With --clear-bitmap on just-created metadata, the disk becomes UpToDate without any
+    /// initial sync: the way to skip the full sync of fresh, empty devices.
+    NewCurrentUuid {
+        /// Clear the bitmap as well: skip the (initial) resync.
+        #[arg(long = "clear-bitmap")]
+        clear_bitmap: bool,
+        #[command(flatten)]
+        targets: Targets,
+    },
+
+    /// Wait until every connection of the resource is Connected.
+    WaitConnect {
+        /// Seconds to wait (0: forever). Default: the resource's startup { wfc-timeout }.
+        #[arg(long = "wfc-timeout", value_name = "S")]
+        wfc_timeout: Option<u64>,
+        #[command(flatten)]
+        targets: Targets,
+    },
+
+    /// Wait until the resource is connected and no resync remains.
+    WaitSync {
+        /// Seconds to wait (0: forever). Default: the resource's startup { wfc-timeout }.
+        #[arg(long = "wfc-timeout", value_name = "S")]
+        wfc_timeout: Option<u64>,
+        #[command(flatten)]
+        targets: Targets,
+    },
 }

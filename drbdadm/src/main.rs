@@ -7,7 +7,8 @@ mod context;
 mod error;
 
 use clap::{CommandFactory, Parser};
-use cli::{Cli, Command};
+use cli::{Cli, Command, Targets};
+use commands::daemon::{Daemon, Query, StateCmd, StatusOpts, WaitFor};
 use commands::meta::{MetaArgs, MetaOp};
 use error::{AdmError, E_USAGE};
 use std::process::ExitCode;
@@ -35,7 +36,14 @@ fn run(cli: Cli) -> Result<(), AdmError> {
     };
     let cfg = context::load_config(&cli.config)?;
     let node = cli.node.as_deref();
+    let daemon = Daemon::new(&cli.run_dir);
+    let state = |targets: &Targets, cmd| {
+        commands::daemon::run_state(&cfg, node, &daemon, &targets.targets, cmd, cli.dry_run)
+    };
     let meta = |targets: &[String], op, force, max_peers| {
+        if op != MetaOp::GetGi && op != MetaOp::ShowGi {
+            refuse_while_up(&cfg, &daemon, targets)?;
+        }
         let args = MetaArgs {
             force,
             max_peers,
@@ -58,7 +66,88 @@ fn run(cli: Cli) -> Result<(), AdmError> {
         Command::WipeMd { force, targets } => meta(&targets.targets, MetaOp::Wipe, *force, None),
         Command::GetGi { targets } => meta(&targets.targets, MetaOp::GetGi, false, None),
         Command::ShowGi { targets } => meta(&targets.targets, MetaOp::ShowGi, false, None),
+        Command::Up { targets } => state(targets, StateCmd::Up),
+        Command::Down { targets } => state(targets, StateCmd::Down),
+        Command::Attach { targets } => state(targets, StateCmd::Attach),
+        Command::Detach { targets } => state(targets, StateCmd::Detach),
+        Command::Primary { force, targets } => state(targets, StateCmd::Primary { force: *force }),
+        Command::Secondary { targets } => state(targets, StateCmd::Secondary),
+        Command::NewCurrentUuid {
+            clear_bitmap,
+            targets,
+        } => state(
+            targets,
+            StateCmd::NewCurrentUuid {
+                clear_bitmap: *clear_bitmap,
+            },
+        ),
+        Command::Role { targets } => {
+            commands::daemon::query(&cfg, &daemon, &targets.targets, Query::Role)
+        }
+        Command::Cstate { targets } => {
+            commands::daemon::query(&cfg, &daemon, &targets.targets, Query::CState)
+        }
+        Command::Dstate { targets } => {
+            commands::daemon::query(&cfg, &daemon, &targets.targets, Query::DState)
+        }
+        Command::Status {
+            statistics,
+            json,
+            targets,
+        } => commands::daemon::status_cmd(
+            &cfg,
+            &daemon,
+            targets,
+            StatusOpts {
+                verbose: cli.verbose,
+                statistics: *statistics,
+                json: *json,
+            },
+        ),
+        Command::WaitConnect {
+            wfc_timeout,
+            targets,
+        } => commands::daemon::wait(
+            &cfg,
+            node,
+            &daemon,
+            &targets.targets,
+            WaitFor::Connect,
+            *wfc_timeout,
+        ),
+        Command::WaitSync {
+            wfc_timeout,
+            targets,
+        } => commands::daemon::wait(
+            &cfg,
+            node,
+            &daemon,
+            &targets.targets,
+            WaitFor::Sync,
+            *wfc_timeout,
+        ),
     }
+}
+
+/// drbdmeta refuses to touch the metadata of a device that is configured ("Device '0' is
+/// configured!", exit code 20): the daemon owns it then.
+fn refuse_while_up(
+    cfg: &udrbd::config::Config,
+    daemon: &Daemon,
+    targets: &[String],
+) -> Result<(), AdmError> {
+    for t in context::expand_targets(cfg, targets)? {
+        if daemon.is_up(&t.resource) {
+            return Err(AdmError::new(
+                20,
+                format!(
+                    "Device '{}' is configured! Run `drbdadm down {}` first.",
+                    t.resource, t.resource
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -78,7 +167,9 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("{e}");
+            if !e.message.is_empty() {
+                eprintln!("{e}");
+            }
             ExitCode::from(u8::try_from(e.code).unwrap_or(u8::MAX))
         }
     }

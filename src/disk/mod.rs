@@ -18,6 +18,7 @@ pub mod device;
 pub mod engine;
 pub mod fs_sig;
 pub mod mem;
+pub mod meta_io;
 pub mod metadev;
 pub mod pio;
 pub mod sync_io;

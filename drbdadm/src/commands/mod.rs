@@ -1,4 +1,6 @@
 //! One module per group of drbdadm commands.
 
+pub mod daemon;
 pub mod dump;
 pub mod meta;
+pub mod status;

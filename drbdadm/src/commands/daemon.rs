@@ -1,0 +1,263 @@
+//! The commands that talk to the running daemon (`up`, `primary`, `status`, ...), as drbdadm
+//! talks to the kernel through drbdsetup. The daemon answers in drbdsetup's words and exit codes;
+//! this module resolves the configuration, sends the request, and renders the answers.
+
+use super::status;
+use crate::context::{expand_targets, resolve};
+use crate::error::AdmError;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use udrbd::config::Config;
+use udrbd::ctl::client::{ClientError, call};
+use udrbd::ctl::{Request, ResourceView, Response};
+use udrbd::repl::{ConnState, ReplState};
+
+/// drbdsetup's exit code for "could not talk to the kernel" and other failures.
+const E_EXEC: i32 = 20;
+/// drbdsetup's exit code when a wait-* command times out.
+const E_TIMEOUT: i32 = 5;
+
+/// Where the daemon listens.
+#[derive(Debug, Clone)]
+pub struct Daemon {
+    pub socket: PathBuf,
+}
+
+impl Daemon {
+    pub fn new(run_dir: &Path) -> Daemon {
+        Daemon {
+            socket: run_dir.join("ctl.sock"),
+        }
+    }
+
+    fn call(&self, req: &Request) -> Result<Response, AdmError> {
+        call(&self.socket, req).map_err(|e| match e {
+            ClientError::Connect { .. } => AdmError::new(E_EXEC, e.to_string()),
+            other => AdmError::new(E_EXEC, other.to_string()),
+        })
+    }
+
+    /// Sends `req`; an error answer becomes the command's error.
+    fn expect_ok(&self, req: &Request) -> Result<(), AdmError> {
+        match self.call(req)? {
+            Response::Ok => Ok(()),
+            Response::Error { code, message } => Err(AdmError::new(code, message)),
+            Response::Status { .. } => Err(AdmError::new(
+                E_EXEC,
+                "the daemon answered with a status where an acknowledgement was expected",
+            )),
+        }
+    }
+
+    /// The status of one resource, or of all with `None`.
+    pub fn status(&self, resource: Option<&str>) -> Result<Vec<ResourceView>, AdmError> {
+        match self.call(&Request::Status {
+            resource: resource.map(str::to_string),
+        })? {
+            Response::Status { resources } => Ok(resources),
+            Response::Error { code, message } => Err(AdmError::new(code, message)),
+            Response::Ok => Ok(Vec::new()),
+        }
+    }
+
+    /// Whether the daemon has `resource` up (false also when no daemon runs).
+    pub fn is_up(&self, resource: &str) -> bool {
+        self.status(Some(resource)).is_ok()
+    }
+}
+
+/// A state-changing command for one resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateCmd {
+    Up,
+    Down,
+    Attach,
+    Detach,
+    Primary { force: bool },
+    Secondary,
+    NewCurrentUuid { clear_bitmap: bool },
+}
+
+/// Runs `cmd` on every resource the operands name; reports each failure and returns the first.
+pub fn run_state(
+    cfg: &Config,
+    node: Option<&str>,
+    daemon: &Daemon,
+    words: &[String],
+    cmd: StateCmd,
+    dry_run: bool,
+) -> Result<(), AdmError> {
+    let mut first_err = None;
+    for t in expand_targets(cfg, words)? {
+        let name = t.resource.clone();
+        let req = match cmd {
+            StateCmd::Up => Request::Up {
+                resource: Box::new(resolve(cfg, &name, node)?),
+            },
+            StateCmd::Down => Request::Down { resource: name },
+            StateCmd::Attach => Request::Attach { resource: name },
+            StateCmd::Detach => Request::Detach { resource: name },
+            StateCmd::Primary { force } => Request::Primary {
+                resource: name,
+                force,
+            },
+            StateCmd::Secondary => Request::Secondary { resource: name },
+            StateCmd::NewCurrentUuid { clear_bitmap } => Request::NewCurrentUuid {
+                resource: name,
+                clear_bitmap,
+            },
+        };
+        if dry_run {
+            // What would be sent, one JSON line per request (drbdadm -d prints its drbdsetup calls).
+            println!(
+                "{}",
+                serde_json::to_string(&req).unwrap_or_else(|e| format!("<unprintable: {e}>"))
+            );
+            continue;
+        }
+        if let Err(e) = daemon.expect_ok(&req) {
+            eprintln!("{e}");
+            first_err.get_or_insert(e);
+        }
+    }
+    match first_err {
+        // Already printed; main prints the error again unless it is empty.
+        Some(e) => Err(AdmError::new(e.code, String::new())),
+        None => Ok(()),
+    }
+}
+
+/// Options of `status`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StatusOpts {
+    pub verbose: bool,
+    pub statistics: bool,
+    pub json: bool,
+}
+
+/// `drbdadm status [RES...]`: every resource that is up when no operand is given.
+pub fn status_cmd(
+    cfg: &Config,
+    daemon: &Daemon,
+    words: &[String],
+    opts: StatusOpts,
+) -> Result<(), AdmError> {
+    let views = if words.is_empty() {
+        daemon.status(None)?
+    } else {
+        let mut v = Vec::new();
+        for t in expand_targets(cfg, words)? {
+            v.extend(daemon.status(Some(&t.resource))?);
+        }
+        v
+    };
+    if opts.json {
+        println!("{}", status::render_json(&views));
+    } else if views.is_empty() {
+        println!("# No currently configured DRBD found.");
+    } else {
+        print!("{}", status::render(&views, opts));
+    }
+    Ok(())
+}
+
+/// What `role`, `cstate` and `dstate` print.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Query {
+    Role,
+    CState,
+    DState,
+}
+
+/// `drbdadm role|cstate|dstate RES...`.
+pub fn query(cfg: &Config, daemon: &Daemon, words: &[String], q: Query) -> Result<(), AdmError> {
+    for t in expand_targets(cfg, words)? {
+        for v in daemon.status(Some(&t.resource))? {
+            match q {
+                Query::Role => println!("{}", v.role),
+                Query::CState => {
+                    for c in &v.connections {
+                        println!("{}", c.connection);
+                    }
+                }
+                Query::DState => {
+                    let local = v.volumes.first().map(|d| d.disk.to_string());
+                    let mut parts = vec![local.unwrap_or_else(|| "Diskless".into())];
+                    parts.extend(v.connections.iter().map(|c| c.peer_disk.to_string()));
+                    println!("{}", parts.join("/"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What `wait-connect` and `wait-sync` wait for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitFor {
+    Connect,
+    Sync,
+}
+
+/// `drbdadm wait-connect|wait-sync [--wfc-timeout S] RES...`: polls the daemon until every
+/// connection of the resource is Connected (and, for wait-sync, no resync remains). A timeout of
+/// 0 waits forever, as DRBD's `wfc-timeout 0`. The default is the resource's
+/// `startup { wfc-timeout }`.
+pub fn wait(
+    cfg: &Config,
+    node: Option<&str>,
+    daemon: &Daemon,
+    words: &[String],
+    what: WaitFor,
+    timeout_s: Option<u64>,
+) -> Result<(), AdmError> {
+    for t in expand_targets(cfg, words)? {
+        let timeout = match timeout_s {
+            Some(s) => s,
+            None => u64::from(resolve(cfg, &t.resource, node)?.startup.wfc_timeout),
+        };
+        let deadline = (timeout > 0).then(|| Instant::now() + Duration::from_secs(timeout));
+        loop {
+            let views = daemon.status(Some(&t.resource))?;
+            let done = views.iter().all(|v| {
+                v.connections.iter().all(|c| {
+                    c.connection == ConnState::Connected
+                        && (what == WaitFor::Connect
+                            || (c.out_of_sync_kib == 0
+                                && !matches!(
+                                    c.replication,
+                                    ReplState::SyncSource
+                                        | ReplState::SyncTarget
+                                        | ReplState::PausedSyncS
+                                        | ReplState::PausedSyncT
+                                )))
+                })
+            });
+            if done {
+                break;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(AdmError::new(
+                    E_TIMEOUT,
+                    format!(
+                        "{}: timed out after {timeout} s waiting for the peer{} (connections: {})",
+                        t.resource,
+                        if what == WaitFor::Sync {
+                            " and the resync"
+                        } else {
+                            ""
+                        },
+                        views
+                            .iter()
+                            .flat_map(|v| v.connections.iter())
+                            .map(|c| format!("{} {}", c.name, c.connection))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,144 @@
+//! `drbdadm status` in DRBD 9's layout (drbdsetup.c `resource_status()` and friends):
+//!
+//! ```text
+//! res0 role:Primary
+//!   disk:UpToDate
+//!   node-2 connection:StandAlone
+//! ```
+//!
+//! The connection line shows `connection:` only when not Connected and `role:` only when
+//! Connected; the peer-device line is shown only when Connected (or with --verbose or
+//! --statistics); `replication:` only when beyond Established; `done:` only while syncing.
+
+use super::daemon::StatusOpts;
+use serde_json::json;
+use std::fmt::Write;
+use udrbd::ctl::{ConnectionView, ResourceView};
+use udrbd::repl::{ConnState, ReplState};
+
+/// The text layout.
+pub fn render(views: &[ResourceView], o: StatusOpts) -> String {
+    let mut out = String::new();
+    for v in views {
+        let _ = write!(out, "{}", v.name);
+        if o.verbose {
+            let _ = write!(out, " node-id:{}", v.node_id);
+        }
+        let _ = write!(out, " role:{}", v.role);
+        if o.verbose {
+            out.push_str(" suspended:no");
+        }
+        out.push('\n');
+        let show_volume = v.volumes.len() > 1 || v.volumes.iter().any(|d| d.volume != 0);
+        for d in &v.volumes {
+            out.push_str("  ");
+            if show_volume || o.verbose {
+                let _ = write!(out, "volume:{} ", d.volume);
+            }
+            if o.verbose
+                && let Some(m) = d.minor
+            {
+                let _ = write!(out, "minor:{m} ");
+            }
+            let _ = write!(out, "disk:{}", d.disk);
+            if d.open || o.verbose {
+                let _ = write!(out, " open:{}", if d.open { "yes" } else { "no" });
+            }
+            out.push('\n');
+            if o.statistics {
+                let _ = writeln!(
+                    out,
+                    "      size:{} read:{} written:{} al-writes:{} bm-writes:{} upper-pending:{} \
+                     lower-pending:{} al-suspended:no blocked:no",
+                    d.size_kib,
+                    d.read_kib,
+                    d.written_kib,
+                    d.al_writes,
+                    d.bm_writes,
+                    d.upper_pending,
+                    d.lower_pending
+                );
+            }
+        }
+        for c in &v.connections {
+            render_connection(&mut out, c, o);
+        }
+    }
+    out
+}
+
+fn render_connection(out: &mut String, c: &ConnectionView, o: StatusOpts) {
+    let connected = c.connection == ConnState::Connected;
+    let _ = write!(out, "  {}", c.name);
+    if o.verbose {
+        let _ = write!(out, " node-id:{}", c.node_id);
+    }
+    if !connected || o.verbose {
+        let _ = write!(out, " connection:{}", c.connection);
+    }
+    if connected || o.verbose {
+        let _ = write!(out, " role:{}", c.role);
+    }
+    out.push('\n');
+    if !(connected || o.verbose || o.statistics) {
+        return;
+    }
+    out.push_str("    ");
+    if o.verbose {
+        out.push_str("volume:0 ");
+    }
+    if !matches!(c.replication, ReplState::Off | ReplState::Established) || o.verbose {
+        let _ = write!(out, "replication:{} ", c.replication);
+    }
+    let _ = write!(out, "peer-disk:{}", c.peer_disk);
+    out.push('\n');
+    if o.statistics {
+        let _ = writeln!(
+            out,
+            "        received:0 sent:0 out-of-sync:{} pending:0 unacked:0",
+            c.out_of_sync_kib
+        );
+    }
+}
+
+/// `--json`: the shape of `drbdsetup status --json` (an array of resources).
+pub fn render_json(views: &[ResourceView]) -> String {
+    let arr: Vec<_> = views
+        .iter()
+        .map(|v| {
+            json!({
+                "name": v.name,
+                "node-id": v.node_id,
+                "role": v.role.to_string(),
+                "suspended": false,
+                "devices": v.volumes.iter().map(|d| json!({
+                    "volume": d.volume,
+                    "minor": d.minor,
+                    "disk-state": d.disk.to_string(),
+                    "open": d.open,
+                    "size": d.size_kib,
+                    "read": d.read_kib,
+                    "written": d.written_kib,
+                    "al-writes": d.al_writes,
+                    "bm-writes": d.bm_writes,
+                    "upper-pending": d.upper_pending,
+                    "lower-pending": d.lower_pending,
+                    "current-uuid": d.current_uuid,
+                })).collect::<Vec<_>>(),
+                "connections": v.connections.iter().map(|c| json!({
+                    "peer-node-id": c.node_id,
+                    "name": c.name,
+                    "connection-state": c.connection.to_string(),
+                    "peer-role": c.role.to_string(),
+                    "peer_devices": [{
+                        "volume": 0,
+                        "replication-state": c.replication.to_string(),
+                        "peer-disk-state": c.peer_disk.to_string(),
+                        "out-of-sync": c.out_of_sync_kib,
+                    }],
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    serde_json::to_string_pretty(&arr).unwrap_or_else(|_| "[]".into())
+}

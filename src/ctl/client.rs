@@ -1,0 +1,36 @@
+//! The blocking control-socket client used by drbdadm.
+
+use super::proto::{Request, Response};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+/// Why the daemon could not be asked.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(
+        "cannot reach the udrbd daemon at {path}: {source}\n(is `udrbd` running? Start it, or set UDRBD_RUN_DIR to its --run-dir)"
+    )]
+    Connect {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("lost the connection to the udrbd daemon: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the udrbd daemon sent an answer this drbdadm does not understand: {0}")]
+    Decode(#[from] serde_json::Error),
+}
+
+/// Sends one request and waits for its answer.
+pub fn call(socket: &Path, req: &Request) -> Result<Response, ClientError> {
+    let mut s = UnixStream::connect(socket).map_err(|source| ClientError::Connect {
+        path: socket.display().to_string(),
+        source,
+    })?;
+    let mut line = serde_json::to_vec(req)?;
+    line.push(b'\n');
+    s.write_all(&line)?;
+    let mut answer = String::new();
+    BufReader::new(s).read_line(&mut answer)?;
+    Ok(serde_json::from_str(answer.trim_end())?)
+}

@@ -1,0 +1,73 @@
+//! The daemon side of the control socket: accept, read one request line, ask the handler,
+//! write the answer. A malformed request gets an error answer and costs only that connection.
+
+use super::proto::{Request, Response};
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixListener;
+
+/// Longest request line accepted (a resource spec is a few hundred bytes).
+const MAX_REQUEST: usize = 1 << 20;
+
+/// What answers requests: the daemon's resource table.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(&self, req: Request) -> Pin<Box<dyn Future<Output = Response> + Send + '_>>;
+}
+
+/// Binds `path` (replacing a stale socket file) and serves until the task is dropped.
+pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    UnixListener::bind(path)
+}
+
+/// Serves connections from `listener` forever.
+pub async fn serve<H: Handler>(listener: UnixListener, handler: Arc<H>) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("control socket accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            let (rd, mut wr) = stream.into_split();
+            let mut rd = BufReader::new(rd.take(MAX_REQUEST as u64));
+            let mut line = String::new();
+            let answer = match rd.read_line(&mut line).await {
+                Ok(0) => return,
+                Ok(_) => match serde_json::from_str::<Request>(line.trim_end()) {
+                    Ok(req) => handler.handle(req).await,
+                    Err(e) => Response::Error {
+                        code: 20,
+                        message: format!("malformed control request: {e}"),
+                    },
+                },
+                Err(e) => Response::Error {
+                    code: 20,
+                    message: format!("unreadable control request: {e}"),
+                },
+            };
+            let mut out = match serde_json::to_vec(&answer) {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!("cannot encode control answer: {e}");
+                    return;
+                }
+            };
+            out.push(b'\n');
+            if let Err(e) = wr.write_all(&out).await {
+                tracing::debug!("control client left before its answer: {e}");
+            }
+        });
+    }
+}

@@ -1,0 +1,212 @@
+//! The node daemon's resource table: what `up` created, and the answers to control requests in
+//! drbdsetup's words and exit codes.
+
+use crate::config::Resolved;
+use crate::ctl::proto::{Request, ResourceSpec, Response};
+use crate::ctl::server::Handler;
+use crate::disk::metadev::MetaDevError;
+use crate::driver::{AttachError, DiskOpener, Driver};
+use crate::repl::{AdminCmd, AdminError};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+/// Every resource this node has up.
+pub struct Daemon {
+    resources: Mutex<BTreeMap<String, Arc<Driver>>>,
+    opener: Arc<DiskOpener>,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon").finish_non_exhaustive()
+    }
+}
+
+/// drbdsetup's exit code for "Failure: (NNN) ..." configuration errors.
+const E_CONFIG: i32 = 10;
+
+fn error(code: i32, message: impl Into<String>) -> Response {
+    Response::Error {
+        code,
+        message: message.into(),
+    }
+}
+
+fn unknown_resource(name: &str) -> Response {
+    error(E_CONFIG, format!("{name}: Failure: (158) Unknown resource"))
+}
+
+impl Daemon {
+    pub fn new(opener: Arc<DiskOpener>) -> Arc<Daemon> {
+        Arc::new(Daemon {
+            resources: Mutex::new(BTreeMap::new()),
+            opener,
+        })
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<Driver>>> {
+        self.resources.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The resource named `name`, if up.
+    pub fn get(&self, name: &str) -> Option<Arc<Driver>> {
+        self.table().get(name).cloned()
+    }
+
+    /// Every resource, by name.
+    pub fn all(&self) -> Vec<Arc<Driver>> {
+        self.table().values().cloned().collect()
+    }
+
+    async fn up(&self, resolved: &Resolved) -> Response {
+        let spec = match ResourceSpec::from_resolved(resolved) {
+            Ok(s) => s,
+            Err(e) => return error(E_CONFIG, e),
+        };
+        if let Some(d) = self.get(&spec.name) {
+            return if *d.spec() == spec {
+                Response::Ok
+            } else {
+                error(
+                    E_CONFIG,
+                    format!(
+                        "{}: is already up with a different configuration; run `drbdadm down {}` \
+                         and `drbdadm up {}` to apply the new one",
+                        spec.name, spec.name, spec.name
+                    ),
+                )
+            };
+        }
+        let driver = Driver::new(spec.clone());
+        self.table().insert(spec.name.clone(), driver.clone());
+        if spec.disk.is_none() {
+            return Response::Ok; // a diskless client
+        }
+        self.attach(&driver).await
+    }
+
+    async fn attach(&self, driver: &Arc<Driver>) -> Response {
+        let d = driver.clone();
+        let opener = self.opener.clone();
+        let r = tokio::task::spawn_blocking(move || d.attach_blocking(&*opener)).await;
+        match r {
+            Ok(Ok(())) => Response::Ok,
+            Ok(Err(e)) => attach_failure(driver.spec(), &e),
+            Err(e) => error(20, format!("attach failed: {e}")),
+        }
+    }
+
+    async fn down(&self, name: &str) -> Response {
+        let Some(d) = self.get(name) else {
+            // drbdsetup down succeeds for a resource that is not up.
+            return Response::Ok;
+        };
+        if let Err(e) = d.admin(AdminCmd::Detach).await {
+            return admin_failure(name, &e, &d);
+        }
+        self.table().remove(name);
+        Response::Ok
+    }
+
+    async fn admin(&self, name: &str, cmd: AdminCmd) -> Response {
+        let Some(d) = self.get(name) else {
+            return unknown_resource(name);
+        };
+        match d.admin(cmd).await {
+            Ok(()) => Response::Ok,
+            Err(e) => admin_failure(name, &e, &d),
+        }
+    }
+
+    fn status(&self, name: Option<&str>) -> Response {
+        let list = match name {
+            Some(n) => match self.get(n) {
+                Some(d) => vec![d],
+                None => return error(E_CONFIG, format!("{n}: No such resource")),
+            },
+            None => self.all(),
+        };
+        Response::Status {
+            resources: list.iter().map(|d| d.view()).collect(),
+        }
+    }
+
+    /// Clean shutdown (SIGTERM): every resource is detached so its metadata says "clean".
+    /// Resources still held open by a client are detached anyway once their I/O is done; the
+    /// client sees the connection close.
+    pub async fn shutdown(&self) {
+        for d in self.all() {
+            let name = d.spec().name.clone();
+            match d.admin(AdminCmd::Detach).await {
+                Ok(()) => tracing::info!("{name}: detached cleanly"),
+                Err(e) => tracing::warn!("{name}: could not detach cleanly: {e}"),
+            }
+        }
+    }
+}
+
+fn admin_failure(name: &str, e: &AdminError, d: &Driver) -> Response {
+    match e {
+        AdminError::State(s) => {
+            let mut msg = format!("{name}: State change failed: {s}");
+            if matches!(s, crate::repl::StateError::DeviceInUse) {
+                let n = d.open_count();
+                msg.push_str(&format!(
+                    "\nadditional info from kernel:\n{n} NBD client(s) hold the export {name} open; \
+                     disconnect them first"
+                ));
+            }
+            error(s.exit_code(), msg)
+        }
+        AdminError::Meta(m) => error(E_CONFIG, format!("{name}: Failure: (118) {m}")),
+    }
+}
+
+fn attach_failure(spec: &ResourceSpec, e: &AttachError) -> Response {
+    let who = spec.minor.map_or(spec.name.clone(), |m| m.to_string());
+    let msg = match e {
+        AttachError::Meta(MetaDevError::NoMetadata { .. }) => format!(
+            "{who}: Failure: (119) No valid meta-data signature found.\n\n\t==> Use 'drbdadm \
+             create-md {}' to initialize meta-data area. <==\n({e})",
+            spec.name
+        ),
+        AttachError::Meta(MetaDevError::Shrunk { .. }) => {
+            format!("{who}: Failure: (111) Low.dev. smaller than requested DRBD-dev. size.\n{e}")
+        }
+        AttachError::Meta(MetaDevError::Io { .. }) => format!(
+            "{who}: Failure: (118) IO error(s) occurred during initial access to meta-data.\n{e}"
+        ),
+        other => format!("{who}: Failure: {other}"),
+    };
+    error(e.exit_code(), msg)
+}
+
+impl Handler for Daemon {
+    fn handle(&self, req: Request) -> Pin<Box<dyn Future<Output = Response> + Send + '_>> {
+        Box::pin(async move {
+            match req {
+                Request::Up { resource } => self.up(&resource).await,
+                Request::Down { resource } => self.down(&resource).await,
+                Request::Attach { resource } => match self.get(&resource) {
+                    Some(d) => self.attach(&d).await,
+                    None => unknown_resource(&resource),
+                },
+                Request::Detach { resource } => self.admin(&resource, AdminCmd::Detach).await,
+                Request::Primary { resource, force } => {
+                    self.admin(&resource, AdminCmd::Primary { force }).await
+                }
+                Request::Secondary { resource } => self.admin(&resource, AdminCmd::Secondary).await,
+                Request::NewCurrentUuid {
+                    resource,
+                    clear_bitmap,
+                } => {
+                    self.admin(&resource, AdminCmd::NewCurrentUuid { clear_bitmap })
+                        .await
+                }
+                Request::Status { resource } => self.status(resource.as_deref()),
+            }
+        })
+    }
+}

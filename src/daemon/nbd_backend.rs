@@ -1,0 +1,228 @@
+//! The daemon's resources as NBD exports: the [`NbdBackend`] the NBD server talks to.
+//!
+//! An export is a resource that is up, named after it. Opening it (GO) is DRBD 9's open of
+//! `/dev/drbdN`: a Primary accepts, a Secondary auto-promotes when `auto-promote` is on, and the
+//! client holds the device open until its last request handle is dropped, which is what makes
+//! `drbdadm secondary`/`down` answer "Device is held open by someone".
+
+use super::Daemon;
+use crate::disk::engine::AllocRun;
+use crate::driver::Driver;
+use crate::nbd::proto::{
+    BlockSizes, Errno, ExportCatalog, ExportInfo, Extent, FLAG_CAN_MULTI_CONN, FLAG_SEND_FAST_ZERO,
+    FLAG_SEND_FLUSH, FLAG_SEND_FUA, FLAG_SEND_TRIM, FLAG_SEND_WRITE_ZEROES, GoRefusal, Purpose,
+    RepError, STATE_HOLE, STATE_ZERO,
+};
+use crate::nbd::server::backend::{
+    ExportIo, IoCmd, IoDone, IoError as NbdIoError, IoReply, NbdBackend, OpenDone, OpenExport,
+};
+use crate::repl::{IoError, IoOp, OpenRefusal};
+use bytes::Bytes;
+use std::sync::Arc;
+
+/// Transmission flags of every export. CAN_MULTI_CONN is honest: a FLUSH is one fdatasync of
+/// the backing device, which covers writes completed on every connection.
+const FLAGS: u16 = FLAG_SEND_FLUSH
+    | FLAG_SEND_FUA
+    | FLAG_SEND_TRIM
+    | FLAG_SEND_WRITE_ZEROES
+    | FLAG_SEND_FAST_ZERO
+    | FLAG_CAN_MULTI_CONN;
+
+/// The resource table seen through NBD.
+#[derive(Debug, Clone)]
+pub struct DaemonBackend {
+    daemon: Arc<Daemon>,
+}
+
+impl DaemonBackend {
+    pub fn new(daemon: Arc<Daemon>) -> Self {
+        DaemonBackend { daemon }
+    }
+
+    /// The driver for an export name; "" (the default export) is the only resource, if there is
+    /// exactly one.
+    fn driver(&self, name: &str) -> Result<Arc<Driver>, GoRefusal> {
+        let export = name.split('/').next().unwrap_or(name);
+        if export.is_empty() {
+            let all = self.daemon.all();
+            return match all.as_slice() {
+                [one] => Ok(one.clone()),
+                _ => Err(GoRefusal::new(
+                    RepError::Unknown,
+                    "no default export: name the resource (the export name is the resource name)",
+                )),
+            };
+        }
+        if name.contains('/') && !name.ends_with("/0") {
+            return Err(GoRefusal::unknown(name));
+        }
+        self.daemon
+            .get(export)
+            .ok_or_else(|| GoRefusal::unknown(name))
+    }
+}
+
+fn info(d: &Driver) -> ExportInfo {
+    let st = d.status();
+    ExportInfo {
+        name: st.resource.clone(),
+        size: st.size_bytes,
+        flags: FLAGS,
+        description: Some(format!(
+            "udrbd resource {} (role:{} disk:{})",
+            st.resource, st.role, st.disk
+        )),
+        block_sizes: BlockSizes::default(),
+    }
+}
+
+impl ExportCatalog for DaemonBackend {
+    fn lookup(&self, name: &str, _purpose: Purpose) -> Result<ExportInfo, GoRefusal> {
+        let d = self.driver(name)?;
+        Ok(info(&d))
+    }
+
+    fn list(&self) -> Vec<(String, Option<String>)> {
+        self.daemon
+            .all()
+            .iter()
+            .map(|d| {
+                let i = info(d);
+                (i.name, i.description)
+            })
+            .collect()
+    }
+}
+
+impl NbdBackend for DaemonBackend {
+    fn open(&self, name: &str, done: OpenDone) {
+        let d = match self.driver(name) {
+            Ok(d) => d,
+            Err(e) => return done(Err(e)),
+        };
+        let res = d.spec().name.clone();
+        match d.open() {
+            Ok(()) => {
+                let info = info(&d);
+                done(Ok(OpenExport {
+                    info,
+                    io: Arc::new(Handle { driver: d }),
+                }))
+            }
+            Err(OpenRefusal::Secondary) => done(Err(GoRefusal::new(
+                RepError::Policy,
+                format!(
+                    "resource {res} is Secondary and auto-promote is off; promote it with \
+                     `drbdadm primary {res}`"
+                ),
+            ))),
+            Err(OpenRefusal::AutoPromoteFailed(e)) => done(Err(GoRefusal::new(
+                RepError::Policy,
+                format!(
+                    "resource {res} is Secondary and cannot be auto-promoted: {e}; see \
+                     `drbdadm status {res}` (`drbdadm primary --force {res}` overrides)"
+                ),
+            ))),
+        }
+    }
+}
+
+/// One client's hold on an export; dropping the last clone closes it.
+struct Handle {
+    driver: Arc<Driver>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.driver.close();
+    }
+}
+
+impl ExportIo for Handle {
+    fn submit(&self, cmd: IoCmd, done: IoDone) {
+        let op = match cmd {
+            IoCmd::Read { offset, len } => IoOp::Read { offset, len },
+            IoCmd::Write { offset, data, fua } => IoOp::Write {
+                offset,
+                data: data.to_vec(),
+                fua,
+            },
+            IoCmd::Flush => IoOp::Flush,
+            IoCmd::Trim { offset, len, fua } => IoOp::Trim { offset, len, fua },
+            // Zeroing is a hole punch or fallocate here, never a write of zeroes, so a FAST_ZERO
+            // request is always fast.
+            IoCmd::WriteZeroes {
+                offset,
+                len,
+                fua,
+                no_hole,
+                fast_zero: _,
+            } => IoOp::WriteZeroes {
+                offset,
+                len,
+                fua,
+                no_hole,
+            },
+            IoCmd::BlockStatus { offset, len } => {
+                return done(block_status(&self.driver, offset, len));
+            }
+        };
+        let res = self.driver.spec().name.clone();
+        self.driver.submit(
+            op,
+            Box::new(move |r| {
+                done(match r {
+                    Ok(Some(data)) => Ok(IoReply::Data(Bytes::from(data))),
+                    Ok(None) => Ok(IoReply::Done),
+                    Err(e) => Err(to_nbd_error(&res, e)),
+                })
+            }),
+        );
+    }
+}
+
+fn to_nbd_error(res: &str, e: IoError) -> NbdIoError {
+    let errno = match e {
+        IoError::NotPrimary => Errno::Perm,
+        IoError::Disk(libc::ENOSPC) => Errno::NoSpc,
+        IoError::Disk(libc::EINVAL) => Errno::Inval,
+        IoError::Disk(libc::ENOMEM) => Errno::NoMem,
+        _ => Errno::Io,
+    };
+    NbdIoError::new(errno, format!("{res}: {e}"))
+}
+
+fn block_status(d: &Driver, offset: u64, len: u32) -> Result<IoReply, NbdIoError> {
+    let runs = d
+        .block_status(offset, u64::from(len))
+        .map_err(|e| NbdIoError::new(Errno::Io, format!("block status: {e}")))?;
+    let extents = to_extents(&runs);
+    if extents.is_empty() {
+        // Nothing known (e.g. a device without SEEK_DATA): everything is data.
+        return Ok(IoReply::Extents(vec![Extent {
+            length: len.max(512),
+            flags: 0,
+        }]));
+    }
+    Ok(IoReply::Extents(extents))
+}
+
+/// Allocation runs as NBD extents; runs longer than an extent can describe are split.
+fn to_extents(runs: &[AllocRun]) -> Vec<Extent> {
+    let mut out = Vec::new();
+    for r in runs {
+        let flags = if r.hole { STATE_HOLE } else { 0 } | if r.zero { STATE_ZERO } else { 0 };
+        let mut left = r.len;
+        while left > 0 {
+            // The largest 4 KiB multiple a u32 length holds.
+            let n = left.min(u64::from(u32::MAX & !4095));
+            out.push(Extent {
+                length: n as u32,
+                flags,
+            });
+            left -= n;
+        }
+    }
+    out
+}

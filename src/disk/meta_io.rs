@@ -1,0 +1,96 @@
+//! Runtime metadata writes for an attached device: superblock generations, activity-log
+//! transactions and bitmap pages. Every write is followed by fdatasync before it is reported
+//! done, because the engine acknowledges application I/O on the strength of it.
+//!
+//! Blocking by design: the driver runs it on its own metadata thread, one write at a time, in
+//! the order the engine asked (the engine never has two of a kind in flight).
+
+use super::metadev::{MetaDevError, MetaState};
+use crate::meta::al::{self, Transaction};
+use crate::meta::bm_page;
+use crate::meta::layout::Layout;
+use crate::meta::superblock::{self, Superblock};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+
+/// The open metadata device of one attached volume.
+#[derive(Debug)]
+pub struct MetaIo {
+    file: File,
+    path: PathBuf,
+    layout: Layout,
+    /// Slot and sequence number of the newest superblock on disk.
+    current: (usize, u64),
+}
+
+impl MetaIo {
+    /// Opens the metadata device that `state` was read from.
+    pub fn open(state: &MetaState) -> Result<MetaIo, MetaDevError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&state.meta_path)
+            .map_err(|source| MetaDevError::Io {
+                path: state.meta_path.clone(),
+                source,
+            })?;
+        Ok(MetaIo {
+            file,
+            path: state.meta_path.clone(),
+            layout: state.layout.clone(),
+            current: (state.slot, state.seq),
+        })
+    }
+
+    /// Writes `sb` into the slot not holding the newest generation (so a torn write leaves the
+    /// previous one valid), then syncs.
+    pub fn write_superblock(&mut self, sb: &Superblock) -> Result<(), MetaDevError> {
+        let (slot, seq) = superblock::next_write(Some(self.current));
+        let bytes = superblock::encode_slot(sb, seq);
+        // Never write what we could not read back.
+        superblock::decode_slot(&bytes).map_err(|e| MetaDevError::Geometry(e.to_string()))?;
+        let off = self.layout.sb_offsets[slot.min(1)];
+        self.write_synced(off, &bytes)?;
+        self.current = (slot, seq);
+        Ok(())
+    }
+
+    /// Writes one AL transaction at ring block `block`, then syncs.
+    pub fn write_al(&mut self, block: u32, tr: &Transaction) -> Result<(), MetaDevError> {
+        let block = block % self.layout.al_blocks.max(1);
+        let off = self.layout.al_offset + u64::from(block) * al::AL_BLOCK as u64;
+        self.write_synced(off, &al::encode_transaction(tr))
+    }
+
+    /// Writes bitmap pages `(bitmap index, page, words)`, then syncs once.
+    pub fn write_bitmap(&mut self, pages: &[(u32, u32, Vec<u64>)]) -> Result<(), MetaDevError> {
+        for (idx, page, words) in pages {
+            if *idx >= self.layout.max_peers || *page >= self.layout.bm_pages_per_peer {
+                return Err(MetaDevError::Geometry(format!(
+                    "bitmap page {idx}/{page} is outside the bitmap area"
+                )));
+            }
+            let bytes = bm_page::encode_page(*idx as u16, *page, words);
+            let off = self.layout.bm_page_offset(*idx, *page);
+            self.file
+                .write_all_at(&bytes, off)
+                .map_err(|source| self.io(source))?;
+        }
+        self.file.sync_data().map_err(|source| self.io(source))
+    }
+
+    fn write_synced(&self, off: u64, bytes: &[u8]) -> Result<(), MetaDevError> {
+        self.file
+            .write_all_at(bytes, off)
+            .map_err(|source| self.io(source))?;
+        self.file.sync_data().map_err(|source| self.io(source))
+    }
+
+    fn io(&self, source: std::io::Error) -> MetaDevError {
+        MetaDevError::Io {
+            path: self.path.clone(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! The metadata thread of one attached volume: executes superblock, AL and bitmap writes one at
+//! a time, in the order the engine emitted them, and feeds each result back.
+
+use super::Driver;
+use crate::disk::meta_io::MetaIo;
+use crate::meta::al::Transaction;
+use crate::meta::superblock::Superblock;
+use crate::repl::Input;
+use std::sync::Weak;
+use std::sync::mpsc::{Sender, channel};
+use std::thread::JoinHandle;
+
+/// One metadata write.
+#[derive(Debug)]
+pub enum MetaJob {
+    Superblock {
+        generation: u64,
+        sb: Box<Superblock>,
+    },
+    Al {
+        seq: u64,
+        block: u32,
+        tr: Box<Transaction>,
+    },
+    Bitmap {
+        pages: Vec<(u32, u32, Vec<u64>)>,
+    },
+}
+
+impl MetaJob {
+    /// The engine input reporting this job as failed with `why`.
+    pub fn failed(&self, why: &str) -> Input {
+        self.result(Err(why.to_string()))
+    }
+
+    fn result(&self, result: Result<(), String>) -> Input {
+        match self {
+            MetaJob::Superblock { generation, .. } => Input::MetaWritten {
+                generation: *generation,
+                result,
+            },
+            MetaJob::Al { seq, .. } => Input::AlWritten { seq: *seq, result },
+            MetaJob::Bitmap { .. } => Input::BitmapWritten { result },
+        }
+    }
+}
+
+/// The running thread and its queue.
+#[derive(Debug)]
+pub struct MetaThread {
+    tx: Sender<MetaJob>,
+    handle: JoinHandle<()>,
+}
+
+impl MetaThread {
+    pub fn start(resource: &str, mut io: MetaIo, driver: Weak<Driver>) -> std::io::Result<Self> {
+        let (tx, rx) = channel::<MetaJob>();
+        let handle = std::thread::Builder::new()
+            .name(format!("udrbd-md-{resource}"))
+            .spawn(move || {
+                while let Ok(job) = rx.recv() {
+                    let r = match &job {
+                        MetaJob::Superblock { sb, .. } => io.write_superblock(sb),
+                        MetaJob::Al { block, tr, .. } => io.write_al(*block, tr),
+                        MetaJob::Bitmap { pages } => io.write_bitmap(pages),
+                    };
+                    let input = job.result(r.map_err(|e| e.to_string()));
+                    match driver.upgrade() {
+                        Some(d) => d.feed(input),
+                        None => break,
+                    }
+                }
+            })?;
+        Ok(MetaThread { tx, handle })
+    }
+
+    /// Queues a job; gives it back if the thread has stopped.
+    pub fn send(&self, job: MetaJob) -> Result<(), MetaJob> {
+        self.tx.send(job).map_err(|e| e.0)
+    }
+
+    /// Lets queued jobs finish, then joins the thread.
+    pub fn stop(self) {
+        drop(self.tx);
+        if self.handle.join().is_err() {
+            tracing::error!("the metadata thread panicked");
+        }
+    }
+}

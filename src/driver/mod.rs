@@ -1,0 +1,433 @@
+//! One driver per resource: feeds the [`Engine`] from the NBD server, the control socket and
+//! the disk and metadata completions, and executes the engine's actions in the order it emits
+//! them.
+//!
+//! Concurrency: the engine sits behind a mutex. Every entry point locks, hands the engine one
+//! input, drains its actions, unlocks, and only then executes them, so a disk engine or a
+//! callback that completes inline can re-enter without deadlock. Executing batches from several
+//! threads cannot reorder anything that matters: the engine itself sequences every dependency
+//! (it holds a write until its metadata is persisted, and never has two superblock, AL or bitmap
+//! writes in flight), and the metadata writes run on one thread in submission order.
+
+mod meta_thread;
+
+use crate::bitmap::Bitmap;
+use crate::ctl::proto::{ConnectionView, ResourceSpec, ResourceView, VolumeView};
+use crate::disk::engine::{AllocRun, DiskDone, DiskEngine, DiskOp};
+use crate::disk::metadev::{self, MetaState};
+use crate::repl::{
+    Action, AdminCmd, AdminError, Attached, Engine, EngineConfig, Input, IoError, IoOp,
+    OpenRefusal, PeerInfo, Role, Status,
+};
+use crate::types::{NodeId, ReqId};
+use meta_thread::{MetaJob, MetaThread};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use tokio::sync::oneshot;
+
+/// Completion of an application request: `Some(data)` for reads.
+pub type IoDone = Box<dyn FnOnce(Result<Option<Vec<u8>>, IoError>) + Send + 'static>;
+
+/// Opens the data engine for a backing device of `data_bytes` usable bytes.
+pub type DiskOpener =
+    dyn Fn(&Path, u64) -> std::io::Result<Arc<dyn DiskEngine>> + Send + Sync + 'static;
+
+/// Why attaching failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    #[error("{0}")]
+    Meta(#[from] metadev::MetaDevError),
+    #[error("cannot open the backing device {path}: {source}")]
+    Disk {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the resource has no disk configured on this node")]
+    NoDisk,
+    #[error("already attached")]
+    Attached,
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl AttachError {
+    /// drbdsetup's exit code: 10 for a metadata/config failure ("Failure: (119) ..."), 20 else.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            AttachError::Meta(_) | AttachError::NoDisk => 10,
+            _ => 20,
+        }
+    }
+}
+
+/// One resource.
+pub struct Driver {
+    spec: ResourceSpec,
+    inner: Mutex<Inner>,
+    me: Weak<Driver>,
+}
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver")
+            .field("resource", &self.spec.name)
+            .finish()
+    }
+}
+
+struct Inner {
+    engine: Engine,
+    disk: Option<Arc<dyn DiskEngine>>,
+    meta: Option<MetaThread>,
+    io_waiters: HashMap<ReqId, IoDone>,
+    admin_waiters: HashMap<u64, oneshot::Sender<Result<(), AdminError>>>,
+    next_req: u64,
+    next_token: u64,
+}
+
+/// Work taken out of the lock, executed in order after it is released.
+enum Exec {
+    Disk(ReqId, IoOp),
+    Meta(MetaJob),
+    Io(IoDone, Result<Option<Vec<u8>>, IoError>),
+    Admin(
+        oneshot::Sender<Result<(), AdminError>>,
+        Result<(), AdminError>,
+    ),
+    Log(String),
+}
+
+impl Driver {
+    /// A resource that is up but not yet attached.
+    pub fn new(spec: ResourceSpec) -> Arc<Driver> {
+        let cfg = EngineConfig {
+            resource: spec.name.clone(),
+            node_id: NodeId(spec.node_id),
+            peers: spec
+                .peers
+                .iter()
+                .map(|p| PeerInfo {
+                    name: p.name.clone(),
+                    node_id: NodeId(p.node_id),
+                })
+                .collect(),
+            auto_promote: spec.auto_promote,
+            fencing_dont_care: spec.fencing_dont_care,
+            // Any value works for determinism; the OS makes the two nodes' UUIDs differ.
+            uuid_seed: getrandom::u64().unwrap_or(0x5eed_0f_0dd_u64),
+        };
+        Arc::new_cyclic(|me| Driver {
+            spec,
+            inner: Mutex::new(Inner {
+                engine: Engine::new(cfg),
+                disk: None,
+                meta: None,
+                io_waiters: HashMap::new(),
+                admin_waiters: HashMap::new(),
+                next_req: 1,
+                next_token: 1,
+            }),
+            me: me.clone(),
+        })
+    }
+
+    /// The resource as `up` pushed it.
+    pub fn spec(&self) -> &ResourceSpec {
+        &self.spec
+    }
+
+    /// Locks the state. A poisoned lock means a panic while holding it; with `panic = abort`
+    /// in release that cannot happen, and in tests the state is still the best we have.
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reads the metadata, opens the disk and hands both to the engine (`drbdadm attach`, and
+    /// the attach step of `up`). Blocking: call it from a blocking context.
+    pub fn attach_blocking(&self, opener: &DiskOpener) -> Result<(), AttachError> {
+        let disk_path = self.spec.disk.as_deref().ok_or(AttachError::NoDisk)?;
+        if self.lock().disk.is_some() {
+            return Err(AttachError::Attached);
+        }
+        let state = metadev::read_md(Path::new(disk_path), &self.spec.meta_disk)?;
+        let meta_io = crate::disk::meta_io::MetaIo::open(&state)?;
+        let data_bytes = state.layout.data_bytes;
+        let disk =
+            opener(Path::new(disk_path), data_bytes).map_err(|source| AttachError::Disk {
+                path: disk_path.to_string(),
+                source,
+            })?;
+        let attached = attached_from(&state)?;
+        let meta = MetaThread::start(&self.spec.name, meta_io, self.me.clone())
+            .map_err(|e| AttachError::Internal(format!("cannot start metadata thread: {e}")))?;
+        let actions = {
+            let mut g = self.lock();
+            g.disk = Some(disk);
+            g.meta = Some(meta);
+            g.engine.handle(Input::Attach(Box::new(attached)));
+            take_actions(&mut g)
+        };
+        self.exec(actions);
+        Ok(())
+    }
+
+    /// Runs an administrative state change and waits until the engine answers (after the
+    /// metadata that records it is on disk).
+    pub async fn admin(&self, cmd: AdminCmd) -> Result<(), AdminError> {
+        let (tx, rx) = oneshot::channel();
+        let actions = {
+            let mut g = self.lock();
+            let token = g.next_token;
+            g.next_token += 1;
+            g.admin_waiters.insert(token, tx);
+            g.engine.handle(Input::Admin { token, cmd });
+            take_actions(&mut g)
+        };
+        self.exec(actions);
+        let result = rx
+            .await
+            .unwrap_or_else(|_| Err(AdminError::Meta("the resource went away".into())));
+        if matches!(cmd, AdminCmd::Detach) && result.is_ok() {
+            let (disk, meta) = {
+                let mut g = self.lock();
+                (g.disk.take(), g.meta.take())
+            };
+            drop(disk);
+            if let Some(m) = meta {
+                // Joins the metadata thread off the async executor.
+                let _ = tokio::task::spawn_blocking(move || m.stop()).await;
+            }
+        }
+        result
+    }
+
+    /// An NBD client opens the device (GO). May auto-promote.
+    pub fn open(&self) -> Result<(), OpenRefusal> {
+        let (r, actions) = {
+            let mut g = self.lock();
+            let r = g.engine.open();
+            (r, take_actions(&mut g))
+        };
+        self.exec(actions);
+        r
+    }
+
+    /// An NBD client that opened the device left. May auto-demote.
+    pub fn close(&self) {
+        let actions = {
+            let mut g = self.lock();
+            g.engine.close();
+            take_actions(&mut g)
+        };
+        self.exec(actions);
+    }
+
+    /// Submits an application request; `done` is called exactly once.
+    pub fn submit(&self, op: IoOp, done: IoDone) {
+        let actions = {
+            let mut g = self.lock();
+            let id = ReqId(g.next_req);
+            g.next_req += 1;
+            g.io_waiters.insert(id, done);
+            g.engine.handle(Input::Io { id, op });
+            take_actions(&mut g)
+        };
+        self.exec(actions);
+    }
+
+    /// Allocation status from the backing device (NBD `base:allocation`).
+    pub fn block_status(&self, offset: u64, len: u64) -> std::io::Result<Vec<AllocRun>> {
+        let disk = self.lock().disk.clone();
+        match disk {
+            Some(d) => d.block_status(offset, len),
+            None => Err(std::io::Error::other("no local disk")),
+        }
+    }
+
+    /// Usable size in bytes (0 while diskless).
+    pub fn size(&self) -> u64 {
+        self.lock().engine.size_bytes()
+    }
+
+    /// The role now.
+    pub fn role(&self) -> Role {
+        self.lock().engine.role()
+    }
+
+    /// Clients holding the device open.
+    pub fn open_count(&self) -> u32 {
+        self.lock().engine.open_count()
+    }
+
+    /// A status snapshot.
+    pub fn status(&self) -> Status {
+        self.lock().engine.status()
+    }
+
+    /// The status in control-socket form.
+    pub fn view(&self) -> ResourceView {
+        let st = self.status();
+        ResourceView {
+            name: st.resource.clone(),
+            node_id: st.node_id.0,
+            role: st.role,
+            volumes: vec![VolumeView {
+                volume: 0,
+                minor: self.spec.minor,
+                disk: st.disk,
+                open: st.open_count > 0,
+                size_kib: st.size_bytes / 1024,
+                read_kib: st.stats.read_kib,
+                written_kib: st.stats.written_kib,
+                al_writes: st.stats.al_writes,
+                bm_writes: st.stats.bm_writes,
+                upper_pending: st.stats.upper_pending,
+                lower_pending: st.stats.lower_pending,
+                current_uuid: st.current_uuid.to_string(),
+            }],
+            connections: st
+                .peers
+                .iter()
+                .map(|p| ConnectionView {
+                    name: p.name.clone(),
+                    node_id: p.node_id.0,
+                    connection: p.conn,
+                    role: p.role,
+                    replication: p.repl,
+                    peer_disk: p.disk,
+                    out_of_sync_kib: p.out_of_sync_bytes / 1024,
+                })
+                .collect(),
+        }
+    }
+
+    /// Feeds a completion from the disk or metadata thread.
+    fn feed(&self, input: Input) {
+        let actions = {
+            let mut g = self.lock();
+            g.engine.handle(input);
+            take_actions(&mut g)
+        };
+        self.exec(actions);
+    }
+
+    fn exec(&self, actions: Vec<Exec>) {
+        for a in actions {
+            match a {
+                Exec::Disk(id, op) => self.submit_disk(id, op),
+                Exec::Meta(job) => {
+                    let rejected = match self.lock().meta.as_ref() {
+                        Some(m) => m.send(job).err(),
+                        None => Some(job),
+                    };
+                    if let Some(job) = rejected {
+                        // The metadata thread is gone: fail the write so nothing waits forever.
+                        self.feed(job.failed("the metadata thread has stopped"));
+                    }
+                }
+                Exec::Io(done, result) => done(result),
+                Exec::Admin(tx, result) => {
+                    let _ = tx.send(result);
+                }
+                Exec::Log(line) => tracing::info!("{line}"),
+            }
+        }
+    }
+
+    fn submit_disk(&self, id: ReqId, op: IoOp) {
+        let disk = self.lock().disk.clone();
+        let Some(disk) = disk else {
+            return self.feed(Input::DiskDone {
+                id,
+                result: Err(libc::EIO),
+            });
+        };
+        let me = self.me.clone();
+        disk.submit(
+            to_disk_op(op),
+            Box::new(move |r| {
+                let result = match r {
+                    Ok(DiskDone::Read(data)) => Ok(Some(data)),
+                    Ok(DiskDone::Done) => Ok(None),
+                    Err(e) => Err(e.raw_os_error().unwrap_or(libc::EIO)),
+                };
+                if let Some(d) = me.upgrade() {
+                    d.feed(Input::DiskDone { id, result });
+                }
+            }),
+        );
+    }
+}
+
+/// Drains the engine and pairs completions with their waiters, under the lock.
+fn take_actions(g: &mut Inner) -> Vec<Exec> {
+    let mut out = Vec::new();
+    while let Some(a) = g.engine.poll_action() {
+        match a {
+            Action::SubmitDisk { id, op } => out.push(Exec::Disk(id, op)),
+            Action::WriteMeta { generation, sb } => {
+                out.push(Exec::Meta(MetaJob::Superblock { generation, sb }))
+            }
+            Action::WriteAl { seq, block, tr } => {
+                out.push(Exec::Meta(MetaJob::Al { seq, block, tr }))
+            }
+            Action::WriteBitmap { pages } => out.push(Exec::Meta(MetaJob::Bitmap { pages })),
+            Action::Complete { id, result } => {
+                if let Some(done) = g.io_waiters.remove(&id) {
+                    out.push(Exec::Io(done, result));
+                }
+            }
+            Action::AdminDone { token, result } => {
+                if let Some(tx) = g.admin_waiters.remove(&token) {
+                    out.push(Exec::Admin(tx, result));
+                }
+            }
+            Action::Log(line) => out.push(Exec::Log(line)),
+        }
+    }
+    out
+}
+
+fn to_disk_op(op: IoOp) -> DiskOp {
+    match op {
+        IoOp::Read { offset, len } => DiskOp::Read { offset, len },
+        IoOp::Write { offset, data, fua } => DiskOp::Write { offset, data, fua },
+        IoOp::Flush => DiskOp::Flush,
+        IoOp::Trim { offset, len, fua } => DiskOp::Trim { offset, len, fua },
+        IoOp::WriteZeroes {
+            offset,
+            len,
+            fua,
+            no_hole,
+        } => DiskOp::WriteZeroes {
+            offset,
+            len,
+            fua,
+            no_hole,
+        },
+    }
+}
+
+fn attached_from(state: &MetaState) -> Result<Attached, AttachError> {
+    let bits = state.layout.bm_bits();
+    let bitmaps = state
+        .bitmaps
+        .iter()
+        .map(|w| Bitmap::from_words(bits, w.clone()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| AttachError::Internal(e.to_string()))?;
+    if !state.bad_pages.is_empty() {
+        tracing::warn!(
+            "{} bitmap pages failed their checksum; their blocks are marked out of sync",
+            state.bad_pages.len()
+        );
+    }
+    Ok(Attached {
+        sb: state.sb.clone(),
+        data_bytes: state.layout.data_bytes,
+        bitmaps,
+        al: state.al.as_ref().ok().cloned(),
+        al_blocks: state.layout.al_blocks,
+    })
+}

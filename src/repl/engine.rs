@@ -1,0 +1,1050 @@
+//! The replication engine: one resource's state machine, sans I/O.
+//!
+//! Inputs go in ([`Engine::handle`], [`Engine::open`], [`Engine::close`]), actions come out
+//! ([`Engine::poll_action`]); the driver executes the actions in order and feeds their results back
+//! as inputs. The engine never reads a clock, never does I/O and never spawns: that is what lets
+//! the simulator drive it deterministically.
+//!
+//! What it guarantees (and the tests pin):
+//! - **Persist before you acknowledge.** A promotion, a demotion or a new current UUID is
+//!   acknowledged only after the superblock that records it is written ([`Input::MetaWritten`]);
+//!   application writes that need it (the first write after a promotion generates the new
+//!   current UUID) are held until then. A write into a cold activity-log extent is held until the
+//!   AL transaction that makes the extent hot is on disk, and before any AL transaction (which may
+//!   evict an extent) the dirty bitmap pages are written, so a crash never loses the record of a
+//!   block that differs from a peer.
+//! - **One metadata write of each kind in flight.** Superblock writes, AL transactions and bitmap
+//!   flushes are serialised here, so a driver that executes actions from several threads can never
+//!   write an older superblock over a newer one.
+//! - While a configured peer is not connected (in this build: always), every write marks its
+//!   4 KiB blocks in that peer's bitmap, so the later resync copies only what changed.
+
+use super::state::{ConnState, DiskState, ReplState, Role, StateError};
+use super::uuid::UuidGen;
+use crate::bitmap::Bitmap;
+use crate::meta::al::{ActivityLog, AlRecovery, Transaction};
+use crate::meta::layout::BM_WORDS_PER_PAGE;
+use crate::meta::superblock::{Superblock, flags};
+use crate::types::{AL_EXTENT_SIZE, BM_BLOCK_SIZE, ExtentNr, GenUuid, NodeId, ReqId};
+use std::collections::VecDeque;
+
+/// What the engine is told about its resource when it is created.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    pub resource: String,
+    pub node_id: NodeId,
+    pub peers: Vec<PeerInfo>,
+    /// DRBD 9's `auto-promote`: an NBD client's GO promotes a Secondary.
+    pub auto_promote: bool,
+    /// `fencing dont-care`: a Consistent disk may be promoted while no peer is connected.
+    pub fencing_dont_care: bool,
+    /// Seed for new generation UUIDs (the driver draws it from the OS).
+    pub uuid_seed: u64,
+}
+
+/// A configured peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerInfo {
+    pub name: String,
+    pub node_id: NodeId,
+}
+
+/// The metadata read at attach time.
+#[derive(Clone, Debug)]
+pub struct Attached {
+    pub sb: Superblock,
+    /// Usable data bytes.
+    pub data_bytes: u64,
+    /// One bitmap per bitmap index (`0..max-peers`), as read.
+    pub bitmaps: Vec<Bitmap>,
+    /// The activity-log replay; `None` when the log could not be read (treated as empty).
+    pub al: Option<AlRecovery>,
+    /// AL ring size in 4 KiB blocks.
+    pub al_blocks: u32,
+}
+
+/// An application request, in bytes. The driver has validated ranges against the size.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IoOp {
+    Read {
+        offset: u64,
+        len: u32,
+    },
+    Write {
+        offset: u64,
+        data: Vec<u8>,
+        fua: bool,
+    },
+    Flush,
+    Trim {
+        offset: u64,
+        len: u32,
+        fua: bool,
+    },
+    WriteZeroes {
+        offset: u64,
+        len: u32,
+        fua: bool,
+        no_hole: bool,
+    },
+}
+
+impl IoOp {
+    /// The byte range this op changes, if it changes data.
+    fn written_range(&self) -> Option<(u64, u64)> {
+        match self {
+            IoOp::Write { offset, data, .. } => Some((*offset, data.len() as u64)),
+            IoOp::Trim { offset, len, .. } | IoOp::WriteZeroes { offset, len, .. } => {
+                Some((*offset, u64::from(*len)))
+            }
+            IoOp::Read { .. } | IoOp::Flush => None,
+        }
+    }
+}
+
+/// Why an application request failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum IoError {
+    /// The resource is not Primary (nobody may write to a Secondary).
+    #[error("resource is not Primary")]
+    NotPrimary,
+    /// No usable local disk and no peer to serve the request.
+    #[error("no UpToDate data reachable")]
+    NoData,
+    /// The backing device failed with this errno.
+    #[error("backing device error (errno {0})")]
+    Disk(i32),
+    /// The metadata write this request waited for failed.
+    #[error("metadata write failed")]
+    Meta,
+}
+
+/// An administrative state change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdminCmd {
+    Primary {
+        force: bool,
+    },
+    Secondary,
+    NewCurrentUuid {
+        clear_bitmap: bool,
+    },
+    /// Flush everything and mark the metadata clean; the driver detaches after success.
+    Detach,
+}
+
+/// Why an administrative command failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AdminError {
+    #[error("State change failed: {0}")]
+    State(#[from] StateError),
+    #[error("Failure: (119) {0}")]
+    Meta(String),
+}
+
+/// Results the driver feeds back.
+#[derive(Clone, Debug)]
+pub enum Input {
+    Attach(Box<Attached>),
+    Admin {
+        token: u64,
+        cmd: AdminCmd,
+    },
+    Io {
+        id: ReqId,
+        op: IoOp,
+    },
+    DiskDone {
+        id: ReqId,
+        result: Result<Option<Vec<u8>>, i32>,
+    },
+    MetaWritten {
+        generation: u64,
+        result: Result<(), String>,
+    },
+    AlWritten {
+        seq: u64,
+        result: Result<(), String>,
+    },
+    BitmapWritten {
+        result: Result<(), String>,
+    },
+}
+
+/// Work for the driver, to be executed in the order polled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Submit to the backing device; answer with [`Input::DiskDone`] for `id`.
+    SubmitDisk { id: ReqId, op: IoOp },
+    /// Persist the superblock; answer with [`Input::MetaWritten`] for `generation`.
+    WriteMeta {
+        generation: u64,
+        sb: Box<Superblock>,
+    },
+    /// Write this AL transaction at block `block` of the ring; answer [`Input::AlWritten`].
+    WriteAl {
+        seq: u64,
+        block: u32,
+        tr: Box<Transaction>,
+    },
+    /// Write these bitmap pages `(bitmap index, page, words)`; answer [`Input::BitmapWritten`].
+    WriteBitmap { pages: Vec<(u32, u32, Vec<u64>)> },
+    /// Reply to the application request `id`; `Some(data)` for reads.
+    Complete {
+        id: ReqId,
+        result: Result<Option<Vec<u8>>, IoError>,
+    },
+    /// Reply to the administrative request `token`.
+    AdminDone {
+        token: u64,
+        result: Result<(), AdminError>,
+    },
+    /// A state change, in DRBD's log wording (`role( Secondary -> Primary )`).
+    Log(String),
+}
+
+/// A snapshot for status and events.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub resource: String,
+    pub node_id: NodeId,
+    pub role: Role,
+    pub disk: DiskState,
+    /// Clients holding the device open (NBD GO).
+    pub open_count: u32,
+    pub size_bytes: u64,
+    pub current_uuid: GenUuid,
+    pub md_flags: u32,
+    pub peers: Vec<PeerStatus>,
+    pub stats: Stats,
+}
+
+/// One peer as the status shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerStatus {
+    pub name: String,
+    pub node_id: NodeId,
+    pub conn: ConnState,
+    pub role: Role,
+    pub repl: ReplState,
+    pub disk: DiskState,
+    /// Bytes marked out of sync with this peer.
+    pub out_of_sync_bytes: u64,
+}
+
+/// Counters in `drbdsetup status --statistics` units (KiB, requests).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub read_kib: u64,
+    pub written_kib: u64,
+    pub al_writes: u64,
+    pub bm_writes: u64,
+    /// Application requests not yet completed.
+    pub upper_pending: u64,
+    /// Backing-device requests in flight.
+    pub lower_pending: u64,
+}
+
+/// An admin command waiting for a superblock generation to be persisted.
+#[derive(Clone, Copy, Debug)]
+struct MetaWaiter {
+    generation: u64,
+    token: u64,
+}
+
+/// An application request waiting for metadata.
+#[derive(Clone, Debug)]
+struct HeldIo {
+    id: ReqId,
+    op: IoOp,
+    /// Superblock generation that must be on disk first.
+    meta_gen: u64,
+    /// AL transaction sequence that must be on disk first.
+    al_seq: u64,
+}
+
+/// An AL transaction queued for writing (after a bitmap flush).
+#[derive(Clone, Debug)]
+struct QueuedAl {
+    seq: u64,
+    tr: Transaction,
+}
+
+/// The per-attach state: only present while a disk is attached.
+#[derive(Debug)]
+struct Disk {
+    sb: Superblock,
+    data_bytes: u64,
+    al: ActivityLog,
+    al_blocks: u32,
+    bitmaps: Vec<Bitmap>,
+}
+
+/// The engine of one resource.
+#[derive(Debug)]
+pub struct Engine {
+    cfg: EngineConfig,
+    role: Role,
+    disk_state: DiskState,
+    disk: Option<Disk>,
+    open_count: u32,
+    /// A write must generate a new current UUID first (set by promotion while no peer is
+    /// connected, as DRBD 9 does, so a promotion that never wrote cannot cause split brain).
+    new_uuid_due: bool,
+    uuids: UuidGen,
+    /// Superblock generations: `sb_gen` counts changes, `meta_persisted` is the last on disk,
+    /// `meta_inflight` the one being written.
+    sb_gen: u64,
+    meta_persisted: u64,
+    meta_inflight: Option<u64>,
+    meta_failed: bool,
+    meta_waiters: Vec<MetaWaiter>,
+    /// AL transactions: `al_next_seq` numbers them, `al_persisted` is the last on disk.
+    al_next_seq: u64,
+    al_persisted: u64,
+    al_queue: VecDeque<QueuedAl>,
+    /// Some(seq) while a bitmap flush for AL transaction `seq` or its write is in flight.
+    al_inflight: Option<AlStep>,
+    /// Admin commands waiting for the AL and bitmap to be quiet (detach).
+    flush_waiters: Vec<(u64, u64)>,
+    held: VecDeque<HeldIo>,
+    /// Requests submitted to disk: id -> whether the op was a read of `len`.
+    inflight: std::collections::HashMap<ReqId, InflightKind>,
+    stats: Stats,
+    actions: VecDeque<Action>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AlStep {
+    /// Writing dirty bitmap pages before AL transaction `seq`, or for a plain flush (`seq` 0).
+    Bitmap { seq: u64 },
+    /// Writing AL transaction `seq`.
+    Transaction { seq: u64 },
+}
+
+#[derive(Clone, Copy, Debug)]
+enum InflightKind {
+    Read(u32),
+    Write(u64),
+    Other,
+}
+
+impl Engine {
+    /// A resource without a disk yet (`Diskless`, Secondary).
+    pub fn new(cfg: EngineConfig) -> Engine {
+        let uuids = UuidGen::new(cfg.uuid_seed);
+        Engine {
+            cfg,
+            role: Role::Secondary,
+            disk_state: DiskState::Diskless,
+            disk: None,
+            open_count: 0,
+            new_uuid_due: false,
+            uuids,
+            sb_gen: 0,
+            meta_persisted: 0,
+            meta_inflight: None,
+            meta_failed: false,
+            meta_waiters: Vec::new(),
+            al_next_seq: 1,
+            al_persisted: 0,
+            al_queue: VecDeque::new(),
+            al_inflight: None,
+            flush_waiters: Vec::new(),
+            held: VecDeque::new(),
+            inflight: std::collections::HashMap::new(),
+            stats: Stats::default(),
+            actions: VecDeque::new(),
+        }
+    }
+
+    /// The next action for the driver.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// The current role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The local disk state.
+    pub fn disk_state(&self) -> DiskState {
+        self.disk_state
+    }
+
+    /// Clients holding the device open.
+    pub fn open_count(&self) -> u32 {
+        self.open_count
+    }
+
+    /// True when nothing is in flight or queued: no application request, no metadata write.
+    pub fn is_quiet(&self) -> bool {
+        self.inflight.is_empty()
+            && self.held.is_empty()
+            && self.meta_inflight.is_none()
+            && self.al_inflight.is_none()
+            && self.al_queue.is_empty()
+    }
+
+    /// Usable size in bytes (0 while diskless).
+    pub fn size_bytes(&self) -> u64 {
+        self.disk.as_ref().map_or(0, |d| d.data_bytes)
+    }
+
+    /// A status snapshot.
+    pub fn status(&self) -> Status {
+        let peers = self
+            .cfg
+            .peers
+            .iter()
+            .map(|p| {
+                let oos = self
+                    .disk
+                    .as_ref()
+                    .and_then(|d| {
+                        let idx = d.sb.peer(p.node_id)?.bitmap_index?;
+                        d.bitmaps.get(usize::from(idx))
+                    })
+                    .map_or(0, |b| b.count() * BM_BLOCK_SIZE);
+                PeerStatus {
+                    name: p.name.clone(),
+                    node_id: p.node_id,
+                    conn: ConnState::StandAlone,
+                    role: Role::Unknown,
+                    repl: ReplState::Off,
+                    disk: DiskState::DUnknown,
+                    out_of_sync_bytes: oos,
+                }
+            })
+            .collect();
+        Status {
+            resource: self.cfg.resource.clone(),
+            node_id: self.cfg.node_id,
+            role: self.role,
+            disk: self.disk_state,
+            open_count: self.open_count,
+            size_bytes: self.size_bytes(),
+            current_uuid: self
+                .disk
+                .as_ref()
+                .map_or(GenUuid::ZERO, |d| d.sb.current_uuid),
+            md_flags: self.disk.as_ref().map_or(0, |d| d.sb.flags),
+            peers,
+            stats: self.stats,
+        }
+    }
+
+    /// An NBD client wants to open the device (`NBD_OPT_GO`). A Primary accepts; a Secondary
+    /// promotes first when `auto-promote` is on and promotion is possible. The promotion is
+    /// persisted before any I/O of the client is served (held until [`Input::MetaWritten`]).
+    pub fn open(&mut self) -> Result<(), OpenRefusal> {
+        match self.role {
+            Role::Primary => {}
+            _ if !self.cfg.auto_promote => return Err(OpenRefusal::Secondary),
+            _ => {
+                self.try_promote(false)
+                    .map_err(OpenRefusal::AutoPromoteFailed)?;
+                self.log("auto-promote on open".to_string());
+            }
+        }
+        self.open_count += 1;
+        Ok(())
+    }
+
+    /// A client that opened the device went away. The last one leaving auto-demotes a
+    /// resource that auto-promoted (DRBD 9 demotes whenever auto-promote is on).
+    pub fn close(&mut self) {
+        self.open_count = self.open_count.saturating_sub(1);
+        if self.open_count == 0 && self.cfg.auto_promote && self.role == Role::Primary {
+            self.demote();
+            self.log("auto-demote: last opener left".to_string());
+        }
+    }
+
+    /// Feeds one input.
+    pub fn handle(&mut self, input: Input) {
+        match input {
+            Input::Attach(a) => self.attach(*a),
+            Input::Admin { token, cmd } => self.admin(token, cmd),
+            Input::Io { id, op } => self.io(id, op),
+            Input::DiskDone { id, result } => self.disk_done(id, result),
+            Input::MetaWritten { generation, result } => self.meta_written(generation, result),
+            Input::AlWritten { seq, result } => self.al_written(seq, result),
+            Input::BitmapWritten { result } => self.bitmap_written(result),
+        }
+    }
+
+    // ---- attach ------------------------------------------------------------------------------
+
+    fn attach(&mut self, a: Attached) {
+        let mut sb = a.sb;
+        let mut bitmaps = a.bitmaps;
+        let al = match &a.al {
+            Some(rec) => ActivityLog::from_recovery(rec),
+            None => ActivityLog::new(sb.al_extents, u64::from(a.al_blocks)),
+        };
+        if sb.flags & flags::AL_CLEAN == 0 {
+            // An unclean stop: every extent the AL says was hot may differ from the peers.
+            let hot = a.al.as_ref().map(|r| r.extents.clone()).unwrap_or_default();
+            let mut marked = 0;
+            for e in &hot {
+                let start = u64::from(e.0) * AL_EXTENT_SIZE;
+                for bm in bitmaps.iter_mut() {
+                    marked += mark_bytes(bm, start, AL_EXTENT_SIZE, a.data_bytes);
+                }
+            }
+            self.log(format!(
+                "Marked additional {} KB as out-of-sync based on AL ({} extents)",
+                marked * BM_BLOCK_SIZE / 1024,
+                hot.len()
+            ));
+        }
+        if sb.flags & flags::PRIMARY_IND != 0 {
+            sb.flags |= flags::CRASHED_PRIMARY;
+        }
+        self.disk_state = disk_state_from_flags(sb.flags);
+        sb.flags &= !flags::AL_CLEAN;
+        self.disk = Some(Disk {
+            sb,
+            data_bytes: a.data_bytes,
+            al,
+            al_blocks: a.al_blocks,
+            bitmaps,
+        });
+        self.log(format!("disk( Diskless -> {} )", self.disk_state));
+        self.sb_changed();
+        self.flush_bitmap_if_dirty();
+    }
+
+    // ---- admin -------------------------------------------------------------------------------
+
+    fn admin(&mut self, token: u64, cmd: AdminCmd) {
+        let result = match cmd {
+            AdminCmd::Primary { force } => self.try_promote(force),
+            AdminCmd::Secondary => {
+                if self.open_count > 0 {
+                    Err(StateError::DeviceInUse)
+                } else {
+                    self.demote();
+                    Ok(())
+                }
+            }
+            AdminCmd::NewCurrentUuid { clear_bitmap } => self.new_current_uuid(clear_bitmap),
+            AdminCmd::Detach => self.detach(token),
+        };
+        match result {
+            Err(e) => self.actions.push_back(Action::AdminDone {
+                token,
+                result: Err(AdminError::State(e)),
+            }),
+            Ok(()) if matches!(cmd, AdminCmd::Detach) => {}
+            Ok(()) => self.wait_for_meta(token),
+        }
+    }
+
+    /// Replies to `token` once the current superblock generation is on disk.
+    fn wait_for_meta(&mut self, token: u64) {
+        if self.meta_persisted >= self.sb_gen && self.meta_inflight.is_none() {
+            self.actions.push_back(Action::AdminDone {
+                token,
+                result: Ok(()),
+            });
+        } else {
+            self.meta_waiters.push(MetaWaiter {
+                generation: self.sb_gen,
+                token,
+            });
+        }
+    }
+
+    fn try_promote(&mut self, force: bool) -> Result<(), StateError> {
+        if self.role == Role::Primary {
+            return Ok(());
+        }
+        let Some(d) = self.disk.as_mut() else {
+            return Err(StateError::NoUpToDateDisk);
+        };
+        let new_disk = match self.disk_state {
+            DiskState::UpToDate => DiskState::UpToDate,
+            // DRBD 9 promotes a Consistent disk when no peer can have newer data and fencing
+            // does not ask for certainty.
+            DiskState::Consistent if self.cfg.fencing_dont_care => DiskState::UpToDate,
+            _ if force => DiskState::UpToDate,
+            _ => return Err(StateError::NoUpToDateDisk),
+        };
+        d.sb.flags |= flags::PRIMARY_IND | flags::CONSISTENT | flags::WAS_UP_TO_DATE;
+        d.sb.flags &= !flags::CRASHED_PRIMARY;
+        if self.disk_state != new_disk {
+            self.log(format!("disk( {} -> {new_disk} )", self.disk_state));
+            self.disk_state = new_disk;
+        }
+        self.log("role( Secondary -> Primary )".to_string());
+        self.role = Role::Primary;
+        // No peer is connected, so the next write starts a new data generation.
+        self.new_uuid_due = true;
+        self.sb_changed();
+        Ok(())
+    }
+
+    fn demote(&mut self) {
+        if self.role != Role::Primary {
+            return;
+        }
+        self.role = Role::Secondary;
+        self.new_uuid_due = false;
+        self.log("role( Primary -> Secondary )".to_string());
+        if let Some(d) = self.disk.as_mut() {
+            d.sb.flags &= !flags::PRIMARY_IND;
+            self.sb_changed();
+        }
+    }
+
+    fn new_current_uuid(&mut self, clear_bitmap: bool) -> Result<(), StateError> {
+        let Some(d) = self.disk.as_mut() else {
+            return Err(StateError::DeviceDiskless);
+        };
+        let primary = self.role == Role::Primary;
+        let fresh = d.sb.current_uuid.same_as(GenUuid::JUST_CREATED);
+        if clear_bitmap {
+            if !(fresh || self.disk_state == DiskState::UpToDate) {
+                return Err(StateError::NoUpToDateDisk);
+            }
+            // Skip the initial sync: everyone starts from the same (new) generation.
+            d.sb.current_uuid = self.uuids.next(primary);
+            for bm in d.bitmaps.iter_mut() {
+                bm.clear_all();
+            }
+            for p in d.sb.peers.iter_mut().filter(|p| p.node_id.is_some()) {
+                p.bitmap_uuid = GenUuid::ZERO;
+            }
+            d.sb.flags |= flags::CONSISTENT | flags::WAS_UP_TO_DATE;
+        } else {
+            if self.disk_state < DiskState::Outdated {
+                return Err(StateError::NoUpToDateDisk);
+            }
+            rotate_current(&mut d.sb, &mut self.uuids, primary);
+        }
+        self.new_uuid_due = false;
+        let uuid = d.sb.current_uuid;
+        if clear_bitmap && self.disk_state != DiskState::UpToDate {
+            self.log(format!("disk( {} -> UpToDate )", self.disk_state));
+            self.disk_state = DiskState::UpToDate;
+        }
+        self.log(format!("new current UUID: {uuid}"));
+        self.sb_changed();
+        self.flush_bitmap_if_dirty();
+        Ok(())
+    }
+
+    fn detach(&mut self, token: u64) -> Result<(), StateError> {
+        if self.open_count > 0 {
+            return Err(StateError::DeviceInUse);
+        }
+        if self.disk.is_none() {
+            self.actions.push_back(Action::AdminDone {
+                token,
+                result: Ok(()),
+            });
+            return Ok(());
+        }
+        self.demote();
+        // Clean stop: bitmap on disk, then a superblock that says the AL is clean. The reply
+        // comes when both are persisted (see `maybe_finish_detach`).
+        self.flush_waiters.push((token, self.al_next_seq));
+        self.flush_bitmap_if_dirty();
+        self.maybe_finish_detach();
+        Ok(())
+    }
+
+    fn maybe_finish_detach(&mut self) {
+        if self.flush_waiters.is_empty()
+            || !self.inflight.is_empty()
+            || !self.held.is_empty()
+            || self.al_inflight.is_some()
+            || !self.al_queue.is_empty()
+        {
+            return;
+        }
+        let Some(d) = self.disk.as_mut() else {
+            return;
+        };
+        if d.sb.flags & flags::AL_CLEAN == 0 {
+            d.sb.flags |= flags::AL_CLEAN;
+            self.sb_changed();
+        }
+        if self.meta_persisted < self.sb_gen || self.meta_inflight.is_some() {
+            return; // `meta_written` calls back here
+        }
+        let waiters = std::mem::take(&mut self.flush_waiters);
+        let old = self.disk_state;
+        self.disk = None;
+        self.disk_state = DiskState::Diskless;
+        self.log(format!("disk( {old} -> Diskless )"));
+        for (token, _) in waiters {
+            self.actions.push_back(Action::AdminDone {
+                token,
+                result: Ok(()),
+            });
+        }
+    }
+
+    // ---- application I/O ---------------------------------------------------------------------
+
+    fn io(&mut self, id: ReqId, op: IoOp) {
+        self.stats.upper_pending += 1;
+        if self.role != Role::Primary {
+            return self.complete(id, Err(IoError::NotPrimary));
+        }
+        if self.disk.is_none() || self.disk_state < DiskState::UpToDate || self.meta_failed {
+            return self.complete(id, Err(IoError::NoData));
+        }
+        let mut held = HeldIo {
+            id,
+            op,
+            meta_gen: 0,
+            al_seq: 0,
+        };
+        if let Some((offset, len)) = held.op.written_range() {
+            if self.new_uuid_due {
+                self.new_uuid_due = false;
+                if let Some(d) = self.disk.as_mut() {
+                    rotate_current(&mut d.sb, &mut self.uuids, true);
+                    let uuid = d.sb.current_uuid;
+                    self.log(format!("new current UUID: {uuid}"));
+                }
+                self.sb_changed();
+            }
+            held.meta_gen = self.sb_gen;
+            held.al_seq = self.activate_extents(offset, len);
+            self.mark_out_of_sync(offset, len);
+        }
+        self.held.push_back(held);
+        self.release_held();
+    }
+
+    /// Makes the extents of `[offset, offset+len)` hot; returns the AL sequence that must be on
+    /// disk before the write may be issued (0: none needed).
+    fn activate_extents(&mut self, offset: u64, len: u64) -> u64 {
+        let Some(d) = self.disk.as_mut() else {
+            return 0;
+        };
+        if len == 0 {
+            return 0;
+        }
+        let first = offset / AL_EXTENT_SIZE;
+        let last = (offset + len - 1) / AL_EXTENT_SIZE;
+        let mut need = 0;
+        for e in first..=last {
+            if let Some(tr) = d.al.access(ExtentNr(e as u32)) {
+                let seq = self.al_next_seq;
+                self.al_next_seq += 1;
+                self.al_queue.push_back(QueuedAl { seq, tr });
+                need = seq;
+            }
+        }
+        // A queued transaction's write also covers any earlier one still queued.
+        if need == 0 {
+            need = self.al_queue.back().map_or(0, |q| q.seq);
+            if let Some(AlStep::Transaction { seq } | AlStep::Bitmap { seq }) = self.al_inflight {
+                need = need.max(seq);
+            }
+        }
+        self.pump_al();
+        need
+    }
+
+    /// Marks the written blocks out of sync for every peer that is not connected (all of them
+    /// in this build).
+    fn mark_out_of_sync(&mut self, offset: u64, len: u64) {
+        let Some(d) = self.disk.as_mut() else {
+            return;
+        };
+        for p in self.cfg.peers.iter() {
+            let Some(idx) = d.sb.peer(p.node_id).and_then(|m| m.bitmap_index) else {
+                continue;
+            };
+            if let Some(bm) = d.bitmaps.get_mut(usize::from(idx)) {
+                mark_bytes(bm, offset, len, d.data_bytes);
+            }
+        }
+    }
+
+    /// Issues held requests whose metadata is on disk, in order.
+    fn release_held(&mut self) {
+        while let Some(h) = self.held.front() {
+            if h.meta_gen > self.meta_persisted || h.al_seq > self.al_persisted {
+                break;
+            }
+            let Some(h) = self.held.pop_front() else {
+                break;
+            };
+            let kind = match &h.op {
+                IoOp::Read { len, .. } => InflightKind::Read(*len),
+                IoOp::Write { data, .. } => InflightKind::Write(data.len() as u64),
+                _ => InflightKind::Other,
+            };
+            self.inflight.insert(h.id, kind);
+            self.stats.lower_pending += 1;
+            self.actions
+                .push_back(Action::SubmitDisk { id: h.id, op: h.op });
+        }
+        // Nothing newer may overtake a held write whose metadata is pending: they are
+        // released in order, which is the order the client sent them.
+    }
+
+    fn disk_done(&mut self, id: ReqId, result: Result<Option<Vec<u8>>, i32>) {
+        let Some(kind) = self.inflight.remove(&id) else {
+            return; // not ours (a duplicate completion): ignore rather than corrupt counters
+        };
+        self.stats.lower_pending = self.stats.lower_pending.saturating_sub(1);
+        match (&result, kind) {
+            (Ok(_), InflightKind::Read(len)) => self.stats.read_kib += u64::from(len) / 1024,
+            (Ok(_), InflightKind::Write(len)) => self.stats.written_kib += len / 1024,
+            _ => {}
+        }
+        let result = result.map_err(IoError::Disk);
+        if let Err(e) = &result {
+            self.log(format!("local I/O error: {e}"));
+        }
+        self.complete(id, result);
+        self.maybe_finish_detach();
+    }
+
+    fn complete(&mut self, id: ReqId, result: Result<Option<Vec<u8>>, IoError>) {
+        self.stats.upper_pending = self.stats.upper_pending.saturating_sub(1);
+        self.actions.push_back(Action::Complete { id, result });
+    }
+
+    // ---- metadata ----------------------------------------------------------------------------
+
+    /// The in-memory superblock changed: write it (or queue another write after the current).
+    fn sb_changed(&mut self) {
+        self.sb_gen += 1;
+        self.pump_meta();
+    }
+
+    fn pump_meta(&mut self) {
+        if self.meta_inflight.is_some() || self.meta_persisted >= self.sb_gen {
+            return;
+        }
+        if let Some(d) = self.disk.as_ref() {
+            self.meta_inflight = Some(self.sb_gen);
+            self.actions.push_back(Action::WriteMeta {
+                generation: self.sb_gen,
+                sb: Box::new(d.sb.clone()),
+            });
+        }
+    }
+
+    fn meta_written(&mut self, generation: u64, result: Result<(), String>) {
+        if self.meta_inflight != Some(generation) {
+            return;
+        }
+        self.meta_inflight = None;
+        match result {
+            Ok(()) => {
+                self.meta_persisted = generation;
+                let (ready, waiting): (Vec<_>, Vec<_>) = self
+                    .meta_waiters
+                    .iter()
+                    .partition(|w| w.generation <= generation);
+                self.meta_waiters = waiting;
+                for w in ready {
+                    self.actions.push_back(Action::AdminDone {
+                        token: w.token,
+                        result: Ok(()),
+                    });
+                }
+                self.pump_meta();
+                self.release_held();
+                self.maybe_finish_detach();
+            }
+            Err(e) => self.meta_failure(e),
+        }
+    }
+
+    /// A metadata write failed: nothing that depends on it may be acknowledged. Fail what
+    /// waits, and refuse new I/O (DRBD detaches on a metadata I/O error).
+    fn meta_failure(&mut self, e: String) {
+        self.meta_failed = true;
+        self.log(format!("meta data I/O error: {e}"));
+        for w in std::mem::take(&mut self.meta_waiters) {
+            self.actions.push_back(Action::AdminDone {
+                token: w.token,
+                result: Err(AdminError::Meta(e.clone())),
+            });
+        }
+        for (token, _) in std::mem::take(&mut self.flush_waiters) {
+            self.actions.push_back(Action::AdminDone {
+                token,
+                result: Err(AdminError::Meta(e.clone())),
+            });
+        }
+        for h in std::mem::take(&mut self.held) {
+            self.complete(h.id, Err(IoError::Meta));
+        }
+        self.al_queue.clear();
+    }
+
+    /// Starts the next AL step: a bitmap flush before a transaction, then the transaction.
+    fn pump_al(&mut self) {
+        if self.al_inflight.is_some() || self.meta_failed {
+            return;
+        }
+        let Some(q) = self.al_queue.front() else {
+            return;
+        };
+        let seq = q.seq;
+        if self.start_bitmap_flush(seq) {
+            return;
+        }
+        self.write_al_transaction();
+    }
+
+    fn write_al_transaction(&mut self) {
+        let (Some(q), Some(d)) = (self.al_queue.pop_front(), self.disk.as_ref()) else {
+            return;
+        };
+        let block = q.tr.block_index(d.al_blocks);
+        self.al_inflight = Some(AlStep::Transaction { seq: q.seq });
+        self.stats.al_writes += 1;
+        self.actions.push_back(Action::WriteAl {
+            seq: q.seq,
+            block,
+            tr: Box::new(q.tr),
+        });
+    }
+
+    /// Emits a bitmap write of the dirty pages, if any; true if one was started.
+    fn start_bitmap_flush(&mut self, seq: u64) -> bool {
+        let Some(d) = self.disk.as_mut() else {
+            return false;
+        };
+        let mut pages = Vec::new();
+        for (idx, bm) in d.bitmaps.iter_mut().enumerate() {
+            for page in bm.take_dirty_pages(BM_WORDS_PER_PAGE) {
+                let start = page * BM_WORDS_PER_PAGE;
+                let end = (start + BM_WORDS_PER_PAGE).min(bm.words().len());
+                let words = bm.words().get(start..end).unwrap_or(&[]).to_vec();
+                pages.push((idx as u32, page as u32, words));
+            }
+        }
+        if pages.is_empty() {
+            return false;
+        }
+        self.stats.bm_writes += pages.len() as u64;
+        self.al_inflight = Some(AlStep::Bitmap { seq });
+        self.actions.push_back(Action::WriteBitmap { pages });
+        true
+    }
+
+    /// Writes dirty bitmap pages now, if nothing else of the AL path is in flight (after an
+    /// attach that applied the AL, a new UUID that cleared the bitmap, or before a detach).
+    fn flush_bitmap_if_dirty(&mut self) {
+        if self.al_inflight.is_none() && self.al_queue.is_empty() {
+            self.start_bitmap_flush(0);
+        }
+    }
+
+    fn bitmap_written(&mut self, result: Result<(), String>) {
+        let Some(AlStep::Bitmap { seq }) = self.al_inflight else {
+            return;
+        };
+        self.al_inflight = None;
+        if let Err(e) = result {
+            return self.meta_failure(e);
+        }
+        if seq != 0 && self.al_queue.front().map(|q| q.seq) == Some(seq) {
+            self.write_al_transaction();
+        } else {
+            self.pump_al();
+            if !self.flush_waiters.is_empty() {
+                self.flush_bitmap_if_dirty();
+            }
+        }
+        self.maybe_finish_detach();
+    }
+
+    fn al_written(&mut self, seq: u64, result: Result<(), String>) {
+        if self.al_inflight != Some(AlStep::Transaction { seq }) {
+            return;
+        }
+        self.al_inflight = None;
+        if let Err(e) = result {
+            return self.meta_failure(e);
+        }
+        self.al_persisted = seq;
+        self.release_held();
+        self.pump_al();
+        if self.al_inflight.is_none() && !self.flush_waiters.is_empty() {
+            self.flush_bitmap_if_dirty();
+        }
+        self.maybe_finish_detach();
+    }
+
+    fn log(&mut self, msg: String) {
+        let line = format!("{}: {msg}", self.cfg.resource);
+        self.actions.push_back(Action::Log(line));
+    }
+}
+
+/// Why an NBD open was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum OpenRefusal {
+    /// Secondary and auto-promote is off.
+    #[error("is Secondary and auto-promote is off")]
+    Secondary,
+    /// auto-promote tried and failed.
+    #[error("could not auto-promote: {0}")]
+    AutoPromoteFailed(StateError),
+}
+
+/// Disk state after attach, from the superblock flags (DRBD's `disk_state_from_md`): not
+/// consistent is Inconsistent; consistent but never UpToDate is Outdated; otherwise Consistent
+/// until a connection (or a promotion) decides it is UpToDate. A node that was Primary when it
+/// stopped had the newest data, so it comes back UpToDate.
+fn disk_state_from_flags(f: u32) -> DiskState {
+    if f & flags::CONSISTENT == 0 {
+        DiskState::Inconsistent
+    } else if f & flags::WAS_UP_TO_DATE == 0 {
+        DiskState::Outdated
+    } else if f & flags::PRIMARY_IND != 0 {
+        DiskState::UpToDate
+    } else {
+        DiskState::Consistent
+    }
+}
+
+/// Starts a new data generation while no peer is connected: the old current UUID becomes the
+/// bitmap UUID of each peer whose bitmap was clean (the bitmap now records changes since that
+/// generation), otherwise it goes into the history. The just-created sentinel is not a
+/// generation and is dropped.
+fn rotate_current(sb: &mut Superblock, uuids: &mut UuidGen, primary: bool) {
+    let old = sb.current_uuid;
+    if !old.same_as(GenUuid::JUST_CREATED) && !old.is_zero() {
+        let mut into_history = false;
+        for p in sb.peers.iter_mut().filter(|p| p.node_id.is_some()) {
+            if p.bitmap_uuid.is_zero() {
+                p.bitmap_uuid = GenUuid(old.masked());
+            } else {
+                into_history = true;
+            }
+        }
+        if into_history {
+            sb.history.rotate_right(1);
+            sb.history[0] = GenUuid(old.masked());
+        }
+    }
+    sb.current_uuid = uuids.next(primary);
+}
+
+/// Sets the bits of every 4 KiB block touched by `[offset, offset+len)`, clipped to the device;
+/// returns how many bits were newly set.
+fn mark_bytes(bm: &mut Bitmap, offset: u64, len: u64, dev_bytes: u64) -> u64 {
+    let end = offset.saturating_add(len).min(dev_bytes);
+    if end <= offset {
+        return 0;
+    }
+    bm.set_bytes(offset, end - offset)
+}

@@ -1,0 +1,23 @@
+//! The replication core, PURE: no I/O, no threads, no clock, no unseeded RNG (`tests/purity.rs`).
+//!
+//! - [`state`]: DRBD's state names and state-change results.
+//! - [`engine`]: one resource's state machine: roles, disk state, generation UUIDs, the request
+//!   lifecycle, the activity log and the out-of-sync bitmap. The driver (`crate::driver`) feeds
+//!   it and executes its actions.
+//! - [`uuid`]: seeded generation-UUID source.
+//!
+//! This build knows one node; the peer link, the handshake and resync arrive on top of the same
+//! engine (its peers already exist, as `StandAlone` connections whose bitmaps record every write).
+
+pub mod engine;
+pub mod state;
+pub mod uuid;
+
+#[cfg(test)]
+mod tests;
+
+pub use engine::{
+    Action, AdminCmd, AdminError, Attached, Engine, EngineConfig, Input, IoError, IoOp,
+    OpenRefusal, PeerInfo, PeerStatus, Stats, Status,
+};
+pub use state::{ConnState, DiskState, ReplState, Role, StateError};

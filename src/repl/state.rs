@@ -1,0 +1,123 @@
+//! DRBD's state names and state-change results, spelled exactly as DRBD prints them
+//! (`drbd_strings.c`), so `drbdadm status`, logs and scripts read the same as on DRBD.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A node's role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Role {
+    Primary,
+    Secondary,
+    /// Only ever a peer's role, while not connected.
+    Unknown,
+}
+
+/// A disk state. The order is DRBD's: comparisons like "at least Outdated" use it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum DiskState {
+    Diskless,
+    Attaching,
+    Detaching,
+    Failed,
+    Negotiating,
+    Inconsistent,
+    Outdated,
+    DUnknown,
+    Consistent,
+    UpToDate,
+}
+
+/// A connection state (DRBD 9).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ConnState {
+    StandAlone,
+    Disconnecting,
+    Unconnected,
+    Timeout,
+    BrokenPipe,
+    NetworkFailure,
+    ProtocolError,
+    TearDown,
+    Connecting,
+    Connected,
+}
+
+/// A replication state (DRBD 9, per peer device).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ReplState {
+    Off,
+    Established,
+    StartingSyncS,
+    StartingSyncT,
+    WFBitMapS,
+    WFBitMapT,
+    WFSyncUUID,
+    SyncSource,
+    SyncTarget,
+    VerifyS,
+    VerifyT,
+    PausedSyncS,
+    PausedSyncT,
+    Ahead,
+    Behind,
+}
+
+macro_rules! display_as_debug {
+    ($($t:ty),*) => {$(
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(self, f)
+            }
+        }
+    )*};
+}
+display_as_debug!(Role, DiskState, ConnState, ReplState);
+
+/// Why a state change was refused: DRBD's `enum drbd_state_rv` codes and texts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, thiserror::Error)]
+pub enum StateError {
+    #[error("(-2) Need access to UpToDate data")]
+    NoUpToDateDisk,
+    #[error("(-4) Can not resync without local disk")]
+    NoLocalDisk,
+    #[error("(-11) Device is diskless, the requested operation requires a disk")]
+    DeviceDiskless,
+    #[error("(-12) Device is held open by someone")]
+    DeviceInUse,
+    #[error("(-16) Disk state is lower than outdated")]
+    LowerThanOutdated,
+    #[error("(-18) In transient state, retry after next state change")]
+    InTransientState,
+}
+
+impl StateError {
+    /// drbdsetup's exit code for this refusal (`check_error()`): 17 for "no UpToDate disk",
+    /// 5 for "lower than outdated", 16 for "no local disk", 11 for every other state change.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            StateError::NoUpToDateDisk => 17,
+            StateError::LowerThanOutdated => 5,
+            StateError::NoLocalDisk => 16,
+            _ => 11,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_codes_are_drbds() {
+        assert_eq!(DiskState::UpToDate.to_string(), "UpToDate");
+        assert_eq!(ConnState::StandAlone.to_string(), "StandAlone");
+        assert_eq!(
+            StateError::NoUpToDateDisk.to_string(),
+            "(-2) Need access to UpToDate data"
+        );
+        assert_eq!(StateError::NoUpToDateDisk.exit_code(), 17);
+        assert_eq!(StateError::DeviceInUse.exit_code(), 11);
+        assert!(DiskState::Outdated < DiskState::UpToDate);
+    }
+}

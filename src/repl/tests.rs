@@ -1,0 +1,404 @@
+//! The engine against a scripted driver: every action is observed, metadata completions are
+//! delivered when the test says so, so "persist before you acknowledge" is checked step by step.
+
+use super::*;
+use crate::bitmap::Bitmap;
+use crate::meta::layout::{Layout, Placement};
+use crate::meta::superblock::{Superblock, flags};
+use crate::types::{AL_EXTENT_SIZE, GenUuid, NodeId, ReqId};
+
+const SIZE: u64 = 64 << 20;
+
+fn cfg(auto_promote: bool) -> EngineConfig {
+    EngineConfig {
+        resource: "r0".into(),
+        node_id: NodeId(0),
+        peers: vec![PeerInfo {
+            name: "bob".into(),
+            node_id: NodeId(1),
+        }],
+        auto_promote,
+        fencing_dont_care: true,
+        uuid_seed: 42,
+    }
+}
+
+fn attached(flags_or: u32, flags_clear: u32) -> Attached {
+    let l = Layout::compute(SIZE, Placement::Internal, 1, 8).expect("layout");
+    let mut sb = Superblock::new(&l, NodeId(0), 61, 7, &[NodeId(1)]);
+    sb.flags = (sb.flags | flags_or) & !flags_clear;
+    Attached {
+        sb,
+        data_bytes: l.data_bytes,
+        bitmaps: vec![Bitmap::new(l.bm_bits())],
+        al: None,
+        al_blocks: 8,
+    }
+}
+
+/// Drains the engine, completing metadata writes at once; returns every action seen.
+fn settle(e: &mut Engine) -> Vec<Action> {
+    let mut seen = Vec::new();
+    while let Some(a) = e.poll_action() {
+        match &a {
+            Action::WriteMeta { generation, .. } => e.handle(Input::MetaWritten {
+                generation: *generation,
+                result: Ok(()),
+            }),
+            Action::WriteAl { seq, .. } => e.handle(Input::AlWritten {
+                seq: *seq,
+                result: Ok(()),
+            }),
+            Action::WriteBitmap { .. } => e.handle(Input::BitmapWritten { result: Ok(()) }),
+            Action::SubmitDisk { id, op } => {
+                let data = match op {
+                    IoOp::Read { len, .. } => Some(vec![0; *len as usize]),
+                    _ => None,
+                };
+                e.handle(Input::DiskDone {
+                    id: *id,
+                    result: Ok(data),
+                })
+            }
+            _ => {}
+        }
+        seen.push(a);
+    }
+    seen
+}
+
+fn drain(e: &mut Engine) -> Vec<Action> {
+    std::iter::from_fn(|| e.poll_action()).collect()
+}
+
+fn admin_result(actions: &[Action], token: u64) -> Option<Result<(), AdminError>> {
+    actions.iter().find_map(|a| match a {
+        Action::AdminDone { token: t, result } if *t == token => Some(result.clone()),
+        _ => None,
+    })
+}
+
+fn up(auto_promote: bool, a: Attached) -> Engine {
+    let mut e = Engine::new(cfg(auto_promote));
+    e.handle(Input::Attach(Box::new(a)));
+    settle(&mut e);
+    e
+}
+
+fn write(offset: u64, len: usize) -> IoOp {
+    IoOp::Write {
+        offset,
+        data: vec![0xab; len],
+        fua: false,
+    }
+}
+
+#[test]
+fn fresh_metadata_is_inconsistent_and_needs_force() {
+    let mut e = up(true, attached(0, 0));
+    assert_eq!(e.disk_state(), DiskState::Inconsistent);
+    e.handle(Input::Admin {
+        token: 1,
+        cmd: AdminCmd::Primary { force: false },
+    });
+    let r = admin_result(&settle(&mut e), 1);
+    assert_eq!(r, Some(Err(AdminError::State(StateError::NoUpToDateDisk))));
+    assert_eq!(e.role(), Role::Secondary);
+}
+
+#[test]
+fn forced_promotion_is_acknowledged_only_after_the_superblock_is_written() {
+    let mut e = up(true, attached(0, 0));
+    e.handle(Input::Admin {
+        token: 7,
+        cmd: AdminCmd::Primary { force: true },
+    });
+    let acts = drain(&mut e);
+    let Some(Action::WriteMeta { generation, sb }) = acts
+        .iter()
+        .find(|a| matches!(a, Action::WriteMeta { .. }))
+        .cloned()
+    else {
+        panic!("no superblock write: {acts:?}")
+    };
+    assert!(sb.flags & flags::PRIMARY_IND != 0);
+    assert!(sb.flags & flags::CONSISTENT != 0 && sb.flags & flags::WAS_UP_TO_DATE != 0);
+    assert_eq!(
+        admin_result(&acts, 7),
+        None,
+        "acknowledged before persisted"
+    );
+    e.handle(Input::MetaWritten {
+        generation,
+        result: Ok(()),
+    });
+    assert_eq!(admin_result(&drain(&mut e), 7), Some(Ok(())));
+    assert_eq!(
+        (e.role(), e.disk_state()),
+        (Role::Primary, DiskState::UpToDate)
+    );
+}
+
+#[test]
+fn first_write_after_promotion_starts_a_generation_and_waits_for_metadata() {
+    let mut e = up(true, attached(0, 0));
+    e.handle(Input::Admin {
+        token: 1,
+        cmd: AdminCmd::Primary { force: true },
+    });
+    settle(&mut e);
+    let before = e.status().current_uuid;
+    assert_eq!(
+        before,
+        GenUuid::JUST_CREATED,
+        "promotion alone must not rotate"
+    );
+
+    e.handle(Input::Io {
+        id: ReqId(1),
+        op: write(4096, 4096),
+    });
+    let acts = drain(&mut e);
+    // New-UUID superblock and AL transaction (the bitmap is clean, so no flush before it):
+    // and no disk write yet.
+    assert!(acts.iter().any(|a| matches!(a, Action::WriteMeta { .. })));
+    assert!(acts.iter().any(|a| matches!(a, Action::WriteAl { .. })));
+    assert!(
+        !acts.iter().any(|a| matches!(a, Action::SubmitDisk { .. })),
+        "write issued before its metadata: {acts:?}"
+    );
+    // Deliver completions one by one; the write goes out only after all of them.
+    let mut pending = acts;
+    let mut submitted = false;
+    for _ in 0..10 {
+        for a in std::mem::take(&mut pending) {
+            match a {
+                Action::WriteMeta { generation, .. } => {
+                    assert!(!submitted);
+                    e.handle(Input::MetaWritten {
+                        generation,
+                        result: Ok(()),
+                    })
+                }
+                Action::WriteBitmap { .. } => {
+                    assert!(!submitted);
+                    e.handle(Input::BitmapWritten { result: Ok(()) })
+                }
+                Action::WriteAl { seq, .. } => {
+                    assert!(!submitted);
+                    e.handle(Input::AlWritten {
+                        seq,
+                        result: Ok(()),
+                    })
+                }
+                Action::SubmitDisk { id, .. } => {
+                    submitted = true;
+                    e.handle(Input::DiskDone {
+                        id,
+                        result: Ok(None),
+                    })
+                }
+                _ => {}
+            }
+        }
+        pending = drain(&mut e);
+    }
+    assert!(submitted);
+    let st = e.status();
+    assert_ne!(st.current_uuid, before);
+    assert_eq!(st.current_uuid.0 & 1, 1, "Primary's role bit");
+    assert_eq!(st.peers[0].out_of_sync_bytes, 4096);
+    assert_eq!(st.stats.al_writes, 1);
+
+    // A second write into the same (hot) extent needs no metadata at all.
+    e.handle(Input::Io {
+        id: ReqId(2),
+        op: write(8192, 512),
+    });
+    let acts = drain(&mut e);
+    assert!(
+        matches!(acts.as_slice(), [Action::SubmitDisk { .. }]),
+        "{acts:?}"
+    );
+}
+
+#[test]
+fn writes_into_new_extents_each_take_an_al_transaction() {
+    let mut e = up(true, attached(flags::CONSISTENT | flags::WAS_UP_TO_DATE, 0));
+    assert_eq!(e.disk_state(), DiskState::Consistent);
+    e.handle(Input::Admin {
+        token: 1,
+        cmd: AdminCmd::Primary { force: false },
+    });
+    assert_eq!(admin_result(&settle(&mut e), 1), Some(Ok(())));
+    for i in 0..4u64 {
+        e.handle(Input::Io {
+            id: ReqId(i),
+            op: write(i * AL_EXTENT_SIZE, 4096),
+        });
+    }
+    let acts = settle(&mut e);
+    let completes = acts
+        .iter()
+        .filter(|a| matches!(a, Action::Complete { result: Ok(_), .. }))
+        .count();
+    assert_eq!(completes, 4);
+    assert_eq!(e.status().stats.al_writes, 4);
+    assert_eq!(e.status().peers[0].out_of_sync_bytes, 4 * 4096);
+}
+
+#[test]
+fn secondary_refuses_io_and_held_open_refuses_demotion() {
+    let mut e = up(
+        false,
+        attached(flags::CONSISTENT | flags::WAS_UP_TO_DATE, 0),
+    );
+    e.handle(Input::Io {
+        id: ReqId(1),
+        op: IoOp::Read {
+            offset: 0,
+            len: 4096,
+        },
+    });
+    let acts = settle(&mut e);
+    assert!(acts.contains(&Action::Complete {
+        id: ReqId(1),
+        result: Err(IoError::NotPrimary)
+    }));
+    assert_eq!(e.open(), Err(OpenRefusal::Secondary));
+
+    e.handle(Input::Admin {
+        token: 1,
+        cmd: AdminCmd::Primary { force: false },
+    });
+    settle(&mut e);
+    e.open().expect("Primary opens");
+    e.handle(Input::Admin {
+        token: 2,
+        cmd: AdminCmd::Secondary,
+    });
+    assert_eq!(
+        admin_result(&settle(&mut e), 2),
+        Some(Err(AdminError::State(StateError::DeviceInUse)))
+    );
+    e.close();
+    assert_eq!(e.role(), Role::Primary, "auto-promote off: no auto-demote");
+    e.handle(Input::Admin {
+        token: 3,
+        cmd: AdminCmd::Secondary,
+    });
+    assert_eq!(admin_result(&settle(&mut e), 3), Some(Ok(())));
+    assert_eq!(e.role(), Role::Secondary);
+}
+
+#[test]
+fn auto_promote_and_demote_follow_the_openers() {
+    let mut e = up(true, attached(flags::CONSISTENT | flags::WAS_UP_TO_DATE, 0));
+    e.open().expect("auto-promote");
+    e.open().expect("second opener");
+    assert_eq!(e.role(), Role::Primary);
+    e.close();
+    assert_eq!(e.role(), Role::Primary);
+    e.close();
+    assert_eq!(e.role(), Role::Secondary);
+    settle(&mut e);
+
+    // Inconsistent data cannot be auto-promoted.
+    let mut e = up(true, attached(0, 0));
+    assert_eq!(
+        e.open(),
+        Err(OpenRefusal::AutoPromoteFailed(StateError::NoUpToDateDisk))
+    );
+}
+
+#[test]
+fn clear_bitmap_on_fresh_metadata_makes_it_up_to_date_without_sync() {
+    let mut e = up(true, attached(0, 0));
+    e.handle(Input::Admin {
+        token: 1,
+        cmd: AdminCmd::NewCurrentUuid { clear_bitmap: true },
+    });
+    assert_eq!(admin_result(&settle(&mut e), 1), Some(Ok(())));
+    let st = e.status();
+    assert_eq!(st.disk, DiskState::UpToDate);
+    assert!(!st.current_uuid.same_as(GenUuid::JUST_CREATED));
+    assert_eq!(st.peers[0].out_of_sync_bytes, 0);
+}
+
+#[test]
+fn unclean_attach_marks_the_hot_extents_and_detach_marks_clean() {
+    use crate::meta::al;
+    // An AL that says extents 2 and 5 were hot, and metadata without AL_CLEAN.
+    let mut log = al::ActivityLog::new(61, 8);
+    let mut area = al::initial_area(8, 61);
+    for e in [2u32, 5] {
+        if let Some(tr) = log.access(crate::types::ExtentNr(e)) {
+            let b = tr.block_index(8) as usize * al::AL_BLOCK;
+            area[b..b + al::AL_BLOCK].copy_from_slice(&al::encode_transaction(&tr));
+        }
+    }
+    let mut a = attached(
+        flags::CONSISTENT | flags::WAS_UP_TO_DATE | flags::PRIMARY_IND,
+        flags::AL_CLEAN,
+    );
+    a.al = al::recover(&area, 61).ok();
+    let mut e = Engine::new(cfg(true));
+    e.handle(Input::Attach(Box::new(a)));
+    let acts = settle(&mut e);
+    assert!(
+        acts.iter()
+            .any(|a| matches!(a, Action::Log(l) if l.contains("Marked additional"))),
+        "{acts:?}"
+    );
+    let st = e.status();
+    assert_eq!(st.peers[0].out_of_sync_bytes, 2 * AL_EXTENT_SIZE);
+    assert!(st.md_flags & flags::CRASHED_PRIMARY != 0);
+    assert_eq!(st.disk, DiskState::UpToDate, "it was Primary: newest data");
+
+    e.handle(Input::Admin {
+        token: 9,
+        cmd: AdminCmd::Detach,
+    });
+    let acts = settle(&mut e);
+    assert_eq!(admin_result(&acts, 9), Some(Ok(())));
+    let last_sb = acts.iter().rev().find_map(|a| match a {
+        Action::WriteMeta { sb, .. } => Some(sb.clone()),
+        _ => None,
+    });
+    let sb = last_sb.expect("a final superblock");
+    assert!(sb.flags & flags::AL_CLEAN != 0);
+    assert_eq!(e.disk_state(), DiskState::Diskless);
+}
+
+#[test]
+fn failed_metadata_write_fails_what_waits_on_it() {
+    let mut e = up(true, attached(0, 0));
+    e.handle(Input::Admin {
+        token: 1,
+        cmd: AdminCmd::Primary { force: true },
+    });
+    let acts = drain(&mut e);
+    let generation = acts
+        .iter()
+        .find_map(|a| match a {
+            Action::WriteMeta { generation, .. } => Some(*generation),
+            _ => None,
+        })
+        .expect("meta write");
+    e.handle(Input::MetaWritten {
+        generation,
+        result: Err("EIO".into()),
+    });
+    assert!(matches!(
+        admin_result(&drain(&mut e), 1),
+        Some(Err(AdminError::Meta(_)))
+    ));
+    e.handle(Input::Io {
+        id: ReqId(5),
+        op: write(0, 4096),
+    });
+    assert!(drain(&mut e).contains(&Action::Complete {
+        id: ReqId(5),
+        result: Err(IoError::NoData)
+    }));
+}

@@ -1,0 +1,197 @@
+//! One node of the SUSE HA how-to (`COMMANDS.md`), its peer absent: the config differs only in
+//! its disks and addresses (loopback). Real daemon, real drbdadm, real files.
+
+mod common;
+
+use common::{Node, backing_file, scratch};
+use std::path::Path;
+
+const SIZE: u64 = 64 << 20;
+
+/// Copies the how-to's config into `dir`, with backing files there and loopback addresses.
+fn suse_config(dir: &Path) -> std::path::PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/configs/suse-ha");
+    for f in ["drbd.conf", "global_common.conf"] {
+        std::fs::copy(src.join(f), dir.join(f)).expect("copy config");
+    }
+    let res = std::fs::read_to_string(src.join("res0.res")).expect("res0.res");
+    let res = res
+        .replace("10.20.30.71:7788", "127.0.0.1:17788")
+        .replace("10.20.30.72:7788", "127.0.0.1:17789")
+        .replace("    disk /dev/sda4;\n", "");
+    // One disk path per host: the how-to has the same /dev/sda4 on both machines, two nodes
+    // on one machine need two files.
+    let res = res
+        .replace(
+            "on node-1 { node-id 0;",
+            &format!(
+                "on node-1 {{ disk \"{}\"; node-id 0;",
+                dir.join("disk-1.img").display()
+            ),
+        )
+        .replace(
+            "on node-2 { node-id 1;",
+            &format!(
+                "on node-2 {{ disk \"{}\"; node-id 1;",
+                dir.join("disk-2.img").display()
+            ),
+        );
+    std::fs::write(dir.join("res0.res"), res).expect("write res0.res");
+    backing_file(&dir.join("disk-1.img"), SIZE);
+    backing_file(&dir.join("disk-2.img"), SIZE);
+    dir.join("drbd.conf")
+}
+
+fn node1(dir: &Path) -> Node {
+    let cfg = suse_config(dir);
+    Node::new(dir, "node-1", &cfg)
+}
+
+#[test]
+fn commands_md_single_node_sequence() {
+    let dir = scratch();
+    let mut n = node1(dir.path());
+    let dump = n.adm(&["dump", "all"]).ok();
+    assert!(dump.stdout.contains("resource res0"), "{}", dump.stdout);
+    n.adm(&["create-md", "res0"]).ok();
+    n.start();
+    n.adm(&["up", "res0"]).ok();
+    let st = n.adm(&["status", "res0"]).ok();
+    assert_eq!(
+        st.stdout,
+        "res0 role:Secondary\n  disk:Inconsistent\n  node-2 connection:StandAlone\n"
+    );
+
+    // Without UpToDate data a plain promotion is refused, with DRBD's text and exit code.
+    let r = n.adm(&["primary", "res0"]);
+    assert_eq!(r.code, 17, "{r:#?}");
+    assert!(
+        r.stderr
+            .contains("res0: State change failed: (-2) Need access to UpToDate data"),
+        "{r:#?}"
+    );
+
+    n.adm(&["primary", "--force", "res0"]).ok();
+    let st = n.adm(&["status"]).ok();
+    assert_eq!(
+        st.stdout,
+        "res0 role:Primary\n  disk:UpToDate\n  node-2 connection:StandAlone\n"
+    );
+    assert_eq!(n.adm(&["role", "res0"]).ok().stdout, "Primary\n");
+    assert_eq!(
+        n.adm(&["dstate", "res0"]).ok().stdout,
+        "UpToDate/DUnknown\n"
+    );
+    assert_eq!(n.adm(&["cstate", "res0"]).ok().stdout, "StandAlone\n");
+
+    // The daemon owns the metadata while the resource is up.
+    let r = n.adm(&["create-md", "--force", "res0"]);
+    assert_eq!(r.code, 20, "{r:#?}");
+
+    n.adm(&["secondary", "res0"]).ok();
+    n.adm(&["down", "res0"]).ok();
+    // Clean metadata after down: consistent, was UpToDate, not primary, AL clean.
+    let gi = n.adm(&["get-gi", "res0"]).ok();
+    let flags: Vec<&str> = gi.stdout.trim().split(':').skip(4).collect();
+    assert_eq!(&flags[..5], &["1", "1", "0", "0", "1"], "{}", gi.stdout);
+    assert_eq!(n.stop(), 0, "clean exit on SIGTERM:\n{}", n.log_text());
+}
+
+#[test]
+fn clear_bitmap_skips_the_initial_sync_and_primary_needs_no_force() {
+    let dir = scratch();
+    let mut n = node1(dir.path());
+    n.adm(&["create-md", "res0"]).ok();
+    n.start();
+    n.adm(&["up", "res0"]).ok();
+    // Both spellings of the option parse to the same command.
+    n.adm(&["--clear-bitmap", "new-current-uuid", "res0"]).ok();
+    assert_eq!(
+        n.adm(&["dstate", "res0"]).ok().stdout,
+        "UpToDate/DUnknown\n"
+    );
+    n.adm(&["new-current-uuid", "--clear-bitmap", "res0"]).ok();
+    n.adm(&["primary", "res0"]).ok();
+    let gi = n.adm(&["get-gi", "res0"]).ok();
+    assert!(
+        !gi.stdout.starts_with("0000000000000004:"),
+        "still the just-created UUID: {}",
+        gi.stdout
+    );
+}
+
+#[test]
+fn restart_keeps_the_state_the_metadata_records() {
+    let dir = scratch();
+    let mut n = node1(dir.path());
+    n.adm(&["create-md", "res0"]).ok();
+    n.start();
+    n.adm(&["up", "res0"]).ok();
+    n.adm(&["primary", "--force", "res0"]).ok();
+    // SIGTERM while Primary: the daemon demotes, flushes and writes clean metadata.
+    assert_eq!(n.stop(), 0, "{}", n.log_text());
+    n.start();
+    n.adm(&["up", "res0"]).ok();
+    let st = n.adm(&["status", "res0"]).ok();
+    // Consistent data whose peer is unknown: DRBD's "Consistent" until a peer or a promotion
+    // decides (fencing resource-only in this config forbids promoting it blindly).
+    assert!(st.stdout.contains("disk:Consistent"), "{}", st.stdout);
+    let r = n.adm(&["primary", "res0"]);
+    assert_eq!(r.code, 17, "{r:#?}");
+    n.adm(&["primary", "--force", "res0"]).ok();
+}
+
+#[test]
+fn a_resource_that_is_not_up_says_so() {
+    let dir = scratch();
+    let mut n = node1(dir.path());
+    n.start();
+    let r = n.adm(&["status", "res0"]);
+    assert_eq!(r.code, 10, "{r:#?}");
+    assert!(r.stderr.contains("res0: No such resource"), "{r:#?}");
+    let r = n.adm(&["primary", "res0"]);
+    assert_eq!(r.code, 10, "{r:#?}");
+    assert!(r.stderr.contains("Unknown resource"), "{r:#?}");
+    assert_eq!(
+        n.adm(&["status"]).ok().stdout,
+        "# No currently configured DRBD found.\n"
+    );
+    // down of a resource that is not up succeeds, as drbdsetup's.
+    n.adm(&["down", "res0"]).ok();
+}
+
+#[test]
+fn up_without_metadata_says_how_to_create_it() {
+    let dir = scratch();
+    let mut n = node1(dir.path());
+    n.start();
+    let r = n.adm(&["up", "res0"]);
+    assert_eq!(r.code, 10, "{r:#?}");
+    assert!(
+        r.stderr
+            .contains("Failure: (119) No valid meta-data signature found.")
+            && r.stderr.contains("drbdadm create-md res0"),
+        "{r:#?}"
+    );
+}
+
+#[test]
+fn no_daemon_is_a_clear_error() {
+    let dir = scratch();
+    let n = node1(dir.path());
+    let r = n.adm(&["status"]);
+    assert_eq!(r.code, 20, "{r:#?}");
+    assert!(r.stderr.contains("is `udrbd` running?"), "{r:#?}");
+}
+
+#[test]
+fn wait_connect_times_out_without_a_peer() {
+    let dir = scratch();
+    let mut n = node1(dir.path());
+    n.adm(&["create-md", "res0"]).ok();
+    n.start();
+    n.adm(&["up", "res0"]).ok();
+    let r = n.adm(&["wait-connect", "--wfc-timeout", "1", "res0"]);
+    assert_eq!(r.code, 5, "{r:#?}");
+    assert!(r.stderr.contains("node-2 StandAlone"), "{r:#?}");
+}
