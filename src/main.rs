@@ -46,8 +46,10 @@ fn parse_engine(s: &str) -> Result<EngineKind, String> {
 }
 
 fn main() -> std::process::ExitCode {
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("UDRBD_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),

@@ -14,13 +14,18 @@ const SIZE: u64 = 260 << 20;
 
 /// A one-resource config for node `alpha` (peer `beta` never runs).
 fn config(dir: &Path, extra_options: &str) -> std::path::PathBuf {
+    config_with(dir, extra_options, "")
+}
+
+/// [`config`] with extra statements in alpha's `on` section.
+fn config_with(dir: &Path, extra_options: &str, alpha_extra: &str) -> std::path::PathBuf {
     let disk_a = dir.join("alpha.img");
     let disk_b = dir.join("beta.img");
     backing_file(&disk_a, SIZE);
     backing_file(&disk_b, SIZE);
     let text = format!(
         "resource r0 {{\n    device minor 0;\n    meta-disk internal;\n    options {{ {extra_options} }}\n    \
-         on alpha {{ node-id 0; address 127.0.0.1:17800; disk \"{}\"; }}\n    \
+         on alpha {{ node-id 0; address 127.0.0.1:17800; disk \"{}\"; {alpha_extra} }}\n    \
          on beta {{ node-id 1; address 127.0.0.1:17801; disk \"{}\"; }}\n}}\n",
         disk_a.display(),
         disk_b.display()
@@ -461,4 +466,47 @@ except nbd.Error as e:
         &["write -P 0x42 0 4k", "read -P 0x42 0 4k"],
     );
     n.adm(&["status", "r0"]).ok();
+}
+
+#[test]
+fn nbd_listen_serves_the_export_over_tcp_on_loopback() {
+    let dir = scratch();
+    // A free loopback port, chosen by the kernel.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let cfg = config_with(dir.path(), "", &format!("nbd-listen 127.0.0.1:{port};"));
+    let mut n = Node::new(dir.path(), "alpha", &cfg);
+    n.adm(&["create-md", "r0"]).ok();
+    n.start();
+    n.adm(&["up", "r0"]).ok();
+    n.adm(&["primary", "--force", "r0"]).ok();
+    let uri = format!("nbd://127.0.0.1:{port}/r0");
+    qemu_io(&uri, &["write -P 0x33 4096 8192", "read -P 0x33 4096 8192"]);
+    let json = ok_output("nbdinfo", &["--json", &uri]);
+    assert!(json.contains("\"r0\""), "{json}");
+}
+
+#[test]
+fn sigterm_with_a_client_attached_finishes_and_writes_clean_metadata() {
+    let dir = scratch();
+    let mut n = node(dir.path(), "", true);
+    qemu_io(&n.nbd_uri("r0"), &["write -P 0x44 0 64k"]);
+    let mut h = holder(&n.nbd_uri("r0"));
+    assert_eq!(n.stop(), 0, "{}", n.log_text());
+    let _ = h.kill();
+    let _ = h.wait();
+    // AL clean, not Primary: the next up needs no AL replay.
+    let gi = n.adm(&["get-gi", "r0"]).ok();
+    let flags: Vec<&str> = gi.stdout.trim().split(':').skip(4).collect();
+    assert_eq!(&flags[..5], &["1", "1", "0", "0", "1"], "{}", gi.stdout);
+    n.start();
+    n.adm(&["up", "r0"]).ok();
+    assert!(
+        !n.log_text().contains("Marked additional"),
+        "{}",
+        n.log_text()
+    );
+    qemu_io(&n.nbd_uri("r0"), &["read -P 0x44 0 64k"]);
 }
