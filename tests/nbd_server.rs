@@ -1,6 +1,7 @@
 //! The NBD server against real clients (nbdinfo, nbdcopy, qemu-io, qemu-img, libnbd's Python
 //! bindings) and hostile ones written here, over a memory backend. Client binaries come from
 //! `.ci/apt-packages`; a missing one fails the test rather than skipping it.
+#![allow(clippy::unwrap_used)]
 
 use bytes::Bytes;
 use std::io::{Read, Write};
@@ -221,7 +222,7 @@ impl ExportIo for MemIo {
         // Complete on another task, every 8th after a short sleep, so replies leave out of order.
         let deliver = move || {
             rt.spawn(async move {
-                if seq % 8 == 0 {
+                if seq.is_multiple_of(8) {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
                 done(result);
