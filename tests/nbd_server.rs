@@ -73,6 +73,7 @@ impl MemBackend {
             disks: vec![
                 disk("r0", R0_SIZE, RW_FLAGS),
                 disk("ro", 1 << 20, FLAG_READ_ONLY),
+                disk("lossy", 1 << 20, RW_FLAGS),
             ],
             rt,
             opens: Arc::new(AtomicUsize::new(0)),
@@ -216,6 +217,11 @@ impl Disk {
 
 impl ExportIo for MemIo {
     fn submit(&self, cmd: IoCmd, done: IoDone) {
+        // Export "lossy" loses reads: the completion is dropped without being called.
+        if self.disk.name == "lossy" && matches!(cmd, IoCmd::Read { .. }) {
+            drop(done);
+            return;
+        }
         let result = self.disk.run(cmd);
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let rt = self.rt.clone();
@@ -401,6 +407,7 @@ fn nbdinfo_reports_export_and_map() {
 
     let list = stdout(&run("nbdinfo", &["--list", "--json", &h.uri("")]));
     assert!(list.contains("\"r0\"") && list.contains("\"ro\""), "{list}");
+    assert!(list.contains("\"lossy\""), "{list}");
 
     // Data at 1 MiB..1 MiB+8 KiB: the map shows hole, data, hole.
     h.disk()[1 << 20..(1 << 20) + 8192].fill(7);
@@ -591,6 +598,11 @@ fn libnbd_64_in_flight_trim_and_zeroes() {
 
 /// A hand-rolled client that negotiates structured replies, base:allocation and GO on `r0`.
 fn handshake(sock: &Path) -> UnixStream {
+    handshake_to(sock, "r0")
+}
+
+/// [`handshake`] to any export.
+fn handshake_to(sock: &Path, export: &str) -> UnixStream {
     let mut s = UnixStream::connect(sock).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut g = [0u8; GREETING_LEN];
@@ -606,12 +618,12 @@ fn handshake(sock: &Path) -> UnixStream {
     encode_option(
         &mut opts,
         OPT_SET_META_CONTEXT,
-        &meta_context_payload("r0", &[BASE_ALLOCATION]),
+        &meta_context_payload(export, &[BASE_ALLOCATION]),
     );
     encode_option(
         &mut opts,
         OPT_GO,
-        &info_request_payload("r0", &[INFO_BLOCK_SIZE]),
+        &info_request_payload(export, &[INFO_BLOCK_SIZE]),
     );
     s.write_all(&opts).unwrap();
     let mut acks = 0;
@@ -687,6 +699,105 @@ fn assert_served(h: &Harness) {
     let mut rest = Vec::new();
     s.read_to_end(&mut rest).unwrap();
     assert!(rest.is_empty(), "no reply to DISC");
+}
+
+#[test]
+fn fio_verified_random_writes() {
+    let h = Harness::start(ServerConfig::default());
+    let uri = format!("--uri={}", h.uri("r0"));
+    run(
+        "fio",
+        &[
+            "--name=verify",
+            "--ioengine=nbd",
+            &uri,
+            "--rw=randwrite",
+            "--bs=4k",
+            "--size=16M",
+            "--iodepth=32",
+            "--verify=crc32c",
+            "--do_verify=1",
+            "--verify_fatal=1",
+        ],
+    );
+    h.wait_idle();
+}
+
+#[test]
+fn lost_completion_is_answered_with_eio() {
+    let h = Harness::start(ServerConfig::default());
+    let mut s = handshake_to(&h.sock, "lossy");
+    s.write_all(&request(CMD_READ, 1, 0, 4096)).unwrap();
+    let (cookie, err, _) = read_reply(&mut s, 0);
+    assert_eq!((cookie, err), (1, EIO));
+    drop(s);
+    assert_served(&h);
+    h.wait_idle();
+}
+
+/// Reads option replies until one that ends the option (ACK or error).
+fn read_option_replies(s: &mut UnixStream) -> Vec<udrbd::nbd::proto::client::OptionReply> {
+    let mut out = Vec::new();
+    loop {
+        let mut head = [0u8; OPTION_REPLY_HEADER_LEN];
+        s.read_exact(&mut head).unwrap();
+        let len = u32::from_be_bytes(head[16..20].try_into().unwrap()) as usize;
+        let mut whole = head.to_vec();
+        whole.resize(OPTION_REPLY_HEADER_LEN + len, 0);
+        s.read_exact(&mut whole[OPTION_REPLY_HEADER_LEN..]).unwrap();
+        let rep = decode_option_reply(&whole).unwrap().0;
+        let last = rep.reply_type == REP_ACK || rep.is_error();
+        out.push(rep);
+        if last {
+            return out;
+        }
+    }
+}
+
+#[test]
+fn option_haggling_edge_cases() {
+    let h = Harness::start(ServerConfig::default());
+    let greet = |s: &mut UnixStream| {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut g = [0u8; GREETING_LEN];
+        s.read_exact(&mut g).unwrap();
+        s.write_all(&FLAG_C_FIXED_NEWSTYLE.to_be_bytes()).unwrap();
+    };
+    // GO for an unknown export is refused and haggling continues; then ABORT is acknowledged.
+    let mut s = UnixStream::connect(&h.sock).unwrap();
+    greet(&mut s);
+    let mut o = Vec::new();
+    encode_option(&mut o, OPT_GO, &info_request_payload("nope", &[]));
+    s.write_all(&o).unwrap();
+    let r = read_option_replies(&mut s);
+    assert_eq!(r.last().unwrap().reply_type, REP_ERR_UNKNOWN);
+    let mut o = Vec::new();
+    encode_option(&mut o, OPT_ABORT, &[]);
+    s.write_all(&o).unwrap();
+    assert_eq!(read_option_replies(&mut s)[0].reply_type, REP_ACK);
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+
+    // Old-style NBD_OPT_EXPORT_NAME (zeroes padding, simple replies only) still works.
+    let mut s = UnixStream::connect(&h.sock).unwrap();
+    greet(&mut s);
+    let mut o = Vec::new();
+    encode_option(&mut o, OPT_EXPORT_NAME, b"r0");
+    s.write_all(&o).unwrap();
+    let mut reply = [0u8; 8 + 2 + EXPORT_NAME_PADDING];
+    s.read_exact(&mut reply).unwrap();
+    assert_eq!(u64::from_be_bytes(reply[..8].try_into().unwrap()), R0_SIZE);
+    s.write_all(&request(CMD_READ, 9, 0, 512)).unwrap();
+    assert_eq!(read_reply(&mut s, 0), (9, 0, Vec::new()));
+    let mut data = [0u8; 512];
+    s.read_exact(&mut data).unwrap();
+    // BLOCK_STATUS without a negotiated context is refused with a simple error reply.
+    s.write_all(&request(CMD_BLOCK_STATUS, 10, 0, 512)).unwrap();
+    assert_eq!(read_reply(&mut s, 0), (10, EINVAL, Vec::new()));
+    drop(s);
+    h.wait_idle();
+    assert_eq!(h.backend.opens.load(Ordering::SeqCst), 0);
 }
 
 #[test]
