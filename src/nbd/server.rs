@@ -1,7 +1,7 @@
 //! The NBD listener: accepts clients on Unix and TCP sockets, drives [`proto`](super::proto)
 //! over tokio, and hands validated requests to an [`NbdBackend`].
 //!
-//! Shape of a connection ([`conn`]): the handshake runs in the connection's task under
+//! Shape of a connection (`conn`): the handshake runs in the connection's task under
 //! [`ServerConfig::handshake_timeout`]; transmission then splits the socket between a reader
 //! (that task: headers, payloads, validation, submission) and a writer task that serialises
 //! replies in completion order. Up to [`ServerConfig::max_in_flight`] requests (and
