@@ -1,13 +1,14 @@
 //! The NBD listener: accepts clients on Unix and TCP sockets, drives [`proto`](super::proto)
 //! over tokio, and hands validated requests to an [`NbdBackend`].
 //!
-//! Shape of a connection ([`conn`]): the handshake runs in the connection's task under
+//! Shape of a connection (`conn`): the handshake runs in the connection's task under
 //! [`ServerConfig::handshake_timeout`]; transmission then splits the socket between a reader
 //! (that task: headers, payloads, validation, submission) and a writer task that serialises
 //! replies in completion order. Up to [`ServerConfig::max_in_flight`] requests (and
 //! [`ServerConfig::max_in_flight_bytes`] of READ/WRITE payload) are outstanding per connection;
 //! beyond that the reader stops reading. A client that stops reading replies stalls only its
-//! own writer, which drops it after [`ServerConfig::write_timeout`] without progress.
+//! own writer, which drops it once a reply cannot be written within
+//! [`ServerConfig::write_timeout`].
 //!
 //! Shutdown ([`NbdServer::shutdown`]): listeners stop accepting, connections still haggling are
 //! closed, connections in transmission stop reading new requests, answer those in flight and
@@ -50,7 +51,8 @@ pub struct ServerConfig {
     /// The whole handshake, including opening the export, must finish within this (default
     /// 30 s), so a silent client cannot hold a connection slot forever.
     pub handshake_timeout: Duration,
-    /// A reply write making no progress for this long drops the connection (default 60 s).
+    /// A reply (at most one maximum-size READ, 32 MiB) not written within this long drops the
+    /// connection: the client stopped reading (default 60 s).
     pub write_timeout: Duration,
 }
 

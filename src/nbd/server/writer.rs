@@ -49,7 +49,7 @@ pub(super) struct WireParams {
     pub structured: bool,
     pub context_id: u32,
     pub export_size: u64,
-    /// A single write making no progress for this long drops the connection.
+    /// A reply not written within this long drops the connection.
     pub write_timeout: Duration,
 }
 
