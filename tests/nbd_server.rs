@@ -718,6 +718,8 @@ fn fio_verified_random_writes() {
             "--verify=crc32c",
             "--do_verify=1",
             "--verify_fatal=1",
+            // fio would write its verify state into the working directory (the repo).
+            "--verify_state_save=0",
         ],
     );
     h.wait_idle();
