@@ -148,6 +148,44 @@ impl fmt::Display for MetaDisk {
     }
 }
 
+/// One block-device request, in bytes: what an application asks of a resource and what the
+/// driver asks of the backing device (the same shape, so one type serves both layers).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BlockOp {
+    /// Read `len` bytes at `offset`.
+    Read { offset: u64, len: u32 },
+    /// Write `data` at `offset`; `fua` makes it durable before completion.
+    Write {
+        offset: u64,
+        data: Vec<u8>,
+        fua: bool,
+    },
+    /// Make every completed write durable.
+    Flush,
+    /// Discard the range; it reads back as zeroes afterwards.
+    Trim { offset: u64, len: u32, fua: bool },
+    /// Zero the range; `no_hole` keeps it allocated (no hole punch).
+    WriteZeroes {
+        offset: u64,
+        len: u32,
+        fua: bool,
+        no_hole: bool,
+    },
+}
+
+impl BlockOp {
+    /// The byte range `(offset, len)` this op changes, if it changes data.
+    pub fn written_range(&self) -> Option<(u64, u64)> {
+        match self {
+            BlockOp::Write { offset, data, .. } => Some((*offset, data.len() as u64)),
+            BlockOp::Trim { offset, len, .. } | BlockOp::WriteZeroes { offset, len, .. } => {
+                Some((*offset, u64::from(*len)))
+            }
+            BlockOp::Read { .. } | BlockOp::Flush => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

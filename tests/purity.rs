@@ -36,6 +36,7 @@ const PURE: &[&str] = &[
     "src/bitmap",
     "src/repl",
     "src/nbd/proto.rs",
+    "src/nbd/proto",
 ];
 
 #[derive(Debug, PartialEq, Eq)]

@@ -17,29 +17,8 @@
 
 use std::io;
 
-/// One request to the backing device.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DiskOp {
-    /// Read `len` bytes at `offset`.
-    Read { offset: u64, len: u32 },
-    /// Write `data` at `offset`; `fua` makes it durable before completion.
-    Write {
-        offset: u64,
-        data: Vec<u8>,
-        fua: bool,
-    },
-    /// Make every completed write durable.
-    Flush,
-    /// Discard the range; it reads back as zeroes afterwards.
-    Trim { offset: u64, len: u32, fua: bool },
-    /// Zero the range; `no_hole` keeps it allocated (no hole punch).
-    WriteZeroes {
-        offset: u64,
-        len: u32,
-        fua: bool,
-        no_hole: bool,
-    },
-}
+/// One request to the backing device (the same shape as an application request).
+pub use crate::types::BlockOp as DiskOp;
 
 /// A successful completion.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,7 +13,7 @@ mod meta_thread;
 
 use crate::bitmap::Bitmap;
 use crate::ctl::proto::{ConnectionView, ResourceSpec, ResourceView, VolumeView};
-use crate::disk::engine::{AllocRun, DiskDone, DiskEngine, DiskOp};
+use crate::disk::engine::{AllocRun, DiskDone, DiskEngine};
 use crate::disk::metadev::{self, MetaState};
 use crate::repl::{
     Action, AdminCmd, AdminError, Attached, Engine, EngineConfig, Input, IoError, IoOp,
@@ -345,7 +345,7 @@ impl Driver {
         };
         let me = self.me.clone();
         disk.submit(
-            to_disk_op(op),
+            op,
             Box::new(move |r| {
                 let result = match r {
                     Ok(DiskDone::Read(data)) => Ok(Some(data)),
@@ -387,26 +387,6 @@ fn take_actions(g: &mut Inner) -> Vec<Exec> {
         }
     }
     out
-}
-
-fn to_disk_op(op: IoOp) -> DiskOp {
-    match op {
-        IoOp::Read { offset, len } => DiskOp::Read { offset, len },
-        IoOp::Write { offset, data, fua } => DiskOp::Write { offset, data, fua },
-        IoOp::Flush => DiskOp::Flush,
-        IoOp::Trim { offset, len, fua } => DiskOp::Trim { offset, len, fua },
-        IoOp::WriteZeroes {
-            offset,
-            len,
-            fua,
-            no_hole,
-        } => DiskOp::WriteZeroes {
-            offset,
-            len,
-            fua,
-            no_hole,
-        },
-    }
 }
 
 fn attached_from(state: &MetaState) -> Result<Attached, AttachError> {

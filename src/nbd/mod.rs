@@ -8,5 +8,3 @@ pub mod server;
 
 #[cfg(test)]
 mod corpus_tests;
-#[cfg(test)]
-mod purity_tests;

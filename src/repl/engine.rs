@@ -64,43 +64,7 @@ pub struct Attached {
 }
 
 /// An application request, in bytes. The driver has validated ranges against the size.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum IoOp {
-    Read {
-        offset: u64,
-        len: u32,
-    },
-    Write {
-        offset: u64,
-        data: Vec<u8>,
-        fua: bool,
-    },
-    Flush,
-    Trim {
-        offset: u64,
-        len: u32,
-        fua: bool,
-    },
-    WriteZeroes {
-        offset: u64,
-        len: u32,
-        fua: bool,
-        no_hole: bool,
-    },
-}
-
-impl IoOp {
-    /// The byte range this op changes, if it changes data.
-    fn written_range(&self) -> Option<(u64, u64)> {
-        match self {
-            IoOp::Write { offset, data, .. } => Some((*offset, data.len() as u64)),
-            IoOp::Trim { offset, len, .. } | IoOp::WriteZeroes { offset, len, .. } => {
-                Some((*offset, u64::from(*len)))
-            }
-            IoOp::Read { .. } | IoOp::Flush => None,
-        }
-    }
-}
+pub use crate::types::BlockOp as IoOp;
 
 /// Why an application request failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
