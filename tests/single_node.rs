@@ -195,3 +195,34 @@ fn wait_connect_times_out_without_a_peer() {
     assert_eq!(r.code, 5, "{r:#?}");
     assert!(r.stderr.contains("node-2 StandAlone"), "{r:#?}");
 }
+
+#[test]
+fn detach_and_attach_and_json_status() {
+    let dir = scratch();
+    let mut n = node1(dir.path());
+    n.adm(&["create-md", "res0"]).ok();
+    n.start();
+    n.adm(&["up", "res0"]).ok();
+    n.adm(&["detach", "res0"]).ok();
+    let st = n.adm(&["status", "res0"]).ok();
+    assert!(st.stdout.contains("disk:Diskless"), "{}", st.stdout);
+    // Detached: the metadata is the operator's again.
+    n.adm(&["dump-md", "res0"]).ok();
+    n.adm(&["attach", "res0"]).ok();
+    let json = n.adm(&["status", "--json", "res0"]).ok().stdout;
+    let v: serde_json::Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(v[0]["name"], "res0", "{json}");
+    assert_eq!(v[0]["role"], "Secondary", "{json}");
+    assert_eq!(v[0]["devices"][0]["disk-state"], "Inconsistent", "{json}");
+    assert_eq!(v[0]["devices"][0]["minor"], 0, "{json}");
+    assert_eq!(
+        v[0]["connections"][0]["connection-state"], "StandAlone",
+        "{json}"
+    );
+    let st = n.adm(&["status", "--verbose", "--statistics", "res0"]).ok();
+    assert!(
+        st.stdout.starts_with("res0 node-id:0 role:Secondary suspended:no\n  volume:0 minor:0 disk:Inconsistent open:no\n      size:"),
+        "{}",
+        st.stdout
+    );
+}

@@ -129,7 +129,7 @@ fn run(cli: Cli) -> Result<(), AdmError> {
     }
 }
 
-/// drbdmeta refuses to touch the metadata of a device that is configured ("Device '0' is
+/// drbdmeta refuses to touch the metadata of a device that is attached ("Device '0' is
 /// configured!", exit code 20): the daemon owns it then.
 fn refuse_while_up(
     cfg: &udrbd::config::Config,
@@ -137,11 +137,11 @@ fn refuse_while_up(
     targets: &[String],
 ) -> Result<(), AdmError> {
     for t in context::expand_targets(cfg, targets)? {
-        if daemon.is_up(&t.resource) {
+        if daemon.is_attached(&t.resource) {
             return Err(AdmError::new(
                 20,
                 format!(
-                    "Device '{}' is configured! Run `drbdadm down {}` first.",
+                    "Device '{}' is configured! Run `drbdadm down {}` (or `detach`) first.",
                     t.resource, t.resource
                 ),
             ));

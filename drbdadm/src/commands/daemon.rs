@@ -60,9 +60,15 @@ impl Daemon {
         }
     }
 
-    /// Whether the daemon has `resource` up (false also when no daemon runs).
-    pub fn is_up(&self, resource: &str) -> bool {
-        self.status(Some(resource)).is_ok()
+    /// Whether the daemon has `resource` up with its disk attached (false also when no daemon
+    /// runs): then the daemon owns the metadata.
+    pub fn is_attached(&self, resource: &str) -> bool {
+        self.status(Some(resource)).is_ok_and(|views| {
+            views
+                .iter()
+                .flat_map(|v| v.volumes.iter())
+                .any(|d| d.disk != udrbd::repl::DiskState::Diskless)
+        })
     }
 }
 
