@@ -306,7 +306,8 @@ impl fmt::Display for Rule {
 pub struct Decision {
     pub strategy: SyncStrategy,
     pub rule: Rule,
-    /// Where DRBD corrects UUIDs in passing; the caller applies it before resyncing.
+    /// Where DRBD corrects UUIDs in passing; the caller applies it (DRBD does so during the
+    /// comparison, before anything else is decided).
     pub fixup: Option<Fixup>,
 }
 

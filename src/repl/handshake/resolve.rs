@@ -162,7 +162,8 @@ pub struct SbOutcome {
     /// The decision would have made this Primary (with data, and with changes to sync) the
     /// SyncTarget; `rr-conflict` was applied.
     pub rr_conflict: bool,
-    /// A UUID correction from the comparison the caller applies (only when resyncing).
+    /// A UUID correction from the comparison. DRBD makes it while comparing, so the caller
+    /// applies it whatever the final strategy.
     pub fixup: Option<Fixup>,
     /// Handlers to run, in order.
     pub handlers: Vec<Handler>,
