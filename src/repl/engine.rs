@@ -995,7 +995,8 @@ fn disk_state_from_flags(f: u32) -> DiskState {
 
 /// Starts a new data generation while no peer is connected: the old current UUID becomes the
 /// bitmap UUID of each peer whose bitmap was clean (the bitmap now records changes since that
-/// generation), otherwise it goes into the history. The just-created sentinel is not a
+/// generation), otherwise it goes into the history. It keeps its role bit, as DRBD's does: the
+/// after-sb `discard-younger/older-primary` policies read it. The just-created sentinel is not a
 /// generation and is dropped.
 fn rotate_current(sb: &mut Superblock, uuids: &mut UuidGen, primary: bool) {
     let old = sb.current_uuid;
@@ -1003,14 +1004,14 @@ fn rotate_current(sb: &mut Superblock, uuids: &mut UuidGen, primary: bool) {
         let mut into_history = false;
         for p in sb.peers.iter_mut().filter(|p| p.node_id.is_some()) {
             if p.bitmap_uuid.is_zero() {
-                p.bitmap_uuid = GenUuid(old.masked());
+                p.bitmap_uuid = old;
             } else {
                 into_history = true;
             }
         }
         if into_history {
             sb.history.rotate_right(1);
-            sb.history[0] = GenUuid(old.masked());
+            sb.history[0] = old;
         }
     }
     sb.current_uuid = uuids.next(primary);

@@ -475,11 +475,14 @@ fn rr_conflict(ctx: &SbContext, out: &mut SbOutcome) {
             }
         }
     }
-    // The mirror image: the peer is the Primary that would lose its crash-time writes.
-    if out.strategy == S::SourceUseBitmap
+    // The mirror image: the peer is the Primary that would lose its crash-time writes. Not when
+    // the branch above already reversed this side (that would undo it).
+    if !out.rr_conflict
+        && out.strategy == S::SourceUseBitmap
         && out.rule == Rule::CrashedPrimary
         && peer.role == Role::Primary
         && peer.disk >= DiskState::Consistent
+        && (me.dirty_bits > 0 || peer.dirty_bits > 0)
         && policy == RrConflict::AutoDiscard
     {
         out.say(Level::Warn, msg::RR_AUTO_DISCARD);
