@@ -34,6 +34,10 @@ struct Args {
     /// Backing-device I/O engine: io_uring, pread/pwrite threads, or io_uring with fallback.
     #[arg(long = "io-engine", env = "UDRBD_IO_ENGINE", default_value = "auto", value_parser = parse_engine)]
     io_engine: EngineKind,
+
+    /// Threads serving the network side (NBD, control socket). Disk I/O has its own threads.
+    #[arg(long = "worker-threads", env = "UDRBD_WORKER_THREADS", default_value_t = 2)]
+    worker_threads: usize,
 }
 
 fn parse_engine(s: &str) -> Result<EngineKind, String> {
@@ -57,7 +61,7 @@ fn main() -> std::process::ExitCode {
         .init();
     let args = Args::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(args.worker_threads.max(1))
         .enable_all()
         .build()
     {
