@@ -20,6 +20,9 @@
 #   CARGO_TARGET_DIR   where the udrbd binaries are (default: REPO/target)
 #   OUT=benches/results/YYYY-MM-DD.md   report file (the raw samples go next to it as .tsv)
 #   KEEP=0             1: keep the scratch directory (images, logs, fio JSON) for inspection
+#   DROP_CACHES=auto   sync and drop the page cache before every timed run (auto: when root);
+#                      nbdkit's cache=none only evicts what it touched, so left-over pages from
+#                      earlier write runs would otherwise turn its random reads into cache hits
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -33,6 +36,7 @@ SERVERS=${SERVERS:-"udrbd qemu-nbd nbdkit-file nbdkit-mem raw"}
 WORKLOADS=${WORKLOADS:-"randread-4k-qd1 randread-4k-qd32 randwrite-4k-qd1 randwrite-4k-qd32 read-1m-qd8 write-1m-qd8"}
 BUILD=${BUILD:-1}
 KEEP=${KEEP:-0}
+DROP_CACHES=${DROP_CACHES:-auto}
 TARGET_DIR=${CARGO_TARGET_DIR:-$repo/target}
 OUT=${OUT:-$here/results/$(date +%F).md}
 report_py=$here/nbd_fio_report.py
@@ -95,6 +99,10 @@ if has nbdkit-mem; then
 fi
 [[ -f $report_py ]] || die "missing $report_py"
 clk_tck=$(getconf CLK_TCK)
+if [[ $DROP_CACHES == auto ]]; then
+    if [[ -w /proc/sys/vm/drop_caches ]]; then DROP_CACHES=1; else DROP_CACHES=0; fi
+fi
+[[ $DROP_CACHES == 0 || -w /proc/sys/vm/drop_caches ]] || die "DROP_CACHES=1 needs root (/proc/sys/vm/drop_caches)"
 
 # --- udrbd binaries -----------------------------------------------------------------------------
 if has udrbd; then
@@ -280,6 +288,7 @@ samples=$work/samples.tsv
     echo "# size=${SIZE_MIB} MiB"
     echo "# bench_dir=$BENCH_DIR"
     echo "# fstype=$fstype"
+    echo "# drop_caches=$DROP_CACHES"
     printf 'round\tworkload\tserver\tiops\tmbps\tlat_p50_us\tlat_p99_us\ttotal_ios\tcpu_s\n'
 } >"$samples"
 
@@ -291,6 +300,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
         for ((i = 0; i < n; i++)); do
             s=${servers[$(((i + r - 1) % n))]} # rotate the order so no server always goes first
             json=$work/r$r-$w-$s.json
+            if [[ $DROP_CACHES == 1 ]]; then sync && echo 1 >/proc/sys/vm/drop_caches; fi
             before=-
             [[ $s != raw ]] && before=$(cpu_ticks "${pid_of[$s]}")
             run_fio "$s" "$json" "${wargs[@]}" --time_based --runtime="$RUNTIME" \

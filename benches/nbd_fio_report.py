@@ -120,7 +120,8 @@ def report(tsv):
       f"fio: {meta.get('fio', '?')}, udrbd: `{meta.get('udrbd_commit', '?')}`")
     p(f"- rounds: {meta.get('rounds', '?')}, runtime per run: {meta.get('runtime', '?')} s, "
       f"image: {meta.get('size', '?')} per server in `{meta.get('bench_dir', '?')}` "
-      f"(fs: {meta.get('fstype', '?')})")
+      f"(fs: {meta.get('fstype', '?')}), page cache dropped before each run: "
+      f"{'yes' if meta.get('drop_caches') == '1' else 'no'}")
     p("- every cell is the median over the rounds; rounds interleave workloads and servers")
     p("- ratios: *vs peer* = udrbd / max(qemu-nbd, nbdkit-file); *vs floor* = udrbd / min(raw, nbdkit-mem)")
     p("")
