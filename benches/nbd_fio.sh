@@ -20,6 +20,7 @@
 #   CARGO_TARGET_DIR   where the udrbd binaries are (default: REPO/target)
 #   OUT=benches/results/YYYY-MM-DD.md   report file (the raw samples go next to it as .tsv)
 #   KEEP=0             1: keep the scratch directory (images, logs, fio JSON) for inspection
+#   VERIFY=1           0: skip the fio --verify integrity check of every server before timing
 #   DROP_CACHES=auto   sync and drop the page cache before every timed run (auto: when root);
 #                      nbdkit's cache=none only evicts what it touched, so left-over pages from
 #                      earlier write runs would otherwise turn its random reads into cache hits
@@ -37,6 +38,7 @@ WORKLOADS=${WORKLOADS:-"randread-4k-qd1 randread-4k-qd32 randwrite-4k-qd1 randwr
 BUILD=${BUILD:-1}
 KEEP=${KEEP:-0}
 DROP_CACHES=${DROP_CACHES:-auto}
+VERIFY=${VERIFY:-1}
 TARGET_DIR=${CARGO_TARGET_DIR:-$repo/target}
 OUT=${OUT:-$here/results/$(date +%F).md}
 report_py=$here/nbd_fio_report.py
@@ -134,7 +136,12 @@ stop_pid() {
         log "pid $pid ignored SIGTERM for 10 s; sending SIGKILL"
         kill -KILL "$pid" 2>/dev/null || true
     fi
-    wait "$pid" 2>/dev/null || true
+    local st=0
+    wait "$pid" 2>/dev/null || st=$?
+    if [[ -n ${pid_of[udrbd]:-} && $pid == "${pid_of[udrbd]}" && $st != 0 ]]; then
+        log "udrbd exited with status $st on SIGTERM (expected 0: clean shutdown); its log: $work/udrbd/udrbd.log"
+        tail -n 20 "$work/udrbd/udrbd.log" >&2 || true
+    fi
 }
 
 cleanup() {
@@ -273,6 +280,16 @@ for s in "${servers[@]}"; do
     log "warm-up: sequential write pass over $s"
     run_fio "$s" "$work/warmup-$s.json" --rw=write --bs=1m --iodepth=8
 done
+
+# Integrity check: random 4 KiB writes at QD32 over the first 64 MiB, then fio reads back and
+# checks every block. A server that loses or misplaces writes under load stops the run here.
+if [[ $VERIFY == 1 ]]; then
+    for s in "${servers[@]}"; do
+        log "integrity check: 64 MiB of verified random writes through $s"
+        run_fio "$s" "$work/verify-$s.json" --rw=randwrite --bs=4k --iodepth=32 --size=64M \
+            --verify=crc32c --verify_fatal=1 --do_verify=1
+    done
+fi
 
 tsv=${OUT%.md}.tsv
 mkdir -p "$(dirname "$OUT")"
