@@ -115,7 +115,7 @@ impl Driver {
             auto_promote: spec.auto_promote,
             fencing_dont_care: spec.fencing_dont_care,
             // Any value works for determinism; the OS makes the two nodes' UUIDs differ.
-            uuid_seed: getrandom::u64().unwrap_or(0x5eed_0f_0dd_u64),
+            uuid_seed: getrandom::u64().unwrap_or(0x5eed_f00d_u64),
         };
         Arc::new_cyclic(|me| Driver {
             spec,

@@ -4,6 +4,7 @@
 //!   I/O, so the listener that uses it and the simulator can drive it the same way.
 
 pub mod proto;
+pub mod server;
 
 #[cfg(test)]
 mod corpus_tests;

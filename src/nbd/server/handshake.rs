@@ -1,0 +1,140 @@
+//! Driving proto's option haggling over a socket: greeting, client flags, then options until
+//! transmission starts or the negotiation ends. Uses the two-phase
+//! [`Negotiation::begin`]/[`Negotiation::resume_lookup`] API so that `Purpose::Go` goes through
+//! [`NbdBackend::open`] (asynchronous, and atomic with the lookup).
+
+use super::backend::{ExportIo, NbdBackend, OpenExport};
+use crate::nbd::proto::{
+    CLIENT_FLAGS_LEN, CloseReason, GoRefusal, Negotiated, Negotiation, Next, OPTION_HEADER_LEN,
+    OptionHeader, PayloadPlan, Purpose, RepError, SERVER_HANDSHAKE_FLAGS, Step,
+    decode_client_flags, server_greeting,
+};
+use std::io;
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// How option haggling ended.
+pub(super) enum Handshake {
+    /// Transmission starts with this export.
+    Transmission(Box<Negotiated>, Arc<dyn ExportIo>),
+    /// The client ended it (ABORT) or was refused; the connection closes quietly.
+    Closed(String),
+}
+
+/// Why the connection must be dropped during haggling.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum HandshakeFailure {
+    /// The socket failed or the client hung up.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// The client broke the protocol.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+/// Runs the handshake on `s`. `max_option_len` is the largest option payload read.
+pub(super) async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    backend: &Arc<dyn NbdBackend>,
+    max_option_len: u32,
+) -> Result<Handshake, HandshakeFailure> {
+    s.write_all(&server_greeting()).await?;
+    s.flush().await?;
+    let mut flags = [0u8; CLIENT_FLAGS_LEN];
+    s.read_exact(&mut flags).await?;
+    let client = decode_client_flags(&flags, SERVER_HANDSHAKE_FLAGS)
+        .map_err(|e| HandshakeFailure::Protocol(e.to_string()))?;
+    let mut neg = Negotiation::new(client, Arc::clone(backend));
+    loop {
+        let mut hb = [0u8; OPTION_HEADER_LEN];
+        s.read_exact(&mut hb).await?;
+        let header =
+            OptionHeader::decode(&hb).map_err(|e| HandshakeFailure::Protocol(e.to_string()))?;
+        let mut opened: Option<Arc<dyn ExportIo>> = None;
+        let outcome = match header.plan(max_option_len) {
+            PayloadPlan::Read(n) => {
+                let mut payload = vec![0u8; n as usize];
+                s.read_exact(&mut payload).await?;
+                match neg.begin(header.option, &payload) {
+                    Step::Done(o) => o,
+                    Step::List(p) => neg.resume_list(p, backend.list()),
+                    Step::Lookup(p) if p.purpose() == Purpose::Go => {
+                        let found = open(backend.as_ref(), p.name()).await.map(|o| {
+                            opened = Some(o.io);
+                            o.info
+                        });
+                        neg.resume_lookup(p, found)
+                    }
+                    Step::Lookup(p) => {
+                        let found = backend.lookup(p.name(), Purpose::Info);
+                        neg.resume_lookup(p, found)
+                    }
+                }
+            }
+            PayloadPlan::Discard(n) => {
+                discard(s, u64::from(n)).await?;
+                neg.handle_oversize(header.option)
+            }
+            PayloadPlan::Disconnect => {
+                return Err(HandshakeFailure::Protocol(format!(
+                    "option {} with {} bytes of data is too large",
+                    header.option, header.length
+                )));
+            }
+        };
+        s.write_all(&outcome.reply).await?;
+        s.flush().await?;
+        match outcome.next {
+            Next::Continue => {}
+            Next::Transmission(n) => {
+                // Only a Go lookup leads here, and only after `open` succeeded.
+                let Some(io) = opened else {
+                    return Err(HandshakeFailure::Protocol(
+                        "transmission without an opened export".into(),
+                    ));
+                };
+                return Ok(Handshake::Transmission(n, io));
+            }
+            Next::Close(reason) => return Ok(Handshake::Closed(describe(&reason))),
+        }
+        // An export opened for an option that did not start transmission (cannot happen, the
+        // negotiation checks everything before the lookup) is released here by dropping it.
+    }
+}
+
+/// Calls the backend's callback-based `open` and waits for it.
+async fn open(backend: &dyn NbdBackend, name: &str) -> Result<OpenExport, GoRefusal> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    backend.open(
+        name,
+        Box::new(move |r| {
+            // The connection may have timed out meanwhile; the export is then released by
+            // dropping it here.
+            let _ = tx.send(r);
+        }),
+    );
+    rx.await.unwrap_or_else(|_| {
+        Err(GoRefusal::new(
+            RepError::Shutdown,
+            "the server dropped the open request",
+        ))
+    })
+}
+
+/// Reads and throws away `n` bytes.
+pub(super) async fn discard<R: AsyncRead + Unpin>(r: &mut R, n: u64) -> io::Result<()> {
+    let copied = tokio::io::copy(&mut r.take(n), &mut tokio::io::sink()).await?;
+    if copied < n {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(())
+}
+
+fn describe(reason: &CloseReason) -> String {
+    match reason {
+        CloseReason::Abort => "client aborted the negotiation".into(),
+        CloseReason::ExportRefused(r) => format!("export refused: {}", r.message),
+        CloseReason::BadExportName(e) => format!("bad export name: {e}"),
+        CloseReason::AlreadyFinished => "negotiation already finished".into(),
+    }
+}

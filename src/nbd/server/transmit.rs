@@ -1,0 +1,298 @@
+//! The reader half of a connection in transmission: reads request headers and write payloads,
+//! validates with proto's [`validate`], and submits to the backend. Requests run concurrently
+//! and their replies go to the writer task in completion order.
+//!
+//! Back-pressure: each request holds a count permit (at most `max_in_flight` per connection)
+//! and, for READ and WRITE, byte permits for its payload (at most `max_in_flight_bytes`) until
+//! its reply has been *written*. When either runs out the reader stops reading, so a client
+//! that floods requests or stops reading replies costs a bounded amount of memory.
+
+use super::backend::{ExportIo, IoCmd, IoError, IoReply};
+use super::handshake::discard;
+use super::writer::{ReplyMsg, ReplyShape};
+use super::{RunState, not_running};
+use crate::nbd::proto::{
+    Command, Errno, Negotiated, REQUEST_HEADER_LEN, Reject, RejectAction, RequestHeader, validate,
+};
+use bytes::Bytes;
+use std::io;
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+
+/// Why the reader stopped.
+#[derive(Debug)]
+pub(super) enum ReadEnd {
+    /// `NBD_CMD_DISC`: finish in-flight requests, then close.
+    Disc,
+    /// The client closed its side without `NBD_CMD_DISC`.
+    Eof,
+    /// The server is shutting down; in-flight requests still get their replies.
+    Shutdown,
+    /// The reply channel is gone (the writer died).
+    WriterGone,
+    /// The stream cannot be resynchronised: drop the connection now.
+    Protocol(String),
+    /// Reading failed.
+    Io(io::Error),
+}
+
+/// Per-connection bounds.
+#[derive(Debug, Clone)]
+pub(super) struct Bounds {
+    pub count: Arc<Semaphore>,
+    pub bytes: Arc<Semaphore>,
+    /// Total byte permits; a single request never asks for more than this.
+    pub byte_budget: u32,
+}
+
+/// Reads and submits requests until one of the [`ReadEnd`]s.
+pub(super) async fn read_loop<R: AsyncRead + Unpin>(
+    mut r: R,
+    neg: &Negotiated,
+    io: Arc<dyn ExportIo>,
+    tx: UnboundedSender<ReplyMsg>,
+    bounds: Bounds,
+    mut state: watch::Receiver<RunState>,
+) -> ReadEnd {
+    let limits = neg.limits();
+    loop {
+        let mut hb = [0u8; REQUEST_HEADER_LEN];
+        // Shutdown is only noticed between requests: a half-read request is never submitted.
+        let read = tokio::select! {
+            biased;
+            _ = not_running(&mut state) => return ReadEnd::Shutdown,
+            read = r.read_exact(&mut hb) => read,
+        };
+        match read {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return ReadEnd::Eof,
+            Err(e) => return ReadEnd::Io(e),
+        }
+        let req = match RequestHeader::decode(&hb) {
+            Ok(req) => req,
+            Err(e) => return ReadEnd::Protocol(e.to_string()),
+        };
+        let cmd = match validate(&req, &limits) {
+            Ok(Command::Disc) => return ReadEnd::Disc,
+            Ok(cmd) => cmd,
+            Err(rej) => {
+                if let Some(end) = reject(&mut r, &req, rej, neg.structured, &tx, &bounds).await {
+                    return end;
+                }
+                continue;
+            }
+        };
+        let Some(permits) = acquire(&bounds, payload_cost(&cmd)).await else {
+            return ReadEnd::WriterGone;
+        };
+        let (io_cmd, shape) = match cmd {
+            Command::Write { offset, len, fua } => {
+                let mut buf = vec![0u8; len as usize];
+                if let Err(e) = r.read_exact(&mut buf).await {
+                    return ReadEnd::Io(e);
+                }
+                let data = Bytes::from(buf);
+                (IoCmd::Write { offset, data, fua }, ReplyShape::Plain)
+            }
+            Command::Cache { .. } => {
+                // A prefetch hint; udrbd has no cache to warm, and success is allowed.
+                let msg = ReplyMsg {
+                    cookie: req.cookie,
+                    shape: ReplyShape::Plain,
+                    result: Ok(IoReply::Done),
+                    permits,
+                };
+                if tx.send(msg).is_err() {
+                    return ReadEnd::WriterGone;
+                }
+                continue;
+            }
+            other => match to_io(other) {
+                Some(pair) => pair,
+                None => continue,
+            },
+        };
+        let slot = Slot {
+            inner: Some(SlotInner {
+                cookie: req.cookie,
+                shape,
+                permits,
+                tx: tx.clone(),
+                _export: Arc::clone(&io),
+            }),
+        };
+        io.submit(io_cmd, Box::new(move |res| slot.finish(res)));
+    }
+}
+
+/// Bytes of buffer a request pins until its reply is written.
+fn payload_cost(cmd: &Command) -> u32 {
+    match cmd {
+        Command::Read { len, .. } | Command::Write { len, .. } => *len,
+        _ => 0,
+    }
+}
+
+async fn acquire(b: &Bounds, bytes: u32) -> Option<Vec<OwnedSemaphorePermit>> {
+    let mut permits = Vec::with_capacity(2);
+    // The semaphores are never closed, so these only fail if that invariant breaks.
+    permits.push(Arc::clone(&b.count).acquire_owned().await.ok()?);
+    let bytes = bytes.min(b.byte_budget);
+    if bytes > 0 {
+        permits.push(Arc::clone(&b.bytes).acquire_many_owned(bytes).await.ok()?);
+    }
+    Some(permits)
+}
+
+/// Maps the commands that go to the backend (everything but WRITE, CACHE and DISC, handled by
+/// the caller).
+fn to_io(cmd: Command) -> Option<(IoCmd, ReplyShape)> {
+    Some(match cmd {
+        Command::Read { offset, len, .. } => {
+            // DF needs no handling: a read is always answered with one data chunk.
+            (
+                IoCmd::Read { offset, len },
+                ReplyShape::Read { offset, len },
+            )
+        }
+        Command::Flush => (IoCmd::Flush, ReplyShape::Plain),
+        Command::Trim { offset, len, fua } => (IoCmd::Trim { offset, len, fua }, ReplyShape::Plain),
+        Command::WriteZeroes {
+            offset,
+            len,
+            fua,
+            no_hole,
+            fast_zero,
+        } => (
+            IoCmd::WriteZeroes {
+                offset,
+                len,
+                fua,
+                no_hole,
+                fast_zero,
+            },
+            ReplyShape::Plain,
+        ),
+        Command::BlockStatus {
+            offset,
+            len,
+            req_one,
+        } => (
+            IoCmd::BlockStatus { offset, len },
+            ReplyShape::BlockStatus {
+                offset,
+                len,
+                req_one,
+            },
+        ),
+        Command::Write { .. } | Command::Cache { .. } | Command::Disc => return None,
+    })
+}
+
+/// Answers a refused request, first getting the stream back in sync as proto says. Returns
+/// `Some` if the connection must end.
+async fn reject<R: AsyncRead + Unpin>(
+    r: &mut R,
+    req: &RequestHeader,
+    rej: Reject,
+    structured: bool,
+    tx: &UnboundedSender<ReplyMsg>,
+    bounds: &Bounds,
+) -> Option<ReadEnd> {
+    match rej.action {
+        RejectAction::Disconnect => {
+            return Some(ReadEnd::Protocol(format!(
+                "request {} with a {}-byte payload refused ({:?}); too large to skip",
+                req.kind, req.length, rej.errno
+            )));
+        }
+        RejectAction::DrainThenReply(n) => {
+            if let Err(e) = discard(r, u64::from(n)).await {
+                return Some(ReadEnd::Io(e));
+            }
+        }
+        RejectAction::Reply => {}
+    }
+    tracing::debug!(
+        kind = req.kind,
+        offset = req.offset,
+        length = req.length,
+        errno = ?rej.errno,
+        "refused request"
+    );
+    // Error replies count against the in-flight bound too, or a client flooding bad requests
+    // while not reading could grow the reply queue without limit.
+    let permits = acquire(bounds, 0).await?;
+    let msg = ReplyMsg {
+        cookie: req.cookie,
+        shape: ReplyShape::Plain,
+        result: Err(IoError::new(
+            rej.errno,
+            refusal_message(rej.errno, structured),
+        )),
+        permits,
+    };
+    tx.send(msg).err().map(|_| ReadEnd::WriterGone)
+}
+
+fn refusal_message(errno: Errno, structured: bool) -> String {
+    if !structured {
+        return String::new();
+    }
+    match errno {
+        Errno::Perm => "export is read-only".into(),
+        Errno::NoSpc => "request extends beyond the end of the export".into(),
+        Errno::Overflow => "read too large to send unfragmented".into(),
+        _ => "invalid request (flags, alignment, length or range)".into(),
+    }
+}
+
+/// The completion handed to the backend. If the backend drops it without calling, the client
+/// still gets an answer (`EIO`) and the in-flight permits come back.
+struct Slot {
+    inner: Option<SlotInner>,
+}
+
+struct SlotInner {
+    cookie: u64,
+    shape: ReplyShape,
+    permits: Vec<OwnedSemaphorePermit>,
+    tx: UnboundedSender<ReplyMsg>,
+    /// Keeps the export open until this request has completed (see `backend`'s module doc).
+    _export: Arc<dyn ExportIo>,
+}
+
+impl SlotInner {
+    fn send(self, result: Result<IoReply, IoError>) {
+        let msg = ReplyMsg {
+            cookie: self.cookie,
+            shape: self.shape,
+            result,
+            permits: self.permits,
+        };
+        // The connection may be gone; its replies are then simply discarded.
+        let _ = self.tx.send(msg);
+    }
+}
+
+impl Slot {
+    fn finish(mut self, result: Result<IoReply, IoError>) {
+        if let Some(inner) = self.inner.take() {
+            inner.send(result);
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.take() {
+            tracing::error!(
+                cookie = inner.cookie,
+                "backend dropped a request unanswered"
+            );
+            inner.send(Err(IoError::new(Errno::Io, "request lost by the server")));
+        }
+    }
+}
