@@ -85,9 +85,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let ctl_path = args.run_dir.join("ctl.sock");
     let ctl = udrbd::ctl::server::bind(&ctl_path)
         .with_context(|| format!("cannot listen on {}", ctl_path.display()))?;
-    // NBD-WIP let nbd = udrbd::daemon::nbd::start(&daemon, &args.run_dir)
-    // NBD-WIP     .await
-    // NBD-WIP     .context("cannot start the NBD server")?;
+    let nbd = udrbd::daemon::nbd::start(&daemon, &args.run_dir)
+        .await
+        .context("cannot start the NBD server")?;
     tracing::info!(
         "udrbd {} ready: control {}, NBD {}",
         env!("CARGO_PKG_VERSION"),
@@ -99,7 +99,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     wait_for_signal().await?;
     tracing::info!("shutting down: finishing I/O and writing clean metadata");
     ctl_task.abort();
-    // NBD-WIP nbd.shutdown().await;
+    nbd.shutdown().await;
     daemon.shutdown().await;
     let _ = std::fs::remove_file(&ctl_path);
     tracing::info!("shut down cleanly");

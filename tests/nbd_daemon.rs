@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Node, backing_file, scratch, tool};
+use common::{Node, backing_file, scratch, tool, tool_env};
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -47,7 +47,10 @@ fn ok_output(program: &str, args: &[&str]) -> String {
     let o = tool(program, args);
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(o.status.success(), "{program} {args:?} failed:\n{out}\n{err}");
+    assert!(
+        o.status.success(),
+        "{program} {args:?} failed:\n{out}\n{err}"
+    );
     out
 }
 
@@ -86,7 +89,12 @@ fn same_prefix(a: &Path, b: &Path, len: u64) {
     let rb = std::fs::read(b).expect("read b");
     let n = len as usize;
     assert!(ra.len() >= n && rb.len() >= n, "short files");
-    assert!(ra[..n] == rb[..n], "{} and {} differ", a.display(), b.display());
+    assert!(
+        ra[..n] == rb[..n],
+        "{} and {} differ",
+        a.display(),
+        b.display()
+    );
 }
 
 /// A libnbd client (Python bindings) that connects, prints "connected" and waits until killed:
@@ -130,7 +138,11 @@ fn wait_for_role(n: &Node, want: &str) {
         if r.stdout.trim() == want {
             return;
         }
-        assert!(t0.elapsed() < Duration::from_secs(10), "role stayed {}", r.stdout);
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "role stayed {}",
+            r.stdout
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -162,7 +174,13 @@ fn nbdinfo_shows_name_size_block_sizes_and_map() {
     assert!(map.contains("hole"), "map:\n{map}");
 
     // LIST: the export is listed with its description.
-    let list = ok_output("nbdinfo", &["--list", &format!("nbd+unix://?socket={}", n.nbd_sock().display())]);
+    let list = ok_output(
+        "nbdinfo",
+        &[
+            "--list",
+            &format!("nbd+unix://?socket={}", n.nbd_sock().display()),
+        ],
+    );
     assert!(list.contains("r0"), "{list}");
 }
 
@@ -228,12 +246,29 @@ fn qemu_img_convert_both_ways() {
     random_file(&src, 16 << 20, 3);
     ok_output(
         "qemu-img",
-        &["convert", "-n", "-f", "raw", "-O", "raw", src.to_str().unwrap_or_default(), &uri],
+        &[
+            "convert",
+            "-n",
+            "-f",
+            "raw",
+            "-O",
+            "raw",
+            src.to_str().unwrap_or_default(),
+            &uri,
+        ],
     );
     let out = dir.path().join("out.img");
     ok_output(
         "qemu-img",
-        &["convert", "-f", "raw", "-O", "raw", &uri, out.to_str().unwrap_or_default()],
+        &[
+            "convert",
+            "-f",
+            "raw",
+            "-O",
+            "raw",
+            &uri,
+            out.to_str().unwrap_or_default(),
+        ],
     );
     same_prefix(&src, &out, 16 << 20);
 }
@@ -327,14 +362,16 @@ fn without_auto_promote_go_on_a_secondary_is_refused_with_a_hint() {
     let dir = scratch();
     let n = node(dir.path(), "auto-promote no;", false);
     n.adm(&["new-current-uuid", "--clear-bitmap", "r0"]).ok();
-    let o = tool("nbdinfo", &[&n.nbd_uri("r0")]);
+    // libnbd prints the server's message for a refused GO only in its debug output.
+    let debug = [("LIBNBD_DEBUG", "1")];
+    let o = tool_env("nbdinfo", &[&n.nbd_uri("r0")], &debug);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("drbdadm primary r0"), "{err}");
     // Inconsistent data cannot be auto-promoted either (a fresh resource).
     let dir2 = scratch();
     let n2 = node(dir2.path(), "", false);
-    let o = tool("nbdinfo", &[&n2.nbd_uri("r0")]);
+    let o = tool_env("nbdinfo", &[&n2.nbd_uri("r0")], &debug);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("Need access to UpToDate data"), "{err}");
@@ -357,14 +394,27 @@ fn kill_9_after_write_replies_loses_nothing() {
     n.crash();
     n.start();
     n.adm(&["up", "r0"]).ok();
-    // It was Primary when it crashed: UpToDate, and the AL's extents are marked for resync.
+    // Consistent (only a peer can say whether it is UpToDate), crashed-primary recorded, and the
+    // AL's three extents marked out of sync for the peer.
     let st = n.adm(&["status", "--statistics", "--verbose", "r0"]).ok();
-    assert!(st.stdout.contains("disk:UpToDate"), "{}", st.stdout);
-    assert!(n.log_text().contains("Marked additional"), "{}", n.log_text());
+    assert!(st.stdout.contains("disk:Consistent"), "{}", st.stdout);
+    assert!(st.stdout.contains("out-of-sync:12288"), "{}", st.stdout);
+    let gi = n.adm(&["get-gi", "r0"]).ok();
+    let flags: Vec<&str> = gi.stdout.trim().split(':').skip(4).collect();
+    assert_eq!(flags[3], "1", "crashed-primary flag: {}", gi.stdout);
+    assert!(
+        n.log_text().contains("Marked additional"),
+        "{}",
+        n.log_text()
+    );
     // The GO auto-promotes; everything acknowledged reads back.
     qemu_io(
         &uri,
-        &["read -P 0x5a 0 1M", "read -P 0x6b 9M 512k", "read -P 0x7c 100M 4k"],
+        &[
+            "read -P 0x5a 0 1M",
+            "read -P 0x6b 9M 512k",
+            "read -P 0x7c 100M 4k",
+        ],
     );
 }
 
@@ -406,6 +456,9 @@ except nbd.Error as e:
     let out = ok_output("/usr/bin/python3", &["-c", script, &n.nbd_uri("r0")]);
     assert_eq!(out.trim(), "refused");
     // The daemon still serves everyone else.
-    qemu_io(&n.nbd_uri("r0"), &["write -P 0x42 0 4k", "read -P 0x42 0 4k"]);
+    qemu_io(
+        &n.nbd_uri("r0"),
+        &["write -P 0x42 0 4k", "read -P 0x42 0 4k"],
+    );
     n.adm(&["status", "r0"]).ok();
 }

@@ -1,5 +1,10 @@
 //! The node daemon's resource table: what `up` created, and the answers to control requests in
 //! drbdsetup's words and exit codes.
+//!
+//! - [`nbd`]: the NBD listeners; [`nbd_backend`]: resources as NBD exports.
+
+pub mod nbd;
+pub mod nbd_backend;
 
 use crate::config::Resolved;
 use crate::ctl::proto::{Request, ResourceSpec, Response};
@@ -10,12 +15,13 @@ use crate::repl::{AdminCmd, AdminError};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Every resource this node has up.
 pub struct Daemon {
     resources: Mutex<BTreeMap<String, Arc<Driver>>>,
     opener: Arc<DiskOpener>,
+    nbd: OnceLock<Arc<nbd::NbdFront>>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -43,7 +49,13 @@ impl Daemon {
         Arc::new(Daemon {
             resources: Mutex::new(BTreeMap::new()),
             opener,
+            nbd: OnceLock::new(),
         })
+    }
+
+    /// The NBD front, once started (for `nbd-listen`).
+    pub fn set_nbd(&self, front: Arc<nbd::NbdFront>) {
+        let _ = self.nbd.set(front);
     }
 
     fn table(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<Driver>>> {
@@ -78,6 +90,18 @@ impl Daemon {
                     ),
                 )
             };
+        }
+        if let (Some(addr), Some(front)) = (spec.nbd_listen, self.nbd.get())
+            && let Err(e) = front.listen_tcp(addr).await
+        {
+            return error(
+                E_CONFIG,
+                format!(
+                    "{}: cannot serve NBD on nbd-listen {addr}: {e}; choose a free address in \
+                     the resource's nbd-listen",
+                    spec.name
+                ),
+            );
         }
         let driver = Driver::new(spec.clone());
         self.table().insert(spec.name.clone(), driver.clone());

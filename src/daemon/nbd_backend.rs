@@ -13,7 +13,7 @@ use crate::nbd::proto::{
     FLAG_SEND_FLUSH, FLAG_SEND_FUA, FLAG_SEND_TRIM, FLAG_SEND_WRITE_ZEROES, GoRefusal, Purpose,
     RepError, STATE_HOLE, STATE_ZERO,
 };
-use crate::nbd::server::backend::{
+use crate::nbd::server::{
     ExportIo, IoCmd, IoDone, IoError as NbdIoError, IoReply, NbdBackend, OpenDone, OpenExport,
 };
 use crate::repl::{IoError, IoOp, OpenRefusal};
@@ -216,7 +216,7 @@ fn to_extents(runs: &[AllocRun]) -> Vec<Extent> {
         let mut left = r.len;
         while left > 0 {
             // The largest 4 KiB multiple a u32 length holds.
-            let n = left.min(u64::from(u32::MAX & !4095));
+            let n = left.min(u64::from(!4095u32));
             out.push(Extent {
                 length: n as u32,
                 flags,

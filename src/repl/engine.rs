@@ -288,6 +288,9 @@ pub struct Engine {
     disk_state: DiskState,
     disk: Option<Disk>,
     open_count: u32,
+    /// Promoted by `drbdadm primary` rather than by an opener: DRBD 9's `EXPLICIT_PRIMARY`,
+    /// which keeps the last opener's close from auto-demoting.
+    explicit_primary: bool,
     /// A write must generate a new current UUID first (set by promotion while no peer is
     /// connected, as DRBD 9 does, so a promotion that never wrote cannot cause split brain).
     new_uuid_due: bool,
@@ -339,6 +342,7 @@ impl Engine {
             disk_state: DiskState::Diskless,
             disk: None,
             open_count: 0,
+            explicit_primary: false,
             new_uuid_due: false,
             uuids,
             sb_gen: 0,
@@ -453,10 +457,14 @@ impl Engine {
     }
 
     /// A client that opened the device went away. The last one leaving auto-demotes a
-    /// resource that auto-promoted (DRBD 9 demotes whenever auto-promote is on).
+    /// resource that an opener promoted (not one promoted with `drbdadm primary`).
     pub fn close(&mut self) {
         self.open_count = self.open_count.saturating_sub(1);
-        if self.open_count == 0 && self.cfg.auto_promote && self.role == Role::Primary {
+        if self.open_count == 0
+            && self.cfg.auto_promote
+            && self.role == Role::Primary
+            && !self.explicit_primary
+        {
             self.demote();
             self.log("auto-demote: last opener left".to_string());
         }
@@ -521,7 +529,13 @@ impl Engine {
 
     fn admin(&mut self, token: u64, cmd: AdminCmd) {
         let result = match cmd {
-            AdminCmd::Primary { force } => self.try_promote(force),
+            AdminCmd::Primary { force } => {
+                let r = self.try_promote(force);
+                if r.is_ok() {
+                    self.explicit_primary = true;
+                }
+                r
+            }
             AdminCmd::Secondary => {
                 if self.open_count > 0 {
                     Err(StateError::DeviceInUse)
@@ -574,7 +588,6 @@ impl Engine {
             _ => return Err(StateError::NoUpToDateDisk),
         };
         d.sb.flags |= flags::PRIMARY_IND | flags::CONSISTENT | flags::WAS_UP_TO_DATE;
-        d.sb.flags &= !flags::CRASHED_PRIMARY;
         if self.disk_state != new_disk {
             self.log(format!("disk( {} -> {new_disk} )", self.disk_state));
             self.disk_state = new_disk;
@@ -592,6 +605,7 @@ impl Engine {
             return;
         }
         self.role = Role::Secondary;
+        self.explicit_primary = false;
         self.new_uuid_due = false;
         self.log("role( Primary -> Secondary )".to_string());
         if let Some(d) = self.disk.as_mut() {
@@ -1001,16 +1015,15 @@ pub enum OpenRefusal {
 }
 
 /// Disk state after attach, from the superblock flags (DRBD's `disk_state_from_md`): not
-/// consistent is Inconsistent; consistent but never UpToDate is Outdated; otherwise Consistent
-/// until a connection (or a promotion) decides it is UpToDate. A node that was Primary when it
-/// stopped had the newest data, so it comes back UpToDate.
+/// consistent is Inconsistent; consistent but not UpToDate when it stopped is Outdated;
+/// otherwise Consistent, until a connection (or a promotion under `fencing dont-care`) decides
+/// that it is UpToDate. That holds for a crashed Primary too: only its peer can tell whether it
+/// still has the newest data.
 fn disk_state_from_flags(f: u32) -> DiskState {
     if f & flags::CONSISTENT == 0 {
         DiskState::Inconsistent
     } else if f & flags::WAS_UP_TO_DATE == 0 {
         DiskState::Outdated
-    } else if f & flags::PRIMARY_IND != 0 {
-        DiskState::UpToDate
     } else {
         DiskState::Consistent
     }

@@ -303,6 +303,16 @@ fn auto_promote_and_demote_follow_the_openers() {
     assert_eq!(e.role(), Role::Secondary);
     settle(&mut e);
 
+    // An explicit promotion is not undone by the last opener leaving (DRBD's EXPLICIT_PRIMARY).
+    e.handle(Input::Admin {
+        token: 1,
+        cmd: AdminCmd::Primary { force: false },
+    });
+    settle(&mut e);
+    e.open().expect("open");
+    e.close();
+    assert_eq!(e.role(), Role::Primary);
+
     // Inconsistent data cannot be auto-promoted.
     let mut e = up(true, attached(0, 0));
     assert_eq!(
@@ -353,7 +363,11 @@ fn unclean_attach_marks_the_hot_extents_and_detach_marks_clean() {
     let st = e.status();
     assert_eq!(st.peers[0].out_of_sync_bytes, 2 * AL_EXTENT_SIZE);
     assert!(st.md_flags & flags::CRASHED_PRIMARY != 0);
-    assert_eq!(st.disk, DiskState::UpToDate, "it was Primary: newest data");
+    assert_eq!(
+        st.disk,
+        DiskState::Consistent,
+        "only a peer can say it is UpToDate"
+    );
 
     e.handle(Input::Admin {
         token: 9,

@@ -171,8 +171,14 @@ pub fn backing_file(path: &Path, size: u64) {
 /// Runs a third-party client and returns its output; panics if it cannot be started (a test
 /// must fail, not skip, when a required tool is missing).
 pub fn tool(program: &str, args: &[&str]) -> Output {
+    tool_env(program, args, &[])
+}
+
+/// [`tool`] with extra environment variables.
+pub fn tool_env(program: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(program)
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("cannot run {program} ({e}); .ci/apt-packages installs it"))
