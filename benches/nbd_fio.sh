@@ -263,8 +263,9 @@ run_fio() { # SERVER JSON_OUT FIO_ARGS...
     local -a t
     shift 2
     read -r -a t <<<"$(target_args "$s")"
-    fio --name=bench --numjobs=1 --output-format=json --output="$json" "${t[@]}" "$@" \
-        >"$json.stderr" 2>&1 || { cat "$json.stderr" >&2; die "fio failed on $s ($*)"; }
+    # From the scratch directory: fio drops state files (e.g. verify state) in its cwd.
+    (cd "$work" && fio --name=bench --numjobs=1 --output-format=json --output="$json" "${t[@]}" "$@" \
+        >"$json.stderr" 2>&1) || { cat "$json.stderr" >&2; die "fio failed on $s ($*)"; }
 }
 
 # --- setup --------------------------------------------------------------------------------------
@@ -287,7 +288,7 @@ if [[ $VERIFY == 1 ]]; then
     for s in "${servers[@]}"; do
         log "integrity check: 64 MiB of verified random writes through $s"
         run_fio "$s" "$work/verify-$s.json" --rw=randwrite --bs=4k --iodepth=32 --size=64M \
-            --verify=crc32c --verify_fatal=1 --do_verify=1
+            --verify=crc32c --verify_fatal=1 --do_verify=1 --verify_state_save=0
     done
 fi
 
