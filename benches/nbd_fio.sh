@@ -123,6 +123,7 @@ fstype=$(stat -f -c %T "$BENCH_DIR")
 case $fstype in tmpfs | ramfs) die "BENCH_DIR=$BENCH_DIR is on $fstype: put it on a real disk" ;; esac
 work=$(mktemp -d "$BENCH_DIR/run.XXXXXX")
 declare -A pid_of=() uri_of=()
+udrbd_adm=false
 all_pids=()
 
 stop_pid() {
@@ -202,7 +203,9 @@ resource r0 {
     on ghost { node-id 1; address 127.0.0.1:17701; disk "$d/ghost.img"; }
 }
 CONF
-    adm() { UDRBD_RUN_DIR=$run "$drbdadm_bin" -c "$conf" --node bench "$@"; }
+    udrbd_run=$run udrbd_conf=$conf
+    adm() { UDRBD_RUN_DIR=$udrbd_run "$drbdadm_bin" -c "$udrbd_conf" --node bench "$@"; }
+    udrbd_adm=adm
     adm create-md --force r0 >"$d/create-md.log" 2>&1 || { cat "$d/create-md.log" >&2; die "drbdadm create-md failed"; }
     NO_COLOR=1 UDRBD_RUN_DIR=$run "$udrbd_bin" --run-dir "$run" >"$d/udrbd.log" 2>&1 &
     pid_of[udrbd]=$!
@@ -292,6 +295,16 @@ if [[ $VERIFY == 1 ]]; then
     done
 fi
 
+# udrbd's metadata-write counters: after the warm-up, random writes should cause none.
+udrbd_md_writes() {
+    $udrbd_adm status --json r0 2>/dev/null | python3 -c '
+import json, sys
+devs = json.load(sys.stdin)[0]["devices"][0]
+print(devs["al-writes"], devs["bm-writes"])' 2>/dev/null || echo "? ?"
+}
+md_start="- -"
+has udrbd && md_start=$(udrbd_md_writes)
+
 tsv=${OUT%.md}.tsv
 mkdir -p "$(dirname "$OUT")"
 samples=$work/samples.tsv
@@ -307,6 +320,7 @@ samples=$work/samples.tsv
     echo "# bench_dir=$BENCH_DIR"
     echo "# fstype=$fstype"
     echo "# drop_caches=$DROP_CACHES"
+    echo "# udrbd_md_writes_after_warmup=$md_start"
     printf 'round\tworkload\tserver\tiops\tmbps\tlat_p50_us\tlat_p99_us\ttotal_ios\tcpu_s\n'
 } >"$samples"
 
@@ -337,6 +351,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
     done
 done
 
+if has udrbd; then echo "# udrbd_md_writes_at_end=$(udrbd_md_writes)" >>"$samples"; fi
 cp "$samples" "$tsv"
 python3 "$report_py" report "$samples" | tee "$OUT"
 log "report: $OUT (samples: $tsv)"

@@ -122,6 +122,9 @@ def report(tsv):
       f"image: {meta.get('size', '?')} per server in `{meta.get('bench_dir', '?')}` "
       f"(fs: {meta.get('fstype', '?')}), page cache dropped before each run: "
       f"{'yes' if meta.get('drop_caches') == '1' else 'no'}")
+    if "udrbd_md_writes_after_warmup" in meta:
+        p(f"- udrbd metadata writes (activity log, bitmap) after the warm-up: "
+          f"{meta['udrbd_md_writes_after_warmup']}; at the end: {meta.get('udrbd_md_writes_at_end', '?')}")
     p("- every cell is the median over the rounds; rounds interleave workloads and servers")
     p("- ratios: *vs peer* = udrbd / max(qemu-nbd, nbdkit-file); *vs floor* = udrbd / min(raw, nbdkit-mem)")
     p("")
