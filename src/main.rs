@@ -36,7 +36,11 @@ struct Args {
     io_engine: EngineKind,
 
     /// Threads serving the network side (NBD, control socket). Disk I/O has its own threads.
-    #[arg(long = "worker-threads", env = "UDRBD_WORKER_THREADS", default_value_t = 2)]
+    #[arg(
+        long = "worker-threads",
+        env = "UDRBD_WORKER_THREADS",
+        default_value_t = 2
+    )]
     worker_threads: usize,
 }
 

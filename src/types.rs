@@ -157,7 +157,7 @@ pub enum BlockOp {
     /// Write `data` at `offset`; `fua` makes it durable before completion.
     Write {
         offset: u64,
-        data: Vec<u8>,
+        data: bytes::Bytes,
         fua: bool,
     },
     /// Make every completed write durable.

@@ -171,7 +171,7 @@ fn concurrent_sector_writes_into_shared_blocks_all_land() {
         &*e,
         DiskOp::Write {
             offset: 0,
-            data: vec![0xEE; 4 * 4096],
+            data: vec![0xEE; 4 * 4096].into(),
             fua: false,
         },
     )
@@ -190,7 +190,7 @@ fn concurrent_sector_writes_into_shared_blocks_all_land() {
                     e.submit(
                         DiskOp::Write {
                             offset: sector * 512,
-                            data: vec![sector as u8 + 1; 512],
+                            data: vec![sector as u8 + 1; 512].into(),
                             fua: false,
                         },
                         Box::new(move |r| tx.send(r.map(|_| sector)).unwrap()),
@@ -275,7 +275,7 @@ fn trim_reads_zero_and_leaves_a_hole(e: &dyn DiskEngine) {
         e,
         DiskOp::Write {
             offset: 0,
-            data: vec![0x5A; 16 * block as usize],
+            data: vec![0x5A; 16 * block as usize].into(),
             fua: true,
         },
     )
@@ -351,7 +351,7 @@ fn data_bytes_limits_the_device() {
             &*e,
             DiskOp::Write {
                 offset: SIZE - 8192,
-                data: vec![1; 512],
+                data: vec![1; 512].into(),
                 fua: false,
             },
         )
@@ -367,7 +367,7 @@ fn data_bytes_limits_the_device() {
         &e,
         DiskOp::Write {
             offset: SIZE - 1024,
-            data: vec![3; 512],
+            data: vec![3; 512].into(),
             fua: true,
         },
     )
@@ -387,7 +387,7 @@ fn async_wrapper_and_drop_drains() {
             &e,
             DiskOp::Write {
                 offset: 512,
-                data: vec![9; 1024],
+                data: vec![9; 1024].into(),
                 fua: true,
             },
         )
@@ -413,7 +413,7 @@ fn async_wrapper_and_drop_drains() {
         e.submit(
             DiskOp::Write {
                 offset: i * 512,
-                data: vec![1; 512],
+                data: vec![1; 512].into(),
                 fua: false,
             },
             Box::new(move |r| tx.send(r.is_ok()).unwrap()),
@@ -462,7 +462,7 @@ fn measure_throughput() {
                 } else {
                     DiskOp::Write {
                         offset,
-                        data: vec![i as u8; len as usize],
+                        data: vec![i as u8; len as usize].into(),
                         fua: false,
                     }
                 };
@@ -512,7 +512,7 @@ fn block_device_zeroing() {
             e,
             DiskOp::Write {
                 offset: 0,
-                data: vec![0x77; SIZE as usize],
+                data: vec![0x77; SIZE as usize].into(),
                 fua: true,
             },
         )

@@ -143,11 +143,7 @@ impl ExportIo for Handle {
     fn submit(&self, cmd: IoCmd, done: IoDone) {
         let op = match cmd {
             IoCmd::Read { offset, len } => IoOp::Read { offset, len },
-            IoCmd::Write { offset, data, fua } => IoOp::Write {
-                offset,
-                data: data.to_vec(),
-                fua,
-            },
+            IoCmd::Write { offset, data, fua } => IoOp::Write { offset, data, fua },
             IoCmd::Flush => IoOp::Flush,
             IoCmd::Trim { offset, len, fua } => IoOp::Trim { offset, len, fua },
             // Zeroing is a hole punch or fallocate here, never a write of zeroes, so a FAST_ZERO

@@ -162,7 +162,7 @@ mod tests {
             &e,
             DiskOp::Write {
                 offset: 4096 + 512,
-                data: vec![1; 512],
+                data: vec![1; 512].into(),
                 fua: false,
             },
         )

@@ -208,7 +208,7 @@ enum Step {
     /// RMW: reading the partial edge blocks; then `data` goes to `buf[skip..]`.
     Fill {
         io: Io,
-        data: Vec<u8>,
+        data: bytes::Bytes,
         skip: usize,
         fua: bool,
     },

@@ -88,7 +88,7 @@ fn up(auto_promote: bool, a: Attached) -> Engine {
 fn write(offset: u64, len: usize) -> IoOp {
     IoOp::Write {
         offset,
-        data: vec![0xab; len],
+        data: vec![0xab; len].into(),
         fua: false,
     }
 }
