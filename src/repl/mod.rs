@@ -12,6 +12,7 @@
 pub mod engine;
 pub mod state;
 pub mod uuid;
+pub mod wire;
 
 #[cfg(test)]
 mod tests;
