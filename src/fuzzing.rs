@@ -87,3 +87,9 @@ pub fn bitmap_page(data: &[u8]) {
 pub fn bitmap_rle(data: &[u8]) {
     crate::bitmap::rle::fuzz_decode(data);
 }
+
+/// The peer-link wire format: see [`crate::repl::wire::fuzz_decode`] (frames with their CRCs, or
+/// a bare payload with the CRCs bypassed; whatever decodes must re-encode to the same bytes).
+pub fn wire(data: &[u8]) {
+    crate::repl::wire::fuzz_decode(data);
+}

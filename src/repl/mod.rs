@@ -13,6 +13,7 @@ pub mod engine;
 pub mod handshake;
 pub mod state;
 pub mod uuid;
+pub mod wire;
 
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,380 @@
+//! The packets: [`PacketType`] (the header's `u16`) and [`Packet`] (the decoded payload).
+
+use super::codes::{DataFlags, OvOutcome, SizesFlags, StateFlags, UuidFlags};
+use super::{
+    MAX_ALG_NAME_LEN, MAX_AUTH_LEN, MAX_BITMAP_CHUNK, MAX_DATA_LEN, MAX_DIGEST_LEN,
+    MAX_RESOURCE_NAME_LEN,
+};
+use crate::config::{AfterSb0Pri, AfterSb1Pri, AfterSb2Pri, Protocol};
+use crate::repl::state::{ConnState, DiskState, ReplState, Role};
+use crate::types::{GenUuid, HISTORY_UUIDS, NodeId, Sector};
+use bytes::Bytes;
+
+macro_rules! packet_types {
+    ($($(#[$m:meta])* $var:ident = $code:literal, conn = $conn:literal, max = $max:expr;)+) => {
+        /// The packet type in the header. Numbers are DRBD's `enum drbd_packet` for the
+        /// corresponding DRBD packet, so traces compare easily; the payloads are our own.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[repr(u16)]
+        pub enum PacketType {
+            $($(#[$m])* $var = $code,)+
+        }
+
+        impl PacketType {
+            /// Every type, in code order of declaration.
+            pub const ALL: &'static [PacketType] = &[$(PacketType::$var),+];
+
+            /// The type for a header code, if this build knows it.
+            pub fn from_u16(code: u16) -> Option<PacketType> {
+                match code {
+                    $($code => Some(PacketType::$var),)+
+                    _ => None,
+                }
+            }
+
+            /// The header code.
+            pub fn code(self) -> u16 {
+                self as u16
+            }
+
+            /// Connection-level packets belong to no volume: their header volume must be 0.
+            pub fn is_connection_level(self) -> bool {
+                match self {
+                    $(PacketType::$var => $conn,)+
+                }
+            }
+
+            /// The largest payload this type can have. [`super::decode_header`] rejects longer
+            /// lengths before the caller reads (or allocates for) the payload.
+            pub const fn max_payload_len(self) -> usize {
+                match self {
+                    $(PacketType::$var => $max,)+
+                }
+            }
+        }
+    };
+}
+
+/// Fixed part of a block request/ack: sector u64, block id u64, size u32, seq u32.
+const BLOCK: usize = 8 + 8 + 4 + 4;
+
+packet_types! {
+    /// A replicated write (`P_DATA`).
+    Data = 0x00, conn = false, max = 8 + 8 + 4 + 4 + 4 + 1 + MAX_DIGEST_LEN + MAX_DATA_LEN;
+    /// Resync data from the SyncSource (`P_RS_DATA_REPLY`).
+    ResyncReply = 0x02, conn = false, max = 8 + 8 + 1 + MAX_DIGEST_LEN + MAX_DATA_LEN;
+    /// Closes a write epoch (`P_BARRIER`).
+    Barrier = 0x03, conn = true, max = 4;
+    /// A resync block request from the SyncTarget (`P_RS_DATA_REQUEST`).
+    ResyncRequest = 0x09, conn = false, max = 8 + 8 + 4;
+    /// Replication protocol and split-brain policies (`P_PROTOCOL`).
+    ProtocolParams = 0x0b, conn = true, max = 5 + 1 + MAX_ALG_NAME_LEN;
+    /// Generation UUIDs (`P_UUIDS`).
+    Uuids = 0x0c, conn = false, max = 8 * 4 + 1 + 8 * HISTORY_UUIDS;
+    /// Device sizes (`P_SIZES`).
+    Sizes = 0x0d, conn = false, max = 8 * 3 + 4 + 2;
+    /// Role and disk state (`P_STATE`).
+    State = 0x0e, conn = false, max = 7;
+    /// The UUID a resync starts from (`P_SYNC_UUID`).
+    SyncUuid = 0x0f, conn = false, max = 8;
+    /// CRAM-HMAC challenge (`P_AUTH_CHALLENGE`).
+    AuthChallenge = 0x10, conn = true, max = 1 + MAX_AUTH_LEN;
+    /// CRAM-HMAC response (`P_AUTH_RESPONSE`).
+    AuthResponse = 0x11, conn = true, max = 1 + MAX_AUTH_LEN;
+    /// Keep-alive (`P_PING`).
+    Ping = 0x13, conn = true, max = 0;
+    /// Keep-alive answer (`P_PING_ACK`).
+    PingAck = 0x14, conn = true, max = 0;
+    /// Protocol B: write received (`P_RECV_ACK`).
+    RecvAck = 0x15, conn = false, max = BLOCK;
+    /// Protocol C: write on disk (`P_WRITE_ACK`).
+    WriteAck = 0x16, conn = false, max = BLOCK;
+    /// Resync write on disk (`P_RS_WRITE_ACK`).
+    ResyncWriteAck = 0x17, conn = false, max = BLOCK;
+    /// Write failed on the peer (`P_NEG_ACK`).
+    NegAck = 0x19, conn = false, max = BLOCK;
+    /// The SyncSource could not read a resync block (`P_NEG_RS_DREPLY`).
+    NegResyncReply = 0x1b, conn = false, max = BLOCK;
+    /// Acknowledges a whole epoch (`P_BARRIER_ACK`).
+    BarrierAck = 0x1c, conn = true, max = 8;
+    /// Online-verify request (`P_OV_REQUEST`).
+    OvRequest = 0x1e, conn = false, max = 8 + 8 + 4;
+    /// Online-verify digest (`P_OV_REPLY`).
+    OvReply = 0x1f, conn = false, max = 8 + 8 + 4 + 1 + MAX_DIGEST_LEN;
+    /// Online-verify verdict (`P_OV_RESULT`).
+    OvResult = 0x20, conn = false, max = 8 + 8 + 4 + 1;
+    /// Resync request carrying the target's digest (`P_CSUM_RS_REQUEST`).
+    CsumResyncRequest = 0x21, conn = false, max = 8 + 8 + 4 + 1 + MAX_DIGEST_LEN;
+    /// Digests matched: no data needed (`P_RS_IS_IN_SYNC`).
+    ResyncIsInSync = 0x22, conn = false, max = BLOCK;
+    /// Resync rate and algorithms (`P_SYNC_PARAM89`).
+    SyncParams = 0x23, conn = false, max = 4 * 6 + 2 * (1 + MAX_ALG_NAME_LEN);
+    /// One chunk of the compressed bitmap exchange (`P_COMPRESSED_BITMAP`).
+    BitmapRle = 0x24, conn = false, max = 4 + 1 + MAX_BITMAP_CHUNK;
+    /// Marks a range out of sync on the peer (`P_OUT_OF_SYNC`).
+    OutOfSync = 0x28, conn = false, max = 8 + 4;
+    /// Orderly disconnect (`P_DISCONNECT`).
+    Disconnect = 0x4b, conn = true, max = 0;
+    /// Connection features, the first packet (`P_CONNECTION_FEATURES`).
+    Hello = 0xfffe, conn = true, max = 4 + 4 + 8 + 1 + 1 + 1 + MAX_RESOURCE_NAME_LEN;
+}
+
+/// One decoded packet. Sectors are 512-byte units ([`Sector`]); `size` fields are bytes, as in
+/// DRBD. `block_id` is the sender's opaque request handle, echoed back in the answer.
+///
+/// Not every value is encodable: strings and byte fields have caps, strings are printable
+/// ASCII, data sizes are multiples of 512, and so on ([`super::encode`] checks the same rules
+/// [`super::decode_payload`] enforces, so whatever encodes decodes to an equal packet).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Packet {
+    /// First packet on a connection: what the sender speaks and who it is.
+    Hello {
+        /// Lowest protocol version the sender speaks (>= 1).
+        protocol_min: u32,
+        /// Highest protocol version the sender speaks (>= `protocol_min`).
+        protocol_max: u32,
+        /// [`super::features`] bits; undefined bits are allowed.
+        features: u64,
+        /// The sender's node id.
+        sender: NodeId,
+        /// The node id the sender expects us to have.
+        receiver: NodeId,
+        /// The resource this connection is for (non-empty).
+        resource: String,
+    },
+    /// CRAM-HMAC: random bytes the peer must sign.
+    AuthChallenge {
+        challenge: Bytes,
+    },
+    /// CRAM-HMAC: `HMAC(secret, peer's challenge ...)`.
+    AuthResponse {
+        response: Bytes,
+    },
+    /// Connection parameters both sides must agree on. The after-sb policies are the sender's
+    /// view: its `DiscardLocal` is the receiver's `DiscardRemote`.
+    ProtocolParams {
+        protocol: Protocol,
+        after_sb_0pri: AfterSb0Pri,
+        after_sb_1pri: AfterSb1Pri,
+        after_sb_2pri: AfterSb2Pri,
+        two_primaries: bool,
+        /// `connect --discard-my-data`.
+        discard_my_data: bool,
+        /// `connect --dry-run`.
+        dry_run: bool,
+        /// `data-integrity-alg`; empty for none.
+        integrity_alg: String,
+    },
+    /// Resync controller settings and algorithms.
+    SyncParams {
+        /// `resync-rate`, KiB/s.
+        resync_rate: u32,
+        /// `c-plan-ahead`, tenths of a second.
+        c_plan_ahead: u32,
+        /// `c-delay-target`, tenths of a second.
+        c_delay_target: u32,
+        /// `c-fill-target`, sectors.
+        c_fill_target: u32,
+        /// `c-max-rate`, KiB/s.
+        c_max_rate: u32,
+        /// `c-min-rate`, KiB/s.
+        c_min_rate: u32,
+        /// `verify-alg`; empty for none.
+        verify_alg: String,
+        /// `csums-alg`; empty for none.
+        csums_alg: String,
+    },
+    /// Device sizes, in sectors.
+    Sizes {
+        /// Usable size of the sender's backing device.
+        backing: Sector,
+        /// The configured (`size`) limit; 0 for none.
+        user: Sector,
+        /// The sender's current device size.
+        current: Sector,
+        /// Largest request the sender's queue accepts, bytes.
+        max_bio_size: u32,
+        flags: SizesFlags,
+    },
+    /// Generation UUIDs, as toward the receiver.
+    Uuids {
+        current: GenUuid,
+        /// The sender's bitmap UUID for the receiver.
+        bitmap: GenUuid,
+        /// Newest first, at most [`HISTORY_UUIDS`].
+        history: Vec<GenUuid>,
+        /// Bits set in the sender's bitmap for the receiver.
+        dirty_bits: u64,
+        flags: UuidFlags,
+    },
+    /// The sender's state, and its view of the receiver's.
+    State {
+        role: Role,
+        peer_role: Role,
+        disk: DiskState,
+        peer_disk: DiskState,
+        conn: ConnState,
+        repl: ReplState,
+        flags: StateFlags,
+    },
+    /// A replicated write. `size` is the bytes covered; `data` holds exactly `size` bytes,
+    /// except for DISCARD / ZEROES, which carry no data. `digest` is the data-integrity-alg
+    /// digest of `data` (empty when no integrity alg is configured).
+    Data {
+        sector: Sector,
+        block_id: u64,
+        seq: u32,
+        flags: DataFlags,
+        size: u32,
+        digest: Bytes,
+        data: Bytes,
+    },
+    /// Protocol B acknowledgement.
+    RecvAck {
+        sector: Sector,
+        block_id: u64,
+        size: u32,
+        seq: u32,
+    },
+    /// Protocol C acknowledgement.
+    WriteAck {
+        sector: Sector,
+        block_id: u64,
+        size: u32,
+        seq: u32,
+    },
+    /// Resync write acknowledgement.
+    ResyncWriteAck {
+        sector: Sector,
+        block_id: u64,
+        size: u32,
+        seq: u32,
+    },
+    /// The write failed on the peer: the range is out of sync.
+    NegAck {
+        sector: Sector,
+        block_id: u64,
+        size: u32,
+        seq: u32,
+    },
+    /// The SyncSource failed to read the requested block.
+    NegResyncReply {
+        sector: Sector,
+        block_id: u64,
+        size: u32,
+        seq: u32,
+    },
+    /// Digests matched: the requested block is already in sync.
+    ResyncIsInSync {
+        sector: Sector,
+        block_id: u64,
+        size: u32,
+        seq: u32,
+    },
+    /// Ends write epoch `epoch`.
+    Barrier {
+        epoch: u32,
+    },
+    /// All `set_size` writes of epoch `epoch` are done on the peer.
+    BarrierAck {
+        epoch: u32,
+        set_size: u32,
+    },
+    Ping,
+    PingAck,
+    /// Chunk `chunk` (from 0) of the [`crate::bitmap::rle`] encoding of the sender's bitmap;
+    /// the receiver concatenates chunks until `last`.
+    BitmapRle {
+        chunk: u32,
+        last: bool,
+        data: Bytes,
+    },
+    /// SyncTarget asks for `size` bytes at `sector` (`0 < size <= MAX_DATA_LEN`).
+    ResyncRequest {
+        sector: Sector,
+        block_id: u64,
+        size: u32,
+    },
+    /// SyncSource's data for a request; `data` is non-empty and sector-aligned.
+    ResyncReply {
+        sector: Sector,
+        block_id: u64,
+        digest: Bytes,
+        data: Bytes,
+    },
+    /// Like ResyncRequest, with the target's `csums-alg` digest of its block.
+    CsumResyncRequest {
+        sector: Sector,
+        block_id: u64,
+        size: u32,
+        digest: Bytes,
+    },
+    /// VerifyS asks for the digest of a block.
+    OvRequest {
+        sector: Sector,
+        block_id: u64,
+        size: u32,
+    },
+    /// VerifyT's `verify-alg` digest of the block.
+    OvReply {
+        sector: Sector,
+        block_id: u64,
+        size: u32,
+        digest: Bytes,
+    },
+    /// VerifyS's verdict on a block.
+    OvResult {
+        sector: Sector,
+        block_id: u64,
+        size: u32,
+        outcome: OvOutcome,
+    },
+    /// The range was written without the peer: mark it out of sync.
+    OutOfSync {
+        sector: Sector,
+        size: u32,
+    },
+    /// The generation a resync brings the target to.
+    SyncUuid {
+        uuid: GenUuid,
+    },
+    /// The sender is closing the connection on purpose.
+    Disconnect,
+}
+
+impl Packet {
+    /// This packet's header type.
+    pub fn packet_type(&self) -> PacketType {
+        match self {
+            Packet::Hello { .. } => PacketType::Hello,
+            Packet::AuthChallenge { .. } => PacketType::AuthChallenge,
+            Packet::AuthResponse { .. } => PacketType::AuthResponse,
+            Packet::ProtocolParams { .. } => PacketType::ProtocolParams,
+            Packet::SyncParams { .. } => PacketType::SyncParams,
+            Packet::Sizes { .. } => PacketType::Sizes,
+            Packet::Uuids { .. } => PacketType::Uuids,
+            Packet::State { .. } => PacketType::State,
+            Packet::Data { .. } => PacketType::Data,
+            Packet::RecvAck { .. } => PacketType::RecvAck,
+            Packet::WriteAck { .. } => PacketType::WriteAck,
+            Packet::ResyncWriteAck { .. } => PacketType::ResyncWriteAck,
+            Packet::NegAck { .. } => PacketType::NegAck,
+            Packet::NegResyncReply { .. } => PacketType::NegResyncReply,
+            Packet::ResyncIsInSync { .. } => PacketType::ResyncIsInSync,
+            Packet::Barrier { .. } => PacketType::Barrier,
+            Packet::BarrierAck { .. } => PacketType::BarrierAck,
+            Packet::Ping => PacketType::Ping,
+            Packet::PingAck => PacketType::PingAck,
+            Packet::BitmapRle { .. } => PacketType::BitmapRle,
+            Packet::ResyncRequest { .. } => PacketType::ResyncRequest,
+            Packet::ResyncReply { .. } => PacketType::ResyncReply,
+            Packet::CsumResyncRequest { .. } => PacketType::CsumResyncRequest,
+            Packet::OvRequest { .. } => PacketType::OvRequest,
+            Packet::OvReply { .. } => PacketType::OvReply,
+            Packet::OvResult { .. } => PacketType::OvResult,
+            Packet::OutOfSync { .. } => PacketType::OutOfSync,
+            Packet::SyncUuid { .. } => PacketType::SyncUuid,
+            Packet::Disconnect => PacketType::Disconnect,
+        }
+    }
+}
