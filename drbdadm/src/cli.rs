@@ -15,10 +15,15 @@ drbd.d/global_common.conf and drbd.d/*.res), works out which `on HOST` section i
 resource in the configuration. Options may stand before or after the command, and words after
 `--` are options for the command, as in `drbdadm -- --discard-my-data connect r0`.
 
-First steps on a new resource:
-    drbdadm dump all          # check the configuration
-    drbdadm create-md r0      # write udrbd metadata (on both nodes)
-    drbdadm dump-md r0        # show it";
+First steps on a new resource (the udrbd daemon must be running for `up` and after):
+    drbdadm dump all                        # check the configuration
+    drbdadm create-md r0                    # write udrbd metadata (on both nodes)
+    drbdadm up r0                           # hand it to the daemon, attach the disk
+    drbdadm new-current-uuid --clear-bitmap r0   # fresh, empty disks: skip the initial sync
+    drbdadm primary r0                      # or --force to start from this node's data
+    drbdadm status r0
+The device is then the NBD export r0 on $UDRBD_RUN_DIR/nbd.sock, e.g.
+    qemu-img info 'nbd+unix:///r0?socket=/run/udrbd/nbd.sock'";
 
 /// `drbdadm [GLOBAL OPTIONS] COMMAND [OPTIONS] RESOURCE...`
 #[derive(Debug, Parser)]

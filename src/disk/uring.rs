@@ -17,7 +17,7 @@ use std::fs::File;
 use std::io::{self, Write as _};
 use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{JoinHandle, ThreadId};
@@ -64,6 +64,18 @@ struct Counters {
 
 type SideQueue = Arc<Mutex<VecDeque<Request>>>;
 
+/// Whether the ring thread needs an eventfd kick. Writing the eventfd is a syscall, and its read
+/// completing costs the ring a CQE and a re-arm: worth skipping while the thread is awake anyway
+/// (under load it usually is). Dekker-style handshake, all SeqCst: the thread clears `awake`,
+/// then looks at `queued`; a submitter bumps `queued`, then sets `awake` and kicks only if it
+/// was clear. One of the two always sees the other's write, so no request is left asleep.
+#[derive(Debug, Default)]
+struct WakeState {
+    awake: AtomicBool,
+    /// Requests counted before they are sent, uncounted when received: never underflows.
+    queued: AtomicUsize,
+}
+
 fn side(q: &SideQueue) -> MutexGuard<'_, VecDeque<Request>> {
     q.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -73,6 +85,7 @@ pub struct UringEngine {
     dev: Arc<Device>,
     tx: Option<SyncSender<Request>>,
     wake: Arc<File>,
+    wake_state: Arc<WakeState>,
     side: SideQueue,
     counters: Arc<Counters>,
     thread: Option<JoinHandle<()>>,
@@ -97,7 +110,12 @@ impl UringEngine {
         let (tx, rx) = mpsc::sync_channel(CHANNEL_BOUND);
         let side: SideQueue = Arc::default();
         let counters = Arc::new(Counters::default());
+        let wake_state = Arc::new(WakeState {
+            awake: AtomicBool::new(true),
+            queued: AtomicUsize::new(0),
+        });
         let looper = Ring {
+            wake_state: Arc::clone(&wake_state),
             ring,
             dev: Arc::clone(&dev),
             rx,
@@ -123,6 +141,7 @@ impl UringEngine {
             dev,
             tx: Some(tx),
             wake,
+            wake_state,
             side,
             counters,
             thread: Some(thread),
@@ -158,16 +177,23 @@ impl DiskEngine for UringEngine {
     fn submit(&self, op: DiskOp, done: Completion) {
         let req = Request { op, done };
         if std::thread::current().id() == self.thread_id {
+            // A completion callback on the ring thread: it drains the side queue before it
+            // sleeps again, so no kick is needed.
             side(&self.side).push_back(req);
-        } else {
-            let Some(tx) = &self.tx else {
-                return (req.done)(Err(io::Error::other("engine is shutting down")));
-            };
-            if let Err(mpsc::SendError(req)) = tx.send(req) {
-                return (req.done)(Err(io::Error::other("io_uring thread is gone")));
-            }
+            return;
         }
-        self.wake();
+        let Some(tx) = &self.tx else {
+            return (req.done)(Err(io::Error::other("engine is shutting down")));
+        };
+        let ws = &self.wake_state;
+        ws.queued.fetch_add(1, Ordering::SeqCst);
+        if let Err(mpsc::SendError(req)) = tx.send(req) {
+            ws.queued.fetch_sub(1, Ordering::SeqCst);
+            return (req.done)(Err(io::Error::other("io_uring thread is gone")));
+        }
+        if !ws.awake.swap(true, Ordering::SeqCst) {
+            self.wake();
+        }
     }
 
     fn block_status(&self, offset: u64, len: u64) -> io::Result<Vec<AllocRun>> {
@@ -237,6 +263,7 @@ struct Task {
 
 struct Ring {
     ring: IoUring,
+    wake_state: Arc<WakeState>,
     dev: Arc<Device>,
     rx: Receiver<Request>,
     side: SideQueue,
@@ -272,7 +299,16 @@ impl Ring {
             if self.closed && self.active == 0 {
                 break;
             }
+            let ws = &self.wake_state;
+            ws.awake.store(false, Ordering::SeqCst);
+            let more = (ws.queued.load(Ordering::SeqCst) > 0 || !side(&self.side).is_empty())
+                && self.active < MAX_ACTIVE;
+            if more {
+                ws.awake.store(true, Ordering::SeqCst);
+                continue;
+            }
             self.wait();
+            self.wake_state.awake.store(true, Ordering::SeqCst);
         }
         self.disarm_wake();
     }
@@ -353,7 +389,10 @@ impl Ring {
             let req = match next {
                 Some(r) => r,
                 None => match self.rx.try_recv() {
-                    Ok(r) => r,
+                    Ok(r) => {
+                        self.wake_state.queued.fetch_sub(1, Ordering::SeqCst);
+                        r
+                    }
                     Err(TryRecvError::Empty) => return,
                     Err(TryRecvError::Disconnected) => {
                         self.closed = true;
