@@ -355,6 +355,19 @@ impl Engine {
             && self.al_queue.is_empty()
     }
 
+    /// The out-of-sync bitmap this node keeps for peer `node` (None while diskless or for an
+    /// unknown peer). For status details and the simulator's invariants.
+    pub fn peer_bitmap(&self, node: NodeId) -> Option<&Bitmap> {
+        let d = self.disk.as_ref()?;
+        let idx = d.sb.peer(node)?.bitmap_index?;
+        d.bitmaps.get(usize::from(idx))
+    }
+
+    /// The in-memory superblock (None while diskless): what the next metadata write persists.
+    pub fn superblock(&self) -> Option<&Superblock> {
+        self.disk.as_ref().map(|d| &d.sb)
+    }
+
     /// Usable size in bytes (0 while diskless).
     pub fn size_bytes(&self) -> u64 {
         self.disk.as_ref().map_or(0, |d| d.data_bytes)
