@@ -59,7 +59,7 @@ fn repl_wire_corpus() {
 #[ignore]
 fn write_repl_wire_seeds() {
     use bytes::Bytes;
-    use udrbd::repl::wire::{self, DataFlags, Packet, UuidFlags, features};
+    use udrbd::repl::wire::{self, BlockAck, DataFlags, Packet, UuidFlags, features};
     use udrbd::types::{GenUuid, NodeId, Sector};
 
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/repl_wire");
@@ -117,12 +117,12 @@ fn write_repl_wire_seeds() {
         digest: Bytes::new(),
         data: Bytes::new(),
     };
-    let ack = Packet::WriteAck {
+    let ack = Packet::WriteAck(BlockAck {
         sector: Sector(2048),
         block_id: 77,
         size: 1024,
         seq: 3,
-    };
+    });
     let handshake = stream(&[
         hello.clone(),
         Packet::AuthChallenge {

@@ -59,7 +59,7 @@ mod tests;
 pub use body::validate;
 pub use codes::{DataFlags, OvOutcome, SizesFlags, StateFlags, UuidFlags, WireCode, features};
 pub use error::{FieldError, WireError};
-pub use packet::{Packet, PacketType};
+pub use packet::{BlockAck, Packet, PacketType};
 
 use bytes::Bytes;
 

@@ -30,7 +30,7 @@
 
 use super::codes::{DataFlags, OvOutcome, SizesFlags, StateFlags, UuidFlags, WireCode};
 use super::error::{FieldError, WireError};
-use super::packet::{Packet, PacketType};
+use super::packet::{BlockAck, Packet, PacketType};
 use super::{
     MAX_ALG_NAME_LEN, MAX_AUTH_LEN, MAX_BITMAP_CHUNK, MAX_DATA_LEN, MAX_DIGEST_LEN,
     MAX_RESOURCE_NAME_LEN,
@@ -190,46 +190,16 @@ pub(crate) fn encode_body(p: &Packet, out: &mut Vec<u8>) -> Result<(), WireError
             w.bytes8(digest);
             w.0.extend_from_slice(data);
         }
-        Packet::RecvAck {
-            sector,
-            block_id,
-            size,
-            seq,
-        }
-        | Packet::WriteAck {
-            sector,
-            block_id,
-            size,
-            seq,
-        }
-        | Packet::ResyncWriteAck {
-            sector,
-            block_id,
-            size,
-            seq,
-        }
-        | Packet::NegAck {
-            sector,
-            block_id,
-            size,
-            seq,
-        }
-        | Packet::NegResyncReply {
-            sector,
-            block_id,
-            size,
-            seq,
-        }
-        | Packet::ResyncIsInSync {
-            sector,
-            block_id,
-            size,
-            seq,
-        } => {
-            w.u64(sector.0);
-            w.u64(*block_id);
-            w.u32(*size);
-            w.u32(*seq);
+        Packet::RecvAck(a)
+        | Packet::WriteAck(a)
+        | Packet::ResyncWriteAck(a)
+        | Packet::NegAck(a)
+        | Packet::NegResyncReply(a)
+        | Packet::ResyncIsInSync(a) => {
+            w.u64(a.sector.0);
+            w.u64(a.block_id);
+            w.u32(a.size);
+            w.u32(a.seq);
         }
         Packet::Barrier { epoch } => w.u32(*epoch),
         Packet::BarrierAck { epoch, set_size } => {
@@ -432,47 +402,15 @@ pub(crate) fn decode_body(ty: PacketType, payload: Bytes) -> Result<Packet, Wire
         | PacketType::NegAck
         | PacketType::NegResyncReply
         | PacketType::ResyncIsInSync => {
-            let sector = Sector(r.u64("sector")?);
-            let block_id = r.u64("block_id")?;
-            let size = r.u32("size")?;
-            let seq = r.u32("seq")?;
-            match ty {
-                PacketType::RecvAck => Packet::RecvAck {
-                    sector,
-                    block_id,
-                    size,
-                    seq,
-                },
-                PacketType::WriteAck => Packet::WriteAck {
-                    sector,
-                    block_id,
-                    size,
-                    seq,
-                },
-                PacketType::ResyncWriteAck => Packet::ResyncWriteAck {
-                    sector,
-                    block_id,
-                    size,
-                    seq,
-                },
-                PacketType::NegAck => Packet::NegAck {
-                    sector,
-                    block_id,
-                    size,
-                    seq,
-                },
-                PacketType::NegResyncReply => Packet::NegResyncReply {
-                    sector,
-                    block_id,
-                    size,
-                    seq,
-                },
-                _ => Packet::ResyncIsInSync {
-                    sector,
-                    block_id,
-                    size,
-                    seq,
-                },
+            let a = BlockAck {
+                sector: Sector(r.u64("sector")?),
+                block_id: r.u64("block_id")?,
+                size: r.u32("size")?,
+                seq: r.u32("seq")?,
+            };
+            match Packet::ack(ty, a) {
+                Some(p) => p,
+                None => unreachable!("the arm matches ack types only"),
             }
         }
         PacketType::Barrier => Packet::Barrier {
@@ -688,13 +626,13 @@ pub fn validate(p: &Packet) -> Result<(), WireError> {
                 }
             }
         }
-        Packet::RecvAck { sector, size, .. }
-        | Packet::WriteAck { sector, size, .. }
-        | Packet::ResyncWriteAck { sector, size, .. }
-        | Packet::NegAck { sector, size, .. }
-        | Packet::NegResyncReply { sector, size, .. }
-        | Packet::ResyncIsInSync { sector, size, .. }
-        | Packet::OutOfSync { sector, size } => extent(ty, *sector, *size)?,
+        Packet::RecvAck(a)
+        | Packet::WriteAck(a)
+        | Packet::ResyncWriteAck(a)
+        | Packet::NegAck(a)
+        | Packet::NegResyncReply(a)
+        | Packet::ResyncIsInSync(a) => extent(ty, a.sector, a.size)?,
+        Packet::OutOfSync { sector, size } => extent(ty, *sector, *size)?,
         Packet::ResyncRequest { sector, size, .. }
         | Packet::OvRequest { sector, size, .. }
         | Packet::OvResult { sector, size, .. } => request(ty, *sector, *size)?,

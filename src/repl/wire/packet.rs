@@ -10,6 +10,19 @@ use crate::repl::state::{ConnState, DiskState, ReplState, Role};
 use crate::types::{GenUuid, HISTORY_UUIDS, NodeId, Sector};
 use bytes::Bytes;
 
+/// The body every block acknowledgement shares (the six ack packets differ only in meaning).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockAck {
+    /// Start of the acknowledged range.
+    pub sector: Sector,
+    /// The sender's request id, echoed.
+    pub block_id: u64,
+    /// Bytes acknowledged.
+    pub size: u32,
+    /// The write's sequence number, echoed.
+    pub seq: u32,
+}
+
 macro_rules! packet_types {
     ($($(#[$m:meta])* $var:ident = $code:literal, conn = $conn:literal, max = $max:expr;)+) => {
         /// The packet type in the header. Numbers are DRBD's `enum drbd_packet` for the
@@ -230,47 +243,17 @@ pub enum Packet {
         data: Bytes,
     },
     /// Protocol B acknowledgement.
-    RecvAck {
-        sector: Sector,
-        block_id: u64,
-        size: u32,
-        seq: u32,
-    },
+    RecvAck(BlockAck),
     /// Protocol C acknowledgement.
-    WriteAck {
-        sector: Sector,
-        block_id: u64,
-        size: u32,
-        seq: u32,
-    },
+    WriteAck(BlockAck),
     /// Resync write acknowledgement.
-    ResyncWriteAck {
-        sector: Sector,
-        block_id: u64,
-        size: u32,
-        seq: u32,
-    },
+    ResyncWriteAck(BlockAck),
     /// The write failed on the peer: the range is out of sync.
-    NegAck {
-        sector: Sector,
-        block_id: u64,
-        size: u32,
-        seq: u32,
-    },
+    NegAck(BlockAck),
     /// The SyncSource failed to read the requested block.
-    NegResyncReply {
-        sector: Sector,
-        block_id: u64,
-        size: u32,
-        seq: u32,
-    },
+    NegResyncReply(BlockAck),
     /// Digests matched: the requested block is already in sync.
-    ResyncIsInSync {
-        sector: Sector,
-        block_id: u64,
-        size: u32,
-        seq: u32,
-    },
+    ResyncIsInSync(BlockAck),
     /// Ends write epoch `epoch`.
     Barrier {
         epoch: u32,
@@ -343,6 +326,32 @@ pub enum Packet {
 }
 
 impl Packet {
+    /// The ack packet of type `ty` with body `a`; None if `ty` is not an ack type.
+    pub fn ack(ty: PacketType, a: BlockAck) -> Option<Packet> {
+        Some(match ty {
+            PacketType::RecvAck => Packet::RecvAck(a),
+            PacketType::WriteAck => Packet::WriteAck(a),
+            PacketType::ResyncWriteAck => Packet::ResyncWriteAck(a),
+            PacketType::NegAck => Packet::NegAck(a),
+            PacketType::NegResyncReply => Packet::NegResyncReply(a),
+            PacketType::ResyncIsInSync => Packet::ResyncIsInSync(a),
+            _ => return None,
+        })
+    }
+
+    /// The body of an ack packet.
+    pub fn as_ack(&self) -> Option<&BlockAck> {
+        match self {
+            Packet::RecvAck(a)
+            | Packet::WriteAck(a)
+            | Packet::ResyncWriteAck(a)
+            | Packet::NegAck(a)
+            | Packet::NegResyncReply(a)
+            | Packet::ResyncIsInSync(a) => Some(a),
+            _ => None,
+        }
+    }
+
     /// This packet's header type.
     pub fn packet_type(&self) -> PacketType {
         match self {
@@ -355,12 +364,12 @@ impl Packet {
             Packet::Uuids { .. } => PacketType::Uuids,
             Packet::State { .. } => PacketType::State,
             Packet::Data { .. } => PacketType::Data,
-            Packet::RecvAck { .. } => PacketType::RecvAck,
-            Packet::WriteAck { .. } => PacketType::WriteAck,
-            Packet::ResyncWriteAck { .. } => PacketType::ResyncWriteAck,
-            Packet::NegAck { .. } => PacketType::NegAck,
-            Packet::NegResyncReply { .. } => PacketType::NegResyncReply,
-            Packet::ResyncIsInSync { .. } => PacketType::ResyncIsInSync,
+            Packet::RecvAck(_) => PacketType::RecvAck,
+            Packet::WriteAck(_) => PacketType::WriteAck,
+            Packet::ResyncWriteAck(_) => PacketType::ResyncWriteAck,
+            Packet::NegAck(_) => PacketType::NegAck,
+            Packet::NegResyncReply(_) => PacketType::NegResyncReply,
+            Packet::ResyncIsInSync(_) => PacketType::ResyncIsInSync,
             Packet::Barrier { .. } => PacketType::Barrier,
             Packet::BarrierAck { .. } => PacketType::BarrierAck,
             Packet::Ping => PacketType::Ping,

@@ -353,43 +353,14 @@ fn arb_packet_of(ty: PacketType) -> BoxedStrategy<Packet> {
         | T::NegAck
         | T::NegResyncReply
         | T::ResyncIsInSync => ack
-            .prop_map(move |(sector, block_id, size, seq)| match ty {
-                T::RecvAck => Packet::RecvAck {
+            .prop_map(move |(sector, block_id, size, seq)| {
+                let a = BlockAck {
                     sector,
                     block_id,
                     size,
                     seq,
-                },
-                T::WriteAck => Packet::WriteAck {
-                    sector,
-                    block_id,
-                    size,
-                    seq,
-                },
-                T::ResyncWriteAck => Packet::ResyncWriteAck {
-                    sector,
-                    block_id,
-                    size,
-                    seq,
-                },
-                T::NegAck => Packet::NegAck {
-                    sector,
-                    block_id,
-                    size,
-                    seq,
-                },
-                T::NegResyncReply => Packet::NegResyncReply {
-                    sector,
-                    block_id,
-                    size,
-                    seq,
-                },
-                _ => Packet::ResyncIsInSync {
-                    sector,
-                    block_id,
-                    size,
-                    seq,
-                },
+                };
+                Packet::ack(ty, a).expect("an ack type")
             })
             .boxed(),
         T::Barrier => any::<u32>()
@@ -870,12 +841,12 @@ fn encode_refuses_what_decode_would_refuse_and_leaves_out_alone() {
             FieldError::Inconsistent,
         ),
         (
-            Packet::WriteAck {
+            Packet::WriteAck(BlockAck {
                 sector: Sector(0),
                 block_id: 0,
                 size: 100,
                 seq: 0,
-            },
+            }),
             "size",
             FieldError::Misaligned(100),
         ),
