@@ -384,6 +384,11 @@ fn take_actions(g: &mut Inner) -> Vec<Exec> {
                 }
             }
             Action::Log(line) => out.push(Exec::Log(line)),
+            // No peer link is wired into the daemon yet, so the engine never gets PeerUp and
+            // never sends; if it ever does, say so loudly rather than drop data silently.
+            Action::Send { node, .. } => out.push(Exec::Log(format!(
+                "BUG: the engine sent a packet to peer {node}, but this daemon has no peer link"
+            ))),
         }
     }
     out

@@ -26,7 +26,9 @@ use crate::meta::al::{ActivityLog, AlRecovery, Transaction};
 use crate::meta::layout::BM_WORDS_PER_PAGE;
 use crate::meta::superblock::{Superblock, flags};
 use crate::types::{AL_EXTENT_SIZE, BM_BLOCK_SIZE, ExtentNr, GenUuid, NodeId, ReqId};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+mod replicate;
 
 /// What the engine is told about its resource when it is created.
 #[derive(Clone, Debug)]
@@ -133,6 +135,20 @@ pub enum Input {
     BitmapWritten {
         result: Result<(), String>,
     },
+    /// The link to `node` is established and in sync: replicate from now on.
+    PeerUp {
+        node: NodeId,
+        protocol: crate::config::Protocol,
+    },
+    /// The link to `node` is gone.
+    PeerDown {
+        node: NodeId,
+    },
+    /// A packet from `node`.
+    PeerPacket {
+        node: NodeId,
+        packet: crate::repl::wire::Packet,
+    },
 }
 
 /// Work for the driver, to be executed in the order polled.
@@ -165,6 +181,11 @@ pub enum Action {
     },
     /// A state change, in DRBD's log wording (`role( Secondary -> Primary )`).
     Log(String),
+    /// Send `packet` to `node` (in order per node).
+    Send {
+        node: NodeId,
+        packet: crate::repl::wire::Packet,
+    },
 }
 
 /// A snapshot for status and events.
@@ -279,6 +300,13 @@ pub struct Engine {
     inflight: std::collections::HashMap<ReqId, InflightKind>,
     stats: Stats,
     actions: VecDeque<Action>,
+    /// Connected peers (see `replicate`).
+    links: BTreeMap<NodeId, replicate::Link>,
+    /// Application requests waiting for peers as well as the local disk.
+    waiting: HashMap<ReqId, replicate::Waiting>,
+    /// Disk ops done on behalf of peers.
+    peer_ops: HashMap<ReqId, replicate::PeerOp>,
+    next_internal: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -323,6 +351,10 @@ impl Engine {
             inflight: std::collections::HashMap::new(),
             stats: Stats::default(),
             actions: VecDeque::new(),
+            links: BTreeMap::new(),
+            waiting: HashMap::new(),
+            peer_ops: HashMap::new(),
+            next_internal: 0,
         }
     }
 
@@ -349,6 +381,7 @@ impl Engine {
     /// True when nothing is in flight or queued: no application request, no metadata write.
     pub fn is_quiet(&self) -> bool {
         self.inflight.is_empty()
+            && self.waiting.is_empty()
             && self.held.is_empty()
             && self.meta_inflight.is_none()
             && self.al_inflight.is_none()
@@ -391,9 +424,17 @@ impl Engine {
                 PeerStatus {
                     name: p.name.clone(),
                     node_id: p.node_id,
-                    conn: ConnState::StandAlone,
+                    conn: if self.links.contains_key(&p.node_id) {
+                        ConnState::Connected
+                    } else {
+                        ConnState::StandAlone
+                    },
                     role: Role::Unknown,
-                    repl: ReplState::Off,
+                    repl: if self.links.contains_key(&p.node_id) {
+                        ReplState::Established
+                    } else {
+                        ReplState::Off
+                    },
                     disk: DiskState::DUnknown,
                     out_of_sync_bytes: oos,
                 }
@@ -457,6 +498,9 @@ impl Engine {
             Input::MetaWritten { generation, result } => self.meta_written(generation, result),
             Input::AlWritten { seq, result } => self.al_written(seq, result),
             Input::BitmapWritten { result } => self.bitmap_written(result),
+            i @ (Input::PeerUp { .. } | Input::PeerDown { .. } | Input::PeerPacket { .. }) => {
+                self.peer_input(i)
+            }
         }
     }
 
@@ -651,6 +695,7 @@ impl Engine {
     fn maybe_finish_detach(&mut self) {
         if self.flush_waiters.is_empty()
             || !self.inflight.is_empty()
+            || !self.waiting.is_empty()
             || !self.held.is_empty()
             || self.al_inflight.is_some()
             || !self.al_queue.is_empty()
@@ -752,6 +797,9 @@ impl Engine {
             return;
         };
         for p in self.cfg.peers.iter() {
+            if self.links.contains_key(&p.node_id) {
+                continue; // replicated, not out of sync
+            }
             let Some(idx) = d.sb.peer(p.node_id).and_then(|m| m.bitmap_index) else {
                 continue;
             };
@@ -777,6 +825,7 @@ impl Engine {
             };
             self.inflight.insert(h.id, kind);
             self.stats.lower_pending += 1;
+            self.replicate(&h);
             self.actions
                 .push_back(Action::SubmitDisk { id: h.id, op: h.op });
         }
@@ -794,11 +843,18 @@ impl Engine {
             (Ok(_), InflightKind::Write(len)) => self.stats.written_kib += len / 1024,
             _ => {}
         }
+        if id.0 & replicate::INTERNAL != 0 {
+            self.peer_disk_done(id, &result);
+            self.maybe_finish_detach();
+            return;
+        }
         let result = result.map_err(IoError::Disk);
         if let Err(e) = &result {
             self.log(format!("local I/O error: {e}"));
         }
-        self.complete(id, result);
+        if self.local_done(id, &result) {
+            self.complete(id, result);
+        }
         self.maybe_finish_detach();
     }
 

@@ -19,6 +19,8 @@
 //! `UDRBD_SIM_SEEDS=N` runs N seeds instead of the default (a soak); a failure prints its seed,
 //! and `UDRBD_SIM_SEED=S` replays one.
 
+mod two_nodes;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use udrbd::bitmap::Bitmap;
 use udrbd::meta::al::{self, AL_BLOCK};
@@ -238,6 +240,7 @@ impl Sim {
                 Action::WriteBitmap { pages } => self.pending.push(Pending::Bitmap { pages }),
                 Action::Complete { id, result } => self.completed(id, result),
                 Action::AdminDone { .. } | Action::Log(_) => {}
+                Action::Send { .. } => panic!("no peer is connected in the one-node simulation"),
             }
         }
     }

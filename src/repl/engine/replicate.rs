@@ -1,0 +1,494 @@
+//! Replication of application writes to connected peers (DRBD's protocols A, B and C), the
+//! transfer log, barriers, and the peer side that applies a Primary's writes.
+//!
+//! The driver reports a link that finished its handshake with [`Input::PeerUp`] and a lost
+//! one with [`Input::PeerDown`]; packets travel as [`Input::PeerPacket`] and
+//! [`Action::Send`]. (The handshake itself, UUID comparison and resync are not driven from here
+//! yet: `PeerUp` means "in sync, replicate from now on".)
+//!
+//! - Primary: a write goes to the local disk and to every connected peer in parallel, once its
+//!   metadata is on disk. It completes when the local write is done and, per peer, protocol C's
+//!   WriteAck (on the peer's disk) or B's RecvAck (received) has arrived; under A, on local
+//!   completion. Every replicated write stays in the transfer log until the peer acknowledges
+//!   the barrier that closes its epoch, so when a link drops, everything the peer might not have
+//!   on stable storage is marked out of sync for it.
+//! - FLUSH (and the periodic epoch close): a Barrier to each peer, which drains the epoch's
+//!   writes, flushes its disk and answers BarrierAck; the application's FLUSH completes after the
+//!   local flush and every peer's BarrierAck (protocol C; A and B do not wait for the peer).
+//! - Peer side: a Data packet becomes a local write through the same activity-log path as an
+//!   application write; B answers RecvAck on receipt, C answers WriteAck once on disk, a failed
+//!   write answers NegAck.
+
+use super::{Action, Engine, HeldIo, InflightKind, Input, IoError, IoOp, mark_bytes};
+use crate::config::Protocol;
+use crate::repl::state::Role;
+use crate::repl::wire::{BlockAck, DataFlags, Packet};
+use crate::types::{NodeId, ReqId, SECTOR_SIZE, Sector};
+use std::collections::{BTreeSet, HashMap};
+
+/// Internal request ids (peer writes, peer flushes) live above this bit; application ids below.
+pub(super) const INTERNAL: u64 = 1 << 63;
+
+/// Writes per epoch before the engine closes it by itself, so the transfer log stays bounded
+/// when the application never flushes.
+const EPOCH_WRITES: u32 = 256;
+
+/// One connected peer.
+#[derive(Debug)]
+pub(super) struct Link {
+    protocol: Protocol,
+    /// The epoch writes are currently sent in.
+    epoch: u32,
+    epoch_writes: u32,
+    seq: u32,
+    /// Replicated writes not yet covered by a BarrierAck: (epoch, offset, len).
+    tl: Vec<(u32, u64, u64)>,
+    /// Peer side: writes received in the current epoch and how many are not yet on disk.
+    rx_epoch_writes: u32,
+    rx_pending: HashMap<u32, u32>,
+    /// Peer side: barriers received whose writes are not all done: epoch -> set size.
+    rx_barriers: Vec<(u32, u32)>,
+    rx_epoch: u32,
+}
+
+/// An application request that waits for peers as well as for the local disk.
+#[derive(Debug, Default)]
+pub(super) struct Waiting {
+    local: Option<Result<Option<Vec<u8>>, IoError>>,
+    peers: BTreeSet<NodeId>,
+    /// For a flush: the epoch each peer must acknowledge.
+    barrier: HashMap<NodeId, u32>,
+}
+
+/// A write or flush this node does on behalf of a peer.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum PeerOp {
+    Write {
+        node: NodeId,
+        ack: BlockAck,
+        epoch: u32,
+        write_ack: bool,
+    },
+    Flush {
+        node: NodeId,
+        epoch: u32,
+        set_size: u32,
+    },
+}
+
+impl Engine {
+    pub(super) fn peer_input(&mut self, input: Input) {
+        match input {
+            Input::PeerUp { node, protocol } => self.peer_up(node, protocol),
+            Input::PeerDown { node } => self.peer_down(node),
+            Input::PeerPacket { node, packet } => self.peer_packet(node, packet),
+            _ => {}
+        }
+    }
+
+    fn peer_up(&mut self, node: NodeId, protocol: Protocol) {
+        if !self.cfg.peers.iter().any(|p| p.node_id == node) {
+            return self.log(format!("ignoring unknown peer node-id {node}"));
+        }
+        self.links.insert(
+            node,
+            Link {
+                protocol,
+                epoch: 1,
+                epoch_writes: 0,
+                seq: 0,
+                tl: Vec::new(),
+                rx_epoch_writes: 0,
+                rx_pending: HashMap::new(),
+                rx_barriers: Vec::new(),
+                rx_epoch: 1,
+            },
+        );
+        self.log(format!(
+            "peer {node}: conn( Connecting -> Connected ) protocol {protocol:?}"
+        ));
+    }
+
+    fn peer_down(&mut self, node: NodeId) {
+        let Some(link) = self.links.remove(&node) else {
+            return;
+        };
+        // Everything the peer has not confirmed on stable storage may differ now.
+        let mut marked = 0;
+        if let Some(d) = self.disk.as_mut()
+            && let Some(idx) = d.sb.peer(node).and_then(|p| p.bitmap_index)
+            && let Some(bm) = d.bitmaps.get_mut(usize::from(idx))
+        {
+            for (_, off, len) in &link.tl {
+                marked += mark_bytes(bm, *off, *len, d.data_bytes);
+            }
+        }
+        self.log(format!(
+            "peer {node}: conn( Connected -> NetworkFailure ); {} KiB marked out of sync",
+            marked * crate::types::BM_BLOCK_SIZE / 1024
+        ));
+        // Application requests stop waiting for it: they complete on local success.
+        let ids: Vec<ReqId> = self.waiting.keys().copied().collect();
+        for id in ids {
+            if let Some(w) = self.waiting.get_mut(&id) {
+                w.peers.remove(&node);
+                w.barrier.remove(&node);
+            }
+            self.maybe_complete_waiting(id);
+        }
+        // The marks must survive a crash that follows: persist them now.
+        self.flush_bitmap_if_dirty();
+    }
+
+    /// Sends a released application op to every peer; called right after its SubmitDisk.
+    pub(super) fn replicate(&mut self, h: &HeldIo) {
+        if self.links.is_empty() || h.id.0 & INTERNAL != 0 {
+            return;
+        }
+        let mut wait = Waiting::default();
+        let nodes: Vec<NodeId> = self.links.keys().copied().collect();
+        for node in nodes {
+            let Some(link) = self.links.get_mut(&node) else {
+                continue;
+            };
+            match &h.op {
+                IoOp::Read { .. } => return,
+                IoOp::Flush => {
+                    let epoch = link.epoch;
+                    link.epoch += 1;
+                    link.epoch_writes = 0;
+                    if link.protocol == Protocol::C {
+                        wait.peers.insert(node);
+                        wait.barrier.insert(node, epoch);
+                    }
+                    self.actions.push_back(Action::Send {
+                        node,
+                        packet: Packet::Barrier { epoch },
+                    });
+                }
+                op => {
+                    let Some((offset, len)) = op.written_range() else {
+                        continue;
+                    };
+                    link.seq = link.seq.wrapping_add(1);
+                    let mut flags = DataFlags::empty();
+                    let mut data = bytes::Bytes::new();
+                    match op {
+                        IoOp::Write { data: d, fua, .. } => {
+                            data = d.clone();
+                            if *fua {
+                                flags = flags | DataFlags::FUA;
+                            }
+                        }
+                        IoOp::Trim { .. } => flags = flags | DataFlags::DISCARD,
+                        _ => flags = flags | DataFlags::ZEROES,
+                    }
+                    match link.protocol {
+                        Protocol::C => flags = flags | DataFlags::SEND_WRITE_ACK,
+                        Protocol::B => flags = flags | DataFlags::SEND_RECEIVE_ACK,
+                        Protocol::A => {}
+                    }
+                    if link.protocol != Protocol::A {
+                        wait.peers.insert(node);
+                    }
+                    link.tl.push((link.epoch, offset, len));
+                    link.epoch_writes += 1;
+                    let packet = Packet::Data {
+                        sector: Sector(offset / SECTOR_SIZE),
+                        block_id: h.id.0,
+                        seq: link.seq,
+                        flags,
+                        size: len as u32,
+                        digest: bytes::Bytes::new(),
+                        data,
+                    };
+                    self.actions.push_back(Action::Send { node, packet });
+                    if link.epoch_writes >= EPOCH_WRITES {
+                        let epoch = link.epoch;
+                        link.epoch += 1;
+                        link.epoch_writes = 0;
+                        self.actions.push_back(Action::Send {
+                            node,
+                            packet: Packet::Barrier { epoch },
+                        });
+                    }
+                }
+            }
+        }
+        if !wait.peers.is_empty() {
+            self.waiting.insert(h.id, wait);
+        }
+    }
+
+    /// The local part of an application request finished. Returns false if it must still wait
+    /// for peers (the result is kept).
+    pub(super) fn local_done(
+        &mut self,
+        id: ReqId,
+        result: &Result<Option<Vec<u8>>, IoError>,
+    ) -> bool {
+        match self.waiting.get_mut(&id) {
+            None => true,
+            Some(w) => {
+                w.local = Some(result.clone());
+                self.maybe_complete_waiting(id);
+                false
+            }
+        }
+    }
+
+    fn maybe_complete_waiting(&mut self, id: ReqId) {
+        let done = self
+            .waiting
+            .get(&id)
+            .is_some_and(|w| w.local.is_some() && w.peers.is_empty());
+        if !done {
+            return;
+        }
+        if let Some(w) = self.waiting.remove(&id)
+            && let Some(result) = w.local
+        {
+            self.complete(id, result);
+        }
+        self.maybe_finish_detach();
+    }
+
+    fn peer_packet(&mut self, node: NodeId, packet: Packet) {
+        if !self.links.contains_key(&node) {
+            return;
+        }
+        match packet {
+            Packet::WriteAck(a) | Packet::RecvAck(a) => self.peer_acked(node, ReqId(a.block_id)),
+            Packet::NegAck(a) => {
+                // The peer could not write it: that range differs now.
+                if let Some(d) = self.disk.as_mut()
+                    && let Some(idx) = d.sb.peer(node).and_then(|p| p.bitmap_index)
+                    && let Some(bm) = d.bitmaps.get_mut(usize::from(idx))
+                {
+                    mark_bytes(
+                        bm,
+                        a.sector.0 * SECTOR_SIZE,
+                        u64::from(a.size),
+                        d.data_bytes,
+                    );
+                }
+                self.log(format!(
+                    "peer {node} failed a write at sector {}",
+                    a.sector.0
+                ));
+                self.peer_acked(node, ReqId(a.block_id));
+            }
+            Packet::BarrierAck { epoch, .. } => {
+                if let Some(link) = self.links.get_mut(&node) {
+                    link.tl.retain(|(e, _, _)| *e > epoch);
+                }
+                let ids: Vec<ReqId> = self
+                    .waiting
+                    .iter()
+                    .filter(|(_, w)| w.barrier.get(&node).is_some_and(|e| *e <= epoch))
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in ids {
+                    if let Some(w) = self.waiting.get_mut(&id) {
+                        w.barrier.remove(&node);
+                        w.peers.remove(&node);
+                    }
+                    self.maybe_complete_waiting(id);
+                }
+            }
+            Packet::Data {
+                sector,
+                block_id,
+                seq,
+                flags,
+                size,
+                data,
+                ..
+            } => self.peer_write(node, sector, block_id, seq, flags, size, data),
+            Packet::Barrier { epoch } => {
+                if let Some(link) = self.links.get_mut(&node) {
+                    let set = link.rx_epoch_writes;
+                    link.rx_barriers.push((epoch, set));
+                    link.rx_epoch = epoch + 1;
+                    link.rx_epoch_writes = 0;
+                }
+                self.pump_peer_barriers(node);
+            }
+            _ => {}
+        }
+    }
+
+    fn peer_acked(&mut self, node: NodeId, id: ReqId) {
+        if let Some(w) = self.waiting.get_mut(&id)
+            && w.barrier.is_empty()
+        {
+            w.peers.remove(&node);
+        }
+        self.maybe_complete_waiting(id);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn peer_write(
+        &mut self,
+        node: NodeId,
+        sector: Sector,
+        block_id: u64,
+        seq: u32,
+        flags: DataFlags,
+        size: u32,
+        data: bytes::Bytes,
+    ) {
+        let ack = BlockAck {
+            sector,
+            block_id,
+            size,
+            seq,
+        };
+        let usable = self.role != Role::Primary && self.disk.is_some() && !self.meta_failed;
+        if !usable {
+            self.actions.push_back(Action::Send {
+                node,
+                packet: Packet::NegAck(ack),
+            });
+            return;
+        }
+        if flags.contains(DataFlags::SEND_RECEIVE_ACK) {
+            self.actions.push_back(Action::Send {
+                node,
+                packet: Packet::RecvAck(ack),
+            });
+        }
+        let offset = sector.0 * SECTOR_SIZE;
+        let op = if flags.contains(DataFlags::DISCARD) {
+            IoOp::Trim {
+                offset,
+                len: size,
+                fua: flags.contains(DataFlags::FUA),
+            }
+        } else if flags.contains(DataFlags::ZEROES) {
+            IoOp::WriteZeroes {
+                offset,
+                len: size,
+                fua: flags.contains(DataFlags::FUA),
+                no_hole: false,
+            }
+        } else {
+            IoOp::Write {
+                offset,
+                data,
+                fua: flags.contains(DataFlags::FUA),
+            }
+        };
+        let epoch = match self.links.get_mut(&node) {
+            Some(link) => {
+                link.rx_epoch_writes += 1;
+                *link.rx_pending.entry(link.rx_epoch).or_default() += 1;
+                link.rx_epoch
+            }
+            None => return,
+        };
+        let id = self.internal_id();
+        self.peer_ops.insert(
+            id,
+            PeerOp::Write {
+                node,
+                ack,
+                epoch,
+                write_ack: flags.contains(DataFlags::SEND_WRITE_ACK),
+            },
+        );
+        let (off, len) = op.written_range().unwrap_or((offset, 0));
+        let al_seq = self.activate_extents(off, len);
+        self.mark_out_of_sync(off, len);
+        self.held.push_back(HeldIo {
+            id,
+            op,
+            meta_gen: 0,
+            al_seq,
+        });
+        self.release_held();
+    }
+
+    fn internal_id(&mut self) -> ReqId {
+        self.next_internal += 1;
+        ReqId(INTERNAL | self.next_internal)
+    }
+
+    /// A disk op done on behalf of a peer finished.
+    pub(super) fn peer_disk_done(&mut self, id: ReqId, result: &Result<Option<Vec<u8>>, i32>) {
+        let Some(op) = self.peer_ops.remove(&id) else {
+            return;
+        };
+        match op {
+            PeerOp::Write {
+                node,
+                ack,
+                epoch,
+                write_ack,
+            } => {
+                if !self.links.contains_key(&node) {
+                    return;
+                }
+                let packet = match result {
+                    Err(_) => Some(Packet::NegAck(ack)),
+                    Ok(_) if write_ack => Some(Packet::WriteAck(ack)),
+                    Ok(_) => None,
+                };
+                if let Some(packet) = packet {
+                    self.actions.push_back(Action::Send { node, packet });
+                }
+                if let Some(link) = self.links.get_mut(&node)
+                    && let Some(n) = link.rx_pending.get_mut(&epoch)
+                {
+                    *n = n.saturating_sub(1);
+                }
+                self.pump_peer_barriers(node);
+            }
+            PeerOp::Flush {
+                node,
+                epoch,
+                set_size,
+            } => {
+                if self.links.contains_key(&node) {
+                    self.actions.push_back(Action::Send {
+                        node,
+                        packet: Packet::BarrierAck { epoch, set_size },
+                    });
+                }
+            }
+        }
+    }
+
+    /// Flushes for every received barrier whose epoch (and all earlier ones) is written.
+    fn pump_peer_barriers(&mut self, node: NodeId) {
+        loop {
+            let Some(link) = self.links.get_mut(&node) else {
+                return;
+            };
+            let Some(&(epoch, set_size)) = link.rx_barriers.first() else {
+                return;
+            };
+            let busy = link.rx_pending.iter().any(|(e, n)| *e <= epoch && *n > 0);
+            if busy {
+                return;
+            }
+            link.rx_barriers.remove(0);
+            link.rx_pending.retain(|e, _| *e > epoch);
+            let id = self.internal_id();
+            self.peer_ops.insert(
+                id,
+                PeerOp::Flush {
+                    node,
+                    epoch,
+                    set_size,
+                },
+            );
+            self.inflight.insert(id, InflightKind::Other);
+            self.stats.lower_pending += 1;
+            self.actions.push_back(Action::SubmitDisk {
+                id,
+                op: IoOp::Flush,
+            });
+        }
+    }
+}
