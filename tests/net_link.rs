@@ -466,3 +466,138 @@ async fn invalid_packets_are_refused_without_hurting_the_link() {
     ));
     exchange(&mut a, &mut b).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_frames_overtake_blocked_bulk_data() {
+    const N: u64 = 400;
+    let big = |i: u64| Packet::Data {
+        sector: Sector(i * 128),
+        block_id: i,
+        seq: i as u32,
+        flags: DataFlags::empty(),
+        size: 64 * 1024,
+        digest: Bytes::new(),
+        data: Bytes::from(vec![i as u8; 64 * 1024]),
+    };
+    let (mut ca, mut cb) = (cfg(1, 0), cfg(0, 1));
+    for c in [&mut ca, &mut cb] {
+        c.ping_int = Duration::from_millis(100);
+        c.ping_timeout = Duration::from_millis(300);
+    }
+    // B buffers only 4 received data frames: its data stream stops being read.
+    cb.data_queue = 4;
+    let (a, mut b) = pair(ca, cb).await;
+    let tx = a.sender();
+    let bulk = tokio::spawn(async move {
+        for i in 0..N {
+            tx.send(0, &big(i)).await.unwrap();
+        }
+    });
+    // 25 MiB cannot all be in flight: the sender blocks on the full data stream.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!bulk.is_finished(), "bulk data was not held back");
+    // A control frame still gets through, ahead of everything queued on the data stream, and
+    // pings keep flowing both ways for several intervals although B reads no data.
+    a.send(0, &ack(9)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(recv(&mut b).await.packet, ack(9));
+    assert!(a.stats().ping_acks >= 5 && b.stats().ping_acks >= 5);
+    for i in 0..N {
+        assert!(recv(&mut b).await.packet == big(i), "bulk frame {i}");
+    }
+    bulk.await.unwrap();
+    drop(a);
+}
+
+/// The peer process of [`a_sigstopped_peer_process_is_detected`]: the test binary runs itself
+/// with `UDRBD_NET_CHILD_PEER` set. Without it (a normal run) this does nothing.
+#[test]
+fn child_peer() {
+    let Ok(a_addr) = std::env::var("UDRBD_NET_CHILD_PEER") else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let (l, addr) = bind().await;
+        println!("LISTEN {addr}");
+        let mut c = cfg(0, 1);
+        c.ping_int = Duration::from_millis(100);
+        c.ping_timeout = Duration::from_millis(300);
+        let mut link = timeout(UP, Link::establish(&c, &l, a_addr.parse().unwrap()))
+            .await
+            .unwrap()
+            .unwrap();
+        // Serve until the parent kills us (bounded, should the parent die first).
+        let _ = timeout(Duration::from_secs(20), link.recv()).await;
+    });
+}
+
+/// Kills the child however the test ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_sigstopped_peer_process_is_detected() {
+    use std::io::BufRead;
+    let ping_int = Duration::from_millis(100);
+    let ping_timeout = Duration::from_millis(300);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let (la, aa) = bind().await;
+        let mut child = KillOnDrop(
+            std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", "child_peer", "--nocapture", "--test-threads=1"])
+                .env("UDRBD_NET_CHILD_PEER", aa.to_string())
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let stdout = child.0.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                // libtest may have printed "test child_peer ... " on the same line.
+                if let Some(at) = line.find("LISTEN ") {
+                    let _ = tx.send(line[at + 7..].trim().to_string());
+                }
+            }
+        });
+        let ab: SocketAddr = rx.recv_timeout(UP).unwrap().parse().unwrap();
+        let mut ca = cfg(1, 0);
+        ca.ping_int = ping_int;
+        ca.ping_timeout = ping_timeout;
+        let mut a = timeout(UP, Link::establish(&ca, &la, ab))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(timeout(ping_int * 5, a.recv()).await.is_err());
+        assert!(a.stats().ping_acks >= 3, "{:?}", a.stats());
+
+        let pid = i32::try_from(child.0.id()).unwrap();
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+        let t0 = Instant::now();
+        let e = timeout(UP, a.recv()).await.unwrap().unwrap_err();
+        let took = t0.elapsed();
+        assert!(matches!(e, LinkError::PingTimeout), "{e}");
+        assert!(
+            took <= ping_int + ping_timeout + Duration::from_millis(250),
+            "took {took:?}"
+        );
+    });
+}
