@@ -5,10 +5,13 @@ use bytes::Bytes;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
+use udrbd::net::connect;
+use udrbd::net::framed::{FrameReader, FrameWriter};
 use udrbd::net::{AuthConfig, HmacAlg, Link, LinkConfig, LinkError};
-use udrbd::repl::wire::{DataFlags, Frame, Packet};
+use udrbd::repl::wire::{DataFlags, Frame, Packet, features};
 use udrbd::types::{NodeId, Sector};
 
 const UP: Duration = Duration::from_secs(5);
@@ -600,4 +603,86 @@ fn a_sigstopped_peer_process_is_detected() {
             "took {took:?}"
         );
     });
+}
+
+#[tokio::test]
+async fn the_lower_node_wakes_the_higher_one_up() {
+    // The higher node retries only every 30 s; its first dial is refused (nothing listens).
+    let (la, aa) = bind().await;
+    let (lb, ab) = bind().await;
+    drop(lb);
+    let mut ca = cfg(1, 0);
+    ca.connect_int = Duration::from_secs(30);
+    let a = tokio::spawn(async move { Link::establish(&ca, &la, ab).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // B comes up on the same address and dials A, which dials back at once.
+    let lb = TcpListener::bind(ab).await.unwrap();
+    let t0 = Instant::now();
+    let mut b = timeout(Duration::from_secs(3), Link::establish(&cfg(0, 1), &lb, aa))
+        .await
+        .expect("not woken up")
+        .unwrap();
+    let mut a = a.await.unwrap().unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(3));
+    assert_same_connection(&a, &b);
+    exchange(&mut a, &mut b).await;
+}
+
+/// A hand-driven "peer" dialing `to` as node 1 (the higher id, so its connection is kept),
+/// which has sent its Hello and read B's.
+async fn fake_dialer(
+    to: SocketAddr,
+    hello: Packet,
+) -> (FrameReader<OwnedReadHalf>, FrameWriter<OwnedWriteHalf>) {
+    let (r, w) = TcpStream::connect(to).await.unwrap().into_split();
+    let (mut r, mut w) = (FrameReader::new(r), FrameWriter::new(w));
+    w.write_frame(0, &hello).await.unwrap();
+    let theirs = r.read_frame().await.unwrap().unwrap();
+    assert!(matches!(theirs.packet, Packet::Hello { .. }));
+    (r, w)
+}
+
+fn hello_from_1(protocol: (u32, u32), features: u64) -> Packet {
+    Packet::Hello {
+        protocol_min: protocol.0,
+        protocol_max: protocol.1,
+        features,
+        sender: NodeId(1),
+        receiver: NodeId(0),
+        resource: "r0".into(),
+    }
+}
+
+#[tokio::test]
+async fn no_common_protocol_version_is_a_mismatch() {
+    let (_idle, idle_addr) = bind().await;
+    let (lb, ab) = bind().await;
+    let b = tokio::spawn(async move { Link::establish(&cfg(0, 1), &lb, idle_addr).await });
+    let _fake = fake_dialer(ab, hello_from_1((7, 9), features::SUPPORTED)).await;
+    let e = timeout(UP, b).await.unwrap().unwrap().unwrap_err();
+    assert!(matches!(e, LinkError::Mismatch(_)), "{e}");
+    assert!(e.to_string().contains("incompatible udrbd dialects"), "{e}");
+}
+
+#[tokio::test]
+async fn a_reflected_challenge_is_refused() {
+    let (_idle, idle_addr) = bind().await;
+    let (lb, ab) = bind().await;
+    let cb = with_auth(cfg(0, 1), HmacAlg::Sha256, "s");
+    let b = tokio::spawn(async move { Link::establish(&cb, &lb, idle_addr).await });
+    let (mut r, mut w) = fake_dialer(
+        ab,
+        hello_from_1((1, 1), features::SUPPORTED | connect::HELLO_AUTH),
+    )
+    .await;
+    // Echo B's own challenge back as ours.
+    let Packet::AuthChallenge { challenge } = r.read_frame().await.unwrap().unwrap().packet else {
+        panic!("B did not send a challenge");
+    };
+    w.write_frame(0, &Packet::AuthChallenge { challenge })
+        .await
+        .unwrap();
+    let e = timeout(UP, b).await.unwrap().unwrap().unwrap_err();
+    assert!(matches!(e, LinkError::AuthFailed(_)), "{e}");
+    assert!(e.to_string().contains("same challenge"), "{e}");
 }
