@@ -144,6 +144,17 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         self.buf.extend_from_slice(frame);
     }
 
+    /// Writes what is buffered, then `frame` (an encoded frame) straight from the caller's
+    /// buffer, without copying it into ours: for large frames.
+    pub async fn write_encoded(&mut self, frame: &[u8]) -> Result<(), FramedError> {
+        if !self.buf.is_empty() {
+            self.inner.write_all(&self.buf).await?;
+            self.buf.clear();
+        }
+        self.inner.write_all(frame).await?;
+        Ok(())
+    }
+
     /// Bytes waiting for [`FrameWriter::flush`].
     pub fn buffered(&self) -> usize {
         self.buf.len()

@@ -28,6 +28,9 @@ use tokio::task::JoinSet;
 /// Frames queued for each writer before [`Link::send`] waits.
 const DATA_SEND_QUEUE: usize = 64;
 const CONTROL_SEND_QUEUE: usize = 1024;
+/// Frames at least this long are written from their own buffer, not copied into the
+/// writer's (small frames are coalesced there into one write).
+const DIRECT_WRITE: usize = 64 * 1024;
 /// Read buffer per stream.
 const READ_BUFFER: usize = 64 * 1024;
 /// How long [`Link::close`] waits for queued frames to be written.
@@ -328,11 +331,15 @@ async fn write_loop(
             w.shutdown().await?;
             return Ok(());
         };
-        w.push_encoded(&first);
-        while w.buffered() < FLUSH_THRESHOLD {
-            match rx.try_recv() {
-                Ok(f) => w.push_encoded(&f),
-                Err(_) => break,
+        let mut next = Some(first);
+        while let Some(f) = next.take() {
+            if f.len() >= DIRECT_WRITE {
+                w.write_encoded(&f).await?;
+            } else {
+                w.push_encoded(&f);
+            }
+            if w.buffered() < FLUSH_THRESHOLD {
+                next = rx.try_recv().ok();
             }
         }
         w.flush().await?;
