@@ -686,3 +686,29 @@ async fn a_reflected_challenge_is_refused() {
     assert!(matches!(e, LinkError::AuthFailed(_)), "{e}");
     assert!(e.to_string().contains("same challenge"), "{e}");
 }
+
+#[tokio::test]
+async fn transient_failures_are_retried_every_connect_int_without_spinning() {
+    // A "peer" that accepts and hangs up at once: every attempt fails, transiently.
+    let (counter, counter_addr) = bind().await;
+    let (la, _) = bind().await;
+    let mut ca = cfg(1, 0);
+    ca.connect_int = Duration::from_millis(200);
+    let a = tokio::spawn(async move { Link::establish(&ca, &la, counter_addr).await });
+    let mut attempts = 0;
+    let window = tokio::time::sleep(Duration::from_millis(1100));
+    tokio::pin!(window);
+    loop {
+        tokio::select! {
+            c = counter.accept() => {
+                drop(c.unwrap());
+                attempts += 1;
+            }
+            () = &mut window => break,
+        }
+    }
+    assert!(!a.is_finished(), "a transient failure ended establish");
+    a.abort();
+    // One attempt at once, then one every 200 ms.
+    assert!((4..=7).contains(&attempts), "{attempts} attempts in 1.1 s");
+}

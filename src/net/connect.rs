@@ -40,6 +40,18 @@
 //! A link, or a fatal error (from a dial or from any accepted connection). Transient errors
 //! (refused, reset, timeouts, garbage from a client that is not a udrbd peer) are logged and
 //! establishing continues. Dropping the future stops it and closes every socket it holds.
+//!
+//! # Known limits
+//!
+//! - The checks of steps 2 and 4 come before authentication (as in DRBD, whose features
+//!   exchange precedes `drbd_do_auth()`), so anyone who can reach our port and knows the
+//!   resource name can make establishing fail fatally with a crafted Hello, and a failed
+//!   authentication is fatal too (DRBD's StandAlone). Reachability of the replication port is
+//!   the operator's to restrict, as with DRBD.
+//! - The lower node pairs the newest data stream with the newest control stream; if the
+//!   higher node's dial failed between its two streams, a stale data stream could be paired
+//!   with the next control stream, and that link then fails at once on the dead stream (and is
+//!   established again).
 
 use super::framed::{FrameReader, FrameWriter};
 use super::link::{Link, LinkInfo};
