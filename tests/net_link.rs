@@ -712,3 +712,26 @@ async fn transient_failures_are_retried_every_connect_int_without_spinning() {
     // One attempt at once, then one every 200 ms.
     assert!((4..=7).contains(&attempts), "{attempts} attempts in 1.1 s");
 }
+
+#[tokio::test]
+async fn a_peer_closing_one_stream_only_ends_the_link() {
+    let (_idle, idle_addr) = bind().await;
+    let (lb, ab) = bind().await;
+    let mut cb = cfg(0, 1);
+    cb.ping_int = Duration::from_secs(10);
+    cb.handshake_timeout = Duration::from_millis(500);
+    let b = tokio::spawn(async move { Link::establish(&cb, &lb, idle_addr).await });
+    // A hand-driven higher node: data stream, then control stream.
+    let data = fake_dialer(ab, hello_from_1((1, 1), features::SUPPORTED)).await;
+    let _control = fake_dialer(
+        ab,
+        hello_from_1((1, 1), features::SUPPORTED | connect::HELLO_CONTROL_STREAM),
+    )
+    .await;
+    let mut b = timeout(UP, b).await.unwrap().unwrap().unwrap();
+    drop(data);
+    let t0 = Instant::now();
+    let e = timeout(UP, b.recv()).await.unwrap().unwrap_err();
+    assert!(matches!(e, LinkError::PeerClosed), "{e}");
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+}

@@ -203,7 +203,7 @@ impl Link {
         ));
 
         let mut supervisor = JoinSet::new();
-        supervisor.spawn(supervise(tasks, shared.clone()));
+        supervisor.spawn(supervise(tasks, shared.clone(), cfg.handshake_timeout));
         Link {
             info,
             sender: LinkSender {
@@ -286,9 +286,28 @@ impl Link {
 /// Ends the link at the first real error, or once the peer has closed both streams (each
 /// reader reads to the end of its stream first, so nothing the peer sent before closing is
 /// lost). Writers and the keepalive end quietly when the link is closing.
-async fn supervise(mut tasks: JoinSet<Result<(), LinkError>>, shared: Arc<Shared>) {
+///
+/// Once one stream has ended, the other must end within `grace`: a peer that closed only one
+/// stream (or a stale stream paired with a live one) does not leave a half link behind.
+async fn supervise(
+    mut tasks: JoinSet<Result<(), LinkError>>,
+    shared: Arc<Shared>,
+    grace: Duration,
+) {
     let mut ended_streams = 0;
-    while let Some(done) = tasks.join_next().await {
+    loop {
+        let next = if ended_streams == 0 {
+            tasks.join_next().await
+        } else {
+            match tokio::time::timeout(grace, tasks.join_next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    tracing::warn!("the peer closed one stream of the link but not the other");
+                    break;
+                }
+            }
+        };
+        let Some(done) = next else { break };
         match done {
             Ok(Ok(())) | Ok(Err(LinkError::Closed)) => {}
             Ok(Err(LinkError::PeerClosed)) => {
