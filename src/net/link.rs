@@ -7,8 +7,9 @@
 //!   TCP backpressure to the peer, while the control stream goes on being read);
 //! - the keepalive ([`super::keepalive`]).
 //!
-//! A supervisor task waits for the first of them to fail, records the error, and drops
-//! everything, which closes both sockets. [`Link::recv`] returns what was received before the
+//! A supervisor task waits for the first of them to fail, or for the peer to close both
+//! streams (the second within [`LinkConfig::handshake_timeout`] of the first), records the
+//! error, and drops everything, which closes both sockets. [`Link::recv`] returns what was received before the
 //! failure, then the error. Dropping the [`Link`] aborts all tasks and closes the sockets.
 
 use super::framed::{FLUSH_THRESHOLD, FrameReader, FrameWriter};

@@ -110,7 +110,8 @@ pub struct LinkConfig {
     /// `ping-timeout`: the PingAck must arrive within this.
     pub ping_timeout: Duration,
     /// A dial, the Hello exchange and authentication of one stream must finish within this,
-    /// and the lower node waits this long for the second stream of a pair (`timeout`).
+    /// and the lower node waits this long for the second stream of a pair; once the peer has
+    /// closed one stream of a link, the other must end within this too (`timeout`).
     pub handshake_timeout: Duration,
     /// `timeout`: how long the peer may take to answer a request (for [`LinkConfig::ko_deadline`]).
     pub timeout: Duration,
