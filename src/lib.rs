@@ -13,5 +13,6 @@ pub mod driver;
 pub mod fuzzing;
 pub mod meta;
 pub mod nbd;
+pub mod net;
 pub mod repl;
 pub mod types;

@@ -1,0 +1,388 @@
+//! Establishing a link: listen, dial every `connect-int`, Hello, authenticate, pair the two
+//! streams, resolve simultaneous connects.
+//!
+//! # One stream's handshake
+//!
+//! Both ends send a `Hello` at once and then read the peer's: resource, sender and receiver
+//! node ids, protocol range, feature bits. Checked, in this order:
+//!
+//! 1. The first frame is a `Hello` (else: not a udrbd peer, a transient error; the connection
+//!    is dropped and establishing goes on).
+//! 2. Resource name, the peer's node id and the node id it expects us to have: a mismatch is a
+//!    fatal [`LinkError::Mismatch`] (DRBD: "Peer presented a node_id of %d instead of %d").
+//! 3. A common protocol version (`Mismatch` too); the highest common one is agreed.
+//! 4. Authentication configured on both sides or on neither ([`HELLO_AUTH`]): one-sided is a
+//!    fatal [`LinkError::AuthFailed`] on both nodes, with a message saying which side lacks it.
+//! 5. The tie-break (below); the losing connection is closed here, before authentication.
+//! 6. CRAM-HMAC ([`super::auth`]) if configured.
+//!
+//! The whole handshake of a stream, the dial included, runs under
+//! [`LinkConfig::handshake_timeout`], so a silent client cannot hold it.
+//!
+//! # Tie-break
+//!
+//! Both nodes dial and both accept, so two connections may come up at once. Both sides keep
+//! **only connections dialed by the node with the higher node id**: after the Hello exchange
+//! each side knows whether it dialed and both node ids, so both reach the same verdict without
+//! another message. The lower node's dials are wake-up calls: the higher node drops them after
+//! the Hello and dials back at once rather than at its next `connect-int` (one dial at a time,
+//! so a flood of wake-ups cannot make it dial more than once per handshake).
+//!
+//! # Pairing
+//!
+//! The higher node dials the data stream, completes its handshake, then dials the control
+//! stream, whose `Hello` carries [`HELLO_CONTROL_STREAM`]. The lower node keeps the newest
+//! authenticated stream of each kind and starts the link once it has both; a half pair older
+//! than `handshake_timeout` is dropped.
+//!
+//! # What ends [`establish`]
+//!
+//! A link, or a fatal error (from a dial or from any accepted connection). Transient errors
+//! (refused, reset, timeouts, garbage from a client that is not a udrbd peer) are logged and
+//! establishing continues. Dropping the future stops it and closes every socket it holds.
+//!
+//! # Known limits
+//!
+//! - The checks of steps 2 and 4 come before authentication (as in DRBD, whose features
+//!   exchange precedes `drbd_do_auth()`), so anyone who can reach our port and knows the
+//!   resource name can make establishing fail fatally with a crafted Hello, and a failed
+//!   authentication is fatal too (DRBD's StandAlone). Reachability of the replication port is
+//!   the operator's to restrict, as with DRBD.
+//! - The lower node pairs the newest data stream with the newest control stream; if the
+//!   higher node's dial failed between its two streams, a stale data stream could be paired
+//!   with the next control stream, and that link then fails at once on the dead stream (and is
+//!   established again).
+
+use super::framed::{FrameReader, FrameWriter};
+use super::link::{Link, LinkInfo};
+use super::{LinkConfig, LinkError, auth};
+use crate::repl::wire::{self, Packet, features};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use tokio::time::{Instant, sleep_until, timeout};
+
+/// Hello feature bit set by the dialer on the control stream of a pair. A transport bit, not
+/// a protocol feature: [`LinkInfo::peer_features`] has it masked off.
+pub const HELLO_CONTROL_STREAM: u64 = 1 << 63;
+/// Hello feature bit: the sender authenticates with CRAM-HMAC on this stream.
+pub const HELLO_AUTH: u64 = 1 << 62;
+/// The bits of the Hello features word that belong to the link layer.
+pub const TRANSPORT_BITS: u64 = HELLO_CONTROL_STREAM | HELLO_AUTH;
+/// Accepted connections still in their handshake at once; more are closed at once.
+pub const MAX_PENDING_HANDSHAKES: usize = 16;
+
+/// What the peer said in its Hello (transport bits split off).
+#[derive(Clone, Copy, Debug)]
+struct PeerHello {
+    protocol: u32,
+    features: u64,
+    control: bool,
+}
+
+/// How one stream's handshake ended, when it did not fail.
+enum Shake {
+    /// An authenticated stream to keep.
+    Keep { stream: TcpStream, hello: PeerHello },
+    /// Dialed by the lower node id: closed after the Hello (a wake-up call).
+    WakeUp,
+}
+
+/// How a dial ended, when it did not fail.
+enum Dialed {
+    /// Both streams, authenticated.
+    Pair {
+        data: TcpStream,
+        control: TcpStream,
+        hello: PeerHello,
+    },
+    /// We are the lower node: the peer has been woken up and will dial us.
+    WokeUp,
+}
+
+/// Establishes the link to the peer at `peer`, accepting on `listener` (bound by the caller
+/// to our `address`; it stays usable for the next call after a link is lost). Dials every
+/// `connect-int` until a link is up or a fatal error occurs (see the module doc).
+pub async fn establish(
+    cfg: &LinkConfig,
+    listener: &TcpListener,
+    peer: SocketAddr,
+) -> Result<Link, LinkError> {
+    cfg.check()?;
+    let cfg = Arc::new(cfg.clone());
+    let mut handshakes: JoinSet<Result<Shake, LinkError>> = JoinSet::new();
+    let mut dials: JoinSet<Result<Dialed, LinkError>> = JoinSet::new();
+    let mut next_dial = Instant::now();
+    let mut data: Option<(TcpStream, PeerHello, Instant)> = None;
+    let mut control: Option<(TcpStream, Instant)> = None;
+    loop {
+        if data.is_some()
+            && control.is_some()
+            && let (Some((d, hello, _)), Some((c, _))) = (data.take(), control.take())
+        {
+            match start(&cfg, d, c, hello, false) {
+                Ok(link) => return Ok(link),
+                Err(e) => tracing::warn!(peer = %cfg.peer, "link lost while pairing: {e}"),
+            }
+            continue;
+        }
+        let half_pair_deadline = match (&data, &control) {
+            (Some((_, _, t)), _) | (None, Some((_, t))) => Some(*t + cfg.handshake_timeout),
+            (None, None) => None,
+        };
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, from)) => {
+                    if handshakes.len() >= MAX_PENDING_HANDSHAKES {
+                        tracing::warn!(%from, "too many connections in their handshake; closing");
+                    } else {
+                        tracing::debug!(%from, "accepted a connection");
+                        let cfg = cfg.clone();
+                        handshakes.spawn(async move { accept_one(stream, &cfg).await });
+                    }
+                }
+                Err(e) => {
+                    // EMFILE and friends: do not spin on a listener that keeps failing.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(cfg.connect_int.min(std::time::Duration::from_millis(100)))
+                        .await;
+                }
+            },
+            Some(done) = handshakes.join_next(), if !handshakes.is_empty() => match done {
+                Ok(Ok(Shake::WakeUp)) => {
+                    if dials.is_empty() {
+                        tracing::debug!(peer = %cfg.peer, "woken up by the peer: dialing now");
+                        next_dial = Instant::now();
+                    }
+                }
+                Ok(Ok(Shake::Keep { stream, hello })) => {
+                    let now = Instant::now();
+                    if hello.control {
+                        control = Some((stream, now));
+                    } else {
+                        data = Some((stream, hello, now));
+                    }
+                }
+                Ok(Err(e)) if e.is_fatal() => return Err(e),
+                Ok(Err(e)) => tracing::info!(peer = %cfg.peer, "rejected a connection: {e}"),
+                Err(e) => tracing::warn!("handshake task failed: {e}"),
+            },
+            Some(done) = dials.join_next(), if !dials.is_empty() => {
+                next_dial = Instant::now() + cfg.connect_int;
+                match done {
+                    Ok(Ok(Dialed::Pair { data, control, hello })) => {
+                        match start(&cfg, data, control, hello, true) {
+                            Ok(link) => return Ok(link),
+                            Err(e) => tracing::warn!(peer = %cfg.peer, "link lost at start: {e}"),
+                        }
+                    }
+                    Ok(Ok(Dialed::WokeUp)) => {}
+                    Ok(Err(e)) if e.is_fatal() => return Err(e),
+                    Ok(Err(e)) => tracing::debug!(%peer, "dial failed: {e}"),
+                    Err(e) => tracing::warn!("dial task failed: {e}"),
+                }
+            }
+            () = sleep_until(next_dial), if dials.is_empty() => {
+                let cfg = cfg.clone();
+                // The branch stays off while the dial runs; its end sets the next time.
+                dials.spawn(async move { dial(&cfg, peer).await });
+            }
+            () = sleep_until(half_pair_deadline.unwrap_or_else(Instant::now)),
+                if half_pair_deadline.is_some() =>
+            {
+                tracing::info!(peer = %cfg.peer, "the second stream did not come; dropping the first");
+                data = None;
+                control = None;
+            }
+        }
+    }
+}
+
+fn start(
+    cfg: &LinkConfig,
+    data: TcpStream,
+    control: TcpStream,
+    hello: PeerHello,
+    dialed: bool,
+) -> Result<Link, LinkError> {
+    let info = LinkInfo {
+        protocol: hello.protocol,
+        peer_features: hello.features,
+        dialed,
+        data_local: data.local_addr()?,
+        data_peer: data.peer_addr()?,
+        control_local: control.local_addr()?,
+        control_peer: control.peer_addr()?,
+    };
+    tracing::info!(
+        peer = %cfg.peer,
+        "Handshake to peer {} successful: Agreed network protocol version {}",
+        cfg.peer,
+        info.protocol
+    );
+    Ok(Link::start(cfg, data, control, info))
+}
+
+/// One dial: the data stream, then (if we win the tie-break) the control stream.
+async fn dial(cfg: &LinkConfig, peer: SocketAddr) -> Result<Dialed, LinkError> {
+    let stream = connect_one(cfg, peer).await?;
+    let (data, hello) = match handshake(stream, cfg, true, false).await? {
+        Shake::WakeUp => return Ok(Dialed::WokeUp),
+        Shake::Keep { stream, hello } => (stream, hello),
+    };
+    let stream = connect_one(cfg, peer).await?;
+    match handshake(stream, cfg, true, true).await? {
+        Shake::Keep { stream, .. } => Ok(Dialed::Pair {
+            data,
+            control: stream,
+            hello,
+        }),
+        // The verdict depends only on who dialed, which has not changed.
+        Shake::WakeUp => Err(LinkError::Protocol(
+            "tie-break changed between two streams".into(),
+        )),
+    }
+}
+
+async fn connect_one(cfg: &LinkConfig, peer: SocketAddr) -> Result<TcpStream, LinkError> {
+    let stream = timeout(cfg.handshake_timeout, TcpStream::connect(peer))
+        .await
+        .map_err(|_| LinkError::Timeout("connect"))??;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+async fn accept_one(stream: TcpStream, cfg: &LinkConfig) -> Result<Shake, LinkError> {
+    stream.set_nodelay(true)?;
+    handshake(stream, cfg, false, false).await
+}
+
+/// One stream's handshake (module doc). `control` is what the dialer declares; an acceptor
+/// learns it from the peer's Hello.
+async fn handshake(
+    mut stream: TcpStream,
+    cfg: &LinkConfig,
+    dialed: bool,
+    control: bool,
+) -> Result<Shake, LinkError> {
+    let verdict = timeout(
+        cfg.handshake_timeout,
+        handshake_on(&mut stream, cfg, dialed, control),
+    )
+    .await
+    .map_err(|_| LinkError::Timeout("handshake"))??;
+    Ok(match verdict {
+        Some(hello) => Shake::Keep { stream, hello },
+        None => Shake::WakeUp,
+    })
+}
+
+/// `None`: the connection loses the tie-break.
+async fn handshake_on(
+    stream: &mut TcpStream,
+    cfg: &LinkConfig,
+    dialed: bool,
+    control: bool,
+) -> Result<Option<PeerHello>, LinkError> {
+    let (rd, wr) = stream.split();
+    let mut reader = FrameReader::new(rd);
+    let mut writer = FrameWriter::new(wr);
+    let mut our_features = features::SUPPORTED;
+    if cfg.auth.is_some() {
+        our_features |= HELLO_AUTH;
+    }
+    if dialed && control {
+        our_features |= HELLO_CONTROL_STREAM;
+    }
+    writer
+        .write_frame(
+            0,
+            &Packet::Hello {
+                protocol_min: wire::PROTOCOL_MIN,
+                protocol_max: wire::PROTOCOL_MAX,
+                features: our_features,
+                sender: cfg.me,
+                receiver: cfg.peer,
+                resource: cfg.resource.clone(),
+            },
+        )
+        .await?;
+    let first = reader.read_frame().await?.ok_or(LinkError::PeerClosed)?;
+    let mut hello = check_hello(cfg, first.packet)?;
+    if dialed {
+        // Only the dialer's bit means anything.
+        hello.control = control;
+    }
+    let we_win = cfg.me > cfg.peer;
+    if dialed != we_win {
+        return Ok(None);
+    }
+    if let Some(a) = &cfg.auth {
+        auth::authenticate(&mut reader, &mut writer, a, cfg.me, cfg.peer).await?;
+    }
+    Ok(Some(hello))
+}
+
+fn check_hello(cfg: &LinkConfig, packet: Packet) -> Result<PeerHello, LinkError> {
+    let Packet::Hello {
+        protocol_min,
+        protocol_max,
+        features,
+        sender,
+        receiver,
+        resource,
+    } = packet
+    else {
+        return Err(LinkError::Protocol(format!(
+            "expected a Hello first, got {:?}",
+            packet.packet_type()
+        )));
+    };
+    if resource != cfg.resource {
+        return Err(LinkError::Mismatch(format!(
+            "the peer connects for resource '{resource}', we are '{}'",
+            cfg.resource
+        )));
+    }
+    if sender != cfg.peer {
+        return Err(LinkError::Mismatch(format!(
+            "Peer presented a node_id of {sender} instead of {}",
+            cfg.peer
+        )));
+    }
+    if receiver != cfg.me {
+        return Err(LinkError::Mismatch(format!(
+            "the peer expects us to be node {receiver}, we are node {}",
+            cfg.me
+        )));
+    }
+    if protocol_max < wire::PROTOCOL_MIN || protocol_min > wire::PROTOCOL_MAX {
+        return Err(LinkError::Mismatch(format!(
+            "incompatible udrbd dialects: I support {}-{}, peer supports {protocol_min}-{protocol_max}",
+            wire::PROTOCOL_MIN,
+            wire::PROTOCOL_MAX
+        )));
+    }
+    let peer_auth = features & HELLO_AUTH != 0;
+    match (cfg.auth.is_some(), peer_auth) {
+        (true, false) => {
+            return Err(LinkError::AuthFailed(
+                "we require cram-hmac-alg authentication, the peer has no shared-secret configured"
+                    .into(),
+            ));
+        }
+        (false, true) => {
+            return Err(LinkError::AuthFailed(
+                "the peer requires cram-hmac-alg authentication, we have no shared-secret configured"
+                    .into(),
+            ));
+        }
+        _ => {}
+    }
+    Ok(PeerHello {
+        protocol: protocol_max.min(wire::PROTOCOL_MAX),
+        features: features & !TRANSPORT_BITS,
+        control: features & HELLO_CONTROL_STREAM != 0,
+    })
+}

@@ -1,0 +1,400 @@
+//! A running link: two established streams, five tasks.
+//!
+//! - one writer per stream, fed by a bounded channel of encoded frames ([`Link::send`] encodes
+//!   in the caller's task); a writer coalesces what is queued into one write and flushes;
+//! - one reader per stream, which answers pings, counts ping acks and queues everything else
+//!   for [`Link::recv`] (bounded: a full data queue stops reading the data stream, which is
+//!   TCP backpressure to the peer, while the control stream goes on being read);
+//! - the keepalive ([`super::keepalive`]).
+//!
+//! A supervisor task waits for the first of them to fail, or for the peer to close both
+//! streams (the second within [`LinkConfig::handshake_timeout`] of the first), records the
+//! error, and drops everything, which closes both sockets. [`Link::recv`] returns what was received before the
+//! failure, then the error. Dropping the [`Link`] aborts all tasks and closes the sockets.
+
+use super::framed::{FLUSH_THRESHOLD, FrameReader, FrameWriter};
+use super::keepalive::{self, PingCounters};
+use super::{LinkConfig, LinkError, Stream, stream_for};
+use crate::repl::wire::{self, Frame, Packet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::BufReader;
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+/// Frames queued for each writer before [`Link::send`] waits.
+const DATA_SEND_QUEUE: usize = 64;
+const CONTROL_SEND_QUEUE: usize = 1024;
+/// Frames at least this long are written from their own buffer, not copied into the
+/// writer's (small frames are coalesced there into one write).
+const DIRECT_WRITE: usize = 64 * 1024;
+/// Read buffer per stream.
+const READ_BUFFER: usize = 64 * 1024;
+/// How long [`Link::close`] waits for queued frames to be written.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// What the handshake established.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkInfo {
+    /// The agreed protocol version (the highest both speak).
+    pub protocol: u32,
+    /// The peer's Hello feature bits ([`crate::repl::wire::features`]), transport bits masked.
+    pub peer_features: u64,
+    /// True if we dialed this link (we are the node with the higher id).
+    pub dialed: bool,
+    pub data_local: SocketAddr,
+    pub data_peer: SocketAddr,
+    pub control_local: SocketAddr,
+    pub control_peer: SocketAddr,
+}
+
+/// Keepalive counters, for status and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    /// Pings we sent.
+    pub pings_sent: u64,
+    /// PingAcks we received.
+    pub ping_acks: u64,
+    /// Pings of the peer we answered.
+    pub pings_answered: u64,
+}
+
+#[derive(Debug)]
+struct Shared {
+    error: Mutex<Option<LinkError>>,
+    /// Set with the first error: sending is refused from then on.
+    failed: AtomicBool,
+    acks: watch::Sender<u64>,
+    pings: Arc<PingCounters>,
+}
+
+impl Shared {
+    /// Records the first error; later ones are only logged.
+    fn fail(&self, e: LinkError) {
+        let mut g = match self.error.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if g.is_none() {
+            if !matches!(e, LinkError::Closed) {
+                tracing::warn!("link failed: {e}");
+            }
+            *g = Some(e);
+            self.failed.store(true, Ordering::Release);
+        } else {
+            tracing::debug!("link: later error {e}");
+        }
+    }
+
+    fn error(&self) -> LinkError {
+        let g = match self.error.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        g.clone().unwrap_or(LinkError::Closed)
+    }
+}
+
+/// A clonable handle that sends on a link (for tasks other than the one owning the [`Link`]).
+#[derive(Clone, Debug)]
+pub struct LinkSender {
+    data: mpsc::Sender<Vec<u8>>,
+    control: mpsc::Sender<Vec<u8>>,
+    shared: Arc<Shared>,
+}
+
+impl LinkSender {
+    /// See [`Link::send`].
+    pub async fn send(&self, volume: u16, packet: &Packet) -> Result<(), LinkError> {
+        if matches!(
+            packet,
+            Packet::Hello { .. } | Packet::AuthChallenge { .. } | Packet::AuthResponse { .. }
+        ) {
+            return Err(LinkError::Protocol(format!(
+                "{:?} belongs to the handshake, not to an established link",
+                packet.packet_type()
+            )));
+        }
+        if self.shared.failed.load(Ordering::Acquire) {
+            return Err(self.shared.error());
+        }
+        let mut frame = Vec::new();
+        wire::encode_to(volume, packet, &mut frame).map_err(LinkError::Encode)?;
+        let tx = match stream_for(packet.packet_type()) {
+            Stream::Data => &self.data,
+            Stream::Control => &self.control,
+        };
+        tx.send(frame).await.map_err(|_| self.shared.error())
+    }
+}
+
+/// One established link to the peer. See the [module doc](super).
+#[derive(Debug)]
+pub struct Link {
+    info: LinkInfo,
+    sender: LinkSender,
+    data_rx: mpsc::Receiver<Frame>,
+    control_rx: mpsc::Receiver<Frame>,
+    data_open: bool,
+    control_open: bool,
+    closing: watch::Sender<bool>,
+    /// The supervisor; dropping the set aborts it, and with it every task of the link.
+    supervisor: JoinSet<()>,
+}
+
+impl Link {
+    /// Establishes a link: see [`super::connect::establish`]. `listener` is bound to our
+    /// `address` by the caller; `peer` is the peer's `address`.
+    pub async fn establish(
+        cfg: &LinkConfig,
+        listener: &tokio::net::TcpListener,
+        peer: SocketAddr,
+    ) -> Result<Link, LinkError> {
+        super::connect::establish(cfg, listener, peer).await
+    }
+
+    /// Starts the tasks on two handshaken streams. Must run inside a tokio runtime.
+    pub(crate) fn start(
+        cfg: &LinkConfig,
+        data: TcpStream,
+        control: TcpStream,
+        info: LinkInfo,
+    ) -> Link {
+        let (acks, acks_rx) = watch::channel(0u64);
+        let shared = Arc::new(Shared {
+            error: Mutex::new(None),
+            failed: AtomicBool::new(false),
+            acks,
+            pings: Arc::new(PingCounters::default()),
+        });
+        let (data_tx, data_out) = mpsc::channel(DATA_SEND_QUEUE);
+        let (control_tx, control_out) = mpsc::channel(CONTROL_SEND_QUEUE);
+        let (data_in, data_rx) = mpsc::channel(cfg.data_queue);
+        let (control_in, control_rx) = mpsc::channel(cfg.control_queue);
+        let (closing, closing_rx) = watch::channel(false);
+        let (data_r, data_w) = data.into_split();
+        let (control_r, control_w) = control.into_split();
+
+        let mut tasks: JoinSet<Result<(), LinkError>> = JoinSet::new();
+        tasks.spawn(write_loop(data_w, data_out, closing_rx.clone()));
+        tasks.spawn(write_loop(control_w, control_out, closing_rx.clone()));
+        tasks.spawn(read_loop(
+            data_r,
+            data_in,
+            control_tx.clone(),
+            shared.clone(),
+        ));
+        tasks.spawn(read_loop(
+            control_r,
+            control_in,
+            control_tx.clone(),
+            shared.clone(),
+        ));
+        tasks.spawn(keepalive::run(
+            control_tx.clone(),
+            acks_rx,
+            closing_rx,
+            cfg.ping_int,
+            cfg.ping_timeout,
+            shared.pings.clone(),
+        ));
+
+        let mut supervisor = JoinSet::new();
+        supervisor.spawn(supervise(tasks, shared.clone(), cfg.handshake_timeout));
+        Link {
+            info,
+            sender: LinkSender {
+                data: data_tx,
+                control: control_tx,
+                shared,
+            },
+            data_rx,
+            control_rx,
+            data_open: true,
+            control_open: true,
+            closing,
+            supervisor,
+        }
+    }
+
+    /// What the handshake established.
+    pub fn info(&self) -> &LinkInfo {
+        &self.info
+    }
+
+    /// Keepalive counters so far.
+    pub fn stats(&self) -> LinkStats {
+        let p = &self.sender.shared.pings;
+        LinkStats {
+            pings_sent: p.sent.load(Ordering::Relaxed),
+            ping_acks: *self.sender.shared.acks.borrow(),
+            pings_answered: p.answered.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Queues `packet` for `volume` on its stream ([`super::stream_for`]: acks and pings on the
+    /// control stream, the rest on the data stream), in order within the stream. Waits while
+    /// the stream's queue is full. Errors: [`LinkError::Encode`] for a packet that cannot be
+    /// encoded and [`LinkError::Protocol`] for a handshake packet (the link sends those itself);
+    /// the link is unaffected by either. Otherwise the error the link failed with.
+    pub async fn send(&self, volume: u16, packet: &Packet) -> Result<(), LinkError> {
+        self.sender.send(volume, packet).await
+    }
+
+    /// A clonable sending handle.
+    pub fn sender(&self) -> LinkSender {
+        self.sender.clone()
+    }
+
+    /// The next received frame, control stream first when both have one. After a failure,
+    /// returns what was received before it, then the error (every call after that returns it
+    /// again). Cancellation-safe.
+    pub async fn recv(&mut self) -> Result<Frame, LinkError> {
+        loop {
+            tokio::select! {
+                biased;
+                f = self.control_rx.recv(), if self.control_open => match f {
+                    Some(f) => return Ok(f),
+                    None => self.control_open = false,
+                },
+                f = self.data_rx.recv(), if self.data_open => match f {
+                    Some(f) => return Ok(f),
+                    None => self.data_open = false,
+                },
+                else => return Err(self.sender.shared.error()),
+            }
+        }
+    }
+
+    /// Closes the link in order: sends `Disconnect` after everything already queued on the
+    /// data stream, writes what is queued on both streams, shuts our sending side down and
+    /// reads on until the peer has closed both streams too (which a udrbd peer does as soon as
+    /// it has read everything), for at most 2 s in all; then stops all tasks. The peer's
+    /// [`Link::recv`] returns everything sent before, the `Disconnect`, then
+    /// [`LinkError::PeerClosed`].
+    pub async fn close(mut self) {
+        let _ = tokio::time::timeout(CLOSE_GRACE, self.send(0, &Packet::Disconnect)).await;
+        self.sender.shared.fail(LinkError::Closed);
+        let _ = self.closing.send(true);
+        let _ = tokio::time::timeout(CLOSE_GRACE, self.supervisor.join_next()).await;
+    }
+}
+
+/// Ends the link at the first real error, or once the peer has closed both streams (each
+/// reader reads to the end of its stream first, so nothing the peer sent before closing is
+/// lost). Writers and the keepalive end quietly when the link is closing.
+///
+/// Once one stream has ended, the other must end within `grace`: a peer that closed only one
+/// stream (or a stale stream paired with a live one) does not leave a half link behind.
+async fn supervise(
+    mut tasks: JoinSet<Result<(), LinkError>>,
+    shared: Arc<Shared>,
+    grace: Duration,
+) {
+    let mut ended_streams = 0;
+    loop {
+        let next = if ended_streams == 0 {
+            tasks.join_next().await
+        } else {
+            match tokio::time::timeout(grace, tasks.join_next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    tracing::warn!("the peer closed one stream of the link but not the other");
+                    break;
+                }
+            }
+        };
+        let Some(done) = next else { break };
+        match done {
+            Ok(Ok(())) | Ok(Err(LinkError::Closed)) => {}
+            Ok(Err(LinkError::PeerClosed)) => {
+                shared.fail(LinkError::PeerClosed);
+                ended_streams += 1;
+                if ended_streams == 2 {
+                    break;
+                }
+            }
+            Ok(Err(e)) => {
+                shared.fail(e);
+                break;
+            }
+            Err(e) if e.is_cancelled() => {}
+            Err(e) => {
+                shared.fail(LinkError::Protocol(format!("a link task panicked: {e}")));
+                break;
+            }
+        }
+    }
+    shared.fail(LinkError::Closed);
+    tasks.abort_all();
+}
+
+async fn write_loop(
+    w: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    mut closing: watch::Receiver<bool>,
+) -> Result<(), LinkError> {
+    let mut w = FrameWriter::new(w);
+    loop {
+        let first = tokio::select! {
+            f = rx.recv() => f,
+            _ = closing.changed() => None,
+        };
+        let Some(first) = first else {
+            while let Ok(f) = rx.try_recv() {
+                w.push_encoded(&f);
+            }
+            w.shutdown().await?;
+            return Ok(());
+        };
+        let mut next = Some(first);
+        while let Some(f) = next.take() {
+            if f.len() >= DIRECT_WRITE {
+                w.write_encoded(&f).await?;
+            } else {
+                w.push_encoded(&f);
+            }
+            if w.buffered() < FLUSH_THRESHOLD {
+                next = rx.try_recv().ok();
+            }
+        }
+        w.flush().await?;
+    }
+}
+
+async fn read_loop(
+    r: OwnedReadHalf,
+    tx: mpsc::Sender<Frame>,
+    control: mpsc::Sender<Vec<u8>>,
+    shared: Arc<Shared>,
+) -> Result<(), LinkError> {
+    let mut reader = FrameReader::new(BufReader::with_capacity(READ_BUFFER, r));
+    let mut ping_ack = Vec::new();
+    wire::encode(&Packet::PingAck, &mut ping_ack).map_err(LinkError::Encode)?;
+    loop {
+        let Some(frame) = reader.read_frame().await? else {
+            return Err(LinkError::PeerClosed);
+        };
+        match frame.packet {
+            Packet::Ping => {
+                // Fails only once our control writer is gone (closing): keep reading anyway,
+                // to the end of the stream.
+                if control.send(ping_ack.clone()).await.is_ok() {
+                    shared.pings.answered.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Packet::PingAck => shared.acks.send_modify(|n| *n += 1),
+            Packet::Hello { .. } | Packet::AuthChallenge { .. } | Packet::AuthResponse { .. } => {
+                return Err(LinkError::Protocol(format!(
+                    "unexpected {:?} on an established link",
+                    frame.packet.packet_type()
+                )));
+            }
+            _ => tx.send(frame).await.map_err(|_| LinkError::Closed)?,
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! The peer link: one authenticated, kept-alive connection to the peer of a resource, carrying
+//! [`crate::repl::wire`] frames. An I/O shell (tokio); it knows nothing of the engine.
+//!
+//! ```text
+//! let link = Link::establish(&cfg, &listener, peer_addr).await?;   // retries every connect-int
+//! link.send(0, Packet::Data { .. }).await?;                         // data stream
+//! link.send(0, Packet::WriteAck { .. }).await?;                     // control stream
+//! let frame = link.recv().await?;                                   // either stream
+//! link.close().await;
+//! ```
+//!
+//! # Two TCP streams per link, as DRBD
+//!
+//! A link is two TCP connections: the *data* stream (replicated writes, resync data, bitmap,
+//! handshake parameters: everything that may be big or must stay in order with the writes) and
+//! the *control* stream (pings and acknowledgements, DRBD's "meta" socket), chosen per packet
+//! type by [`stream_for`]. One stream with a priority writer was the alternative; it was not
+//! chosen because it only orders *our* queue: an ack written after a 1 MiB data frame still
+//! waits behind everything already in the kernel's send buffer (megabytes, auto-tuned), and on
+//! the receiving side behind every data frame the peer has not consumed yet. A receiver that
+//! stops reading data because its disk is slow would then also stop reading the acks and pings
+//! that are needed to make progress, and a busy link would miss `ping-timeout` (DRBD's
+//! "PingAck did not arrive in time" under load). With two streams the control stream is
+//! always read, whatever the data stream's backpressure, and small frames never queue behind
+//! bulk ones anywhere. Every socket has `TCP_NODELAY`. The receiver gets packets of the two
+//! streams interleaved; order is kept within a stream (so a `BarrierAck` follows the
+//! `WriteAck`s of its epoch, and `Data` and `Barrier` stay in order).
+//!
+//! # Establishing ([`connect`])
+//!
+//! Both nodes listen on their `address` and dial the peer's every `connect-int`. Every stream
+//! starts with a `Hello` each way (resource, node ids, protocol range); a wrong resource or
+//! node id, or no common protocol version, is a fatal [`LinkError::Mismatch`]. The tie-break
+//! for simultaneous connects is a fixed rule both sides evaluate alike: **a connection
+//! survives only if the node with the higher node id dialed it.** The lower node's dials are
+//! therefore wake-up calls: they are dropped right after the `Hello` exchange, and make the
+//! higher node dial at once instead of at its next `connect-int`. The surviving connections
+//! authenticate ([`auth`], when `cram-hmac-alg` is set) and the higher node dials the data
+//! stream first, then the control stream; the lower node pairs them by the stream bit in the
+//! `Hello`.
+//!
+//! # Keepalive ([`keepalive`])
+//!
+//! A `Ping` on the control stream every `ping-int`; the `PingAck` must arrive within
+//! `ping-timeout` or the link fails with [`LinkError::PingTimeout`]. Pings from the peer are
+//! answered by the link itself; neither reaches [`Link::recv`].
+//!
+//! # Errors
+//!
+//! [`LinkError::is_fatal`] tells the caller to go `StandAlone` (authentication failed, the
+//! peer is configured for something else, our configuration is unusable); anything else means
+//! establish again.
+
+pub mod auth;
+pub mod connect;
+mod error;
+pub mod framed;
+pub mod keepalive;
+mod link;
+
+pub use auth::{AuthConfig, HmacAlg};
+pub use error::LinkError;
+pub use link::{Link, LinkInfo, LinkSender, LinkStats};
+
+use crate::config::NetOptions;
+use crate::repl::wire::PacketType;
+use crate::types::NodeId;
+use std::time::Duration;
+
+/// The two streams of a link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Stream {
+    /// Bulk and ordered traffic: data, resync, bitmap, parameters.
+    Data,
+    /// Pings and acknowledgements (DRBD's meta socket).
+    Control,
+}
+
+/// The stream a packet type travels on (DRBD's split between the data and the meta socket).
+pub fn stream_for(ty: PacketType) -> Stream {
+    match ty {
+        PacketType::Ping
+        | PacketType::PingAck
+        | PacketType::RecvAck
+        | PacketType::WriteAck
+        | PacketType::ResyncWriteAck
+        | PacketType::NegAck
+        | PacketType::NegResyncReply
+        | PacketType::ResyncIsInSync
+        | PacketType::BarrierAck
+        | PacketType::OvResult => Stream::Control,
+        _ => Stream::Data,
+    }
+}
+
+/// What a link needs to know. [`LinkConfig::from_net_options`] builds it from the resource's
+/// `net` section; tests set the durations directly.
+#[derive(Clone, Debug)]
+pub struct LinkConfig {
+    /// The resource name, checked against the peer's.
+    pub resource: String,
+    /// Our node id.
+    pub me: NodeId,
+    /// The peer's node id.
+    pub peer: NodeId,
+    /// `connect-int`: pause between two dial attempts.
+    pub connect_int: Duration,
+    /// `ping-int`: a ping this often.
+    pub ping_int: Duration,
+    /// `ping-timeout`: the PingAck must arrive within this.
+    pub ping_timeout: Duration,
+    /// A dial, the Hello exchange and authentication of one stream must finish within this,
+    /// and the lower node waits this long for the second stream of a pair; once the peer has
+    /// closed one stream of a link, the other must end within this too (`timeout`).
+    pub handshake_timeout: Duration,
+    /// `timeout`: how long the peer may take to answer a request (for [`LinkConfig::ko_deadline`]).
+    pub timeout: Duration,
+    /// `ko-count`: how many `timeout`s a request may stay unanswered (0: never).
+    pub ko_count: u32,
+    /// CRAM-HMAC, or none.
+    pub auth: Option<AuthConfig>,
+    /// Received data-stream frames buffered before the link stops reading the data stream.
+    pub data_queue: usize,
+    /// Received control-stream frames buffered (acks are bounded by requests in flight, so this
+    /// is generous: when it is full the control stream stops being read and pings time out).
+    pub control_queue: usize,
+}
+
+impl LinkConfig {
+    /// From the `net` options (`connect-int` and `ping-int` in seconds, `ping-timeout` and
+    /// `timeout` in tenths, as DRBD has them). Fails on an unusable configuration: equal node
+    /// ids, an empty resource name, an unknown `cram-hmac-alg`, a secret without an algorithm or
+    /// the reverse, or a zero interval.
+    pub fn from_net_options(
+        resource: &str,
+        me: NodeId,
+        peer: NodeId,
+        net: &NetOptions,
+    ) -> Result<LinkConfig, LinkError> {
+        let tenths = |t: u32| Duration::from_millis(u64::from(t) * 100);
+        let cfg = LinkConfig {
+            resource: resource.to_string(),
+            me,
+            peer,
+            connect_int: Duration::from_secs(u64::from(net.connect_int)),
+            ping_int: Duration::from_secs(u64::from(net.ping_int)),
+            ping_timeout: tenths(net.ping_timeout),
+            handshake_timeout: tenths(net.timeout),
+            timeout: tenths(net.timeout),
+            ko_count: net.ko_count,
+            auth: AuthConfig::from_options(
+                net.cram_hmac_alg.as_deref(),
+                net.shared_secret.as_deref(),
+            )?,
+            data_queue: 256,
+            control_queue: 8192,
+        };
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    /// A configuration with short test-friendly defaults (200 ms connect-int, 1 s ping-int,
+    /// 500 ms ping-timeout, 2 s handshake) and no authentication.
+    pub fn new(resource: &str, me: NodeId, peer: NodeId) -> LinkConfig {
+        LinkConfig {
+            resource: resource.to_string(),
+            me,
+            peer,
+            connect_int: Duration::from_millis(200),
+            ping_int: Duration::from_secs(1),
+            ping_timeout: Duration::from_millis(500),
+            handshake_timeout: Duration::from_secs(2),
+            timeout: Duration::from_secs(6),
+            ko_count: 7,
+            auth: None,
+            data_queue: 256,
+            control_queue: 8192,
+        }
+    }
+
+    /// Rejects what cannot work (checked again by [`Link::establish`]).
+    pub fn check(&self) -> Result<(), LinkError> {
+        if self.me == self.peer {
+            return Err(LinkError::Config(format!(
+                "our node id and the peer's are both {}",
+                self.me
+            )));
+        }
+        if self.resource.is_empty()
+            || self.resource.len() > crate::repl::wire::MAX_RESOURCE_NAME_LEN
+        {
+            return Err(LinkError::Config(format!(
+                "resource name '{}' is empty or too long for the wire",
+                self.resource
+            )));
+        }
+        for (name, d) in [
+            ("connect-int", self.connect_int),
+            ("ping-int", self.ping_int),
+            ("ping-timeout", self.ping_timeout),
+            ("timeout", self.handshake_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(LinkError::Config(format!("{name} must not be 0")));
+            }
+        }
+        if self.data_queue == 0 || self.control_queue == 0 {
+            return Err(LinkError::Config("receive queues must not be empty".into()));
+        }
+        Ok(())
+    }
+
+    /// The ko-count hook: how long a request sent to the peer may stay unanswered before the
+    /// peer is kicked out (`ko-count` × `timeout`), or `None` when `ko-count` is 0. The link does
+    /// not track requests; the engine does, and closes the link when one is overdue.
+    pub fn ko_deadline(&self) -> Option<Duration> {
+        (self.ko_count > 0).then(|| self.timeout.saturating_mul(self.ko_count))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_net_options_units_and_defaults() {
+        let c = LinkConfig::from_net_options("r0", NodeId(0), NodeId(1), &NetOptions::default())
+            .unwrap();
+        assert_eq!(c.connect_int, Duration::from_secs(10));
+        assert_eq!(c.ping_int, Duration::from_secs(10));
+        assert_eq!(c.ping_timeout, Duration::from_millis(500));
+        assert_eq!(c.timeout, Duration::from_secs(6));
+        assert_eq!(c.ko_deadline(), Some(Duration::from_secs(42)));
+        assert!(c.auth.is_none());
+    }
+
+    #[test]
+    fn from_net_options_rejects_bad_configs() {
+        let net = NetOptions {
+            cram_hmac_alg: Some("md4".into()),
+            shared_secret: Some("x".into()),
+            ..NetOptions::default()
+        };
+        let e = LinkConfig::from_net_options("r0", NodeId(0), NodeId(1), &net).unwrap_err();
+        assert!(e.is_fatal() && e.to_string().contains("md4"), "{e}");
+        let e = LinkConfig::from_net_options("r0", NodeId(1), NodeId(1), &NetOptions::default())
+            .unwrap_err();
+        assert!(matches!(e, LinkError::Config(_)), "{e}");
+        let net = NetOptions {
+            ping_int: 0,
+            ..NetOptions::default()
+        };
+        assert!(LinkConfig::from_net_options("r0", NodeId(0), NodeId(1), &net).is_err());
+        let net = NetOptions {
+            ko_count: 0,
+            ..NetOptions::default()
+        };
+        let c = LinkConfig::from_net_options("r0", NodeId(0), NodeId(1), &net).unwrap();
+        assert_eq!(c.ko_deadline(), None);
+    }
+
+    #[test]
+    fn acks_and_pings_use_the_control_stream() {
+        assert_eq!(stream_for(PacketType::Ping), Stream::Control);
+        assert_eq!(stream_for(PacketType::WriteAck), Stream::Control);
+        assert_eq!(stream_for(PacketType::BarrierAck), Stream::Control);
+        assert_eq!(stream_for(PacketType::Data), Stream::Data);
+        assert_eq!(stream_for(PacketType::Barrier), Stream::Data);
+        assert_eq!(stream_for(PacketType::Disconnect), Stream::Data);
+    }
+}
