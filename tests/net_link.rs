@@ -11,7 +11,7 @@ use tokio::time::timeout;
 use udrbd::net::connect;
 use udrbd::net::framed::{FrameReader, FrameWriter};
 use udrbd::net::{AuthConfig, HmacAlg, Link, LinkConfig, LinkError};
-use udrbd::repl::wire::{DataFlags, Frame, Packet, features};
+use udrbd::repl::wire::{BlockAck, DataFlags, Frame, Packet, features};
 use udrbd::types::{NodeId, Sector};
 
 const UP: Duration = Duration::from_secs(5);
@@ -56,12 +56,12 @@ async fn pair(ca: LinkConfig, cb: LinkConfig) -> (Link, Link) {
 }
 
 fn ack(i: u64) -> Packet {
-    Packet::WriteAck {
+    Packet::WriteAck(BlockAck {
         sector: Sector(i * 8),
         block_id: i,
         size: 4096,
         seq: i as u32,
-    }
+    })
 }
 
 fn data(i: u64) -> Packet {

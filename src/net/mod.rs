@@ -4,7 +4,7 @@
 //! ```text
 //! let link = Link::establish(&cfg, &listener, peer_addr).await?;   // retries every connect-int
 //! link.send(0, Packet::Data { .. }).await?;                         // data stream
-//! link.send(0, Packet::WriteAck { .. }).await?;                     // control stream
+//! link.send(0, Packet::WriteAck(ack)).await?;                       // control stream
 //! let frame = link.recv().await?;                                   // either stream
 //! link.close().await;
 //! ```

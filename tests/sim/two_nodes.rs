@@ -24,6 +24,9 @@ use udrbd::types::{BM_BLOCK_SIZE, BlockIdx, NodeId, ReqId};
 const DISK: u64 = 32 << 20;
 const SECTOR: u64 = 512;
 
+/// An application completion: the request and its result.
+type Completion = (ReqId, Result<Option<Vec<u8>>, IoError>);
+
 struct Node {
     engine: Engine,
     disk: Vec<u8>,
@@ -73,7 +76,7 @@ impl Node {
     }
 
     /// Executes actions; metadata completes at once. Returns application completions.
-    fn pump(&mut self, log: &mut Vec<String>) -> Vec<(ReqId, Result<Option<Vec<u8>>, IoError>)> {
+    fn pump(&mut self, log: &mut Vec<String>) -> Vec<Completion> {
         let mut done = Vec::new();
         while let Some(a) = self.engine.poll_action() {
             match a {
