@@ -142,3 +142,77 @@ pub fn render_json(views: &[ResourceView]) -> String {
         .collect();
     serde_json::to_string_pretty(&arr).unwrap_or_else(|_| "[]".into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use udrbd::ctl::VolumeView;
+    use udrbd::repl::{DiskState, Role};
+
+    fn view(conn: ConnState, repl: ReplState, peer_disk: DiskState) -> ResourceView {
+        ResourceView {
+            name: "res0".into(),
+            node_id: 0,
+            role: Role::Primary,
+            volumes: vec![VolumeView {
+                volume: 0,
+                minor: Some(0),
+                disk: DiskState::UpToDate,
+                open: false,
+                size_kib: 1024,
+                read_kib: 0,
+                written_kib: 0,
+                al_writes: 0,
+                bm_writes: 0,
+                upper_pending: 0,
+                lower_pending: 0,
+                current_uuid: "0".into(),
+            }],
+            connections: vec![ConnectionView {
+                name: "node-2".into(),
+                node_id: 1,
+                connection: conn,
+                role: if conn == ConnState::Connected {
+                    Role::Secondary
+                } else {
+                    Role::Unknown
+                },
+                replication: repl,
+                peer_disk,
+                out_of_sync_kib: 0,
+            }],
+        }
+    }
+
+    #[test]
+    fn connected_peer_shows_role_and_peer_disk_like_drbd() {
+        // COMMANDS.md's expected block.
+        let v = view(
+            ConnState::Connected,
+            ReplState::Established,
+            DiskState::UpToDate,
+        );
+        assert_eq!(
+            render(&[v], StatusOpts::default()),
+            "res0 role:Primary\n  disk:UpToDate\n  node-2 role:Secondary\n    peer-disk:UpToDate\n"
+        );
+    }
+
+    #[test]
+    fn replication_shows_only_beyond_established_and_disconnected_hides_the_peer_device() {
+        let v = view(
+            ConnState::Connected,
+            ReplState::SyncSource,
+            DiskState::Inconsistent,
+        );
+        assert!(
+            render(&[v], StatusOpts::default())
+                .contains("    replication:SyncSource peer-disk:Inconsistent\n")
+        );
+        let v = view(ConnState::Connecting, ReplState::Off, DiskState::DUnknown);
+        assert_eq!(
+            render(&[v], StatusOpts::default()),
+            "res0 role:Primary\n  disk:UpToDate\n  node-2 connection:Connecting\n"
+        );
+    }
+}
