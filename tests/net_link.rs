@@ -15,6 +15,9 @@ use udrbd::repl::wire::{BlockAck, DataFlags, Frame, Packet, features};
 use udrbd::types::{NodeId, Sector};
 
 const UP: Duration = Duration::from_secs(5);
+/// How late a ping timeout may be detected beyond its deadline: generous, because a loaded CI
+/// machine can stall a thread for a while; the test is about detection, not its precision.
+const SLACK: Duration = Duration::from_millis(1500);
 
 async fn bind() -> (TcpListener, SocketAddr) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -248,7 +251,7 @@ async fn idle_link_stays_up_across_many_ping_intervals() {
     let (mut ca, mut cb) = (cfg(1, 0), cfg(0, 1));
     for c in [&mut ca, &mut cb] {
         c.ping_int = Duration::from_millis(100);
-        c.ping_timeout = Duration::from_millis(300);
+        c.ping_timeout = Duration::from_millis(1000);
     }
     let (mut a, mut b) = pair(ca, cb).await;
     // Nothing to receive, and no failure, for 10 intervals.
@@ -325,10 +328,7 @@ fn a_frozen_peer_is_detected_within_ping_timeout() {
         assert!(matches!(e, LinkError::PingTimeout), "{e}");
         assert!(!e.is_fatal());
         // At most one interval until the next ping, then the timeout, plus slack.
-        assert!(
-            took <= ping_int + ping_timeout + Duration::from_millis(250),
-            "took {took:?}"
-        );
+        assert!(took <= ping_int + ping_timeout + SLACK, "took {took:?}");
         assert!(took >= ping_timeout / 2, "took {took:?}");
         // The link stays failed.
         assert!(matches!(a.recv().await, Err(LinkError::PingTimeout)));
@@ -598,10 +598,7 @@ fn a_sigstopped_peer_process_is_detected() {
         let e = timeout(UP, a.recv()).await.unwrap().unwrap_err();
         let took = t0.elapsed();
         assert!(matches!(e, LinkError::PingTimeout), "{e}");
-        assert!(
-            took <= ping_int + ping_timeout + Duration::from_millis(250),
-            "took {took:?}"
-        );
+        assert!(took <= ping_int + ping_timeout + SLACK, "took {took:?}");
     });
 }
 
