@@ -35,6 +35,14 @@ struct Args {
     #[arg(long = "io-engine", env = "UDRBD_IO_ENGINE", default_value = "auto", value_parser = parse_engine)]
     io_engine: EngineKind,
 
+    /// Serve Prometheus metrics (`GET /metrics`) on this address, e.g. 127.0.0.1:9942.
+    #[arg(
+        long = "metrics-listen",
+        env = "UDRBD_METRICS_LISTEN",
+        value_name = "ADDR:PORT"
+    )]
+    metrics_listen: Option<std::net::SocketAddr>,
+
     /// Threads serving the network side (NBD, control socket). Disk I/O has its own threads.
     #[arg(
         long = "worker-threads",
@@ -105,10 +113,26 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args.run_dir.join("nbd.sock").display()
     );
     let ctl_task = tokio::spawn(udrbd::ctl::server::serve(ctl, daemon.clone()));
+    let metrics_task = match args.metrics_listen {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot serve metrics on {addr}"))?;
+            tracing::info!("metrics on http://{addr}/metrics");
+            Some(tokio::spawn(udrbd::daemon::metrics::serve(
+                l,
+                daemon.clone(),
+            )))
+        }
+        None => None,
+    };
 
     wait_for_signal().await?;
     tracing::info!("shutting down: finishing I/O and writing clean metadata");
     ctl_task.abort();
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
     nbd.shutdown().await;
     daemon.shutdown().await;
     let _ = std::fs::remove_file(&ctl_path);

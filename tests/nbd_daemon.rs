@@ -510,3 +510,57 @@ fn sigterm_with_a_client_attached_finishes_and_writes_clean_metadata() {
     );
     qemu_io(&n.nbd_uri("r0"), &["read -P 0x44 0 64k"]);
 }
+
+/// One HTTP GET to loopback; returns the whole response.
+fn http_get(port: u16, request: &str) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect metrics");
+    s.write_all(request.as_bytes()).expect("send");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    out
+}
+
+#[test]
+fn metrics_endpoint_reports_role_disk_io_and_out_of_sync() {
+    let dir = scratch();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let cfg = config(dir.path(), "");
+    let mut n = Node::new(dir.path(), "alpha", &cfg);
+    n.daemon_args = vec!["--metrics-listen".into(), format!("127.0.0.1:{port}")];
+    n.adm(&["create-md", "r0"]).ok();
+    n.start();
+    n.adm(&["up", "r0"]).ok();
+    n.adm(&["primary", "--force", "r0"]).ok();
+    qemu_io(&n.nbd_uri("r0"), &["write -P 0x21 0 64k"]);
+    let m = http_get(port, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(m.starts_with("HTTP/1.1 200 OK"), "{m}");
+    assert!(
+        m.contains("udrbd_resource_primary{resource=\"r0\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("udrbd_disk_up_to_date{resource=\"r0\",volume=\"0\",disk=\"UpToDate\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("udrbd_written_bytes_total{resource=\"r0\",volume=\"0\"} 65536"),
+        "{m}"
+    );
+    assert!(
+        m.contains("udrbd_out_of_sync_bytes{resource=\"r0\",peer=\"beta\"} 65536"),
+        "{m}"
+    );
+    assert!(
+        m.contains(
+            "udrbd_peer_connected{resource=\"r0\",peer=\"beta\",connection=\"StandAlone\"} 0"
+        ),
+        "{m}"
+    );
+    // Anything else is a 404, and garbage costs only its connection.
+    assert!(http_get(port, "GET /nope HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404"));
+    let _ = http_get(port, "\u{1}\u{2}garbage\r\n\r\n");
+    assert!(http_get(port, "GET /metrics HTTP/1.0\r\n\r\n").starts_with("HTTP/1.1 200"));
+}

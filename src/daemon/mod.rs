@@ -2,7 +2,9 @@
 //! drbdsetup's words and exit codes.
 //!
 //! - [`nbd`]: the NBD listeners; [`nbd_backend`]: resources as NBD exports.
+//! - [`metrics`]: the Prometheus endpoint.
 
+pub mod metrics;
 pub mod nbd;
 pub mod nbd_backend;
 

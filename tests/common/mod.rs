@@ -64,6 +64,8 @@ pub struct Node {
     pub run_dir: PathBuf,
     pub daemon: Option<Child>,
     pub log: PathBuf,
+    /// Extra `udrbd` arguments.
+    pub daemon_args: Vec<String>,
 }
 
 impl Node {
@@ -76,6 +78,7 @@ impl Node {
             log: dir.join(format!("udrbd-{name}.log")),
             run_dir,
             daemon: None,
+            daemon_args: Vec::new(),
         }
     }
 
@@ -100,6 +103,7 @@ impl Node {
         let child = Command::new(udrbd_bin())
             .arg("--run-dir")
             .arg(&self.run_dir)
+            .args(&self.daemon_args)
             .env("UDRBD_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
