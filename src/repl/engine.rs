@@ -615,8 +615,10 @@ impl Engine {
         }
         self.log("role( Secondary -> Primary )".to_string());
         self.role = Role::Primary;
-        // No peer is connected, so the next write starts a new data generation.
-        self.new_uuid_due = true;
+        // Without a connected peer the next write starts a new data generation (DRBD 9 marks it
+        // due and creates it on the first write, so a promotion that never wrote cannot cause a
+        // split brain). With a peer connected both stay in the same generation.
+        self.new_uuid_due = self.links.is_empty();
         self.sb_changed();
         Ok(())
     }

@@ -416,3 +416,79 @@ fn failed_metadata_write_fails_what_waits_on_it() {
         result: Err(IoError::NoData)
     }));
 }
+
+#[test]
+fn a_connected_primary_keeps_its_generation_and_losing_the_peer_starts_a_new_one() {
+    let mut e = up(true, attached(flags::CONSISTENT | flags::WAS_UP_TO_DATE, 0));
+    e.handle(Input::Admin {
+        token: 1,
+        cmd: AdminCmd::NewCurrentUuid { clear_bitmap: true },
+    });
+    settle(&mut e);
+    e.handle(Input::PeerUp {
+        node: NodeId(1),
+        protocol: crate::config::Protocol::C,
+    });
+    e.handle(Input::Admin {
+        token: 2,
+        cmd: AdminCmd::Primary { force: false },
+    });
+    settle(&mut e);
+    let gen0 = e.status().current_uuid;
+    // A write while connected: same generation, sent to the peer, nothing out of sync.
+    e.handle(Input::Io {
+        id: ReqId(1),
+        op: write(0, 4096),
+    });
+    let mut acts = drain(&mut e);
+    // Complete its metadata so the write is released.
+    for _ in 0..5 {
+        let mut next = Vec::new();
+        for a in acts {
+            match a {
+                Action::WriteMeta { generation, .. } => e.handle(Input::MetaWritten {
+                    generation,
+                    result: Ok(()),
+                }),
+                Action::WriteAl { seq, .. } => e.handle(Input::AlWritten {
+                    seq,
+                    result: Ok(()),
+                }),
+                Action::WriteBitmap { .. } => e.handle(Input::BitmapWritten { result: Ok(()) }),
+                other => next.push(other),
+            }
+        }
+        next.extend(drain(&mut e));
+        acts = next;
+    }
+    assert!(
+        acts.iter().any(|a| matches!(a, Action::Send { .. })),
+        "{acts:?}"
+    );
+    assert_eq!(e.status().current_uuid, gen0);
+    // The peer goes away before acknowledging: the write completes on local success and its
+    // block is marked; the next write starts a new generation whose parent is the old one.
+    e.handle(Input::PeerDown { node: NodeId(1) });
+    for a in acts {
+        if let Action::SubmitDisk { id, .. } = a {
+            e.handle(Input::DiskDone {
+                id,
+                result: Ok(None),
+            });
+        }
+    }
+    let acts = settle(&mut e);
+    assert!(acts.contains(&Action::Complete {
+        id: ReqId(1),
+        result: Ok(None)
+    }));
+    assert_eq!(e.status().peers[0].out_of_sync_bytes, 4096);
+    e.handle(Input::Io {
+        id: ReqId(2),
+        op: write(8192, 4096),
+    });
+    settle(&mut e);
+    let sb = e.superblock().expect("attached");
+    assert_ne!(sb.current_uuid, gen0);
+    assert_eq!(sb.peer(NodeId(1)).map(|p| p.bitmap_uuid), Some(gen0));
+}

@@ -104,6 +104,9 @@ impl Engine {
                 rx_epoch: 1,
             },
         );
+        // In sync with the peer: a generation that was due (a promotion while alone that has not
+        // written yet) is not needed any more.
+        self.new_uuid_due = false;
         self.log(format!(
             "peer {node}: conn( Connecting -> Connected ) protocol {protocol:?}"
         ));
@@ -135,6 +138,10 @@ impl Engine {
                 w.barrier.remove(&node);
             }
             self.maybe_complete_waiting(id);
+        }
+        // A Primary that lost its peer starts a new generation with its next write.
+        if self.role == Role::Primary {
+            self.new_uuid_due = true;
         }
         // The marks must survive a crash that follows: persist them now.
         self.flush_bitmap_if_dirty();
