@@ -1,10 +1,21 @@
-//! io_uring engine: one ring, owned by one dedicated thread per backing device (no SQPOLL).
+//! io_uring engine: one ring per backing device (no SQPOLL), driven in one of two modes.
 //!
-//! Submitters put requests on a bounded channel and bump an eventfd; the ring thread always has
-//! a read of that eventfd pending, so `submit_and_wait(1)` returns when either I/O completes or
-//! a request arrives, with no lost wakeups (the eventfd counter stays non-zero until read).
-//! Completion callbacks run on the ring thread; requests they submit go through a side queue so
-//! the thread never blocks on its own full channel.
+//! Thread mode ([`UringEngine::open`]): the ring is owned by one dedicated thread. Submitters
+//! put requests on a bounded channel and bump an eventfd; the ring thread always has a read of
+//! that eventfd pending, so `submit_and_wait(1)` returns when either I/O completes or a request
+//! arrives, with no lost wakeups (the eventfd counter stays non-zero until read). Completion
+//! callbacks run on the ring thread; requests they submit go through a side queue so the thread
+//! never blocks on its own full channel.
+//!
+//! Tokio mode ([`UringEngine::open_on`], chosen by [`UringEngine::open_auto`] inside a
+//! multi-threaded runtime, i.e. in the daemon): the ring state sits behind a mutex. A submitter
+//! pushes its SQEs and calls the non-blocking `submit` itself; an eventfd registered with the
+//! ring wakes a tokio task that reaps. That saves both cross-thread wake-ups of thread mode
+//! (submitter to ring thread, ring thread to the tokio worker running the NBD writer): the
+//! completion arrives on a worker through the runtime's own epoll, like a socket event.
+//!
+//! In both modes callbacks are collected while the ring state is borrowed and run afterwards,
+//! in completion order, with no lock held, so they may submit again.
 //!
 //! Data ops use O_DIRECT with 4096-aligned buffers that live inside the op's task until its
 //! completion arrives; 512-byte requests become read-modify-write under the block lock table
