@@ -15,6 +15,32 @@ use udrbd::disk::{DiskDone, DiskEngine, DiskOp, MemEngine, PioEngine, UringEngin
 const SIZE: u64 = 64 * 4096;
 const SECTORS: u64 = SIZE / 512;
 
+/// The runtime whose task reaps for io_uring engines in tokio mode; the tests themselves
+/// submit and wait from plain threads, as in thread mode.
+static RT: std::sync::LazyLock<tokio::runtime::Runtime> = std::sync::LazyLock::new(|| {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+});
+
+/// An io_uring engine reaped by a tokio task.
+fn uring_tokio(path: &Path) -> UringEngine {
+    let e = UringEngine::open_on(path, None, RT.handle()).unwrap();
+    assert!(e.reaps_on_tokio());
+    e
+}
+
+/// Opens an io_uring engine in thread mode (`false`) or tokio mode (`true`).
+fn uring(path: &Path, tokio: bool) -> UringEngine {
+    if tokio {
+        uring_tokio(path)
+    } else {
+        UringEngine::open(path, None).unwrap()
+    }
+}
+
 fn tmpdir() -> tempfile::TempDir {
     tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
 }
@@ -144,14 +170,17 @@ proptest! {
         let mem = MemEngine::new(SIZE);
         let pio = PioEngine::open(&sparse_file(dir.path(), "pio", SIZE), None).unwrap();
         let uring = UringEngine::open(&sparse_file(dir.path(), "uring", SIZE), None).unwrap();
-        prop_assert!(pio.is_direct() && uring.is_direct());
+        let ut = uring_tokio(&sparse_file(dir.path(), "uring-tokio", SIZE));
+        prop_assert!(pio.is_direct() && uring.is_direct() && ut.is_direct());
         let want = run_steps(&mem, &steps);
         prop_assert_eq!(&run_steps(&pio, &steps), &want);
         prop_assert_eq!(&run_steps(&uring, &steps), &want);
+        prop_assert_eq!(&run_steps(&ut, &steps), &want);
         let final_mem = mem.snapshot();
         prop_assert_eq!(&contents(&mem), &final_mem);
         prop_assert!(contents(&pio) == final_mem, "pio contents differ");
         prop_assert!(contents(&uring) == final_mem, "uring contents differ");
+        prop_assert!(contents(&ut) == final_mem, "uring (tokio mode) contents differ");
         check_status_is_truthful(&mem, &final_mem);
         check_status_is_truthful(&pio, &final_mem);
         check_status_is_truthful(&uring, &final_mem);
@@ -160,8 +189,17 @@ proptest! {
 
 #[test]
 fn concurrent_sector_writes_into_shared_blocks_all_land() {
+    concurrent_sector_writes(false);
+}
+
+#[test]
+fn concurrent_sector_writes_into_shared_blocks_all_land_tokio_mode() {
+    concurrent_sector_writes(true);
+}
+
+fn concurrent_sector_writes(tokio: bool) {
     let dir = tmpdir();
-    let e = Arc::new(UringEngine::open(&sparse_file(dir.path(), "d", SIZE), None).unwrap());
+    let e = Arc::new(uring(&sparse_file(dir.path(), "d", SIZE), tokio));
     assert!(
         e.is_direct(),
         "the test needs O_DIRECT so every write is an RMW"
@@ -220,8 +258,17 @@ fn concurrent_sector_writes_into_shared_blocks_all_land() {
 
 #[test]
 fn flushes_coalesce_but_never_piggy_back() {
+    flushes_coalesce(false);
+}
+
+#[test]
+fn flushes_coalesce_but_never_piggy_back_tokio_mode() {
+    flushes_coalesce(true);
+}
+
+fn flushes_coalesce(tokio: bool) {
     let dir = tmpdir();
-    let e = Arc::new(UringEngine::open(&sparse_file(dir.path(), "d", SIZE), None).unwrap());
+    let e = Arc::new(uring(&sparse_file(dir.path(), "d", SIZE), tokio));
     const N: usize = 200;
     // (fsyncs started when submitted, fsyncs completed when the flush completed)
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -331,6 +378,7 @@ fn trim_on_files() {
     let dir = tmpdir();
     let u = UringEngine::open(&sparse_file(dir.path(), "u", SIZE), None).unwrap();
     trim_reads_zero_and_leaves_a_hole(&u);
+    trim_reads_zero_and_leaves_a_hole(&uring_tokio(&sparse_file(dir.path(), "t", SIZE)));
     let p = PioEngine::open(&sparse_file(dir.path(), "p", SIZE), None).unwrap();
     trim_reads_zero_and_leaves_a_hole(&p);
     trim_reads_zero_and_leaves_a_hole(&MemEngine::new(SIZE));
@@ -548,4 +596,61 @@ fn block_device_zeroing() {
             }]
         );
     }
+}
+
+#[test]
+fn tokio_mode_drop_drains_and_data_lands() {
+    let dir = tmpdir();
+    let path = sparse_file(dir.path(), "d", SIZE);
+    let e = uring_tokio(&path);
+    // Ops still in flight at drop are completed, not lost.
+    let (tx, rx) = mpsc::channel();
+    for i in 0..64u64 {
+        let tx = tx.clone();
+        e.submit(
+            DiskOp::Write {
+                offset: i * 512,
+                data: vec![i as u8 + 1; 512].into(),
+                fua: false,
+            },
+            Box::new(move |r| tx.send(r.is_ok()).unwrap()),
+        );
+    }
+    drop(e);
+    drop(tx);
+    let got: Vec<bool> = rx.iter().collect();
+    assert_eq!(got.len(), 64);
+    assert!(got.iter().all(|&ok| ok));
+    // Submitting from a callback (on the reaper task) works and completes too.
+    let e = Arc::new(uring_tokio(&path));
+    let (tx, rx) = mpsc::channel();
+    let e2 = Arc::clone(&e);
+    e.submit(
+        DiskOp::Read {
+            offset: 0,
+            len: 64 * 512,
+        },
+        Box::new(move |r| {
+            let first = r.unwrap();
+            e2.submit(
+                DiskOp::Read {
+                    offset: 0,
+                    len: 512,
+                },
+                Box::new(move |r2| tx.send((first, r2.unwrap())).unwrap()),
+            );
+        }),
+    );
+    let (first, second) = rx.recv().unwrap();
+    let DiskDone::Read(first) = first else {
+        panic!("not a read")
+    };
+    for i in 0..64usize {
+        assert!(
+            first[i * 512..(i + 1) * 512]
+                .iter()
+                .all(|&b| b == i as u8 + 1)
+        );
+    }
+    assert_eq!(second, DiskDone::Read(vec![1; 512]));
 }

@@ -56,9 +56,9 @@ pub fn open_engine(
     data_bytes: Option<u64>,
 ) -> io::Result<Arc<dyn DiskEngine>> {
     match kind {
-        EngineKind::Uring => Ok(Arc::new(UringEngine::open(path, data_bytes)?)),
+        EngineKind::Uring => Ok(Arc::new(UringEngine::open_auto(path, data_bytes)?)),
         EngineKind::Pio => Ok(Arc::new(PioEngine::open(path, data_bytes)?)),
-        EngineKind::Auto => match UringEngine::open(path, data_bytes) {
+        EngineKind::Auto => match UringEngine::open_auto(path, data_bytes) {
             Ok(e) => Ok(Arc::new(e)),
             Err(e) if uring_unavailable(&e) => {
                 tracing::warn!(path = %path.display(), "io_uring unavailable ({e}), using pread/pwrite");

@@ -59,11 +59,11 @@ pub fn seek(f: &File, offset: u64, whence: i32) -> io::Result<Option<u64>> {
     }
 }
 
-/// A new non-blocking-free, close-on-exec eventfd with counter 0, as a `File` (read/write
-/// 8-byte counters through it).
-pub fn eventfd() -> io::Result<File> {
+/// A new close-on-exec eventfd with counter 0 and extra `flags` (e.g. `EFD_NONBLOCK`), as a
+/// `File` (read/write 8-byte counters through it).
+pub fn eventfd(flags: i32) -> io::Result<File> {
     // SAFETY: plain syscall; no memory is passed.
-    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | flags) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }

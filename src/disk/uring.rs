@@ -1,10 +1,21 @@
-//! io_uring engine: one ring, owned by one dedicated thread per backing device (no SQPOLL).
+//! io_uring engine: one ring per backing device (no SQPOLL), driven in one of two modes.
 //!
-//! Submitters put requests on a bounded channel and bump an eventfd; the ring thread always has
-//! a read of that eventfd pending, so `submit_and_wait(1)` returns when either I/O completes or
-//! a request arrives, with no lost wakeups (the eventfd counter stays non-zero until read).
-//! Completion callbacks run on the ring thread; requests they submit go through a side queue so
-//! the thread never blocks on its own full channel.
+//! Thread mode ([`UringEngine::open`]): the ring is owned by one dedicated thread. Submitters
+//! put requests on a bounded channel and bump an eventfd; the ring thread always has a read of
+//! that eventfd pending, so `submit_and_wait(1)` returns when either I/O completes or a request
+//! arrives, with no lost wakeups (the eventfd counter stays non-zero until read). Completion
+//! callbacks run on the ring thread; requests they submit go through a side queue so the thread
+//! never blocks on its own full channel.
+//!
+//! Tokio mode ([`UringEngine::open_on`], chosen by [`UringEngine::open_auto`] inside a
+//! multi-threaded runtime, i.e. in the daemon): the ring state sits behind a mutex. A submitter
+//! pushes its SQEs and calls the non-blocking `submit` itself; an eventfd registered with the
+//! ring wakes a tokio task that reaps. That saves both cross-thread wake-ups of thread mode
+//! (submitter to ring thread, ring thread to the tokio worker running the NBD writer): the
+//! completion arrives on a worker through the runtime's own epoll, like a socket event.
+//!
+//! In both modes callbacks are collected while the ring state is borrowed and run afterwards,
+//! in completion order, with no lock held, so they may submit again.
 //!
 //! Data ops use O_DIRECT with 4096-aligned buffers that live inside the op's task until its
 //! completion arrives; 512-byte requests become read-modify-write under the block lock table
@@ -14,7 +25,7 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{self, Write as _};
+use std::io::{self, Read as _, Write as _};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -23,6 +34,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{JoinHandle, ThreadId};
 
 use io_uring::{IoUring, opcode, squeue, types};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::runtime::{Handle, RuntimeFlavor};
 
 use super::align::{modifies, plan_write, span, validate};
 use super::aligned_buf::AlignedBuf;
@@ -83,13 +97,41 @@ fn side(q: &SideQueue) -> MutexGuard<'_, VecDeque<Request>> {
 /// The io_uring engine.
 pub struct UringEngine {
     dev: Arc<Device>,
+    counters: Arc<Counters>,
+    mode: Mode,
+}
+
+/// Who drives the ring.
+enum Mode {
+    /// A dedicated ring thread submits and reaps; submitters hand it requests.
+    Thread(ThreadMode),
+    /// Submitters push and submit SQEs themselves under a mutex; a tokio task reaps when the
+    /// ring's registered eventfd fires. A request then costs no thread hop of its own: the
+    /// completion lands on a tokio worker, usually the one that runs the NBD writer next.
+    Tokio {
+        core: Arc<Mutex<Ring>>,
+        wake: Arc<File>,
+    },
+}
+
+struct ThreadMode {
     tx: Option<SyncSender<Request>>,
     wake: Arc<File>,
     wake_state: Arc<WakeState>,
     side: SideQueue,
-    counters: Arc<Counters>,
     thread: Option<JoinHandle<()>>,
     thread_id: ThreadId,
+}
+
+fn core(c: &Mutex<Ring>) -> MutexGuard<'_, Ring> {
+    c.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs completion callbacks collected while a lock was held, in order.
+fn run_ready(ready: Vec<(Completion, io::Result<DiskDone>)>) {
+    for (done, r) in ready {
+        done(r);
+    }
 }
 
 impl std::fmt::Debug for UringEngine {
@@ -103,10 +145,74 @@ impl std::fmt::Debug for UringEngine {
 impl UringEngine {
     /// Opens `path` (see [`Device::open`] for `data_bytes` and the O_DIRECT choice). Fails
     /// when io_uring is unavailable (e.g. `kernel.io_uring_disabled`).
+    ///
+    /// Always uses a dedicated ring thread; see [`UringEngine::open_auto`] for the tokio mode.
     pub fn open(path: &Path, data_bytes: Option<u64>) -> io::Result<UringEngine> {
         let dev = Arc::new(Device::open(path, data_bytes)?);
+        Self::open_thread(dev)
+    }
+
+    /// Like [`UringEngine::open`], but when called inside a multi-threaded tokio runtime (also
+    /// from its `spawn_blocking` threads) completions are reaped by a task of that runtime
+    /// instead of a dedicated thread (see [`UringEngine::open_on`]). `UDRBD_URING_REAP=thread`
+    /// forces the thread mode.
+    pub fn open_auto(path: &Path, data_bytes: Option<u64>) -> io::Result<UringEngine> {
+        let forced_thread = std::env::var("UDRBD_URING_REAP").is_ok_and(|v| v == "thread");
+        match Handle::try_current() {
+            Ok(h) if !forced_thread && h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+                Self::open_on(path, data_bytes, &h)
+            }
+            _ => Self::open(path, data_bytes),
+        }
+    }
+
+    /// Opens `path` in tokio mode: submitters push and submit their SQEs themselves and a task
+    /// spawned on `handle` reaps completions, so callbacks run on that runtime's workers (or
+    /// inline on a submitter that finds completions ready). The runtime must keep running
+    /// while I/O is in flight, and needs its IO driver enabled; a current-thread runtime works
+    /// only if nobody blocks it waiting for a completion.
+    pub fn open_on(
+        path: &Path,
+        data_bytes: Option<u64>,
+        handle: &Handle,
+    ) -> io::Result<UringEngine> {
+        let dev = Arc::new(Device::open(path, data_bytes)?);
         let ring = IoUring::new(RING_ENTRIES)?;
-        let wake = Arc::new(sys::eventfd()?);
+        let wake = Arc::new(sys::eventfd(libc::EFD_NONBLOCK)?);
+        ring.submitter().register_eventfd(wake.as_raw_fd())?;
+        let afd = {
+            let _g = handle.enter();
+            // SAFETY: the AsyncFd owns an `Arc` of the eventfd, which stays open (and the same
+            // descriptor) for as long as the AsyncFd holds it.
+            unsafe { AsyncFd::register_with_interest(Arc::clone(&wake), Interest::READABLE) }?
+        };
+        let counters = Arc::new(Counters::default());
+        let looper = Ring::new(
+            ring,
+            &dev,
+            None,
+            Arc::default(),
+            Arc::clone(&wake),
+            Arc::default(),
+            &counters,
+        );
+        let core = Arc::new(Mutex::new(looper));
+        handle.spawn(reap_loop(Arc::clone(&core), afd));
+        Ok(UringEngine {
+            dev,
+            counters,
+            mode: Mode::Tokio { core, wake },
+        })
+    }
+
+    /// Whether completions are reaped by a tokio task rather than a ring thread.
+    pub fn reaps_on_tokio(&self) -> bool {
+        matches!(self.mode, Mode::Tokio { .. })
+    }
+
+    fn open_thread(dev: Arc<Device>) -> io::Result<UringEngine> {
+        let ring = IoUring::new(RING_ENTRIES)?;
+        let wake = Arc::new(sys::eventfd(0)?);
         let (tx, rx) = mpsc::sync_channel(CHANNEL_BOUND);
         let side: SideQueue = Arc::default();
         let counters = Arc::new(Counters::default());
@@ -114,38 +220,30 @@ impl UringEngine {
             awake: AtomicBool::new(true),
             queued: AtomicUsize::new(0),
         });
-        let looper = Ring {
-            wake_state: Arc::clone(&wake_state),
+        let looper = Ring::new(
             ring,
-            dev: Arc::clone(&dev),
-            rx,
-            side: Arc::clone(&side),
-            wake_fd: Arc::clone(&wake),
-            wake_buf: Box::new([0; 8]),
-            wake_armed: false,
-            exiting: false,
-            tasks: Vec::new(),
-            free: Vec::new(),
-            locks: BlockLocks::default(),
-            flush_waiting: Vec::new(),
-            flush_covered: Vec::new(),
-            active: 0,
-            closed: false,
-            counters: Arc::clone(&counters),
-        };
+            &dev,
+            Some(rx),
+            Arc::clone(&side),
+            Arc::clone(&wake),
+            Arc::clone(&wake_state),
+            &counters,
+        );
         let thread = std::thread::Builder::new()
             .name("udrbd-uring".into())
             .spawn(move || looper.run())?;
         let thread_id = thread.thread().id();
         Ok(UringEngine {
             dev,
-            tx: Some(tx),
-            wake,
-            wake_state,
-            side,
             counters,
-            thread: Some(thread),
-            thread_id,
+            mode: Mode::Thread(ThreadMode {
+                tx: Some(tx),
+                wake,
+                wake_state,
+                side,
+                thread: Some(thread),
+                thread_id,
+            }),
         })
     }
 
@@ -161,10 +259,48 @@ impl UringEngine {
             completed: self.counters.completed.load(Ordering::SeqCst),
         }
     }
+}
 
-    fn wake(&self) {
-        if let Err(e) = (&*self.wake).write_all(&1u64.to_ne_bytes()) {
-            tracing::error!("cannot wake the io_uring thread: {e}");
+fn kick(wake: &File) {
+    if let Err(e) = (&*wake).write_all(&1u64.to_ne_bytes()) {
+        tracing::error!("cannot wake the io_uring thread: {e}");
+    }
+}
+
+/// The tokio-mode reaper: runs until the engine is dropped and nothing is in flight.
+async fn reap_loop(core_m: Arc<Mutex<Ring>>, fd: AsyncFd<Arc<File>>) {
+    let mut buf = [0u8; 8];
+    loop {
+        let mut g = match fd.readable().await {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::error!("io_uring eventfd poll failed: {e}");
+                return;
+            }
+        };
+        match (&**g.get_inner()).read(&mut buf) {
+            // Any CQE posted after this read signals the eventfd again, which sets the
+            // readiness anew (clear_ready leaves a newer event in place).
+            Ok(_) => g.clear_ready(),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                g.clear_ready();
+                continue;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                tracing::error!("io_uring eventfd read failed: {e}");
+                return;
+            }
+        }
+        let (ready, exit) = {
+            let mut r = core(&core_m);
+            r.pump();
+            let exit = r.closed && r.active == 0 && r.backlog.is_empty();
+            (std::mem::take(&mut r.ready), exit)
+        };
+        run_ready(ready);
+        if exit {
+            return;
         }
     }
 }
@@ -176,23 +312,39 @@ impl DiskEngine for UringEngine {
 
     fn submit(&self, op: DiskOp, done: Completion) {
         let req = Request { op, done };
-        if std::thread::current().id() == self.thread_id {
+        let tm = match &self.mode {
+            Mode::Thread(tm) => tm,
+            Mode::Tokio { core: c, .. } => {
+                let ready = {
+                    let mut r = core(c);
+                    if r.closed {
+                        drop(r);
+                        return (req.done)(Err(io::Error::other("engine is shutting down")));
+                    }
+                    r.backlog.push_back(req);
+                    r.pump();
+                    std::mem::take(&mut r.ready)
+                };
+                return run_ready(ready);
+            }
+        };
+        if std::thread::current().id() == tm.thread_id {
             // A completion callback on the ring thread: it drains the side queue before it
             // sleeps again, so no kick is needed.
-            side(&self.side).push_back(req);
+            side(&tm.side).push_back(req);
             return;
         }
-        let Some(tx) = &self.tx else {
+        let Some(tx) = &tm.tx else {
             return (req.done)(Err(io::Error::other("engine is shutting down")));
         };
-        let ws = &self.wake_state;
+        let ws = &tm.wake_state;
         ws.queued.fetch_add(1, Ordering::SeqCst);
         if let Err(mpsc::SendError(req)) = tx.send(req) {
             ws.queued.fetch_sub(1, Ordering::SeqCst);
             return (req.done)(Err(io::Error::other("io_uring thread is gone")));
         }
         if !ws.awake.swap(true, Ordering::SeqCst) {
-            self.wake();
+            kick(&tm.wake);
         }
     }
 
@@ -203,10 +355,19 @@ impl DiskEngine for UringEngine {
 
 impl Drop for UringEngine {
     fn drop(&mut self) {
+        let tm = match &mut self.mode {
+            Mode::Thread(tm) => tm,
+            Mode::Tokio { core: c, wake } => {
+                // The reaper finishes the accepted requests, then exits and drops the ring.
+                core(c).closed = true;
+                kick(wake);
+                return;
+            }
+        };
         // Closing the channel tells the thread to finish the accepted requests and exit.
-        self.tx = None;
-        self.wake();
-        if let Some(t) = self.thread.take() {
+        tm.tx = None;
+        kick(&tm.wake);
+        if let Some(t) = tm.thread.take() {
             // A callback dropping the last handle runs on the ring thread, which cannot join
             // itself; it exits on its own once idle.
             if t.thread().id() != std::thread::current().id() {
@@ -265,8 +426,13 @@ struct Ring {
     ring: IoUring,
     wake_state: Arc<WakeState>,
     dev: Arc<Device>,
-    rx: Receiver<Request>,
+    /// Thread mode's request channel.
+    rx: Option<Receiver<Request>>,
     side: SideQueue,
+    /// Tokio mode: requests accepted by `submit` but not yet started (beyond [`MAX_ACTIVE`]).
+    backlog: VecDeque<Request>,
+    /// Callbacks due, run by the loop (or the tokio-mode caller) once no lock is held.
+    ready: Vec<(Completion, io::Result<DiskDone>)>,
     wake_fd: Arc<File>,
     /// Target of the pending eventfd read; boxed so its address is stable.
     wake_buf: Box<[u8; 8]>,
@@ -290,12 +456,67 @@ fn os_err(errno: i32) -> io::Error {
 }
 
 impl Ring {
+    fn new(
+        ring: IoUring,
+        dev: &Arc<Device>,
+        rx: Option<Receiver<Request>>,
+        side: SideQueue,
+        wake_fd: Arc<File>,
+        wake_state: Arc<WakeState>,
+        counters: &Arc<Counters>,
+    ) -> Ring {
+        Ring {
+            wake_state,
+            ring,
+            dev: Arc::clone(dev),
+            rx,
+            side,
+            backlog: VecDeque::new(),
+            ready: Vec::new(),
+            wake_fd,
+            wake_buf: Box::new([0; 8]),
+            wake_armed: false,
+            exiting: false,
+            tasks: Vec::new(),
+            free: Vec::new(),
+            locks: BlockLocks::default(),
+            flush_waiting: Vec::new(),
+            flush_covered: Vec::new(),
+            active: 0,
+            closed: false,
+            counters: Arc::clone(counters),
+        }
+    }
+
+    /// Tokio mode: reaps what completed, starts what can start and submits without waiting.
+    fn pump(&mut self) {
+        self.reap();
+        self.drain();
+        self.start_flush();
+        if self.ring.submission().is_empty() {
+            return;
+        }
+        loop {
+            match self.ring.submit() {
+                Ok(_) => return,
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                // EBUSY/EAGAIN: the SQEs stay queued and go with the next submit (every
+                // completion reaped leads to one).
+                Err(e) => {
+                    tracing::warn!("io_uring submit failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
     fn run(mut self) {
         self.arm_wake();
         loop {
             self.reap();
             self.drain();
             self.start_flush();
+            run_ready(std::mem::take(&mut self.ready));
             if self.closed && self.active == 0 {
                 break;
             }
@@ -385,16 +606,20 @@ impl Ring {
     /// Accepts requests from the side queue and the channel, up to [`MAX_ACTIVE`].
     fn drain(&mut self) {
         while self.active < MAX_ACTIVE {
-            let next = side(&self.side).pop_front();
+            let next = match self.backlog.pop_front() {
+                Some(r) => Some(r),
+                None => side(&self.side).pop_front(),
+            };
             let req = match next {
                 Some(r) => r,
-                None => match self.rx.try_recv() {
-                    Ok(r) => {
+                None => match self.rx.as_ref().map(Receiver::try_recv) {
+                    None => return,
+                    Some(Ok(r)) => {
                         self.wake_state.queued.fetch_sub(1, Ordering::SeqCst);
                         r
                     }
-                    Err(TryRecvError::Empty) => return,
-                    Err(TryRecvError::Disconnected) => {
+                    Some(Err(TryRecvError::Empty)) => return,
+                    Some(Err(TryRecvError::Disconnected)) => {
                         self.closed = true;
                         return;
                     }
@@ -406,7 +631,7 @@ impl Ring {
 
     fn accept(&mut self, req: Request) {
         if let Err(e) = validate(&req.op, self.dev.size) {
-            return (req.done)(Err(e));
+            return self.ready.push((req.done, Err(e)));
         }
         self.active += 1;
         if req.op == DiskOp::Flush {
@@ -678,7 +903,7 @@ impl Ring {
         }
         self.active -= 1;
         if let Some(done) = done {
-            done(r);
+            self.ready.push((done, r));
         }
     }
 
@@ -688,10 +913,11 @@ impl Ring {
         let covered = std::mem::take(&mut self.flush_covered);
         self.active -= covered.len();
         for done in covered {
-            done(match r {
+            let r = match r {
                 Ok(_) => Ok(DiskDone::Done),
                 Err(e) => Err(clone_err(e)),
-            });
+            };
+            self.ready.push((done, r));
         }
     }
 }

@@ -92,6 +92,9 @@ where
         bytes: Arc::new(Semaphore::new(budget as usize)),
         byte_budget: budget,
     };
+    // Buffered: at high queue depth many 28-byte headers (and small write payloads) arrive in
+    // one read. Large payloads bypass the buffer once it is empty.
+    let rd = tokio::io::BufReader::with_capacity(64 * 1024, rd);
     let reader = read_loop(rd, neg, io, tx, bounds, state.clone());
     let end = tokio::select! {
         end = reader => end,
