@@ -164,14 +164,15 @@ impl ExportIo for Handle {
                 return done(block_status(&self.driver, offset, len));
             }
         };
-        let res = self.driver.spec().name.clone();
+        // The resource name is only needed for an error message: keep a handle, not a copy.
+        let driver = Arc::clone(&self.driver);
         self.driver.submit(
             op,
             Box::new(move |r| {
                 done(match r {
                     Ok(Some(data)) => Ok(IoReply::Data(Bytes::from(data))),
                     Ok(None) => Ok(IoReply::Done),
-                    Err(e) => Err(to_nbd_error(&res, e)),
+                    Err(e) => Err(to_nbd_error(&driver.spec().name, e)),
                 })
             }),
         );

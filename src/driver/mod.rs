@@ -88,7 +88,9 @@ struct Inner {
 
 /// Work taken out of the lock, executed in order after it is released.
 enum Exec {
-    Disk(ReqId, IoOp),
+    /// The disk is taken under the same lock that drained the engine, so the hot path locks
+    /// once per batch, not once more per request.
+    Disk(ReqId, IoOp, Option<Arc<dyn DiskEngine>>),
     Meta(MetaJob),
     Io(IoDone, Result<Option<Vec<u8>>, IoError>),
     Admin(
@@ -315,7 +317,7 @@ impl Driver {
     fn exec(&self, actions: Vec<Exec>) {
         for a in actions {
             match a {
-                Exec::Disk(id, op) => self.submit_disk(id, op),
+                Exec::Disk(id, op, disk) => self.submit_disk(id, op, disk),
                 Exec::Meta(job) => {
                     let rejected = match self.lock().meta.as_ref() {
                         Some(m) => m.send(job).err(),
@@ -335,8 +337,7 @@ impl Driver {
         }
     }
 
-    fn submit_disk(&self, id: ReqId, op: IoOp) {
-        let disk = self.lock().disk.clone();
+    fn submit_disk(&self, id: ReqId, op: IoOp, disk: Option<Arc<dyn DiskEngine>>) {
         let Some(disk) = disk else {
             return self.feed(Input::DiskDone {
                 id,
@@ -365,7 +366,7 @@ fn take_actions(g: &mut Inner) -> Vec<Exec> {
     let mut out = Vec::new();
     while let Some(a) = g.engine.poll_action() {
         match a {
-            Action::SubmitDisk { id, op } => out.push(Exec::Disk(id, op)),
+            Action::SubmitDisk { id, op } => out.push(Exec::Disk(id, op, g.disk.clone())),
             Action::WriteMeta { generation, sb } => {
                 out.push(Exec::Meta(MetaJob::Superblock { generation, sb }))
             }

@@ -265,6 +265,25 @@ struct Disk {
     bitmaps: Vec<Bitmap>,
 }
 
+impl Disk {
+    /// The out-of-sync bitmap kept for peer `node`, if it has a slot.
+    fn bitmap(&self, node: NodeId) -> Option<&Bitmap> {
+        let idx = self.sb.peer(node)?.bitmap_index?;
+        self.bitmaps.get(usize::from(idx))
+    }
+
+    /// Marks `[offset, offset+len)` out of sync with `node`; returns the newly set bits.
+    fn mark(&mut self, node: NodeId, offset: u64, len: u64) -> u64 {
+        let Some(idx) = self.sb.peer(node).and_then(|p| p.bitmap_index) else {
+            return 0;
+        };
+        match self.bitmaps.get_mut(usize::from(idx)) {
+            Some(bm) => mark_bytes(bm, offset, len, self.data_bytes),
+            None => 0,
+        }
+    }
+}
+
 /// The engine of one resource.
 #[derive(Debug)]
 pub struct Engine {
@@ -391,9 +410,7 @@ impl Engine {
     /// The out-of-sync bitmap this node keeps for peer `node` (None while diskless or for an
     /// unknown peer). For status details and the simulator's invariants.
     pub fn peer_bitmap(&self, node: NodeId) -> Option<&Bitmap> {
-        let d = self.disk.as_ref()?;
-        let idx = d.sb.peer(node)?.bitmap_index?;
-        d.bitmaps.get(usize::from(idx))
+        self.disk.as_ref()?.bitmap(node)
     }
 
     /// The in-memory superblock (None while diskless): what the next metadata write persists.
@@ -414,12 +431,7 @@ impl Engine {
             .iter()
             .map(|p| {
                 let oos = self
-                    .disk
-                    .as_ref()
-                    .and_then(|d| {
-                        let idx = d.sb.peer(p.node_id)?.bitmap_index?;
-                        d.bitmaps.get(usize::from(idx))
-                    })
+                    .peer_bitmap(p.node_id)
                     .map_or(0, |b| b.count() * BM_BLOCK_SIZE);
                 PeerStatus {
                     name: p.name.clone(),
@@ -799,14 +811,9 @@ impl Engine {
             return;
         };
         for p in self.cfg.peers.iter() {
-            if self.links.contains_key(&p.node_id) {
-                continue; // replicated, not out of sync
-            }
-            let Some(idx) = d.sb.peer(p.node_id).and_then(|m| m.bitmap_index) else {
-                continue;
-            };
-            if let Some(bm) = d.bitmaps.get_mut(usize::from(idx)) {
-                mark_bytes(bm, offset, len, d.data_bytes);
+            // A connected peer gets the write itself; only absent peers fall behind.
+            if !self.links.contains_key(&p.node_id) {
+                d.mark(p.node_id, offset, len);
             }
         }
     }

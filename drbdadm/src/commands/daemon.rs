@@ -8,7 +8,7 @@ use crate::error::AdmError;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use udrbd::config::Config;
-use udrbd::ctl::client::{ClientError, call};
+use udrbd::ctl::client::call;
 use udrbd::ctl::{Request, ResourceView, Response};
 use udrbd::repl::{ConnState, ReplState};
 
@@ -31,10 +31,7 @@ impl Daemon {
     }
 
     fn call(&self, req: &Request) -> Result<Response, AdmError> {
-        call(&self.socket, req).map_err(|e| match e {
-            ClientError::Connect { .. } => AdmError::new(E_EXEC, e.to_string()),
-            other => AdmError::new(E_EXEC, other.to_string()),
-        })
+        call(&self.socket, req).map_err(|e| AdmError::new(E_EXEC, e.to_string()))
     }
 
     /// Sends `req`; an error answer becomes the command's error.

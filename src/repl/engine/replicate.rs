@@ -19,7 +19,7 @@
 //!   application write; B answers RecvAck on receipt, C answers WriteAck once on disk, a failed
 //!   write answers NegAck.
 
-use super::{Action, Engine, HeldIo, InflightKind, Input, IoError, IoOp, mark_bytes};
+use super::{Action, Engine, HeldIo, InflightKind, Input, IoError, IoOp};
 use crate::config::Protocol;
 use crate::repl::state::Role;
 use crate::repl::wire::{BlockAck, DataFlags, Packet};
@@ -118,12 +118,9 @@ impl Engine {
         };
         // Everything the peer has not confirmed on stable storage may differ now.
         let mut marked = 0;
-        if let Some(d) = self.disk.as_mut()
-            && let Some(idx) = d.sb.peer(node).and_then(|p| p.bitmap_index)
-            && let Some(bm) = d.bitmaps.get_mut(usize::from(idx))
-        {
+        if let Some(d) = self.disk.as_mut() {
             for (_, off, len) in &link.tl {
-                marked += mark_bytes(bm, *off, *len, d.data_bytes);
+                marked += d.mark(node, *off, *len);
             }
         }
         self.log(format!(
@@ -268,16 +265,8 @@ impl Engine {
             Packet::WriteAck(a) | Packet::RecvAck(a) => self.peer_acked(node, ReqId(a.block_id)),
             Packet::NegAck(a) => {
                 // The peer could not write it: that range differs now.
-                if let Some(d) = self.disk.as_mut()
-                    && let Some(idx) = d.sb.peer(node).and_then(|p| p.bitmap_index)
-                    && let Some(bm) = d.bitmaps.get_mut(usize::from(idx))
-                {
-                    mark_bytes(
-                        bm,
-                        a.sector.0 * SECTOR_SIZE,
-                        u64::from(a.size),
-                        d.data_bytes,
-                    );
+                if let Some(d) = self.disk.as_mut() {
+                    d.mark(node, a.sector.0 * SECTOR_SIZE, u64::from(a.size));
                 }
                 self.log(format!(
                     "peer {node} failed a write at sector {}",

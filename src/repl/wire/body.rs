@@ -44,6 +44,15 @@ const PP_TWO_PRIMARIES: u8 = 4;
 const PP_KNOWN: u8 = PP_DISCARD_MY_DATA | PP_DRY_RUN | PP_TWO_PRIMARIES;
 const RLE_LAST: u8 = 1;
 
+/// Refuses bits outside `known` in a flags field: decoding is canonical, so a flag this
+/// version does not know is an error, not something to drop.
+fn known_bits(ty: PacketType, field: &'static str, bits: u64, known: u64) -> Result<(), WireError> {
+    match bits & !known {
+        0 => Ok(()),
+        unknown => Err(bad(ty, field, FieldError::UnknownBits(unknown))),
+    }
+}
+
 fn bad(packet: PacketType, field: &'static str, error: FieldError) -> WireError {
     WireError::Malformed {
         packet,
@@ -311,13 +320,7 @@ pub(crate) fn decode_body(ty: PacketType, payload: Bytes) -> Result<Packet, Wire
             let after_sb_1pri = r.code("after_sb_1pri")?;
             let after_sb_2pri = r.code("after_sb_2pri")?;
             let flags = r.u8("flags")?;
-            if flags & !PP_KNOWN != 0 {
-                return Err(bad(
-                    ty,
-                    "flags",
-                    FieldError::UnknownBits(u64::from(flags & !PP_KNOWN)),
-                ));
-            }
+            known_bits(ty, "flags", flags.into(), PP_KNOWN.into())?;
             Packet::ProtocolParams {
                 protocol,
                 after_sb_0pri,
@@ -426,13 +429,7 @@ pub(crate) fn decode_body(ty: PacketType, payload: Bytes) -> Result<Packet, Wire
         PacketType::BitmapRle => {
             let chunk = r.u32("chunk")?;
             let flags = r.u8("flags")?;
-            if flags & !RLE_LAST != 0 {
-                return Err(bad(
-                    ty,
-                    "flags",
-                    FieldError::UnknownBits(u64::from(flags & !RLE_LAST)),
-                ));
-            }
+            known_bits(ty, "flags", flags.into(), RLE_LAST.into())?;
             Packet::BitmapRle {
                 chunk,
                 last: flags & RLE_LAST != 0,
@@ -555,12 +552,7 @@ pub fn validate(p: &Packet) -> Result<(), WireError> {
             name(ty, "csums_alg", csums_alg, MAX_ALG_NAME_LEN)?;
         }
         Packet::Sizes { flags, .. } => {
-            if !flags.is_known() {
-                return b(
-                    "flags",
-                    FieldError::UnknownBits(u64::from(flags.0 & !SizesFlags::KNOWN)),
-                );
-            }
+            known_bits(ty, "flags", flags.0.into(), SizesFlags::KNOWN.into())?
         }
         Packet::Uuids { history, flags, .. } => {
             if history.len() > HISTORY_UUIDS {
@@ -572,20 +564,10 @@ pub fn validate(p: &Packet) -> Result<(), WireError> {
                     },
                 );
             }
-            if !flags.is_known() {
-                return b(
-                    "flags",
-                    FieldError::UnknownBits(flags.0 & !UuidFlags::KNOWN),
-                );
-            }
+            known_bits(ty, "flags", flags.0, UuidFlags::KNOWN)?;
         }
         Packet::State { flags, .. } => {
-            if !flags.is_known() {
-                return b(
-                    "flags",
-                    FieldError::UnknownBits(u64::from(flags.0 & !StateFlags::KNOWN)),
-                );
-            }
+            known_bits(ty, "flags", flags.0.into(), StateFlags::KNOWN.into())?
         }
         Packet::Data {
             sector,
@@ -595,12 +577,7 @@ pub fn validate(p: &Packet) -> Result<(), WireError> {
             data,
             ..
         } => {
-            if !flags.is_known() {
-                return b(
-                    "flags",
-                    FieldError::UnknownBits(u64::from(flags.0 & !DataFlags::KNOWN)),
-                );
-            }
+            known_bits(ty, "flags", flags.0.into(), DataFlags::KNOWN.into())?;
             let no_data = flags.contains(DataFlags::DISCARD) || flags.contains(DataFlags::ZEROES);
             if flags.contains(DataFlags::DISCARD | DataFlags::ZEROES) {
                 return b("flags", FieldError::Inconsistent);
