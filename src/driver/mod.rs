@@ -109,10 +109,7 @@ impl Driver {
             peers: spec
                 .peers
                 .iter()
-                .map(|p| PeerInfo {
-                    name: p.name.clone(),
-                    node_id: NodeId(p.node_id),
-                })
+                .map(|p| PeerInfo::new(p.name.clone(), NodeId(p.node_id)))
                 .collect(),
             auto_promote: spec.auto_promote,
             fencing_dont_care: spec.fencing_dont_care,
@@ -387,6 +384,9 @@ fn take_actions(g: &mut Inner) -> Vec<Exec> {
             Action::Log(line) => out.push(Exec::Log(line)),
             // No peer link is wired into the daemon yet, so the engine never gets PeerUp and
             // never sends; if it ever does, say so loudly rather than drop data silently.
+            Action::DropLink { node, .. } => out.push(Exec::Log(format!(
+                "BUG: the engine dropped the link to peer {node}, but this daemon has no peer link"
+            ))),
             Action::Send { node, .. } => out.push(Exec::Log(format!(
                 "BUG: the engine sent a packet to peer {node}, but this daemon has no peer link"
             ))),

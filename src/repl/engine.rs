@@ -49,6 +49,26 @@ pub struct EngineConfig {
 pub struct PeerInfo {
     pub name: String,
     pub node_id: NodeId,
+    /// `ko-count` x `timeout`, in ms: a request the peer leaves unanswered this long gets the
+    /// link dropped ([`Action::DropLink`]). `None` when `ko-count` is 0.
+    pub ko_deadline_ms: Option<u64>,
+    /// The resync controller settings (`resync-rate`, `c-plan-ahead`, ...).
+    pub sync: crate::config::PeerDeviceOptions,
+    /// The after-split-brain policies and rr-conflict (`net { }`).
+    pub sb_policy: crate::repl::handshake::SbPolicy,
+}
+
+impl PeerInfo {
+    /// A peer with DRBD's default resync settings and ko-count.
+    pub fn new(name: impl Into<String>, node_id: NodeId) -> PeerInfo {
+        PeerInfo {
+            name: name.into(),
+            node_id,
+            ko_deadline_ms: Some(42_000),
+            sync: crate::config::PeerDeviceOptions::default(),
+            sb_policy: crate::repl::handshake::SbPolicy::default(),
+        }
+    }
 }
 
 /// The metadata read at attach time.
@@ -97,6 +117,15 @@ pub enum AdminCmd {
     },
     /// Flush everything and mark the metadata clean; the driver detaches after success.
     Detach,
+    /// `drbdadm invalidate`: this node's disk becomes Inconsistent and is fully resynced from
+    /// the connected peer.
+    Invalidate,
+    /// `drbdadm invalidate-remote`: the connected peer's disk is fully resynced from here.
+    InvalidateRemote,
+    /// `drbdadm pause-sync`: stop requesting or serving resync blocks (`user_isp`).
+    PauseSync,
+    /// `drbdadm resume-sync`.
+    ResumeSync,
 }
 
 /// Why an administrative command failed.
@@ -135,14 +164,25 @@ pub enum Input {
     BitmapWritten {
         result: Result<(), String>,
     },
-    /// The link to `node` is established and in sync: replicate from now on.
+    /// Time passes: the driver sends one every [`TICK_MS`] (resync pacing, ko-count).
+    Tick {
+        now: crate::types::Time,
+    },
+    /// The driver is trying to reach `node` (`connection:Connecting`).
+    PeerConnecting {
+        node: NodeId,
+    },
+    /// The link to `node` is established (authenticated): the engine starts the handshake
+    /// (sizes, UUIDs, state), decides the sync direction and replicates from then on.
     PeerUp {
         node: NodeId,
         protocol: crate::config::Protocol,
     },
-    /// The link to `node` is gone.
+    /// The link to `node` is gone. `standalone`: the driver will not reconnect (disconnect,
+    /// authentication failure, a refused handshake); otherwise it keeps trying (`Connecting`).
     PeerDown {
         node: NodeId,
+        standalone: bool,
     },
     /// A packet from `node`.
     PeerPacket {
@@ -186,7 +226,14 @@ pub enum Action {
         node: NodeId,
         packet: crate::repl::wire::Packet,
     },
+    /// Close the link to `node` (the handshake refused it, or ko-count expired), then report
+    /// [`Input::PeerDown`]. `standalone`: do not reconnect (split brain, unrelated data, a
+    /// too-small peer), as DRBD goes StandAlone; otherwise keep trying.
+    DropLink { node: NodeId, standalone: bool },
 }
+
+/// How often the driver sends [`Input::Tick`] (DRBD's resync controller step, `SLEEP_TIME`).
+pub const TICK_MS: u64 = 100;
 
 /// A snapshot for status and events.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -215,6 +262,45 @@ pub struct PeerStatus {
     pub disk: DiskState,
     /// Bytes marked out of sync with this peer.
     pub out_of_sync_bytes: u64,
+    /// While a resync (or a paused one) runs with this peer.
+    pub resync: Option<ResyncProgress>,
+    /// Resync paused by `pause-sync` here (`user_isp`) or on the peer (`peer_isp`).
+    pub user_paused: bool,
+    pub peer_paused: bool,
+    /// KiB of replication and resync data received from / sent to the peer.
+    pub received_kib: u64,
+    pub sent_kib: u64,
+    /// Requests sent to the peer and not yet answered.
+    pub pending: u64,
+}
+
+/// Resync progress toward one peer, in DRBD's terms (`done:`, `dbdt1`, `eta`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResyncProgress {
+    /// Bytes that were out of sync when the resync started, plus those added since.
+    pub total_bytes: u64,
+    /// Bytes still out of sync.
+    pub left_bytes: u64,
+    /// Bytes that could not be resynced (the source failed to read them).
+    pub failed_bytes: u64,
+    /// Bytes moved in the last second (DRBD's `dbdt1`, here bytes/s).
+    pub rate_bytes_per_sec: u64,
+}
+
+impl ResyncProgress {
+    /// DRBD's `done:` percentage: `100 * (total - (left - failed)) / total`.
+    pub fn done_percent(&self) -> f64 {
+        if self.total_bytes == 0 {
+            return 100.0;
+        }
+        let left = self.left_bytes.saturating_sub(self.failed_bytes);
+        100.0 * (self.total_bytes.saturating_sub(left)) as f64 / self.total_bytes as f64
+    }
+
+    /// Seconds to go at the current rate (None while nothing moves).
+    pub fn eta_secs(&self) -> Option<u64> {
+        (self.rate_bytes_per_sec > 0).then(|| self.left_bytes / self.rate_bytes_per_sec)
+    }
 }
 
 /// Counters in `drbdsetup status --statistics` units (KiB, requests).
@@ -449,6 +535,12 @@ impl Engine {
                     },
                     disk: DiskState::DUnknown,
                     out_of_sync_bytes: oos,
+                    resync: None,
+                    user_paused: false,
+                    peer_paused: false,
+                    received_kib: 0,
+                    sent_kib: 0,
+                    pending: 0,
                 }
             })
             .collect();
@@ -510,9 +602,11 @@ impl Engine {
             Input::MetaWritten { generation, result } => self.meta_written(generation, result),
             Input::AlWritten { seq, result } => self.al_written(seq, result),
             Input::BitmapWritten { result } => self.bitmap_written(result),
-            i @ (Input::PeerUp { .. } | Input::PeerDown { .. } | Input::PeerPacket { .. }) => {
-                self.peer_input(i)
-            }
+            i @ (Input::Tick { .. }
+            | Input::PeerConnecting { .. }
+            | Input::PeerUp { .. }
+            | Input::PeerDown { .. }
+            | Input::PeerPacket { .. }) => self.peer_input(i),
         }
     }
 
@@ -579,6 +673,10 @@ impl Engine {
             }
             AdminCmd::NewCurrentUuid { clear_bitmap } => self.new_current_uuid(clear_bitmap),
             AdminCmd::Detach => self.detach(token),
+            AdminCmd::Invalidate
+            | AdminCmd::InvalidateRemote
+            | AdminCmd::PauseSync
+            | AdminCmd::ResumeSync => Err(StateError::NoUpToDateDisk),
         };
         match result {
             Err(e) => self.actions.push_back(Action::AdminDone {

@@ -33,7 +33,9 @@ mod sizes;
 #[cfg(test)]
 mod tests;
 
-pub use resolve::{Handler, Level, LogLine, SbContext, SbOutcome, msg, resolve_split_brain};
+pub use resolve::{
+    Handler, Level, LogLine, SbContext, SbOutcome, SbPolicy, msg, resolve_split_brain,
+};
 pub use sizes::{SizeInput, SizeRefusal, check_sizes};
 
 use super::state::{DiskState, Role};

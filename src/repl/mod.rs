@@ -20,6 +20,6 @@ mod tests;
 
 pub use engine::{
     Action, AdminCmd, AdminError, Attached, Engine, EngineConfig, Input, IoError, IoOp,
-    OpenRefusal, PeerInfo, PeerStatus, Stats, Status,
+    OpenRefusal, PeerInfo, PeerStatus, ResyncProgress, Stats, Status, TICK_MS,
 };
 pub use state::{ConnState, DiskState, ReplState, Role, StateError};

@@ -85,6 +85,8 @@ pub enum StateError {
     DeviceDiskless,
     #[error("(-12) Device is held open by someone")]
     DeviceInUse,
+    #[error("(-15) Need a connection to start verify or resync")]
+    NeedConnection,
     #[error("(-16) Disk state is lower than outdated")]
     LowerThanOutdated,
     #[error("(-18) In transient state, retry after next state change")]

@@ -13,10 +13,7 @@ fn cfg(auto_promote: bool) -> EngineConfig {
     EngineConfig {
         resource: "r0".into(),
         node_id: NodeId(0),
-        peers: vec![PeerInfo {
-            name: "bob".into(),
-            node_id: NodeId(1),
-        }],
+        peers: vec![PeerInfo::new("bob", NodeId(1))],
         auto_promote,
         fencing_dont_care: true,
         uuid_seed: 42,
@@ -468,7 +465,7 @@ fn a_connected_primary_keeps_its_generation_and_losing_the_peer_starts_a_new_one
     assert_eq!(e.status().current_uuid, gen0);
     // The peer goes away before acknowledging: the write completes on local success and its
     // block is marked; the next write starts a new generation whose parent is the old one.
-    e.handle(Input::PeerDown { node: NodeId(1) });
+    e.handle(Input::PeerDown { node: NodeId(1), standalone: false });
     for a in acts {
         if let Action::SubmitDisk { id, .. } = a {
             e.handle(Input::DiskDone {

@@ -110,10 +110,7 @@ fn cfg(seed: u64) -> EngineConfig {
     EngineConfig {
         resource: "sim".into(),
         node_id: NodeId(0),
-        peers: vec![PeerInfo {
-            name: "peer".into(),
-            node_id: PEER,
-        }],
+        peers: vec![PeerInfo::new("peer", PEER)],
         auto_promote: false,
         fencing_dont_care: true,
         uuid_seed: seed,
@@ -259,7 +256,9 @@ impl Sim {
                 Action::WriteBitmap { pages } => self.pending.push(Pending::Bitmap { pages }),
                 Action::Complete { id, result } => self.completed(id, result),
                 Action::AdminDone { .. } | Action::Log(_) => {}
-                Action::Send { .. } => panic!("no peer is connected in the one-node simulation"),
+                Action::Send { .. } | Action::DropLink { .. } => {
+                    panic!("no peer is connected in the one-node simulation")
+                }
             }
         }
     }

@@ -42,10 +42,7 @@ fn node(id: u8, peer: u8, seed: u64) -> Node {
     let mut engine = Engine::new(EngineConfig {
         resource: "sim2".into(),
         node_id: NodeId(id),
-        peers: vec![PeerInfo {
-            name: format!("n{peer}"),
-            node_id: NodeId(peer),
-        }],
+        peers: vec![PeerInfo::new(format!("n{peer}"), NodeId(peer))],
         auto_promote: false,
         fencing_dont_care: true,
         uuid_seed: seed ^ u64::from(id),
@@ -98,6 +95,7 @@ impl Node {
                     assert!(result.is_ok(), "admin failed: {result:?}")
                 }
                 Action::Log(l) => log.push(l),
+                Action::DropLink { node, .. } => log.push(format!("drop link to {node}")),
             }
         }
         done
@@ -202,8 +200,8 @@ fn run(seed: u64, protocol: Protocol) {
                 connected = false;
                 a.outbox.clear();
                 b.outbox.clear();
-                a.engine.handle(Input::PeerDown { node: NodeId(1) });
-                b.engine.handle(Input::PeerDown { node: NodeId(0) });
+                a.engine.handle(Input::PeerDown { node: NodeId(1), standalone: false });
+                b.engine.handle(Input::PeerDown { node: NodeId(0), standalone: false });
             }
             35..=64 if !a.pending.is_empty() => {
                 let i = rng.below(a.pending.len() as u64) as usize;
@@ -241,8 +239,8 @@ fn run(seed: u64, protocol: Protocol) {
         }
     }
     if connected {
-        a.engine.handle(Input::PeerDown { node: NodeId(1) });
-        b.engine.handle(Input::PeerDown { node: NodeId(0) });
+        a.engine.handle(Input::PeerDown { node: NodeId(1), standalone: false });
+        b.engine.handle(Input::PeerDown { node: NodeId(0), standalone: false });
         for (id, result) in a.pump(&mut log) {
             assert!(result.is_ok());
             outstanding.remove(&id);

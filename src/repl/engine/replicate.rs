@@ -80,7 +80,7 @@ impl Engine {
     pub(super) fn peer_input(&mut self, input: Input) {
         match input {
             Input::PeerUp { node, protocol } => self.peer_up(node, protocol),
-            Input::PeerDown { node } => self.peer_down(node),
+            Input::PeerDown { node, .. } => self.peer_down(node),
             Input::PeerPacket { node, packet } => self.peer_packet(node, packet),
             _ => {}
         }
