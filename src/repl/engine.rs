@@ -28,7 +28,9 @@ use crate::meta::superblock::{Superblock, flags};
 use crate::types::{AL_EXTENT_SIZE, BM_BLOCK_SIZE, ExtentNr, GenUuid, NodeId, ReqId};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
+mod connection;
 mod replicate;
+mod resync;
 
 /// What the engine is told about its resource when it is created.
 #[derive(Clone, Debug)]
@@ -405,8 +407,24 @@ pub struct Engine {
     inflight: std::collections::HashMap<ReqId, InflightKind>,
     stats: Stats,
     actions: VecDeque<Action>,
-    /// Connected peers (see `replicate`).
+    /// Peers writes are replicated to (see `replicate`): from the handshake's decision on.
     links: BTreeMap<NodeId, replicate::Link>,
+    /// Every configured peer's connection state (see `connection`).
+    conns: BTreeMap<NodeId, connection::PeerConn>,
+    /// Packets to send once a superblock generation is on disk: (generation, peer) for the
+    /// end of a resync on the target.
+    after_meta: Vec<(u64, NodeId)>,
+    /// The time of the last [`Input::Tick`].
+    now: crate::types::Time,
+    /// Application I/O arrived since the last tick (the resync's `c-min-rate` throttle).
+    app_busy: bool,
+    /// Application writes held while a handshake runs (DRBD suspends I/O while it connects),
+    /// so the generation both sides compare does not move under the comparison.
+    suspended: VecDeque<(ReqId, IoOp)>,
+    /// Byte ranges of disk ops in flight that others must not overlap: (offset, len, write).
+    busy: HashMap<ReqId, (u64, u64, bool)>,
+    /// What peers were last told of role and disk state.
+    told: (Role, DiskState),
     /// Application requests waiting for peers as well as the local disk.
     waiting: HashMap<ReqId, replicate::Waiting>,
     /// Disk ops done on behalf of peers.
@@ -433,7 +451,12 @@ impl Engine {
     /// A resource without a disk yet (`Diskless`, Secondary).
     pub fn new(cfg: EngineConfig) -> Engine {
         let uuids = UuidGen::new(cfg.uuid_seed);
-        Engine {
+        let conns = cfg
+            .peers
+            .iter()
+            .map(|p| (p.node_id, connection::PeerConn::new()))
+            .collect();
+        let mut e = Engine {
             cfg,
             role: Role::Secondary,
             disk_state: DiskState::Diskless,
@@ -457,10 +480,19 @@ impl Engine {
             stats: Stats::default(),
             actions: VecDeque::new(),
             links: BTreeMap::new(),
+            conns: BTreeMap::new(),
+            after_meta: Vec::new(),
+            now: crate::types::Time(0),
+            app_busy: false,
+            suspended: VecDeque::new(),
+            busy: HashMap::new(),
+            told: (Role::Secondary, DiskState::Diskless),
             waiting: HashMap::new(),
             peer_ops: HashMap::new(),
             next_internal: 0,
-        }
+        };
+        e.conns = conns;
+        e
     }
 
     /// The next action for the driver.
@@ -488,6 +520,7 @@ impl Engine {
         self.inflight.is_empty()
             && self.waiting.is_empty()
             && self.held.is_empty()
+            && self.suspended.is_empty()
             && self.meta_inflight.is_none()
             && self.al_inflight.is_none()
             && self.al_queue.is_empty()
@@ -519,28 +552,35 @@ impl Engine {
                 let oos = self
                     .peer_bitmap(p.node_id)
                     .map_or(0, |b| b.count() * BM_BLOCK_SIZE);
+                let c = self.conns.get(&p.node_id);
+                let resync = c.and_then(|c| c.rs.as_ref()).map(|rs| ResyncProgress {
+                    total_bytes: rs.total_bytes.max(oos),
+                    left_bytes: if rs.source {
+                        rs.total_bytes.saturating_sub(rs.done_bytes)
+                    } else {
+                        oos
+                    },
+                    failed_bytes: rs.failed_bytes,
+                    rate_bytes_per_sec: rs.rate(),
+                });
                 PeerStatus {
                     name: p.name.clone(),
                     node_id: p.node_id,
-                    conn: if self.links.contains_key(&p.node_id) {
-                        ConnState::Connected
-                    } else {
-                        ConnState::StandAlone
-                    },
-                    role: Role::Unknown,
-                    repl: if self.links.contains_key(&p.node_id) {
-                        ReplState::Established
-                    } else {
-                        ReplState::Off
-                    },
-                    disk: DiskState::DUnknown,
+                    conn: c.map_or(ConnState::StandAlone, |c| c.conn),
+                    role: c.map_or(Role::Unknown, |c| c.role),
+                    repl: c.map_or(ReplState::Off, |c| c.shown_repl()),
+                    disk: c.map_or(DiskState::DUnknown, |c| c.disk),
                     out_of_sync_bytes: oos,
-                    resync: None,
-                    user_paused: false,
-                    peer_paused: false,
-                    received_kib: 0,
-                    sent_kib: 0,
-                    pending: 0,
+                    resync,
+                    user_paused: c.is_some_and(|c| c.user_paused),
+                    peer_paused: c.is_some_and(|c| c.peer_paused),
+                    received_kib: c.map_or(0, |c| c.received / 1024),
+                    sent_kib: c.map_or(0, |c| c.sent / 1024),
+                    pending: self
+                        .waiting
+                        .values()
+                        .filter(|w| w.waits_for(p.node_id))
+                        .count() as u64,
                 }
             })
             .collect();
@@ -575,6 +615,7 @@ impl Engine {
             }
         }
         self.open_count += 1;
+        self.maybe_broadcast();
         Ok(())
     }
 
@@ -590,6 +631,7 @@ impl Engine {
             self.demote();
             self.log("auto-demote: last opener left".to_string());
         }
+        self.maybe_broadcast();
     }
 
     /// Feeds one input.
@@ -602,12 +644,33 @@ impl Engine {
             Input::MetaWritten { generation, result } => self.meta_written(generation, result),
             Input::AlWritten { seq, result } => self.al_written(seq, result),
             Input::BitmapWritten { result } => self.bitmap_written(result),
-            i @ (Input::Tick { .. }
-            | Input::PeerConnecting { .. }
-            | Input::PeerUp { .. }
-            | Input::PeerDown { .. }
-            | Input::PeerPacket { .. }) => self.peer_input(i),
+            Input::Tick { now } => self.tick(now),
+            Input::PeerConnecting { node } => self.peer_connecting(node),
+            Input::PeerUp { node, protocol } => self.handshake_start(node, protocol),
+            Input::PeerDown { node, standalone } => self.link_lost(node, standalone),
+            Input::PeerPacket { node, packet } => self.peer_packet(node, packet),
         }
+        if !self.suspended.is_empty() {
+            self.resume_suspended();
+        }
+        self.maybe_broadcast();
+    }
+
+    /// Tells the peers when the role or disk state changed since they last heard.
+    fn maybe_broadcast(&mut self) {
+        let now = (self.role, self.disk_state);
+        if now != self.told {
+            self.told = now;
+            self.broadcast_state();
+        }
+    }
+
+    fn tick(&mut self, now: crate::types::Time) {
+        self.now = now;
+        let busy = std::mem::take(&mut self.app_busy);
+        self.resync_tick(busy);
+        self.check_ko_count();
+        self.check_handshake_timeout();
     }
 
     // ---- attach ------------------------------------------------------------------------------
@@ -673,10 +736,16 @@ impl Engine {
             }
             AdminCmd::NewCurrentUuid { clear_bitmap } => self.new_current_uuid(clear_bitmap),
             AdminCmd::Detach => self.detach(token),
-            AdminCmd::Invalidate
-            | AdminCmd::InvalidateRemote
-            | AdminCmd::PauseSync
-            | AdminCmd::ResumeSync => Err(StateError::NoUpToDateDisk),
+            AdminCmd::Invalidate => self.invalidate(),
+            AdminCmd::InvalidateRemote => self.invalidate_remote(),
+            AdminCmd::PauseSync => self.set_user_paused(true).map_err(|e| {
+                self.log(format!("pause-sync: {e}"));
+                StateError::NeedConnection
+            }),
+            AdminCmd::ResumeSync => self.set_user_paused(false).map_err(|e| {
+                self.log(format!("resume-sync: {e}"));
+                StateError::NeedConnection
+            }),
         };
         match result {
             Err(e) => self.actions.push_back(Action::AdminDone {
@@ -707,9 +776,21 @@ impl Engine {
         if self.role == Role::Primary {
             return Ok(());
         }
+        if self
+            .conns
+            .values()
+            .any(|c| c.conn == ConnState::Connected && c.role == Role::Primary)
+        {
+            return Err(StateError::TwoPrimaries);
+        }
+        if self.conns.values().any(|c| c.repl == ReplState::SyncTarget) {
+            // Its data is a mix of two generations until the resync ends.
+            return Err(StateError::NoUpToDateDisk);
+        }
         let Some(d) = self.disk.as_mut() else {
             return Err(StateError::NoUpToDateDisk);
         };
+        let forced = force && self.disk_state < DiskState::Consistent;
         let new_disk = match self.disk_state {
             DiskState::UpToDate => DiskState::UpToDate,
             // DRBD 9 promotes a Consistent disk when no peer can have newer data and fencing
@@ -730,7 +811,66 @@ impl Engine {
         // split brain). With a peer connected both stay in the same generation.
         self.new_uuid_due = self.links.is_empty();
         self.sb_changed();
+        if forced {
+            // A connected peer without good data gets everything from here.
+            self.full_sync_inconsistent_peers();
+        }
         Ok(())
+    }
+
+    fn invalidate(&mut self) -> Result<(), StateError> {
+        if self.disk.is_none() {
+            return Err(StateError::NoLocalDisk);
+        }
+        if self.role == Role::Primary {
+            return Err(StateError::DeviceInUse);
+        }
+        let Some(node) = self.established_peers().into_iter().find(|n| {
+            self.conns
+                .get(n)
+                .is_some_and(|c| c.repl == ReplState::Established && c.disk == DiskState::UpToDate)
+        }) else {
+            return Err(StateError::NeedConnection);
+        };
+        // Ask the peer to become SyncSource with everything (`StartingSyncT`); it answers
+        // with SyncUuid, which starts the resync here.
+        if let Some(c) = self.conns.get_mut(&node) {
+            c.repl = ReplState::StartingSyncT;
+        }
+        let p = self.my_state_packet(node);
+        self.send(node, p);
+        if let Some(c) = self.conns.get_mut(&node) {
+            c.repl = ReplState::Established;
+        }
+        self.log(format!(
+            "peer {node}: invalidate: requesting a full sync from the peer"
+        ));
+        Ok(())
+    }
+
+    fn invalidate_remote(&mut self) -> Result<(), StateError> {
+        if self.disk_state != DiskState::UpToDate {
+            return Err(StateError::NoUpToDateDisk);
+        }
+        let nodes = self.established_peers();
+        let Some(node) = nodes.into_iter().find(|n| {
+            self.conns
+                .get(n)
+                .is_some_and(|c| c.repl == ReplState::Established)
+        }) else {
+            return Err(StateError::NeedConnection);
+        };
+        if self
+            .conns
+            .get(&node)
+            .is_some_and(|c| c.role == Role::Primary)
+        {
+            return Err(StateError::DeviceInUse);
+        }
+        self.start_full_sync_to(node).map_err(|e| {
+            self.log(format!("invalidate-remote: {e}"));
+            StateError::NeedConnection
+        })
     }
 
     fn demote(&mut self) {
@@ -748,6 +888,10 @@ impl Engine {
     }
 
     fn new_current_uuid(&mut self, clear_bitmap: bool) -> Result<(), StateError> {
+        let connected = !self.established_peers().is_empty();
+        if self.conns.values().any(|c| c.rs.is_some()) {
+            return Err(StateError::InTransientState);
+        }
         let Some(d) = self.disk.as_mut() else {
             return Err(StateError::DeviceDiskless);
         };
@@ -770,7 +914,18 @@ impl Engine {
             if self.disk_state < DiskState::Outdated {
                 return Err(StateError::NoUpToDateDisk);
             }
-            rotate_current(&mut d.sb, &mut self.uuids, primary);
+            if connected {
+                // The peers follow into the new generation: nothing differs from them, so the
+                // old one is history, not a bitmap UUID.
+                let old = d.sb.current_uuid;
+                if !old.same_as(GenUuid::JUST_CREATED) {
+                    d.sb.history.rotate_right(1);
+                    d.sb.history[0] = old;
+                }
+                d.sb.current_uuid = self.uuids.next(primary);
+            } else {
+                rotate_current(&mut d.sb, &mut self.uuids, primary);
+            }
         }
         self.new_uuid_due = false;
         let uuid = d.sb.current_uuid;
@@ -781,6 +936,9 @@ impl Engine {
         self.log(format!("new current UUID: {uuid}"));
         self.sb_changed();
         self.flush_bitmap_if_dirty();
+        if connected {
+            self.announce_new_uuid(clear_bitmap);
+        }
         Ok(())
     }
 
@@ -809,6 +967,7 @@ impl Engine {
             || !self.inflight.is_empty()
             || !self.waiting.is_empty()
             || !self.held.is_empty()
+            || !self.suspended.is_empty()
             || self.al_inflight.is_some()
             || !self.al_queue.is_empty()
         {
@@ -841,6 +1000,32 @@ impl Engine {
 
     fn io(&mut self, id: ReqId, op: IoOp) {
         self.stats.upper_pending += 1;
+        self.app_busy = true;
+        self.io_admitted(id, op);
+    }
+
+    /// A handshake is between its start and its decision.
+    fn handshaking(&self) -> bool {
+        self.conns
+            .values()
+            .any(|c| c.hs.as_ref().is_some_and(|h| h.strategy.is_none()))
+    }
+
+    /// Releases the writes suspended during a handshake, once none runs any more.
+    pub(super) fn resume_suspended(&mut self) {
+        if self.handshaking() {
+            return;
+        }
+        while let Some((id, op)) = self.suspended.pop_front() {
+            self.io_admitted(id, op);
+        }
+    }
+
+    fn io_admitted(&mut self, id: ReqId, op: IoOp) {
+        if op.written_range().is_some() && self.handshaking() {
+            self.suspended.push_back((id, op));
+            return;
+        }
         if self.role != Role::Primary {
             return self.complete(id, Err(IoError::NotPrimary));
         }
@@ -922,9 +1107,24 @@ impl Engine {
             if h.meta_gen > self.meta_persisted || h.al_seq > self.al_persisted {
                 break;
             }
+            let range = self.gate_range(h);
+            if let Some(r) = range
+                && self.conflicts(r)
+            {
+                break; // released by the disk completion of the op it overlaps
+            }
             let Some(h) = self.held.pop_front() else {
                 break;
             };
+            if let Some(r) = range {
+                self.busy.insert(h.id, r);
+            }
+            if let Some((offset, len)) = h.op.written_range()
+                && h.id.0 & replicate::INTERNAL == 0
+            {
+                // A peer that is not (or no longer) linked does not get this write: it differs.
+                self.mark_out_of_sync(offset, len);
+            }
             let kind = match &h.op {
                 IoOp::Read { len, .. } => InflightKind::Read(*len),
                 IoOp::Write { data, .. } => InflightKind::Write(data.len() as u64),
@@ -940,10 +1140,35 @@ impl Engine {
         // released in order, which is the order the client sent them.
     }
 
+    /// The range an op must not share with conflicting ops in flight: every write (against
+    /// any write or resync read), and resync reads (against writes). Overlapping writes thus
+    /// reach the disk, and the peer, in the order they were released on every node, and a
+    /// resync read never sees half of a write that the target gets separately.
+    fn gate_range(&self, h: &HeldIo) -> Option<(u64, u64, bool)> {
+        if let Some((off, len)) = h.op.written_range() {
+            return (len > 0).then_some((off, len, true));
+        }
+        match (&h.op, self.peer_ops.get(&h.id)) {
+            (IoOp::Read { offset, len }, Some(replicate::PeerOp::Resync(_))) => {
+                Some((*offset, u64::from(*len), false))
+            }
+            _ => None,
+        }
+    }
+
+    fn conflicts(&self, (off, len, write): (u64, u64, bool)) -> bool {
+        self.busy
+            .values()
+            .any(|&(o, l, w)| (write || w) && off < o + l && o < off + len)
+    }
+
     fn disk_done(&mut self, id: ReqId, result: Result<Option<Vec<u8>>, i32>) {
         let Some(kind) = self.inflight.remove(&id) else {
             return; // not ours (a duplicate completion): ignore rather than corrupt counters
         };
+        if self.busy.remove(&id).is_some() {
+            self.release_held();
+        }
         self.stats.lower_pending = self.stats.lower_pending.saturating_sub(1);
         match (&result, kind) {
             (Ok(_), InflightKind::Read(len)) => self.stats.read_kib += u64::from(len) / 1024,
@@ -1010,8 +1235,19 @@ impl Engine {
                         result: Ok(()),
                     });
                 }
+                let (ready, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.after_meta)
+                    .into_iter()
+                    .partition(|(g, _)| *g <= generation);
+                self.after_meta = later;
+                for (_, node) in ready {
+                    self.resync_target_persisted(node);
+                }
                 self.pump_meta();
                 self.release_held();
+                let targets: Vec<NodeId> = self.conns.keys().copied().collect();
+                for node in targets {
+                    self.resync_pump(node);
+                }
                 self.maybe_finish_detach();
             }
             Err(e) => self.meta_failure(e),

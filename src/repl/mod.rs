@@ -11,6 +11,7 @@
 
 pub mod engine;
 pub mod handshake;
+pub mod resync;
 pub mod state;
 pub mod uuid;
 pub mod wire;

@@ -77,6 +77,8 @@ display_as_debug!(Role, DiskState, ConnState, ReplState);
 /// Why a state change was refused: DRBD's `enum drbd_state_rv` codes and texts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, thiserror::Error)]
 pub enum StateError {
+    #[error("(-1) Multiple primaries not allowed by config")]
+    TwoPrimaries,
     #[error("(-2) Need access to UpToDate data")]
     NoUpToDateDisk,
     #[error("(-4) Can not resync without local disk")]

@@ -5,6 +5,7 @@ use super::*;
 use crate::bitmap::Bitmap;
 use crate::meta::layout::{Layout, Placement};
 use crate::meta::superblock::{Superblock, flags};
+use crate::repl::wire::Packet;
 use crate::types::{AL_EXTENT_SIZE, GenUuid, NodeId, ReqId};
 
 const SIZE: u64 = 64 << 20;
@@ -426,6 +427,44 @@ fn a_connected_primary_keeps_its_generation_and_losing_the_peer_starts_a_new_one
         node: NodeId(1),
         protocol: crate::config::Protocol::C,
     });
+    // The peer's half of the handshake: same size, same generation, UpToDate.
+    let sectors = e.size_bytes() / 512;
+    let current = e.status().current_uuid;
+    for packet in [
+        Packet::Sizes {
+            backing: crate::types::Sector(sectors),
+            user: crate::types::Sector(0),
+            current: crate::types::Sector(sectors),
+            max_bio_size: 1 << 20,
+            flags: crate::repl::wire::SizesFlags::empty(),
+        },
+        Packet::Uuids {
+            current,
+            bitmap: GenUuid::ZERO,
+            history: vec![],
+            dirty_bits: 0,
+            flags: crate::repl::wire::UuidFlags::empty(),
+        },
+        Packet::State {
+            role: Role::Secondary,
+            peer_role: Role::Unknown,
+            disk: DiskState::UpToDate,
+            peer_disk: DiskState::DUnknown,
+            conn: crate::repl::ConnState::Connected,
+            repl: crate::repl::ReplState::Off,
+            flags: crate::repl::wire::StateFlags::empty(),
+        },
+    ] {
+        e.handle(Input::PeerPacket {
+            node: NodeId(1),
+            packet,
+        });
+    }
+    settle(&mut e);
+    assert_eq!(
+        e.status().peers[0].repl,
+        crate::repl::ReplState::Established
+    );
     e.handle(Input::Admin {
         token: 2,
         cmd: AdminCmd::Primary { force: false },
@@ -465,7 +504,10 @@ fn a_connected_primary_keeps_its_generation_and_losing_the_peer_starts_a_new_one
     assert_eq!(e.status().current_uuid, gen0);
     // The peer goes away before acknowledging: the write completes on local success and its
     // block is marked; the next write starts a new generation whose parent is the old one.
-    e.handle(Input::PeerDown { node: NodeId(1), standalone: false });
+    e.handle(Input::PeerDown {
+        node: NodeId(1),
+        standalone: false,
+    });
     for a in acts {
         if let Action::SubmitDisk { id, .. } = a {
             e.handle(Input::DiskDone {

@@ -54,15 +54,49 @@ fn node(id: u8, peer: u8, seed: u64) -> Node {
         al: None,
         al_blocks: 8,
     })));
-    let mut n = Node {
+    Node {
         engine,
         disk: vec![0; l.data_bytes as usize],
         pending: Vec::new(),
         outbox: VecDeque::new(),
         flushes: 0,
-    };
-    n.admin(AdminCmd::NewCurrentUuid { clear_bitmap: true });
-    n
+    }
+}
+
+/// Delivers every packet and completes every disk op until both nodes are idle (the
+/// handshake, an admin command's propagation).
+fn settle(a: &mut Node, b: &mut Node) {
+    for _ in 0..10_000 {
+        let mut moved = false;
+        while let Some(p) = a.outbox.pop_front() {
+            b.engine.handle(Input::PeerPacket {
+                node: NodeId(0),
+                packet: p,
+            });
+            moved = true;
+        }
+        while let Some(p) = b.outbox.pop_front() {
+            a.engine.handle(Input::PeerPacket {
+                node: NodeId(1),
+                packet: p,
+            });
+            moved = true;
+        }
+        while !a.pending.is_empty() {
+            a.complete_disk(0);
+            moved = true;
+        }
+        while !b.pending.is_empty() {
+            b.complete_disk(0);
+            moved = true;
+        }
+        assert!(a.pump(&mut Vec::new()).is_empty());
+        assert!(b.pump(&mut Vec::new()).is_empty());
+        if !moved && a.outbox.is_empty() && b.outbox.is_empty() {
+            return;
+        }
+    }
+    panic!("the two nodes never settled");
 }
 
 impl Node {
@@ -138,7 +172,7 @@ fn run(seed: u64, protocol: Protocol) {
     let mut rng = Rng(seed);
     let mut a = node(0, 1, seed);
     let mut b = node(1, 0, seed);
-    a.admin(AdminCmd::Primary { force: false });
+    // The how-to: connect two fresh nodes, skip the initial sync, promote one.
     for (n, peer) in [(&mut a, 1u8), (&mut b, 0u8)] {
         n.engine.handle(Input::PeerUp {
             node: NodeId(peer),
@@ -146,6 +180,16 @@ fn run(seed: u64, protocol: Protocol) {
         });
         n.pump(&mut Vec::new());
     }
+    settle(&mut a, &mut b);
+    a.admin(AdminCmd::NewCurrentUuid { clear_bitmap: true });
+    settle(&mut a, &mut b);
+    a.admin(AdminCmd::Primary { force: false });
+    settle(&mut a, &mut b);
+    assert_eq!(
+        a.engine.superblock().map(|s| s.current_uuid),
+        b.engine.superblock().map(|s| s.current_uuid),
+        "seed {seed}: the peer did not follow the clear-bitmap UUID"
+    );
     let mut log = Vec::new();
     // Application requests on the Primary: id -> (op, write id)
     let mut outstanding: HashMap<ReqId, IoOp> = HashMap::new();
@@ -200,8 +244,14 @@ fn run(seed: u64, protocol: Protocol) {
                 connected = false;
                 a.outbox.clear();
                 b.outbox.clear();
-                a.engine.handle(Input::PeerDown { node: NodeId(1), standalone: false });
-                b.engine.handle(Input::PeerDown { node: NodeId(0), standalone: false });
+                a.engine.handle(Input::PeerDown {
+                    node: NodeId(1),
+                    standalone: false,
+                });
+                b.engine.handle(Input::PeerDown {
+                    node: NodeId(0),
+                    standalone: false,
+                });
             }
             35..=64 if !a.pending.is_empty() => {
                 let i = rng.below(a.pending.len() as u64) as usize;
@@ -239,8 +289,14 @@ fn run(seed: u64, protocol: Protocol) {
         }
     }
     if connected {
-        a.engine.handle(Input::PeerDown { node: NodeId(1), standalone: false });
-        b.engine.handle(Input::PeerDown { node: NodeId(0), standalone: false });
+        a.engine.handle(Input::PeerDown {
+            node: NodeId(1),
+            standalone: false,
+        });
+        b.engine.handle(Input::PeerDown {
+            node: NodeId(0),
+            standalone: false,
+        });
         for (id, result) in a.pump(&mut log) {
             assert!(result.is_ok());
             outstanding.remove(&id);

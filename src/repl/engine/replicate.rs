@@ -1,10 +1,9 @@
 //! Replication of application writes to connected peers (DRBD's protocols A, B and C), the
 //! transfer log, barriers, and the peer side that applies a Primary's writes.
 //!
-//! The driver reports a link that finished its handshake with [`Input::PeerUp`] and a lost
-//! one with [`Input::PeerDown`]; packets travel as [`Input::PeerPacket`] and
-//! [`Action::Send`]. (The handshake itself, UUID comparison and resync are not driven from here
-//! yet: `PeerUp` means "in sync, replicate from now on".)
+//! A peer is linked here once the handshake (see `connection`) has decided; a lost link is
+//! unlinked by `peer_down`. Packets travel as [`super::Input::PeerPacket`] and
+//! [`Action::Send`].
 //!
 //! - Primary: a write goes to the local disk and to every connected peer in parallel, once its
 //!   metadata is on disk. It completes when the local write is done and, per peer, protocol C's
@@ -19,7 +18,8 @@
 //!   application write; B answers RecvAck on receipt, C answers WriteAck once on disk, a failed
 //!   write answers NegAck.
 
-use super::{Action, Engine, HeldIo, InflightKind, Input, IoError, IoOp};
+use super::resync::ResyncOp;
+use super::{Action, Engine, HeldIo, InflightKind, IoError, IoOp};
 use crate::config::Protocol;
 use crate::repl::state::Role;
 use crate::repl::wire::{BlockAck, DataFlags, Packet};
@@ -51,6 +51,22 @@ pub(super) struct Link {
     rx_epoch: u32,
 }
 
+impl Link {
+    pub(super) fn new(protocol: Protocol) -> Link {
+        Link {
+            protocol,
+            epoch: 1,
+            epoch_writes: 0,
+            seq: 0,
+            tl: Vec::new(),
+            rx_epoch_writes: 0,
+            rx_pending: HashMap::new(),
+            rx_barriers: Vec::new(),
+            rx_epoch: 1,
+        }
+    }
+}
+
 /// An application request that waits for peers as well as for the local disk.
 #[derive(Debug, Default)]
 pub(super) struct Waiting {
@@ -58,6 +74,15 @@ pub(super) struct Waiting {
     peers: BTreeSet<NodeId>,
     /// For a flush: the epoch each peer must acknowledge.
     barrier: HashMap<NodeId, u32>,
+    /// When it was sent (ko-count).
+    since: crate::types::Time,
+}
+
+impl Waiting {
+    /// Still waiting for `node`'s answer.
+    pub(super) fn waits_for(&self, node: NodeId) -> bool {
+        self.peers.contains(&node)
+    }
 }
 
 /// A write or flush this node does on behalf of a peer.
@@ -74,45 +99,12 @@ pub(super) enum PeerOp {
         epoch: u32,
         set_size: u32,
     },
+    Resync(ResyncOp),
 }
 
 impl Engine {
-    pub(super) fn peer_input(&mut self, input: Input) {
-        match input {
-            Input::PeerUp { node, protocol } => self.peer_up(node, protocol),
-            Input::PeerDown { node, .. } => self.peer_down(node),
-            Input::PeerPacket { node, packet } => self.peer_packet(node, packet),
-            _ => {}
-        }
-    }
-
-    fn peer_up(&mut self, node: NodeId, protocol: Protocol) {
-        if !self.cfg.peers.iter().any(|p| p.node_id == node) {
-            return self.log(format!("ignoring unknown peer node-id {node}"));
-        }
-        self.links.insert(
-            node,
-            Link {
-                protocol,
-                epoch: 1,
-                epoch_writes: 0,
-                seq: 0,
-                tl: Vec::new(),
-                rx_epoch_writes: 0,
-                rx_pending: HashMap::new(),
-                rx_barriers: Vec::new(),
-                rx_epoch: 1,
-            },
-        );
-        // In sync with the peer: a generation that was due (a promotion while alone that has not
-        // written yet) is not needed any more.
-        self.new_uuid_due = false;
-        self.log(format!(
-            "peer {node}: conn( Connecting -> Connected ) protocol {protocol:?}"
-        ));
-    }
-
-    fn peer_down(&mut self, node: NodeId) {
+    /// Unlinks `node`: what it has not confirmed is out of sync, and nobody waits for it.
+    pub(super) fn peer_down(&mut self, node: NodeId) {
         let Some(link) = self.links.remove(&node) else {
             return;
         };
@@ -124,7 +116,7 @@ impl Engine {
             }
         }
         self.log(format!(
-            "peer {node}: conn( Connected -> NetworkFailure ); {} KiB marked out of sync",
+            "peer {node}: unlinked; {} KiB not confirmed by the peer marked out of sync",
             marked * crate::types::BM_BLOCK_SIZE / 1024
         ));
         // Application requests stop waiting for it: they complete on local success.
@@ -149,7 +141,10 @@ impl Engine {
         if self.links.is_empty() || h.id.0 & INTERNAL != 0 {
             return;
         }
-        let mut wait = Waiting::default();
+        let mut wait = Waiting {
+            since: self.now,
+            ..Waiting::default()
+        };
         let nodes: Vec<NodeId> = self.links.keys().copied().collect();
         for node in nodes {
             let Some(link) = self.links.get_mut(&node) else {
@@ -257,7 +252,27 @@ impl Engine {
         self.maybe_finish_detach();
     }
 
-    fn peer_packet(&mut self, node: NodeId, packet: Packet) {
+    /// A packet from `node`: handshake and state to `connection`, resync to `resync`,
+    /// replication here.
+    pub(super) fn peer_packet(&mut self, node: NodeId, packet: Packet) {
+        if let Some(c) = self.conns.get_mut(&node) {
+            c.received += super::connection::packet_data_len(&packet);
+        }
+        match packet {
+            Packet::Sizes { .. }
+            | Packet::Uuids { .. }
+            | Packet::State { .. }
+            | Packet::BitmapRle { .. }
+            | Packet::SyncUuid { .. } => return self.handshake_packet(node, packet),
+            Packet::ResyncRequest { .. }
+            | Packet::ResyncReply { .. }
+            | Packet::ResyncWriteAck(_)
+            | Packet::NegResyncReply(_) => return self.resync_packet(node, packet),
+            Packet::Disconnect => {
+                return self.log(format!("peer {node}: the peer is disconnecting"));
+            }
+            _ => {}
+        }
         if !self.links.contains_key(&node) {
             return;
         }
@@ -310,7 +325,15 @@ impl Engine {
                 }
                 self.pump_peer_barriers(node);
             }
-            _ => {}
+            Packet::OutOfSync { sector, size } => {
+                if let Some(d) = self.disk.as_mut() {
+                    d.mark(node, sector.0 * SECTOR_SIZE, u64::from(size));
+                }
+            }
+            other => self.log(format!(
+                "peer {node}: unexpected {:?} ignored",
+                other.packet_type()
+            )),
         }
     }
 
@@ -405,7 +428,7 @@ impl Engine {
         self.release_held();
     }
 
-    fn internal_id(&mut self) -> ReqId {
+    pub(super) fn internal_id(&mut self) -> ReqId {
         self.next_internal += 1;
         ReqId(INTERNAL | self.next_internal)
     }
@@ -416,12 +439,17 @@ impl Engine {
             return;
         };
         match op {
+            PeerOp::Resync(op) => self.resync_disk_done(op, result),
             PeerOp::Write {
                 node,
                 ack,
                 epoch,
                 write_ack,
             } => {
+                if result.is_ok() {
+                    let offset = ack.sector.0 * SECTOR_SIZE;
+                    self.resync_target_covered(node, offset, u64::from(ack.size));
+                }
                 if !self.links.contains_key(&node) {
                     return;
                 }
@@ -485,6 +513,39 @@ impl Engine {
                 id,
                 op: IoOp::Flush,
             });
+        }
+    }
+}
+
+impl Engine {
+    /// DRBD's ko-count: a peer that leaves a request unanswered for `ko-count` x `timeout` is
+    /// dropped, and the writes waiting for it complete on local success.
+    pub(super) fn check_ko_count(&mut self) {
+        let now = self.now.0;
+        let mut late = Vec::new();
+        for p in &self.cfg.peers {
+            let Some(limit) = p.ko_deadline_ms else {
+                continue;
+            };
+            let limit_ns = limit.saturating_mul(1_000_000);
+            let oldest = self
+                .waiting
+                .values()
+                .filter(|w| w.waits_for(p.node_id))
+                .map(|w| w.since.0)
+                .min();
+            if let Some(t) = oldest
+                && now.saturating_sub(t) > limit_ns
+            {
+                late.push((p.node_id, limit));
+            }
+        }
+        for (node, limit) in late {
+            self.log(format!(
+                "peer {node}: Remote failed to finish a request within {limit} ms \
+                 (ko-count x timeout); dropping the connection"
+            ));
+            self.drop_link(node, false);
         }
     }
 }

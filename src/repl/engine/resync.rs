@@ -1,0 +1,624 @@
+//! The resync: bitmap-driven, alongside application I/O (DRBD's `P_RS_DATA_REQUEST` flow).
+//!
+//! - The **SyncTarget** walks its bitmap for the source and sends `ResyncRequest`s for runs of
+//!   out-of-sync blocks, paced by the [`Controller`] and bounded in flight. A `ResyncReply` is
+//!   written like any other write (through the same conflict gate, so it lands in the order it
+//!   arrived relative to replicated application writes); once on disk its blocks are clear here
+//!   and a `ResyncWriteAck` tells the source. At the end the target flushes its disk, adopts the
+//!   source's generation, persists UpToDate and only then tells the source (`State`).
+//! - The **SyncSource** answers each request with a read, which the conflict gate holds while an
+//!   overlapping write is in flight (and holds writes while an overlapping resync read is), so
+//!   a reply never carries data older than a write the target already has. It keeps every bit
+//!   until the target reports the end: a target that crashes mid-resync has lost nothing the
+//!   source still knows about, and the next handshake ORs both bitmaps again.
+//! - Application writes during the resync are replicated to the target too; on the target a
+//!   replicated write that covers whole 4 KiB blocks clears them.
+
+use super::{Action, Engine, HeldIo, IoOp};
+use crate::meta::superblock::flags;
+use crate::repl::resync::Controller;
+use crate::repl::state::{DiskState, ReplState, Role};
+use crate::repl::wire::{BlockAck, Packet};
+use crate::types::{BM_BLOCK_SIZE, BlockIdx, GenUuid, NodeId, ReqId, SECTOR_SIZE, Sector};
+use std::collections::{BTreeMap, VecDeque};
+
+/// Largest resync request (DRBD resyncs in up to 1 MiB requests too; 256 KiB keeps the
+/// conflict window small).
+const MAX_REQUEST: u64 = 256 * 1024;
+/// Resync requests in flight, and their bytes.
+const MAX_REQUESTS: usize = 64;
+const MAX_IN_FLIGHT_BYTES: u64 = 8 << 20;
+/// Controller steps kept for the rate shown in status (one second).
+const RATE_WINDOW: usize = 10;
+
+/// A resync with one peer, either direction.
+#[derive(Debug)]
+pub(super) struct Resync {
+    pub source: bool,
+    /// Bytes out of sync when it started.
+    pub total_bytes: u64,
+    /// Bytes resynced so far (target: written; source: acknowledged).
+    pub done_bytes: u64,
+    pub failed_bytes: u64,
+    // ---- target only ----
+    /// Next block to look at.
+    cursor: u64,
+    /// Requests sent and not yet written: block_id -> (offset, len).
+    in_flight: BTreeMap<u64, (u64, u64)>,
+    in_flight_bytes: u64,
+    next_id: u64,
+    /// The superblock generation that records Inconsistent: nothing is requested before it.
+    meta_gen: u64,
+    ctl: Controller,
+    /// Bytes that may still be requested in this step (negative: overdrawn).
+    budget: i64,
+    /// Bytes that arrived in this step, and per step for the last second.
+    arrived: u64,
+    window: VecDeque<u64>,
+    /// The final flush has been submitted.
+    finishing: bool,
+}
+
+impl Resync {
+    fn new(source: bool, total_bytes: u64, meta_gen: u64, ctl: Controller) -> Resync {
+        Resync {
+            source,
+            total_bytes,
+            done_bytes: 0,
+            failed_bytes: 0,
+            cursor: 0,
+            in_flight: BTreeMap::new(),
+            in_flight_bytes: 0,
+            next_id: 1,
+            meta_gen,
+            ctl,
+            budget: 0,
+            arrived: 0,
+            window: VecDeque::new(),
+            finishing: false,
+        }
+    }
+
+    /// Bytes per second over the last second.
+    pub fn rate(&self) -> u64 {
+        self.window.iter().sum::<u64>() * 10 / self.window.len().max(1) as u64
+    }
+}
+
+/// Disk ops of the resync (kept in `Engine::peer_ops`).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum ResyncOp {
+    /// Source: a read answering a request.
+    Read {
+        node: NodeId,
+        sector: Sector,
+        block_id: u64,
+        size: u32,
+    },
+    /// Target: writing a reply.
+    Write {
+        node: NodeId,
+        block_id: u64,
+        offset: u64,
+        len: u64,
+    },
+    /// Target: the flush before declaring UpToDate.
+    Flush { node: NodeId },
+}
+
+impl Engine {
+    /// Starts the resync with `node` after the bitmaps were exchanged (or a full sync was
+    /// requested).
+    pub(super) fn resync_start(&mut self, node: NodeId, source: bool) {
+        let oos = self
+            .disk
+            .as_ref()
+            .and_then(|d| d.bitmap(node))
+            .map_or(0, |b| b.count() * BM_BLOCK_SIZE);
+        let opts = self
+            .cfg
+            .peers
+            .iter()
+            .find(|p| p.node_id == node)
+            .map(|p| p.sync.clone())
+            .unwrap_or_default();
+        if !source {
+            // The target's data is a mix until the end: that must be on disk before the first
+            // resync write lands (a crash in between must not come back Consistent).
+            if let Some(d) = self.disk.as_mut() {
+                d.sb.flags &= !(flags::CONSISTENT | flags::WAS_UP_TO_DATE);
+            }
+            if self.disk_state != DiskState::Inconsistent {
+                self.log(format!("disk( {} -> Inconsistent )", self.disk_state));
+                self.disk_state = DiskState::Inconsistent;
+            }
+            self.sb_changed();
+            self.flush_bitmap_if_dirty();
+        }
+        let meta_gen = self.sb_gen;
+        let Some(c) = self.conns.get_mut(&node) else {
+            return;
+        };
+        let old = c.repl;
+        c.repl = if source {
+            ReplState::SyncSource
+        } else {
+            ReplState::SyncTarget
+        };
+        let new = c.repl;
+        if !source {
+            c.disk = DiskState::UpToDate;
+        } else if c.disk >= DiskState::Consistent {
+            c.disk = DiskState::Inconsistent;
+        }
+        let mut rs = Resync::new(source, oos, meta_gen, Controller::new(opts));
+        rs.budget = rs.ctl.step(0, 0, false) as i64;
+        c.rs = Some(rs);
+        self.log(format!(
+            "peer {node}: repl( {old} -> {new} ); {} KiB to resync",
+            oos / 1024
+        ));
+        self.broadcast_state();
+        self.resync_pump(node);
+    }
+
+    /// Source side: send everything to `node` (`invalidate-remote`, a forced Primary with an
+    /// Inconsistent peer, or the peer's `invalidate`).
+    pub(super) fn start_full_sync_to(&mut self, node: NodeId) -> Result<(), String> {
+        if self.disk_state != DiskState::UpToDate {
+            return Err("no UpToDate data here to resync from".into());
+        }
+        if self.conns.get(&node).map(|c| c.repl) != Some(ReplState::Established) {
+            return Err("not connected and idle".into());
+        }
+        if self
+            .disk
+            .as_ref()
+            .is_some_and(|d| d.sb.current_uuid.same_as(GenUuid::JUST_CREATED))
+        {
+            self.new_generation_for_sync();
+        }
+        let Some(d) = self.disk.as_mut() else {
+            return Err("no disk".into());
+        };
+        let bytes = d.data_bytes;
+        d.mark(node, 0, bytes);
+        let uuid = d.sb.current_uuid;
+        self.send(node, Packet::SyncUuid { uuid });
+        self.resync_start(node, true);
+        Ok(())
+    }
+
+    /// Target side of a full sync the source started ([`Packet::SyncUuid`]).
+    pub(super) fn become_full_sync_target(&mut self, node: NodeId, uuid: GenUuid) {
+        if self.role == Role::Primary {
+            self.log(format!(
+                "peer {node}: I shall become SyncTarget, but I am primary!"
+            ));
+            return self.drop_link(node, true);
+        }
+        if let Some(d) = self.disk.as_mut() {
+            let bytes = d.data_bytes;
+            d.mark(node, 0, bytes);
+        }
+        if let Some(c) = self.conns.get_mut(&node) {
+            c.peer_current = uuid;
+        }
+        self.resync_start(node, false);
+    }
+
+    /// Every controller step: new budgets, the rate window, and more requests.
+    pub(super) fn resync_tick(&mut self, app_busy: bool) {
+        let nodes: Vec<NodeId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.rs.is_some())
+            .map(|(n, _)| *n)
+            .collect();
+        for node in nodes {
+            if let Some(rs) = self.conns.get_mut(&node).and_then(|c| c.rs.as_mut()) {
+                let arrived = std::mem::take(&mut rs.arrived);
+                rs.window.push_back(arrived);
+                if rs.window.len() > RATE_WINDOW {
+                    rs.window.pop_front();
+                }
+                if !rs.source {
+                    let step = rs.ctl.step(arrived, rs.in_flight_bytes, app_busy) as i64;
+                    rs.budget = rs.budget.min(0) + step;
+                }
+            }
+            self.resync_pump(node);
+        }
+    }
+
+    /// Target: request what the budget and the in-flight bounds allow; finish when done.
+    pub(super) fn resync_pump(&mut self, node: NodeId) {
+        let meta_ok = self.meta_persisted;
+        let Some(d) = self.disk.as_ref() else {
+            return;
+        };
+        let data_bytes = d.data_bytes;
+        let Some(bm) = d.bitmap(node) else {
+            return;
+        };
+        let Some(c) = self.conns.get_mut(&node) else {
+            return;
+        };
+        let paused = c.user_paused || c.peer_paused;
+        let Some(rs) = c.rs.as_mut() else {
+            return;
+        };
+        if rs.source || paused || rs.finishing || meta_ok < rs.meta_gen {
+            return;
+        }
+        let mut out = Vec::new();
+        while rs.in_flight.len() < MAX_REQUESTS
+            && rs.in_flight_bytes < MAX_IN_FLIGHT_BYTES
+            && rs.budget > 0
+        {
+            let Some((start, end)) = bm.next_run(BlockIdx(rs.cursor)) else {
+                rs.cursor = bm.len_bits();
+                break;
+            };
+            let end = end.0.min(start.0 + MAX_REQUEST / BM_BLOCK_SIZE);
+            let offset = start.0 * BM_BLOCK_SIZE;
+            let len = (end * BM_BLOCK_SIZE).min(data_bytes).saturating_sub(offset);
+            rs.cursor = end;
+            if len == 0 {
+                continue;
+            }
+            let block_id = rs.next_id;
+            rs.next_id += 1;
+            rs.in_flight.insert(block_id, (offset, len));
+            rs.in_flight_bytes += len;
+            rs.budget -= len as i64;
+            out.push(Packet::ResyncRequest {
+                sector: Sector(offset / SECTOR_SIZE),
+                block_id,
+                size: len as u32,
+            });
+        }
+        let at_end = rs.cursor >= bm.len_bits() && rs.in_flight.is_empty();
+        let left = bm.count();
+        let failed = rs.failed_bytes;
+        if at_end && left > 0 && failed == 0 {
+            // Blocks behind the cursor became dirty again: another pass.
+            rs.cursor = 0;
+        }
+        for p in out {
+            self.send(node, p);
+        }
+        if at_end && (left == 0 || failed > 0) {
+            self.resync_target_finishing(node, left);
+        }
+    }
+
+    /// Target: every block requested and written. Flush, then adopt the source's generation.
+    fn resync_target_finishing(&mut self, node: NodeId, left_bits: u64) {
+        let Some(rs) = self.conns.get_mut(&node).and_then(|c| c.rs.as_mut()) else {
+            return;
+        };
+        if rs.failed_bytes > 0 {
+            let failed = rs.failed_bytes;
+            rs.finishing = true;
+            return self.log(format!(
+                "peer {node}: resync stopped with {} KiB that could not be read on the source \
+                 ({} KiB left); the disk stays Inconsistent: fix the source's disk and run \
+                 `drbdadm invalidate`",
+                failed / 1024,
+                left_bits * BM_BLOCK_SIZE / 1024
+            ));
+        }
+        rs.finishing = true;
+        let id = self.internal_id();
+        self.peer_ops.insert(
+            id,
+            super::replicate::PeerOp::Resync(ResyncOp::Flush { node }),
+        );
+        self.submit_internal(id, IoOp::Flush);
+    }
+
+    fn resync_target_done(&mut self, node: NodeId) {
+        let peer_current = self
+            .conns
+            .get(&node)
+            .map_or(GenUuid::ZERO, |c| c.peer_current);
+        if let Some(d) = self.disk.as_mut() {
+            let old = d.sb.current_uuid;
+            if !old.same_as(peer_current) && !old.same_as(GenUuid::JUST_CREATED) && !old.is_zero() {
+                d.sb.history.rotate_right(1);
+                d.sb.history[0] = old;
+            }
+            d.sb.current_uuid = peer_current;
+            if let Some(p) = d.sb.peers.iter_mut().find(|p| p.node_id == Some(node)) {
+                p.bitmap_uuid = GenUuid::ZERO;
+            }
+        }
+        self.set_up_to_date();
+        self.flush_bitmap_if_dirty();
+        // The source learns of it only once UpToDate is on disk here.
+        self.after_meta.push((self.sb_gen, node));
+        self.pump_meta();
+    }
+
+    /// The superblock that records a finished resync is on disk: tell the source.
+    pub(super) fn resync_target_persisted(&mut self, node: NodeId) {
+        let Some(c) = self.conns.get_mut(&node) else {
+            return;
+        };
+        if c.rs.as_ref().is_none_or(|rs| !rs.finishing) {
+            return;
+        }
+        let done = c.rs.as_ref().map_or(0, |rs| rs.done_bytes);
+        c.rs = None;
+        c.repl = ReplState::Established;
+        self.log(format!(
+            "peer {node}: Resync done ({} KiB); repl( SyncTarget -> Established )",
+            done / 1024
+        ));
+        let p = self.my_state_packet(node);
+        self.send(node, p);
+    }
+
+    /// Source: the target reports the end. Everything it had to get, it has.
+    pub(super) fn resync_source_finished(&mut self, node: NodeId) {
+        let Some(c) = self.conns.get_mut(&node) else {
+            return;
+        };
+        let done = c.rs.as_ref().map_or(0, |rs| rs.done_bytes);
+        c.rs = None;
+        c.repl = ReplState::Established;
+        c.disk = DiskState::UpToDate;
+        if let Some(d) = self.disk.as_mut() {
+            if let Some(idx) = d.sb.peer(node).and_then(|p| p.bitmap_index)
+                && let Some(bm) = d.bitmaps.get_mut(usize::from(idx))
+            {
+                bm.clear_all();
+            }
+            if let Some(p) = d.sb.peers.iter_mut().find(|p| p.node_id == Some(node))
+                && !p.bitmap_uuid.is_zero()
+            {
+                let old = p.bitmap_uuid;
+                p.bitmap_uuid = GenUuid::ZERO;
+                d.sb.history.rotate_right(1);
+                d.sb.history[0] = old;
+            }
+        }
+        self.log(format!(
+            "peer {node}: Resync done ({} KiB); repl( SyncSource -> Established )",
+            done / 1024
+        ));
+        self.sb_changed();
+        self.flush_bitmap_if_dirty();
+    }
+
+    /// Resync packets.
+    pub(super) fn resync_packet(&mut self, node: NodeId, packet: Packet) {
+        match packet {
+            Packet::ResyncRequest {
+                sector,
+                block_id,
+                size,
+            } => self.serve_resync_request(node, sector, block_id, size),
+            Packet::ResyncReply {
+                sector,
+                block_id,
+                data,
+                ..
+            } => self.resync_reply(node, sector, block_id, data),
+            Packet::NegResyncReply(a) => {
+                if let Some(rs) = self.conns.get_mut(&node).and_then(|c| c.rs.as_mut())
+                    && let Some((_, len)) = rs.in_flight.remove(&a.block_id)
+                {
+                    rs.in_flight_bytes -= len;
+                    rs.failed_bytes += len;
+                }
+                self.log(format!(
+                    "peer {node}: the source could not read sector {} for the resync",
+                    a.sector.0
+                ));
+                self.resync_pump(node);
+            }
+            Packet::ResyncWriteAck(a) => {
+                if let Some(rs) = self.conns.get_mut(&node).and_then(|c| c.rs.as_mut()) {
+                    rs.done_bytes += u64::from(a.size);
+                    rs.arrived += u64::from(a.size);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn serve_resync_request(&mut self, node: NodeId, sector: Sector, block_id: u64, size: u32) {
+        let serving = self
+            .conns
+            .get(&node)
+            .is_some_and(|c| c.rs.as_ref().is_some_and(|rs| rs.source));
+        let offset = sector.0 * SECTOR_SIZE;
+        let in_range = offset + u64::from(size) <= self.size_bytes() && size > 0;
+        if !serving || !in_range || self.disk.is_none() {
+            let ack = BlockAck {
+                sector,
+                block_id,
+                size,
+                seq: 0,
+            };
+            return self.send(node, Packet::NegResyncReply(ack));
+        }
+        let id = self.internal_id();
+        self.peer_ops.insert(
+            id,
+            super::replicate::PeerOp::Resync(ResyncOp::Read {
+                node,
+                sector,
+                block_id,
+                size,
+            }),
+        );
+        self.held.push_back(HeldIo {
+            id,
+            op: IoOp::Read { offset, len: size },
+            meta_gen: 0,
+            al_seq: 0,
+        });
+        self.release_held();
+    }
+
+    fn resync_reply(&mut self, node: NodeId, sector: Sector, block_id: u64, data: bytes::Bytes) {
+        let Some(c) = self.conns.get_mut(&node) else {
+            return;
+        };
+        c.received += data.len() as u64;
+        let Some(rs) = c.rs.as_mut() else {
+            return;
+        };
+        let Some(&(offset, len)) = rs.in_flight.get(&block_id) else {
+            return; // not (or no longer) ours
+        };
+        rs.arrived += len;
+        if offset != sector.0 * SECTOR_SIZE || data.len() as u64 != len {
+            self.log(format!(
+                "peer {node}: resync reply does not match its request; dropping the connection"
+            ));
+            return self.drop_link(node, false);
+        }
+        let id = self.internal_id();
+        self.peer_ops.insert(
+            id,
+            super::replicate::PeerOp::Resync(ResyncOp::Write {
+                node,
+                block_id,
+                offset,
+                len,
+            }),
+        );
+        // No AL transaction: until the resync ends the whole disk is Inconsistent anyway.
+        self.held.push_back(HeldIo {
+            id,
+            op: IoOp::Write {
+                offset,
+                data,
+                fua: false,
+            },
+            meta_gen: 0,
+            al_seq: 0,
+        });
+        self.release_held();
+    }
+
+    /// A resync disk op finished.
+    pub(super) fn resync_disk_done(&mut self, op: ResyncOp, result: &Result<Option<Vec<u8>>, i32>) {
+        match op {
+            ResyncOp::Read {
+                node,
+                sector,
+                block_id,
+                size,
+            } => {
+                let packet = match result {
+                    Ok(Some(data)) => Packet::ResyncReply {
+                        sector,
+                        block_id,
+                        digest: bytes::Bytes::new(),
+                        data: bytes::Bytes::from(data.clone()),
+                    },
+                    _ => Packet::NegResyncReply(BlockAck {
+                        sector,
+                        block_id,
+                        size,
+                        seq: 0,
+                    }),
+                };
+                if self.links.contains_key(&node) {
+                    self.send(node, packet);
+                }
+            }
+            ResyncOp::Write {
+                node,
+                block_id,
+                offset,
+                len,
+            } => {
+                let ok = result.is_ok();
+                if ok && let Some(d) = self.disk.as_mut() {
+                    let dev = d.data_bytes;
+                    if let Some(idx) = d.sb.peer(node).and_then(|p| p.bitmap_index)
+                        && let Some(bm) = d.bitmaps.get_mut(usize::from(idx))
+                    {
+                        bm.clear_bytes_covered_dev(offset, len, dev);
+                    }
+                }
+                let Some(rs) = self.conns.get_mut(&node).and_then(|c| c.rs.as_mut()) else {
+                    return;
+                };
+                if rs.in_flight.remove(&block_id).is_some() {
+                    rs.in_flight_bytes -= len;
+                }
+                let ack = BlockAck {
+                    sector: Sector(offset / SECTOR_SIZE),
+                    block_id,
+                    size: len as u32,
+                    seq: 0,
+                };
+                if ok {
+                    rs.done_bytes += len;
+                    self.send(node, Packet::ResyncWriteAck(ack));
+                } else {
+                    rs.failed_bytes += len;
+                    self.send(node, Packet::NegAck(ack));
+                }
+                self.resync_pump(node);
+            }
+            ResyncOp::Flush { node } => match result {
+                Ok(_) => self.resync_target_done(node),
+                Err(e) => self.log(format!(
+                    "peer {node}: flush at the end of the resync failed (errno {e}); the disk \
+                     stays Inconsistent"
+                )),
+            },
+        }
+    }
+
+    /// Target: a replicated application write that covers whole blocks makes them current.
+    pub(super) fn resync_target_covered(&mut self, node: NodeId, offset: u64, len: u64) {
+        let syncing = self
+            .conns
+            .get(&node)
+            .is_some_and(|c| c.rs.as_ref().is_some_and(|rs| !rs.source));
+        if !syncing {
+            return;
+        }
+        if let Some(d) = self.disk.as_mut() {
+            let dev = d.data_bytes;
+            if let Some(idx) = d.sb.peer(node).and_then(|p| p.bitmap_index)
+                && let Some(bm) = d.bitmaps.get_mut(usize::from(idx))
+            {
+                bm.clear_bytes_covered_dev(offset, len, dev);
+            }
+        }
+    }
+
+    /// `pause-sync` / `resume-sync`.
+    pub(super) fn set_user_paused(&mut self, paused: bool) -> Result<(), String> {
+        let nodes = self.established_peers();
+        if nodes.is_empty() {
+            return Err("not connected".into());
+        }
+        for node in &nodes {
+            if let Some(c) = self.conns.get_mut(node) {
+                c.user_paused = paused;
+            }
+        }
+        self.broadcast_state();
+        for node in nodes {
+            self.resync_pump(node);
+        }
+        Ok(())
+    }
+
+    pub(super) fn submit_internal(&mut self, id: ReqId, op: IoOp) {
+        self.inflight.insert(id, super::InflightKind::Other);
+        self.stats.lower_pending += 1;
+        self.actions.push_back(Action::SubmitDisk { id, op });
+    }
+}
