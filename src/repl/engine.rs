@@ -682,8 +682,13 @@ impl Engine {
             Some(rec) => ActivityLog::from_recovery(rec),
             None => ActivityLog::new(sb.al_extents, u64::from(a.al_blocks)),
         };
-        if sb.flags & flags::AL_CLEAN == 0 {
-            // An unclean stop: every extent the AL says was hot may differ from the peers.
+        if sb.flags & flags::AL_CLEAN == 0 && sb.flags & flags::PRIMARY_IND != 0 {
+            // A Primary stopped uncleanly: every extent the AL says was hot may differ from
+            // the peers. (A Secondary that crashed needs no such marks: every write it got
+            // came from a Primary, which keeps each one it has not seen flushed here in its
+            // transfer log and marks it when the link drops, or, if it crashed as well, has
+            // the same extents in its own AL. Marking them here too would resync whole 4 MiB
+            // extents after every Secondary restart.)
             let hot = a.al.as_ref().map(|r| r.extents.clone()).unwrap_or_default();
             let mut marked = 0;
             for e in &hot {

@@ -363,6 +363,8 @@ impl Engine {
             size,
             seq,
         };
+        // Replicated writes compete with the resync like local application I/O does.
+        self.app_busy = true;
         let usable = self.role != Role::Primary && self.disk.is_some() && !self.meta_failed;
         if !usable {
             self.actions.push_back(Action::Send {
