@@ -249,6 +249,9 @@ impl Engine {
         {
             self.complete(id, result);
         }
+        if self.waiting.is_empty() {
+            self.close_idle_epochs();
+        }
         self.maybe_finish_detach();
     }
 
@@ -334,6 +337,25 @@ impl Engine {
                 "peer {node}: unexpected {:?} ignored",
                 other.packet_type()
             )),
+        }
+    }
+
+    /// The application went idle: close the open epochs, so the peers confirm them and the
+    /// transfer log (what a link drop marks out of sync) shrinks to nothing.
+    fn close_idle_epochs(&mut self) {
+        let mut barriers = Vec::new();
+        for (node, link) in self.links.iter_mut() {
+            if link.epoch_writes > 0 {
+                barriers.push((*node, link.epoch));
+                link.epoch += 1;
+                link.epoch_writes = 0;
+            }
+        }
+        for (node, epoch) in barriers {
+            self.actions.push_back(Action::Send {
+                node,
+                packet: Packet::Barrier { epoch },
+            });
         }
     }
 

@@ -1,0 +1,419 @@
+//! Two real daemons on loopback replicating one resource: the SUSE HA how-to command for
+//! command, the initial full sync, a Secondary and a Primary killed with SIGKILL under queue
+//! depth 32, and a Secondary stopped with SIGSTOP (ko-count). Traffic goes only to 127.0.0.1.
+
+mod common;
+
+use common::{Node, backing_file, scratch, tool};
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const DISK: u64 = 64 << 20;
+/// The data area compared between the replicas: the internal metadata lives after it.
+const DATA: usize = 60 << 20;
+const RES: &str = "res0";
+
+/// A port nobody listens on right now.
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+struct Pair {
+    _dir: tempfile::TempDir,
+    a: Node,
+    b: Node,
+    disk_a: PathBuf,
+    disk_b: PathBuf,
+}
+
+/// The how-to's configuration (`../shared/testdata/configs/suse-ha`), with only disks and
+/// addresses changed, plus `extra` in `common { }`.
+fn pair(extra: &str) -> Pair {
+    let dir = scratch();
+    let (disk_a, disk_b) = (dir.path().join("node-1.img"), dir.path().join("node-2.img"));
+    backing_file(&disk_a, DISK);
+    backing_file(&disk_b, DISK);
+    let (pa, pb) = (free_port(), free_port());
+    let cfg = dir.path().join("drbd.conf");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"global {{ usage-count no; }}
+common {{
+    startup {{ degr-wfc-timeout 90; wfc-timeout 100; }}
+    options {{ quorum off; }}
+    net {{
+        cram-hmac-alg "sha1";
+        shared-secret "Abcd1234Password";
+        protocol C;
+        fencing resource-only;
+    }}
+    {extra}
+}}
+resource res0 {{
+    connection-mesh {{ hosts node-1 node-2; }}
+    on node-1 {{ node-id 0; address 127.0.0.1:{pa}; disk "{}"; }}
+    on node-2 {{ node-id 1; address 127.0.0.1:{pb}; disk "{}"; }}
+    device /dev/drbd0;
+    meta-disk internal;
+}}
+"#,
+            disk_a.display(),
+            disk_b.display()
+        ),
+    )
+    .expect("config");
+    let a = Node::new(dir.path(), "node-1", &cfg);
+    let b = Node::new(dir.path(), "node-2", &cfg);
+    Pair {
+        _dir: dir,
+        a,
+        b,
+        disk_a,
+        disk_b,
+    }
+}
+
+impl Pair {
+    /// create-md and up on both; waits for the connection.
+    fn up(&mut self) {
+        for n in [&mut self.a, &mut self.b] {
+            n.adm(&["create-md", RES]).ok();
+            n.start();
+            n.adm(&["up", RES]).ok();
+        }
+        self.a
+            .adm(&["wait-connect", "--wfc-timeout", "20", RES])
+            .ok();
+    }
+
+    fn assert_identical(&self) {
+        let a = std::fs::read(&self.disk_a).expect("read a");
+        let b = std::fs::read(&self.disk_b).expect("read b");
+        if let Some(i) = (0..DATA).find(|&i| a[i] != b[i]) {
+            panic!(
+                "the replicas differ first at byte {i} (block {}); logs:\n{}\n{}",
+                i / 4096,
+                self.a.log_text(),
+                self.b.log_text()
+            );
+        }
+    }
+
+    fn wait_sync(&self) {
+        let r = self.a.adm(&["wait-sync", "--wfc-timeout", "60", RES]);
+        assert_eq!(
+            r.code,
+            0,
+            "wait-sync: {r:#?}\nlogs:\n{}\n{}",
+            self.a.log_text(),
+            self.b.log_text()
+        );
+    }
+}
+
+fn status(n: &Node) -> String {
+    n.adm(&["status", RES]).ok().stdout
+}
+
+/// Polls `f` until it holds (or panics after `secs`).
+fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(secs),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// KiB the resync moved, from the SyncSource's log ("N KiB to resync").
+fn resync_kib(log: &str) -> Vec<u64> {
+    log.lines()
+        .filter(|l| l.contains("-> SyncSource )"))
+        .filter_map(|l| {
+            let at = l.find("; ")?;
+            l[at + 2..].split(' ').next()?.parse().ok()
+        })
+        .collect()
+}
+
+#[test]
+fn the_suse_ha_howto_runs_command_for_command_with_no_resync() {
+    let mut p = pair("");
+    p.a.adm(&["dump", "all"]).ok();
+    p.up();
+    // Both fresh: connected, no sync, both Inconsistent.
+    let st = status(&p.b);
+    assert!(st.contains("node-1 role:Secondary"), "{st}");
+    assert!(st.contains("peer-disk:Inconsistent"), "{st}");
+    p.a.adm(&["--clear-bitmap", "new-current-uuid", RES]).ok();
+    p.a.adm(&["primary", "--force", RES]).ok();
+    let expected =
+        "res0 role:Primary\n  disk:UpToDate\n  node-2 role:Secondary\n    peer-disk:UpToDate\n";
+    eventually(10, "the how-to's status block", || status(&p.a) == expected);
+    let st = status(&p.b);
+    assert_eq!(
+        st,
+        "res0 role:Secondary\n  disk:UpToDate\n  node-1 role:Primary\n    peer-disk:UpToDate\n"
+    );
+    // fencing resource-only is accepted, with a warning.
+    assert!(p.a.log_text().contains("fencing"), "{}", p.a.log_text());
+    // No resync happened: nothing was ever out of sync.
+    assert!(resync_kib(&p.a.log_text()).is_empty());
+    assert!(!p.a.log_text().contains("SyncTarget"));
+    // Data written through NBD is on both disks.
+    let o = tool(
+        "qemu-io",
+        &[
+            "-f",
+            "raw",
+            "-c",
+            "write -P 0x5a 0 1M",
+            "-c",
+            "flush",
+            &p.a.nbd_uri(RES),
+        ],
+    );
+    assert!(o.status.success(), "{o:?}");
+    p.assert_identical();
+    let b = std::fs::read(&p.disk_b).expect("read");
+    assert!(b[..1 << 20].iter().all(|&x| x == 0x5a));
+}
+
+#[test]
+fn the_initial_full_sync_shows_progress_and_ends_with_identical_disks() {
+    // A resync slow enough to be seen in flight (64 MiB at 16 MiB/s).
+    let mut p = pair("disk { c-plan-ahead 0; resync-rate 16M; }");
+    // Something to sync: node-1's disk has data before create-md.
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&p.disk_a)
+            .expect("open");
+        for i in 0..(DATA / (1 << 20)) {
+            f.seek(SeekFrom::Start((i << 20) as u64)).expect("seek");
+            f.write_all(&[(i % 250 + 1) as u8; 4096]).expect("write");
+        }
+    }
+    p.up();
+    p.a.adm(&["primary", "--force", RES]).ok();
+    let mut seen = String::new();
+    eventually(20, "SyncSource progress", || {
+        seen = status(&p.a);
+        seen.contains("replication:SyncSource peer-disk:Inconsistent done:")
+    });
+    let st = status(&p.b);
+    assert!(
+        st.contains("replication:SyncTarget peer-disk:UpToDate done:")
+            || st.contains("disk:UpToDate"),
+        "{st}"
+    );
+    p.wait_sync();
+    eventually(10, "UpToDate on both", || {
+        status(&p.a).ends_with("    peer-disk:UpToDate\n")
+            && status(&p.b).starts_with("res0 role:Secondary\n  disk:UpToDate\n")
+    });
+    p.assert_identical();
+}
+
+/// Runs the QD32 writer against `n`; returns the blocks acknowledged and whether it finished.
+fn write_blocks(n: &Node, seed: u64, start: usize, count: usize, tag: u32) -> (Vec<u64>, bool) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/qd32_writer.py");
+    let out = Command::new("/usr/bin/python3")
+        .args([script, &n.nbd_uri(RES)])
+        .args([
+            seed.to_string(),
+            (DATA / 4096).to_string(),
+            start.to_string(),
+            count.to_string(),
+            tag.to_string(),
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("python3-libnbd");
+    let acked = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    (acked, out.status.success())
+}
+
+fn pattern(b: u64, tag: u32) -> Vec<u8> {
+    let head = format!("udrbd block {b:08} tag {tag:04} ");
+    head.as_bytes().iter().copied().cycle().take(4096).collect()
+}
+
+#[test]
+fn a_secondary_killed_under_qd32_resyncs_only_what_changed() {
+    let mut p =
+        pair("net { connect-int 1; } disk { c-plan-ahead 0; resync-rate 200M; c-min-rate 0; }");
+    p.up();
+    p.a.adm(&["--clear-bitmap", "new-current-uuid", RES]).ok();
+    p.a.adm(&["primary", RES]).ok();
+    // Connected: 2000 writes, all on both disks.
+    let (acked, ok) = write_blocks(&p.a, 7, 0, 2000, 1);
+    assert!(ok && acked.len() == 2000);
+    p.assert_identical();
+    // The Secondary dies; the Primary goes on alone.
+    p.b.crash();
+    let (outage, ok) = write_blocks(&p.a, 7, 2000, 3000, 2);
+    assert!(ok && outage.len() == 3000, "writes must go on degraded");
+    let distinct: BTreeSet<u64> = outage.iter().copied().collect();
+    p.b.start();
+    p.b.adm(&["up", RES]).ok();
+    p.a.adm(&["wait-connect", "--wfc-timeout", "20", RES]).ok();
+    p.wait_sync();
+    let kib = resync_kib(&p.a.log_text());
+    let moved = kib.iter().sum::<u64>() / 4;
+    let window = 32 + 4; // writes in flight when the link broke, and rounding
+    assert!(
+        moved >= distinct.len() as u64 && moved <= distinct.len() as u64 + window,
+        "resync moved {moved} blocks for {} written during the outage ({kib:?}); log:\n{}",
+        distinct.len(),
+        p.a.log_text()
+    );
+    p.assert_identical();
+    let b = std::fs::read(&p.disk_b).expect("read");
+    for blk in &distinct {
+        let at = (*blk * 4096) as usize;
+        assert_eq!(&b[at..at + 4096], &pattern(*blk, 2)[..], "block {blk}");
+    }
+}
+
+#[test]
+fn a_primary_killed_under_qd32_loses_no_acknowledged_write() {
+    let mut p = pair("net { connect-int 1; }");
+    p.up();
+    p.a.adm(&["--clear-bitmap", "new-current-uuid", RES]).ok();
+    p.a.adm(&["primary", RES]).ok();
+    // Kill the Primary while the writer runs: every block it saw acknowledged must be on
+    // the Secondary.
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/qd32_writer.py");
+    let mut w = Command::new("/usr/bin/python3")
+        .args([
+            script,
+            &p.a.nbd_uri(RES),
+            "11",
+            &(DATA / 4096).to_string(),
+            "0",
+            "14000",
+            "3",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3-libnbd");
+    let stdout = w.stdout.take().expect("stdout");
+    let mut acked = Vec::new();
+    let mut lines = BufReader::new(stdout).lines();
+    for line in lines.by_ref() {
+        let Ok(line) = line else { break };
+        if let Ok(b) = line.trim().parse::<u64>() {
+            acked.push(b);
+        }
+        if acked.len() == 3000 {
+            p.a.crash();
+            break;
+        }
+    }
+    // Acks that were already on their way count too.
+    for line in lines {
+        let Ok(line) = line else { break };
+        if let Ok(b) = line.trim().parse::<u64>() {
+            acked.push(b);
+        }
+    }
+    let _ = w.wait();
+    assert!(acked.len() >= 3000);
+    p.b.adm(&["primary", RES]).ok();
+    let data = read_export(&p.b, &acked);
+    for (blk, got) in acked.iter().zip(data) {
+        assert_eq!(
+            got,
+            pattern(*blk, 3),
+            "acknowledged block {blk} is not on the survivor"
+        );
+    }
+}
+
+/// Reads the given blocks through the node's NBD export.
+fn read_export(n: &Node, blocks: &[u64]) -> Vec<Vec<u8>> {
+    let script = r#"
+import nbd, sys
+h = nbd.NBD()
+h.connect_uri(sys.argv[1])
+for line in sys.stdin:
+    b = int(line)
+    sys.stdout.write(h.pread(4096, b * 4096).hex() + "\n")
+h.shutdown()
+"#;
+    let mut c = Command::new("/usr/bin/python3")
+        .args(["-c", script, &n.nbd_uri(RES)])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    {
+        use std::io::Write;
+        let mut stdin = c.stdin.take().expect("stdin");
+        for b in blocks {
+            writeln!(stdin, "{b}").expect("write");
+        }
+    }
+    let out = c.wait_with_output().expect("read");
+    assert!(out.status.success(), "read failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            (0..l.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&l[i..i + 2], 16).unwrap_or(0))
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn a_stopped_secondary_stalls_writes_for_at_most_ko_count_times_timeout() {
+    // timeout 1 s x ko-count 2: writes continue degraded after at most ~2 s.
+    let mut p = pair("net { timeout 10; ko-count 2; ping-int 10; connect-int 1; }");
+    p.up();
+    p.a.adm(&["--clear-bitmap", "new-current-uuid", RES]).ok();
+    p.a.adm(&["primary", RES]).ok();
+    let pid = p.b.daemon.as_ref().map(|c| c.id()).expect("running");
+    // SAFETY: signals to our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+    let t0 = Instant::now();
+    let o = tool(
+        "qemu-io",
+        &["-f", "raw", "-c", "write -P 0x11 0 64k", &p.a.nbd_uri(RES)],
+    );
+    let stalled = t0.elapsed();
+    assert!(o.status.success(), "{o:?}");
+    assert!(
+        stalled < Duration::from_secs(2 + 3),
+        "the write stalled {stalled:?}, more than ko-count x timeout (+ slack)"
+    );
+    // Degraded now: the next write is quick.
+    let t1 = Instant::now();
+    let o = tool(
+        "qemu-io",
+        &["-f", "raw", "-c", "write -P 0x22 1M 64k", &p.a.nbd_uri(RES)],
+    );
+    assert!(o.status.success(), "{o:?}");
+    assert!(t1.elapsed() < Duration::from_secs(2), "{:?}", t1.elapsed());
+    assert!(p.a.log_text().contains("ko-count"), "{}", p.a.log_text());
+    unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+    // It comes back and catches up.
+    p.a.adm(&["wait-connect", "--wfc-timeout", "30", RES]).ok();
+    p.wait_sync();
+    p.assert_identical();
+}
