@@ -231,6 +231,49 @@ pub enum Command {
         targets: Targets,
     },
 
+    /// Connect to the peers (up does this too): listen, dial, authenticate, then the
+    /// handshake decides whether and in which direction to resync.
+    Connect {
+        /// After a split brain: this node's changes are thrown away and it resyncs from the
+        /// peer (give it on the victim only).
+        #[arg(long = "discard-my-data")]
+        discard_my_data: bool,
+        #[command(flatten)]
+        targets: Targets,
+    },
+
+    /// Close the connections and stay StandAlone (writes go on here and are marked in the
+    /// bitmap, so the next connect resyncs only what changed).
+    Disconnect {
+        #[command(flatten)]
+        targets: Targets,
+    },
+
+    /// Throw away this node's data: it becomes Inconsistent and is fully resynced from the
+    /// connected, UpToDate peer. Use it when a disk is known to be bad.
+    Invalidate {
+        #[command(flatten)]
+        targets: Targets,
+    },
+
+    /// Resync the connected peer completely from this node (the peer becomes Inconsistent).
+    InvalidateRemote {
+        #[command(flatten)]
+        targets: Targets,
+    },
+
+    /// Pause a running resync (for example to give the application the bandwidth).
+    PauseSync {
+        #[command(flatten)]
+        targets: Targets,
+    },
+
+    /// Resume a resync paused with pause-sync.
+    ResumeSync {
+        #[command(flatten)]
+        targets: Targets,
+    },
+
     /// Wait until every connection of the resource is Connected.
     WaitConnect {
         /// Seconds to wait (0: forever). Default: the resource's startup { wfc-timeout }.

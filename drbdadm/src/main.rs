@@ -81,6 +81,20 @@ fn run(cli: Cli) -> Result<(), AdmError> {
                 clear_bitmap: *clear_bitmap,
             },
         ),
+        Command::Connect {
+            discard_my_data,
+            targets,
+        } => state(
+            targets,
+            StateCmd::Connect {
+                discard_my_data: *discard_my_data,
+            },
+        ),
+        Command::Disconnect { targets } => state(targets, StateCmd::Disconnect),
+        Command::Invalidate { targets } => state(targets, StateCmd::Invalidate),
+        Command::InvalidateRemote { targets } => state(targets, StateCmd::InvalidateRemote),
+        Command::PauseSync { targets } => state(targets, StateCmd::PauseSync),
+        Command::ResumeSync { targets } => state(targets, StateCmd::ResumeSync),
         Command::Role { targets } => {
             commands::daemon::query(&cfg, &daemon, &targets.targets, Query::Role)
         }

@@ -1,14 +1,14 @@
 //! Control-socket messages. Field names are part of the interface that `drbdadm --json`, the
 //! Pacemaker agent and tests read: add fields, never rename them.
 
-use crate::config::{Fencing, Resolved};
+use crate::config::{NetOptions, PeerDeviceOptions, Resolved};
 use crate::repl::{ConnState, DiskState, ReplState, Role};
 use crate::types::MetaDisk;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
 /// What the daemon runs of a resource: derived from the [`Resolved`] resource drbdadm sends.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ResourceSpec {
     pub name: String,
     /// This node's `on` section name.
@@ -21,18 +21,27 @@ pub struct ResourceSpec {
     pub meta_disk: MetaDisk,
     pub peers: Vec<PeerSpec>,
     pub auto_promote: bool,
-    /// `fencing dont-care` on every connection.
+    /// `fencing dont-care` on every connection. Until fencing is implemented, every `fencing`
+    /// policy acts as dont-care (the daemon warns at `up`), so this is always true; the
+    /// configured policy is in each peer's `net`.
     pub fencing_dont_care: bool,
     /// udrbd's `nbd-listen`: serve the export over TCP here too.
     pub nbd_listen: Option<SocketAddr>,
 }
 
 /// A configured peer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PeerSpec {
     pub name: String,
     pub node_id: u8,
+    /// Where the peer listens.
     pub address: Option<SocketAddr>,
+    /// Where this node listens for the peer (its `address`).
+    pub local_address: Option<SocketAddr>,
+    /// The connection's effective `net { }` options.
+    pub net: NetOptions,
+    /// The peer device options of volume 0 (resync controller).
+    pub sync: PeerDeviceOptions,
 }
 
 impl ResourceSpec {
@@ -59,10 +68,18 @@ impl ResourceSpec {
                     name: p.name.clone(),
                     node_id: p.node_id.0,
                     address: p.address,
+                    local_address: p.local_address,
+                    net: p.net.clone(),
+                    sync: p
+                        .volumes
+                        .iter()
+                        .find(|v| v.number == vol.number)
+                        .map(|v| v.opts.clone())
+                        .unwrap_or_default(),
                 })
                 .collect(),
             auto_promote: r.options.auto_promote,
-            fencing_dont_care: r.peers.iter().all(|p| p.net.fencing == Fencing::DontCare),
+            fencing_dont_care: true,
             nbd_listen: r.me.nbd_listen,
         })
     }
@@ -96,6 +113,29 @@ pub enum Request {
     NewCurrentUuid {
         resource: String,
         clear_bitmap: bool,
+    },
+    /// Start connecting to the peers (`drbdadm connect`). `discard_my_data` is accepted for
+    /// the split-brain recovery of a later build.
+    Connect {
+        resource: String,
+        #[serde(default)]
+        discard_my_data: bool,
+    },
+    /// Close the peer links and stay StandAlone.
+    Disconnect {
+        resource: String,
+    },
+    Invalidate {
+        resource: String,
+    },
+    InvalidateRemote {
+        resource: String,
+    },
+    PauseSync {
+        resource: String,
+    },
+    ResumeSync {
+        resource: String,
     },
     /// One resource, or all with `None`.
     Status {
@@ -157,4 +197,22 @@ pub struct ConnectionView {
     pub replication: ReplState,
     pub peer_disk: DiskState,
     pub out_of_sync_kib: u64,
+    /// While a resync runs: DRBD's `done:` in hundredths of a percent (4567 = 45.67).
+    #[serde(default)]
+    pub done_centi: Option<u32>,
+    /// While a resync runs: KiB/s over the last second, and seconds to go.
+    #[serde(default)]
+    pub resync_rate_kib: Option<u64>,
+    #[serde(default)]
+    pub resync_eta_s: Option<u64>,
+    /// `resync-suspended:` — "user" (pause-sync here), "peer" (there), or both.
+    #[serde(default)]
+    pub resync_suspended: Option<String>,
+    #[serde(default)]
+    pub received_kib: u64,
+    #[serde(default)]
+    pub sent_kib: u64,
+    /// Requests sent to the peer and not yet answered.
+    #[serde(default)]
+    pub pending: u64,
 }

@@ -107,10 +107,25 @@ impl Daemon {
         }
         let driver = Driver::new(spec.clone());
         self.table().insert(spec.name.clone(), driver.clone());
+        for p in &spec.peers {
+            if p.net.fencing != crate::config::Fencing::DontCare {
+                tracing::warn!(
+                    "{}: fencing {} toward {} is not implemented yet; acting as dont-care",
+                    spec.name,
+                    p.net.fencing.word(),
+                    p.name
+                );
+            }
+        }
         if spec.disk.is_none() {
             return Response::Ok; // a diskless client
         }
-        self.attach(&driver).await
+        let r = self.attach(&driver).await;
+        if r == Response::Ok {
+            // DRBD's `up` is attach + connect.
+            driver.start_links();
+        }
+        r
     }
 
     async fn attach(&self, driver: &Arc<Driver>) -> Response {
@@ -124,11 +139,32 @@ impl Daemon {
         }
     }
 
+    fn connect(&self, name: &str, discard_my_data: bool) -> Response {
+        let Some(d) = self.get(name) else {
+            return unknown_resource(name);
+        };
+        if discard_my_data {
+            tracing::warn!(
+                "{name}: --discard-my-data is not implemented in this build; connecting without it"
+            );
+        }
+        d.start_links();
+        Response::Ok
+    }
+
     async fn down(&self, name: &str) -> Response {
         let Some(d) = self.get(name) else {
             // drbdsetup down succeeds for a resource that is not up.
             return Response::Ok;
         };
+        if d.open_count() > 0 {
+            return admin_failure(
+                name,
+                &AdminError::State(crate::repl::StateError::DeviceInUse),
+                &d,
+            );
+        }
+        d.stop_links().await;
         if let Err(e) = d.admin(AdminCmd::Detach).await {
             return admin_failure(name, &e, &d);
         }
@@ -165,6 +201,7 @@ impl Daemon {
     pub async fn shutdown(&self) {
         for d in self.all() {
             let name = d.spec().name.clone();
+            d.stop_links().await;
             match d.admin(AdminCmd::Detach).await {
                 Ok(()) => tracing::info!("{name}: detached cleanly"),
                 Err(e) => tracing::warn!("{name}: could not detach cleanly: {e}"),
@@ -230,6 +267,27 @@ impl Handler for Daemon {
                 } => {
                     self.admin(&resource, AdminCmd::NewCurrentUuid { clear_bitmap })
                         .await
+                }
+                Request::Connect {
+                    resource,
+                    discard_my_data,
+                } => self.connect(&resource, discard_my_data),
+                Request::Disconnect { resource } => match self.get(&resource) {
+                    Some(d) => {
+                        d.stop_links().await;
+                        Response::Ok
+                    }
+                    None => unknown_resource(&resource),
+                },
+                Request::Invalidate { resource } => {
+                    self.admin(&resource, AdminCmd::Invalidate).await
+                }
+                Request::InvalidateRemote { resource } => {
+                    self.admin(&resource, AdminCmd::InvalidateRemote).await
+                }
+                Request::PauseSync { resource } => self.admin(&resource, AdminCmd::PauseSync).await,
+                Request::ResumeSync { resource } => {
+                    self.admin(&resource, AdminCmd::ResumeSync).await
                 }
                 Request::Status { resource } => self.status(resource.as_deref()),
             }

@@ -9,6 +9,7 @@
 //! (it holds a write until its metadata is persisted, and never has two superblock, AL or bitmap
 //! writes in flight), and the metadata writes run on one thread in submission order.
 
+mod link;
 mod meta_thread;
 
 use crate::bitmap::Bitmap;
@@ -84,6 +85,10 @@ struct Inner {
     admin_waiters: HashMap<u64, oneshot::Sender<Result<(), AdminError>>>,
     next_req: u64,
     next_token: u64,
+    /// Per connected peer: where the engine's packets go (see `link`).
+    senders: HashMap<NodeId, tokio::sync::mpsc::UnboundedSender<crate::repl::wire::Packet>>,
+    peer_tasks: HashMap<NodeId, link::PeerTask>,
+    ticker: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Work taken out of the lock, executed in order after it is released.
@@ -98,6 +103,7 @@ enum Exec {
         Result<(), AdminError>,
     ),
     Log(String),
+    DropLink(NodeId, bool),
 }
 
 impl Driver {
@@ -109,7 +115,13 @@ impl Driver {
             peers: spec
                 .peers
                 .iter()
-                .map(|p| PeerInfo::new(p.name.clone(), NodeId(p.node_id)))
+                .map(|p| PeerInfo {
+                    ko_deadline_ms: (p.net.ko_count > 0)
+                        .then(|| u64::from(p.net.timeout) * 100 * u64::from(p.net.ko_count)),
+                    sync: p.sync.clone(),
+                    sb_policy: crate::repl::handshake::SbPolicy::from_net(&p.net),
+                    ..PeerInfo::new(p.name.clone(), NodeId(p.node_id))
+                })
                 .collect(),
             auto_promote: spec.auto_promote,
             fencing_dont_care: spec.fencing_dont_care,
@@ -126,6 +138,9 @@ impl Driver {
                 admin_waiters: HashMap::new(),
                 next_req: 1,
                 next_token: 1,
+                senders: HashMap::new(),
+                peer_tasks: HashMap::new(),
+                ticker: None,
             }),
             me: me.clone(),
         })
@@ -296,6 +311,18 @@ impl Driver {
                     replication: p.repl,
                     peer_disk: p.disk,
                     out_of_sync_kib: p.out_of_sync_bytes / 1024,
+                    done_centi: p.resync.map(|r| (r.done_percent() * 100.0) as u32),
+                    resync_rate_kib: p.resync.map(|r| r.rate_bytes_per_sec / 1024),
+                    resync_eta_s: p.resync.and_then(|r| r.eta_secs()),
+                    resync_suspended: match (p.user_paused, p.peer_paused) {
+                        (true, true) => Some("user,peer".into()),
+                        (true, false) => Some("user".into()),
+                        (false, true) => Some("peer".into()),
+                        _ => None,
+                    },
+                    received_kib: p.received_kib,
+                    sent_kib: p.sent_kib,
+                    pending: p.pending,
                 })
                 .collect(),
         }
@@ -330,6 +357,7 @@ impl Driver {
                     let _ = tx.send(result);
                 }
                 Exec::Log(line) => tracing::info!("{line}"),
+                Exec::DropLink(node, standalone) => self.drop_link(node, standalone),
             }
         }
     }
@@ -384,12 +412,13 @@ fn take_actions(g: &mut Inner) -> Vec<Exec> {
             Action::Log(line) => out.push(Exec::Log(line)),
             // No peer link is wired into the daemon yet, so the engine never gets PeerUp and
             // never sends; if it ever does, say so loudly rather than drop data silently.
-            Action::DropLink { node, .. } => out.push(Exec::Log(format!(
-                "BUG: the engine dropped the link to peer {node}, but this daemon has no peer link"
-            ))),
-            Action::Send { node, .. } => out.push(Exec::Log(format!(
-                "BUG: the engine sent a packet to peer {node}, but this daemon has no peer link"
-            ))),
+            Action::DropLink { node, standalone } => out.push(Exec::DropLink(node, standalone)),
+            // Pushed under the lock: the order the engine emitted is the order on the wire.
+            Action::Send { node, packet } => {
+                if let Some(tx) = g.senders.get(&node) {
+                    let _ = tx.send(packet);
+                }
+            }
         }
     }
     out

@@ -79,6 +79,12 @@ pub enum StateCmd {
     Primary { force: bool },
     Secondary,
     NewCurrentUuid { clear_bitmap: bool },
+    Connect { discard_my_data: bool },
+    Disconnect,
+    Invalidate,
+    InvalidateRemote,
+    PauseSync,
+    ResumeSync,
 }
 
 /// Runs `cmd` on every resource the operands name; reports each failure and returns the first.
@@ -109,6 +115,15 @@ pub fn run_state(
                 resource: name,
                 clear_bitmap,
             },
+            StateCmd::Connect { discard_my_data } => Request::Connect {
+                resource: name,
+                discard_my_data,
+            },
+            StateCmd::Disconnect => Request::Disconnect { resource: name },
+            StateCmd::Invalidate => Request::Invalidate { resource: name },
+            StateCmd::InvalidateRemote => Request::InvalidateRemote { resource: name },
+            StateCmd::PauseSync => Request::PauseSync { resource: name },
+            StateCmd::ResumeSync => Request::ResumeSync { resource: name },
         };
         if dry_run {
             // What would be sent, one JSON line per request (drbdadm -d prints its drbdsetup calls).
@@ -224,13 +239,20 @@ pub fn wait(
             let views = daemon.status(Some(&t.resource))?;
             let done = views.iter().all(|v| {
                 v.connections.iter().all(|c| {
+                    // Connected, and the handshake has decided (DRBD reports Connected only
+                    // after the sync handshake).
                     c.connection == ConnState::Connected
+                        && c.replication != ReplState::Off
                         && (what == WaitFor::Connect
                             || (c.out_of_sync_kib == 0
                                 && !matches!(
                                     c.replication,
                                     ReplState::SyncSource
                                         | ReplState::SyncTarget
+                                        | ReplState::WFBitMapS
+                                        | ReplState::WFBitMapT
+                                        | ReplState::StartingSyncS
+                                        | ReplState::StartingSyncT
                                         | ReplState::PausedSyncS
                                         | ReplState::PausedSyncT
                                 )))

@@ -91,13 +91,26 @@ fn render_connection(out: &mut String, c: &ConnectionView, o: StatusOpts) {
         let _ = write!(out, "replication:{} ", c.replication);
     }
     let _ = write!(out, "peer-disk:{}", c.peer_disk);
+    if let Some(d) = c.done_centi {
+        let _ = write!(out, " done:{}.{:02}", d / 100, d % 100);
+    }
+    if let Some(s) = &c.resync_suspended {
+        let _ = write!(out, " resync-suspended:{s}");
+    }
     out.push('\n');
     if o.statistics {
-        let _ = writeln!(
+        let _ = write!(
             out,
-            "        received:0 sent:0 out-of-sync:{} pending:0 unacked:0",
-            c.out_of_sync_kib
+            "        received:{} sent:{} out-of-sync:{} pending:{} unacked:0",
+            c.received_kib, c.sent_kib, c.out_of_sync_kib, c.pending
         );
+        if let Some(rate) = c.resync_rate_kib {
+            let _ = write!(out, " dbdt1:{:.2}", rate as f64 / 1024.0);
+            if let Some(eta) = c.resync_eta_s {
+                let _ = write!(out, " eta:{eta}");
+            }
+        }
+        out.push('\n');
     }
 }
 
@@ -180,6 +193,14 @@ mod tests {
                 replication: repl,
                 peer_disk,
                 out_of_sync_kib: 0,
+                done_centi: matches!(repl, ReplState::SyncSource | ReplState::SyncTarget)
+                    .then_some(4567),
+                resync_rate_kib: None,
+                resync_eta_s: None,
+                resync_suspended: None,
+                received_kib: 0,
+                sent_kib: 0,
+                pending: 0,
             }],
         }
     }
@@ -207,7 +228,7 @@ mod tests {
         );
         assert!(
             render(&[v], StatusOpts::default())
-                .contains("    replication:SyncSource peer-disk:Inconsistent\n")
+                .contains("    replication:SyncSource peer-disk:Inconsistent done:45.67\n")
         );
         let v = view(ConnState::Connecting, ReplState::Off, DiskState::DUnknown);
         assert_eq!(

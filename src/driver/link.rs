@@ -1,0 +1,225 @@
+//! The driver's peer links: one task per configured peer that listens, dials, authenticates
+//! (all in [`crate::net`]), reports the link to the engine and carries its packets, plus the
+//! resource's tick task.
+//!
+//! Order: the engine's `Send` actions are pushed into the peer's channel while the driver lock
+//! is held (see `take_actions`), so packets leave in exactly the order the engine emitted them,
+//! whatever thread executed the batch. A link is reported down before a new one is reported up.
+
+use super::Driver;
+use crate::ctl::proto::PeerSpec;
+use crate::net::{Link, LinkConfig, LinkError};
+use crate::repl::wire::Packet;
+use crate::repl::{Input, TICK_MS};
+use crate::types::{NodeId, Time};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// What the driver tells a peer task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum LinkCmd {
+    /// Close the current link; `standalone`: and stay disconnected.
+    Drop { standalone: bool },
+}
+
+/// A running peer task.
+pub(super) struct PeerTask {
+    pub cmd: mpsc::UnboundedSender<LinkCmd>,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+impl Driver {
+    /// Starts the tick task and one link task per peer with an address (`up`, `connect`).
+    /// Must run inside the tokio runtime.
+    pub fn start_links(self: &Arc<Self>) {
+        let mut g = self.lock();
+        if g.ticker.is_none() {
+            g.ticker = Some(tokio::spawn(tick_loop(Arc::downgrade(self))));
+        }
+        for p in &self.spec.peers {
+            let node = NodeId(p.node_id);
+            if g.peer_tasks.get(&node).is_some_and(|t| !t.task.is_finished()) {
+                continue;
+            }
+            let (tx, rx) = mpsc::unbounded_channel();
+            let task = tokio::spawn(peer_loop(Arc::downgrade(self), p.clone(), rx));
+            g.peer_tasks.insert(node, PeerTask { cmd: tx, task });
+        }
+    }
+
+    /// Closes every link and stays disconnected (`disconnect`, `down`); returns once each
+    /// peer task has reported its link down.
+    pub async fn stop_links(&self) {
+        let tasks: Vec<PeerTask> = self.lock().peer_tasks.drain().map(|(_, t)| t).collect();
+        for t in tasks {
+            let _ = t.cmd.send(LinkCmd::Drop { standalone: true });
+            if tokio::time::timeout(Duration::from_secs(5), t.task).await.is_err() {
+                tracing::warn!("{}: a peer link did not close in time", self.spec.name);
+            }
+        }
+    }
+
+    /// The engine asked for a link to be dropped.
+    pub(super) fn drop_link(&self, node: NodeId, standalone: bool) {
+        if let Some(t) = self.lock().peer_tasks.get(&node) {
+            let _ = t.cmd.send(LinkCmd::Drop { standalone });
+        }
+    }
+
+    fn set_sender(&self, node: NodeId, tx: Option<mpsc::UnboundedSender<Packet>>) {
+        let mut g = self.lock();
+        match tx {
+            Some(tx) => g.senders.insert(node, tx),
+            None => g.senders.remove(&node),
+        };
+    }
+
+    fn feed_input(&self, input: Input) {
+        self.feed(input);
+    }
+}
+
+async fn tick_loop(driver: Weak<Driver>) {
+    let start = Instant::now();
+    let mut iv = tokio::time::interval(Duration::from_millis(TICK_MS));
+    iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        iv.tick().await;
+        let Some(d) = driver.upgrade() else {
+            return;
+        };
+        let now = Time(start.elapsed().as_nanos() as u64);
+        d.feed_input(Input::Tick { now });
+    }
+}
+
+/// Why a connected link ended.
+enum Ended {
+    Failed(LinkError),
+    Dropped { standalone: bool },
+}
+
+async fn peer_loop(driver: Weak<Driver>, peer: PeerSpec, mut cmd: mpsc::UnboundedReceiver<LinkCmd>) {
+    let node = NodeId(peer.node_id);
+    let Some(d) = driver.upgrade() else {
+        return;
+    };
+    let name = d.spec.name.clone();
+    let me = NodeId(d.spec.node_id);
+    drop(d);
+    let standalone = |why: String| {
+        tracing::error!("{name}: peer {}: {why}; connection:StandAlone", peer.name);
+        if let Some(d) = driver.upgrade() {
+            d.feed_input(Input::PeerDown {
+                node,
+                standalone: true,
+            });
+        }
+    };
+    let (Some(local), Some(remote)) = (peer.local_address, peer.address) else {
+        return standalone("no address for this connection in the configuration".into());
+    };
+    let cfg = match LinkConfig::from_net_options(&name, me, node, &peer.net) {
+        Ok(c) => c,
+        Err(e) => return standalone(e.to_string()),
+    };
+    let listener = match tokio::net::TcpListener::bind(local).await {
+        Ok(l) => l,
+        Err(e) => {
+            return standalone(format!(
+                "cannot listen on {local}: {e} (is another daemon or resource using it? fix \
+                 `address` and run `drbdadm adjust` or `down`/`up`)"
+            ));
+        }
+    };
+    loop {
+        if let Some(d) = driver.upgrade() {
+            d.feed_input(Input::PeerConnecting { node });
+        }
+        let established = tokio::select! {
+            r = Link::establish(&cfg, &listener, remote) => r,
+            c = cmd.recv() => match c {
+                Some(LinkCmd::Drop { standalone: false }) => continue,
+                _ => {
+                    if let Some(d) = driver.upgrade() {
+                        d.feed_input(Input::PeerDown { node, standalone: true });
+                    }
+                    return;
+                }
+            },
+        };
+        let mut link = match established {
+            Ok(l) => l,
+            Err(e) if e.is_fatal() => return standalone(e.to_string()),
+            Err(e) => {
+                tracing::warn!("{name}: peer {}: {e}; retrying", peer.name);
+                tokio::time::sleep(cfg.connect_int).await;
+                continue;
+            }
+        };
+        let Some(d) = driver.upgrade() else {
+            return;
+        };
+        tracing::info!(
+            "{name}: peer {}: Handshake to peer {} successful: Agreed network protocol version {}",
+            peer.name,
+            node,
+            link.info().protocol
+        );
+        let (tx, mut rx) = mpsc::unbounded_channel::<Packet>();
+        let sender = link.sender();
+        let send_task = tokio::spawn(async move {
+            while let Some(p) = rx.recv().await {
+                if let Err(e) = sender.send(0, &p).await {
+                    if matches!(e, LinkError::Encode(_)) {
+                        tracing::error!("packet not sent: {e}");
+                        continue;
+                    }
+                    return;
+                }
+            }
+        });
+        d.set_sender(node, Some(tx));
+        d.feed_input(Input::PeerUp {
+            node,
+            protocol: peer.net.protocol,
+        });
+        drop(d);
+        let ended = loop {
+            tokio::select! {
+                f = link.recv() => match f {
+                    Ok(frame) => match driver.upgrade() {
+                        Some(d) => d.feed_input(Input::PeerPacket { node, packet: frame.packet }),
+                        None => return,
+                    },
+                    Err(e) => break Ended::Failed(e),
+                },
+                c = cmd.recv() => break match c {
+                    Some(LinkCmd::Drop { standalone }) => Ended::Dropped { standalone },
+                    None => Ended::Dropped { standalone: true },
+                },
+            }
+        };
+        let Some(d) = driver.upgrade() else {
+            return;
+        };
+        d.set_sender(node, None);
+        send_task.abort();
+        let standalone = match &ended {
+            Ended::Failed(e) => {
+                tracing::warn!("{name}: peer {}: {e}; connection lost", peer.name);
+                e.is_fatal()
+            }
+            Ended::Dropped { standalone } => *standalone,
+        };
+        if standalone {
+            let _ = link.send(0, &Packet::Disconnect).await;
+        }
+        link.close().await;
+        d.feed_input(Input::PeerDown { node, standalone });
+        if standalone {
+            return;
+        }
+    }
+}
