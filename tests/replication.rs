@@ -242,6 +242,9 @@ fn write_blocks(n: &Node, seed: u64, start: usize, count: usize, tag: u32) -> (V
         .lines()
         .filter_map(|l| l.trim().parse().ok())
         .collect();
+    if !out.status.success() {
+        eprintln!("writer: {}", String::from_utf8_lossy(&out.stderr));
+    }
     (acked, out.status.success())
 }
 

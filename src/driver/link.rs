@@ -39,7 +39,10 @@ impl Driver {
         }
         for p in &self.spec.peers {
             let node = NodeId(p.node_id);
-            if g.peer_tasks.get(&node).is_some_and(|t| !t.task.is_finished()) {
+            if g.peer_tasks
+                .get(&node)
+                .is_some_and(|t| !t.task.is_finished())
+            {
                 continue;
             }
             let (tx, rx) = mpsc::unbounded_channel();
@@ -54,7 +57,10 @@ impl Driver {
         let tasks: Vec<PeerTask> = self.lock().peer_tasks.drain().map(|(_, t)| t).collect();
         for t in tasks {
             let _ = t.cmd.send(LinkCmd::Drop { standalone: true });
-            if tokio::time::timeout(Duration::from_secs(5), t.task).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(5), t.task)
+                .await
+                .is_err()
+            {
                 tracing::warn!("{}: a peer link did not close in time", self.spec.name);
             }
         }
@@ -100,7 +106,11 @@ enum Ended {
     Dropped { standalone: bool },
 }
 
-async fn peer_loop(driver: Weak<Driver>, peer: PeerSpec, mut cmd: mpsc::UnboundedReceiver<LinkCmd>) {
+async fn peer_loop(
+    driver: Weak<Driver>,
+    peer: PeerSpec,
+    mut cmd: mpsc::UnboundedReceiver<LinkCmd>,
+) {
     let node = NodeId(peer.node_id);
     let Some(d) = driver.upgrade() else {
         return;

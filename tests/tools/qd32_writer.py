@@ -33,7 +33,7 @@ try:
             inflight[cookie] = b
             issued += 1
         h.poll(-1)
-        while True:
+        while h.aio_in_flight() < len(inflight):
             c = h.aio_peek_command_completed()
             if not c:
                 break
