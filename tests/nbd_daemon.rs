@@ -23,10 +23,11 @@ fn config_with(dir: &Path, extra_options: &str, alpha_extra: &str) -> std::path:
     let disk_b = dir.join("beta.img");
     backing_file(&disk_a, SIZE);
     backing_file(&disk_b, SIZE);
+    let (pa, pb) = (common::free_port(), common::free_port());
     let text = format!(
         "resource r0 {{\n    device minor 0;\n    meta-disk internal;\n    options {{ {extra_options} }}\n    \
-         on alpha {{ node-id 0; address 127.0.0.1:17800; disk \"{}\"; {alpha_extra} }}\n    \
-         on beta {{ node-id 1; address 127.0.0.1:17801; disk \"{}\"; }}\n}}\n",
+         on alpha {{ node-id 0; address 127.0.0.1:{pa}; disk \"{}\"; {alpha_extra} }}\n    \
+         on beta {{ node-id 1; address 127.0.0.1:{pb}; disk \"{}\"; }}\n}}\n",
         disk_a.display(),
         disk_b.display()
     );
@@ -555,7 +556,7 @@ fn metrics_endpoint_reports_role_disk_io_and_out_of_sync() {
     );
     assert!(
         m.contains(
-            "udrbd_peer_connected{resource=\"r0\",peer=\"beta\",connection=\"StandAlone\"} 0"
+            "udrbd_peer_connected{resource=\"r0\",peer=\"beta\",connection=\"Connecting\"} 0"
         ),
         "{m}"
     );

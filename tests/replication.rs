@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Node, backing_file, scratch, tool};
+use common::{Node, backing_file, free_port, scratch, tool};
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -15,12 +15,6 @@ const DISK: u64 = 64 << 20;
 /// The data area compared between the replicas: the internal metadata lives after it.
 const DATA: usize = 60 << 20;
 const RES: &str = "res0";
-
-/// A port nobody listens on right now.
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
 
 struct Pair {
     _dir: tempfile::TempDir,

@@ -33,6 +33,18 @@ impl Driver {
     /// Starts the tick task and one link task per peer with an address (`up`, `connect`).
     /// Must run inside the tokio runtime.
     pub fn start_links(self: &Arc<Self>) {
+        // Connecting from the moment `up`/`connect` returns, as DRBD shows it.
+        for p in &self.spec.peers {
+            let node = NodeId(p.node_id);
+            let running = self
+                .lock()
+                .peer_tasks
+                .get(&node)
+                .is_some_and(|t| !t.task.is_finished());
+            if !running {
+                self.feed_input(Input::PeerConnecting { node });
+            }
+        }
         let mut g = self.lock();
         if g.ticker.is_none() {
             g.ticker = Some(tokio::spawn(tick_loop(Arc::downgrade(self))));

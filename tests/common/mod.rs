@@ -187,3 +187,9 @@ pub fn tool_env(program: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
         .output()
         .unwrap_or_else(|e| panic!("cannot run {program} ({e}); .ci/apt-packages installs it"))
 }
+
+/// A loopback port nobody listens on right now (tests run in parallel: fixed ports collide).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr").port()
+}
