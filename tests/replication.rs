@@ -27,22 +27,28 @@ struct Pair {
 /// The how-to's configuration (`../shared/testdata/configs/suse-ha`), with only disks and
 /// addresses changed, plus `extra` in `common { }`.
 fn pair(extra: &str) -> Pair {
+    pair_with_secrets(extra, "Abcd1234Password", "Abcd1234Password")
+}
+
+/// [`pair`] where each node's copy of the config has its own `shared-secret`.
+fn pair_with_secrets(extra: &str, secret_a: &str, secret_b: &str) -> Pair {
     let dir = scratch();
     let (disk_a, disk_b) = (dir.path().join("node-1.img"), dir.path().join("node-2.img"));
     backing_file(&disk_a, DISK);
     backing_file(&disk_b, DISK);
     let (pa, pb) = (free_port(), free_port());
-    let cfg = dir.path().join("drbd.conf");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"global {{ usage-count no; }}
+    let write = |file: &str, secret: &str| {
+        let cfg = dir.path().join(file);
+        std::fs::write(
+            &cfg,
+            format!(
+                r#"global {{ usage-count no; }}
 common {{
     startup {{ degr-wfc-timeout 90; wfc-timeout 100; }}
     options {{ quorum off; }}
     net {{
         cram-hmac-alg "sha1";
-        shared-secret "Abcd1234Password";
+        shared-secret "{secret}";
         protocol C;
         fencing resource-only;
     }}
@@ -56,13 +62,15 @@ resource res0 {{
     meta-disk internal;
 }}
 "#,
-            disk_a.display(),
-            disk_b.display()
-        ),
-    )
-    .expect("config");
-    let a = Node::new(dir.path(), "node-1", &cfg);
-    let b = Node::new(dir.path(), "node-2", &cfg);
+                disk_a.display(),
+                disk_b.display()
+            ),
+        )
+        .expect("config");
+        cfg
+    };
+    let a = Node::new(dir.path(), "node-1", &write("drbd-1.conf", secret_a));
+    let b = Node::new(dir.path(), "node-2", &write("drbd-2.conf", secret_b));
     Pair {
         _dir: dir,
         a,
@@ -413,4 +421,31 @@ fn a_stopped_secondary_stalls_writes_for_at_most_ko_count_times_timeout() {
     p.a.adm(&["wait-connect", "--wfc-timeout", "30", RES]).ok();
     p.wait_sync();
     p.assert_identical();
+}
+
+#[test]
+fn a_wrong_shared_secret_goes_standalone_with_drbds_message_and_no_data() {
+    let mut p = pair_with_secrets("net { connect-int 1; }", "Abcd1234Password", "wrong");
+    for n in [&mut p.a, &mut p.b] {
+        n.adm(&["create-md", RES]).ok();
+        n.start();
+        n.adm(&["up", RES]).ok();
+    }
+    eventually(10, "StandAlone after the failed authentication", || {
+        p.a.adm(&["cstate", RES]).ok().stdout == "StandAlone\n"
+            || p.b.adm(&["cstate", RES]).ok().stdout == "StandAlone\n"
+    });
+    let logs = format!("{}{}", p.a.log_text(), p.b.log_text());
+    assert!(logs.contains("Authentication of peer failed"), "{logs}");
+    // No reconnect storm: the StandAlone side stops trying.
+    let count = |l: &str| l.matches("Authentication of peer failed").count();
+    let before = count(&p.a.log_text()) + count(&p.b.log_text());
+    std::thread::sleep(Duration::from_secs(3));
+    let after = count(&p.a.log_text()) + count(&p.b.log_text());
+    assert!(
+        after <= before + 2,
+        "{before} -> {after} failures: a reconnect storm"
+    );
+    // Nothing was exchanged: no handshake, no sync decision.
+    assert!(!logs.contains("uuid_compare"), "{logs}");
 }
