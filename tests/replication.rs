@@ -449,3 +449,46 @@ fn a_wrong_shared_secret_goes_standalone_with_drbds_message_and_no_data() {
     // Nothing was exchanged: no handshake, no sync decision.
     assert!(!logs.contains("uuid_compare"), "{logs}");
 }
+
+#[test]
+fn split_brain_is_detected_and_refused_on_reconnect() {
+    let mut p = pair("net { connect-int 1; }");
+    p.up();
+    p.a.adm(&["--clear-bitmap", "new-current-uuid", RES]).ok();
+    p.a.adm(&["primary", RES]).ok();
+    for n in [&p.a, &p.b] {
+        n.adm(&["disconnect", RES]).ok();
+    }
+    p.b.adm(&["primary", RES]).ok();
+    for (n, pat) in [(&p.a, "0x0a"), (&p.b, "0x0b")] {
+        let o = tool(
+            "qemu-io",
+            &[
+                "-f",
+                "raw",
+                "-c",
+                &format!("write -P {pat} 0 64k"),
+                &n.nbd_uri(RES),
+            ],
+        );
+        assert!(o.status.success(), "{o:?}");
+    }
+    for n in [&p.a, &p.b] {
+        n.adm(&["connect", RES]).ok();
+    }
+    eventually(15, "both StandAlone after split brain", || {
+        [&p.a, &p.b]
+            .iter()
+            .all(|n| n.adm(&["cstate", RES]).ok().stdout == "StandAlone\n")
+    });
+    let logs = format!("{}{}", p.a.log_text(), p.b.log_text());
+    assert!(
+        logs.contains("Split-Brain detected but unresolved, dropping connection!"),
+        "{logs}"
+    );
+    // Nothing was synced: each side keeps its own data.
+    let a = std::fs::read(&p.disk_a).expect("a");
+    let b = std::fs::read(&p.disk_b).expect("b");
+    assert!(a[..65536].iter().all(|&x| x == 0x0a));
+    assert!(b[..65536].iter().all(|&x| x == 0x0b));
+}

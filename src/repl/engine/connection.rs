@@ -385,13 +385,6 @@ impl Engine {
         if size.0 * SECTOR_SIZE < d.data_bytes {
             self.shrink_to(size.0 * SECTOR_SIZE);
         }
-        if self.role == Role::Primary && peer_role == Role::Primary {
-            self.log(format!(
-                "peer {node}: both nodes are Primary and allow-two-primaries is not supported; \
-                 dropping connection"
-            ));
-            return self.drop_link(node, true);
-        }
         let Some(info) = self.cfg.peers.iter().find(|p| p.node_id == node).cloned() else {
             return;
         };
@@ -433,6 +426,13 @@ impl Engine {
         if outcome.disconnects() || outcome.demote_first {
             let retry = outcome.strategy == SyncStrategy::SyncTargetPrimaryReconnect;
             return self.drop_link(node, !retry);
+        }
+        if self.role == Role::Primary && peer_role == Role::Primary {
+            self.log(format!(
+                "peer {node}: both nodes are Primary and allow-two-primaries is not supported; \
+                 dropping connection"
+            ));
+            return self.drop_link(node, true);
         }
         let strategy = outcome.strategy;
         self.start_replication(node, protocol);
