@@ -176,7 +176,7 @@ fn the_suse_ha_howto_runs_command_for_command_with_no_resync() {
             "-f",
             "raw",
             "-c",
-            "write -P 0x5a 0 1M",
+            "write -P 0x5a 0 4M",
             "-c",
             "flush",
             &p.a.nbd_uri(RES),
@@ -185,7 +185,10 @@ fn the_suse_ha_howto_runs_command_for_command_with_no_resync() {
     assert!(o.status.success(), "{o:?}");
     p.assert_identical();
     let b = std::fs::read(&p.disk_b).expect("read");
-    assert!(b[..1 << 20].iter().all(|&x| x == 0x5a));
+    assert!(
+        b[..4 << 20].iter().all(|&x| x == 0x5a),
+        "a 4 MiB write travels as four frames"
+    );
 }
 
 #[test]

@@ -191,16 +191,15 @@ async fn peer_loop(
         );
         let (tx, mut rx) = mpsc::unbounded_channel::<Packet>();
         let sender = link.sender();
-        let send_task = tokio::spawn(async move {
+        // A packet that cannot be sent ends the link: the engine then marks what the peer did
+        // not confirm, instead of waiting for an answer that never comes.
+        let mut send_task = tokio::spawn(async move {
             while let Some(p) = rx.recv().await {
                 if let Err(e) = sender.send(0, &p).await {
-                    if matches!(e, LinkError::Encode(_)) {
-                        tracing::error!("packet not sent: {e}");
-                        continue;
-                    }
-                    return;
+                    return e;
                 }
             }
+            LinkError::Closed
         });
         d.set_sender(node, Some(tx));
         d.feed_input(Input::PeerUp {
@@ -217,6 +216,10 @@ async fn peer_loop(
                     },
                     Err(e) => break Ended::Failed(e),
                 },
+                e = &mut send_task => break Ended::Failed(match e {
+                    Ok(e) => e,
+                    Err(_) => LinkError::Closed,
+                }),
                 c = cmd.recv() => break match c {
                     Some(LinkCmd::Drop { standalone }) => Ended::Dropped { standalone },
                     None => Ended::Dropped { standalone: true },

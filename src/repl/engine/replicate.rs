@@ -22,7 +22,7 @@ use super::resync::ResyncOp;
 use super::{Action, Engine, HeldIo, InflightKind, IoError, IoOp};
 use crate::config::Protocol;
 use crate::repl::state::Role;
-use crate::repl::wire::{BlockAck, DataFlags, Packet};
+use crate::repl::wire::{BlockAck, DataFlags, MAX_DATA_LEN, Packet};
 use crate::types::{NodeId, ReqId, SECTOR_SIZE, Sector};
 use std::collections::{BTreeSet, HashMap};
 
@@ -76,6 +76,8 @@ pub(super) struct Waiting {
     barrier: HashMap<NodeId, u32>,
     /// When it was sent (ko-count).
     since: crate::types::Time,
+    /// Data packets per peer still to be acknowledged (a large write is split).
+    parts: HashMap<NodeId, u32>,
 }
 
 impl Waiting {
@@ -169,7 +171,6 @@ impl Engine {
                     let Some((offset, len)) = op.written_range() else {
                         continue;
                     };
-                    link.seq = link.seq.wrapping_add(1);
                     let mut flags = DataFlags::empty();
                     let mut data = bytes::Bytes::new();
                     match op {
@@ -187,29 +188,43 @@ impl Engine {
                         Protocol::B => flags = flags | DataFlags::SEND_RECEIVE_ACK,
                         Protocol::A => {}
                     }
+                    // A request larger than a frame travels as several Data packets, each
+                    // acknowledged on its own; the request waits for all of them.
+                    let parts = len.div_ceil(MAX_DATA_LEN as u64).max(1);
                     if link.protocol != Protocol::A {
                         wait.peers.insert(node);
+                        wait.parts.insert(node, parts as u32);
                     }
-                    link.tl.push((link.epoch, offset, len));
-                    link.epoch_writes += 1;
-                    let packet = Packet::Data {
-                        sector: Sector(offset / SECTOR_SIZE),
-                        block_id: h.id.0,
-                        seq: link.seq,
-                        flags,
-                        size: len as u32,
-                        digest: bytes::Bytes::new(),
-                        data,
-                    };
-                    self.actions.push_back(Action::Send { node, packet });
-                    if link.epoch_writes >= EPOCH_WRITES {
-                        let epoch = link.epoch;
-                        link.epoch += 1;
-                        link.epoch_writes = 0;
-                        self.actions.push_back(Action::Send {
-                            node,
-                            packet: Packet::Barrier { epoch },
-                        });
+                    for i in 0..parts {
+                        let at = i * MAX_DATA_LEN as u64;
+                        let n = (len - at).min(MAX_DATA_LEN as u64);
+                        let chunk = if data.is_empty() {
+                            bytes::Bytes::new()
+                        } else {
+                            data.slice(at as usize..(at + n) as usize)
+                        };
+                        link.seq = link.seq.wrapping_add(1);
+                        link.tl.push((link.epoch, offset + at, n));
+                        link.epoch_writes += 1;
+                        let packet = Packet::Data {
+                            sector: Sector((offset + at) / SECTOR_SIZE),
+                            block_id: h.id.0,
+                            seq: link.seq,
+                            flags,
+                            size: n as u32,
+                            digest: bytes::Bytes::new(),
+                            data: chunk,
+                        };
+                        self.actions.push_back(Action::Send { node, packet });
+                        if link.epoch_writes >= EPOCH_WRITES {
+                            let epoch = link.epoch;
+                            link.epoch += 1;
+                            link.epoch_writes = 0;
+                            self.actions.push_back(Action::Send {
+                                node,
+                                packet: Packet::Barrier { epoch },
+                            });
+                        }
                     }
                 }
             }
@@ -363,7 +378,11 @@ impl Engine {
         if let Some(w) = self.waiting.get_mut(&id)
             && w.barrier.is_empty()
         {
-            w.peers.remove(&node);
+            let left = w.parts.entry(node).or_insert(1);
+            *left = left.saturating_sub(1);
+            if *left == 0 {
+                w.peers.remove(&node);
+            }
         }
         self.maybe_complete_waiting(id);
     }
