@@ -42,6 +42,7 @@ for node in alice bob; do as "$node" create-md r0; done
 start_daemon() {
     local node=$1
     mkdir -p "$work/run-$node"
+    rm -f "$work/run-$node/ctl.sock"   # a killed daemon leaves its socket behind
     "$bin/udrbd" --run-dir "$work/run-$node" 2>>"$work/udrbd-$node.log" &
     pids+=($!)
     eval "pid_$node=$!"

@@ -215,6 +215,11 @@ impl Engine {
                             digest: bytes::Bytes::new(),
                             data: chunk,
                         };
+                        if let Some(c) = self.conns.get_mut(&node)
+                            && !data.is_empty()
+                        {
+                            c.sent += n;
+                        }
                         self.actions.push_back(Action::Send { node, packet });
                         if link.epoch_writes >= EPOCH_WRITES {
                             let epoch = link.epoch;
