@@ -230,7 +230,18 @@ async fn peer_loop(
             return;
         };
         d.set_sender(node, None);
-        send_task.abort();
+        if matches!(ended, Ended::Dropped { .. }) {
+            // Dropped on purpose: what the engine queued before (its side of the handshake,
+            // so that the peer can see the split brain too) still goes out.
+            if tokio::time::timeout(Duration::from_secs(1), &mut send_task)
+                .await
+                .is_err()
+            {
+                send_task.abort();
+            }
+        } else {
+            send_task.abort();
+        }
         let standalone = match &ended {
             Ended::Failed(e) => {
                 tracing::warn!("{name}: peer {}: {e}; connection lost", peer.name);
