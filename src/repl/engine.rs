@@ -1073,13 +1073,18 @@ impl Engine {
         let first = offset / AL_EXTENT_SIZE;
         let last = (offset + len - 1) / AL_EXTENT_SIZE;
         let mut need = 0;
+        let mut evicted = Vec::new();
         for e in first..=last {
-            if let Some(tr) = d.al.access(ExtentNr(e as u32)) {
+            if let Some((tr, gone)) = d.al.access_evicting(ExtentNr(e as u32)) {
                 let seq = self.al_next_seq;
                 self.al_next_seq += 1;
                 self.al_queue.push_back(QueuedAl { seq, tr });
                 need = seq;
+                evicted.extend(gone);
             }
+        }
+        for x in evicted {
+            self.cover_evicted_extent(x);
         }
         // A queued transaction's write also covers any earlier one still queued.
         if need == 0 {
@@ -1090,6 +1095,39 @@ impl Engine {
         }
         self.pump_al();
         need
+    }
+
+    /// An extent leaves the activity log while writes into it may still be in flight (issued
+    /// or held): once the evicting transaction is on disk a crash would find them covered by
+    /// neither the log nor, for a connected peer, the bitmap. Their blocks are marked for every
+    /// peer instead; the bitmap flush that precedes every AL transaction persists the marks
+    /// first. (DRBD refcounts its extents and blocks the eviction; marking costs a little
+    /// extra resync after a crash and never blocks.)
+    fn cover_evicted_extent(&mut self, x: ExtentNr) {
+        let start = u64::from(x.0) * AL_EXTENT_SIZE;
+        let end = start + AL_EXTENT_SIZE;
+        let mut ranges: Vec<(u64, u64)> = self
+            .busy
+            .values()
+            .filter(|(_, _, w)| *w)
+            .map(|&(o, l, _)| (o, l))
+            .collect();
+        ranges.extend(self.held.iter().filter_map(|h| h.op.written_range()));
+        ranges.extend(
+            self.suspended
+                .iter()
+                .filter_map(|(_, op)| op.written_range()),
+        );
+        let Some(d) = self.disk.as_mut() else {
+            return;
+        };
+        for (o, l) in ranges {
+            if o < end && start < o + l {
+                for p in &self.cfg.peers {
+                    d.mark(p.node_id, o, l);
+                }
+            }
+        }
     }
 
     /// Marks the written blocks out of sync for every peer that is not connected (all of them
