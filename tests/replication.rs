@@ -32,12 +32,17 @@ fn pair(extra: &str) -> Pair {
 
 /// [`pair`] where each node's copy of the config has its own `shared-secret`.
 fn pair_with_secrets(extra: &str, secret_a: &str, secret_b: &str) -> Pair {
+    pair_with(extra, [secret_a, secret_b], ["C", "C"])
+}
+
+/// [`pair`] with a `shared-secret` and a `protocol` per node's copy of the config.
+fn pair_with(extra: &str, secrets: [&str; 2], protocols: [&str; 2]) -> Pair {
     let dir = scratch();
     let (disk_a, disk_b) = (dir.path().join("node-1.img"), dir.path().join("node-2.img"));
     backing_file(&disk_a, DISK);
     backing_file(&disk_b, DISK);
     let (pa, pb) = (free_port(), free_port());
-    let write = |file: &str, secret: &str| {
+    let write = |file: &str, secret: &str, protocol: &str| {
         let cfg = dir.path().join(file);
         std::fs::write(
             &cfg,
@@ -49,7 +54,7 @@ common {{
     net {{
         cram-hmac-alg "sha1";
         shared-secret "{secret}";
-        protocol C;
+        protocol {protocol};
         fencing resource-only;
     }}
     {extra}
@@ -69,8 +74,16 @@ resource res0 {{
         .expect("config");
         cfg
     };
-    let a = Node::new(dir.path(), "node-1", &write("drbd-1.conf", secret_a));
-    let b = Node::new(dir.path(), "node-2", &write("drbd-2.conf", secret_b));
+    let a = Node::new(
+        dir.path(),
+        "node-1",
+        &write("drbd-1.conf", secrets[0], protocols[0]),
+    );
+    let b = Node::new(
+        dir.path(),
+        "node-2",
+        &write("drbd-2.conf", secrets[1], protocols[1]),
+    );
     Pair {
         _dir: dir,
         a,
@@ -513,4 +526,24 @@ fn split_brain_is_detected_and_refused_on_reconnect() {
     let b = std::fs::read(&p.disk_b).expect("b");
     assert!(a[..65536].iter().all(|&x| x == 0x0a));
     assert!(b[..65536].iter().all(|&x| x == 0x0b));
+}
+
+#[test]
+fn differing_protocols_are_refused() {
+    let s = "Abcd1234Password";
+    let mut p = pair_with("net { connect-int 1; }", [s, s], ["C", "A"]);
+    for n in [&mut p.a, &mut p.b] {
+        n.adm(&["create-md", RES]).ok();
+        n.start();
+        n.adm(&["up", RES]).ok();
+    }
+    eventually(10, "the protocol refusal", || {
+        p.a.log_text()
+            .contains("incompatible communication protocols")
+            || p.b
+                .log_text()
+                .contains("incompatible communication protocols")
+    });
+    let logs = format!("{}{}", p.a.log_text(), p.b.log_text());
+    assert!(!logs.contains("uuid_compare"), "{logs}");
 }

@@ -163,7 +163,25 @@ impl Engine {
         };
         let uuids = self.my_uuids_packet(node, UuidFlags::empty());
         let state = self.my_state_packet(node);
-        for packet in [sizes, uuids, state] {
+        let policy = self
+            .cfg
+            .peers
+            .iter()
+            .find(|p| p.node_id == node)
+            .map(|p| p.sb_policy)
+            .unwrap_or_default();
+        // P_PROTOCOL first: both sides must run the same replication protocol.
+        let params = Packet::ProtocolParams {
+            protocol,
+            after_sb_0pri: policy.after_sb_0pri,
+            after_sb_1pri: policy.after_sb_1pri,
+            after_sb_2pri: policy.after_sb_2pri,
+            two_primaries: false,
+            discard_my_data: false,
+            dry_run: false,
+            integrity_alg: String::new(),
+        };
+        for packet in [params, sizes, uuids, state] {
             self.send(node, packet);
         }
     }
@@ -316,6 +334,17 @@ impl Engine {
             return self.connected_packet(node, packet);
         };
         match packet {
+            Packet::ProtocolParams { protocol, .. } => {
+                if protocol != c.protocol {
+                    let mine = c.protocol;
+                    self.log(format!(
+                        "peer {node}: incompatible communication protocols (mine {mine:?}, \
+                         peer's {protocol:?}); set the same `protocol` on both nodes"
+                    ));
+                    return self.drop_link(node, true);
+                }
+                return;
+            }
             Packet::Sizes { backing, .. } => hs.sizes = Some(backing),
             Packet::Uuids {
                 current,

@@ -282,7 +282,8 @@ impl Engine {
             c.received += super::connection::packet_data_len(&packet);
         }
         match packet {
-            Packet::Sizes { .. }
+            Packet::ProtocolParams { .. }
+            | Packet::Sizes { .. }
             | Packet::Uuids { .. }
             | Packet::State { .. }
             | Packet::BitmapRle { .. }
