@@ -1166,9 +1166,9 @@ impl Engine {
         let Some(kind) = self.inflight.remove(&id) else {
             return; // not ours (a duplicate completion): ignore rather than corrupt counters
         };
-        if self.busy.remove(&id).is_some() {
-            self.release_held();
-        }
+        // Ops the finished one held back are released only after its own results are out: a
+        // resync read's reply must be on the wire before a newer write to the same blocks.
+        let freed = self.busy.remove(&id).is_some();
         self.stats.lower_pending = self.stats.lower_pending.saturating_sub(1);
         match (&result, kind) {
             (Ok(_), InflightKind::Read(len)) => self.stats.read_kib += u64::from(len) / 1024,
@@ -1177,6 +1177,9 @@ impl Engine {
         }
         if id.0 & replicate::INTERNAL != 0 {
             self.peer_disk_done(id, &result);
+            if freed {
+                self.release_held();
+            }
             self.maybe_finish_detach();
             return;
         }
@@ -1186,6 +1189,9 @@ impl Engine {
         }
         if self.local_done(id, &result) {
             self.complete(id, result);
+        }
+        if freed {
+            self.release_held();
         }
         self.maybe_finish_detach();
     }
