@@ -128,9 +128,21 @@ impl Engine {
             }
             self.maybe_complete_waiting(id);
         }
-        // A Primary that lost its peer starts a new generation with its next write.
+        // A Primary that lost its peer starts a new generation with its next write, or at once
+        // when writes the peer did not confirm were just marked: the data already differs, and
+        // with the old UUID on both sides the next handshake would find nothing to resync.
         if self.role == Role::Primary {
-            self.new_uuid_due = true;
+            if !link.tl.is_empty()
+                && let Some(d) = self.disk.as_mut()
+            {
+                super::rotate_current(&mut d.sb, &mut self.uuids, true);
+                let uuid = d.sb.current_uuid;
+                self.log(format!("new current UUID: {uuid}"));
+                self.new_uuid_due = false;
+                self.sb_changed();
+            } else {
+                self.new_uuid_due = true;
+            }
         }
         // The marks must survive a crash that follows: persist them now.
         self.flush_bitmap_if_dirty();
