@@ -238,6 +238,8 @@ struct Outstanding {
     wid: u64,
     /// For a FLUSH: the ack counter when it was submitted.
     ack_seq: u64,
+    /// Submitted while connected past the handshake (so it is replicated, not marked).
+    replicated: bool,
 }
 
 pub struct World {
@@ -513,6 +515,7 @@ impl World {
                     self.fail(format!("{id:?} acknowledged before the local write"));
                 }
                 if self.protocol == Protocol::C
+                    && o.replicated
                     && self.up[i]
                     && self.n[i].status_peer().repl != ReplState::Off
                     && self.n[1 - i].engine.disk_state() >= DiskState::Inconsistent
@@ -543,6 +546,7 @@ impl World {
                     op: IoOp::Flush,
                     wid: 0,
                     ack_seq: self.ack_seq,
+                    replicated: false,
                 },
             );
             self.handle(i, Input::Io { id, op: IoOp::Flush });
@@ -600,6 +604,7 @@ impl World {
                     op: op.clone(),
                     wid,
                     ack_seq: 0,
+                    replicated: self.up[i] && self.n[i].connected(),
                 },
             );
             self.handle(i, Input::Io { id, op });
