@@ -276,6 +276,8 @@ pub struct World {
     /// BarrierAck arrives (what the transfer log must mark when the link goes).
     tl_open: [BTreeSet<u64>; 2],
     tl_closed: [Vec<(u32, BTreeSet<u64>)>; 2],
+    /// Block ids of writes the peer answered with NegAck.
+    pub neg_acked: std::collections::HashSet<u64>,
     /// 4 KiB blocks written by the application while recording.
     pub recorded: Option<BTreeSet<u64>>,
 }
@@ -322,6 +324,7 @@ impl World {
             acked_writes: 0,
             failed_writes: 0,
             recorded: None,
+            neg_acked: Default::default(),
             tl_open: [BTreeSet::new(), BTreeSet::new()],
             tl_closed: [Vec::new(), Vec::new()],
         };
@@ -516,6 +519,7 @@ impl World {
                 }
                 if self.protocol == Protocol::C
                     && o.replicated
+                    && !self.neg_acked.contains(&id.0)
                     && self.up[i]
                     && self.n[i].status_peer().repl != ReplState::Off
                     && self.n[1 - i].engine.disk_state() >= DiskState::Inconsistent
@@ -908,6 +912,11 @@ impl World {
             2 | 3 => {
                 let i = (ev - 2) as usize;
                 let (_, packet) = self.net[i].pop_front().expect("packet");
+                if let Packet::NegAck(a) = &packet {
+                    // The peer failed this write (its disk error): the Primary completes it on
+                    // local success and marks it out of sync, as DRBD does.
+                    self.neg_acked.insert(a.block_id);
+                }
                 if let Packet::BarrierAck { epoch, .. } = &packet {
                     // Acknowledges the sender's peer's epoch: drop it from its transfer log.
                     let j = 1 - i;

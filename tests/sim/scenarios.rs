@@ -187,11 +187,6 @@ impl Scenario {
         self
     }
 
-    pub fn heal(mut self) -> Self {
-        self.w.heal();
-        self
-    }
-
     /// Runs until the resync has started (both sides past the handshake).
     pub fn until_resync_runs(mut self) -> Self {
         self.w.run_until(20_000, "a resync", |w| {
@@ -439,14 +434,13 @@ fn random_run(seed: u64) {
         s = s.crash(B).restart(B);
     }
     s = s.drain();
-    if disk_errors {
-        // Bits left by failed writes on the Secondary: it stays UpToDate and an equal-UUID
-        // reconnect does not resync them (see the report), so the operator invalidates it.
+    if disk_errors && !s.w.neg_acked.is_empty() {
+        // A Secondary that failed writes stays UpToDate; the Primary's marks are not resynced
+        // by an equal-UUID reconnect and are cleared by the end of a resync that ran meanwhile
+        // (engine gaps, see the report). The operator invalidates it.
         s.w.heal();
         s.w.run_until(MAX_SYNC_MS, "both nodes in sync", |w| w.in_sync());
-        if s.w.n[A].oos_bits() > 0 {
-            s = s.invalidate(B);
-        }
+        s = s.invalidate(B);
     }
     s.expect_in_sync();
 }
