@@ -972,6 +972,18 @@ impl World {
         }
     }
 
+    /// Runs until `done` holds or `max_ms` passed; returns whether it holds.
+    pub fn run_until_or(&mut self, max_ms: u64, done: impl Fn(&World) -> bool) -> bool {
+        let end = self.now + max_ms;
+        while !done(self) {
+            if self.now > end {
+                return false;
+            }
+            self.step();
+        }
+        true
+    }
+
     pub fn run_for(&mut self, ms: u64) {
         let end = self.now + ms;
         while self.now < end {
