@@ -795,13 +795,33 @@ impl World {
             eprintln!("{} CRASH {i}", self.now);
         }
         let was_primary = self.n[i].engine.role() == Role::Primary;
+        // Under protocol C the connected peer has every acknowledged write: nothing is lost.
+        let peer_has_all = self.protocol == Protocol::C
+            && self.up[i]
+            && self.up[1 - i]
+            && self.n[i].connected()
+            && self.n[1 - i].engine.disk_state() == DiskState::UpToDate;
         let mut rng = Rng(self.rng.next());
         self.n[i].power_loss(&mut rng);
+        let lost: Vec<(u64, u64)> = self
+            .outstanding
+            .values()
+            .filter(|o| o.node == i)
+            .filter_map(|o| o.op.written_range())
+            .collect();
         self.outstanding.retain(|_, o| o.node != i);
-        if was_primary {
+        if was_primary && !peer_has_all {
             // Acknowledged but unflushed writes may be gone.
             for st in self.sectors.values_mut() {
                 st.exact = None;
+            }
+        }
+        // What was in flight may or may not have landed anywhere.
+        for (a, l) in lost {
+            for s in a / SECTOR..(a + l) / SECTOR {
+                if let Some(st) = self.sectors.get_mut(&s) {
+                    st.exact = None;
+                }
             }
         }
         if self.up[i] {

@@ -91,10 +91,25 @@ impl Scenario {
     }
 
     pub fn expect_logged(self, what: &str) -> Self {
-        for i in [A, B] {
-            if !self.w.n[i].logs.iter().any(|l| l.contains(what)) {
-                self.w.fail(format!("node {i} did not log {what:?}"));
-            }
+        self.expect_logged_on(A, what).expect_logged_on(B, what)
+    }
+
+    pub fn expect_logged_on(self, i: usize, what: &str) -> Self {
+        if !self.w.n[i].logs.iter().any(|l| l.contains(what)) {
+            self.w.fail(format!("node {i} did not log {what:?}"));
+        }
+        self
+    }
+
+    /// `primary` on `i` is refused while the connected peer is Primary.
+    pub fn promote_fails_while_peer_primary(mut self, i: usize) -> Self {
+        let before = self.w.admin_results.len();
+        self.w.admin(i, AdminCmd::Primary { force: false });
+        self.w.run_until(10_000, "an admin command", |w| {
+            w.admin_results[before..].iter().any(|r| r.0 == i)
+        });
+        if !matches!(self.w.last_admin(i), Some(Err(_))) {
+            self.w.fail(format!("node {i} was promoted while the peer is Primary"));
         }
         self
     }
@@ -317,10 +332,28 @@ fn primary_crash_and_restart_converges() {
         .crash(A)
         .run_for(1_000)
         .restart(A)
-        .expect_in_sync();
-    // The crashed Primary comes back Secondary; its activity log decides what is resynced.
+        .expect_in_sync()
+        // It comes back Secondary; the survivor, which has every write acknowledged under
+        // protocol C, resyncs the crashed Primary's activity-log extents to it.
+        .expect_logged_on(A, "uuid_compare()=target-if-both-failed")
+        .expect_logged_on(A, "repl( WFBitMapT -> SyncTarget )");
     assert_eq!(s.w.n[A].engine.role(), Role::Secondary);
     s.promote(A).write_random(100).expect_in_sync();
+}
+
+#[test]
+fn failover_to_the_secondary_then_the_old_primary_returns_as_target() {
+    ready(10)
+        .write_random(200)
+        .crash(A)
+        .run_for(500)
+        .promote(B)
+        .write_random(150)
+        .restart(A)
+        .drain()
+        .expect_in_sync()
+        .expect_logged_on(A, "uuid_compare()=target-use-bitmap")
+        .promote_fails_while_peer_primary(A);
 }
 
 #[test]
