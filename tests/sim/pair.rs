@@ -45,6 +45,9 @@ pub struct Faults {
     pub disk_lat_max: u64,
     /// Per mille of data writes on a Secondary that fail with EIO.
     pub disk_err_secondary: u64,
+    /// Internal metadata: the driver's fdatasync after a metadata write flushes the shared
+    /// device's cache, data included. False models external metadata on another device.
+    pub meta_flushes_data: bool,
 }
 
 impl Default for Faults {
@@ -53,6 +56,7 @@ impl Default for Faults {
             net_delay_max: 3,
             disk_lat_max: 4,
             disk_err_secondary: 0,
+            meta_flushes_data: true,
         }
     }
 }
@@ -386,6 +390,7 @@ impl World {
                     });
                 }
                 Action::WriteMeta { generation, sb } => {
+                    self.meta_flush(i);
                     self.n[i].sb = *sb;
                     self.n[i].engine.handle(Input::MetaWritten {
                         generation,
@@ -393,6 +398,7 @@ impl World {
                     });
                 }
                 Action::WriteAl { seq, block, tr } => {
+                    self.meta_flush(i);
                     let at = block as usize % AL_BLOCKS as usize * al::AL_BLOCK;
                     self.n[i].al[at..at + al::AL_BLOCK]
                         .copy_from_slice(&al::encode_transaction(&tr));
@@ -402,6 +408,7 @@ impl World {
                     });
                 }
                 Action::WriteBitmap { pages } => {
+                    self.meta_flush(i);
                     for (_, page, words) in pages {
                         let at = page as usize * BM_WORDS_PER_PAGE;
                         let bm = &mut self.n[i].bm_words;
@@ -447,6 +454,12 @@ impl World {
             }
         }
         self.check_uuid(i);
+    }
+
+    fn meta_flush(&mut self, i: usize) {
+        if self.faults.meta_flushes_data {
+            self.n[i].flush();
+        }
     }
 
     fn check_uuid(&mut self, i: usize) {

@@ -101,6 +101,12 @@ impl Scenario {
         self
     }
 
+    /// Metadata on another device: its syncs do not flush the data disk's cache.
+    pub fn external_metadata(mut self) -> Self {
+        self.w.faults.meta_flushes_data = false;
+        self
+    }
+
     /// `primary` on `i` is refused while the connected peer is Primary.
     pub fn promote_fails_while_peer_primary(mut self, i: usize) -> Self {
         let before = self.w.admin_results.len();
@@ -371,6 +377,24 @@ fn link_reset_during_resync_resumes_and_converges() {
         .expect_resync_bytes(data / 2, data + data / 2);
 }
 
+/// Engine gap (see the report): with external metadata nothing flushes the data disk before an
+/// AL transaction evicts an extent, so a Primary that crashes loses cached writes in extents it
+/// no longer lists as hot, the peer has them, and no bitmap marks them: silent divergence.
+#[test]
+#[ignore = "engine gap: AL eviction without a data flush (external metadata)"]
+fn failover_with_external_metadata() {
+    ready(10)
+        .external_metadata()
+        .write_random(200)
+        .crash(A)
+        .run_for(500)
+        .promote(B)
+        .write_random(150)
+        .restart(A)
+        .drain()
+        .expect_in_sync();
+}
+
 #[test]
 fn split_brain_is_refused_and_the_data_left_alone() {
     ready(6)
@@ -437,7 +461,7 @@ fn random_run(seed: u64) {
     let mut disk_errors = false;
     for _ in 0..6 {
         s = s.write_random(20 + rng.below(60) as usize);
-        s = match rng.below(8) {
+        s = match rng.below(9) {
             0 => s.reset(),
             1 => {
                 let from = rng.below(2) as usize;
@@ -459,6 +483,12 @@ fn random_run(seed: u64) {
                 s
             }
             5 if s.w.in_sync() => s.invalidate_remote(A),
+            6 if s.w.n[A].engine.role() == Role::Primary => {
+                // The Primary crashes and comes back; once in sync it is promoted again.
+                let ms = rng.below(2_000);
+                let s = s.crash(A).run_for(ms).restart(A).expect_in_sync();
+                s.promote(A)
+            }
             _ => s.run_for(rng.below(2_000)),
         };
     }
