@@ -341,6 +341,10 @@ struct HeldIo {
 struct QueuedAl {
     seq: u64,
     tr: Transaction,
+    /// The extent this transaction evicts: it is written only once no write into that extent
+    /// is in flight, or a crash could lose such a write locally while the peer has it, with
+    /// neither the AL nor (for a connected peer) the bitmap recording the block.
+    evicts: Option<ExtentNr>,
 }
 
 /// The per-attach state: only present while a disk is attached.
@@ -1069,10 +1073,17 @@ impl Engine {
         let last = (offset + len - 1) / AL_EXTENT_SIZE;
         let mut need = 0;
         for e in first..=last {
-            if let Some(tr) = d.al.access(ExtentNr(e as u32)) {
+            let e = ExtentNr(e as u32);
+            let before = if d.al.is_hot(e) {
+                Vec::new()
+            } else {
+                d.al.hot_extents()
+            };
+            if let Some(tr) = d.al.access(e) {
+                let evicts = before.into_iter().find(|x| !d.al.is_hot(*x));
                 let seq = self.al_next_seq;
                 self.al_next_seq += 1;
-                self.al_queue.push_back(QueuedAl { seq, tr });
+                self.al_queue.push_back(QueuedAl { seq, tr, evicts });
                 need = seq;
             }
         }
@@ -1179,6 +1190,7 @@ impl Engine {
             self.peer_disk_done(id, &result);
             if freed {
                 self.release_held();
+                self.pump_al();
             }
             self.maybe_finish_detach();
             return;
@@ -1192,6 +1204,7 @@ impl Engine {
         }
         if freed {
             self.release_held();
+            self.pump_al();
         }
         self.maybe_finish_detach();
     }
@@ -1292,6 +1305,26 @@ impl Engine {
             return;
         };
         let seq = q.seq;
+        if let Some(x) = q.evicts {
+            // Wait for the writes into the evicted extent: those in flight, those a peer has
+            // not confirmed (DRBD keeps an extent referenced until its requests are done), and
+            // those held for an earlier transaction (they are ahead of everything that needs
+            // this one).
+            let lo = u64::from(x.0) * AL_EXTENT_SIZE;
+            let hits = |o: u64, l: u64| o < lo + AL_EXTENT_SIZE && lo < o + l;
+            let unconfirmed = self.unconfirmed_overlaps(lo, lo + AL_EXTENT_SIZE);
+            if unconfirmed {
+                self.close_epochs_over(lo, lo + AL_EXTENT_SIZE);
+            }
+            let in_flight =
+                unconfirmed || self.busy.values().any(|&(o, l, w)| w && hits(o, l));
+            let held = self.held.iter().any(|h| {
+                h.al_seq < seq && h.op.written_range().is_some_and(|(o, l)| hits(o, l))
+            });
+            if in_flight || held {
+                return; // pumped again by the disk completion
+            }
+        }
         if self.start_bitmap_flush(seq) {
             return;
         }

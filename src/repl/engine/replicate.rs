@@ -103,6 +103,36 @@ pub(super) enum PeerOp {
 }
 
 impl Engine {
+    /// Whether a write a peer has not confirmed yet (in a transfer log) overlaps `[lo, hi)`.
+    pub(super) fn unconfirmed_overlaps(&self, lo: u64, hi: u64) -> bool {
+        self.links
+            .values()
+            .any(|l| l.tl.iter().any(|&(_, o, n)| o < hi && lo < o + n))
+    }
+
+    /// Closes the open epoch on every link that holds an unconfirmed write overlapping
+    /// `[lo, hi)`, so its BarrierAck (which confirms it) is not left waiting for more writes.
+    pub(super) fn close_epochs_over(&mut self, lo: u64, hi: u64) {
+        let mut out = Vec::new();
+        for (node, l) in self.links.iter_mut() {
+            let open = l.epoch;
+            if l.tl
+                .iter()
+                .any(|&(e, o, n)| e == open && o < hi && lo < o + n)
+            {
+                l.epoch += 1;
+                l.epoch_writes = 0;
+                out.push((*node, open));
+            }
+        }
+        for (node, epoch) in out {
+            self.actions.push_back(Action::Send {
+                node,
+                packet: Packet::Barrier { epoch },
+            });
+        }
+    }
+
     /// Unlinks `node`: what it has not confirmed is out of sync, and nobody waits for it.
     pub(super) fn peer_down(&mut self, node: NodeId) {
         let Some(link) = self.links.remove(&node) else {
@@ -146,6 +176,8 @@ impl Engine {
         }
         // The marks must survive a crash that follows: persist them now.
         self.flush_bitmap_if_dirty();
+        // An AL eviction may have waited for the transfer log; the bitmap covers it now.
+        self.pump_al();
     }
 
     /// Sends a released application op to every peer; called right after its SubmitDisk.
@@ -305,6 +337,8 @@ impl Engine {
                 if let Some(link) = self.links.get_mut(&node) {
                     link.tl.retain(|(e, _, _)| *e > epoch);
                 }
+                // An AL eviction may have waited for these writes to be confirmed.
+                self.pump_al();
                 let ids: Vec<ReqId> = self
                     .waiting
                     .iter()
