@@ -147,7 +147,11 @@ impl Scenario {
 
     pub fn write_on(mut self, i: usize, n: usize) -> Self {
         let mut done = 0;
+        let end = self.w.now + 600_000;
         while done < n {
+            if self.w.now > end {
+                self.w.fail("writes made no progress (a deadlock?)");
+            }
             if self.w.outstanding() < 16 && self.w.rng.chance(300) && self.w.app_write(i) {
                 done += 1;
                 self.note_outage();
