@@ -1318,9 +1318,14 @@ impl Engine {
             }
             let in_flight =
                 unconfirmed || self.busy.values().any(|&(o, l, w)| w && hits(o, l));
-            let held = self.held.iter().any(|h| {
-                h.al_seq < seq && h.op.written_range().is_some_and(|(o, l)| hits(o, l))
-            });
+            // Only those ahead of the first that waits for this transaction: the queue is
+            // released in order, so the ones behind it (resync writes need no AL) cannot go
+            // first and must not be waited for.
+            let held = self
+                .held
+                .iter()
+                .take_while(|h| h.al_seq < seq)
+                .any(|h| h.op.written_range().is_some_and(|(o, l)| hits(o, l)));
             if in_flight || held {
                 return; // pumped again by the disk completion
             }
