@@ -619,7 +619,8 @@ impl World {
                 Outstanding {
                     node: i,
                     op: op.clone(),
-                    wid,
+                    // What the sectors hold once it lands: a trim reads back as zeroes.
+                    wid: t,
                     ack_seq: 0,
                     replicated: self.up[i] && self.n[i].connected(),
                 },
