@@ -566,17 +566,26 @@ impl World {
                     replicated: false,
                 },
             );
-            self.handle(i, Input::Io { id, op: IoOp::Flush });
+            self.handle(
+                i,
+                Input::Io {
+                    id,
+                    op: IoOp::Flush,
+                },
+            );
             return true;
         }
         let data_bytes = self.n[i].layout.data_bytes;
         for _ in 0..20 {
             let len = (1 + self.rng.below(24)) * SECTOR;
             let offset = self.rng.below((data_bytes - len) / SECTOR) * SECTOR;
-            let busy = self.outstanding.values().any(|o| match o.op.written_range() {
-                Some((a, l)) => a < offset + len && offset < a + l,
-                None => false,
-            });
+            let busy = self
+                .outstanding
+                .values()
+                .any(|o| match o.op.written_range() {
+                    Some((a, l)) => a < offset + len && offset < a + l,
+                    None => false,
+                });
             if busy {
                 continue;
             }
@@ -814,7 +823,8 @@ impl World {
             && self.up[i]
             && self.up[1 - i]
             && self.n[i].connected()
-            && self.n[1 - i].engine.disk_state() == DiskState::UpToDate;
+            && self.n[1 - i].engine.disk_state() == DiskState::UpToDate
+            && self.neg_acked.is_empty();
         let mut rng = Rng(self.rng.next());
         self.n[i].power_loss(&mut rng);
         let lost: Vec<(u64, u64)> = self
