@@ -1316,8 +1316,7 @@ impl Engine {
             if unconfirmed {
                 self.close_epochs_over(lo, lo + AL_EXTENT_SIZE);
             }
-            let in_flight =
-                unconfirmed || self.busy.values().any(|&(o, l, w)| w && hits(o, l));
+            let in_flight = unconfirmed || self.busy.values().any(|&(o, l, w)| w && hits(o, l));
             // Only those ahead of the first that waits for this transaction: the queue is
             // released in order, so the ones behind it (resync writes need no AL) cannot go
             // first and must not be waited for.
