@@ -329,25 +329,17 @@ impl ActivityLog {
     /// once), else the transaction that makes it hot, evicting the least recently used extent
     /// if the log is full: persist it before issuing the write.
     pub fn access(&mut self, e: ExtentNr) -> Option<Transaction> {
-        self.access_evicting(e).map(|(tr, _)| tr)
-    }
-
-    /// [`ActivityLog::access`], also naming the extent the transaction evicts (its writes in
-    /// flight are no longer covered by the log once the transaction is on disk).
-    pub fn access_evicting(&mut self, e: ExtentNr) -> Option<(Transaction, Option<ExtentNr>)> {
         self.clock += 1;
         if let Some(&slot) = self.index.get(&e) {
             self.touch(slot);
             return None;
         }
-        let mut evicted = None;
         let slot = match self.free.pop() {
             Some(s) => s,
             None => {
                 let (_, victim) = self.lru.pop_first()?;
                 if let Some(old) = self.slots[victim as usize].take() {
                     self.index.remove(&old);
-                    evicted = Some(old);
                 }
                 victim
             }
@@ -356,7 +348,7 @@ impl ActivityLog {
         self.index.insert(e, slot);
         self.stamp[slot as usize] = self.clock;
         self.lru.insert((self.clock, slot));
-        Some((self.transaction(vec![(slot as u16, e)]), evicted))
+        Some(self.transaction(vec![(slot as u16, e)]))
     }
 
     fn touch(&mut self, slot: u32) {

@@ -341,6 +341,10 @@ struct HeldIo {
 struct QueuedAl {
     seq: u64,
     tr: Transaction,
+    /// The extent this transaction evicts: it is written only once no write into that extent
+    /// is in flight, or a crash could lose such a write locally while the peer has it, with
+    /// neither the AL nor (for a connected peer) the bitmap recording the block.
+    evicts: Option<ExtentNr>,
 }
 
 /// The per-attach state: only present while a disk is attached.
@@ -1073,18 +1077,20 @@ impl Engine {
         let first = offset / AL_EXTENT_SIZE;
         let last = (offset + len - 1) / AL_EXTENT_SIZE;
         let mut need = 0;
-        let mut evicted = Vec::new();
         for e in first..=last {
-            if let Some((tr, gone)) = d.al.access_evicting(ExtentNr(e as u32)) {
+            let e = ExtentNr(e as u32);
+            let before = if d.al.is_hot(e) {
+                Vec::new()
+            } else {
+                d.al.hot_extents()
+            };
+            if let Some(tr) = d.al.access(e) {
+                let evicts = before.into_iter().find(|x| !d.al.is_hot(*x));
                 let seq = self.al_next_seq;
                 self.al_next_seq += 1;
-                self.al_queue.push_back(QueuedAl { seq, tr });
+                self.al_queue.push_back(QueuedAl { seq, tr, evicts });
                 need = seq;
-                evicted.extend(gone);
             }
-        }
-        for x in evicted {
-            self.cover_evicted_extent(x);
         }
         // A queued transaction's write also covers any earlier one still queued.
         if need == 0 {
@@ -1095,39 +1101,6 @@ impl Engine {
         }
         self.pump_al();
         need
-    }
-
-    /// An extent leaves the activity log while writes into it may still be in flight (issued
-    /// or held): once the evicting transaction is on disk a crash would find them covered by
-    /// neither the log nor, for a connected peer, the bitmap. Their blocks are marked for every
-    /// peer instead; the bitmap flush that precedes every AL transaction persists the marks
-    /// first. (DRBD refcounts its extents and blocks the eviction; marking costs a little
-    /// extra resync after a crash and never blocks.)
-    fn cover_evicted_extent(&mut self, x: ExtentNr) {
-        let start = u64::from(x.0) * AL_EXTENT_SIZE;
-        let end = start + AL_EXTENT_SIZE;
-        let mut ranges: Vec<(u64, u64)> = self
-            .busy
-            .values()
-            .filter(|(_, _, w)| *w)
-            .map(|&(o, l, _)| (o, l))
-            .collect();
-        ranges.extend(self.held.iter().filter_map(|h| h.op.written_range()));
-        ranges.extend(
-            self.suspended
-                .iter()
-                .filter_map(|(_, op)| op.written_range()),
-        );
-        let Some(d) = self.disk.as_mut() else {
-            return;
-        };
-        for (o, l) in ranges {
-            if o < end && start < o + l {
-                for p in &self.cfg.peers {
-                    d.mark(p.node_id, o, l);
-                }
-            }
-        }
     }
 
     /// Marks the written blocks out of sync for every peer that is not connected (all of them
@@ -1209,9 +1182,9 @@ impl Engine {
         let Some(kind) = self.inflight.remove(&id) else {
             return; // not ours (a duplicate completion): ignore rather than corrupt counters
         };
-        if self.busy.remove(&id).is_some() {
-            self.release_held();
-        }
+        // Ops the finished one held back are released only after its own results are out: a
+        // resync read's reply must be on the wire before a newer write to the same blocks.
+        let freed = self.busy.remove(&id).is_some();
         self.stats.lower_pending = self.stats.lower_pending.saturating_sub(1);
         match (&result, kind) {
             (Ok(_), InflightKind::Read(len)) => self.stats.read_kib += u64::from(len) / 1024,
@@ -1220,6 +1193,10 @@ impl Engine {
         }
         if id.0 & replicate::INTERNAL != 0 {
             self.peer_disk_done(id, &result);
+            if freed {
+                self.release_held();
+                self.pump_al();
+            }
             self.maybe_finish_detach();
             return;
         }
@@ -1229,6 +1206,10 @@ impl Engine {
         }
         if self.local_done(id, &result) {
             self.complete(id, result);
+        }
+        if freed {
+            self.release_held();
+            self.pump_al();
         }
         self.maybe_finish_detach();
     }
@@ -1329,6 +1310,30 @@ impl Engine {
             return;
         };
         let seq = q.seq;
+        if let Some(x) = q.evicts {
+            // Wait for the writes into the evicted extent: those in flight, those a peer has
+            // not confirmed (DRBD keeps an extent referenced until its requests are done), and
+            // those held for an earlier transaction (they are ahead of everything that needs
+            // this one).
+            let lo = u64::from(x.0) * AL_EXTENT_SIZE;
+            let hits = |o: u64, l: u64| o < lo + AL_EXTENT_SIZE && lo < o + l;
+            let unconfirmed = self.unconfirmed_overlaps(lo, lo + AL_EXTENT_SIZE);
+            if unconfirmed {
+                self.close_epochs_over(lo, lo + AL_EXTENT_SIZE);
+            }
+            let in_flight = unconfirmed || self.busy.values().any(|&(o, l, w)| w && hits(o, l));
+            // Only those ahead of the first that waits for this transaction: the queue is
+            // released in order, so the ones behind it (resync writes need no AL) cannot go
+            // first and must not be waited for.
+            let held = self
+                .held
+                .iter()
+                .take_while(|h| h.al_seq < seq)
+                .any(|h| h.op.written_range().is_some_and(|(o, l)| hits(o, l)));
+            if in_flight || held {
+                return; // pumped again by the disk completion
+            }
+        }
         if self.start_bitmap_flush(seq) {
             return;
         }

@@ -503,7 +503,8 @@ fn a_connected_primary_keeps_its_generation_and_losing_the_peer_starts_a_new_one
     );
     assert_eq!(e.status().current_uuid, gen0);
     // The peer goes away before acknowledging: the write completes on local success and its
-    // block is marked; the next write starts a new generation whose parent is the old one.
+    // block is marked; as the peer may lack it, a new generation whose parent is the old one
+    // starts at once (otherwise with the next write).
     e.handle(Input::PeerDown {
         node: NodeId(1),
         standalone: false,

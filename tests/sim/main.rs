@@ -19,6 +19,8 @@
 //! `UDRBD_SIM_SEEDS=N` runs N seeds instead of the default (a soak); a failure prints its seed,
 //! and `UDRBD_SIM_SEED=S` replays one.
 
+mod pair;
+mod scenarios;
 mod two_nodes;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

@@ -105,6 +105,36 @@ pub(super) enum PeerOp {
 }
 
 impl Engine {
+    /// Whether a write a peer has not confirmed yet (in a transfer log) overlaps `[lo, hi)`.
+    pub(super) fn unconfirmed_overlaps(&self, lo: u64, hi: u64) -> bool {
+        self.links
+            .values()
+            .any(|l| l.tl.iter().any(|&(_, o, n)| o < hi && lo < o + n))
+    }
+
+    /// Closes the open epoch on every link that holds an unconfirmed write overlapping
+    /// `[lo, hi)`, so its BarrierAck (which confirms it) is not left waiting for more writes.
+    pub(super) fn close_epochs_over(&mut self, lo: u64, hi: u64) {
+        let mut out = Vec::new();
+        for (node, l) in self.links.iter_mut() {
+            let open = l.epoch;
+            if l.tl
+                .iter()
+                .any(|&(e, o, n)| e == open && o < hi && lo < o + n)
+            {
+                l.epoch += 1;
+                l.epoch_writes = 0;
+                out.push((*node, open));
+            }
+        }
+        for (node, epoch) in out {
+            self.actions.push_back(Action::Send {
+                node,
+                packet: Packet::Barrier { epoch },
+            });
+        }
+    }
+
     /// Unlinks `node`: what it has not confirmed is out of sync, and nobody waits for it.
     pub(super) fn peer_down(&mut self, node: NodeId) {
         let Some(link) = self.links.remove(&node) else {
@@ -130,12 +160,26 @@ impl Engine {
             }
             self.maybe_complete_waiting(id);
         }
-        // A Primary that lost its peer starts a new generation with its next write.
+        // A Primary that lost its peer starts a new generation with its next write, or at once
+        // when writes the peer did not confirm were just marked: the data already differs, and
+        // with the old UUID on both sides the next handshake would find nothing to resync.
         if self.role == Role::Primary {
-            self.new_uuid_due = true;
+            if !link.tl.is_empty()
+                && let Some(d) = self.disk.as_mut()
+            {
+                super::rotate_current(&mut d.sb, &mut self.uuids, true);
+                let uuid = d.sb.current_uuid;
+                self.log(format!("new current UUID: {uuid}"));
+                self.new_uuid_due = false;
+                self.sb_changed();
+            } else {
+                self.new_uuid_due = true;
+            }
         }
         // The marks must survive a crash that follows: persist them now.
         self.flush_bitmap_if_dirty();
+        // An AL eviction may have waited for the transfer log; the bitmap covers it now.
+        self.pump_al();
     }
 
     /// Sends a released application op to every peer; called right after its SubmitDisk.
@@ -317,6 +361,8 @@ impl Engine {
                 if let Some(link) = self.links.get_mut(&node) {
                     link.tl.retain(|(e, _, _)| *e > epoch);
                 }
+                // An AL eviction may have waited for these writes to be confirmed.
+                self.pump_al();
                 let ids: Vec<ReqId> = self
                     .waiting
                     .iter()

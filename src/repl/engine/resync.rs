@@ -388,6 +388,11 @@ impl Engine {
             "peer {node}: Resync done ({} KiB); repl( SyncSource -> Established )",
             done / 1024
         ));
+        // A Consistent source (a crashed Primary the handshake chose) holds what its target
+        // now holds as UpToDate: it is UpToDate too.
+        if matches!(self.disk_state, DiskState::Consistent | DiskState::Outdated) {
+            self.set_up_to_date();
+        }
         self.sb_changed();
         self.flush_bitmap_if_dirty();
     }

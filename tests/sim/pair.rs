@@ -1,0 +1,1097 @@
+//! A reusable two-node world: two engines, one ordered packet queue per direction, simulated
+//! disks with a volatile write cache, metadata persisted when its write completes, virtual time
+//! (a Tick every 100 ms) and one seeded RNG. Faults: packet delay, stalls, connection resets,
+//! one-way partitions (a reset once pings would fail), disk latency, disk errors on a node,
+//! crashes (power loss: each unflushed write survives or not) and restarts from the persisted
+//! superblock, bitmap and activity log.
+//!
+//! The world checks as it runs:
+//! - an acknowledged write is on the Primary's disk, and under protocol C while connected on
+//!   the peer's too; every sector ends up holding its last acknowledged write, unless the
+//!   Primary crashed since, and then a write it may hold (at least what a FLUSH covered);
+//! - never two Primaries while connected;
+//! - a node's current UUID changes only by a named rotation: a new one on a Primary (or a
+//!   promotion) without a connected peer, `new-current-uuid`, or adopting the peer's.
+
+use super::Rng;
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use udrbd::bitmap::Bitmap;
+use udrbd::config::Protocol;
+use udrbd::meta::al;
+use udrbd::meta::layout::{BM_WORDS_PER_PAGE, Layout, Placement};
+use udrbd::meta::superblock::Superblock;
+use udrbd::repl::wire::Packet;
+use udrbd::repl::{
+    Action, AdminCmd, AdminError, Attached, ConnState, DiskState, Engine, EngineConfig, Input,
+    IoError, IoOp, PeerInfo, ReplState, Role,
+};
+use udrbd::types::{BM_BLOCK_SIZE, GenUuid, NodeId, ReqId, Time};
+
+pub const A: usize = 0;
+pub const B: usize = 1;
+const DISK: u64 = 16 << 20;
+const AL_EXTENTS: u32 = 3;
+const AL_BLOCKS: u32 = 4;
+pub const SECTOR: u64 = 512;
+
+fn trace() -> bool {
+    std::env::var_os("UDRBD_SIM_TRACE").is_some()
+}
+
+/// Fault rates and latencies; all times in ms, rates per mille.
+#[derive(Clone, Copy, Debug)]
+pub struct Faults {
+    pub net_delay_max: u64,
+    pub disk_lat_max: u64,
+    /// Per mille of data writes on a Secondary that fail with EIO.
+    pub disk_err_secondary: u64,
+    /// Internal metadata: the driver's fdatasync after a metadata write flushes the shared
+    /// device's cache, data included. False models external metadata on another device.
+    pub meta_flushes_data: bool,
+}
+
+impl Default for Faults {
+    fn default() -> Faults {
+        Faults {
+            net_delay_max: 3,
+            disk_lat_max: 4,
+            disk_err_secondary: 0,
+            meta_flushes_data: true,
+        }
+    }
+}
+
+struct PendingIo {
+    id: ReqId,
+    op: IoOp,
+    at: u64,
+    fail: bool,
+}
+
+pub struct Node {
+    pub id: usize,
+    pub engine: Engine,
+    layout: Layout,
+    /// What survives power loss.
+    pub durable: Vec<u8>,
+    /// What reads see (durable plus the volatile cache).
+    pub visible: Vec<u8>,
+    /// Completed writes not yet flushed: (offset, data, fua), in completion order.
+    unflushed: Vec<(u64, Vec<u8>, bool)>,
+    pending: Vec<PendingIo>,
+    sb: Superblock,
+    bm_words: Vec<u64>,
+    al: Vec<u8>,
+    pub alive: bool,
+    pub logs: Vec<String>,
+    last_uuid: GenUuid,
+    /// This node's own commands allow the next current-UUID change (promotion, ncu).
+    uuid_change_ok: bool,
+}
+
+fn cfg(id: usize, seed: u64) -> EngineConfig {
+    let peer = 1 - id;
+    let mut p = PeerInfo::new(format!("n{peer}"), NodeId(peer as u8));
+    // Faster than DRBD's default so a full sync of the small disk takes seconds of virtual time.
+    p.sync.c_fill_target = 2048;
+    EngineConfig {
+        resource: "pair".into(),
+        node_id: NodeId(id as u8),
+        peers: vec![p],
+        auto_promote: false,
+        fencing_dont_care: true,
+        uuid_seed: seed,
+    }
+}
+
+impl Node {
+    fn new(id: usize, seed: u64) -> Node {
+        let layout = Layout::compute(DISK, Placement::Internal, 1, AL_BLOCKS).expect("layout");
+        let sb = Superblock::new(
+            &layout,
+            NodeId(id as u8),
+            AL_EXTENTS,
+            seed ^ 0x5eed,
+            &[NodeId(1 - id as u8)],
+        );
+        let nwords = layout.bm_bits().div_ceil(64) as usize;
+        let n = layout.data_bytes as usize;
+        let mut node = Node {
+            id,
+            engine: Engine::new(cfg(id, seed.wrapping_mul(31).wrapping_add(id as u64))),
+            durable: vec![0; n],
+            visible: vec![0; n],
+            unflushed: Vec::new(),
+            pending: Vec::new(),
+            last_uuid: sb.current_uuid,
+            sb,
+            bm_words: vec![0; nwords],
+            al: al::initial_area(AL_BLOCKS, AL_EXTENTS),
+            layout,
+            alive: true,
+            logs: Vec::new(),
+            uuid_change_ok: false,
+        };
+        node.attach();
+        node
+    }
+
+    fn attach(&mut self) {
+        let bits = self.layout.bm_bits();
+        let a = Attached {
+            sb: self.sb.clone(),
+            data_bytes: self.layout.data_bytes,
+            bitmaps: vec![Bitmap::from_words(bits, self.bm_words.clone()).expect("bitmap")],
+            al: al::recover(&self.al, self.sb.al_extents).ok(),
+            al_blocks: AL_BLOCKS,
+        };
+        self.engine.handle(Input::Attach(Box::new(a)));
+    }
+
+    pub fn status_peer(&self) -> udrbd::repl::PeerStatus {
+        self.engine.status().peers[0].clone()
+    }
+
+    /// Connected and past the handshake's decision.
+    pub fn connected(&self) -> bool {
+        let p = self.status_peer();
+        self.alive && p.conn == ConnState::Connected && p.repl != ReplState::Off
+    }
+
+    pub fn uuid(&self) -> GenUuid {
+        self.engine
+            .superblock()
+            .map(|s| s.current_uuid)
+            .unwrap_or_default()
+    }
+
+    pub fn oos_bits(&self) -> u64 {
+        self.engine
+            .peer_bitmap(NodeId(1 - self.id as u8))
+            .map_or(0, |b| b.count())
+    }
+
+    fn write_data(&mut self, op: &IoOp) {
+        let (offset, data) = match op {
+            IoOp::Write { offset, data, .. } => (*offset, data.to_vec()),
+            IoOp::Trim { offset, len, .. } | IoOp::WriteZeroes { offset, len, .. } => {
+                (*offset, vec![0; *len as usize])
+            }
+            _ => return,
+        };
+        let fua = match op {
+            IoOp::Write { fua, .. } | IoOp::Trim { fua, .. } | IoOp::WriteZeroes { fua, .. } => {
+                *fua
+            }
+            _ => false,
+        };
+        let at = offset as usize;
+        self.visible[at..at + data.len()].copy_from_slice(&data);
+        if fua {
+            self.durable[at..at + data.len()].copy_from_slice(&data);
+        }
+        self.unflushed.push((offset, data, fua));
+    }
+
+    fn flush(&mut self) {
+        for (offset, data, _) in self.unflushed.drain(..) {
+            let at = offset as usize;
+            self.durable[at..at + data.len()].copy_from_slice(&data);
+        }
+    }
+
+    /// Power loss: each unflushed (or in-flight) write survives or not; FUA ones do.
+    fn power_loss(&mut self, rng: &mut Rng) {
+        for p in std::mem::take(&mut self.pending) {
+            if rng.chance(500) {
+                self.write_data(&p.op);
+            }
+        }
+        for (offset, data, fua) in std::mem::take(&mut self.unflushed) {
+            if fua || rng.chance(500) {
+                let at = offset as usize;
+                self.durable[at..at + data.len()].copy_from_slice(&data);
+            }
+        }
+        self.visible = self.durable.clone();
+        self.alive = false;
+    }
+
+    fn restart(&mut self, seed: u64) {
+        self.engine = Engine::new(cfg(self.id, seed));
+        self.alive = true;
+        self.attach();
+        self.last_uuid = self.uuid();
+    }
+}
+
+/// What the application may find in each sector.
+#[derive(Clone, Debug, Default)]
+struct Sector {
+    /// The last acknowledged write, while the Primary did not crash since.
+    exact: Option<u64>,
+    /// The ack sequence number of `exact`.
+    acked_at: u64,
+    /// Every write the sector may hold after crashes.
+    cands: BTreeSet<u64>,
+}
+
+struct Outstanding {
+    node: usize,
+    op: IoOp,
+    wid: u64,
+    /// For a FLUSH: the ack counter when it was submitted.
+    ack_seq: u64,
+    /// Submitted while connected past the handshake (so it is replicated, not marked).
+    replicated: bool,
+}
+
+pub struct World {
+    pub seed: u64,
+    pub rng: Rng,
+    pub now: u64,
+    pub n: [Node; 2],
+    /// Per sender: (deliver at, packet), delivery times non-decreasing.
+    net: [VecDeque<(u64, Packet)>; 2],
+    /// The driver's view per node: the link is up.
+    up: [bool; 2],
+    pub standalone: [bool; 2],
+    /// A reconnect is due at this time (both drivers keep trying).
+    reconnect_at: Option<u64>,
+    /// One-way partition: (blocked sender, reset at).
+    partition: Option<(usize, u64)>,
+    stall_until: [u64; 2],
+    pub protocol: Protocol,
+    pub faults: Faults,
+    next_tick: u64,
+    drops: Vec<(usize, bool)>,
+    outstanding: HashMap<ReqId, Outstanding>,
+    sectors: HashMap<u64, Sector>,
+    next_req: u64,
+    next_wid: u64,
+    ack_seq: u64,
+    /// Resync data bytes sent by each node (ResyncReply payloads).
+    pub resync_bytes: [u64; 2],
+    pub admin_results: Vec<(usize, AdminCmd, Result<(), AdminError>)>,
+    admin_cmds: HashMap<u64, (usize, AdminCmd)>,
+    pub acked_writes: u64,
+    pub failed_writes: u64,
+    /// Per sender: blocks of Data sent in the open epoch, and per closed epoch until its
+    /// BarrierAck arrives (what the transfer log must mark when the link goes).
+    tl_open: [BTreeSet<u64>; 2],
+    tl_closed: [Vec<(u32, BTreeSet<u64>)>; 2],
+    /// Block ids of writes the peer answered with NegAck.
+    pub neg_acked: std::collections::HashSet<u64>,
+    /// 4 KiB blocks written by the application while recording.
+    pub recorded: Option<BTreeSet<u64>>,
+}
+
+fn payload(wid: u64, len: u64) -> Vec<u8> {
+    let mut v = vec![0u8; len as usize];
+    for s in v.chunks_mut(SECTOR as usize) {
+        s[..8].copy_from_slice(&wid.to_le_bytes());
+        s[8..16].copy_from_slice(&(!wid).to_le_bytes());
+    }
+    v
+}
+
+fn tag(disk: &[u8], sector: u64) -> u64 {
+    let at = (sector * SECTOR) as usize;
+    u64::from_le_bytes(disk[at..at + 8].try_into().expect("8 bytes"))
+}
+
+impl World {
+    pub fn new(seed: u64, protocol: Protocol) -> World {
+        let mut w = World {
+            seed,
+            rng: Rng(seed),
+            now: 0,
+            n: [Node::new(A, seed), Node::new(B, seed)],
+            net: [VecDeque::new(), VecDeque::new()],
+            up: [false; 2],
+            standalone: [false; 2],
+            reconnect_at: None,
+            partition: None,
+            stall_until: [0; 2],
+            protocol,
+            faults: Faults::default(),
+            next_tick: 100,
+            drops: Vec::new(),
+            outstanding: HashMap::new(),
+            sectors: HashMap::new(),
+            next_req: 1,
+            next_wid: 1,
+            ack_seq: 0,
+            resync_bytes: [0; 2],
+            admin_results: Vec::new(),
+            admin_cmds: HashMap::new(),
+            acked_writes: 0,
+            failed_writes: 0,
+            recorded: None,
+            neg_acked: Default::default(),
+            tl_open: [BTreeSet::new(), BTreeSet::new()],
+            tl_closed: [Vec::new(), Vec::new()],
+        };
+        w.pump(A);
+        w.pump(B);
+        w
+    }
+
+    pub fn fail(&self, msg: impl std::fmt::Display) -> ! {
+        panic!(
+            "seed {} at {} ms: {msg}\n  A: {:?} {:?} {:?}\n  B: {:?} {:?} {:?}",
+            self.seed,
+            self.now,
+            self.n[A].engine.role(),
+            self.n[A].engine.disk_state(),
+            self.n[A].status_peer(),
+            self.n[B].engine.role(),
+            self.n[B].engine.disk_state(),
+            self.n[B].status_peer(),
+        )
+    }
+
+    fn handle(&mut self, i: usize, input: Input) {
+        if !self.n[i].alive {
+            return;
+        }
+        self.n[i].engine.handle(input);
+        self.pump(i);
+    }
+
+    /// Executes node `i`'s actions.
+    fn pump(&mut self, i: usize) {
+        while let Some(a) = self.n[i].engine.poll_action() {
+            if trace() {
+                match &a {
+                    Action::Send { packet, .. } => {
+                        let s = format!("{packet:?}");
+                        eprintln!("{} {i} send {}", self.now, &s[..s.len().min(160)])
+                    }
+                    Action::Log(l) => eprintln!("{} {i} log {l}", self.now),
+                    Action::SubmitDisk { id, op } => {
+                        eprintln!("{} {i} disk {id:?} {:?}", self.now, op.written_range())
+                    }
+                    other => eprintln!("{} {i} {other:?}", self.now),
+                }
+            }
+            match a {
+                Action::SubmitDisk { id, op } => {
+                    let lat = self.rng.below(self.faults.disk_lat_max + 1);
+                    let secondary = self.n[i].engine.role() != Role::Primary;
+                    let fail = secondary
+                        && op.written_range().is_some()
+                        && self.rng.chance(self.faults.disk_err_secondary);
+                    self.n[i].pending.push(PendingIo {
+                        id,
+                        op,
+                        at: self.now + lat,
+                        fail,
+                    });
+                }
+                Action::WriteMeta { generation, sb } => {
+                    self.meta_flush(i);
+                    self.n[i].sb = *sb;
+                    self.n[i].engine.handle(Input::MetaWritten {
+                        generation,
+                        result: Ok(()),
+                    });
+                }
+                Action::WriteAl { seq, block, tr } => {
+                    self.meta_flush(i);
+                    let at = block as usize % AL_BLOCKS as usize * al::AL_BLOCK;
+                    self.n[i].al[at..at + al::AL_BLOCK]
+                        .copy_from_slice(&al::encode_transaction(&tr));
+                    self.n[i].engine.handle(Input::AlWritten {
+                        seq,
+                        result: Ok(()),
+                    });
+                }
+                Action::WriteBitmap { pages } => {
+                    self.meta_flush(i);
+                    for (_, page, words) in pages {
+                        let at = page as usize * BM_WORDS_PER_PAGE;
+                        let bm = &mut self.n[i].bm_words;
+                        let end = (at + words.len()).min(bm.len());
+                        bm[at..end].copy_from_slice(&words[..end - at]);
+                    }
+                    self.n[i]
+                        .engine
+                        .handle(Input::BitmapWritten { result: Ok(()) });
+                }
+                Action::Send { packet, .. } => {
+                    if self.up[i] && self.up[1 - i] {
+                        match &packet {
+                            Packet::ResyncReply { data, .. } => {
+                                self.resync_bytes[i] += data.len() as u64
+                            }
+                            Packet::Data { sector, size, .. } => {
+                                let a = sector.0 * SECTOR;
+                                let l = u64::from(*size);
+                                self.tl_open[i]
+                                    .extend(a / BM_BLOCK_SIZE..(a + l).div_ceil(BM_BLOCK_SIZE));
+                            }
+                            Packet::Barrier { epoch } => {
+                                let blocks = std::mem::take(&mut self.tl_open[i]);
+                                self.tl_closed[i].push((*epoch, blocks));
+                            }
+                            _ => {}
+                        }
+                        let delay = self.rng.below(self.faults.net_delay_max + 1);
+                        let last = self.net[i].back().map_or(0, |p| p.0);
+                        let at = (self.now + delay).max(last);
+                        self.net[i].push_back((at, packet));
+                    }
+                }
+                Action::Complete { id, result } => self.completed(i, id, result),
+                Action::AdminDone { token, result } => {
+                    let (node, cmd) = self.admin_cmds.remove(&token).expect("admin token");
+                    assert_eq!(node, i);
+                    self.admin_results.push((i, cmd, result));
+                }
+                Action::Log(l) => self.n[i].logs.push(l),
+                Action::DropLink { standalone, .. } => self.drops.push((i, standalone)),
+            }
+        }
+        self.check_uuid(i);
+    }
+
+    fn meta_flush(&mut self, i: usize) {
+        if self.faults.meta_flushes_data {
+            self.n[i].flush();
+        }
+    }
+
+    fn check_uuid(&mut self, i: usize) {
+        let node = &self.n[i];
+        let now = node.uuid();
+        if now == node.last_uuid {
+            return;
+        }
+        let peer = &self.n[1 - i];
+        let adopted = now == peer.uuid();
+        let fresh_on_primary = node.engine.role() == Role::Primary && !node.connected();
+        if !(adopted || fresh_on_primary || node.uuid_change_ok) {
+            self.fail(format!(
+                "node {i} current UUID {:?} -> {now:?} without a named rotation",
+                node.last_uuid
+            ));
+        }
+        let node = &mut self.n[i];
+        node.last_uuid = now;
+        node.uuid_change_ok = false;
+    }
+
+    fn completed(&mut self, i: usize, id: ReqId, result: Result<Option<Vec<u8>>, IoError>) {
+        let Some(o) = self.outstanding.remove(&id) else {
+            self.fail(format!("completion for unknown or completed {id:?}"));
+        };
+        assert_eq!(o.node, i);
+        match (&o.op, &result) {
+            (IoOp::Flush, Ok(_)) => {
+                let inflight: Vec<(u64, u64, u64)> = self
+                    .outstanding
+                    .values()
+                    .filter_map(|o| o.op.written_range().map(|(a, l)| (a, l, o.wid)))
+                    .collect();
+                for (s, st) in self.sectors.iter_mut() {
+                    if let Some(e) = st.exact
+                        && st.acked_at <= o.ack_seq
+                    {
+                        st.cands = BTreeSet::from([e]);
+                        for (a, l, wid) in &inflight {
+                            if *a <= s * SECTOR && s * SECTOR < a + l {
+                                st.cands.insert(*wid);
+                            }
+                        }
+                    }
+                }
+            }
+            (IoOp::Write { .. } | IoOp::Trim { .. }, Ok(_)) => {
+                let (offset, len) = o.op.written_range().expect("range");
+                self.acked_writes += 1;
+                self.ack_seq += 1;
+                let tagv = if matches!(o.op, IoOp::Write { .. }) {
+                    o.wid
+                } else {
+                    0
+                };
+                for s in offset / SECTOR..(offset + len) / SECTOR {
+                    let st = self.sectors.entry(s).or_default();
+                    st.exact = Some(tagv);
+                    st.acked_at = self.ack_seq;
+                }
+                // What an acknowledgement promises, at the moment it happens.
+                let r = offset as usize..(offset + len) as usize;
+                let want = match &o.op {
+                    IoOp::Write { data, .. } => data.to_vec(),
+                    _ => vec![0; len as usize],
+                };
+                if self.n[i].visible[r.clone()] != want[..] {
+                    self.fail(format!("{id:?} acknowledged before the local write"));
+                }
+                if self.protocol == Protocol::C
+                    && o.replicated
+                    && !self.neg_acked.contains(&id.0)
+                    && self.up[i]
+                    && self.n[i].status_peer().repl != ReplState::Off
+                    && self.n[1 - i].engine.disk_state() >= DiskState::Inconsistent
+                    && self.n[1 - i].visible[r] != want[..]
+                {
+                    self.fail(format!(
+                        "{id:?} acknowledged under protocol C but not on the peer's disk"
+                    ));
+                }
+            }
+            (_, Ok(_)) => {}
+            (_, Err(_)) => self.failed_writes += 1,
+        }
+    }
+
+    // ----- the application -----
+
+    /// Submits one random write (or trim, flush) on node `i`, at a range no outstanding write
+    /// overlaps. Returns false when none was free.
+    pub fn app_write(&mut self, i: usize) -> bool {
+        let r = self.rng.below(100);
+        if r < 6 {
+            let id = self.new_req();
+            self.outstanding.insert(
+                id,
+                Outstanding {
+                    node: i,
+                    op: IoOp::Flush,
+                    wid: 0,
+                    ack_seq: self.ack_seq,
+                    replicated: false,
+                },
+            );
+            self.handle(
+                i,
+                Input::Io {
+                    id,
+                    op: IoOp::Flush,
+                },
+            );
+            return true;
+        }
+        let data_bytes = self.n[i].layout.data_bytes;
+        for _ in 0..20 {
+            let len = (1 + self.rng.below(24)) * SECTOR;
+            let offset = self.rng.below((data_bytes - len) / SECTOR) * SECTOR;
+            let busy = self
+                .outstanding
+                .values()
+                .any(|o| match o.op.written_range() {
+                    Some((a, l)) => a < offset + len && offset < a + l,
+                    None => false,
+                });
+            if busy {
+                continue;
+            }
+            let wid = self.next_wid;
+            self.next_wid += 1;
+            let op = if r < 10 {
+                IoOp::Trim {
+                    offset,
+                    len: len as u32,
+                    fua: false,
+                }
+            } else {
+                IoOp::Write {
+                    offset,
+                    data: payload(wid, len).into(),
+                    fua: self.rng.chance(80),
+                }
+            };
+            let t = if matches!(op, IoOp::Write { .. }) {
+                wid
+            } else {
+                0
+            };
+            for s in offset / SECTOR..(offset + len) / SECTOR {
+                let st = self.sectors.entry(s).or_insert_with(|| Sector {
+                    exact: Some(0),
+                    acked_at: 0,
+                    cands: BTreeSet::from([0]),
+                });
+                st.cands.insert(t);
+            }
+            if let Some(rec) = &mut self.recorded {
+                for b in offset / BM_BLOCK_SIZE..(offset + len).div_ceil(BM_BLOCK_SIZE) {
+                    rec.insert(b);
+                }
+            }
+            let id = self.new_req();
+            self.outstanding.insert(
+                id,
+                Outstanding {
+                    node: i,
+                    op: op.clone(),
+                    // What the sectors hold once it lands: a trim reads back as zeroes.
+                    wid: t,
+                    ack_seq: 0,
+                    replicated: self.up[i] && self.n[i].connected(),
+                },
+            );
+            self.handle(i, Input::Io { id, op });
+            return true;
+        }
+        false
+    }
+
+    fn new_req(&mut self) -> ReqId {
+        let id = ReqId(self.next_req);
+        self.next_req += 1;
+        id
+    }
+
+    /// Blocks node `i` replicated that the peer has not confirmed with a BarrierAck.
+    pub fn unconfirmed(&self, i: usize) -> BTreeSet<u64> {
+        let mut s = self.tl_open[i].clone();
+        for (_, b) in &self.tl_closed[i] {
+            s.extend(b);
+        }
+        s
+    }
+
+    pub fn outstanding(&self) -> usize {
+        self.outstanding.len()
+    }
+
+    /// Blocks of the writes outstanding now.
+    pub fn outstanding_blocks(&self) -> BTreeSet<u64> {
+        let mut s = BTreeSet::new();
+        for o in self.outstanding.values() {
+            if let Some((a, l)) = o.op.written_range() {
+                s.extend(a / BM_BLOCK_SIZE..(a + l).div_ceil(BM_BLOCK_SIZE));
+            }
+        }
+        s
+    }
+
+    pub fn admin(&mut self, i: usize, cmd: AdminCmd) {
+        let token = self.next_req;
+        self.next_req += 1;
+        self.admin_cmds.insert(token, (i, cmd));
+        if matches!(
+            cmd,
+            AdminCmd::Primary { .. } | AdminCmd::NewCurrentUuid { .. }
+        ) {
+            self.n[i].uuid_change_ok = true;
+        }
+        self.handle(i, Input::Admin { token, cmd });
+    }
+
+    /// The result of the last admin command on node `i`, if it finished.
+    pub fn last_admin(&self, i: usize) -> Option<&Result<(), AdminError>> {
+        self.admin_results
+            .iter()
+            .rev()
+            .find(|r| r.0 == i)
+            .map(|r| &r.2)
+    }
+
+    // ----- the network -----
+
+    pub fn connect(&mut self) {
+        self.reconnect_at = Some(self.now);
+    }
+
+    fn link_up(&mut self) {
+        self.reconnect_at = None;
+        if !(self.n[A].alive && self.n[B].alive) || self.standalone.iter().any(|s| *s) {
+            return;
+        }
+        if self.partition.is_some() || self.up[A] || self.up[B] {
+            return;
+        }
+        self.up = [true, true];
+        self.tl_open = [BTreeSet::new(), BTreeSet::new()];
+        self.tl_closed = [Vec::new(), Vec::new()];
+        for i in [A, B] {
+            let protocol = self.protocol;
+            self.handle(
+                i,
+                Input::PeerUp {
+                    node: NodeId(1 - i as u8),
+                    protocol,
+                },
+            );
+        }
+    }
+
+    /// Both sides lose the link; whatever is on the wire is lost. The drivers reconnect.
+    pub fn reset(&mut self) {
+        self.net = [VecDeque::new(), VecDeque::new()];
+        for i in [A, B] {
+            if self.up[i] {
+                self.up[i] = false;
+                self.handle(
+                    i,
+                    Input::PeerDown {
+                        node: NodeId(1 - i as u8),
+                        standalone: false,
+                    },
+                );
+            }
+        }
+        self.reconnect_at = Some(self.now + 300 + self.rng.below(500));
+    }
+
+    /// Packets from `from` stop arriving; once pings fail the link is reset.
+    pub fn partition_one_way(&mut self, from: usize) {
+        let at = self.now + 500 + self.rng.below(1500);
+        self.partition = Some((from, at));
+    }
+
+    pub fn stall(&mut self, from: usize, ms: u64) {
+        self.stall_until[from] = self.now + ms;
+    }
+
+    /// A total partition that lasts until `heal`: both see the link go.
+    pub fn split(&mut self) {
+        self.reset();
+        self.partition = Some((2, u64::MAX));
+    }
+
+    pub fn heal(&mut self) {
+        self.partition = None;
+        self.stall_until = [0; 2];
+        if !self.up[A] && !self.up[B] {
+            self.reconnect_at = Some(self.now);
+        }
+    }
+
+    fn process_drops(&mut self) {
+        while let Some((i, standalone)) = self.drops.pop() {
+            let j = 1 - i;
+            if standalone {
+                self.standalone[i] = true;
+            }
+            // A closing side's last packets still arrive (TCP delivers before the FIN).
+            self.net[j].clear();
+            let mut flushed = std::mem::take(&mut self.net[i]);
+            if self.up[i] {
+                self.up[i] = false;
+                self.handle(
+                    i,
+                    Input::PeerDown {
+                        node: NodeId(j as u8),
+                        standalone,
+                    },
+                );
+            }
+            while let Some((_, p)) = flushed.pop_front() {
+                if self.up[j] {
+                    self.handle(
+                        j,
+                        Input::PeerPacket {
+                            node: NodeId(i as u8),
+                            packet: p,
+                        },
+                    );
+                }
+            }
+            // Unless those packets made the peer drop the link itself, it sees it close.
+            if self.up[j] && !self.drops.iter().any(|d| d.0 == j) {
+                self.up[j] = false;
+                self.handle(
+                    j,
+                    Input::PeerDown {
+                        node: NodeId(i as u8),
+                        standalone: false,
+                    },
+                );
+            }
+            self.net = [VecDeque::new(), VecDeque::new()];
+            if !standalone {
+                self.reconnect_at = Some(self.now + 300 + self.rng.below(500));
+            }
+        }
+    }
+
+    // ----- crashes -----
+
+    pub fn crash(&mut self, i: usize) {
+        if trace() {
+            eprintln!("{} CRASH {i}", self.now);
+        }
+        let was_primary = self.n[i].engine.role() == Role::Primary;
+        // Under protocol C the connected peer has every acknowledged write: nothing is lost.
+        let peer_has_all = self.protocol == Protocol::C
+            && self.up[i]
+            && self.up[1 - i]
+            && self.n[i].connected()
+            && self.n[1 - i].engine.disk_state() == DiskState::UpToDate
+            && self.neg_acked.is_empty();
+        let mut rng = Rng(self.rng.next());
+        self.n[i].power_loss(&mut rng);
+        let lost: Vec<(u64, u64)> = self
+            .outstanding
+            .values()
+            .filter(|o| o.node == i)
+            .filter_map(|o| o.op.written_range())
+            .collect();
+        self.outstanding.retain(|_, o| o.node != i);
+        if was_primary && !peer_has_all {
+            // Acknowledged but unflushed writes may be gone.
+            for st in self.sectors.values_mut() {
+                st.exact = None;
+            }
+        }
+        // What was in flight may or may not have landed anywhere.
+        for (a, l) in lost {
+            for s in a / SECTOR..(a + l) / SECTOR {
+                if let Some(st) = self.sectors.get_mut(&s) {
+                    st.exact = None;
+                }
+            }
+        }
+        if self.up[i] {
+            self.up[i] = false;
+            let j = 1 - i;
+            self.net = [VecDeque::new(), VecDeque::new()];
+            if self.up[j] {
+                self.up[j] = false;
+                self.handle(
+                    j,
+                    Input::PeerDown {
+                        node: NodeId(i as u8),
+                        standalone: false,
+                    },
+                );
+            }
+        }
+    }
+
+    /// 4 KiB blocks of the extents node `i`'s persisted activity log holds hot.
+    pub fn al_hot_blocks(&self, i: usize) -> BTreeSet<u64> {
+        let n = &self.n[i];
+        let per = udrbd::types::AL_EXTENT_SIZE / BM_BLOCK_SIZE;
+        let bits = n.layout.bm_bits();
+        let hot = al::recover(&n.al, n.sb.al_extents)
+            .map(|r| r.extents)
+            .unwrap_or_default();
+        hot.iter()
+            .flat_map(|e| u64::from(e.0) * per..((u64::from(e.0) + 1) * per).min(bits))
+            .collect()
+    }
+
+    pub fn restart(&mut self, i: usize) {
+        if trace() {
+            eprintln!("{} RESTART {i}", self.now);
+        }
+        let seed = self.rng.next();
+        self.n[i].restart(seed);
+        self.pump(i);
+        self.reconnect_at = Some(self.now + 100);
+    }
+
+    // ----- time -----
+
+    /// One event: a disk completion, a packet delivery, a tick or a link change, whichever
+    /// is due (a random one among those due); otherwise time advances to the next.
+    pub fn step(&mut self) {
+        let mut due: Vec<u8> = Vec::new();
+        for i in [A, B] {
+            if self.n[i].alive && self.n[i].pending.iter().any(|p| p.at <= self.now) {
+                due.push(i as u8);
+            }
+            let blocked = matches!(self.partition, Some((f, _)) if f == i || f == 2);
+            if self.up[i]
+                && self.up[1 - i]
+                && !blocked
+                && self.stall_until[i] <= self.now
+                && self.net[i].front().is_some_and(|p| p.0 <= self.now)
+            {
+                due.push(2 + i as u8);
+            }
+        }
+        if self.now >= self.next_tick {
+            due.push(4);
+        }
+        if let Some((f, at)) = self.partition
+            && f < 2
+            && at <= self.now
+        {
+            due.push(5);
+        }
+        if self.reconnect_at.is_some_and(|t| t <= self.now) {
+            due.push(6);
+        }
+        if due.is_empty() {
+            self.now += 1;
+            return;
+        }
+        let ev = due[self.rng.below(due.len() as u64) as usize];
+        match ev {
+            0 | 1 => {
+                let i = ev as usize;
+                let ready: Vec<usize> = (0..self.n[i].pending.len())
+                    .filter(|k| self.n[i].pending[*k].at <= self.now)
+                    .collect();
+                let k = ready[self.rng.below(ready.len() as u64) as usize];
+                let p = self.n[i].pending.swap_remove(k);
+                let result = if p.fail {
+                    Err(libc::EIO)
+                } else {
+                    match &p.op {
+                        IoOp::Read { offset, len } => {
+                            let at = *offset as usize;
+                            Ok(Some(self.n[i].visible[at..at + *len as usize].to_vec()))
+                        }
+                        IoOp::Flush => {
+                            self.n[i].flush();
+                            Ok(None)
+                        }
+                        op => {
+                            self.n[i].write_data(op);
+                            Ok(None)
+                        }
+                    }
+                };
+                self.handle(i, Input::DiskDone { id: p.id, result });
+            }
+            2 | 3 => {
+                let i = (ev - 2) as usize;
+                let (_, packet) = self.net[i].pop_front().expect("packet");
+                if let Packet::NegAck(a) = &packet {
+                    // The peer failed this write (its disk error): the Primary completes it on
+                    // local success and marks it out of sync, as DRBD does.
+                    self.neg_acked.insert(a.block_id);
+                }
+                if let Packet::BarrierAck { epoch, .. } = &packet {
+                    // Acknowledges the sender's peer's epoch: drop it from its transfer log.
+                    let j = 1 - i;
+                    if let Some(k) = self.tl_closed[j].iter().position(|e| e.0 == *epoch) {
+                        self.tl_closed[j].drain(..=k);
+                    }
+                }
+                self.handle(
+                    1 - i,
+                    Input::PeerPacket {
+                        node: NodeId(i as u8),
+                        packet,
+                    },
+                );
+            }
+            4 => {
+                self.next_tick += 100;
+                let now = Time(self.now * 1_000_000);
+                for i in [A, B] {
+                    self.handle(i, Input::Tick { now });
+                }
+            }
+            5 => {
+                self.partition = None;
+                self.reset();
+            }
+            _ => self.link_up(),
+        }
+        self.process_drops();
+        self.check_roles();
+    }
+
+    fn check_roles(&self) {
+        if self.up[A]
+            && self.up[B]
+            && self.n[A].connected()
+            && self.n[B].connected()
+            && self.n[A].engine.role() == Role::Primary
+            && self.n[B].engine.role() == Role::Primary
+        {
+            self.fail("two Primaries while connected");
+        }
+    }
+
+    /// Runs until `done` holds, for at most `max_ms` of virtual time.
+    pub fn run_until(&mut self, max_ms: u64, what: &str, done: impl Fn(&World) -> bool) {
+        let end = self.now + max_ms;
+        while !done(self) {
+            if self.now > end {
+                self.fail(format!("timed out waiting for {what}"));
+            }
+            self.step();
+        }
+    }
+
+    /// Runs until `done` holds or `max_ms` passed; returns whether it holds.
+    pub fn run_until_or(&mut self, max_ms: u64, done: impl Fn(&World) -> bool) -> bool {
+        let end = self.now + max_ms;
+        while !done(self) {
+            if self.now > end {
+                return false;
+            }
+            self.step();
+        }
+        true
+    }
+
+    pub fn run_for(&mut self, ms: u64) {
+        let end = self.now + ms;
+        while self.now < end {
+            self.step();
+        }
+    }
+
+    /// Both connected, no resync, both UpToDate, nothing in flight.
+    pub fn in_sync(&self) -> bool {
+        [A, B].iter().all(|&i| {
+            let n = &self.n[i];
+            let p = n.status_peer();
+            n.alive
+                && p.conn == ConnState::Connected
+                && p.repl == ReplState::Established
+                && n.engine.disk_state() == DiskState::UpToDate
+                && p.disk == DiskState::UpToDate
+                && n.pending.is_empty()
+                && self.net[i].is_empty()
+        }) && self.outstanding.is_empty()
+    }
+
+    /// The end-of-run checks on two converged nodes.
+    pub fn check_converged(&self) {
+        let (a, b) = (&self.n[A], &self.n[B]);
+        if let Some(off) = (0..a.visible.len()).find(|&k| a.visible[k] != b.visible[k]) {
+            let s = off as u64 / SECTOR;
+            self.fail(format!(
+                "data differs at byte {off} (sector {s}: A has write {}, B has {})",
+                tag(&a.visible, s),
+                tag(&b.visible, s)
+            ));
+        }
+        for i in [A, B] {
+            let bits = self.n[i].oos_bits();
+            if bits != 0 {
+                self.fail(format!("node {i}: {bits} bits still out of sync"));
+            }
+        }
+        if a.uuid() != b.uuid() {
+            self.fail(format!(
+                "current UUIDs differ: {:?} {:?}",
+                a.uuid(),
+                b.uuid()
+            ));
+        }
+        self.check_data_model(A);
+    }
+
+    /// Every sector holds what the application model allows.
+    pub fn check_data_model(&self, i: usize) {
+        let d = &self.n[i].visible;
+        for (s, st) in &self.sectors {
+            let t = tag(d, *s);
+            let ok = match st.exact {
+                Some(e) => t == e || self.outstanding.values().any(|o| o.wid == t),
+                None => st.cands.contains(&t),
+            };
+            if !ok {
+                self.fail(format!(
+                    "node {i} sector {s} holds write {t}; acknowledged {:?}, allowed {:?}",
+                    st.exact, st.cands
+                ));
+            }
+        }
+    }
+}

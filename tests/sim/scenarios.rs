@@ -1,0 +1,547 @@
+//! Two-node scenarios, written as specs over the [`pair`] world, plus a randomized run mixing
+//! the faults over many seeds.
+//!
+//! `UDRBD_SIM_SEEDS=N` widens the randomized run, `UDRBD_SIM_SEED=S` replays one seed,
+//! `UDRBD_SIM_TRACE=1` prints every action.
+
+use super::Rng;
+use super::pair::{A, B, World};
+use std::collections::BTreeSet;
+use udrbd::config::Protocol;
+use udrbd::repl::{AdminCmd, ConnState, DiskState, ReplState, Role};
+use udrbd::types::BM_BLOCK_SIZE;
+
+const MAX_SYNC_MS: u64 = 600_000;
+
+pub struct Scenario {
+    pub w: World,
+    /// Distinct 4 KiB blocks written during an outage, and those in flight when it began.
+    outage: Option<(BTreeSet<u64>, BTreeSet<u64>)>,
+    /// Snapshots of both data areas (split brain: they must stay untouched).
+    frozen: Option<[Vec<u8>; 2]>,
+}
+
+impl Scenario {
+    pub fn new(seed: u64) -> Scenario {
+        Scenario::with_protocol(seed, Protocol::C)
+    }
+
+    pub fn with_protocol(seed: u64, protocol: Protocol) -> Scenario {
+        Scenario {
+            w: World::new(seed, protocol),
+            outage: None,
+            frozen: None,
+        }
+    }
+
+    fn handshake_done(w: &World) -> bool {
+        [A, B].iter().all(|&i| {
+            let p = w.n[i].status_peer();
+            p.conn == ConnState::Connected
+                && matches!(
+                    p.repl,
+                    ReplState::Established | ReplState::SyncSource | ReplState::SyncTarget
+                )
+        })
+    }
+
+    /// Both nodes connect and finish the handshake.
+    pub fn connect(mut self) -> Self {
+        self.w.connect();
+        self.w
+            .run_until(10_000, "the handshake", Scenario::handshake_done);
+        self
+    }
+
+    fn admin_ok(&mut self, i: usize, cmd: AdminCmd) {
+        let before = self.w.admin_results.len();
+        self.w.admin(i, cmd);
+        self.w.run_until(10_000, "an admin command", |w| {
+            w.admin_results[before..].iter().any(|r| r.0 == i)
+        });
+        if let Some(Err(e)) = self.w.last_admin(i) {
+            self.w.fail(format!("node {i}: {cmd:?} failed: {e}"));
+        }
+    }
+
+    /// `new-current-uuid --clear-bitmap` on A: skip the initial sync.
+    pub fn clear_bitmap(mut self) -> Self {
+        self.admin_ok(A, AdminCmd::NewCurrentUuid { clear_bitmap: true });
+        self.w
+            .run_until(10_000, "the clear-bitmap UUID to reach B", |w| w.in_sync());
+        self
+    }
+
+    pub fn promote(mut self, i: usize) -> Self {
+        self.admin_ok(i, AdminCmd::Primary { force: false });
+        assert_eq!(self.w.n[i].engine.role(), Role::Primary);
+        self
+    }
+
+    pub fn force_primary(mut self, i: usize) -> Self {
+        self.admin_ok(i, AdminCmd::Primary { force: true });
+        assert_eq!(self.w.n[i].engine.role(), Role::Primary);
+        self
+    }
+
+    pub fn demote(mut self, i: usize) -> Self {
+        self.admin_ok(i, AdminCmd::Secondary);
+        assert_eq!(self.w.n[i].engine.role(), Role::Secondary);
+        self
+    }
+
+    pub fn expect_logged(self, what: &str) -> Self {
+        self.expect_logged_on(A, what).expect_logged_on(B, what)
+    }
+
+    pub fn expect_logged_on(self, i: usize, what: &str) -> Self {
+        if !self.w.n[i].logs.iter().any(|l| l.contains(what)) {
+            self.w.fail(format!("node {i} did not log {what:?}"));
+        }
+        self
+    }
+
+    /// Metadata on another device: its syncs do not flush the data disk's cache.
+    pub fn external_metadata(mut self) -> Self {
+        self.w.faults.meta_flushes_data = false;
+        self
+    }
+
+    /// `primary` on `i` is refused while the connected peer is Primary.
+    pub fn promote_fails_while_peer_primary(mut self, i: usize) -> Self {
+        let before = self.w.admin_results.len();
+        self.w.admin(i, AdminCmd::Primary { force: false });
+        self.w.run_until(10_000, "an admin command", |w| {
+            w.admin_results[before..].iter().any(|r| r.0 == i)
+        });
+        if !matches!(self.w.last_admin(i), Some(Err(_))) {
+            self.w
+                .fail(format!("node {i} was promoted while the peer is Primary"));
+        }
+        self
+    }
+
+    pub fn invalidate(mut self, i: usize) -> Self {
+        self.admin_ok(i, AdminCmd::Invalidate);
+        self
+    }
+
+    pub fn invalidate_remote(mut self, i: usize) -> Self {
+        self.admin_ok(i, AdminCmd::InvalidateRemote);
+        self
+    }
+
+    fn primary(&self) -> usize {
+        if self.w.n[A].alive && self.w.n[A].engine.role() == Role::Primary {
+            A
+        } else {
+            B
+        }
+    }
+
+    /// `n` random writes (and some trims and flushes) on the Primary, up to 16 outstanding,
+    /// with time passing between them.
+    pub fn write_random(self, n: usize) -> Self {
+        let p = self.primary();
+        self.write_on(p, n)
+    }
+
+    pub fn write_on(mut self, i: usize, n: usize) -> Self {
+        let mut done = 0;
+        let end = self.w.now + 600_000;
+        while done < n {
+            if self.w.now > end {
+                self.w.fail("writes made no progress (a deadlock?)");
+            }
+            if self.w.outstanding() < 16 && self.w.rng.chance(300) && self.w.app_write(i) {
+                done += 1;
+                self.note_outage();
+            }
+            self.w.step();
+        }
+        self
+    }
+
+    fn note_outage(&mut self) {
+        if let (Some((blocks, _)), Some(rec)) = (&mut self.outage, &mut self.w.recorded) {
+            blocks.append(rec);
+        }
+    }
+
+    /// Lets every outstanding request complete.
+    pub fn drain(mut self) -> Self {
+        self.w
+            .run_until(120_000, "outstanding requests", |w| w.outstanding() == 0);
+        self
+    }
+
+    /// From now on the blocks written count as written during an outage.
+    fn start_outage(&mut self) {
+        let mut inflight = self.w.outstanding_blocks();
+        inflight.append(&mut self.w.unconfirmed(self.primary()));
+        self.outage = Some((BTreeSet::new(), inflight));
+        self.w.recorded = Some(BTreeSet::new());
+    }
+
+    pub fn crash(mut self, i: usize) -> Self {
+        if self.w.n[1 - i].engine.role() == Role::Primary {
+            self.start_outage();
+        }
+        self.w.crash(i);
+        self
+    }
+
+    pub fn restart(mut self, i: usize) -> Self {
+        // The engine marks a node's hot AL extents after any unclean stop (DRBD: only after a
+        // crashed Primary's), so they may be resynced too.
+        if let Some((_, inflight)) = &mut self.outage {
+            inflight.append(&mut self.w.al_hot_blocks(i));
+        }
+        self.w.restart(i);
+        self
+    }
+
+    pub fn reset(mut self) -> Self {
+        self.w.reset();
+        self
+    }
+
+    /// A total partition until `heal`.
+    pub fn split(mut self) -> Self {
+        self.w.split();
+        self.w.run_for(50);
+        self
+    }
+
+    /// Runs until the resync has started (both sides past the handshake).
+    pub fn until_resync_runs(mut self) -> Self {
+        self.w.run_until(20_000, "a resync", |w| {
+            [A, B].iter().any(|&i| {
+                matches!(
+                    w.n[i].status_peer().repl,
+                    ReplState::SyncSource | ReplState::SyncTarget
+                )
+            })
+        });
+        self
+    }
+
+    pub fn run_for(mut self, ms: u64) -> Self {
+        self.w.run_for(ms);
+        self
+    }
+
+    /// Heal, then both converge: same data, empty bitmaps, both UpToDate, same UUID.
+    pub fn expect_in_sync(mut self) -> Self {
+        self.w.heal();
+        self.w
+            .run_until(MAX_SYNC_MS, "both nodes in sync", |w| w.in_sync());
+        self.w.check_converged();
+        self
+    }
+
+    /// The resync since the outage began moved at least the distinct blocks written during it
+    /// and at most those plus what was in flight when it began.
+    pub fn expect_resync_covers_outage(self) -> Self {
+        let (written, inflight) = self.outage.clone().expect("an outage");
+        let moved = self.w.resync_bytes[A] + self.w.resync_bytes[B];
+        let lo = written.len() as u64 * BM_BLOCK_SIZE;
+        let hi = written.union(&inflight).count() as u64 * BM_BLOCK_SIZE;
+        if moved < lo || moved > hi {
+            self.w.fail(format!(
+                "resync moved {moved} bytes; the outage wrote {lo}, with what was in flight {hi}"
+            ));
+        }
+        self
+    }
+
+    pub fn expect_resync_bytes(self, min: u64, max: u64) -> Self {
+        let moved = self.w.resync_bytes[A] + self.w.resync_bytes[B];
+        if moved < min || moved > max {
+            self.w.fail(format!(
+                "resync moved {moved} bytes, expected {min}..={max}"
+            ));
+        }
+        self
+    }
+
+    pub fn freeze_data(mut self) -> Self {
+        self.frozen = Some([self.w.n[A].visible.clone(), self.w.n[B].visible.clone()]);
+        self
+    }
+
+    /// Both refuse the connection (split brain) and go StandAlone; the data is untouched.
+    pub fn expect_standalone(mut self) -> Self {
+        self.w.heal();
+        self.w.run_until(20_000, "both StandAlone", |w| {
+            [A, B].iter().all(|&i| w.standalone[i])
+        });
+        self.w.run_for(2_000);
+        for i in [A, B] {
+            let p = self.w.n[i].status_peer();
+            if p.conn != ConnState::StandAlone {
+                self.w
+                    .fail(format!("node {i} is {:?}, not StandAlone", p.conn));
+            }
+            let refused =
+                |l: &String| l.contains("Split-Brain") || l.contains("both nodes are Primary");
+            if !self.w.n[i].logs.iter().any(refused) {
+                self.w.fail(format!("node {i} did not log the split brain"));
+            }
+        }
+        if let Some(f) = &self.frozen {
+            for i in [A, B] {
+                if f[i] != self.w.n[i].visible {
+                    self.w
+                        .fail(format!("node {i}'s data changed after the split brain"));
+                }
+            }
+        }
+        self
+    }
+}
+
+/// The how-to: two fresh nodes, the initial sync skipped, A Primary.
+fn ready(seed: u64) -> Scenario {
+    Scenario::new(seed).connect().clear_bitmap().promote(A)
+}
+
+#[test]
+fn initial_full_sync_after_primary_force() {
+    let s = Scenario::new(1).connect();
+    // Fresh metadata on both: nothing to decide, both Inconsistent.
+    assert_eq!(s.w.n[A].engine.disk_state(), DiskState::Inconsistent);
+    let data = s.w.n[A].visible.len() as u64;
+    s.force_primary(A)
+        .write_random(100)
+        .expect_in_sync()
+        // Replicated writes that cover whole blocks clear them on the target.
+        .expect_resync_bytes(data - (2 << 20), data);
+}
+
+#[test]
+fn clear_bitmap_skips_the_initial_sync() {
+    ready(2)
+        .write_random(300)
+        .expect_in_sync()
+        .expect_resync_bytes(0, 0);
+}
+
+#[test]
+fn secondary_crash_during_writes_resyncs_the_bitmap_only() {
+    ready(3)
+        .write_random(200)
+        .crash(B)
+        .write_random(100)
+        .restart(B)
+        .drain()
+        .expect_in_sync()
+        .expect_resync_covers_outage();
+}
+
+#[test]
+fn primary_crash_and_restart_converges() {
+    let s = ready(4)
+        .write_random(200)
+        .crash(A)
+        .run_for(1_000)
+        .restart(A)
+        .expect_in_sync()
+        // It comes back Secondary; the survivor, which has every write acknowledged under
+        // protocol C, resyncs the crashed Primary's activity-log extents to it.
+        .expect_logged_on(A, "uuid_compare()=target-if-both-failed")
+        .expect_logged_on(A, "repl( WFBitMapT -> SyncTarget )");
+    assert_eq!(s.w.n[A].engine.role(), Role::Secondary);
+    s.promote(A).write_random(100).expect_in_sync();
+}
+
+#[test]
+fn failover_to_the_secondary_then_the_old_primary_returns_as_target() {
+    ready(10)
+        .write_random(200)
+        .crash(A)
+        .run_for(500)
+        .promote(B)
+        .write_random(150)
+        .restart(A)
+        .drain()
+        .expect_in_sync()
+        .expect_logged_on(A, "uuid_compare()=target-use-bitmap")
+        .promote_fails_while_peer_primary(A);
+}
+
+#[test]
+fn link_reset_during_resync_resumes_and_converges() {
+    let data = 16u64 << 20;
+    ready(5)
+        .write_random(100)
+        .invalidate_remote(A)
+        .until_resync_runs()
+        .run_for(1_000)
+        .reset()
+        .write_random(100)
+        .expect_in_sync()
+        // Resumed from the bitmap: not much more than one full sync.
+        .expect_resync_bytes(data / 2, data + data / 2);
+}
+
+/// Engine gap (see the report): with external metadata nothing flushes the data disk before an
+/// AL transaction evicts an extent (with internal metadata the driver's fdatasync of the shared
+/// device does), so a Primary that crashes loses cached writes in extents it no longer lists as
+/// hot, the peer has them, and no bitmap marks them: silent divergence (seed 0: sector 17411).
+#[test]
+#[ignore = "engine gap: AL eviction without a data flush (external metadata)"]
+fn primary_crash_with_external_metadata() {
+    for seed in 0..40 {
+        ready(seed)
+            .external_metadata()
+            .write_random(200)
+            .crash(A)
+            .run_for(500)
+            .restart(A)
+            .drain()
+            .expect_in_sync();
+    }
+}
+
+#[test]
+fn split_brain_is_refused_and_the_data_left_alone() {
+    ready(6)
+        .write_random(50)
+        .drain()
+        .split()
+        .promote(B)
+        .write_on(A, 50)
+        .write_on(B, 50)
+        .drain()
+        .freeze_data()
+        .expect_standalone();
+}
+
+#[test]
+fn split_brain_after_demotion_is_detected_from_the_uuids() {
+    ready(9)
+        .write_random(50)
+        .drain()
+        .split()
+        .promote(B)
+        .write_on(A, 50)
+        .write_on(B, 50)
+        .drain()
+        .demote(A)
+        .demote(B)
+        .freeze_data()
+        .expect_standalone()
+        .expect_logged("Split-Brain");
+}
+
+#[test]
+fn invalidate_resyncs_everything_from_the_peer() {
+    let data = 16u64 << 20;
+    ready(7)
+        .write_random(100)
+        .drain()
+        .invalidate(B)
+        .expect_in_sync()
+        .expect_resync_bytes(data - (1 << 20), data + (1 << 20));
+}
+
+#[test]
+fn invalidate_remote_resyncs_everything_to_the_peer() {
+    let data = 16u64 << 20;
+    ready(8)
+        .write_random(100)
+        .invalidate_remote(A)
+        .write_random(100)
+        .expect_in_sync()
+        .expect_resync_bytes(data - (1 << 20), data + (2 << 20));
+}
+
+/// A random mix of the faults on a Primary/Secondary pair; ends healed and in sync.
+fn random_run(seed: u64) {
+    let mut rng = Rng(seed ^ 0xfa17);
+    let protocol = [Protocol::A, Protocol::B, Protocol::C][rng.below(3) as usize];
+    let mut s = Scenario::with_protocol(seed, protocol)
+        .connect()
+        .clear_bitmap()
+        .promote(A);
+    s.w.faults.net_delay_max = rng.below(20);
+    s.w.faults.disk_lat_max = rng.below(20);
+    let mut disk_errors = false;
+    for _ in 0..6 {
+        s = s.write_random(20 + rng.below(60) as usize);
+        s = match rng.below(9) {
+            0 => s.reset(),
+            1 => {
+                let from = rng.below(2) as usize;
+                s.w.partition_one_way(from);
+                s
+            }
+            2 => {
+                let from = rng.below(2) as usize;
+                let ms = rng.below(3_000);
+                s.w.stall(from, ms);
+                s
+            }
+            3 => s.crash(B).write_random(30).restart(B),
+            4 => {
+                s.w.faults.disk_err_secondary = 20;
+                disk_errors = true;
+                let mut s = s.write_random(40).drain();
+                s.w.faults.disk_err_secondary = 0;
+                s
+            }
+            5 if s.w.in_sync() => s.invalidate_remote(A),
+            // Not after failed writes on the Secondary: it stays UpToDate and, as the
+            // crashed Primary's SyncSource, would overwrite even flushed writes (see report).
+            6 if s.w.n[A].engine.role() == Role::Primary && s.w.neg_acked.is_empty() => {
+                // The Primary crashes and comes back; once in sync it is promoted again.
+                let ms = rng.below(2_000);
+                let s = s.crash(A).run_for(ms).restart(A).expect_in_sync();
+                s.promote(A)
+            }
+            _ => s.run_for(rng.below(2_000)),
+        };
+    }
+    // A Secondary whose disk failed comes back the way an operator would bring it back.
+    if s.w.n[B].engine.disk_state() < DiskState::Inconsistent {
+        s = s.crash(B).restart(B);
+    }
+    s = s.drain();
+    if disk_errors {
+        // A Secondary that failed writes stays UpToDate; the Primary's marks are not resynced
+        // by an equal-UUID reconnect and are cleared by the end of a resync that ran meanwhile
+        // (engine gaps, see the report). The operator invalidates it.
+        // A failed resync write leaves the resync stuck (see the report): down and up again.
+        s.w.heal();
+        if !s.w.run_until_or(60_000, |w| w.in_sync()) {
+            s = s.crash(B).restart(B);
+            s.w.run_until(MAX_SYNC_MS, "both nodes in sync", |w| w.in_sync());
+        }
+        if !s.w.neg_acked.is_empty() {
+            s = s.invalidate(B);
+        }
+    }
+    s.expect_in_sync();
+}
+
+#[test]
+fn random_faults_converge() {
+    let seeds: u64 = std::env::var("UDRBD_SIM_SEEDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let only: Option<u64> = std::env::var("UDRBD_SIM_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    for seed in only.map_or(0..seeds, |s| s..s + 1) {
+        if let Err(e) = std::panic::catch_unwind(|| random_run(seed)) {
+            let msg = e
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            panic!("seed {seed} failed (replay with UDRBD_SIM_SEED={seed}): {msg}");
+        }
+    }
+}
