@@ -302,9 +302,9 @@ impl Engine {
             let failed = rs.failed_bytes;
             rs.finishing = true;
             return self.log(format!(
-                "peer {node}: resync stopped with {} KiB that could not be read on the source \
-                 ({} KiB left); the disk stays Inconsistent: fix the source's disk and run \
-                 `drbdadm invalidate`",
+                "peer {node}: resync stopped with {} KiB that failed (a read error on the \
+                 source or a write error here; {} KiB left); the disk stays Inconsistent: fix \
+                 the failing disk, then `drbdadm disconnect` and `connect` to resync the rest",
                 failed / 1024,
                 left_bits * BM_BLOCK_SIZE / 1024
             ));
