@@ -233,6 +233,27 @@ fn the_initial_full_sync_shows_progress_and_ends_with_identical_disks() {
             || st.contains("disk:UpToDate"),
         "{st}"
     );
+    // --statistics shows the rate and the ETA while it runs.
+    let stats = p.a.adm(&["status", "--statistics", RES]).ok().stdout;
+    assert!(
+        stats.contains(" dbdt1:") || stats.contains("peer-disk:UpToDate"),
+        "{stats}"
+    );
+    // pause-sync holds it (PausedSyncS, resync-suspended:user; the peer sees peer), resume-sync
+    // lets it finish.
+    // (At 16 MiB/s the 60 MiB take about 4 s: it is still running here.)
+    {
+        p.a.adm(&["pause-sync", RES]).ok();
+        eventually(5, "a paused resync", || {
+            status(&p.a).contains("replication:PausedSyncS")
+                && status(&p.a).contains("resync-suspended:user")
+                && status(&p.b).contains("resync-suspended:peer")
+        });
+        let before = status(&p.b);
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(status(&p.b), before, "the resync moved while paused");
+        p.a.adm(&["resume-sync", RES]).ok();
+    }
     p.wait_sync();
     eventually(10, "UpToDate on both", || {
         status(&p.a).ends_with("    peer-disk:UpToDate\n")
