@@ -42,7 +42,7 @@ impl Driver {
                 .get(&node)
                 .is_some_and(|t| !t.task.is_finished());
             if !running {
-                self.feed_input(Input::PeerConnecting { node });
+                self.feed(Input::PeerConnecting { node });
             }
         }
         let mut g = self.lock();
@@ -92,10 +92,6 @@ impl Driver {
             None => g.senders.remove(&node),
         };
     }
-
-    fn feed_input(&self, input: Input) {
-        self.feed(input);
-    }
 }
 
 async fn tick_loop(driver: Weak<Driver>) {
@@ -108,7 +104,7 @@ async fn tick_loop(driver: Weak<Driver>) {
             return;
         };
         let now = Time(start.elapsed().as_nanos() as u64);
-        d.feed_input(Input::Tick { now });
+        d.feed(Input::Tick { now });
     }
 }
 
@@ -133,7 +129,7 @@ async fn peer_loop(
     let standalone = |why: String| {
         tracing::error!("{name}: peer {}: {why}; connection:StandAlone", peer.name);
         if let Some(d) = driver.upgrade() {
-            d.feed_input(Input::PeerDown {
+            d.feed(Input::PeerDown {
                 node,
                 standalone: true,
             });
@@ -157,7 +153,7 @@ async fn peer_loop(
     };
     loop {
         if let Some(d) = driver.upgrade() {
-            d.feed_input(Input::PeerConnecting { node });
+            d.feed(Input::PeerConnecting { node });
         }
         let established = tokio::select! {
             r = Link::establish(&cfg, &listener, remote) => r,
@@ -165,7 +161,7 @@ async fn peer_loop(
                 Some(LinkCmd::Drop { standalone: false }) => continue,
                 _ => {
                     if let Some(d) = driver.upgrade() {
-                        d.feed_input(Input::PeerDown { node, standalone: true });
+                        d.feed(Input::PeerDown { node, standalone: true });
                     }
                     return;
                 }
@@ -202,7 +198,7 @@ async fn peer_loop(
             LinkError::Closed
         });
         d.set_sender(node, Some(tx));
-        d.feed_input(Input::PeerUp {
+        d.feed(Input::PeerUp {
             node,
             protocol: peer.net.protocol,
         });
@@ -211,7 +207,7 @@ async fn peer_loop(
             tokio::select! {
                 f = link.recv() => match f {
                     Ok(frame) => match driver.upgrade() {
-                        Some(d) => d.feed_input(Input::PeerPacket { node, packet: frame.packet }),
+                        Some(d) => d.feed(Input::PeerPacket { node, packet: frame.packet }),
                         None => return,
                     },
                     Err(e) => break Ended::Failed(e),
@@ -253,7 +249,7 @@ async fn peer_loop(
             let _ = link.send(0, &Packet::Disconnect).await;
         }
         link.close().await;
-        d.feed_input(Input::PeerDown { node, standalone });
+        d.feed(Input::PeerDown { node, standalone });
         if standalone {
             return;
         }

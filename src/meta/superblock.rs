@@ -234,6 +234,12 @@ impl Superblock {
         }
     }
 
+    /// Makes `uuid` the newest history UUID (the oldest falls off).
+    pub fn push_history(&mut self, uuid: GenUuid) {
+        self.history.rotate_right(1);
+        self.history[0] = uuid;
+    }
+
     /// The peer slot tracking `node`, if any.
     pub fn peer(&self, node: NodeId) -> Option<&PeerMd> {
         self.peers.iter().find(|p| p.node_id == Some(node))

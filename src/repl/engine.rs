@@ -364,15 +364,39 @@ impl Disk {
         self.bitmaps.get(usize::from(idx))
     }
 
+    /// The bitmap for `node`, to change.
+    fn bitmap_mut(&mut self, node: NodeId) -> Option<&mut Bitmap> {
+        let idx = self.sb.peer(node)?.bitmap_index?;
+        self.bitmaps.get_mut(usize::from(idx))
+    }
+
     /// Marks `[offset, offset+len)` out of sync with `node`; returns the newly set bits.
     fn mark(&mut self, node: NodeId, offset: u64, len: u64) -> u64 {
-        let Some(idx) = self.sb.peer(node).and_then(|p| p.bitmap_index) else {
-            return 0;
-        };
-        match self.bitmaps.get_mut(usize::from(idx)) {
-            Some(bm) => mark_bytes(bm, offset, len, self.data_bytes),
-            None => 0,
+        let dev = self.data_bytes;
+        self.bitmap_mut(node)
+            .map_or(0, |bm| mark_bytes(bm, offset, len, dev))
+    }
+
+    /// Clears the blocks `[offset, offset+len)` covers completely in `node`'s bitmap.
+    fn clear_covered(&mut self, node: NodeId, offset: u64, len: u64) {
+        let dev = self.data_bytes;
+        if let Some(bm) = self.bitmap_mut(node) {
+            bm.clear_bytes_covered_dev(offset, len, dev);
         }
+    }
+
+    /// The bitmap UUID for `node` goes into the history and becomes 0 (a resync toward it
+    /// ended); false if it was 0 already.
+    fn bitmap_uuid_to_history(&mut self, node: NodeId) -> bool {
+        let Some(p) = self.sb.peers.iter_mut().find(|p| p.node_id == Some(node)) else {
+            return false;
+        };
+        if p.bitmap_uuid.is_zero() {
+            return false;
+        }
+        let old = std::mem::replace(&mut p.bitmap_uuid, GenUuid::ZERO);
+        self.sb.push_history(old);
+        true
     }
 }
 
@@ -928,8 +952,7 @@ impl Engine {
                 // old one is history, not a bitmap UUID.
                 let old = d.sb.current_uuid;
                 if !old.same_as(GenUuid::JUST_CREATED) {
-                    d.sb.history.rotate_right(1);
-                    d.sb.history[0] = old;
+                    d.sb.push_history(old);
                 }
                 d.sb.current_uuid = self.uuids.next(primary);
             } else {
@@ -1470,8 +1493,7 @@ fn rotate_current(sb: &mut Superblock, uuids: &mut UuidGen, primary: bool) {
             }
         }
         if into_history {
-            sb.history.rotate_right(1);
-            sb.history[0] = old;
+            sb.push_history(old);
         }
     }
     sb.current_uuid = uuids.next(primary);

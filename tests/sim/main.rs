@@ -661,33 +661,36 @@ fn run(seed: u64, steps: usize) -> (u64, u64) {
     (sim.acked_writes, sim.crashes)
 }
 
-#[test]
-fn engine_survives_random_crashes_and_faults() {
+/// Runs `f` for seeds `0..UDRBD_SIM_SEEDS` (default `default`), or only `UDRBD_SIM_SEED`; a
+/// failure panics with its seed and how to replay it.
+fn for_each_seed(default: u64, mut f: impl FnMut(u64)) {
     let seeds: u64 = std::env::var("UDRBD_SIM_SEEDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(150);
+        .unwrap_or(default);
     let only: Option<u64> = std::env::var("UDRBD_SIM_SEED")
         .ok()
         .and_then(|v| v.parse().ok());
-    let (mut acked, mut crashes) = (0, 0);
     for seed in only.map_or(0..seeds, |s| s..s + 1) {
-        let r = std::panic::catch_unwind(|| run(seed, 600));
-        match r {
-            Ok((a, c)) => {
-                acked += a;
-                crashes += c;
-            }
-            Err(e) => {
-                let msg = e
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                panic!("seed {seed} failed (replay with UDRBD_SIM_SEED={seed}): {msg}");
-            }
+        if let Err(e) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(seed))) {
+            let msg = e
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            panic!("seed {seed} failed (replay with UDRBD_SIM_SEED={seed}): {msg}");
         }
     }
+}
+
+#[test]
+fn engine_survives_random_crashes_and_faults() {
+    let (mut acked, mut crashes) = (0, 0);
+    for_each_seed(150, |seed| {
+        let (a, c) = run(seed, 600);
+        acked += a;
+        crashes += c;
+    });
     // The runs must have done real work, or the invariants proved nothing.
     assert!(acked > 1000, "only {acked} writes acknowledged");
     assert!(crashes > 50, "only {crashes} crashes");

@@ -527,21 +527,5 @@ fn random_run(seed: u64) {
 
 #[test]
 fn random_faults_converge() {
-    let seeds: u64 = std::env::var("UDRBD_SIM_SEEDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200);
-    let only: Option<u64> = std::env::var("UDRBD_SIM_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok());
-    for seed in only.map_or(0..seeds, |s| s..s + 1) {
-        if let Err(e) = std::panic::catch_unwind(|| random_run(seed)) {
-            let msg = e
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            panic!("seed {seed} failed (replay with UDRBD_SIM_SEED={seed}): {msg}");
-        }
-    }
+    super::for_each_seed(200, random_run);
 }

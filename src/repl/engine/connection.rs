@@ -269,13 +269,7 @@ impl Engine {
 
     /// Tells every connected peer about a change of role, disk state or pause flags.
     pub(super) fn broadcast_state(&mut self) {
-        let nodes: Vec<NodeId> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.conn == ConnState::Connected && c.hs.is_none())
-            .map(|(n, _)| *n)
-            .collect();
-        for node in nodes {
+        for node in self.established_peers() {
             let p = self.my_state_packet(node);
             self.send(node, p);
         }
@@ -565,16 +559,11 @@ impl Engine {
 
     /// DRBD's "missed the resync finished event, corrected myself".
     fn bitmap_uuid_to_history(&mut self, node: NodeId) {
-        let Some(d) = self.disk.as_mut() else {
-            return;
-        };
-        if let Some(p) = d.sb.peers.iter_mut().find(|p| p.node_id == Some(node))
-            && !p.bitmap_uuid.is_zero()
+        if self
+            .disk
+            .as_mut()
+            .is_some_and(|d| d.bitmap_uuid_to_history(node))
         {
-            let old = p.bitmap_uuid;
-            p.bitmap_uuid = GenUuid::ZERO;
-            d.sb.history.rotate_right(1);
-            d.sb.history[0] = old;
             self.sb_changed();
         }
     }
@@ -657,9 +646,7 @@ impl Engine {
                 return self.drop_link(node, false);
             }
         };
-        if let Some(d) = self.disk.as_mut()
-            && let Some(idx) = d.sb.peer(node).and_then(|p| p.bitmap_index)
-            && let Some(bm) = d.bitmaps.get_mut(usize::from(idx))
+        if let Some(bm) = self.disk.as_mut().and_then(|d| d.bitmap_mut(node))
             && bm.union_with(&theirs).is_err()
         {
             self.log(format!("peer {node}: peer bitmap has the wrong size"));
@@ -763,8 +750,7 @@ impl Engine {
             self.broadcast_state();
         } else if in_sync && self.disk_state == DiskState::UpToDate {
             let old = d.sb.current_uuid;
-            d.sb.history.rotate_right(1);
-            d.sb.history[0] = old;
+            d.sb.push_history(old);
             d.sb.current_uuid = current;
             self.log(format!("peer {node}: new current UUID {current} from peer"));
             self.sb_changed();
@@ -777,13 +763,7 @@ impl Engine {
 
     /// `new-current-uuid` while connected: the peers follow ([`Self::peer_new_uuid`]).
     pub(super) fn announce_new_uuid(&mut self, clear_bitmap: bool) {
-        let nodes: Vec<NodeId> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.conn == ConnState::Connected && c.hs.is_none())
-            .map(|(n, _)| *n)
-            .collect();
-        for node in nodes {
+        for node in self.established_peers() {
             let fl = if clear_bitmap {
                 UuidFlags::SKIP_INITIAL_SYNC
             } else {

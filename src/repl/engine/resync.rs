@@ -326,8 +326,7 @@ impl Engine {
         if let Some(d) = self.disk.as_mut() {
             let old = d.sb.current_uuid;
             if !old.same_as(peer_current) && !old.same_as(GenUuid::JUST_CREATED) && !old.is_zero() {
-                d.sb.history.rotate_right(1);
-                d.sb.history[0] = old;
+                d.sb.push_history(old);
             }
             d.sb.current_uuid = peer_current;
             if let Some(p) = d.sb.peers.iter_mut().find(|p| p.node_id == Some(node)) {
@@ -370,19 +369,10 @@ impl Engine {
         c.repl = ReplState::Established;
         c.disk = DiskState::UpToDate;
         if let Some(d) = self.disk.as_mut() {
-            if let Some(idx) = d.sb.peer(node).and_then(|p| p.bitmap_index)
-                && let Some(bm) = d.bitmaps.get_mut(usize::from(idx))
-            {
+            if let Some(bm) = d.bitmap_mut(node) {
                 bm.clear_all();
             }
-            if let Some(p) = d.sb.peers.iter_mut().find(|p| p.node_id == Some(node))
-                && !p.bitmap_uuid.is_zero()
-            {
-                let old = p.bitmap_uuid;
-                p.bitmap_uuid = GenUuid::ZERO;
-                d.sb.history.rotate_right(1);
-                d.sb.history[0] = old;
-            }
+            d.bitmap_uuid_to_history(node);
         }
         self.log(format!(
             "peer {node}: Resync done ({} KiB); repl( SyncSource -> Established )",
@@ -546,12 +536,7 @@ impl Engine {
             } => {
                 let ok = result.is_ok();
                 if ok && let Some(d) = self.disk.as_mut() {
-                    let dev = d.data_bytes;
-                    if let Some(idx) = d.sb.peer(node).and_then(|p| p.bitmap_index)
-                        && let Some(bm) = d.bitmaps.get_mut(usize::from(idx))
-                    {
-                        bm.clear_bytes_covered_dev(offset, len, dev);
-                    }
+                    d.clear_covered(node, offset, len);
                 }
                 let Some(rs) = self.conns.get_mut(&node).and_then(|c| c.rs.as_mut()) else {
                     return;
@@ -594,12 +579,7 @@ impl Engine {
             return;
         }
         if let Some(d) = self.disk.as_mut() {
-            let dev = d.data_bytes;
-            if let Some(idx) = d.sb.peer(node).and_then(|p| p.bitmap_index)
-                && let Some(bm) = d.bitmaps.get_mut(usize::from(idx))
-            {
-                bm.clear_bytes_covered_dev(offset, len, dev);
-            }
+            d.clear_covered(node, offset, len);
         }
     }
 
