@@ -31,7 +31,8 @@ impl Sector {
     }
     /// This position in bytes.
     pub fn bytes(self) -> u64 {
-        self.0 * SECTOR_SIZE
+        // Saturating: a sector number off the wire may be anything; range checks then fail.
+        self.0.saturating_mul(SECTOR_SIZE)
     }
 }
 

@@ -427,39 +427,7 @@ fn a_connected_primary_keeps_its_generation_and_losing_the_peer_starts_a_new_one
         node: NodeId(1),
         protocol: crate::config::Protocol::C,
     });
-    // The peer's half of the handshake: same size, same generation, UpToDate.
-    let sectors = e.size_bytes() / 512;
-    let current = e.status().current_uuid;
-    for packet in [
-        Packet::Sizes {
-            backing: crate::types::Sector(sectors),
-            user: crate::types::Sector(0),
-            current: crate::types::Sector(sectors),
-            max_bio_size: 1 << 20,
-            flags: crate::repl::wire::SizesFlags::empty(),
-        },
-        Packet::Uuids {
-            current,
-            bitmap: GenUuid::ZERO,
-            history: vec![],
-            dirty_bits: 0,
-            flags: crate::repl::wire::UuidFlags::empty(),
-        },
-        Packet::State {
-            role: Role::Secondary,
-            peer_role: Role::Unknown,
-            disk: DiskState::UpToDate,
-            peer_disk: DiskState::DUnknown,
-            conn: crate::repl::ConnState::Connected,
-            repl: crate::repl::ReplState::Off,
-            flags: crate::repl::wire::StateFlags::empty(),
-        },
-    ] {
-        e.handle(Input::PeerPacket {
-            node: NodeId(1),
-            packet,
-        });
-    }
+    peer_handshake(&mut e);
     settle(&mut e);
     assert_eq!(
         e.status().peers[0].repl,
@@ -531,4 +499,85 @@ fn a_connected_primary_keeps_its_generation_and_losing_the_peer_starts_a_new_one
     let sb = e.superblock().expect("attached");
     assert_ne!(sb.current_uuid, gen0);
     assert_eq!(sb.peer(NodeId(1)).map(|p| p.bitmap_uuid), Some(gen0));
+}
+
+/// Feeds the peer's half of the handshake: same size, same generation, UpToDate, Secondary.
+fn peer_handshake(e: &mut Engine) {
+    let sectors = e.size_bytes() / 512;
+    let current = e.status().current_uuid;
+    for packet in [
+        Packet::Sizes {
+            backing: crate::types::Sector(sectors),
+            user: crate::types::Sector(0),
+            current: crate::types::Sector(sectors),
+            max_bio_size: 1 << 20,
+            flags: crate::repl::wire::SizesFlags::empty(),
+        },
+        Packet::Uuids {
+            current,
+            bitmap: GenUuid::ZERO,
+            history: vec![],
+            dirty_bits: 0,
+            flags: crate::repl::wire::UuidFlags::empty(),
+        },
+        Packet::State {
+            role: Role::Secondary,
+            peer_role: Role::Unknown,
+            disk: DiskState::UpToDate,
+            peer_disk: DiskState::DUnknown,
+            conn: crate::repl::ConnState::Connected,
+            repl: crate::repl::ReplState::Off,
+            flags: crate::repl::wire::StateFlags::empty(),
+        },
+    ] {
+        e.handle(Input::PeerPacket {
+            node: NodeId(1),
+            packet,
+        });
+    }
+}
+
+#[test]
+fn a_peer_write_beyond_the_device_is_refused_and_never_reaches_the_disk() {
+    let mut e = up(true, attached(flags::CONSISTENT | flags::WAS_UP_TO_DATE, 0));
+    e.handle(Input::Admin {
+        token: 1,
+        cmd: AdminCmd::NewCurrentUuid { clear_bitmap: true },
+    });
+    settle(&mut e);
+    e.handle(Input::PeerUp {
+        node: NodeId(1),
+        protocol: crate::config::Protocol::C,
+    });
+    peer_handshake(&mut e);
+    settle(&mut e);
+    for sector in [e.size_bytes() / 512, u64::MAX / 8] {
+        e.handle(Input::PeerPacket {
+            node: NodeId(1),
+            packet: Packet::Data {
+                sector: crate::types::Sector(sector),
+                block_id: 7,
+                seq: 1,
+                flags: crate::repl::wire::DataFlags::SEND_WRITE_ACK,
+                size: 4096,
+                digest: bytes::Bytes::new(),
+                data: bytes::Bytes::from(vec![1u8; 4096]),
+            },
+        });
+        let acts = drain(&mut e);
+        assert!(
+            !acts.iter().any(|a| matches!(a, Action::SubmitDisk { .. })),
+            "{acts:?}"
+        );
+        assert!(
+            acts.iter().any(|a| matches!(
+                a,
+                Action::Send {
+                    packet: Packet::NegAck(_),
+                    ..
+                }
+            )),
+            "{acts:?}"
+        );
+    }
 }

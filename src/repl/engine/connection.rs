@@ -405,8 +405,8 @@ impl Engine {
                 return self.drop_link(node, true);
             }
         };
-        if size.0 * SECTOR_SIZE < d.data_bytes {
-            self.shrink_to(size.0 * SECTOR_SIZE);
+        if size.bytes() < d.data_bytes {
+            self.shrink_to(size.bytes());
         }
         let Some(info) = self.cfg.peers.iter().find(|p| p.node_id == node).cloned() else {
             return;

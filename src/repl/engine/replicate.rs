@@ -349,7 +349,7 @@ impl Engine {
             Packet::NegAck(a) => {
                 // The peer could not write it: that range differs now.
                 if let Some(d) = self.disk.as_mut() {
-                    d.mark(node, a.sector.0 * SECTOR_SIZE, u64::from(a.size));
+                    d.mark(node, a.sector.bytes(), u64::from(a.size));
                 }
                 self.log(format!(
                     "peer {node} failed a write at sector {}",
@@ -397,7 +397,7 @@ impl Engine {
             }
             Packet::OutOfSync { sector, size } => {
                 if let Some(d) = self.disk.as_mut() {
-                    d.mark(node, sector.0 * SECTOR_SIZE, u64::from(size));
+                    d.mark(node, sector.bytes(), u64::from(size));
                 }
             }
             other => self.log(format!(
@@ -459,7 +459,17 @@ impl Engine {
         // Replicated writes compete with the resync like local application I/O does.
         self.app_busy = true;
         let usable = self.role != Role::Primary && self.disk.is_some() && !self.meta_failed;
-        if !usable {
+        // A write outside the device (a broken or hostile peer) must never reach the backing
+        // file: past the data area lies the internal metadata.
+        let end = sector.bytes().checked_add(u64::from(size));
+        let in_range = end.is_some_and(|e| e <= self.size_bytes());
+        if usable && !in_range {
+            self.log(format!(
+                "peer {node}: write of {size} bytes at sector {} is beyond the device; refused",
+                sector.0
+            ));
+        }
+        if !usable || !in_range {
             self.actions.push_back(Action::Send {
                 node,
                 packet: Packet::NegAck(ack),
@@ -472,7 +482,7 @@ impl Engine {
                 packet: Packet::RecvAck(ack),
             });
         }
-        let offset = sector.0 * SECTOR_SIZE;
+        let offset = sector.bytes();
         let op = if flags.contains(DataFlags::DISCARD) {
             IoOp::Trim {
                 offset,
@@ -542,7 +552,7 @@ impl Engine {
                 write_ack,
             } => {
                 if result.is_ok() {
-                    let offset = ack.sector.0 * SECTOR_SIZE;
+                    let offset = ack.sector.bytes();
                     self.resync_target_covered(node, offset, u64::from(ack.size));
                 }
                 if !self.links.contains_key(&node) {

@@ -429,8 +429,11 @@ impl Engine {
             .conns
             .get(&node)
             .is_some_and(|c| c.rs.as_ref().is_some_and(|rs| rs.source));
-        let offset = sector.0 * SECTOR_SIZE;
-        let in_range = offset + u64::from(size) <= self.size_bytes() && size > 0;
+        let offset = sector.bytes();
+        let in_range = offset
+            .checked_add(u64::from(size))
+            .is_some_and(|e| e <= self.size_bytes())
+            && size > 0;
         if !serving || !in_range || self.disk.is_none() {
             let ack = BlockAck {
                 sector,
@@ -471,7 +474,7 @@ impl Engine {
             return; // not (or no longer) ours
         };
         rs.arrived += len;
-        if offset != sector.0 * SECTOR_SIZE || data.len() as u64 != len {
+        if offset != sector.bytes() || data.len() as u64 != len {
             self.log(format!(
                 "peer {node}: resync reply does not match its request; dropping the connection"
             ));
