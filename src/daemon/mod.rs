@@ -139,14 +139,12 @@ impl Daemon {
         }
     }
 
-    fn connect(&self, name: &str, discard_my_data: bool) -> Response {
+    async fn connect(&self, name: &str, discard_my_data: bool) -> Response {
         let Some(d) = self.get(name) else {
             return unknown_resource(name);
         };
-        if discard_my_data {
-            tracing::warn!(
-                "{name}: --discard-my-data is not implemented in this build; connecting without it"
-            );
+        if let Err(e) = d.admin(AdminCmd::Connect { discard_my_data }).await {
+            return admin_failure(name, &e, &d);
         }
         d.start_links();
         Response::Ok
@@ -224,6 +222,7 @@ fn admin_failure(name: &str, e: &AdminError, d: &Driver) -> Response {
             error(s.exit_code(), msg)
         }
         AdminError::Meta(m) => error(E_CONFIG, format!("{name}: Failure: (118) {m}")),
+        AdminError::DiscardMyDataPrimary => error(e.exit_code(), format!("{name}: {e}")),
     }
 }
 
@@ -271,7 +270,7 @@ impl Handler for Daemon {
                 Request::Connect {
                     resource,
                     discard_my_data,
-                } => self.connect(&resource, discard_my_data),
+                } => self.connect(&resource, discard_my_data).await,
                 Request::Disconnect { resource } => match self.get(&resource) {
                     Some(d) => {
                         d.stop_links().await;

@@ -104,6 +104,7 @@ enum Exec {
     ),
     Log(String),
     DropLink(NodeId, bool),
+    Handler(crate::repl::handler::Handler, Option<NodeId>),
 }
 
 impl Driver {
@@ -358,8 +359,15 @@ impl Driver {
                 }
                 Exec::Log(line) => tracing::info!("{line}"),
                 Exec::DropLink(node, standalone) => self.drop_link(node, standalone),
+                Exec::Handler(handler, node) => self.run_handler(handler, node),
             }
         }
+    }
+
+    /// Runs a handler from the resource's `handlers { }`.
+    fn run_handler(&self, handler: crate::repl::handler::Handler, node: Option<NodeId>) {
+        let peer = node.map_or(String::new(), |n| format!(" (peer node-id {n})"));
+        tracing::info!("{}: {handler} handler due{peer}", self.spec.name);
     }
 
     fn submit_disk(&self, id: ReqId, op: IoOp, disk: Option<Arc<dyn DiskEngine>>) {
@@ -410,8 +418,7 @@ fn take_actions(g: &mut Inner) -> Vec<Exec> {
                 }
             }
             Action::Log(line) => out.push(Exec::Log(line)),
-            // No peer link is wired into the daemon yet, so the engine never gets PeerUp and
-            // never sends; if it ever does, say so loudly rather than drop data silently.
+            Action::RunHandler { handler, node } => out.push(Exec::Handler(handler, node)),
             Action::DropLink { node, standalone } => out.push(Exec::DropLink(node, standalone)),
             // Pushed under the lock: the order the engine emitted is the order on the wire.
             Action::Send { node, packet } => {

@@ -128,6 +128,11 @@ pub enum AdminCmd {
     PauseSync,
     /// `drbdadm resume-sync`.
     ResumeSync,
+    /// `drbdadm connect [--discard-my-data]`: the driver (re)starts the links once this
+    /// succeeded. `discard_my_data` makes this node the victim of the next split brain.
+    Connect {
+        discard_my_data: bool,
+    },
 }
 
 /// Why an administrative command failed.
@@ -137,6 +142,19 @@ pub enum AdminError {
     State(#[from] StateError),
     #[error("Failure: (119) {0}")]
     Meta(String),
+    /// DRBD's `ERR_DISCARD_IMPOSSIBLE`.
+    #[error("Failure: (123) --discard-my-data not allowed when primary.")]
+    DiscardMyDataPrimary,
+}
+
+impl AdminError {
+    /// drbdsetup's exit code: a state change refusal has its own; a `Failure: (N)` is 10.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            AdminError::State(s) => s.exit_code(),
+            AdminError::Meta(_) | AdminError::DiscardMyDataPrimary => 10,
+        }
+    }
 }
 
 /// Results the driver feeds back.
@@ -232,6 +250,11 @@ pub enum Action {
     /// [`Input::PeerDown`]. `standalone`: do not reconnect (split brain, unrelated data, a
     /// too-small peer), as DRBD goes StandAlone; otherwise keep trying.
     DropLink { node: NodeId, standalone: bool },
+    /// Run the user's handler (`handlers { }`), if configured, concerning `node`.
+    RunHandler {
+        handler: crate::repl::handler::Handler,
+        node: Option<NodeId>,
+    },
 }
 
 /// How often the driver sends [`Input::Tick`] (DRBD's resync controller step, `SLEEP_TIME`).
@@ -768,6 +791,17 @@ impl Engine {
                 }
             }
             AdminCmd::NewCurrentUuid { clear_bitmap } => self.new_current_uuid(clear_bitmap),
+            AdminCmd::Connect { discard_my_data } => {
+                if discard_my_data && self.role == Role::Primary {
+                    self.actions.push_back(Action::AdminDone {
+                        token,
+                        result: Err(AdminError::DiscardMyDataPrimary),
+                    });
+                    return;
+                }
+                self.set_discard_my_data(discard_my_data);
+                Ok(())
+            }
             AdminCmd::Detach => self.detach(token),
             AdminCmd::Invalidate => self.invalidate(),
             AdminCmd::InvalidateRemote => self.invalidate_remote(),

@@ -10,6 +10,7 @@
 //! engine (its peers already exist, as `StandAlone` connections whose bitmaps record every write).
 
 pub mod engine;
+pub mod handler;
 pub mod handshake;
 pub mod resync;
 pub mod state;

@@ -21,6 +21,7 @@
 
 mod pair;
 mod scenarios;
+mod split_brain;
 mod two_nodes;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -258,7 +259,7 @@ impl Sim {
                 Action::WriteBitmap { pages } => self.pending.push(Pending::Bitmap { pages }),
                 Action::Complete { id, result } => self.completed(id, result),
                 Action::AdminDone { .. } | Action::Log(_) => {}
-                Action::Send { .. } | Action::DropLink { .. } => {
+                Action::Send { .. } | Action::DropLink { .. } | Action::RunHandler { .. } => {
                     panic!("no peer is connected in the one-node simulation")
                 }
             }

@@ -20,6 +20,8 @@ use udrbd::config::Protocol;
 use udrbd::meta::al;
 use udrbd::meta::layout::{BM_WORDS_PER_PAGE, Layout, Placement};
 use udrbd::meta::superblock::Superblock;
+use udrbd::repl::handler::Handler;
+use udrbd::repl::handshake::SbPolicy;
 use udrbd::repl::wire::Packet;
 use udrbd::repl::{
     Action, AdminCmd, AdminError, Attached, ConnState, DiskState, Engine, EngineConfig, Input,
@@ -87,11 +89,16 @@ pub struct Node {
     last_uuid: GenUuid,
     /// This node's own commands allow the next current-UUID change (promotion, ncu).
     uuid_change_ok: bool,
+    /// Its after-split-brain policies.
+    policy: SbPolicy,
+    /// Handlers the engine asked for, in order.
+    pub handlers: Vec<Handler>,
 }
 
-fn cfg(id: usize, seed: u64) -> EngineConfig {
+fn cfg(id: usize, seed: u64, policy: SbPolicy) -> EngineConfig {
     let peer = 1 - id;
     let mut p = PeerInfo::new(format!("n{peer}"), NodeId(peer as u8));
+    p.sb_policy = policy;
     // Faster than DRBD's default so a full sync of the small disk takes seconds of virtual time.
     p.sync.c_fill_target = 2048;
     EngineConfig {
@@ -105,7 +112,7 @@ fn cfg(id: usize, seed: u64) -> EngineConfig {
 }
 
 impl Node {
-    fn new(id: usize, seed: u64) -> Node {
+    fn new(id: usize, seed: u64, policy: SbPolicy) -> Node {
         let layout = Layout::compute(DISK, Placement::Internal, 1, AL_BLOCKS).expect("layout");
         let sb = Superblock::new(
             &layout,
@@ -118,7 +125,12 @@ impl Node {
         let n = layout.data_bytes as usize;
         let mut node = Node {
             id,
-            engine: Engine::new(cfg(id, seed.wrapping_mul(31).wrapping_add(id as u64))),
+            engine: Engine::new(cfg(
+                id,
+                seed.wrapping_mul(31).wrapping_add(id as u64),
+                policy,
+            )),
+            policy,
             durable: vec![0; n],
             visible: vec![0; n],
             unflushed: Vec::new(),
@@ -131,6 +143,7 @@ impl Node {
             alive: true,
             logs: Vec::new(),
             uuid_change_ok: false,
+            handlers: Vec::new(),
         };
         node.attach();
         node
@@ -218,7 +231,7 @@ impl Node {
     }
 
     fn restart(&mut self, seed: u64) {
-        self.engine = Engine::new(cfg(self.id, seed));
+        self.engine = Engine::new(cfg(self.id, seed, self.policy));
         self.alive = true;
         self.attach();
         self.last_uuid = self.uuid();
@@ -244,6 +257,8 @@ struct Outstanding {
     ack_seq: u64,
     /// Submitted while connected past the handshake (so it is replicated, not marked).
     replicated: bool,
+    /// Part of the application model (see [`World::discarded_writer`]).
+    modelled: bool,
 }
 
 pub struct World {
@@ -256,6 +271,9 @@ pub struct World {
     /// The driver's view per node: the link is up.
     up: [bool; 2],
     pub standalone: [bool; 2],
+    /// Writes on this node are not part of the application model: a split brain's victim,
+    /// whose changes the recovery discards.
+    pub discarded_writer: Option<usize>,
     /// A reconnect is due at this time (both drivers keep trying).
     reconnect_at: Option<u64>,
     /// One-way partition: (blocked sender, reset at).
@@ -302,11 +320,20 @@ fn tag(disk: &[u8], sector: u64) -> u64 {
 
 impl World {
     pub fn new(seed: u64, protocol: Protocol) -> World {
+        World::with_policies(seed, protocol, [SbPolicy::default(); 2])
+    }
+
+    /// A world whose nodes resolve split brains with these policies.
+    pub fn with_policies(seed: u64, protocol: Protocol, policies: [SbPolicy; 2]) -> World {
         let mut w = World {
+            discarded_writer: None,
             seed,
             rng: Rng(seed),
             now: 0,
-            n: [Node::new(A, seed), Node::new(B, seed)],
+            n: [
+                Node::new(A, seed, policies[A]),
+                Node::new(B, seed, policies[B]),
+            ],
             net: [VecDeque::new(), VecDeque::new()],
             up: [false; 2],
             standalone: [false; 2],
@@ -451,6 +478,7 @@ impl World {
                 }
                 Action::Log(l) => self.n[i].logs.push(l),
                 Action::DropLink { standalone, .. } => self.drops.push((i, standalone)),
+                Action::RunHandler { handler, .. } => self.n[i].handlers.push(handler),
             }
         }
         self.check_uuid(i);
@@ -506,6 +534,9 @@ impl World {
                         }
                     }
                 }
+            }
+            (IoOp::Write { .. } | IoOp::Trim { .. }, Ok(_)) if !o.modelled => {
+                self.acked_writes += 1;
             }
             (IoOp::Write { .. } | IoOp::Trim { .. }, Ok(_)) => {
                 let (offset, len) = o.op.written_range().expect("range");
@@ -564,6 +595,7 @@ impl World {
                     wid: 0,
                     ack_seq: self.ack_seq,
                     replicated: false,
+                    modelled: true,
                 },
             );
             self.handle(
@@ -609,7 +641,11 @@ impl World {
             } else {
                 0
             };
+            let modelled = self.discarded_writer != Some(i);
             for s in offset / SECTOR..(offset + len) / SECTOR {
+                if !modelled {
+                    break;
+                }
                 let st = self.sectors.entry(s).or_insert_with(|| Sector {
                     exact: Some(0),
                     acked_at: 0,
@@ -617,7 +653,9 @@ impl World {
                 });
                 st.cands.insert(t);
             }
-            if let Some(rec) = &mut self.recorded {
+            if let Some(rec) = &mut self.recorded
+                && modelled
+            {
                 for b in offset / BM_BLOCK_SIZE..(offset + len).div_ceil(BM_BLOCK_SIZE) {
                     rec.insert(b);
                 }
@@ -632,6 +670,7 @@ impl World {
                     wid: t,
                     ack_seq: 0,
                     replicated: self.up[i] && self.n[i].connected(),
+                    modelled,
                 },
             );
             self.handle(i, Input::Io { id, op });
@@ -753,6 +792,13 @@ impl World {
     pub fn split(&mut self) {
         self.reset();
         self.partition = Some((2, u64::MAX));
+    }
+
+    /// `drbdadm connect [--discard-my-data]` on a StandAlone node `i`.
+    pub fn reconnect(&mut self, i: usize, discard_my_data: bool) {
+        self.admin(i, AdminCmd::Connect { discard_my_data });
+        self.standalone[i] = false;
+        self.reconnect_at = Some(self.now);
     }
 
     pub fn heal(&mut self) {

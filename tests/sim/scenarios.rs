@@ -27,8 +27,12 @@ impl Scenario {
     }
 
     pub fn with_protocol(seed: u64, protocol: Protocol) -> Scenario {
+        Scenario::with_world(World::new(seed, protocol))
+    }
+
+    pub fn with_world(w: World) -> Scenario {
         Scenario {
-            w: World::new(seed, protocol),
+            w,
             outage: None,
             frozen: None,
         }
@@ -53,7 +57,7 @@ impl Scenario {
         self
     }
 
-    fn admin_ok(&mut self, i: usize, cmd: AdminCmd) {
+    pub fn admin_ok(&mut self, i: usize, cmd: AdminCmd) {
         let before = self.w.admin_results.len();
         self.w.admin(i, cmd);
         self.w.run_until(10_000, "an admin command", |w| {
@@ -265,6 +269,10 @@ impl Scenario {
         self
     }
 
+    pub fn frozen(&self, i: usize) -> Option<&Vec<u8>> {
+        self.frozen.as_ref().map(|f| &f[i])
+    }
+
     pub fn freeze_data(mut self) -> Self {
         self.frozen = Some([self.w.n[A].visible.clone(), self.w.n[B].visible.clone()]);
         self
@@ -302,8 +310,13 @@ impl Scenario {
 }
 
 /// The how-to: two fresh nodes, the initial sync skipped, A Primary.
-fn ready(seed: u64) -> Scenario {
-    Scenario::new(seed).connect().clear_bitmap().promote(A)
+pub fn ready(seed: u64) -> Scenario {
+    ready_in(World::new(seed, Protocol::C))
+}
+
+/// [`ready`] in a prepared world.
+pub fn ready_in(w: World) -> Scenario {
+    Scenario::with_world(w).connect().clear_bitmap().promote(A)
 }
 
 #[test]
@@ -461,6 +474,7 @@ fn invalidate_remote_resyncs_everything_to_the_peer() {
 fn random_run(seed: u64) {
     let mut rng = Rng(seed ^ 0xfa17);
     let protocol = [Protocol::A, Protocol::B, Protocol::C][rng.below(3) as usize];
+    // Eight outcomes plus the double-primary partition.
     let mut s = Scenario::with_protocol(seed, protocol)
         .connect()
         .clear_bitmap()
@@ -470,7 +484,7 @@ fn random_run(seed: u64) {
     let mut disk_errors = false;
     for _ in 0..6 {
         s = s.write_random(20 + rng.below(60) as usize);
-        s = match rng.below(9) {
+        s = match rng.below(10) {
             0 => s.reset(),
             1 => {
                 let from = rng.below(2) as usize;
@@ -500,6 +514,9 @@ fn random_run(seed: u64) {
                 let s = s.crash(A).run_for(ms).restart(A).expect_in_sync();
                 s.promote(A)
             }
+            7 if s.w.n[A].engine.role() == Role::Primary && s.w.neg_acked.is_empty() => {
+                double_primary_partition(s, &mut rng)
+            }
             _ => s.run_for(rng.below(2_000)),
         };
     }
@@ -523,6 +540,35 @@ fn random_run(seed: u64) {
         }
     }
     s.expect_in_sync();
+}
+
+/// The link is cut, B is promoted too and both write: a split brain. The default policies
+/// refuse it; the operator recovers with `--discard-my-data` on B, whose writes are rolled back
+/// (they are left out of the application model).
+fn double_primary_partition(mut s: Scenario, rng: &mut Rng) -> Scenario {
+    s = s.drain().expect_in_sync().split().promote(B);
+    s.w.discarded_writer = Some(B);
+    s = s
+        .write_on(A, 5 + rng.below(40) as usize)
+        .write_on(B, 5 + rng.below(40) as usize)
+        .drain()
+        .demote(B);
+    s.w.heal();
+    s.w.run_until(60_000, "the split brain refused", |w| {
+        w.standalone[A] || w.standalone[B]
+    });
+    s.w.run_for(1_000);
+    for i in [A, B] {
+        s.w.standalone[i] = true;
+    }
+    s.w.reconnect(B, true);
+    s.w.reconnect(A, false);
+    s.w.run_until(MAX_SYNC_MS, "in sync after --discard-my-data", |w| {
+        w.in_sync()
+    });
+    s.w.discarded_writer = None;
+    s.w.check_converged();
+    s
 }
 
 #[test]

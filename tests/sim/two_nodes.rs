@@ -130,6 +130,7 @@ impl Node {
                 }
                 Action::Log(l) => log.push(l),
                 Action::DropLink { node, .. } => log.push(format!("drop link to {node}")),
+                Action::RunHandler { handler, .. } => log.push(format!("handler {handler}")),
             }
         }
         done

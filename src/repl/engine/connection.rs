@@ -21,7 +21,7 @@ use super::replicate::Link;
 use super::{Action, Engine, rotate_current};
 use crate::config::Protocol;
 use crate::meta::superblock::flags;
-use crate::repl::handshake::{self, SbContext, SizeInput, SyncStrategy, UuidSet};
+use crate::repl::handshake::{self, SbContext, SbPolicy, SizeInput, SyncStrategy, UuidSet};
 use crate::repl::state::{ConnState, DiskState, ReplState, Role};
 use crate::repl::wire::{Packet, SizesFlags, StateFlags, UuidFlags};
 use crate::types::{BM_BLOCK_SIZE, GenUuid, NodeId, SECTOR_SIZE, Sector};
@@ -49,6 +49,9 @@ pub(super) struct PeerConn {
     pub was_established: bool,
     /// The peer's current UUID from its last `Uuids` (a SyncTarget adopts it at the end).
     pub peer_current: GenUuid,
+    /// `connect --discard-my-data`: this node gives up its changes in the next split brain.
+    /// Sent in `ProtocolParams` and `Uuids`; cleared once a handshake has decided.
+    pub discard_my_data: bool,
 }
 
 impl PeerConn {
@@ -67,6 +70,7 @@ impl PeerConn {
             sent: 0,
             was_established: false,
             peer_current: GenUuid::ZERO,
+            discard_my_data: false,
         }
     }
 
@@ -161,15 +165,15 @@ impl Engine {
             max_bio_size: crate::repl::wire::MAX_DATA_LEN as u32,
             flags: SizesFlags::empty(),
         };
-        let uuids = self.my_uuids_packet(node, UuidFlags::empty());
+        let discard_my_data = self.conns.get(&node).is_some_and(|c| c.discard_my_data);
+        let extra = if discard_my_data {
+            UuidFlags::DISCARD_MY_DATA
+        } else {
+            UuidFlags::empty()
+        };
+        let uuids = self.my_uuids_packet(node, extra);
         let state = self.my_state_packet(node);
-        let policy = self
-            .cfg
-            .peers
-            .iter()
-            .find(|p| p.node_id == node)
-            .map(|p| p.sb_policy)
-            .unwrap_or_default();
+        let policy = self.sb_policy(node);
         // P_PROTOCOL first: both sides must run the same replication protocol.
         let params = Packet::ProtocolParams {
             protocol,
@@ -177,7 +181,7 @@ impl Engine {
             after_sb_1pri: policy.after_sb_1pri,
             after_sb_2pri: policy.after_sb_2pri,
             two_primaries: false,
-            discard_my_data: false,
+            discard_my_data,
             dry_run: false,
             integrity_alg: String::new(),
         };
@@ -328,12 +332,42 @@ impl Engine {
             return self.connected_packet(node, packet);
         };
         match packet {
-            Packet::ProtocolParams { protocol, .. } => {
+            Packet::ProtocolParams {
+                protocol,
+                after_sb_0pri,
+                after_sb_1pri,
+                after_sb_2pri,
+                ..
+            } => {
                 if protocol != c.protocol {
                     let mine = c.protocol;
                     self.log(format!(
                         "peer {node}: incompatible communication protocols (mine {mine:?}, \
                          peer's {protocol:?}); set the same `protocol` on both nodes"
+                    ));
+                    return self.drop_link(node, true);
+                }
+                // Both sides must resolve a split brain the same way, or each would pick
+                // itself (DRBD's `receive_protocol()`).
+                let mine = self.sb_policy(node);
+                let theirs = SbPolicy {
+                    after_sb_0pri,
+                    after_sb_1pri,
+                    after_sb_2pri,
+                    ..mine
+                }
+                .mirrored();
+                let differs = [
+                    ("after-sb-0pri", mine.after_sb_0pri != theirs.after_sb_0pri),
+                    ("after-sb-1pri", mine.after_sb_1pri != theirs.after_sb_1pri),
+                    ("after-sb-2pri", mine.after_sb_2pri != theirs.after_sb_2pri),
+                ]
+                .into_iter()
+                .find(|d| d.1);
+                if let Some((what, _)) = differs {
+                    self.log(format!(
+                        "peer {node}: incompatible {what} settings; set the same policy on both \
+                         nodes (discard-node-NAME names the same node on both)"
                     ));
                     return self.drop_link(node, true);
                 }
@@ -440,17 +474,54 @@ impl Engine {
         for line in &outcome.log {
             self.log(format!("peer {node}: {line}"));
         }
+        for &handler in &outcome.handlers {
+            self.run_handler(handler, Some(node));
+        }
         if outcome.fixup == Some(handshake::Fixup::PushOwnBitmapToHistory) {
             self.bitmap_uuid_to_history(node);
         }
         if let Some(c) = self.conns.get_mut(&node) {
             c.peer_current = pu.current;
         }
-        if outcome.disconnects() || outcome.demote_first {
+        if outcome.disconnects() {
             let retry = outcome.strategy == SyncStrategy::SyncTargetPrimaryReconnect;
             return self.drop_link(node, !retry);
         }
-        if self.role == Role::Primary && peer_role == Role::Primary {
+        if outcome.demote_first {
+            // call-pri-lost-after-sb chose this Primary's data to be discarded: it must stop
+            // being Primary first (DRBD's `drbd_asb_recover_1p()`/`_2p()`).
+            if self.open_count > 0 {
+                self.log(format!(
+                    "peer {node}: cannot give up primary role ({} NBD client(s) hold the \
+                     export open); calling pri-lost-after-sb",
+                    self.open_count
+                ));
+                self.run_handler(crate::repl::handler::Handler::PriLostAfterSb, Some(node));
+                self.log(format!("peer {node}: {}", handshake::msg::SB_UNRESOLVED));
+                return self.drop_link(node, true);
+            }
+            self.demote();
+            self.log(format!("peer {node}: Successfully gave up primary role."));
+        }
+        if let Some(c) = self.conns.get_mut(&node)
+            && c.discard_my_data
+        {
+            // Used: a later split brain needs a new decision by the operator.
+            c.discard_my_data = false;
+        }
+        // The peer's side of the same decision: under call-pri-lost-after-sb the peer may be
+        // about to give up its Primary role (both sides run the same policies: ProtocolParams
+        // refuses a connection whose policies differ).
+        let peer_demotes = handshake::resolve_split_brain(
+            handshake::uuid_compare(&peer, &me),
+            &SbContext {
+                me: &peer,
+                peer: &me,
+                policy: info.sb_policy.mirrored(),
+            },
+        )
+        .demote_first;
+        if self.role == Role::Primary && peer_role == Role::Primary && !peer_demotes {
             self.log(format!(
                 "peer {node}: both nodes are Primary and allow-two-primaries is not supported; \
                  dropping connection"
@@ -485,6 +556,42 @@ impl Engine {
         self.send_bitmap(node);
     }
 
+    /// `connect --discard-my-data` (or a plain `connect`, which clears it).
+    pub(super) fn set_discard_my_data(&mut self, discard: bool) {
+        let nodes: Vec<NodeId> = self.cfg.peers.iter().map(|p| p.node_id).collect();
+        for node in nodes {
+            if let Some(c) = self.conn_mut(node) {
+                c.discard_my_data = discard;
+            }
+        }
+        if discard {
+            self.log(
+                "connect --discard-my-data: this node's changes are discarded if the next \
+                 handshake finds a split brain"
+                    .to_string(),
+            );
+        }
+    }
+
+    /// The after-split-brain policies toward `node`.
+    fn sb_policy(&self, node: NodeId) -> SbPolicy {
+        self.cfg
+            .peers
+            .iter()
+            .find(|p| p.node_id == node)
+            .map(|p| p.sb_policy)
+            .unwrap_or_default()
+    }
+
+    /// Asks the driver to run `handler` (if the config defines it).
+    pub(super) fn run_handler(
+        &mut self,
+        handler: crate::repl::handler::Handler,
+        node: Option<NodeId>,
+    ) {
+        self.actions.push_back(Action::RunHandler { handler, node });
+    }
+
     /// This node's side of the UUID comparison toward `node`.
     fn my_uuid_set(&self, node: NodeId, protocol: Protocol) -> UuidSet {
         let d = self.disk.as_ref();
@@ -500,7 +607,7 @@ impl Engine {
             primary_lost_quorum: false,
             role: self.role,
             disk: self.disk_state,
-            discard_my_data: false,
+            discard_my_data: self.conns.get(&node).is_some_and(|c| c.discard_my_data),
             dirty_bits: d.and_then(|d| d.bitmap(node)).map_or(0, |b| b.count()),
             protocol,
         }

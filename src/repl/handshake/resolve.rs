@@ -5,6 +5,7 @@
 
 use super::{Decision, Fixup, Rule, SyncStrategy, UuidSet, resolves_conflicts};
 use crate::config::{AfterSb0Pri, AfterSb1Pri, AfterSb2Pri, NetOptions, RrConflict};
+pub use crate::repl::handler::Handler;
 use crate::repl::state::{DiskState, Role};
 use crate::types::GenUuid;
 use std::fmt;
@@ -80,6 +81,20 @@ pub struct SbPolicy {
 }
 
 impl SbPolicy {
+    /// The same policies as the peer states them: `discard-local` there is `discard-remote`
+    /// here (DRBD's `convert_after_sb()`).
+    pub fn mirrored(self) -> SbPolicy {
+        let after_sb_0pri = match self.after_sb_0pri {
+            AfterSb0Pri::DiscardLocal => AfterSb0Pri::DiscardRemote,
+            AfterSb0Pri::DiscardRemote => AfterSb0Pri::DiscardLocal,
+            p => p,
+        };
+        SbPolicy {
+            after_sb_0pri,
+            ..self
+        }
+    }
+
     pub fn from_net(n: &NetOptions) -> SbPolicy {
         SbPolicy {
             after_sb_0pri: n.after_sb_0pri,
@@ -119,27 +134,6 @@ pub struct LogLine {
 impl fmt::Display for LogLine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.text)
-    }
-}
-
-/// A user handler the caller must run (`handlers { }` in the config).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Handler {
-    /// Any split brain, before the policies are applied.
-    InitialSplitBrain,
-    /// Split brain left unresolved.
-    SplitBrain,
-    /// rr-conflict `call-pri-lost`.
-    PriLost,
-}
-
-impl Handler {
-    pub fn name(self) -> &'static str {
-        match self {
-            Handler::InitialSplitBrain => "initial-split-brain",
-            Handler::SplitBrain => "split-brain",
-            Handler::PriLost => "pri-lost",
-        }
     }
 }
 
