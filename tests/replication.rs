@@ -4,158 +4,20 @@
 
 mod common;
 
-use common::{Node, backing_file, free_port, scratch, tool};
+use common::pair::{DATA, Pair, RES, Setup, eventually, pair, pair_setup, resync_kib, status};
+use common::{Node, tool};
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const DISK: u64 = 64 << 20;
-/// The data area compared between the replicas: the internal metadata lives after it.
-const DATA: usize = 60 << 20;
-const RES: &str = "res0";
-
-struct Pair {
-    _dir: tempfile::TempDir,
-    a: Node,
-    b: Node,
-    disk_a: PathBuf,
-    disk_b: PathBuf,
-}
-
-/// The how-to's configuration (`../shared/testdata/configs/suse-ha`), with only disks and
-/// addresses changed, plus `extra` in `common { }`.
-fn pair(extra: &str) -> Pair {
-    pair_with_secrets(extra, "Abcd1234Password", "Abcd1234Password")
-}
-
-/// [`pair`] where each node's copy of the config has its own `shared-secret`.
+/// [`pair_setup`] where each node's copy of the config has its own `shared-secret`.
 fn pair_with_secrets(extra: &str, secret_a: &str, secret_b: &str) -> Pair {
-    pair_with(extra, [secret_a, secret_b], ["C", "C"])
-}
-
-/// [`pair`] with a `shared-secret` and a `protocol` per node's copy of the config.
-fn pair_with(extra: &str, secrets: [&str; 2], protocols: [&str; 2]) -> Pair {
-    let dir = scratch();
-    let (disk_a, disk_b) = (dir.path().join("node-1.img"), dir.path().join("node-2.img"));
-    backing_file(&disk_a, DISK);
-    backing_file(&disk_b, DISK);
-    let (pa, pb) = (free_port(), free_port());
-    let write = |file: &str, secret: &str, protocol: &str| {
-        let cfg = dir.path().join(file);
-        std::fs::write(
-            &cfg,
-            format!(
-                r#"global {{ usage-count no; }}
-common {{
-    startup {{ degr-wfc-timeout 90; wfc-timeout 100; }}
-    options {{ quorum off; }}
-    net {{
-        cram-hmac-alg "sha1";
-        shared-secret "{secret}";
-        protocol {protocol};
-        fencing resource-only;
-    }}
-    {extra}
-}}
-resource res0 {{
-    connection-mesh {{ hosts node-1 node-2; }}
-    on node-1 {{ node-id 0; address 127.0.0.1:{pa}; disk "{}"; }}
-    on node-2 {{ node-id 1; address 127.0.0.1:{pb}; disk "{}"; }}
-    device /dev/drbd0;
-    meta-disk internal;
-}}
-"#,
-                disk_a.display(),
-                disk_b.display()
-            ),
-        )
-        .expect("config");
-        cfg
-    };
-    let a = Node::new(
-        dir.path(),
-        "node-1",
-        &write("drbd-1.conf", secrets[0], protocols[0]),
-    );
-    let b = Node::new(
-        dir.path(),
-        "node-2",
-        &write("drbd-2.conf", secrets[1], protocols[1]),
-    );
-    Pair {
-        _dir: dir,
-        a,
-        b,
-        disk_a,
-        disk_b,
-    }
-}
-
-impl Pair {
-    /// create-md and up on both; waits for the connection.
-    fn up(&mut self) {
-        for n in [&mut self.a, &mut self.b] {
-            n.adm(&["create-md", RES]).ok();
-            n.start();
-            n.adm(&["up", RES]).ok();
-        }
-        self.a
-            .adm(&["wait-connect", "--wfc-timeout", "20", RES])
-            .ok();
-    }
-
-    fn assert_identical(&self) {
-        let a = std::fs::read(&self.disk_a).expect("read a");
-        let b = std::fs::read(&self.disk_b).expect("read b");
-        if let Some(i) = (0..DATA).find(|&i| a[i] != b[i]) {
-            panic!(
-                "the replicas differ first at byte {i} (block {}); logs:\n{}\n{}",
-                i / 4096,
-                self.a.log_text(),
-                self.b.log_text()
-            );
-        }
-    }
-
-    fn wait_sync(&self) {
-        let r = self.a.adm(&["wait-sync", "--wfc-timeout", "60", RES]);
-        assert_eq!(
-            r.code,
-            0,
-            "wait-sync: {r:#?}\nlogs:\n{}\n{}",
-            self.a.log_text(),
-            self.b.log_text()
-        );
-    }
-}
-
-fn status(n: &Node) -> String {
-    n.adm(&["status", RES]).ok().stdout
-}
-
-/// Polls `f` until it holds (or panics after `secs`).
-fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !f() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(secs),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// KiB the resync moved, from the SyncSource's log ("N KiB to resync").
-fn resync_kib(log: &str) -> Vec<u64> {
-    log.lines()
-        .filter(|l| l.contains("-> SyncSource )"))
-        .filter_map(|l| {
-            let at = l.find("; ")?;
-            l[at + 2..].split(' ').next()?.parse().ok()
-        })
-        .collect()
+    pair_setup(&Setup {
+        extra,
+        secrets: [secret_a, secret_b],
+        ..Setup::default()
+    })
 }
 
 #[test]
@@ -463,11 +325,7 @@ fn a_stopped_secondary_stalls_writes_for_at_most_ko_count_times_timeout() {
 #[test]
 fn a_wrong_shared_secret_goes_standalone_with_drbds_message_and_no_data() {
     let mut p = pair_with_secrets("net { connect-int 1; }", "Abcd1234Password", "wrong");
-    for n in [&mut p.a, &mut p.b] {
-        n.adm(&["create-md", RES]).ok();
-        n.start();
-        n.adm(&["up", RES]).ok();
-    }
+    p.start_both();
     eventually(10, "StandAlone after the failed authentication", || {
         p.a.adm(&["cstate", RES]).ok().stdout == "StandAlone\n"
             || p.b.adm(&["cstate", RES]).ok().stdout == "StandAlone\n"
@@ -552,12 +410,13 @@ fn split_brain_is_detected_and_refused_on_reconnect() {
 #[test]
 fn differing_protocols_are_refused() {
     let s = "Abcd1234Password";
-    let mut p = pair_with("net { connect-int 1; }", [s, s], ["C", "A"]);
-    for n in [&mut p.a, &mut p.b] {
-        n.adm(&["create-md", RES]).ok();
-        n.start();
-        n.adm(&["up", RES]).ok();
-    }
+    let mut p = pair_setup(&Setup {
+        extra: "net { connect-int 1; }",
+        secrets: [s, s],
+        protocols: ["C", "A"],
+        addresses: None,
+    });
+    p.start_both();
     eventually(10, "the protocol refusal", || {
         p.a.log_text()
             .contains("incompatible communication protocols")

@@ -5,6 +5,9 @@
 
 #![allow(dead_code)]
 
+pub mod netns;
+pub mod pair;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -66,6 +69,10 @@ pub struct Node {
     pub log: PathBuf,
     /// Extra `udrbd` arguments.
     pub daemon_args: Vec<String>,
+    /// Network namespace the daemon runs in (`ip netns exec NS udrbd ...`, see [`netns`]);
+    /// `None`: this one's. drbdadm and NBD clients stay outside: the control and NBD sockets
+    /// are filesystem paths, reachable from any network namespace.
+    pub netns: Option<String>,
 }
 
 impl Node {
@@ -79,6 +86,7 @@ impl Node {
             run_dir,
             daemon: None,
             daemon_args: Vec::new(),
+            netns: None,
         }
     }
 
@@ -100,7 +108,16 @@ impl Node {
             .append(true)
             .open(&self.log)
             .expect("log");
-        let child = Command::new(udrbd_bin())
+        // `ip netns exec` execs udrbd in place: the child's pid is the daemon's (signals reach it).
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(udrbd_bin());
+                c
+            }
+            None => Command::new(udrbd_bin()),
+        };
+        let child = cmd
             .arg("--run-dir")
             .arg(&self.run_dir)
             .args(&self.daemon_args)
