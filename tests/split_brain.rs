@@ -184,7 +184,6 @@ fn split_brain_detected_after_partition() {
 }
 
 #[test]
-#[ignore = "needs --discard-my-data in the engine (lands separately)"]
 fn split_brain_manual_recovery() {
     let Some(net) = NetnsPair::new() else { return };
     let p = split_brain(&net);
