@@ -5,6 +5,7 @@ use crate::config::{NetOptions, PeerDeviceOptions, Resolved};
 use crate::repl::{ConnState, DiskState, ReplState, Role};
 use crate::types::MetaDisk;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 /// What the daemon runs of a resource: derived from the [`Resolved`] resource drbdadm sends.
@@ -27,6 +28,12 @@ pub struct ResourceSpec {
     pub fencing_dont_care: bool,
     /// udrbd's `nbd-listen`: serve the export over TCP here too.
     pub nbd_listen: Option<SocketAddr>,
+    /// `handlers { }`: DRBD's handler name (`fence-peer`, `split-brain`, ...) -> shell command.
+    #[serde(default)]
+    pub handlers: BTreeMap<String, String>,
+    /// The file that defines the resource: handlers see it as `DRBD_CONF`.
+    #[serde(default)]
+    pub config_file: String,
 }
 
 /// A configured peer.
@@ -81,7 +88,21 @@ impl ResourceSpec {
             auto_promote: r.options.auto_promote,
             fencing_dont_care: true,
             nbd_listen: r.me.nbd_listen,
+            handlers: r.handlers.clone(),
+            config_file: r.config_file.clone(),
         })
+    }
+
+    /// Equal in everything the data path runs. DRBD reads `handlers { }` from the config file
+    /// each time it calls one, so a changed handler (or the same file named by another path)
+    /// is not "a different configuration" for a second `up`.
+    pub fn same_except_handlers(&self, other: &ResourceSpec) -> bool {
+        let strip = |s: &ResourceSpec| ResourceSpec {
+            handlers: BTreeMap::new(),
+            config_file: String::new(),
+            ..s.clone()
+        };
+        strip(self) == strip(other)
     }
 }
 

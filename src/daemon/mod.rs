@@ -80,7 +80,7 @@ impl Daemon {
             Err(e) => return error(E_CONFIG, e),
         };
         if let Some(d) = self.get(&spec.name) {
-            return if *d.spec() == spec {
+            return if d.spec().same_except_handlers(&spec) {
                 Response::Ok
             } else {
                 error(

@@ -9,6 +9,7 @@
 //! (it holds a write until its metadata is persisted, and never has two superblock, AL or bitmap
 //! writes in flight), and the metadata writes run on one thread in submission order.
 
+pub mod handlers;
 mod link;
 mod meta_thread;
 
