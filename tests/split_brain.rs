@@ -94,9 +94,16 @@ fn conn(n: &Node, peer: &str) -> String {
 
 /// Both nodes up in their namespaces, node-1 Primary with P0 replicated; the cable pulled;
 /// node-2 promoted; PA written on node-1, PB on node-2; the cable back in; both StandAlone.
-fn split_brain(net: &NetnsPair) -> Pair {
+fn split_brain(net: &NetnsPair, handler_log: &std::path::Path) -> Pair {
+    // The split-brain handlers leave a line per call (DRBD's environment) in `handler_log`.
+    let log = handler_log.display();
+    let extra = format!(
+        "{TIMERS}\n    handlers {{ initial-split-brain \"echo initial $UDRBD_NODE $DRBD_RESOURCE \
+         $DRBD_PEER_NODE_ID >> {log}\"; split-brain \"echo unresolved $UDRBD_NODE \
+         $DRBD_RESOURCE $DRBD_PEER_NODE_ID >> {log}\"; }}"
+    );
     let mut p = pair_setup(&Setup {
-        extra: TIMERS,
+        extra: &extra,
         addresses: Some([net.address(0, PORT), net.address(1, PORT)]),
         ..Setup::default()
     });
@@ -143,10 +150,21 @@ fn split_brain(net: &NetnsPair) -> Pair {
     p
 }
 
+/// Where a test's handlers write.
+fn handler_log(test: &str) -> std::path::PathBuf {
+    let p = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "split-brain-handlers-{test}-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&p);
+    p
+}
+
 #[test]
 fn split_brain_detected_after_partition() {
     let Some(net) = NetnsPair::new() else { return };
-    let p = split_brain(&net);
+    let hl = handler_log("detected");
+    let p = split_brain(&net, &hl);
     for n in [&p.a, &p.b] {
         let log = n.log_text();
         assert!(
@@ -181,12 +199,26 @@ fn split_brain_detected_after_partition() {
     // No data moved: each node has its own writes, the overlap included.
     assert_data(&p, &p.disk_a, &expected(&PA), "node-1's data");
     assert_data(&p, &p.disk_b, &expected(&PB), "node-2's data");
+    // Both handlers ran on both nodes, with DRBD's environment (node-1 is node-id 0).
+    p.eventually(5, "the split-brain handlers", || {
+        let calls = std::fs::read_to_string(&hl).unwrap_or_default();
+        [
+            "initial node-1 res0 1",
+            "initial node-2 res0 0",
+            "unresolved node-1 res0 1",
+            "unresolved node-2 res0 0",
+        ]
+        .iter()
+        .all(|c| calls.lines().any(|l| l == *c))
+    });
+    let _ = std::fs::remove_file(&hl);
 }
 
 #[test]
 fn split_brain_manual_recovery() {
     let Some(net) = NetnsPair::new() else { return };
-    let p = split_brain(&net);
+    let hl = handler_log("recovery");
+    let p = split_brain(&net, &hl);
     // The survivor is Primary: it may not discard its data.
     let r = p.a.adm(&["connect", "--discard-my-data", RES]);
     assert_eq!(

@@ -66,6 +66,8 @@ impl AttachError {
 /// One resource.
 pub struct Driver {
     spec: ResourceSpec,
+    handlers: handlers::HandlerRunner,
+    rt: Option<tokio::runtime::Handle>,
     inner: Mutex<Inner>,
     me: Weak<Driver>,
 }
@@ -130,7 +132,11 @@ impl Driver {
             // Any value works for determinism; the OS makes the two nodes' UUIDs differ.
             uuid_seed: getrandom::u64().unwrap_or(0x5eed_f00d_u64),
         };
+        let handlers = handlers::HandlerRunner::new(&spec, handlers::handler_timeout());
         Arc::new_cyclic(|me| Driver {
+            handlers,
+            // Handlers run as tokio tasks; completions that trigger them come from disk threads.
+            rt: tokio::runtime::Handle::try_current().ok(),
             spec,
             inner: Mutex::new(Inner {
                 engine: Engine::new(cfg),
@@ -365,10 +371,47 @@ impl Driver {
         }
     }
 
-    /// Runs a handler from the resource's `handlers { }`.
+    /// Runs a handler from the resource's `handlers { }` (if configured) in the background,
+    /// with DRBD's environment; its outcome is logged.
     fn run_handler(&self, handler: crate::repl::handler::Handler, node: Option<NodeId>) {
-        let peer = node.map_or(String::new(), |n| format!(" (peer node-id {n})"));
-        tracing::info!("{}: {handler} handler due{peer}", self.spec.name);
+        let name = handler.name();
+        if !self.handlers.is_configured(name) {
+            return tracing::debug!("{}: no {name} handler configured", self.spec.name);
+        }
+        let Some(rt) = self.rt.as_ref() else {
+            return tracing::warn!(
+                "{}: cannot run the {name} handler: no runtime",
+                self.spec.name
+            );
+        };
+        let status = self.status();
+        let cstate = node.and_then(|n| {
+            status
+                .peers
+                .iter()
+                .find(|p| p.node_id == n)
+                .map(|p| p.conn.to_string())
+        });
+        let mut up_to_date = 0u64;
+        if status.disk == crate::repl::DiskState::UpToDate {
+            up_to_date |= 1 << status.node_id.0;
+        }
+        for p in &status.peers {
+            if p.disk == crate::repl::DiskState::UpToDate {
+                up_to_date |= 1 << p.node_id.0;
+            }
+        }
+        let _enter = rt.enter();
+        let task = self
+            .handlers
+            .spawn(name, node, cstate.as_deref(), up_to_date);
+        let res = self.spec.name.clone();
+        rt.spawn(async move {
+            match task.await {
+                Ok(outcome) => tracing::info!("{res}: {name} handler: {outcome:?}"),
+                Err(e) => tracing::warn!("{res}: {name} handler task failed: {e}"),
+            }
+        });
     }
 
     fn submit_disk(&self, id: ReqId, op: IoOp, disk: Option<Arc<dyn DiskEngine>>) {
