@@ -250,14 +250,38 @@ pub enum Command {
     },
 
     /// Throw away this node's data: it becomes Inconsistent and is fully resynced from the
-    /// connected, UpToDate peer. Use it when a disk is known to be bad.
+    /// connected, UpToDate peer. Use it when a disk is known to be bad. With
+    /// `--reset-bitmap=no` only the blocks already marked out of sync (for example by
+    /// `verify`) are resynced, from the peer to this node.
     Invalidate {
+        /// `no`: resync only what the bitmap marks, instead of everything.
+        #[arg(long = "reset-bitmap", value_name = "yes|no", default_value = "yes", value_parser = yes_no)]
+        reset_bitmap: bool,
         #[command(flatten)]
         targets: Targets,
     },
 
     /// Resync the connected peer completely from this node (the peer becomes Inconsistent).
+    /// With `--reset-bitmap=no` only the blocks marked out of sync, from this node to the peer.
     InvalidateRemote {
+        /// `no`: resync only what the bitmap marks, instead of everything.
+        #[arg(long = "reset-bitmap", value_name = "yes|no", default_value = "yes", value_parser = yes_no)]
+        reset_bitmap: bool,
+        #[command(flatten)]
+        targets: Targets,
+    },
+
+    /// Online verify: compare this node's data with the connected peer's, block by block,
+    /// with the `verify-alg` digest (set it in `net { }` on both nodes). Blocks that differ
+    /// are logged and marked out of sync; progress shows in `status`. Nothing is resynced:
+    /// afterwards run `invalidate --reset-bitmap=no` on the node with the bad data.
+    Verify {
+        /// First sector to verify (512-byte units).
+        #[arg(long = "start", value_name = "SECTOR", default_value_t = 0)]
+        start: u64,
+        /// Sector to stop at (default: the end of the device).
+        #[arg(long = "stop", value_name = "SECTOR")]
+        stop: Option<u64>,
         #[command(flatten)]
         targets: Targets,
     },
@@ -291,4 +315,13 @@ pub enum Command {
         #[command(flatten)]
         targets: Targets,
     },
+}
+
+/// DRBD's boolean option values (`--reset-bitmap=no`).
+fn yes_no(v: &str) -> Result<bool, String> {
+    match v {
+        "yes" | "y" | "true" | "1" => Ok(true),
+        "no" | "n" | "false" | "0" => Ok(false),
+        other => Err(format!("'{other}' is not yes or no")),
+    }
 }

@@ -91,8 +91,35 @@ fn run(cli: Cli) -> Result<(), AdmError> {
             },
         ),
         Command::Disconnect { targets } => state(targets, StateCmd::Disconnect),
-        Command::Invalidate { targets } => state(targets, StateCmd::Invalidate),
-        Command::InvalidateRemote { targets } => state(targets, StateCmd::InvalidateRemote),
+        Command::Invalidate {
+            reset_bitmap,
+            targets,
+        } => state(
+            targets,
+            StateCmd::Invalidate {
+                reset_bitmap: *reset_bitmap,
+            },
+        ),
+        Command::InvalidateRemote {
+            reset_bitmap,
+            targets,
+        } => state(
+            targets,
+            StateCmd::InvalidateRemote {
+                reset_bitmap: *reset_bitmap,
+            },
+        ),
+        Command::Verify {
+            start,
+            stop,
+            targets,
+        } => state(
+            targets,
+            StateCmd::Verify {
+                start: *start,
+                stop: *stop,
+            },
+        ),
         Command::PauseSync { targets } => state(targets, StateCmd::PauseSync),
         Command::ResumeSync { targets } => state(targets, StateCmd::ResumeSync),
         Command::Role { targets } => {

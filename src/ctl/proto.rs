@@ -61,6 +61,23 @@ impl ResourceSpec {
                 r.volumes.len()
             ));
         };
+        for p in &r.peers {
+            for (what, alg) in [
+                ("verify-alg", &p.net.verify_alg),
+                ("csums-alg", &p.net.csums_alg),
+            ] {
+                if let Some(a) = alg
+                    && crate::repl::digest::DigestAlg::from_name(a).is_none()
+                {
+                    return Err(format!(
+                        "{}: {what} '{a}' (connection to {}) is not supported; use one of {}",
+                        r.name,
+                        p.name,
+                        crate::repl::digest::KNOWN
+                    ));
+                }
+            }
+        }
         Ok(ResourceSpec {
             name: r.name.clone(),
             node_name: r.me.name.clone(),
@@ -146,11 +163,24 @@ pub enum Request {
     Disconnect {
         resource: String,
     },
+    /// `reset_bitmap: false` (`--reset-bitmap=no`): resync only the marked blocks.
     Invalidate {
         resource: String,
+        #[serde(default = "yes")]
+        reset_bitmap: bool,
     },
     InvalidateRemote {
         resource: String,
+        #[serde(default = "yes")]
+        reset_bitmap: bool,
+    },
+    /// Online verify from sector `start` to `stop` (the end when absent).
+    Verify {
+        resource: String,
+        #[serde(default)]
+        start: u64,
+        #[serde(default)]
+        stop: Option<u64>,
     },
     PauseSync {
         resource: String,
@@ -236,4 +266,8 @@ pub struct ConnectionView {
     /// Requests sent to the peer and not yet answered.
     #[serde(default)]
     pub pending: u64,
+}
+
+fn yes() -> bool {
+    true
 }

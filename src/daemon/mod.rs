@@ -278,11 +278,30 @@ impl Handler for Daemon {
                     }
                     None => unknown_resource(&resource),
                 },
-                Request::Invalidate { resource } => {
-                    self.admin(&resource, AdminCmd::Invalidate).await
+                Request::Invalidate {
+                    resource,
+                    reset_bitmap,
+                } => {
+                    self.admin(&resource, AdminCmd::Invalidate { reset_bitmap })
+                        .await
                 }
-                Request::InvalidateRemote { resource } => {
-                    self.admin(&resource, AdminCmd::InvalidateRemote).await
+                Request::Verify {
+                    resource,
+                    start,
+                    stop,
+                } => {
+                    let cmd = AdminCmd::Verify {
+                        start: crate::types::Sector(start),
+                        stop: stop.map(crate::types::Sector),
+                    };
+                    self.admin(&resource, cmd).await
+                }
+                Request::InvalidateRemote {
+                    resource,
+                    reset_bitmap,
+                } => {
+                    self.admin(&resource, AdminCmd::InvalidateRemote { reset_bitmap })
+                        .await
                 }
                 Request::PauseSync { resource } => self.admin(&resource, AdminCmd::PauseSync).await,
                 Request::ResumeSync { resource } => {

@@ -17,6 +17,7 @@ use crate::bitmap::Bitmap;
 use crate::ctl::proto::{ConnectionView, ResourceSpec, ResourceView, VolumeView};
 use crate::disk::engine::{AllocRun, DiskDone, DiskEngine};
 use crate::disk::metadev::{self, MetaState};
+use crate::repl::digest::DigestAlg;
 use crate::repl::{
     Action, AdminCmd, AdminError, Attached, Engine, EngineConfig, Input, IoError, IoOp,
     OpenRefusal, PeerInfo, Role, Status,
@@ -124,6 +125,9 @@ impl Driver {
                         .then(|| u64::from(p.net.timeout) * 100 * u64::from(p.net.ko_count)),
                     sync: p.sync.clone(),
                     sb_policy: crate::repl::handshake::SbPolicy::from_net(&p.net),
+                    // Names were checked by `ResourceSpec::from_resolved`.
+                    verify_alg: p.net.verify_alg.as_deref().and_then(DigestAlg::from_name),
+                    csums_alg: p.net.csums_alg.as_deref().and_then(DigestAlg::from_name),
                     ..PeerInfo::new(p.name.clone(), NodeId(p.node_id))
                 })
                 .collect(),

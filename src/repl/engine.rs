@@ -25,12 +25,13 @@ use crate::bitmap::Bitmap;
 use crate::meta::al::{ActivityLog, AlRecovery, Transaction};
 use crate::meta::layout::BM_WORDS_PER_PAGE;
 use crate::meta::superblock::{Superblock, flags};
-use crate::types::{AL_EXTENT_SIZE, BM_BLOCK_SIZE, ExtentNr, GenUuid, NodeId, ReqId};
+use crate::types::{AL_EXTENT_SIZE, BM_BLOCK_SIZE, ExtentNr, GenUuid, NodeId, ReqId, Sector};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 mod connection;
 mod replicate;
 mod resync;
+mod verify;
 
 /// What the engine is told about its resource when it is created.
 #[derive(Clone, Debug)]
@@ -58,6 +59,9 @@ pub struct PeerInfo {
     pub sync: crate::config::PeerDeviceOptions,
     /// The after-split-brain policies and rr-conflict (`net { }`).
     pub sb_policy: crate::repl::handshake::SbPolicy,
+    /// `verify-alg` and `csums-alg` (`net { }`); both nodes must agree.
+    pub verify_alg: Option<crate::repl::digest::DigestAlg>,
+    pub csums_alg: Option<crate::repl::digest::DigestAlg>,
 }
 
 impl PeerInfo {
@@ -69,6 +73,8 @@ impl PeerInfo {
             ko_deadline_ms: Some(42_000),
             sync: crate::config::PeerDeviceOptions::default(),
             sb_policy: crate::repl::handshake::SbPolicy::default(),
+            verify_alg: None,
+            csums_alg: None,
         }
     }
 }
@@ -121,13 +127,25 @@ pub enum AdminCmd {
     Detach,
     /// `drbdadm invalidate`: this node's disk becomes Inconsistent and is fully resynced from
     /// the connected peer.
-    Invalidate,
-    /// `drbdadm invalidate-remote`: the connected peer's disk is fully resynced from here.
-    InvalidateRemote,
+    /// `reset_bitmap: false` (`--reset-bitmap=no`): only the blocks marked out of sync.
+    Invalidate {
+        reset_bitmap: bool,
+    },
+    /// `drbdadm invalidate-remote`: the connected peer's disk is fully resynced from here
+    /// (`reset_bitmap: false`: only the marked blocks).
+    InvalidateRemote {
+        reset_bitmap: bool,
+    },
     /// `drbdadm pause-sync`: stop requesting or serving resync blocks (`user_isp`).
     PauseSync,
     /// `drbdadm resume-sync`.
     ResumeSync,
+    /// `drbdadm verify [--start S] [--stop S]`: online verify of `[start, stop)` (sectors;
+    /// `None`: to the end) against the connected peer, with its `verify-alg`.
+    Verify {
+        start: Sector,
+        stop: Option<Sector>,
+    },
     /// `drbdadm connect [--discard-my-data]`: the driver (re)starts the links once this
     /// succeeded. `discard_my_data` makes this node the victim of the next split brain.
     Connect {
@@ -614,6 +632,14 @@ impl Engine {
                     failed_bytes: rs.failed_bytes,
                     rate_bytes_per_sec: rs.rate(),
                 });
+                // An online verify shows its progress the same way (`done:`).
+                let verify = c.and_then(|c| c.ov.as_ref()).map(|v| ResyncProgress {
+                    total_bytes: v.total_bytes,
+                    left_bytes: v.total_bytes.saturating_sub(v.done_bytes),
+                    failed_bytes: 0,
+                    rate_bytes_per_sec: v.rate(),
+                });
+                let resync = resync.or(verify);
                 PeerStatus {
                     name: p.name.clone(),
                     node_id: p.node_id,
@@ -720,6 +746,7 @@ impl Engine {
         self.now = now;
         let busy = std::mem::take(&mut self.app_busy);
         self.resync_tick(busy);
+        self.verify_tick(busy);
         self.check_ko_count();
         self.check_handshake_timeout();
     }
@@ -791,6 +818,7 @@ impl Engine {
                 }
             }
             AdminCmd::NewCurrentUuid { clear_bitmap } => self.new_current_uuid(clear_bitmap),
+            AdminCmd::Verify { start, stop } => self.verify_start(start, stop),
             AdminCmd::Connect { discard_my_data } => {
                 if discard_my_data && self.role == Role::Primary {
                     self.actions.push_back(Action::AdminDone {
@@ -803,8 +831,8 @@ impl Engine {
                 Ok(())
             }
             AdminCmd::Detach => self.detach(token),
-            AdminCmd::Invalidate => self.invalidate(),
-            AdminCmd::InvalidateRemote => self.invalidate_remote(),
+            AdminCmd::Invalidate { reset_bitmap } => self.invalidate(reset_bitmap),
+            AdminCmd::InvalidateRemote { reset_bitmap } => self.invalidate_remote(reset_bitmap),
             AdminCmd::PauseSync => self.set_user_paused(true).map_err(|e| {
                 self.log(format!("pause-sync: {e}"));
                 StateError::NeedConnection
@@ -885,7 +913,7 @@ impl Engine {
         Ok(())
     }
 
-    fn invalidate(&mut self) -> Result<(), StateError> {
+    fn invalidate(&mut self, reset_bitmap: bool) -> Result<(), StateError> {
         if self.disk.is_none() {
             return Err(StateError::NoLocalDisk);
         }
@@ -899,23 +927,32 @@ impl Engine {
         }) else {
             return Err(StateError::NeedConnection);
         };
-        // Ask the peer to become SyncSource with everything (`StartingSyncT`); it answers
-        // with SyncUuid, which starts the resync here.
+        // Ask the peer to become SyncSource (`StartingSyncT`): with everything, answered with
+        // SyncUuid; or (`--reset-bitmap=no`) with the marked blocks, answered with its marks
+        // (OutOfSync) and its State as SyncSource. Either starts the resync here.
         if let Some(c) = self.conns.get_mut(&node) {
             c.repl = ReplState::StartingSyncT;
         }
-        let p = self.my_state_packet(node);
+        let mut p = self.my_state_packet(node);
+        if !reset_bitmap && let crate::repl::wire::Packet::State { flags, .. } = &mut p {
+            *flags = *flags | crate::repl::wire::StateFlags::KEEP_BITMAP;
+        }
         self.send(node, p);
         if let Some(c) = self.conns.get_mut(&node) {
             c.repl = ReplState::Established;
         }
         self.log(format!(
-            "peer {node}: invalidate: requesting a full sync from the peer"
+            "peer {node}: invalidate: requesting {} from the peer",
+            if reset_bitmap {
+                "a full sync"
+            } else {
+                "a resync of the marked blocks"
+            }
         ));
         Ok(())
     }
 
-    fn invalidate_remote(&mut self) -> Result<(), StateError> {
+    fn invalidate_remote(&mut self, reset_bitmap: bool) -> Result<(), StateError> {
         if self.disk_state != DiskState::UpToDate {
             return Err(StateError::NoUpToDateDisk);
         }
@@ -934,7 +971,12 @@ impl Engine {
         {
             return Err(StateError::DeviceInUse);
         }
-        self.start_full_sync_to(node).map_err(|e| {
+        let r = if reset_bitmap {
+            self.start_full_sync_to(node)
+        } else {
+            self.start_bitmap_sync_to(node)
+        };
+        r.map_err(|e| {
             self.log(format!("invalidate-remote: {e}"));
             StateError::NeedConnection
         })
@@ -1192,6 +1234,9 @@ impl Engine {
             if let Some(r) = range {
                 self.busy.insert(h.id, r);
             }
+            if let Some((offset, len)) = h.op.written_range() {
+                self.verify_note_write(offset, len);
+            }
             if let Some((offset, len)) = h.op.written_range()
                 && h.id.0 & replicate::INTERNAL == 0
             {
@@ -1222,9 +1267,10 @@ impl Engine {
             return (len > 0).then_some((off, len, true));
         }
         match (&h.op, self.peer_ops.get(&h.id)) {
-            (IoOp::Read { offset, len }, Some(replicate::PeerOp::Resync(_))) => {
-                Some((*offset, u64::from(*len), false))
-            }
+            (
+                IoOp::Read { offset, len },
+                Some(replicate::PeerOp::Resync(_) | replicate::PeerOp::Verify(_)),
+            ) => Some((*offset, u64::from(*len), false)),
             _ => None,
         }
     }

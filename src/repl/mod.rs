@@ -9,6 +9,7 @@
 //! This build knows one node; the peer link, the handshake and resync arrive on top of the same
 //! engine (its peers already exist, as `StandAlone` connections whose bitmaps record every write).
 
+pub mod digest;
 pub mod engine;
 pub mod handler;
 pub mod handshake;

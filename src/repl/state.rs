@@ -87,6 +87,8 @@ pub enum StateError {
     DeviceDiskless,
     #[error("(-12) Device is held open by someone")]
     DeviceInUse,
+    #[error("(-14) Need a verify algorithm to start online verify")]
+    NoVerifyAlg,
     #[error("(-15) Need a connection to start verify or resync")]
     NeedConnection,
     #[error("(-16) Disk state is lower than outdated")]

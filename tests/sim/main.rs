@@ -23,6 +23,7 @@ mod pair;
 mod scenarios;
 mod split_brain;
 mod two_nodes;
+mod verify;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use udrbd::bitmap::Bitmap;

@@ -89,22 +89,27 @@ pub struct Node {
     last_uuid: GenUuid,
     /// This node's own commands allow the next current-UUID change (promotion, ncu).
     uuid_change_ok: bool,
-    /// Its after-split-brain policies.
-    policy: SbPolicy,
+    /// How it sees its peer (policies, algorithms).
+    peer: PeerInfo,
     /// Handlers the engine asked for, in order.
     pub handlers: Vec<Handler>,
 }
 
-fn cfg(id: usize, seed: u64, policy: SbPolicy) -> EngineConfig {
+/// Node `id`'s view of its peer by default.
+pub fn default_peer(id: usize) -> PeerInfo {
     let peer = 1 - id;
     let mut p = PeerInfo::new(format!("n{peer}"), NodeId(peer as u8));
-    p.sb_policy = policy;
+    p.verify_alg = Some(udrbd::repl::digest::DigestAlg::Crc32c);
     // Faster than DRBD's default so a full sync of the small disk takes seconds of virtual time.
     p.sync.c_fill_target = 2048;
+    p
+}
+
+fn cfg(id: usize, seed: u64, peer: &PeerInfo) -> EngineConfig {
     EngineConfig {
         resource: "pair".into(),
         node_id: NodeId(id as u8),
-        peers: vec![p],
+        peers: vec![peer.clone()],
         auto_promote: false,
         fencing_dont_care: true,
         uuid_seed: seed,
@@ -112,7 +117,7 @@ fn cfg(id: usize, seed: u64, policy: SbPolicy) -> EngineConfig {
 }
 
 impl Node {
-    fn new(id: usize, seed: u64, policy: SbPolicy) -> Node {
+    fn new(id: usize, seed: u64, peer: PeerInfo) -> Node {
         let layout = Layout::compute(DISK, Placement::Internal, 1, AL_BLOCKS).expect("layout");
         let sb = Superblock::new(
             &layout,
@@ -128,9 +133,9 @@ impl Node {
             engine: Engine::new(cfg(
                 id,
                 seed.wrapping_mul(31).wrapping_add(id as u64),
-                policy,
+                &peer,
             )),
-            policy,
+            peer,
             durable: vec![0; n],
             visible: vec![0; n],
             unflushed: Vec::new(),
@@ -231,7 +236,7 @@ impl Node {
     }
 
     fn restart(&mut self, seed: u64) {
-        self.engine = Engine::new(cfg(self.id, seed, self.policy));
+        self.engine = Engine::new(cfg(self.id, seed, &self.peer));
         self.alive = true;
         self.attach();
         self.last_uuid = self.uuid();
@@ -325,15 +330,26 @@ impl World {
 
     /// A world whose nodes resolve split brains with these policies.
     pub fn with_policies(seed: u64, protocol: Protocol, policies: [SbPolicy; 2]) -> World {
+        World::with_peers(seed, protocol, |i, p| p.sb_policy = policies[i])
+    }
+
+    /// A world where `tweak` adjusts how each node sees its peer.
+    pub fn with_peers(
+        seed: u64,
+        protocol: Protocol,
+        tweak: impl Fn(usize, &mut PeerInfo),
+    ) -> World {
+        let peer = |i: usize| {
+            let mut p = default_peer(i);
+            tweak(i, &mut p);
+            p
+        };
         let mut w = World {
             discarded_writer: None,
             seed,
             rng: Rng(seed),
             now: 0,
-            n: [
-                Node::new(A, seed, policies[A]),
-                Node::new(B, seed, policies[B]),
-            ],
+            n: [Node::new(A, seed, peer(A)), Node::new(B, seed, peer(B))],
             net: [VecDeque::new(), VecDeque::new()],
             up: [false; 2],
             standalone: [false; 2],

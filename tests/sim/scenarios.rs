@@ -126,12 +126,12 @@ impl Scenario {
     }
 
     pub fn invalidate(mut self, i: usize) -> Self {
-        self.admin_ok(i, AdminCmd::Invalidate);
+        self.admin_ok(i, AdminCmd::Invalidate { reset_bitmap: true });
         self
     }
 
     pub fn invalidate_remote(mut self, i: usize) -> Self {
-        self.admin_ok(i, AdminCmd::InvalidateRemote);
+        self.admin_ok(i, AdminCmd::InvalidateRemote { reset_bitmap: true });
         self
     }
 

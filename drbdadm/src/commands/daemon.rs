@@ -81,8 +81,9 @@ pub enum StateCmd {
     NewCurrentUuid { clear_bitmap: bool },
     Connect { discard_my_data: bool },
     Disconnect,
-    Invalidate,
-    InvalidateRemote,
+    Invalidate { reset_bitmap: bool },
+    InvalidateRemote { reset_bitmap: bool },
+    Verify { start: u64, stop: Option<u64> },
     PauseSync,
     ResumeSync,
 }
@@ -120,8 +121,19 @@ pub fn run_state(
                 discard_my_data,
             },
             StateCmd::Disconnect => Request::Disconnect { resource: name },
-            StateCmd::Invalidate => Request::Invalidate { resource: name },
-            StateCmd::InvalidateRemote => Request::InvalidateRemote { resource: name },
+            StateCmd::Invalidate { reset_bitmap } => Request::Invalidate {
+                resource: name,
+                reset_bitmap,
+            },
+            StateCmd::InvalidateRemote { reset_bitmap } => Request::InvalidateRemote {
+                resource: name,
+                reset_bitmap,
+            },
+            StateCmd::Verify { start, stop } => Request::Verify {
+                resource: name,
+                start,
+                stop,
+            },
             StateCmd::PauseSync => Request::PauseSync { resource: name },
             StateCmd::ResumeSync => Request::ResumeSync { resource: name },
         };

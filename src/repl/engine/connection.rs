@@ -38,6 +38,8 @@ pub(super) struct PeerConn {
     pub hs: Option<Handshake>,
     /// The resync with this peer, from the decision until it finishes.
     pub rs: Option<super::resync::Resync>,
+    /// An online verify with this peer (`VerifyS`/`VerifyT`).
+    pub ov: Option<super::verify::Verify>,
     /// `pause-sync` here / on the peer.
     pub user_paused: bool,
     pub peer_paused: bool,
@@ -64,6 +66,7 @@ impl PeerConn {
             protocol: Protocol::C,
             hs: None,
             rs: None,
+            ov: None,
             user_paused: false,
             peer_paused: false,
             received: 0,
@@ -146,6 +149,7 @@ impl Engine {
             ..Handshake::default()
         });
         c.rs = None;
+        c.ov = None;
         c.peer_paused = false;
         self.log(format!(
             "peer {node}: conn( {old} -> Connected ) protocol {protocol:?}"
@@ -185,7 +189,27 @@ impl Engine {
             dry_run: false,
             integrity_alg: String::new(),
         };
-        for packet in [params, sizes, uuids, state] {
+        // The digests both sides compute must be the same (DRBD's P_SYNC_PARAM89).
+        let (verify_alg, csums_alg) = self.cfg.peers.iter().find(|p| p.node_id == node).map_or(
+            (String::new(), String::new()),
+            |p| {
+                let name = |a: Option<crate::repl::digest::DigestAlg>| {
+                    a.map_or(String::new(), |a| a.name().to_string())
+                };
+                (name(p.verify_alg), name(p.csums_alg))
+            },
+        );
+        let sync_params = Packet::SyncParams {
+            resync_rate: 0,
+            c_plan_ahead: 0,
+            c_delay_target: 0,
+            c_fill_target: 0,
+            c_max_rate: 0,
+            c_min_rate: 0,
+            verify_alg,
+            csums_alg,
+        };
+        for packet in [params, sync_params, sizes, uuids, state] {
             self.send(node, packet);
         }
     }
@@ -312,7 +336,13 @@ impl Engine {
         c.disk = DiskState::DUnknown;
         c.hs = None;
         c.rs = None;
+        let was_verifying = c.ov.take().is_some();
         c.peer_paused = false;
+        if was_verifying {
+            self.log(format!(
+                "peer {node}: online verify interrupted by the lost link"
+            ));
+        }
         if old != new {
             self.log(format!("peer {node}: conn( {old} -> {new} )"));
         }
@@ -370,6 +400,29 @@ impl Engine {
                          nodes (discard-node-NAME names the same node on both)"
                     ));
                     return self.drop_link(node, true);
+                }
+                return;
+            }
+            Packet::SyncParams {
+                verify_alg,
+                csums_alg,
+                ..
+            } => {
+                let info = self.cfg.peers.iter().find(|p| p.node_id == node);
+                let name = |a: Option<crate::repl::digest::DigestAlg>| a.map_or("", |a| a.name());
+                let mine_v = name(info.and_then(|p| p.verify_alg));
+                let mine_c = name(info.and_then(|p| p.csums_alg));
+                for (what, mine, theirs) in [
+                    ("verify-alg", mine_v, verify_alg.as_str()),
+                    ("csums-alg", mine_c, csums_alg.as_str()),
+                ] {
+                    if mine != theirs {
+                        self.log(format!(
+                            "peer {node}: Different {what} settings. me=\"{mine}\" \
+                             peer=\"{theirs}\"; set the same {what} on both nodes"
+                        ));
+                        return self.drop_link(node, true);
+                    }
                 }
                 return;
             }
@@ -819,9 +872,35 @@ impl Engine {
         {
             return self.resync_source_finished(node);
         }
+        if repl == ReplState::VerifyS && my_repl == ReplState::Established {
+            return self.verify_target_start(node);
+        }
+        if repl == ReplState::Established && my_repl == ReplState::VerifyT {
+            return self.verify_finished(node);
+        }
+        if repl == ReplState::SyncSource
+            && my_repl == ReplState::Established
+            && self.conns.get(&node).is_some_and(|c| c.rs.is_none())
+        {
+            // `invalidate-remote --reset-bitmap=no` there (its marks came first as OutOfSync).
+            // Same generation on both: the target keeps its current UUID at the end.
+            let own = self.disk.as_ref().map(|d| d.sb.current_uuid);
+            if let (Some(c), Some(own)) = (self.conns.get_mut(&node), own) {
+                c.peer_current = own;
+            }
+            self.log(format!(
+                "peer {node}: the peer resyncs the marked blocks to this node"
+            ));
+            return self.resync_start(node, false);
+        }
         if repl == ReplState::StartingSyncT && my_repl == ReplState::Established {
-            // The peer ran `invalidate`: it wants everything from here.
-            if let Err(e) = self.start_full_sync_to(node) {
+            // The peer ran `invalidate`: it wants everything from here, or the marked blocks.
+            let r = if fl.contains(StateFlags::KEEP_BITMAP) {
+                self.start_bitmap_sync_to(node)
+            } else {
+                self.start_full_sync_to(node)
+            };
+            if let Err(e) = r {
                 self.log(format!("peer {node}: cannot serve its invalidate: {e}"));
             }
         }

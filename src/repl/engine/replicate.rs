@@ -88,7 +88,7 @@ impl Waiting {
 }
 
 /// A write or flush this node does on behalf of a peer.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(super) enum PeerOp {
     Write {
         node: NodeId,
@@ -102,6 +102,7 @@ pub(super) enum PeerOp {
         set_size: u32,
     },
     Resync(ResyncOp),
+    Verify(super::verify::VerifyOp),
 }
 
 impl Engine {
@@ -327,6 +328,7 @@ impl Engine {
         }
         match packet {
             Packet::ProtocolParams { .. }
+            | Packet::SyncParams { .. }
             | Packet::Sizes { .. }
             | Packet::Uuids { .. }
             | Packet::State { .. }
@@ -335,7 +337,12 @@ impl Engine {
             Packet::ResyncRequest { .. }
             | Packet::ResyncReply { .. }
             | Packet::ResyncWriteAck(_)
-            | Packet::NegResyncReply(_) => return self.resync_packet(node, packet),
+            | Packet::NegResyncReply(_)
+            | Packet::CsumResyncRequest { .. }
+            | Packet::ResyncIsInSync(_) => return self.resync_packet(node, packet),
+            Packet::OvRequest { .. } | Packet::OvReply { .. } | Packet::OvResult { .. } => {
+                return self.verify_packet(node, packet);
+            }
             Packet::Disconnect => {
                 return self.log(format!("peer {node}: the peer is disconnecting"));
             }
@@ -545,6 +552,7 @@ impl Engine {
         };
         match op {
             PeerOp::Resync(op) => self.resync_disk_done(op, result),
+            PeerOp::Verify(op) => self.verify_disk_done(op, result),
             PeerOp::Write {
                 node,
                 ack,

@@ -13,6 +13,9 @@
 //!   source still knows about, and the next handshake ORs both bitmaps again.
 //! - Application writes during the resync are replicated to the target too; on the target a
 //!   replicated write that covers whole 4 KiB blocks clears them.
+//! - With `csums-alg` the target first reads its own copy of a range and sends its digest
+//!   (`CsumResyncRequest`); the source answers `ResyncIsInSync` instead of the data when its
+//!   digest is the same, so identical blocks cross the wire as a few bytes.
 
 use super::{Action, Engine, HeldIo, IoOp};
 use crate::meta::superblock::flags;
@@ -57,6 +60,9 @@ pub(super) struct Resync {
     window: VecDeque<u64>,
     /// The final flush has been submitted.
     finishing: bool,
+    /// Target, with csums-alg: bytes found equal by digest, and bytes that came as data.
+    same_csum_bytes: u64,
+    transferred_bytes: u64,
 }
 
 impl Resync {
@@ -76,6 +82,8 @@ impl Resync {
             arrived: 0,
             window: VecDeque::new(),
             finishing: false,
+            same_csum_bytes: 0,
+            transferred_bytes: 0,
         }
     }
 
@@ -86,14 +94,22 @@ impl Resync {
 }
 
 /// Disk ops of the resync (kept in `Engine::peer_ops`).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(super) enum ResyncOp {
-    /// Source: a read answering a request.
+    /// Source: a read answering a request (with csums-alg: the target's digest of it).
     Read {
         node: NodeId,
         sector: Sector,
         block_id: u64,
         size: u32,
+        peer_digest: Option<bytes::Bytes>,
+    },
+    /// Target, with csums-alg: reading its own copy to send the digest.
+    CsumRead {
+        node: NodeId,
+        block_id: u64,
+        offset: u64,
+        len: u64,
     },
     /// Target: writing a reply.
     Write {
@@ -189,6 +205,43 @@ impl Engine {
         Ok(())
     }
 
+    /// Source side of a resync of the marked blocks only (`--reset-bitmap=no`): the target
+    /// gets this node's marks first (`OutOfSync`), so it requests the union of both bitmaps,
+    /// then this node's State as SyncSource starts it there.
+    pub(super) fn start_bitmap_sync_to(&mut self, node: NodeId) -> Result<(), String> {
+        if self.disk_state != DiskState::UpToDate {
+            return Err("no UpToDate data here to resync from".into());
+        }
+        if self.conns.get(&node).map(|c| c.repl) != Some(ReplState::Established) {
+            return Err("not connected and idle".into());
+        }
+        let Some(bm) = self.disk.as_ref().and_then(|d| d.bitmap(node)) else {
+            return Err("no bitmap for the peer".into());
+        };
+        let data_bytes = self.size_bytes();
+        let mut runs = Vec::new();
+        let mut at = BlockIdx(0);
+        while let Some((start, end)) = bm.next_run(at) {
+            at = end;
+            let mut off = start.0 * BM_BLOCK_SIZE;
+            let stop = (end.0 * BM_BLOCK_SIZE).min(data_bytes);
+            while off < stop {
+                // OutOfSync sizes are u32 bytes.
+                let len = (stop - off).min(1 << 30);
+                runs.push(Packet::OutOfSync {
+                    sector: Sector(off / SECTOR_SIZE),
+                    size: len as u32,
+                });
+                off += len;
+            }
+        }
+        for p in runs {
+            self.send(node, p);
+        }
+        self.resync_start(node, true);
+        Ok(())
+    }
+
     /// Target side of a full sync the source started ([`Packet::SyncUuid`]).
     pub(super) fn become_full_sync_target(&mut self, node: NodeId, uuid: GenUuid) {
         if self.role == Role::Primary {
@@ -251,6 +304,12 @@ impl Engine {
         if rs.source || paused || rs.finishing || meta_ok < rs.meta_gen {
             return;
         }
+        let csums = self
+            .cfg
+            .peers
+            .iter()
+            .find(|p| p.node_id == node)
+            .is_some_and(|p| p.csums_alg.is_some());
         let mut out = Vec::new();
         while rs.in_flight.len() < MAX_REQUESTS
             && rs.in_flight_bytes < MAX_IN_FLIGHT_BYTES
@@ -286,7 +345,34 @@ impl Engine {
             rs.cursor = 0;
         }
         for p in out {
-            self.send(node, p);
+            match p {
+                Packet::ResyncRequest {
+                    sector,
+                    block_id,
+                    size,
+                } if csums => {
+                    // Digest our copy first (see the module docs).
+                    let id = self.internal_id();
+                    let (offset, len) = (sector.bytes(), u64::from(size));
+                    self.peer_ops.insert(
+                        id,
+                        super::replicate::PeerOp::Resync(ResyncOp::CsumRead {
+                            node,
+                            block_id,
+                            offset,
+                            len,
+                        }),
+                    );
+                    self.held.push_back(HeldIo {
+                        id,
+                        op: IoOp::Read { offset, len: size },
+                        meta_gen: 0,
+                        al_seq: 0,
+                    });
+                    self.release_held();
+                }
+                p => self.send(node, p),
+            }
         }
         if at_end && (left == 0 || failed > 0) {
             self.resync_target_finishing(node, left);
@@ -349,12 +435,32 @@ impl Engine {
             return;
         }
         let done = c.rs.as_ref().map_or(0, |rs| rs.done_bytes);
+        let csums =
+            c.rs.as_ref()
+                .map(|rs| (rs.same_csum_bytes, rs.transferred_bytes));
         c.rs = None;
         c.repl = ReplState::Established;
         self.log(format!(
             "peer {node}: Resync done ({} KiB); repl( SyncTarget -> Established )",
             done / 1024
         ));
+        let uses_csums = self
+            .cfg
+            .peers
+            .iter()
+            .any(|p| p.node_id == node && p.csums_alg.is_some());
+        if let Some((same, sent)) = csums.filter(|_| uses_csums) {
+            // DRBD's line (drbd_resync_finished()).
+            let total = same + sent;
+            let ratio = (same * 100).checked_div(total).unwrap_or(0);
+            self.log(format!(
+                "peer {node}: {ratio} % had equal checksums, eliminated: {}K; transferred {}K \
+                 total {}K",
+                same / 1024,
+                sent / 1024,
+                total / 1024
+            ));
+        }
         let p = self.my_state_packet(node);
         self.send(node, p);
     }
@@ -394,7 +500,30 @@ impl Engine {
                 sector,
                 block_id,
                 size,
-            } => self.serve_resync_request(node, sector, block_id, size),
+            } => self.serve_resync_request(node, sector, block_id, size, None),
+            Packet::CsumResyncRequest {
+                sector,
+                block_id,
+                size,
+                digest,
+            } => self.serve_resync_request(node, sector, block_id, size, Some(digest)),
+            Packet::ResyncIsInSync(a) => {
+                // The source's digest matched ours: nothing to write, the blocks are current.
+                let Some(rs) = self.conns.get_mut(&node).and_then(|c| c.rs.as_mut()) else {
+                    return;
+                };
+                let Some((offset, len)) = rs.in_flight.remove(&a.block_id) else {
+                    return;
+                };
+                rs.in_flight_bytes -= len;
+                rs.done_bytes += len;
+                rs.arrived += len;
+                rs.same_csum_bytes += len;
+                if let Some(d) = self.disk.as_mut() {
+                    d.clear_covered(node, offset, len);
+                }
+                self.resync_pump(node);
+            }
             Packet::ResyncReply {
                 sector,
                 block_id,
@@ -424,7 +553,14 @@ impl Engine {
         }
     }
 
-    fn serve_resync_request(&mut self, node: NodeId, sector: Sector, block_id: u64, size: u32) {
+    fn serve_resync_request(
+        &mut self,
+        node: NodeId,
+        sector: Sector,
+        block_id: u64,
+        size: u32,
+        peer_digest: Option<bytes::Bytes>,
+    ) {
         let serving = self
             .conns
             .get(&node)
@@ -451,6 +587,7 @@ impl Engine {
                 sector,
                 block_id,
                 size,
+                peer_digest,
             }),
         );
         self.held.push_back(HeldIo {
@@ -474,6 +611,7 @@ impl Engine {
             return; // not (or no longer) ours
         };
         rs.arrived += len;
+        rs.transferred_bytes += len;
         if offset != sector.bytes() || data.len() as u64 != len {
             self.log(format!(
                 "peer {node}: resync reply does not match its request; dropping the connection"
@@ -512,8 +650,35 @@ impl Engine {
                 sector,
                 block_id,
                 size,
+                peer_digest,
             } => {
+                let alg = self
+                    .cfg
+                    .peers
+                    .iter()
+                    .find(|p| p.node_id == node)
+                    .and_then(|p| p.csums_alg);
+                let same = match (result, &peer_digest, alg) {
+                    (Ok(Some(data)), Some(theirs), Some(alg)) => {
+                        let mut mine = Vec::new();
+                        alg.digest_into(data, &mut mine);
+                        mine[..] == theirs[..]
+                    }
+                    _ => false,
+                };
+                let ack = BlockAck {
+                    sector,
+                    block_id,
+                    size,
+                    seq: 0,
+                };
                 let packet = match result {
+                    Ok(Some(_)) if same => {
+                        if let Some(rs) = self.conns.get_mut(&node).and_then(|c| c.rs.as_mut()) {
+                            rs.done_bytes += u64::from(size);
+                        }
+                        Packet::ResyncIsInSync(ack)
+                    }
                     Ok(Some(data)) => Packet::ResyncReply {
                         sector,
                         block_id,
@@ -561,6 +726,48 @@ impl Engine {
                     self.send(node, Packet::NegAck(ack));
                 }
                 self.resync_pump(node);
+            }
+            ResyncOp::CsumRead {
+                node,
+                block_id,
+                offset,
+                len,
+            } => {
+                let alg = self
+                    .cfg
+                    .peers
+                    .iter()
+                    .find(|p| p.node_id == node)
+                    .and_then(|p| p.csums_alg);
+                let still_asked = self
+                    .conns
+                    .get(&node)
+                    .and_then(|c| c.rs.as_ref())
+                    .is_some_and(|rs| rs.in_flight.contains_key(&block_id));
+                if !still_asked || !self.links.contains_key(&node) {
+                    return;
+                }
+                let sector = Sector(offset / SECTOR_SIZE);
+                let size = len as u32;
+                let packet = match (result, alg) {
+                    (Ok(Some(data)), Some(alg)) => {
+                        let mut digest = Vec::new();
+                        alg.digest_into(data, &mut digest);
+                        Packet::CsumResyncRequest {
+                            sector,
+                            block_id,
+                            size,
+                            digest: bytes::Bytes::from(digest),
+                        }
+                    }
+                    // Our copy is unreadable: ask for the data.
+                    _ => Packet::ResyncRequest {
+                        sector,
+                        block_id,
+                        size,
+                    },
+                };
+                self.send(node, packet);
             }
             ResyncOp::Flush { node } => match result {
                 Ok(_) => self.resync_target_done(node),

@@ -204,6 +204,9 @@ flag_set!(
         SUSP_NOD = 16,
         /// Suspended by fencing (`susp_fen`).
         SUSP_FEN = 32,
+        /// udrbd: with `repl` StartingSyncT, resync only the blocks the bitmaps mark
+        /// (`invalidate --reset-bitmap=no`), not everything.
+        KEEP_BITMAP = 64,
     }
 );
 

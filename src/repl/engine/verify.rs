@@ -1,0 +1,570 @@
+//! Online verify (`drbdadm verify`, DRBD's `P_OV_REQUEST` flow).
+//!
+//! The node where the command runs is **VerifyS**: it walks `[start, stop)` in requests of up
+//! to [`MAX_REQUEST`] and asks the peer (**VerifyT**) for the `verify-alg` digest of each. When
+//! the reply arrives it reads the same range locally and compares. A range whose digests
+//! differ is verified again 4 KiB block by block, so what is reported is exactly the blocks
+//! that differ: each is marked out of sync on both nodes (an `OvResult` tells the peer),
+//! logged as `Out of sync: start=S, size=N (sectors)` runs, and counted.
+//!
+//! A write that lands between the peer's read and ours would make a range look different when
+//! it is not. Both reads go through the conflict gate (so neither sees half a write), and a
+//! write released here while a request is out marks that request to be asked again instead of
+//! compared: a reported block really differed.
+//!
+//! As in DRBD 9, verify does not resync what it found: a reconnect with equal generations
+//! does not either; `invalidate --reset-bitmap=no` on the node with the bad data (or
+//! `invalidate-remote --reset-bitmap=no` on the good one) resyncs exactly the marked blocks.
+
+use super::{Engine, HeldIo, IoOp};
+use crate::repl::digest::DigestAlg;
+use crate::repl::resync::Controller;
+use crate::repl::state::{ReplState, StateError};
+use crate::repl::wire::{OvOutcome, Packet};
+use crate::types::{BM_BLOCK_SIZE, NodeId, SECTOR_SIZE, Sector, Time};
+use bytes::Bytes;
+use std::collections::{BTreeMap, VecDeque};
+
+/// Largest verify request; a mismatch is narrowed down to 4 KiB blocks.
+const MAX_REQUEST: u64 = 256 * 1024;
+/// Requests in flight.
+const MAX_REQUESTS: usize = 32;
+/// Controller steps kept for the rate shown in status (one second).
+const RATE_WINDOW: usize = 10;
+
+/// A verify run with one peer, either side.
+#[derive(Debug)]
+pub(super) struct Verify {
+    pub source: bool,
+    alg: DigestAlg,
+    stop: u64,
+    /// Bytes to verify, and verified (compared, or answered on the target).
+    pub total_bytes: u64,
+    pub done_bytes: u64,
+    /// 4 KiB blocks found out of sync.
+    pub found_blocks: u64,
+    started: Time,
+    // ---- source only ----
+    cursor: u64,
+    /// Ranges to ask for before going on from `cursor` (re-asks and 4 KiB refinements).
+    again: VecDeque<(u64, u64)>,
+    in_flight: BTreeMap<u64, Asked>,
+    /// Answered ranges whose local read is queued or running (by request id). A write
+    /// released before that read makes it stale too.
+    reading: BTreeMap<u64, Asked>,
+    next_id: u64,
+    ctl: Controller,
+    budget: i64,
+    arrived: u64,
+    window: VecDeque<u64>,
+    /// The out-of-sync run not logged yet: (offset, len).
+    run: Option<(u64, u64)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Asked {
+    offset: u64,
+    len: u64,
+    /// A write here was released while the request was out: ask again, do not compare.
+    dirty: bool,
+}
+
+impl Verify {
+    fn new(
+        source: bool,
+        alg: DigestAlg,
+        start: u64,
+        stop: u64,
+        now: Time,
+        ctl: Controller,
+    ) -> Self {
+        Verify {
+            source,
+            alg,
+            stop,
+            total_bytes: stop.saturating_sub(start),
+            done_bytes: 0,
+            found_blocks: 0,
+            started: now,
+            cursor: start,
+            again: VecDeque::new(),
+            in_flight: BTreeMap::new(),
+            reading: BTreeMap::new(),
+            next_id: 1,
+            ctl,
+            budget: 0,
+            arrived: 0,
+            window: VecDeque::new(),
+            run: None,
+        }
+    }
+
+    pub fn rate(&self) -> u64 {
+        self.window.iter().sum::<u64>() * 10 / self.window.len().max(1) as u64
+    }
+
+    fn finished(&self) -> bool {
+        self.cursor >= self.stop
+            && self.again.is_empty()
+            && self.in_flight.is_empty()
+            && self.reading.is_empty()
+    }
+}
+
+/// Disk reads of a verify (kept in `Engine::peer_ops`).
+#[derive(Debug, Clone)]
+pub(super) enum VerifyOp {
+    /// Target: reading a range to digest it for the source.
+    TargetRead {
+        node: NodeId,
+        sector: Sector,
+        block_id: u64,
+        size: u32,
+    },
+    /// Source: reading the range the peer answered (request `block_id`), to compare.
+    SourceRead {
+        node: NodeId,
+        block_id: u64,
+        peer_digest: Bytes,
+    },
+}
+
+impl Engine {
+    fn verify_alg(&self, node: NodeId) -> Option<DigestAlg> {
+        self.cfg
+            .peers
+            .iter()
+            .find(|p| p.node_id == node)
+            .and_then(|p| p.verify_alg)
+    }
+
+    /// `drbdadm verify [--start S] [--stop S]`: this node becomes VerifyS toward its peer.
+    pub(super) fn verify_start(
+        &mut self,
+        start: Sector,
+        stop: Option<Sector>,
+    ) -> Result<(), StateError> {
+        if self.disk.is_none() {
+            return Err(StateError::NoLocalDisk);
+        }
+        let Some(node) = self.established_peers().into_iter().find(|n| {
+            self.conns
+                .get(n)
+                .is_some_and(|c| c.repl == ReplState::Established && c.rs.is_none())
+        }) else {
+            return Err(StateError::NeedConnection);
+        };
+        let Some(alg) = self.verify_alg(node) else {
+            return Err(StateError::NoVerifyAlg);
+        };
+        let size = self.size_bytes();
+        // Whole blocks: a block is the unit that is compared and marked.
+        let start = (start.bytes() / BM_BLOCK_SIZE * BM_BLOCK_SIZE).min(size);
+        let stop = stop.map_or(size, |s| s.bytes().min(size)).max(start);
+        let ctl = self.verify_controller(node);
+        let now = self.now;
+        let Some(c) = self.conns.get_mut(&node) else {
+            return Err(StateError::NeedConnection);
+        };
+        let mut v = Verify::new(true, alg, start, stop, now, ctl);
+        v.budget = v.ctl.step(0, 0, false) as i64;
+        c.ov = Some(v);
+        c.repl = ReplState::VerifyS;
+        self.log(format!(
+            "peer {node}: repl( Established -> VerifyS ); Online Verify start sector: {}",
+            start / SECTOR_SIZE
+        ));
+        self.broadcast_state();
+        self.verify_pump(node);
+        Ok(())
+    }
+
+    fn verify_controller(&self, node: NodeId) -> Controller {
+        let opts = self
+            .cfg
+            .peers
+            .iter()
+            .find(|p| p.node_id == node)
+            .map(|p| p.sync.clone())
+            .unwrap_or_default();
+        Controller::new(opts)
+    }
+
+    /// The peer started a verify toward this node.
+    pub(super) fn verify_target_start(&mut self, node: NodeId) {
+        let Some(alg) = self.verify_alg(node) else {
+            self.log(format!(
+                "peer {node}: the peer starts an online verify but no verify-alg is configured \
+                 here; dropping the connection (set the same verify-alg on both nodes)"
+            ));
+            return self.drop_link(node, false);
+        };
+        let size = self.size_bytes();
+        let now = self.now;
+        let ctl = self.verify_controller(node);
+        let Some(c) = self.conns.get_mut(&node) else {
+            return;
+        };
+        c.ov = Some(Verify::new(false, alg, 0, size, now, ctl));
+        c.repl = ReplState::VerifyT;
+        self.log(format!("peer {node}: repl( Established -> VerifyT )"));
+    }
+
+    /// Every controller step: budgets, the rate window, more requests.
+    pub(super) fn verify_tick(&mut self, app_busy: bool) {
+        let nodes: Vec<NodeId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.ov.is_some())
+            .map(|(n, _)| *n)
+            .collect();
+        for node in nodes {
+            if let Some(v) = self.conns.get_mut(&node).and_then(|c| c.ov.as_mut()) {
+                let arrived = std::mem::take(&mut v.arrived);
+                v.window.push_back(arrived);
+                if v.window.len() > RATE_WINDOW {
+                    v.window.pop_front();
+                }
+                if v.source {
+                    let out: u64 = v.in_flight.values().map(|a| a.len).sum();
+                    let step = v.ctl.step(arrived, out, app_busy) as i64;
+                    v.budget = v.budget.min(0) + step;
+                }
+            }
+            self.verify_pump(node);
+        }
+    }
+
+    /// Source: ask for what the budget allows; finish when everything is compared.
+    fn verify_pump(&mut self, node: NodeId) {
+        let Some(v) = self.conns.get_mut(&node).and_then(|c| c.ov.as_mut()) else {
+            return;
+        };
+        if !v.source {
+            return;
+        }
+        let mut out = Vec::new();
+        while v.in_flight.len() < MAX_REQUESTS && v.budget > 0 {
+            let (offset, len) = if let Some(r) = v.again.pop_front() {
+                r
+            } else if v.cursor < v.stop {
+                let len = MAX_REQUEST.min(v.stop - v.cursor);
+                let r = (v.cursor, len);
+                v.cursor += len;
+                r
+            } else {
+                break;
+            };
+            let block_id = v.next_id;
+            v.next_id += 1;
+            v.budget -= len as i64;
+            v.in_flight.insert(
+                block_id,
+                Asked {
+                    offset,
+                    len,
+                    dirty: false,
+                },
+            );
+            out.push(Packet::OvRequest {
+                sector: Sector(offset / SECTOR_SIZE),
+                block_id,
+                size: len as u32,
+            });
+        }
+        let finished = v.finished();
+        for p in out {
+            self.send(node, p);
+        }
+        if finished {
+            self.verify_finished(node);
+        }
+    }
+
+    /// A write to `[offset, offset+len)` is being released: a verify request out over it
+    /// must be asked again (see the module docs).
+    pub(super) fn verify_note_write(&mut self, offset: u64, len: u64) {
+        for c in self.conns.values_mut() {
+            if let Some(v) = c.ov.as_mut().filter(|v| v.source) {
+                for a in v.in_flight.values_mut().chain(v.reading.values_mut()) {
+                    if a.offset < offset + len && offset < a.offset + a.len {
+                        a.dirty = true;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Verify packets.
+    pub(super) fn verify_packet(&mut self, node: NodeId, packet: Packet) {
+        match packet {
+            Packet::OvRequest {
+                sector,
+                block_id,
+                size,
+            } => self.serve_verify_request(node, sector, block_id, size),
+            Packet::OvReply {
+                block_id, digest, ..
+            } => self.verify_reply(node, block_id, digest),
+            Packet::OvResult {
+                sector,
+                size,
+                outcome,
+                ..
+            } => {
+                let (offset, len) = (sector.bytes(), u64::from(size));
+                let Some(v) = self.conns.get_mut(&node).and_then(|c| c.ov.as_mut()) else {
+                    return;
+                };
+                if v.source {
+                    return;
+                }
+                v.done_bytes += len;
+                v.arrived += len;
+                if outcome == OvOutcome::OutOfSync {
+                    v.found_blocks += len.div_ceil(BM_BLOCK_SIZE);
+                    self.verify_found(node, offset, len);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn serve_verify_request(&mut self, node: NodeId, sector: Sector, block_id: u64, size: u32) {
+        let offset = sector.bytes();
+        let in_range = size > 0
+            && offset
+                .checked_add(u64::from(size))
+                .is_some_and(|e| e <= self.size_bytes());
+        let verifying = self
+            .conns
+            .get(&node)
+            .is_some_and(|c| c.ov.as_ref().is_some_and(|v| !v.source));
+        if !verifying
+            && self
+                .conns
+                .get(&node)
+                .is_some_and(|c| c.repl == ReplState::Established)
+        {
+            // The peer's State saying VerifyS may be behind its first request.
+            self.verify_target_start(node);
+        }
+        if !in_range || self.disk.is_none() || self.verify_alg(node).is_none() {
+            // An empty digest never matches: the source reports the range.
+            return self.send(
+                node,
+                Packet::OvReply {
+                    sector,
+                    block_id,
+                    size,
+                    digest: Bytes::from_static(&[0]),
+                },
+            );
+        }
+        let id = self.internal_id();
+        self.peer_ops.insert(
+            id,
+            super::replicate::PeerOp::Verify(VerifyOp::TargetRead {
+                node,
+                sector,
+                block_id,
+                size,
+            }),
+        );
+        self.held.push_back(HeldIo {
+            id,
+            op: IoOp::Read { offset, len: size },
+            meta_gen: 0,
+            al_seq: 0,
+        });
+        self.release_held();
+    }
+
+    fn verify_reply(&mut self, node: NodeId, block_id: u64, digest: Bytes) {
+        let Some(v) = self.conns.get_mut(&node).and_then(|c| c.ov.as_mut()) else {
+            return;
+        };
+        let Some(a) = v.in_flight.remove(&block_id) else {
+            return;
+        };
+        if a.dirty {
+            v.again.push_front((a.offset, a.len));
+            return self.verify_pump(node);
+        }
+        v.reading.insert(block_id, a);
+        let id = self.internal_id();
+        self.peer_ops.insert(
+            id,
+            super::replicate::PeerOp::Verify(VerifyOp::SourceRead {
+                node,
+                block_id,
+                peer_digest: digest,
+            }),
+        );
+        self.held.push_back(HeldIo {
+            id,
+            op: IoOp::Read {
+                offset: a.offset,
+                len: a.len as u32,
+            },
+            meta_gen: 0,
+            al_seq: 0,
+        });
+        self.release_held();
+    }
+
+    /// A verify read finished.
+    pub(super) fn verify_disk_done(&mut self, op: VerifyOp, result: &Result<Option<Vec<u8>>, i32>) {
+        match op {
+            VerifyOp::TargetRead {
+                node,
+                sector,
+                block_id,
+                size,
+            } => {
+                let Some(alg) = self.verify_alg(node) else {
+                    return;
+                };
+                let mut digest = Vec::new();
+                if let Ok(Some(data)) = result {
+                    alg.digest_into(data, &mut digest);
+                } else {
+                    self.log(format!(
+                        "peer {node}: verify: local read at sector {} failed; the range is \
+                         reported out of sync",
+                        sector.0
+                    ));
+                    digest.push(0);
+                }
+                if self.links.contains_key(&node) {
+                    self.send(
+                        node,
+                        Packet::OvReply {
+                            sector,
+                            block_id,
+                            size,
+                            digest: Bytes::from(digest),
+                        },
+                    );
+                }
+            }
+            VerifyOp::SourceRead {
+                node,
+                block_id,
+                peer_digest,
+            } => {
+                let Some(v) = self.conns.get_mut(&node).and_then(|c| c.ov.as_mut()) else {
+                    return;
+                };
+                let Some(Asked { offset, len, dirty }) = v.reading.remove(&block_id) else {
+                    return;
+                };
+                if dirty {
+                    v.again.push_front((offset, len));
+                    return self.verify_pump(node);
+                }
+                let mut mine = Vec::new();
+                if let Ok(Some(data)) = result {
+                    v.alg.digest_into(data, &mut mine);
+                }
+                let same = !mine.is_empty() && mine[..] == peer_digest[..];
+                let outcome = if same {
+                    v.done_bytes += len;
+                    v.arrived += len;
+                    OvOutcome::InSync
+                } else if len > BM_BLOCK_SIZE {
+                    // Narrow it down: ask again block by block, before anything new.
+                    let mut at = offset + len;
+                    while at > offset {
+                        let b = (at - offset - 1) / BM_BLOCK_SIZE * BM_BLOCK_SIZE + offset;
+                        v.again.push_front((b, at - b));
+                        at = b;
+                    }
+                    return self.verify_pump(node);
+                } else {
+                    v.done_bytes += len;
+                    v.arrived += len;
+                    v.found_blocks += 1;
+                    OvOutcome::OutOfSync
+                };
+                if outcome == OvOutcome::OutOfSync {
+                    self.verify_found(node, offset, len);
+                }
+                if self.links.contains_key(&node) {
+                    self.send(
+                        node,
+                        Packet::OvResult {
+                            sector: Sector(offset / SECTOR_SIZE),
+                            block_id: 0,
+                            size: len as u32,
+                            outcome,
+                        },
+                    );
+                }
+                self.verify_pump(node);
+            }
+        }
+    }
+
+    /// A block range found out of sync: marked, and logged in runs.
+    fn verify_found(&mut self, node: NodeId, offset: u64, len: u64) {
+        if let Some(d) = self.disk.as_mut() {
+            d.mark(node, offset, len);
+        }
+        let Some(v) = self.conns.get_mut(&node).and_then(|c| c.ov.as_mut()) else {
+            return;
+        };
+        let flush = match v.run {
+            Some((o, l)) if o + l == offset => {
+                v.run = Some((o, l + len));
+                None
+            }
+            prev => {
+                v.run = Some((offset, len));
+                prev
+            }
+        };
+        if let Some((o, l)) = flush {
+            self.log_out_of_sync(node, o, l);
+        }
+    }
+
+    fn log_out_of_sync(&mut self, node: NodeId, offset: u64, len: u64) {
+        self.log(format!(
+            "peer {node}: Out of sync: start={}, size={} (sectors)",
+            offset / SECTOR_SIZE,
+            len / SECTOR_SIZE
+        ));
+    }
+
+    /// Source: everything compared. Target: the source said so (its State).
+    pub(super) fn verify_finished(&mut self, node: NodeId) {
+        let now = self.now;
+        let Some(c) = self.conns.get_mut(&node) else {
+            return;
+        };
+        let Some(v) = c.ov.take() else {
+            return;
+        };
+        let old = c.repl;
+        c.repl = ReplState::Established;
+        if let Some((o, l)) = v.run {
+            self.log_out_of_sync(node, o, l);
+        }
+        let secs = (now.0.saturating_sub(v.started.0) / 1_000_000_000).max(1);
+        self.log(format!(
+            "peer {node}: Online verify done (total {secs} sec; paused 0 sec; {} K/sec)",
+            v.done_bytes / 1024 / secs
+        ));
+        self.log(format!(
+            "peer {node}: Online verify found {} 4k block out of sync!",
+            v.found_blocks
+        ));
+        self.log(format!("peer {node}: repl( {old} -> Established )"));
+        self.flush_bitmap_if_dirty();
+        if v.source {
+            let p = self.my_state_packet(node);
+            self.send(node, p);
+        }
+    }
+}
