@@ -21,7 +21,8 @@ use std::time::Duration;
 /// A cut is noticed in ping-int + ping-timeout (1.5 s), a request stalls at most timeout x
 /// ko-count (1 s), a dial gives up after `timeout` (0.5 s, less than connect-int and ping-int)
 /// and the next comes a second later. A fast resync so recovery is quick.
-const TIMERS: &str = "net { ping-int 1; ping-timeout 5; timeout 5; ko-count 2; connect-int 1; }
+const TIMERS: &str = "net { ping-int 1; ping-timeout 5; timeout 5; ko-count 2; connect-int 1;
+        verify-alg crc32c; }
     disk { c-plan-ahead 0; resync-rate 200M; c-min-rate 0; }";
 /// The how-to's port: the namespaces are private, nothing else listens there.
 const PORT: u16 = 7789;
@@ -267,6 +268,17 @@ fn split_brain_manual_recovery() {
     assert!(
         moved >= 3 * 1024 && moved < (DATA / 1024) as u64 / 2,
         "the recovery resynced {moved} KiB; logs:\n{}",
+        p.logs()
+    );
+    // And online verify agrees: no block differs.
+    p.a.adm(&["verify", RES]).ok();
+    p.eventually(60, "the verify to finish", || {
+        p.a.log_text().contains("Online verify found")
+    });
+    assert!(
+        p.a.log_text()
+            .contains("Online verify found 0 4k block out of sync!"),
+        "{}",
         p.logs()
     );
 }

@@ -255,7 +255,7 @@ pub enum Command {
     /// `verify`) are resynced, from the peer to this node.
     Invalidate {
         /// `no`: resync only what the bitmap marks, instead of everything.
-        #[arg(long = "reset-bitmap", value_name = "yes|no", default_value = "yes", value_parser = yes_no)]
+        #[arg(long = "reset-bitmap", value_name = "yes|no", default_value = "yes", value_parser = yes_no, action = clap::ArgAction::Set)]
         reset_bitmap: bool,
         #[command(flatten)]
         targets: Targets,
@@ -265,7 +265,7 @@ pub enum Command {
     /// With `--reset-bitmap=no` only the blocks marked out of sync, from this node to the peer.
     InvalidateRemote {
         /// `no`: resync only what the bitmap marks, instead of everything.
-        #[arg(long = "reset-bitmap", value_name = "yes|no", default_value = "yes", value_parser = yes_no)]
+        #[arg(long = "reset-bitmap", value_name = "yes|no", default_value = "yes", value_parser = yes_no, action = clap::ArgAction::Set)]
         reset_bitmap: bool,
         #[command(flatten)]
         targets: Targets,
