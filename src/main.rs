@@ -96,8 +96,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.run_dir)
         .with_context(|| format!("cannot create the run directory {}", args.run_dir.display()))?;
     let kind = args.io_engine;
-    let opener: Arc<DiskOpener> =
-        Arc::new(move |path, data_bytes| open_engine(path, kind, Some(data_bytes)));
+    // Fault injection for tests of on-io-error (see `udrbd::disk::faulty`).
+    let faults = std::env::var_os(udrbd::disk::faulty::FAULT_FILE_ENV).map(PathBuf::from);
+    let opener: Arc<DiskOpener> = Arc::new(move |path, data_bytes| {
+        let engine = open_engine(path, kind, Some(data_bytes))?;
+        Ok(match &faults {
+            Some(f) => Arc::new(udrbd::disk::faulty::FaultyDisk::new(engine, f.clone())),
+            None => engine,
+        })
+    });
     let daemon = Daemon::new(opener);
 
     let ctl_path = args.run_dir.join("ctl.sock");

@@ -28,6 +28,9 @@ pub struct ResourceSpec {
     pub fencing_dont_care: bool,
     /// udrbd's `nbd-listen`: serve the export over TCP here too.
     pub nbd_listen: Option<SocketAddr>,
+    /// `disk { on-io-error }` of the volume.
+    #[serde(default)]
+    pub on_io_error: crate::config::OnIoError,
     /// `handlers { }`: DRBD's handler name (`fence-peer`, `split-brain`, ...) -> shell command.
     #[serde(default)]
     pub handlers: BTreeMap<String, String>,
@@ -105,6 +108,7 @@ impl ResourceSpec {
             auto_promote: r.options.auto_promote,
             fencing_dont_care: true,
             nbd_listen: r.me.nbd_listen,
+            on_io_error: vol.disk_opts.on_io_error,
             handlers: r.handlers.clone(),
             config_file: r.config_file.clone(),
         })

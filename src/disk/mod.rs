@@ -10,12 +10,14 @@
 //! - [`metadev`]: the offline metadata operations (create-md, dump-md, wipe-md, get-gi,
 //!   show-gi) and the attach-time read, on top of the pure codecs in [`crate::meta`].
 //! - [`fs_sig`]: recognising filesystems and other signatures create-md must not destroy.
+//! - [`faulty`]: a wrapper that fails chosen requests (`UDRBD_FAULT_FILE`), for tests.
 
 pub mod align;
 pub mod aligned_buf;
 pub mod blocklock;
 pub mod device;
 pub mod engine;
+pub mod faulty;
 pub mod fs_sig;
 pub mod mem;
 pub mod meta_io;

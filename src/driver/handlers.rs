@@ -624,6 +624,7 @@ mod tests {
             auto_promote: true,
             fencing_dont_care: true,
             nbd_listen: None,
+            on_io_error: crate::config::OnIoError::Detach,
             handlers: handlers
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))

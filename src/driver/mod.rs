@@ -109,6 +109,9 @@ enum Exec {
     Log(String),
     DropLink(NodeId, bool),
     Handler(crate::repl::handler::Handler, Option<NodeId>),
+    /// The engine detached a failed disk: close it; the metadata thread is joined off the
+    /// executor.
+    ReleaseDisk(Option<Arc<dyn DiskEngine>>, Option<MetaThread>),
 }
 
 impl Driver {
@@ -184,7 +187,7 @@ impl Driver {
                 path: disk_path.to_string(),
                 source,
             })?;
-        let attached = attached_from(&state)?;
+        let attached = attached_from(&state, self.spec.on_io_error)?;
         let meta = MetaThread::start(&self.spec.name, meta_io, self.me.clone())
             .map_err(|e| AttachError::Internal(format!("cannot start metadata thread: {e}")))?;
         let actions = {
@@ -371,6 +374,24 @@ impl Driver {
                 Exec::Log(line) => tracing::info!("{line}"),
                 Exec::DropLink(node, standalone) => self.drop_link(node, standalone),
                 Exec::Handler(handler, node) => self.run_handler(handler, node),
+                Exec::ReleaseDisk(disk, meta) => {
+                    drop(disk);
+                    if let Some(m) = meta {
+                        let name = self.spec.name.clone();
+                        let joined = std::thread::Builder::new()
+                            .name(format!("{name}-detach"))
+                            .spawn(move || m.stop());
+                        if let Err(e) = joined {
+                            tracing::warn!("{name}: cannot stop the metadata thread: {e}");
+                        }
+                    }
+                    tracing::warn!(
+                        "{}: the backing device failed and was detached; fix it, then `drbdadm \
+                         attach {}` resyncs what it missed",
+                        self.spec.name,
+                        self.spec.name
+                    );
+                }
             }
         }
     }
@@ -467,6 +488,7 @@ fn take_actions(g: &mut Inner) -> Vec<Exec> {
             }
             Action::Log(line) => out.push(Exec::Log(line)),
             Action::RunHandler { handler, node } => out.push(Exec::Handler(handler, node)),
+            Action::ReleaseDisk => out.push(Exec::ReleaseDisk(g.disk.take(), g.meta.take())),
             Action::DropLink { node, standalone } => out.push(Exec::DropLink(node, standalone)),
             // Pushed under the lock: the order the engine emitted is the order on the wire.
             Action::Send { node, packet } => {
@@ -479,7 +501,10 @@ fn take_actions(g: &mut Inner) -> Vec<Exec> {
     out
 }
 
-fn attached_from(state: &MetaState) -> Result<Attached, AttachError> {
+fn attached_from(
+    state: &MetaState,
+    on_io_error: crate::config::OnIoError,
+) -> Result<Attached, AttachError> {
     let bits = state.layout.bm_bits();
     let bitmaps = state
         .bitmaps
@@ -499,5 +524,6 @@ fn attached_from(state: &MetaState) -> Result<Attached, AttachError> {
         bitmaps,
         al: state.al.as_ref().ok().cloned(),
         al_blocks: state.layout.al_blocks,
+        on_io_error,
     })
 }

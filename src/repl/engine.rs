@@ -91,6 +91,8 @@ pub struct Attached {
     pub al: Option<AlRecovery>,
     /// AL ring size in 4 KiB blocks.
     pub al_blocks: u32,
+    /// `on-io-error` of the disk (`disk { }`).
+    pub on_io_error: crate::config::OnIoError,
 }
 
 /// An application request, in bytes. The driver has validated ranges against the size.
@@ -264,6 +266,9 @@ pub enum Action {
         node: NodeId,
         packet: crate::repl::wire::Packet,
     },
+    /// The disk was detached because of an I/O error (`on-io-error detach`): close it and
+    /// its metadata. `drbdadm attach` brings it back.
+    ReleaseDisk,
     /// Close the link to `node` (the handshake refused it, or ko-count expired), then report
     /// [`Input::PeerDown`]. `standalone`: do not reconnect (split brain, unrelated data, a
     /// too-small peer), as DRBD goes StandAlone; otherwise keep trying.
@@ -274,6 +279,9 @@ pub enum Action {
         node: Option<NodeId>,
     },
 }
+
+/// The `flush_waiters` token of a detach no admin command asked for (a local I/O error).
+const FAILURE_DETACH: u64 = u64::MAX;
 
 /// How often the driver sends [`Input::Tick`] (DRBD's resync controller step, `SLEEP_TIME`).
 pub const TICK_MS: u64 = 100;
@@ -396,6 +404,10 @@ struct Disk {
     al: ActivityLog,
     al_blocks: u32,
     bitmaps: Vec<Bitmap>,
+    on_io_error: crate::config::OnIoError,
+    /// A local I/O error made this disk go away (`on-io-error detach`); the detach is under
+    /// way.
+    failed: bool,
 }
 
 impl Disk {
@@ -511,8 +523,16 @@ enum AlStep {
 
 #[derive(Clone, Copy, Debug)]
 enum InflightKind {
-    Read(u32),
-    Write(u64),
+    Read {
+        offset: u64,
+        len: u32,
+    },
+    /// `data`: a write with data (counted in `written:`), not a trim or zeroes.
+    Write {
+        offset: u64,
+        len: u64,
+        data: bool,
+    },
     Other,
 }
 
@@ -792,6 +812,8 @@ impl Engine {
             al,
             al_blocks: a.al_blocks,
             bitmaps,
+            on_io_error: a.on_io_error,
+            failed: false,
         });
         self.log(format!("disk( Diskless -> {} )", self.disk_state));
         self.sb_changed();
@@ -1070,6 +1092,63 @@ impl Engine {
         Ok(())
     }
 
+    /// A backing-device read or write failed (`on-io-error`, DRBD's `__drbd_chk_io_error_()`).
+    /// The range is marked out of sync for every peer first, so whatever happens next (the
+    /// request is answered, the disk goes away) the blocks are resynced later. `pass_on`
+    /// keeps the disk but makes it Inconsistent; `detach` (and `call-local-io-error`, which
+    /// runs the handler too) detaches it.
+    fn local_io_error(&mut self, offset: u64, len: u64, write: bool, errno: i32) {
+        let nodes: Vec<NodeId> = self.cfg.peers.iter().map(|p| p.node_id).collect();
+        let Some(d) = self.disk.as_mut() else {
+            return;
+        };
+        for node in nodes {
+            d.mark(node, offset, len);
+        }
+        let policy = d.on_io_error;
+        let already = d.failed;
+        let what = if write { "WRITE" } else { "READ" };
+        let sector = offset / crate::types::SECTOR_SIZE;
+        use crate::config::OnIoError;
+        if policy == OnIoError::PassOn {
+            self.log(format!(
+                "Local IO failed in {what} at sector {sector} (errno {errno}); passed on \
+                 (on-io-error pass_on), the blocks are marked out of sync"
+            ));
+            if self.disk_state > DiskState::Inconsistent {
+                self.log(format!("disk( {} -> Inconsistent )", self.disk_state));
+                self.disk_state = DiskState::Inconsistent;
+                if let Some(d) = self.disk.as_mut() {
+                    d.sb.flags &= !(flags::CONSISTENT | flags::WAS_UP_TO_DATE);
+                }
+                self.sb_changed();
+                self.broadcast_state();
+            }
+            return self.flush_bitmap_if_dirty();
+        }
+        if already {
+            return;
+        }
+        self.log(format!(
+            "Local IO failed in {what} at sector {sector} (errno {errno}). Detaching..."
+        ));
+        if policy == OnIoError::CallLocalIoError {
+            self.run_handler(crate::repl::handler::Handler::LocalIoError, None);
+        }
+        if let Some(d) = self.disk.as_mut() {
+            d.failed = true;
+            // Comes back Inconsistent: the next handshake resyncs the marked blocks to it.
+            d.sb.flags &= !(flags::CONSISTENT | flags::WAS_UP_TO_DATE);
+        }
+        let old = self.disk_state;
+        self.disk_state = DiskState::Failed;
+        self.log(format!("disk( {old} -> Failed )"));
+        self.sb_changed();
+        self.flush_bitmap_if_dirty();
+        self.flush_waiters.push((FAILURE_DETACH, self.al_next_seq));
+        self.broadcast_state();
+    }
+
     fn maybe_finish_detach(&mut self) {
         if self.flush_waiters.is_empty()
             || !self.inflight.is_empty()
@@ -1093,10 +1172,17 @@ impl Engine {
         }
         let waiters = std::mem::take(&mut self.flush_waiters);
         let old = self.disk_state;
-        self.disk = None;
+        let failed = self.disk.take().is_some_and(|d| d.failed);
         self.disk_state = DiskState::Diskless;
         self.log(format!("disk( {old} -> Diskless )"));
-        for (token, _) in waiters {
+        if failed {
+            // Nobody asked for it: the driver lets go of the disk itself.
+            self.actions.push_back(Action::ReleaseDisk);
+            for node in self.established_peers() {
+                self.drop_link(node, false);
+            }
+        }
+        for (token, _) in waiters.into_iter().filter(|w| w.0 != FAILURE_DETACH) {
             self.actions.push_back(Action::AdminDone {
                 token,
                 result: Ok(()),
@@ -1243,9 +1329,16 @@ impl Engine {
                 // A peer that is not (or no longer) linked does not get this write: it differs.
                 self.mark_out_of_sync(offset, len);
             }
-            let kind = match &h.op {
-                IoOp::Read { len, .. } => InflightKind::Read(*len),
-                IoOp::Write { data, .. } => InflightKind::Write(data.len() as u64),
+            let kind = match (&h.op, h.op.written_range()) {
+                (IoOp::Read { offset, len }, _) => InflightKind::Read {
+                    offset: *offset,
+                    len: *len,
+                },
+                (op, Some((offset, len))) => InflightKind::Write {
+                    offset,
+                    len,
+                    data: matches!(op, IoOp::Write { .. }),
+                },
                 _ => InflightKind::Other,
             };
             self.inflight.insert(h.id, kind);
@@ -1290,8 +1383,16 @@ impl Engine {
         let freed = self.busy.remove(&id).is_some();
         self.stats.lower_pending = self.stats.lower_pending.saturating_sub(1);
         match (&result, kind) {
-            (Ok(_), InflightKind::Read(len)) => self.stats.read_kib += u64::from(len) / 1024,
-            (Ok(_), InflightKind::Write(len)) => self.stats.written_kib += len / 1024,
+            (Ok(_), InflightKind::Read { len, .. }) => self.stats.read_kib += u64::from(len) / 1024,
+            (Ok(_), InflightKind::Write { len, data, .. }) if data => {
+                self.stats.written_kib += len / 1024
+            }
+            (Err(errno), InflightKind::Read { offset, len }) => {
+                self.local_io_error(offset, u64::from(len), false, *errno)
+            }
+            (Err(errno), InflightKind::Write { offset, len, .. }) => {
+                self.local_io_error(offset, len, true, *errno)
+            }
             _ => {}
         }
         if id.0 & replicate::INTERNAL != 0 {

@@ -31,6 +31,7 @@ fn attached(flags_or: u32, flags_clear: u32) -> Attached {
         bitmaps: vec![Bitmap::new(l.bm_bits())],
         al: None,
         al_blocks: 8,
+        on_io_error: crate::config::OnIoError::Detach,
     }
 }
 

@@ -106,6 +106,9 @@ struct Sim {
     next_req: u64,
     next_write: u64,
     meta_failed: bool,
+    /// A data I/O error was injected: `pass_on` made the disk Inconsistent, so requests may
+    /// fail with NoData from then on (DRBD does the same without a peer).
+    disk_failed: bool,
     acked_writes: u64,
     crashes: u64,
 }
@@ -158,6 +161,7 @@ impl Sim {
             next_req: 1,
             next_write: 1,
             meta_failed: false,
+            disk_failed: false,
             acked_writes: 0,
             crashes: 0,
         };
@@ -177,6 +181,9 @@ impl Sim {
             bitmaps: vec![self.persisted_bitmap()],
             al: al::recover(&self.meta.al, chosen.sb.al_extents).ok(),
             al_blocks: AL_BLOCKS,
+            // Injected disk errors are for the application to see (they would detach the
+            // disk otherwise, and the run has no peer to fall back on).
+            on_io_error: udrbd::config::OnIoError::PassOn,
         };
         self.engine.handle(Input::Attach(Box::new(a)));
         self.pump();
@@ -259,7 +266,7 @@ impl Sim {
                 }
                 Action::WriteBitmap { pages } => self.pending.push(Pending::Bitmap { pages }),
                 Action::Complete { id, result } => self.completed(id, result),
-                Action::AdminDone { .. } | Action::Log(_) => {}
+                Action::AdminDone { .. } | Action::Log(_) | Action::ReleaseDisk => {}
                 Action::Send { .. } | Action::DropLink { .. } | Action::RunHandler { .. } => {
                     panic!("no peer is connected in the one-node simulation")
                 }
@@ -339,7 +346,7 @@ impl Sim {
             (_, Ok(_)) => {}
             (_, Err(IoError::Disk(_))) => {} // stays ambiguous: old or new
             (_, Err(e)) => assert!(
-                self.meta_failed,
+                self.meta_failed || (self.disk_failed && *e == IoError::NoData),
                 "request failed with {e:?} without a metadata failure"
             ),
         }
@@ -359,6 +366,7 @@ impl Sim {
         match p {
             Pending::Disk { id, op } => {
                 let result = if fail {
+                    self.disk_failed = true;
                     if self.rng.chance(500) {
                         self.apply(&op); // failed after landing: still ambiguous
                     }
@@ -605,7 +613,9 @@ impl Sim {
         self.attach();
         self.check_out_of_sync_covers_everything_written();
         assert_eq!(self.engine.role(), Role::Secondary);
-        self.admin(AdminCmd::Primary { force: false });
+        // After an injected data error the disk is Inconsistent (pass_on): the operator forces.
+        let force = std::mem::take(&mut self.disk_failed);
+        self.admin(AdminCmd::Primary { force });
         assert_eq!(
             self.engine.role(),
             Role::Primary,

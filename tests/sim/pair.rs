@@ -50,6 +50,8 @@ pub struct Faults {
     /// Internal metadata: the driver's fdatasync after a metadata write flushes the shared
     /// device's cache, data included. False models external metadata on another device.
     pub meta_flushes_data: bool,
+    /// Per node: writes overlapping this byte range fail with EIO (a bad spot on the disk).
+    pub bad_range: [Option<(u64, u64)>; 2],
 }
 
 impl Default for Faults {
@@ -59,6 +61,7 @@ impl Default for Faults {
             disk_lat_max: 4,
             disk_err_secondary: 0,
             meta_flushes_data: true,
+            bad_range: [None, None],
         }
     }
 }
@@ -162,6 +165,7 @@ impl Node {
             bitmaps: vec![Bitmap::from_words(bits, self.bm_words.clone()).expect("bitmap")],
             al: al::recover(&self.al, self.sb.al_extents).ok(),
             al_blocks: AL_BLOCKS,
+            on_io_error: udrbd::config::OnIoError::Detach,
         };
         self.engine.handle(Input::Attach(Box::new(a)));
     }
@@ -422,9 +426,14 @@ impl World {
                 Action::SubmitDisk { id, op } => {
                     let lat = self.rng.below(self.faults.disk_lat_max + 1);
                     let secondary = self.n[i].engine.role() != Role::Primary;
-                    let fail = secondary
-                        && op.written_range().is_some()
-                        && self.rng.chance(self.faults.disk_err_secondary);
+                    let bad = match (op.written_range(), self.faults.bad_range[i]) {
+                        (Some((o, l)), Some((bo, bl))) => o < bo + bl && bo < o + l,
+                        _ => false,
+                    };
+                    let fail = bad
+                        || (secondary
+                            && op.written_range().is_some()
+                            && self.rng.chance(self.faults.disk_err_secondary));
                     self.n[i].pending.push(PendingIo {
                         id,
                         op,
@@ -495,6 +504,7 @@ impl World {
                 Action::Log(l) => self.n[i].logs.push(l),
                 Action::DropLink { standalone, .. } => self.drops.push((i, standalone)),
                 Action::RunHandler { handler, .. } => self.n[i].handlers.push(handler),
+                Action::ReleaseDisk => self.n[i].logs.push("driver: disk released".into()),
             }
         }
         self.check_uuid(i);
@@ -509,7 +519,8 @@ impl World {
     fn check_uuid(&mut self, i: usize) {
         let node = &self.n[i];
         let now = node.uuid();
-        if now == node.last_uuid {
+        // A detached disk shows no UUID; it has not changed on disk.
+        if now == node.last_uuid || node.engine.disk_state() == DiskState::Diskless {
             return;
         }
         let peer = &self.n[1 - i];
@@ -808,6 +819,12 @@ impl World {
     pub fn split(&mut self) {
         self.reset();
         self.partition = Some((2, u64::MAX));
+    }
+
+    /// `drbdadm attach` on node `i` after its disk was detached.
+    pub fn attach(&mut self, i: usize) {
+        self.n[i].attach();
+        self.pump(i);
     }
 
     /// `drbdadm connect [--discard-my-data]` on a StandAlone node `i`.

@@ -503,6 +503,10 @@ fn random_run(seed: u64) {
                 disk_errors = true;
                 let mut s = s.write_random(40).drain();
                 s.w.faults.disk_err_secondary = 0;
+                // on-io-error detach: the operator fixes the disk and attaches it again.
+                if s.w.n[B].engine.disk_state() == DiskState::Diskless {
+                    s.w.attach(B);
+                }
                 s
             }
             5 if s.w.in_sync() => s.invalidate_remote(A),

@@ -53,6 +53,7 @@ fn node(id: u8, peer: u8, seed: u64) -> Node {
         bitmaps: vec![Bitmap::new(l.bm_bits())],
         al: None,
         al_blocks: 8,
+        on_io_error: udrbd::config::OnIoError::Detach,
     })));
     Node {
         engine,
@@ -131,6 +132,7 @@ impl Node {
                 Action::Log(l) => log.push(l),
                 Action::DropLink { node, .. } => log.push(format!("drop link to {node}")),
                 Action::RunHandler { handler, .. } => log.push(format!("handler {handler}")),
+                Action::ReleaseDisk => log.push("disk released".into()),
             }
         }
         done

@@ -177,3 +177,44 @@ fn csums_resync_of_identical_data_moves_only_what_differs() {
         "no csums summary"
     );
 }
+
+/// `on-io-error detach` (the default) on the Secondary: a bad spot fails its writes; it
+/// detaches, the Primary's writes still complete (they are on its disk) and are marked; the
+/// disk is attached again once fixed and exactly what it missed is resynced.
+#[test]
+fn a_failing_secondary_disk_detaches_and_attach_resyncs_it() {
+    let mut s = ready(7005).write_random(50).drain();
+    let failed_before = s.w.failed_writes;
+    s.w.faults.bad_range[B] = Some((1 << 20, 4 << 20));
+    s = s.write_random(300).drain();
+    assert_eq!(
+        s.w.failed_writes, failed_before,
+        "the Primary's writes failed although its own disk is fine"
+    );
+    assert_eq!(
+        s.w.n[B].engine.disk_state(),
+        udrbd::repl::DiskState::Diskless
+    );
+    assert!(
+        s.w.n[B]
+            .logs
+            .iter()
+            .any(|l| l.contains("Local IO failed in WRITE") && l.contains("Detaching...")),
+        "no detach logged"
+    );
+    assert!(
+        s.w.n[A].oos_bits() > 0,
+        "the Primary marked nothing for the failed node"
+    );
+    // Fixed; `drbdadm attach`: comes back Inconsistent and resyncs from the bitmap only.
+    s.w.faults.bad_range[B] = None;
+    let before = s.w.resync_bytes[A] + s.w.resync_bytes[B];
+    s.w.attach(B);
+    s.w.run_until(120_000, "in sync after attach", |w| w.in_sync());
+    let moved = s.w.resync_bytes[A] + s.w.resync_bytes[B] - before;
+    assert!(
+        moved > 0 && moved < 8 << 20,
+        "attach resynced {moved} bytes"
+    );
+    s.w.check_converged();
+}

@@ -157,9 +157,9 @@ impl Engine {
         let Some(d) = self.disk.as_ref() else {
             self.log(format!(
                 "peer {node}: this node has no disk attached; a diskless node cannot connect in \
-                 this build (attach first)"
+                 this build (attach first; the link keeps retrying)"
             ));
-            return self.drop_link(node, true);
+            return self.drop_link(node, false);
         };
         let sectors = d.data_bytes / SECTOR_SIZE;
         let sizes = Packet::Sizes {

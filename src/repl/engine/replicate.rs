@@ -78,6 +78,9 @@ pub(super) struct Waiting {
     since: crate::types::Time,
     /// Data packets per peer still to be acknowledged (a large write is split).
     parts: HashMap<NodeId, u32>,
+    /// A peer has it (acknowledged, not NegAck'ed): a local failure need not fail the
+    /// request unless `on-io-error pass_on` says so.
+    peer_ok: bool,
 }
 
 impl Waiting {
@@ -310,8 +313,17 @@ impl Engine {
             return;
         }
         if let Some(w) = self.waiting.remove(&id)
-            && let Some(result) = w.local
+            && let Some(mut result) = w.local
         {
+            // DRBD completes a write the peer has even if the local disk failed it, unless
+            // `pass_on` asks to report local errors (the failed blocks are marked already).
+            let masks = self
+                .disk
+                .as_ref()
+                .is_some_and(|d| d.on_io_error != crate::config::OnIoError::PassOn);
+            if matches!(result, Err(IoError::Disk(_))) && w.peer_ok && masks {
+                result = Ok(None);
+            }
             self.complete(id, result);
         }
         if self.waiting.is_empty() {
@@ -352,7 +364,9 @@ impl Engine {
             return;
         }
         match packet {
-            Packet::WriteAck(a) | Packet::RecvAck(a) => self.peer_acked(node, ReqId(a.block_id)),
+            Packet::WriteAck(a) | Packet::RecvAck(a) => {
+                self.peer_acked(node, ReqId(a.block_id), true)
+            }
             Packet::NegAck(a) => {
                 // The peer could not write it: that range differs now.
                 if let Some(d) = self.disk.as_mut() {
@@ -362,7 +376,7 @@ impl Engine {
                     "peer {node} failed a write at sector {}",
                     a.sector.0
                 ));
-                self.peer_acked(node, ReqId(a.block_id));
+                self.peer_acked(node, ReqId(a.block_id), false);
             }
             Packet::BarrierAck { epoch, .. } => {
                 if let Some(link) = self.links.get_mut(&node) {
@@ -433,10 +447,11 @@ impl Engine {
         }
     }
 
-    fn peer_acked(&mut self, node: NodeId, id: ReqId) {
+    fn peer_acked(&mut self, node: NodeId, id: ReqId, ok: bool) {
         if let Some(w) = self.waiting.get_mut(&id)
             && w.barrier.is_empty()
         {
+            w.peer_ok |= ok;
             let left = w.parts.entry(node).or_insert(1);
             *left = left.saturating_sub(1);
             if *left == 0 {
