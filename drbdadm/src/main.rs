@@ -95,6 +95,8 @@ fn run(cli: Cli) -> Result<(), AdmError> {
         Command::InvalidateRemote { targets } => state(targets, StateCmd::InvalidateRemote),
         Command::PauseSync { targets } => state(targets, StateCmd::PauseSync),
         Command::ResumeSync { targets } => state(targets, StateCmd::ResumeSync),
+        Command::Outdate { targets } => state(targets, StateCmd::Outdate),
+        Command::ResumeIo { targets } => state(targets, StateCmd::ResumeIo),
         Command::Role { targets } => {
             commands::daemon::query(&cfg, &daemon, &targets.targets, Query::Role)
         }

@@ -16,7 +16,6 @@ fn cfg(auto_promote: bool) -> EngineConfig {
         node_id: NodeId(0),
         peers: vec![PeerInfo::new("bob", NodeId(1))],
         auto_promote,
-        fencing_dont_care: true,
         uuid_seed: 42,
     }
 }

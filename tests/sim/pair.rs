@@ -93,6 +93,9 @@ pub struct Node {
     policy: SbPolicy,
     /// Handlers the engine asked for, in order.
     pub handlers: Vec<Handler>,
+    /// What every handler "exits" with, answered at once (a missing handler exits 0, as
+    /// drbdadm's does).
+    pub handler_exit: Option<i32>,
 }
 
 fn cfg(id: usize, seed: u64, policy: SbPolicy) -> EngineConfig {
@@ -106,7 +109,6 @@ fn cfg(id: usize, seed: u64, policy: SbPolicy) -> EngineConfig {
         node_id: NodeId(id as u8),
         peers: vec![p],
         auto_promote: false,
-        fencing_dont_care: true,
         uuid_seed: seed,
     }
 }
@@ -144,6 +146,7 @@ impl Node {
             logs: Vec::new(),
             uuid_change_ok: false,
             handlers: Vec::new(),
+            handler_exit: Some(0),
         };
         node.attach();
         node
@@ -478,7 +481,15 @@ impl World {
                 }
                 Action::Log(l) => self.n[i].logs.push(l),
                 Action::DropLink { standalone, .. } => self.drops.push((i, standalone)),
-                Action::RunHandler { handler, .. } => self.n[i].handlers.push(handler),
+                Action::RunHandler { handler, node } => {
+                    self.n[i].handlers.push(handler);
+                    let exit = self.n[i].handler_exit;
+                    self.n[i].engine.handle(Input::HandlerDone {
+                        handler,
+                        node,
+                        exit,
+                    });
+                }
             }
         }
         self.check_uuid(i);

@@ -85,6 +85,8 @@ pub enum StateCmd {
     InvalidateRemote,
     PauseSync,
     ResumeSync,
+    Outdate,
+    ResumeIo,
 }
 
 /// Runs `cmd` on every resource the operands name; reports each failure and returns the first.
@@ -124,6 +126,8 @@ pub fn run_state(
             StateCmd::InvalidateRemote => Request::InvalidateRemote { resource: name },
             StateCmd::PauseSync => Request::PauseSync { resource: name },
             StateCmd::ResumeSync => Request::ResumeSync { resource: name },
+            StateCmd::Outdate => Request::Outdate { resource: name },
+            StateCmd::ResumeIo => Request::ResumeIo { resource: name },
         };
         if dry_run {
             // What would be sent, one JSON line per request (drbdadm -d prints its drbdsetup calls).
