@@ -24,6 +24,9 @@ use crate::repl::state::{ConnState, DiskState, Role, StateError};
 use crate::types::{NodeId, ReqId};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+/// An application request's result, as [`Action::Complete`] carries it.
+type IoResult = Result<Option<Vec<u8>>, IoError>;
+
 /// What is in flight of fencing.
 #[derive(Debug, Default)]
 pub(super) struct FenceState {
@@ -39,7 +42,7 @@ pub(super) struct FenceState {
     /// Application requests that arrived while frozen, in order.
     pub queued: VecDeque<(ReqId, IoOp)>,
     /// Requests that finished while frozen: acknowledged when the freeze ends.
-    pub completions: Vec<(ReqId, Result<Option<Vec<u8>>, IoError>)>,
+    pub completions: Vec<(ReqId, IoResult)>,
     /// `primary` commands waiting for fence-peer: (admin token, --force).
     promotions: Vec<(u64, bool)>,
 }
@@ -143,8 +146,8 @@ impl Engine {
         let c = self.conns.get(&node)?;
         let was_up = c.conn == ConnState::Connected && c.hs.is_none();
         let old_disk = c.disk;
-        let known = matches!(old_disk, DiskState::Outdated | DiskState::Inconsistent)
-            .then_some(old_disk);
+        let known =
+            matches!(old_disk, DiskState::Outdated | DiskState::Inconsistent).then_some(old_disk);
         *self.fence.link_gen.entry(node).or_insert(0) += 1;
         let policy = self.fencing_policy(node);
         if !was_up
@@ -182,13 +185,12 @@ impl Engine {
         let Some(d) = self.disk.as_ref() else {
             return;
         };
-        let fenced: Vec<NodeId> = d
-            .sb
-            .peers
-            .iter()
-            .filter(|p| p.flags & peer_flags::OUTDATED != 0)
-            .filter_map(|p| p.node_id)
-            .collect();
+        let fenced: Vec<NodeId> =
+            d.sb.peers
+                .iter()
+                .filter(|p| p.flags & peer_flags::OUTDATED != 0)
+                .filter_map(|p| p.node_id)
+                .collect();
         for node in fenced {
             if let Some(c) = self.conns.get_mut(&node)
                 && c.conn != ConnState::Connected
@@ -198,12 +200,17 @@ impl Engine {
         }
     }
 
-    pub(super) fn handler_done(&mut self, handler: Handler, node: Option<NodeId>, exit: Option<i32>) {
-        match (handler, node) {
-            (Handler::FencePeer, Some(node)) => self.fence_answer(node, exit),
-            // The others are notifications: the driver logs their exit codes. (DRBD drops the
-            // connection when before-resync-target fails; this build does not wait for it.)
-            _ => {}
+    pub(super) fn handler_done(
+        &mut self,
+        handler: Handler,
+        node: Option<NodeId>,
+        exit: Option<i32>,
+    ) {
+        // Only fence-peer answers; the others are notifications whose exit codes the driver
+        // logs. (DRBD drops the
+        // connection when before-resync-target fails; this build does not wait for it.)
+        if let (Handler::FencePeer, Some(node)) = (handler, node) {
+            self.fence_answer(node, exit);
         }
     }
 
@@ -217,9 +224,10 @@ impl Engine {
         let answer = match exit {
             Some(3) => Answer::Peer(DiskState::Inconsistent, "peer is inconsistent or worse"),
             Some(4) => Answer::Peer(DiskState::Outdated, "peer was fenced"),
-            Some(5) if self.disk_state == DiskState::UpToDate => {
-                Answer::Peer(DiskState::Outdated, "peer is unreachable, assumed to be dead")
-            }
+            Some(5) if self.disk_state == DiskState::UpToDate => Answer::Peer(
+                DiskState::Outdated,
+                "peer is unreachable, assumed to be dead",
+            ),
             Some(5) => Answer::Nothing("peer unreachable, doing nothing since disk != UpToDate"),
             Some(6) => Answer::OutdateMyself,
             Some(7) => {
@@ -367,7 +375,7 @@ impl Engine {
     /// Outdated, persisted the way DRBD encodes it: consistent, but not up to date when it
     /// stopped (`MDF_CONSISTENT` set, `MDF_WAS_UP_TO_DATE` clear).
     fn outdate_self(&mut self) {
-        if self.disk_state == DiskState::Outdated || self.disk_state < DiskState::Outdated {
+        if self.disk_state <= DiskState::Outdated {
             return;
         }
         let Some(d) = self.disk.as_mut() else {

@@ -125,7 +125,10 @@ impl Engine {
         if !source {
             // LVM snapshot scripts take their snapshot here (DRBD waits for the handler; this
             // build runs it alongside: see `fencing::handler_done`).
-            self.run_handler(crate::repl::handler::Handler::BeforeResyncTarget, Some(node));
+            self.run_handler(
+                crate::repl::handler::Handler::BeforeResyncTarget,
+                Some(node),
+            );
             // The target's data is a mix until the end: that must be on disk before the first
             // resync write lands (a crash in between must not come back Consistent).
             if let Some(d) = self.disk.as_mut() {
