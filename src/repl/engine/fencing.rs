@@ -207,8 +207,8 @@ impl Engine {
         exit: Option<i32>,
     ) {
         // Only fence-peer answers; the others are notifications whose exit codes the driver
-        // logs. (DRBD drops the
-        // connection when before-resync-target fails; this build does not wait for it.)
+        // logs. (DRBD drops the connection when before-resync-target fails; this build does
+        // not wait for that handler.)
         if let (Handler::FencePeer, Some(node)) = (handler, node) {
             self.fence_answer(node, exit);
         }
