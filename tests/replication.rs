@@ -237,7 +237,9 @@ fn a_primary_killed_under_qd32_loses_no_acknowledged_write() {
     }
     let _ = w.wait();
     assert!(acked.len() >= 3000);
-    p.b.adm(&["primary", RES]).ok();
+    // The how-to's `fencing resource-only` without a fence-peer handler: fence-peer "returns
+    // 0" (helper broken), so only --force promotes with the old Primary unreachable.
+    p.b.adm(&["primary", "--force", RES]).ok();
     let data = read_export(&p.b, &acked);
     for (blk, got) in acked.iter().zip(data) {
         assert_eq!(
@@ -354,7 +356,9 @@ fn split_brain_is_detected_and_refused_on_reconnect() {
     for n in [&p.a, &p.b] {
         n.adm(&["disconnect", RES]).ok();
     }
-    p.b.adm(&["primary", RES]).ok();
+    // fencing resource-only with no fence-peer handler: only --force promotes while the peer
+    // is unreachable ("Forced into split brain situation!", which is the point here).
+    p.b.adm(&["primary", "--force", RES]).ok();
     for (n, pat) in [(&p.a, "0x0a"), (&p.b, "0x0b")] {
         let o = tool(
             "qemu-io",

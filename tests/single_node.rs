@@ -122,7 +122,23 @@ fn clear_bitmap_skips_the_initial_sync_and_primary_needs_no_force() {
         "UpToDate/DUnknown\n"
     );
     n.adm(&["new-current-uuid", "--clear-bitmap", "res0"]).ok();
-    n.adm(&["primary", "res0"]).ok();
+    // UpToDate, but the how-to's fencing resource-only asks fence-peer first, and its
+    // crm-fence-peer.9.sh is not installed here (exit 127: "fence-peer helper broken"), so
+    // the peer is not known Outdated: DRBD's -7 without --force.
+    let r = n.adm(&["primary", "res0"]);
+    assert_eq!(r.code, 11, "{r:#?}");
+    assert!(
+        r.stderr
+            .contains("(-7) Refusing to be Primary while peer is not outdated"),
+        "{r:#?}"
+    );
+    assert!(
+        n.log_text()
+            .contains("fence-peer helper broken, returned 127"),
+        "{}",
+        n.log_text()
+    );
+    n.adm(&["primary", "--force", "res0"]).ok();
     let gi = n.adm(&["get-gi", "res0"]).ok();
     assert!(
         !gi.stdout.starts_with("0000000000000004:"),
@@ -145,15 +161,17 @@ fn restart_keeps_the_state_the_metadata_records() {
     n.adm(&["up", "res0"]).ok();
     let st = n.adm(&["status", "res0"]).ok();
     // Consistent data whose peer is unknown: DRBD's "Consistent" until a peer or a promotion
-    // decides. This config's `fencing resource-only` acts as dont-care until fencing is
-    // implemented (the daemon warns), and dont-care promotes a Consistent disk.
+    // decides. Under this config's `fencing resource-only` only a fence-peer answer could
+    // (crm-fence-peer.9.sh is not installed here: "helper broken"), so a plain promotion is
+    // refused and --force takes the data as UpToDate.
     assert!(st.stdout.contains("disk:Consistent"), "{}", st.stdout);
+    let r = n.adm(&["primary", "res0"]);
+    assert_eq!(r.code, 17, "{r:#?}");
     assert!(
-        n.log_text().contains("fencing resource-only"),
-        "{}",
-        n.log_text()
+        r.stderr.contains("(-2) Need access to UpToDate data"),
+        "{r:#?}"
     );
-    n.adm(&["primary", "res0"]).ok();
+    n.adm(&["primary", "--force", "res0"]).ok();
 }
 
 #[test]

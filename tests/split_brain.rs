@@ -139,8 +139,16 @@ fn split_brain(net: &NetnsPair, handler_log: &std::path::Path) -> Pair {
     p.eventually(10, "both nodes Connecting", || {
         conn(&p.a, "node-2") == "Connecting" && conn(&p.b, "node-1") == "Connecting"
     });
-    // UpToDate, so a plain promote works (fencing resource-only acts as dont-care here).
-    p.b.adm(&["primary", RES]).ok();
+    // The how-to's `fencing resource-only` with no fence-peer handler: fence-peer "returns 0"
+    // (helper broken), so a plain promote is refused (-7) and --force makes the split brain.
+    let r = p.b.adm(&["primary", RES]);
+    assert_eq!(r.code, 11, "{r:#?}\n{}", p.logs());
+    assert!(
+        r.stderr
+            .contains("(-7) Refusing to be Primary while peer is not outdated"),
+        "{r:#?}"
+    );
+    p.b.adm(&["primary", "--force", RES]).ok();
     write(&p, &p.a, &PA);
     write(&p, &p.b, &PB);
 

@@ -298,6 +298,19 @@ pub enum Command {
         targets: Targets,
     },
 
+    /// Mark this node's data Outdated (refused while Primary or connected); it then refuses
+    /// `primary` without --force and resyncs from an UpToDate peer on connect.
+    Outdate {
+        #[command(flatten)]
+        targets: Targets,
+    },
+
+    /// Resume I/O frozen by `fencing resource-and-stonith` after fence-peer failed.
+    ResumeIo {
+        #[command(flatten)]
+        targets: Targets,
+    },
+
     /// Wait until every connection of the resource is Connected.
     WaitConnect {
         /// Seconds to wait (0: forever). Default: the resource's startup { wfc-timeout }.

@@ -122,6 +122,8 @@ fn run(cli: Cli) -> Result<(), AdmError> {
         ),
         Command::PauseSync { targets } => state(targets, StateCmd::PauseSync),
         Command::ResumeSync { targets } => state(targets, StateCmd::ResumeSync),
+        Command::Outdate { targets } => state(targets, StateCmd::Outdate),
+        Command::ResumeIo { targets } => state(targets, StateCmd::ResumeIo),
         Command::Role { targets } => {
             commands::daemon::query(&cfg, &daemon, &targets.targets, Query::Role)
         }

@@ -22,9 +22,8 @@ pub struct ResourceSpec {
     pub meta_disk: MetaDisk,
     pub peers: Vec<PeerSpec>,
     pub auto_promote: bool,
-    /// `fencing dont-care` on every connection. Until fencing is implemented, every `fencing`
-    /// policy acts as dont-care (the daemon warns at `up`), so this is always true; the
-    /// configured policy is in each peer's `net`.
+    /// `fencing dont-care` on every connection (kept for readers of older output; the policy
+    /// the engine runs is each peer's `net.fencing`).
     pub fencing_dont_care: bool,
     /// udrbd's `nbd-listen`: serve the export over TCP here too.
     pub nbd_listen: Option<SocketAddr>,
@@ -106,7 +105,10 @@ impl ResourceSpec {
                 })
                 .collect(),
             auto_promote: r.options.auto_promote,
-            fencing_dont_care: true,
+            fencing_dont_care: r
+                .peers
+                .iter()
+                .all(|p| p.net.fencing == crate::config::Fencing::DontCare),
             nbd_listen: r.me.nbd_listen,
             on_io_error: vol.disk_opts.on_io_error,
             handlers: r.handlers.clone(),
@@ -192,6 +194,14 @@ pub enum Request {
     ResumeSync {
         resource: String,
     },
+    /// Mark this node's data Outdated (`drbdadm outdate`).
+    Outdate {
+        resource: String,
+    },
+    /// Lift the I/O freeze of resource-and-stonith (`drbdadm resume-io`).
+    ResumeIo {
+        resource: String,
+    },
     /// One resource, or all with `None`.
     Status {
         resource: Option<String>,
@@ -221,6 +231,9 @@ pub struct ResourceView {
     pub role: Role,
     pub volumes: Vec<VolumeView>,
     pub connections: Vec<ConnectionView>,
+    /// Why I/O is suspended, DRBD's words (`fencing`); None when it is not.
+    #[serde(default)]
+    pub suspended: Option<String>,
 }
 
 /// A volume (device) in status output.

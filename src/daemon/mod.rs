@@ -108,12 +108,21 @@ impl Daemon {
         let driver = Driver::new(spec.clone());
         self.table().insert(spec.name.clone(), driver.clone());
         for p in &spec.peers {
-            if p.net.fencing != crate::config::Fencing::DontCare {
+            if p.net.fencing != crate::config::Fencing::DontCare
+                && !spec.handlers.contains_key("fence-peer")
+            {
+                // As on DRBD, a missing handler "returns 0", which fence-peer callers read as a
+                // broken helper: nothing is fenced, and resource-and-stonith stays frozen.
                 tracing::warn!(
-                    "{}: fencing {} toward {} is not implemented yet; acting as dont-care",
+                    "{}: fencing {} toward {} but no fence-peer handler is configured: losing                      the peer as Primary will not fence it{}",
                     spec.name,
                     p.net.fencing.word(),
-                    p.name
+                    p.name,
+                    if p.net.fencing == crate::config::Fencing::ResourceAndStonith {
+                        ", and I/O stays frozen until `drbdadm resume-io`"
+                    } else {
+                        ""
+                    }
                 );
             }
         }
@@ -307,6 +316,8 @@ impl Handler for Daemon {
                 Request::ResumeSync { resource } => {
                     self.admin(&resource, AdminCmd::ResumeSync).await
                 }
+                Request::Outdate { resource } => self.admin(&resource, AdminCmd::Outdate).await,
+                Request::ResumeIo { resource } => self.admin(&resource, AdminCmd::ResumeIo).await,
                 Request::Status { resource } => self.status(resource.as_deref()),
             }
         })

@@ -131,11 +131,11 @@ impl Driver {
                     // Names were checked by `ResourceSpec::from_resolved`.
                     verify_alg: p.net.verify_alg.as_deref().and_then(DigestAlg::from_name),
                     csums_alg: p.net.csums_alg.as_deref().and_then(DigestAlg::from_name),
+                    fencing: p.net.fencing,
                     ..PeerInfo::new(p.name.clone(), NodeId(p.node_id))
                 })
                 .collect(),
             auto_promote: spec.auto_promote,
-            fencing_dont_care: spec.fencing_dont_care,
             // Any value works for determinism; the OS makes the two nodes' UUIDs differ.
             uuid_seed: getrandom::u64().unwrap_or(0x5eed_f00d_u64),
         };
@@ -301,6 +301,7 @@ impl Driver {
             name: st.resource.clone(),
             node_id: st.node_id.0,
             role: st.role,
+            suspended: st.suspended_fencing.then(|| "fencing".to_string()),
             volumes: vec![VolumeView {
                 volume: 0,
                 minor: self.spec.minor,
@@ -397,17 +398,30 @@ impl Driver {
     }
 
     /// Runs a handler from the resource's `handlers { }` (if configured) in the background,
-    /// with DRBD's environment; its outcome is logged.
+    /// with DRBD's environment; its outcome is logged and fed back to the engine
+    /// ([`Input::HandlerDone`]), which acts on fence-peer's.
     fn run_handler(&self, handler: crate::repl::handler::Handler, node: Option<NodeId>) {
         let name = handler.name();
         if !self.handlers.is_configured(name) {
-            return tracing::debug!("{}: no {name} handler configured", self.spec.name);
+            tracing::debug!("{}: no {name} handler configured", self.spec.name);
+            // drbdadm runs nothing and exits 0 for a handler the config lacks; DRBD reads
+            // that exit code like any other (for fence-peer: "helper broken, returned 0").
+            return self.feed(Input::HandlerDone {
+                handler,
+                node,
+                exit: Some(0),
+            });
         }
         let Some(rt) = self.rt.as_ref() else {
-            return tracing::warn!(
+            tracing::warn!(
                 "{}: cannot run the {name} handler: no runtime",
                 self.spec.name
             );
+            return self.feed(Input::HandlerDone {
+                handler,
+                node,
+                exit: None,
+            });
         };
         let status = self.status();
         let cstate = node.and_then(|n| {
@@ -431,10 +445,28 @@ impl Driver {
             .handlers
             .spawn(name, node, cstate.as_deref(), up_to_date);
         let res = self.spec.name.clone();
+        let me = self.me.clone();
         rt.spawn(async move {
-            match task.await {
-                Ok(outcome) => tracing::info!("{res}: {name} handler: {outcome:?}"),
-                Err(e) => tracing::warn!("{res}: {name} handler task failed: {e}"),
+            let exit = match task.await {
+                Ok(outcome) => {
+                    tracing::info!("{res}: {name} handler: {outcome:?}");
+                    match outcome {
+                        // See above: what drbdadm answers for a handler it does not have.
+                        handlers::HandlerOutcome::NotConfigured => Some(0),
+                        o => o.exit_code(),
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("{res}: {name} handler task failed: {e}");
+                    None
+                }
+            };
+            if let Some(d) = me.upgrade() {
+                d.feed(Input::HandlerDone {
+                    handler,
+                    node,
+                    exit,
+                });
             }
         });
     }

@@ -29,6 +29,7 @@ use crate::types::{AL_EXTENT_SIZE, BM_BLOCK_SIZE, ExtentNr, GenUuid, NodeId, Req
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 mod connection;
+mod fencing;
 mod replicate;
 mod resync;
 mod verify;
@@ -41,8 +42,6 @@ pub struct EngineConfig {
     pub peers: Vec<PeerInfo>,
     /// DRBD 9's `auto-promote`: an NBD client's GO promotes a Secondary.
     pub auto_promote: bool,
-    /// `fencing dont-care`: a Consistent disk may be promoted while no peer is connected.
-    pub fencing_dont_care: bool,
     /// Seed for new generation UUIDs (the driver draws it from the OS).
     pub uuid_seed: u64,
 }
@@ -62,6 +61,8 @@ pub struct PeerInfo {
     /// `verify-alg` and `csums-alg` (`net { }`); both nodes must agree.
     pub verify_alg: Option<crate::repl::digest::DigestAlg>,
     pub csums_alg: Option<crate::repl::digest::DigestAlg>,
+    /// `fencing` toward this peer (`net { }`): see `engine::fencing`.
+    pub fencing: crate::config::Fencing,
 }
 
 impl PeerInfo {
@@ -75,6 +76,7 @@ impl PeerInfo {
             sb_policy: crate::repl::handshake::SbPolicy::default(),
             verify_alg: None,
             csums_alg: None,
+            fencing: crate::config::Fencing::DontCare,
         }
     }
 }
@@ -153,6 +155,11 @@ pub enum AdminCmd {
     Connect {
         discard_my_data: bool,
     },
+    /// `drbdadm outdate`: mark this node's (consistent, disconnected) data Outdated, persisted.
+    Outdate,
+    /// `drbdadm resume-io`: lift the freeze of `fencing resource-and-stonith` (after a
+    /// fence-peer handler that failed).
+    ResumeIo,
 }
 
 /// Why an administrative command failed.
@@ -229,6 +236,14 @@ pub enum Input {
         node: NodeId,
         packet: crate::repl::wire::Packet,
     },
+    /// A handler the engine asked for ([`Action::RunHandler`]) finished. `exit`: its exit code,
+    /// or None when it did not exit by itself (killed at the deadline, died of a signal, could
+    /// not be started). A handler missing from the config "exits" 0, as drbdadm's does.
+    HandlerDone {
+        handler: crate::repl::handler::Handler,
+        node: Option<NodeId>,
+        exit: Option<i32>,
+    },
 }
 
 /// Work for the driver, to be executed in the order polled.
@@ -300,6 +315,8 @@ pub struct Status {
     pub md_flags: u32,
     pub peers: Vec<PeerStatus>,
     pub stats: Stats,
+    /// I/O frozen by `fencing resource-and-stonith` (DRBD's `suspended:fencing`).
+    pub suspended_fencing: bool,
 }
 
 /// One peer as the status shows it.
@@ -511,6 +528,8 @@ pub struct Engine {
     /// Disk ops done on behalf of peers.
     peer_ops: HashMap<ReqId, replicate::PeerOp>,
     next_internal: u64,
+    /// fence-peer calls in flight, the I/O freeze of resource-and-stonith (see `fencing`).
+    fence: fencing::FenceState,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -579,6 +598,7 @@ impl Engine {
             waiting: HashMap::new(),
             peer_ops: HashMap::new(),
             next_internal: 0,
+            fence: fencing::FenceState::default(),
         };
         e.conns = conns;
         e
@@ -613,6 +633,7 @@ impl Engine {
             && self.meta_inflight.is_none()
             && self.al_inflight.is_none()
             && self.al_queue.is_empty()
+            && !self.fence.holds_io()
     }
 
     /// The out-of-sync bitmap this node keeps for peer `node` (None while diskless or for an
@@ -695,6 +716,7 @@ impl Engine {
             md_flags: self.disk.as_ref().map_or(0, |d| d.sb.flags),
             peers,
             stats: self.stats,
+            suspended_fencing: self.fence.frozen,
         }
     }
 
@@ -746,6 +768,11 @@ impl Engine {
             Input::PeerUp { node, protocol } => self.handshake_start(node, protocol),
             Input::PeerDown { node, standalone } => self.link_lost(node, standalone),
             Input::PeerPacket { node, packet } => self.peer_packet(node, packet),
+            Input::HandlerDone {
+                handler,
+                node,
+                exit,
+            } => self.handler_done(handler, node, exit),
         }
         if !self.suspended.is_empty() {
             self.resume_suspended();
@@ -816,6 +843,7 @@ impl Engine {
             failed: false,
         });
         self.log(format!("disk( Diskless -> {} )", self.disk_state));
+        self.fence_attached();
         self.sb_changed();
         self.flush_bitmap_if_dirty();
     }
@@ -825,6 +853,9 @@ impl Engine {
     fn admin(&mut self, token: u64, cmd: AdminCmd) {
         let result = match cmd {
             AdminCmd::Primary { force } => {
+                if self.fence_before_promote(token, force) {
+                    return; // answered once fence-peer has (see `fencing`)
+                }
                 let r = self.try_promote(force);
                 if r.is_ok() {
                     self.explicit_primary = true;
@@ -863,6 +894,11 @@ impl Engine {
                 self.log(format!("resume-sync: {e}"));
                 StateError::NeedConnection
             }),
+            AdminCmd::Outdate => self.outdate(),
+            AdminCmd::ResumeIo => {
+                self.resume_io();
+                Ok(())
+            }
         };
         match result {
             Err(e) => self.actions.push_back(Action::AdminDone {
@@ -904,17 +940,25 @@ impl Engine {
             // Its data is a mix of two generations until the resync ends.
             return Err(StateError::NoUpToDateDisk);
         }
-        let Some(d) = self.disk.as_mut() else {
+        if self.disk.is_none() {
             return Err(StateError::NoUpToDateDisk);
-        };
+        }
         let forced = force && self.disk_state < DiskState::Consistent;
+        let fenced = self.fencing_allows_primary();
         let new_disk = match self.disk_state {
-            DiskState::UpToDate => DiskState::UpToDate,
+            DiskState::UpToDate if fenced || force => DiskState::UpToDate,
+            DiskState::UpToDate => return Err(StateError::PrimaryNop),
             // DRBD 9 promotes a Consistent disk when no peer can have newer data and fencing
-            // does not ask for certainty.
-            DiskState::Consistent if self.cfg.fencing_dont_care => DiskState::UpToDate,
+            // does not ask for certainty (or fence-peer gave it).
+            DiskState::Consistent if fenced => DiskState::UpToDate,
             _ if force => DiskState::UpToDate,
             _ => return Err(StateError::NoUpToDateDisk),
+        };
+        if !fenced && !forced {
+            self.log("Forced into split brain situation!".to_string());
+        }
+        let Some(d) = self.disk.as_mut() else {
+            return Err(StateError::NoUpToDateDisk);
         };
         d.sb.flags |= flags::PRIMARY_IND | flags::CONSISTENT | flags::WAS_UP_TO_DATE;
         if self.disk_state != new_disk {
@@ -1195,6 +1239,11 @@ impl Engine {
     fn io(&mut self, id: ReqId, op: IoOp) {
         self.stats.upper_pending += 1;
         self.app_busy = true;
+        if self.fence.frozen {
+            // `susp-io( fencing )`: queued, not failed, until fence-peer answers or resume-io.
+            self.fence.queued.push_back((id, op));
+            return;
+        }
         self.io_admitted(id, op);
     }
 
@@ -1419,6 +1468,12 @@ impl Engine {
     }
 
     fn complete(&mut self, id: ReqId, result: Result<Option<Vec<u8>>, IoError>) {
+        if self.fence.frozen {
+            // A write the lost peer may not have must not be acknowledged before that peer is
+            // fenced: the application could otherwise see it vanish after a fail-over.
+            self.fence.completions.push((id, result));
+            return;
+        }
         self.stats.upper_pending = self.stats.upper_pending.saturating_sub(1);
         self.actions.push_back(Action::Complete { id, result });
     }

@@ -19,6 +19,8 @@ pub mod uuid;
 pub mod wire;
 
 #[cfg(test)]
+mod fencing_tests;
+#[cfg(test)]
 mod tests;
 
 pub use engine::{

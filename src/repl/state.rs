@@ -83,6 +83,13 @@ pub enum StateError {
     NoUpToDateDisk,
     #[error("(-4) Can not resync without local disk")]
     NoLocalDisk,
+    /// `outdate` while a peer is connected.
+    #[error("(-6) Refusing to be Outdated while Connected")]
+    ConnectedOutdates,
+    /// Promotion while a peer that fencing must account for is neither connected nor known
+    /// Outdated (DRBD's `SS_PRIMARY_NOP`).
+    #[error("(-7) Refusing to be Primary while peer is not outdated")]
+    PrimaryNop,
     #[error("(-11) Device is diskless, the requested operation requires a disk")]
     DeviceDiskless,
     #[error("(-12) Device is held open by someone")]

@@ -10,18 +10,17 @@ use crate::types::{AL_EXTENT_SIZE, GenUuid, NodeId, ReqId};
 
 const SIZE: u64 = 64 << 20;
 
-fn cfg(auto_promote: bool) -> EngineConfig {
+pub(super) fn cfg(auto_promote: bool) -> EngineConfig {
     EngineConfig {
         resource: "r0".into(),
         node_id: NodeId(0),
         peers: vec![PeerInfo::new("bob", NodeId(1))],
         auto_promote,
-        fencing_dont_care: true,
         uuid_seed: 42,
     }
 }
 
-fn attached(flags_or: u32, flags_clear: u32) -> Attached {
+pub(super) fn attached(flags_or: u32, flags_clear: u32) -> Attached {
     let l = Layout::compute(SIZE, Placement::Internal, 1, 8).expect("layout");
     let mut sb = Superblock::new(&l, NodeId(0), 61, 7, &[NodeId(1)]);
     sb.flags = (sb.flags | flags_or) & !flags_clear;
@@ -36,7 +35,7 @@ fn attached(flags_or: u32, flags_clear: u32) -> Attached {
 }
 
 /// Drains the engine, completing metadata writes at once; returns every action seen.
-fn settle(e: &mut Engine) -> Vec<Action> {
+pub(super) fn settle(e: &mut Engine) -> Vec<Action> {
     let mut seen = Vec::new();
     while let Some(a) = e.poll_action() {
         match &a {
@@ -66,25 +65,25 @@ fn settle(e: &mut Engine) -> Vec<Action> {
     seen
 }
 
-fn drain(e: &mut Engine) -> Vec<Action> {
+pub(super) fn drain(e: &mut Engine) -> Vec<Action> {
     std::iter::from_fn(|| e.poll_action()).collect()
 }
 
-fn admin_result(actions: &[Action], token: u64) -> Option<Result<(), AdminError>> {
+pub(super) fn admin_result(actions: &[Action], token: u64) -> Option<Result<(), AdminError>> {
     actions.iter().find_map(|a| match a {
         Action::AdminDone { token: t, result } if *t == token => Some(result.clone()),
         _ => None,
     })
 }
 
-fn up(auto_promote: bool, a: Attached) -> Engine {
+pub(super) fn up(auto_promote: bool, a: Attached) -> Engine {
     let mut e = Engine::new(cfg(auto_promote));
     e.handle(Input::Attach(Box::new(a)));
     settle(&mut e);
     e
 }
 
-fn write(offset: u64, len: usize) -> IoOp {
+pub(super) fn write(offset: u64, len: usize) -> IoOp {
     IoOp::Write {
         offset,
         data: vec![0xab; len].into(),
@@ -503,7 +502,7 @@ fn a_connected_primary_keeps_its_generation_and_losing_the_peer_starts_a_new_one
 }
 
 /// Feeds the peer's half of the handshake: same size, same generation, UpToDate, Secondary.
-fn peer_handshake(e: &mut Engine) {
+pub(super) fn peer_handshake(e: &mut Engine) {
     let sectors = e.size_bytes() / 512;
     let current = e.status().current_uuid;
     for packet in [

@@ -69,6 +69,8 @@ pub struct Node {
     pub log: PathBuf,
     /// Extra `udrbd` arguments.
     pub daemon_args: Vec<String>,
+    /// Extra environment for the daemon (e.g. `UDRBD_HANDLER_TIMEOUT_MS`).
+    pub daemon_env: Vec<(String, String)>,
     /// Network namespace the daemon runs in (`ip netns exec NS udrbd ...`, see [`netns`]);
     /// `None`: this one's. drbdadm and NBD clients stay outside: the control and NBD sockets
     /// are filesystem paths, reachable from any network namespace.
@@ -86,6 +88,7 @@ impl Node {
             run_dir,
             daemon: None,
             daemon_args: Vec::new(),
+            daemon_env: Vec::new(),
             netns: None,
         }
     }
@@ -122,6 +125,7 @@ impl Node {
             .arg(&self.run_dir)
             .args(&self.daemon_args)
             .env("UDRBD_LOG", "info")
+            .envs(self.daemon_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

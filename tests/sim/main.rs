@@ -119,7 +119,6 @@ fn cfg(seed: u64) -> EngineConfig {
         node_id: NodeId(0),
         peers: vec![PeerInfo::new("peer", PEER)],
         auto_promote: false,
-        fencing_dont_care: true,
         uuid_seed: seed,
     }
 }

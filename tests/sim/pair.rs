@@ -96,6 +96,9 @@ pub struct Node {
     peer: PeerInfo,
     /// Handlers the engine asked for, in order.
     pub handlers: Vec<Handler>,
+    /// What every handler "exits" with, answered at once (a missing handler exits 0, as
+    /// drbdadm's does).
+    pub handler_exit: Option<i32>,
 }
 
 /// Node `id`'s view of its peer by default.
@@ -114,7 +117,6 @@ fn cfg(id: usize, seed: u64, peer: &PeerInfo) -> EngineConfig {
         node_id: NodeId(id as u8),
         peers: vec![peer.clone()],
         auto_promote: false,
-        fencing_dont_care: true,
         uuid_seed: seed,
     }
 }
@@ -152,6 +154,7 @@ impl Node {
             logs: Vec::new(),
             uuid_change_ok: false,
             handlers: Vec::new(),
+            handler_exit: Some(0),
         };
         node.attach();
         node
@@ -503,7 +506,15 @@ impl World {
                 }
                 Action::Log(l) => self.n[i].logs.push(l),
                 Action::DropLink { standalone, .. } => self.drops.push((i, standalone)),
-                Action::RunHandler { handler, .. } => self.n[i].handlers.push(handler),
+                Action::RunHandler { handler, node } => {
+                    self.n[i].handlers.push(handler);
+                    let exit = self.n[i].handler_exit;
+                    self.n[i].engine.handle(Input::HandlerDone {
+                        handler,
+                        node,
+                        exit,
+                    });
+                }
                 Action::ReleaseDisk => self.n[i].logs.push("driver: disk released".into()),
             }
         }

@@ -44,7 +44,6 @@ fn node(id: u8, peer: u8, seed: u64) -> Node {
         node_id: NodeId(id),
         peers: vec![PeerInfo::new(format!("n{peer}"), NodeId(peer))],
         auto_promote: false,
-        fencing_dont_care: true,
         uuid_seed: seed ^ u64::from(id),
     });
     engine.handle(Input::Attach(Box::new(Attached {

@@ -86,6 +86,8 @@ pub enum StateCmd {
     Verify { start: u64, stop: Option<u64> },
     PauseSync,
     ResumeSync,
+    Outdate,
+    ResumeIo,
 }
 
 /// Runs `cmd` on every resource the operands name; reports each failure and returns the first.
@@ -136,6 +138,8 @@ pub fn run_state(
             },
             StateCmd::PauseSync => Request::PauseSync { resource: name },
             StateCmd::ResumeSync => Request::ResumeSync { resource: name },
+            StateCmd::Outdate => Request::Outdate { resource: name },
+            StateCmd::ResumeIo => Request::ResumeIo { resource: name },
         };
         if dry_run {
             // What would be sent, one JSON line per request (drbdadm -d prints its drbdsetup calls).

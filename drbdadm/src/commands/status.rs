@@ -25,8 +25,12 @@ pub fn render(views: &[ResourceView], o: StatusOpts) -> String {
             let _ = write!(out, " node-id:{}", v.node_id);
         }
         let _ = write!(out, " role:{}", v.role);
-        if o.verbose {
-            out.push_str(" suspended:no");
+        match &v.suspended {
+            Some(why) => {
+                let _ = write!(out, " suspended:{why}");
+            }
+            None if o.verbose => out.push_str(" suspended:no"),
+            None => {}
         }
         out.push('\n');
         let show_volume = v.volumes.len() > 1 || v.volumes.iter().any(|d| d.volume != 0);
@@ -123,7 +127,7 @@ pub fn render_json(views: &[ResourceView]) -> String {
                 "name": v.name,
                 "node-id": v.node_id,
                 "role": v.role.to_string(),
-                "suspended": false,
+                "suspended": v.suspended.is_some(),
                 "devices": v.volumes.iter().map(|d| json!({
                     "volume": d.volume,
                     "minor": d.minor,
@@ -167,6 +171,7 @@ mod tests {
             name: "res0".into(),
             node_id: 0,
             role: Role::Primary,
+            suspended: None,
             volumes: vec![VolumeView {
                 volume: 0,
                 minor: Some(0),

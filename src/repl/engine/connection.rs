@@ -136,6 +136,7 @@ impl Engine {
 
     /// The link is up: start the handshake.
     pub(super) fn handshake_start(&mut self, node: NodeId, protocol: Protocol) {
+        self.fence_peer_up(node);
         let now = self.now;
         let Some(c) = self.conn_mut(node) else {
             return self.log(format!("ignoring unknown peer node-id {node}"));
@@ -319,6 +320,9 @@ impl Engine {
 
     /// The link to `node` is gone (reported by the driver, or dropped by us).
     pub(super) fn link_lost(&mut self, node: NodeId, standalone: bool) {
+        // Before `peer_down` completes the writes that waited for the peer: under
+        // resource-and-stonith they must stay unacknowledged until the peer is fenced.
+        let known = self.fence_link_lost(node);
         self.peer_down(node);
         let Some(c) = self.conns.get_mut(&node) else {
             return;
@@ -338,6 +342,11 @@ impl Engine {
         c.rs = None;
         let was_verifying = c.ov.take().is_some();
         c.peer_paused = false;
+        if let Some(disk) = known {
+            // DRBD keeps an Outdated or Inconsistent peer disk while disconnected: that peer
+            // cannot have newer data, which is what promotion under fencing asks.
+            c.disk = disk;
+        }
         if was_verifying {
             self.log(format!(
                 "peer {node}: online verify interrupted by the lost link"
@@ -693,6 +702,7 @@ impl Engine {
         self.log(format!("peer {node}: repl( Off -> Established )"));
         self.clear_crashed_primary();
         self.broadcast_state();
+        self.maybe_unfence(node);
     }
 
     /// The disk holds the newest data (a handshake or a finished resync said so).

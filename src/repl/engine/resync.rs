@@ -139,6 +139,12 @@ impl Engine {
             .map(|p| p.sync.clone())
             .unwrap_or_default();
         if !source {
+            // LVM snapshot scripts take their snapshot here (DRBD waits for the handler; this
+            // build runs it alongside: see `fencing::handler_done`).
+            self.run_handler(
+                crate::repl::handler::Handler::BeforeResyncTarget,
+                Some(node),
+            );
             // The target's data is a mix until the end: that must be on disk before the first
             // resync write lands (a crash in between must not come back Consistent).
             if let Some(d) = self.disk.as_mut() {
@@ -463,6 +469,9 @@ impl Engine {
         }
         let p = self.my_state_packet(node);
         self.send(node, p);
+        // 8.4-style configs unfence from here (crm-unfence-peer.sh as after-resync-target).
+        self.run_handler(crate::repl::handler::Handler::AfterResyncTarget, Some(node));
+        self.maybe_unfence(node);
     }
 
     /// Source: the target reports the end. Everything it had to get, it has.
@@ -491,6 +500,7 @@ impl Engine {
         }
         self.sb_changed();
         self.flush_bitmap_if_dirty();
+        self.maybe_unfence(node);
     }
 
     /// Resync packets.
