@@ -96,10 +96,20 @@ fn conn(n: &Node, peer: &str) -> String {
 /// Both nodes up in their namespaces, node-1 Primary with P0 replicated; the cable pulled;
 /// node-2 promoted; PA written on node-1, PB on node-2; the cable back in; both StandAlone.
 fn split_brain(net: &NetnsPair, handler_log: &std::path::Path) -> Pair {
+    let p = partitioned(net, handler_log, "");
+    net.heal();
+    p.eventually(20, "StandAlone on both nodes after the heal", || {
+        conn(&p.a, "node-2") == "StandAlone" && conn(&p.b, "node-1") == "StandAlone"
+    });
+    p
+}
+
+/// [`split_brain`] up to the heal, with `policy` added to `net { }`.
+fn partitioned(net: &NetnsPair, handler_log: &std::path::Path, policy: &str) -> Pair {
     // The split-brain handlers leave a line per call (DRBD's environment) in `handler_log`.
     let log = handler_log.display();
     let extra = format!(
-        "{TIMERS}\n    handlers {{ initial-split-brain \"echo initial $UDRBD_NODE $DRBD_RESOURCE \
+        "{TIMERS}\n    net {{ {policy} }}\n    handlers {{ initial-split-brain \"echo initial $UDRBD_NODE $DRBD_RESOURCE \
          $DRBD_PEER_NODE_ID >> {log}\"; split-brain \"echo unresolved $UDRBD_NODE \
          $DRBD_RESOURCE $DRBD_PEER_NODE_ID >> {log}\"; }}"
     );
@@ -152,11 +162,54 @@ fn split_brain(net: &NetnsPair, handler_log: &std::path::Path) -> Pair {
     write(&p, &p.a, &PA);
     write(&p, &p.b, &PB);
 
-    net.heal();
-    p.eventually(20, "StandAlone on both nodes after the heal", || {
-        conn(&p.a, "node-2") == "StandAlone" && conn(&p.b, "node-1") == "StandAlone"
-    });
     p
+}
+
+/// Two rows of the after-split-brain table with real daemons: with one Primary left,
+/// `after-sb-1pri discard-secondary` throws away the Secondary's changes; with none,
+/// `after-sb-0pri discard-node-node-1` names the loser. Both resolve without the operator.
+#[test]
+fn after_sb_policies_resolve_automatically() {
+    for (row, demote, loser) in [
+        ("after-sb-1pri discard-secondary;", ["node-2"].as_slice(), 1),
+        (
+            "after-sb-0pri discard-node-node-1;",
+            ["node-1", "node-2"].as_slice(),
+            0,
+        ),
+    ] {
+        let Some(net) = NetnsPair::new() else { return };
+        let hl = handler_log(&format!("auto-{loser}"));
+        let p = partitioned(&net, &hl, row);
+        for n in [&p.a, &p.b] {
+            if demote.contains(&n.name.as_str()) {
+                n.adm(&["secondary", RES]).ok();
+            }
+        }
+        net.heal();
+        p.wait_sync();
+        p.eventually(20, "UpToDate on both", || {
+            status(&p.a).contains("peer-disk:UpToDate")
+                && status(&p.b).contains("peer-disk:UpToDate")
+                && status(&p.a).contains("  disk:UpToDate\n")
+                && status(&p.b).contains("  disk:UpToDate\n")
+        });
+        let (winner, winner_writes) = if loser == 1 {
+            (&p.a, &PA[..])
+        } else {
+            (&p.b, &PB[..])
+        };
+        assert!(
+            winner
+                .log_text()
+                .contains("automatically solved. Sync from this node"),
+            "{row}: {}",
+            p.logs()
+        );
+        p.assert_identical();
+        assert_data(&p, &p.disk_a, &expected(winner_writes), row);
+        let _ = std::fs::remove_file(&hl);
+    }
 }
 
 /// Where a test's handlers write.
