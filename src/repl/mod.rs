@@ -21,6 +21,8 @@ pub mod wire;
 #[cfg(test)]
 mod fencing_tests;
 #[cfg(test)]
+mod io_error_tests;
+#[cfg(test)]
 mod tests;
 
 pub use engine::{
