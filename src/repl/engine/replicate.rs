@@ -555,6 +555,20 @@ impl Engine {
         self.release_held();
     }
 
+    /// Queues a disk op done on behalf of a peer (a resync or verify read, a resync write)
+    /// behind the conflict gate like any request; `op` says what to do when it finishes.
+    pub(super) fn queue_peer_io(&mut self, op: PeerOp, io: IoOp) {
+        let id = self.internal_id();
+        self.peer_ops.insert(id, op);
+        self.held.push_back(HeldIo {
+            id,
+            op: io,
+            meta_gen: 0,
+            al_seq: 0,
+        });
+        self.release_held();
+    }
+
     pub(super) fn internal_id(&mut self) -> ReqId {
         self.next_internal += 1;
         ReqId(INTERNAL | self.next_internal)

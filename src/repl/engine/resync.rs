@@ -17,7 +17,7 @@
 //!   (`CsumResyncRequest`); the source answers `ResyncIsInSync` instead of the data when its
 //!   digest is the same, so identical blocks cross the wire as a few bytes.
 
-use super::{Action, Engine, HeldIo, IoOp};
+use super::{Action, Engine, IoOp};
 use crate::meta::superblock::flags;
 use crate::repl::resync::Controller;
 use crate::repl::state::{DiskState, ReplState, Role};
@@ -358,24 +358,16 @@ impl Engine {
                     size,
                 } if csums => {
                     // Digest our copy first (see the module docs).
-                    let id = self.internal_id();
                     let (offset, len) = (sector.bytes(), u64::from(size));
-                    self.peer_ops.insert(
-                        id,
+                    self.queue_peer_io(
                         super::replicate::PeerOp::Resync(ResyncOp::CsumRead {
                             node,
                             block_id,
                             offset,
                             len,
                         }),
+                        IoOp::Read { offset, len: size },
                     );
-                    self.held.push_back(HeldIo {
-                        id,
-                        op: IoOp::Read { offset, len: size },
-                        meta_gen: 0,
-                        al_seq: 0,
-                    });
-                    self.release_held();
                 }
                 p => self.send(node, p),
             }
@@ -589,9 +581,7 @@ impl Engine {
             };
             return self.send(node, Packet::NegResyncReply(ack));
         }
-        let id = self.internal_id();
-        self.peer_ops.insert(
-            id,
+        self.queue_peer_io(
             super::replicate::PeerOp::Resync(ResyncOp::Read {
                 node,
                 sector,
@@ -599,14 +589,8 @@ impl Engine {
                 size,
                 peer_digest,
             }),
+            IoOp::Read { offset, len: size },
         );
-        self.held.push_back(HeldIo {
-            id,
-            op: IoOp::Read { offset, len: size },
-            meta_gen: 0,
-            al_seq: 0,
-        });
-        self.release_held();
     }
 
     fn resync_reply(&mut self, node: NodeId, sector: Sector, block_id: u64, data: bytes::Bytes) {
@@ -628,28 +612,20 @@ impl Engine {
             ));
             return self.drop_link(node, false);
         }
-        let id = self.internal_id();
-        self.peer_ops.insert(
-            id,
+        // No AL transaction: until the resync ends the whole disk is Inconsistent anyway.
+        self.queue_peer_io(
             super::replicate::PeerOp::Resync(ResyncOp::Write {
                 node,
                 block_id,
                 offset,
                 len,
             }),
-        );
-        // No AL transaction: until the resync ends the whole disk is Inconsistent anyway.
-        self.held.push_back(HeldIo {
-            id,
-            op: IoOp::Write {
+            IoOp::Write {
                 offset,
                 data,
                 fua: false,
             },
-            meta_gen: 0,
-            al_seq: 0,
-        });
-        self.release_held();
+        );
     }
 
     /// A resync disk op finished.

@@ -16,7 +16,7 @@
 //! does not either; `invalidate --reset-bitmap=no` on the node with the bad data (or
 //! `invalidate-remote --reset-bitmap=no` on the good one) resyncs exactly the marked blocks.
 
-use super::{Engine, HeldIo, IoOp};
+use super::{Engine, IoOp};
 use crate::repl::digest::DigestAlg;
 use crate::repl::resync::Controller;
 use crate::repl::state::{ReplState, StateError};
@@ -361,23 +361,15 @@ impl Engine {
                 },
             );
         }
-        let id = self.internal_id();
-        self.peer_ops.insert(
-            id,
+        self.queue_peer_io(
             super::replicate::PeerOp::Verify(VerifyOp::TargetRead {
                 node,
                 sector,
                 block_id,
                 size,
             }),
+            IoOp::Read { offset, len: size },
         );
-        self.held.push_back(HeldIo {
-            id,
-            op: IoOp::Read { offset, len: size },
-            meta_gen: 0,
-            al_seq: 0,
-        });
-        self.release_held();
     }
 
     fn verify_reply(&mut self, node: NodeId, block_id: u64, digest: Bytes) {
@@ -392,25 +384,17 @@ impl Engine {
             return self.verify_pump(node);
         }
         v.reading.insert(block_id, a);
-        let id = self.internal_id();
-        self.peer_ops.insert(
-            id,
+        self.queue_peer_io(
             super::replicate::PeerOp::Verify(VerifyOp::SourceRead {
                 node,
                 block_id,
                 peer_digest: digest,
             }),
-        );
-        self.held.push_back(HeldIo {
-            id,
-            op: IoOp::Read {
+            IoOp::Read {
                 offset: a.offset,
                 len: a.len as u32,
             },
-            meta_gen: 0,
-            al_seq: 0,
-        });
-        self.release_held();
+        );
     }
 
     /// A verify read finished.
