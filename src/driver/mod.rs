@@ -187,7 +187,8 @@ impl Driver {
                 path: disk_path.to_string(),
                 source,
             })?;
-        let attached = attached_from(&state, self.spec.on_io_error)?;
+        let external = !matches!(self.spec.meta_disk, crate::types::MetaDisk::Internal);
+        let attached = attached_from(&state, self.spec.on_io_error, external)?;
         let meta = MetaThread::start(&self.spec.name, meta_io, self.me.clone())
             .map_err(|e| AttachError::Internal(format!("cannot start metadata thread: {e}")))?;
         let actions = {
@@ -536,6 +537,7 @@ fn take_actions(g: &mut Inner) -> Vec<Exec> {
 fn attached_from(
     state: &MetaState,
     on_io_error: crate::config::OnIoError,
+    meta_external: bool,
 ) -> Result<Attached, AttachError> {
     let bits = state.layout.bm_bits();
     let bitmaps = state
@@ -557,5 +559,6 @@ fn attached_from(
         al: state.al.as_ref().ok().cloned(),
         al_blocks: state.layout.al_blocks,
         on_io_error,
+        meta_external,
     })
 }

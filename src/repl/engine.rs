@@ -95,6 +95,9 @@ pub struct Attached {
     pub al_blocks: u32,
     /// `on-io-error` of the disk (`disk { }`).
     pub on_io_error: crate::config::OnIoError,
+    /// The metadata is on another device (`meta-disk /dev/x`): flushing it does not flush
+    /// the data, so an AL eviction flushes the data device first.
+    pub meta_external: bool,
 }
 
 /// An application request, in bytes. The driver has validated ranges against the size.
@@ -422,6 +425,7 @@ struct Disk {
     al_blocks: u32,
     bitmaps: Vec<Bitmap>,
     on_io_error: crate::config::OnIoError,
+    meta_external: bool,
     /// A local I/O error made this disk go away (`on-io-error detach`); the detach is under
     /// way.
     failed: bool,
@@ -495,6 +499,8 @@ pub struct Engine {
     /// AL transactions: `al_next_seq` numbers them, `al_persisted` is the last on disk.
     al_next_seq: u64,
     al_persisted: u64,
+    /// The last AL transaction whose eviction the data device was flushed for.
+    al_data_flushed: u64,
     al_queue: VecDeque<QueuedAl>,
     /// Some(seq) while a bitmap flush for AL transaction `seq` or its write is in flight.
     al_inflight: Option<AlStep>,
@@ -538,6 +544,10 @@ enum AlStep {
     Bitmap { seq: u64 },
     /// Writing AL transaction `seq`.
     Transaction { seq: u64 },
+    /// Flushing the data device (internal request `id`) before transaction `seq` evicts an
+    /// extent: the writes into it completed, but with external metadata nothing has made them
+    /// durable yet, and once the AL forgets the extent a crash would not resync them.
+    DataFlush { seq: u64, id: ReqId },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -580,6 +590,7 @@ impl Engine {
             meta_waiters: Vec::new(),
             al_next_seq: 1,
             al_persisted: 0,
+            al_data_flushed: 0,
             al_queue: VecDeque::new(),
             al_inflight: None,
             flush_waiters: Vec::new(),
@@ -840,6 +851,7 @@ impl Engine {
             al_blocks: a.al_blocks,
             bitmaps,
             on_io_error: a.on_io_error,
+            meta_external: a.meta_external,
             failed: false,
         });
         self.log(format!("disk( Diskless -> {} )", self.disk_state));
@@ -1329,7 +1341,12 @@ impl Engine {
         // A queued transaction's write also covers any earlier one still queued.
         if need == 0 {
             need = self.al_queue.back().map_or(0, |q| q.seq);
-            if let Some(AlStep::Transaction { seq } | AlStep::Bitmap { seq }) = self.al_inflight {
+            if let Some(
+                AlStep::Transaction { seq }
+                | AlStep::Bitmap { seq }
+                | AlStep::DataFlush { seq, .. },
+            ) = self.al_inflight
+            {
                 need = need.max(seq);
             }
         }
@@ -1445,7 +1462,21 @@ impl Engine {
             _ => {}
         }
         if id.0 & replicate::INTERNAL != 0 {
-            self.peer_disk_done(id, &result);
+            match self.al_inflight {
+                Some(AlStep::DataFlush { seq, id: flush }) if flush == id => {
+                    self.al_inflight = None;
+                    if let Err(e) = &result {
+                        self.meta_failure(format!(
+                            "flushing the data device before an activity-log update failed \
+                             (errno {e})"
+                        ));
+                    } else {
+                        self.al_data_flushed = seq;
+                        self.pump_al();
+                    }
+                }
+                _ => self.peer_disk_done(id, &result),
+            }
             if freed {
                 self.release_held();
                 self.pump_al();
@@ -1591,6 +1622,13 @@ impl Engine {
                 .any(|h| h.op.written_range().is_some_and(|(o, l)| hits(o, l)));
             if in_flight || held {
                 return; // pumped again by the disk completion
+            }
+            let external = self.disk.as_ref().is_some_and(|d| d.meta_external);
+            if external && self.al_data_flushed < seq {
+                let id = self.internal_id();
+                self.al_inflight = Some(AlStep::DataFlush { seq, id });
+                self.submit_internal(id, IoOp::Flush);
+                return;
             }
         }
         if self.start_bitmap_flush(seq) {

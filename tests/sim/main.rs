@@ -183,6 +183,7 @@ impl Sim {
             // Injected disk errors are for the application to see (they would detach the
             // disk otherwise, and the run has no peer to fall back on).
             on_io_error: udrbd::config::OnIoError::PassOn,
+            meta_external: false,
         };
         self.engine.handle(Input::Attach(Box::new(a)));
         self.pump();

@@ -94,6 +94,8 @@ pub struct Node {
     uuid_change_ok: bool,
     /// How it sees its peer (policies, algorithms).
     peer: PeerInfo,
+    /// Its metadata is on another device (see `Faults::meta_flushes_data`).
+    pub meta_external: bool,
     /// Handlers the engine asked for, in order.
     pub handlers: Vec<Handler>,
     /// What every handler "exits" with, answered at once (a missing handler exits 0, as
@@ -155,6 +157,7 @@ impl Node {
             uuid_change_ok: false,
             handlers: Vec::new(),
             handler_exit: Some(0),
+            meta_external: false,
         };
         node.attach();
         node
@@ -169,6 +172,7 @@ impl Node {
             al: al::recover(&self.al, self.sb.al_extents).ok(),
             al_blocks: AL_BLOCKS,
             on_io_error: udrbd::config::OnIoError::Detach,
+            meta_external: self.meta_external,
         };
         self.engine.handle(Input::Attach(Box::new(a)));
     }
@@ -333,6 +337,20 @@ fn tag(disk: &[u8], sector: u64) -> u64 {
 impl World {
     pub fn new(seed: u64, protocol: Protocol) -> World {
         World::with_policies(seed, protocol, [SbPolicy::default(); 2])
+    }
+
+    /// A world whose nodes keep their metadata on another device: flushing it does not flush
+    /// the data, and the engines are told so at attach.
+    pub fn with_external_metadata(seed: u64) -> World {
+        let mut w = World::new(seed, Protocol::C);
+        w.faults.meta_flushes_data = false;
+        for i in [A, B] {
+            w.n[i].meta_external = true;
+            let s = w.rng.next();
+            w.n[i].restart(s);
+            w.pump(i);
+        }
+        w
     }
 
     /// A world whose nodes resolve split brains with these policies.
