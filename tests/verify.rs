@@ -186,3 +186,18 @@ fn csums_resync_of_identical_data_sends_no_data() {
         p.logs()
     );
 }
+
+/// `data-integrity-alg`: writes carry digests and are checked on arrival; a healthy link
+/// replicates as before.
+#[test]
+fn data_integrity_alg_replicates_with_digests() {
+    let p = ready("net { data-integrity-alg crc32c; }", 8);
+    p.assert_identical();
+    let log = p.b.log_text();
+    assert!(
+        !log.contains("Digest integrity check FAILED"),
+        "{}",
+        p.logs()
+    );
+    assert!(status(&p.a).contains("peer-disk:UpToDate"), "{}", p.logs());
+}

@@ -67,6 +67,7 @@ impl ResourceSpec {
             for (what, alg) in [
                 ("verify-alg", &p.net.verify_alg),
                 ("csums-alg", &p.net.csums_alg),
+                ("data-integrity-alg", &p.net.data_integrity_alg),
             ] {
                 if let Some(a) = alg
                     && crate::repl::digest::DigestAlg::from_name(a).is_none()

@@ -131,6 +131,11 @@ impl Driver {
                     // Names were checked by `ResourceSpec::from_resolved`.
                     verify_alg: p.net.verify_alg.as_deref().and_then(DigestAlg::from_name),
                     csums_alg: p.net.csums_alg.as_deref().and_then(DigestAlg::from_name),
+                    integrity_alg: p
+                        .net
+                        .data_integrity_alg
+                        .as_deref()
+                        .and_then(DigestAlg::from_name),
                     fencing: p.net.fencing,
                     ..PeerInfo::new(p.name.clone(), NodeId(p.node_id))
                 })

@@ -61,6 +61,8 @@ pub struct PeerInfo {
     /// `verify-alg` and `csums-alg` (`net { }`); both nodes must agree.
     pub verify_alg: Option<crate::repl::digest::DigestAlg>,
     pub csums_alg: Option<crate::repl::digest::DigestAlg>,
+    /// `data-integrity-alg`: every replicated write carries its digest, checked on arrival.
+    pub integrity_alg: Option<crate::repl::digest::DigestAlg>,
     /// `fencing` toward this peer (`net { }`): see `engine::fencing`.
     pub fencing: crate::config::Fencing,
 }
@@ -76,6 +78,7 @@ impl PeerInfo {
             sb_policy: crate::repl::handshake::SbPolicy::default(),
             verify_alg: None,
             csums_alg: None,
+            integrity_alg: None,
             fencing: crate::config::Fencing::DontCare,
         }
     }

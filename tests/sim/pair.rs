@@ -52,6 +52,8 @@ pub struct Faults {
     pub meta_flushes_data: bool,
     /// Per node: writes overlapping this byte range fail with EIO (a bad spot on the disk).
     pub bad_range: [Option<(u64, u64)>; 2],
+    /// Per sender: flip a byte in the next Data packet's payload on the wire.
+    pub corrupt_next_data: [bool; 2],
 }
 
 impl Default for Faults {
@@ -62,6 +64,7 @@ impl Default for Faults {
             disk_err_secondary: 0,
             meta_flushes_data: true,
             bad_range: [None, None],
+            corrupt_next_data: [false, false],
         }
     }
 }
@@ -492,11 +495,19 @@ impl World {
                         .engine
                         .handle(Input::BitmapWritten { result: Ok(()) });
                 }
-                Action::Send { packet, .. } => {
+                Action::Send { mut packet, .. } => {
                     if self.up[i] && self.up[1 - i] {
-                        match &packet {
+                        match &mut packet {
                             Packet::ResyncReply { data, .. } => {
                                 self.resync_bytes[i] += data.len() as u64
+                            }
+                            Packet::Data { data, .. }
+                                if self.faults.corrupt_next_data[i] && !data.is_empty() =>
+                            {
+                                self.faults.corrupt_next_data[i] = false;
+                                let mut v = data.to_vec();
+                                v[0] ^= 0x40;
+                                *data = v.into();
                             }
                             Packet::Data { sector, size, .. } => {
                                 let a = sector.0 * SECTOR;

@@ -188,7 +188,13 @@ impl Engine {
             two_primaries: false,
             discard_my_data,
             dry_run: false,
-            integrity_alg: String::new(),
+            integrity_alg: self
+                .cfg
+                .peers
+                .iter()
+                .find(|p| p.node_id == node)
+                .and_then(|p| p.integrity_alg)
+                .map_or(String::new(), |a| a.name().to_string()),
         };
         // The digests both sides compute must be the same (DRBD's P_SYNC_PARAM89).
         let (verify_alg, csums_alg) = self.cfg.peers.iter().find(|p| p.node_id == node).map_or(
@@ -376,8 +382,27 @@ impl Engine {
                 after_sb_0pri,
                 after_sb_1pri,
                 after_sb_2pri,
+                integrity_alg,
                 ..
             } => {
+                let mine = self
+                    .cfg
+                    .peers
+                    .iter()
+                    .find(|p| p.node_id == node)
+                    .and_then(|p| p.integrity_alg)
+                    .map_or("", |a| a.name());
+                if mine != integrity_alg {
+                    // DRBD's `receive_protocol()`: both ends must digest the same way.
+                    self.log(format!(
+                        "peer {node}: incompatible data-integrity-alg (mine \"{mine}\", peer's \
+                         \"{integrity_alg}\"); set the same data-integrity-alg on both nodes"
+                    ));
+                    return self.drop_link(node, true);
+                }
+                let Some(c) = self.conns.get_mut(&node) else {
+                    return;
+                };
                 if protocol != c.protocol {
                     let mine = c.protocol;
                     self.log(format!(

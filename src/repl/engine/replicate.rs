@@ -197,6 +197,12 @@ impl Engine {
         };
         let nodes: Vec<NodeId> = self.links.keys().copied().collect();
         for node in nodes {
+            let integrity = self
+                .cfg
+                .peers
+                .iter()
+                .find(|p| p.node_id == node)
+                .and_then(|p| p.integrity_alg);
             let Some(link) = self.links.get_mut(&node) else {
                 continue;
             };
@@ -254,13 +260,21 @@ impl Engine {
                         link.seq = link.seq.wrapping_add(1);
                         link.tl.push((link.epoch, offset + at, n));
                         link.epoch_writes += 1;
+                        let digest = match integrity {
+                            Some(alg) if !chunk.is_empty() => {
+                                let mut d = Vec::with_capacity(alg.digest_len());
+                                alg.digest_into(&chunk, &mut d);
+                                bytes::Bytes::from(d)
+                            }
+                            _ => bytes::Bytes::new(),
+                        };
                         let packet = Packet::Data {
                             sector: Sector((offset + at) / SECTOR_SIZE),
                             block_id: h.id.0,
                             seq: link.seq,
                             flags,
                             size: n as u32,
-                            digest: bytes::Bytes::new(),
+                            digest,
                             data: chunk,
                         };
                         if let Some(c) = self.conns.get_mut(&node)
@@ -405,8 +419,19 @@ impl Engine {
                 flags,
                 size,
                 data,
-                ..
-            } => self.peer_write(node, sector, block_id, seq, flags, size, data),
+                digest,
+            } => {
+                if !self.integrity_ok(node, &data, &digest) {
+                    // DRBD's words; the data is not written and the link is reset (the peer
+                    // marks what it did not get confirmed and resyncs it after reconnecting).
+                    self.log(format!(
+                        "peer {node}: Digest integrity check FAILED: {}s +{size}",
+                        sector.0
+                    ));
+                    return self.drop_link(node, false);
+                }
+                self.peer_write(node, sector, block_id, seq, flags, size, data)
+            }
             Packet::Barrier { epoch } => {
                 if let Some(link) = self.links.get_mut(&node) {
                     let set = link.rx_epoch_writes;
@@ -553,6 +578,24 @@ impl Engine {
             al_seq,
         });
         self.release_held();
+    }
+
+    /// With `data-integrity-alg`, the digest that came with a write matches its data.
+    fn integrity_ok(&self, node: NodeId, data: &[u8], digest: &[u8]) -> bool {
+        let alg = self
+            .cfg
+            .peers
+            .iter()
+            .find(|p| p.node_id == node)
+            .and_then(|p| p.integrity_alg);
+        match alg {
+            Some(alg) if !data.is_empty() => {
+                let mut mine = Vec::with_capacity(alg.digest_len());
+                alg.digest_into(data, &mut mine);
+                mine[..] == digest[..]
+            }
+            _ => true,
+        }
     }
 
     /// Queues a disk op done on behalf of a peer (a resync or verify read, a resync write)
