@@ -1166,6 +1166,12 @@ impl Engine {
         }
         let policy = d.on_io_error;
         let already = d.failed;
+        // A resync into this disk cannot declare it UpToDate now (pass_on keeps it attached).
+        for c in self.conns.values_mut() {
+            if let Some(rs) = c.rs.as_mut().filter(|rs| !rs.source) {
+                rs.failed_bytes += len;
+            }
+        }
         let what = if write { "WRITE" } else { "READ" };
         let sector = offset / crate::types::SECTOR_SIZE;
         use crate::config::OnIoError;

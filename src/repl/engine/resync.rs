@@ -708,7 +708,7 @@ impl Engine {
                     rs.done_bytes += len;
                     self.send(node, Packet::ResyncWriteAck(ack));
                 } else {
-                    rs.failed_bytes += len;
+                    // `local_io_error` counted it as failed already.
                     self.send(node, Packet::NegAck(ack));
                 }
                 self.resync_pump(node);
