@@ -115,6 +115,34 @@ impl Publisher {
             let _ = self.tx.send(Event::State { resource });
         }
     }
+
+    /// Publishes a handler's call (`status` None) or response.
+    fn helper(
+        &self,
+        handler: crate::repl::handler::Handler,
+        node: Option<NodeId>,
+        status: Option<i32>,
+    ) {
+        if self.tx.receiver_count() == 0 {
+            return;
+        }
+        let peer = node.and_then(|n| self.spec.peers.iter().find(|p| p.node_id == n.0));
+        // DRBD's kernel names the device for device-level helpers and the connection for those
+        // that concern a peer; fence-peer and unfence-peer are connection-level only.
+        let on_device = !matches!(
+            handler,
+            crate::repl::handler::Handler::FencePeer | crate::repl::handler::Handler::UnfencePeer
+        );
+        let _ = self.tx.send(Event::Helper(HelperEvent {
+            name: self.spec.name.clone(),
+            peer_node_id: peer.map(|p| p.node_id),
+            conn_name: peer.map(|p| p.name.clone()),
+            volume: on_device.then_some(0),
+            minor: if on_device { self.spec.minor } else { None },
+            helper: handler.name().to_string(),
+            status,
+        }));
+    }
 }
 
 /// Work taken out of the lock, executed in order after it is released.
@@ -335,33 +363,14 @@ impl Driver {
         g.events.state(&g.engine);
     }
 
-    /// Publishes a handler call or its response.
+    /// Publishes a handler's response.
     fn publish_helper(
         &self,
         handler: crate::repl::handler::Handler,
         node: Option<NodeId>,
         status: Option<i32>,
     ) {
-        let tx = self.lock().events.tx.clone();
-        if tx.receiver_count() == 0 {
-            return;
-        }
-        let peer = node.and_then(|n| self.spec.peers.iter().find(|p| p.node_id == n.0));
-        // DRBD's kernel names the device for device-level helpers and the connection for those
-        // that concern a peer; fence-peer and unfence-peer are connection-level only.
-        let on_device = !matches!(
-            handler,
-            crate::repl::handler::Handler::FencePeer | crate::repl::handler::Handler::UnfencePeer
-        );
-        let _ = tx.send(Event::Helper(HelperEvent {
-            name: self.spec.name.clone(),
-            peer_node_id: peer.map(|p| p.node_id),
-            conn_name: peer.map(|p| p.name.clone()),
-            volume: on_device.then_some(0),
-            minor: if on_device { self.spec.minor } else { None },
-            helper: handler.name().to_string(),
-            status,
-        }));
+        self.lock().events.helper(handler, node, status);
     }
 
     /// Feeds a completion from the disk or metadata thread.
@@ -423,8 +432,8 @@ impl Driver {
     fn run_handler(&self, handler: crate::repl::handler::Handler, node: Option<NodeId>) {
         let name = handler.name();
         // DRBD's kernel always calls drbdadm, which runs nothing for a handler the config
-        // lacks: events2 shows the call and its response either way.
-        self.publish_helper(handler, node, None);
+        // lacks: events2 shows the call (published with the batch that asked for it) and its
+        // response either way.
         if !self.handlers.is_configured(name) {
             tracing::debug!("{}: no {name} handler configured", self.spec.name);
             self.publish_helper(handler, node, Some(0));
@@ -553,7 +562,12 @@ fn take_actions(g: &mut Inner) -> Vec<Exec> {
                 changed = true;
                 out.push(Exec::Log(line))
             }
-            Action::RunHandler { handler, node } => out.push(Exec::Handler(handler, node)),
+            Action::RunHandler { handler, node } => {
+                // Published here, in the engine's order: DRBD shows the call before the state
+                // change that follows it (before-resync-target, then SyncTarget).
+                g.events.helper(handler, node, None);
+                out.push(Exec::Handler(handler, node))
+            }
             Action::ReleaseDisk => out.push(Exec::ReleaseDisk(g.disk.take(), g.meta.take())),
             Action::DropLink { node, standalone } => out.push(Exec::DropLink(node, standalone)),
             // Pushed under the lock: the order the engine emitted is the order on the wire.
