@@ -1,16 +1,11 @@
 //! drbdadm for udrbd: the DRBD administration tool's commands, syntax and exit codes.
 
-mod argv;
-mod cli;
-mod commands;
-mod context;
-mod error;
-
 use clap::{CommandFactory, Parser};
-use cli::{Cli, Command, Targets};
-use commands::daemon::{Daemon, Query, StateCmd, StatusOpts, WaitFor};
-use commands::meta::{MetaArgs, MetaOp};
-use error::{AdmError, E_USAGE};
+use drbdadm::cli::{Cli, Command, Targets};
+use drbdadm::commands::daemon::{Daemon, Query, StateCmd, StatusOpts, WaitFor};
+use drbdadm::commands::meta::{MetaArgs, MetaOp};
+use drbdadm::error::{AdmError, E_USAGE};
+use drbdadm::{argv, commands, context};
 use std::process::ExitCode;
 
 /// What `drbdadm --version` prints: the machine-readable form the Pacemaker agent `eval`s.

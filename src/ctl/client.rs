@@ -1,6 +1,6 @@
 //! The blocking control-socket client used by drbdadm.
 
-use super::proto::{Request, Response};
+use super::proto::{Request, Response, StreamLine};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -33,4 +33,39 @@ pub fn call(socket: &Path, req: &Request) -> Result<Response, ClientError> {
     let mut answer = String::new();
     BufReader::new(s).read_line(&mut answer)?;
     Ok(serde_json::from_str(answer.trim_end())?)
+}
+
+/// An open event stream (`Request::Events`): one [`StreamLine`] per call.
+#[derive(Debug)]
+pub struct EventStream {
+    rd: BufReader<UnixStream>,
+    // Kept open: the daemon reads EOF on it as "the client left".
+    _wr: UnixStream,
+}
+
+impl EventStream {
+    /// The next line; None when the daemon closed the stream (it went away).
+    pub fn next_line(&mut self) -> Result<Option<StreamLine>, ClientError> {
+        let mut line = String::new();
+        if self.rd.read_line(&mut line)? == 0 {
+            return Ok(None);
+        }
+        Ok(Some(serde_json::from_str(line.trim_end())?))
+    }
+}
+
+/// Sends an event request and returns the stream of answers.
+pub fn events(socket: &Path, req: &Request) -> Result<EventStream, ClientError> {
+    let mut s = UnixStream::connect(socket).map_err(|source| ClientError::Connect {
+        path: socket.display().to_string(),
+        source,
+    })?;
+    let mut line = serde_json::to_vec(req)?;
+    line.push(b'\n');
+    s.write_all(&line)?;
+    let wr = s.try_clone()?;
+    Ok(EventStream {
+        rd: BufReader::new(s),
+        _wr: wr,
+    })
 }

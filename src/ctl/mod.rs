@@ -13,5 +13,6 @@ pub mod proto;
 pub mod server;
 
 pub use proto::{
-    ConnectionView, PeerSpec, Request, ResourceSpec, ResourceView, Response, VolumeView,
+    ConnectionView, Event, HelperEvent, PeerSpec, Request, ResourceSpec, ResourceView, Response,
+    StreamLine, VolumeView,
 };

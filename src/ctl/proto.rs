@@ -206,6 +206,56 @@ pub enum Request {
     Status {
         resource: Option<String>,
     },
+    /// `drbdsetup events2`: the daemon answers with a stream of [`Event`] lines (or one error
+    /// [`Response`]) until the client closes the connection. `statistics` adds a snapshot every
+    /// second, so counters and resync progress show between state changes.
+    Events {
+        resource: Option<String>,
+        #[serde(default)]
+        statistics: bool,
+    },
+}
+
+/// One line of an event stream (`Request::Events`). Tagged `event`, so a reader tells it from
+/// the error [`Response`] (tagged `result`) the daemon sends instead when it refuses the stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum Event {
+    /// Every selected resource, replacing what the reader knew: first the initial dump
+    /// (`initial`), later again after the reader fell behind or on a statistics tick.
+    Snapshot {
+        resources: Vec<ResourceView>,
+        initial: bool,
+    },
+    /// A resource's state right after a change (a new resource: `up`).
+    State { resource: ResourceView },
+    /// The resource went down.
+    Destroy { name: String },
+    /// A handler (DRBD's "helper") was started, or (`status` set) it finished.
+    Helper(HelperEvent),
+}
+
+/// A handler run, as DRBD's `call helper` / `response helper` events show it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HelperEvent {
+    pub name: String,
+    /// The connection it concerns (fence-peer, before-resync-target, ...).
+    pub peer_node_id: Option<u8>,
+    pub conn_name: Option<String>,
+    /// The device it concerns (resync and split-brain handlers, local-io-error).
+    pub volume: Option<u32>,
+    pub minor: Option<u32>,
+    pub helper: String,
+    /// None for the call; the exit code for the response.
+    pub status: Option<i32>,
+}
+
+/// What an event-stream reader gets per line: an event, or the refusal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum StreamLine {
+    Event(Event),
+    Response(Response),
 }
 
 /// The daemon's answer.
@@ -253,6 +303,9 @@ pub struct VolumeView {
     pub lower_pending: u64,
     /// Current generation UUID, hex.
     pub current_uuid: String,
+    /// The configured backing device; None for a diskless client (`client:yes`).
+    #[serde(default)]
+    pub backing_dev: Option<String>,
 }
 
 /// A connection (and its one peer device) in status output.
@@ -283,6 +336,11 @@ pub struct ConnectionView {
     /// Requests sent to the peer and not yet answered.
     #[serde(default)]
     pub pending: u64,
+    /// The path's addresses (this node's, the peer's), as configured.
+    #[serde(default)]
+    pub local_address: Option<SocketAddr>,
+    #[serde(default)]
+    pub peer_address: Option<SocketAddr>,
 }
 
 fn yes() -> bool {

@@ -9,7 +9,7 @@ pub mod nbd;
 pub mod nbd_backend;
 
 use crate::config::Resolved;
-use crate::ctl::proto::{Request, ResourceSpec, Response};
+use crate::ctl::proto::{Event, Request, ResourceSpec, ResourceView, Response};
 use crate::ctl::server::Handler;
 use crate::disk::metadev::MetaDevError;
 use crate::driver::{AttachError, DiskOpener, Driver};
@@ -24,7 +24,17 @@ pub struct Daemon {
     resources: Mutex<BTreeMap<String, Arc<Driver>>>,
     opener: Arc<DiskOpener>,
     nbd: OnceLock<Arc<nbd::NbdFront>>,
+    /// State changes and handler runs of every resource, for `drbdsetup events2`.
+    events: tokio::sync::broadcast::Sender<Event>,
 }
+
+/// Events buffered per listener before it counts as fallen behind (and gets a fresh
+/// snapshot instead of what it missed).
+const EVENT_BACKLOG: usize = 1024;
+/// Events queued for one client's socket.
+const CLIENT_QUEUE: usize = 64;
+/// How often `events2 --statistics` sees the counters and resync progress.
+const STATISTICS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl std::fmt::Debug for Daemon {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -52,6 +62,7 @@ impl Daemon {
             resources: Mutex::new(BTreeMap::new()),
             opener,
             nbd: OnceLock::new(),
+            events: tokio::sync::broadcast::channel(EVENT_BACKLOG).0,
         })
     }
 
@@ -105,8 +116,9 @@ impl Daemon {
                 ),
             );
         }
-        let driver = Driver::new(spec.clone());
+        let driver = Driver::new(spec.clone(), self.events.clone());
         self.table().insert(spec.name.clone(), driver.clone());
+        driver.publish_state();
         for p in &spec.peers {
             if p.net.fencing != crate::config::Fencing::DontCare
                 && !spec.handlers.contains_key("fence-peer")
@@ -176,6 +188,9 @@ impl Daemon {
             return admin_failure(name, &e, &d);
         }
         self.table().remove(name);
+        let _ = self.events.send(Event::Destroy {
+            name: name.to_string(),
+        });
         Response::Ok
     }
 
@@ -199,6 +214,53 @@ impl Daemon {
         };
         Response::Status {
             resources: list.iter().map(|d| d.view()).collect(),
+        }
+    }
+
+    /// The views of the resources `filter` selects (all with None).
+    fn views(&self, filter: Option<&str>) -> Vec<ResourceView> {
+        self.all()
+            .iter()
+            .filter(|d| filter.is_none_or(|f| d.spec().name == f))
+            .map(|d| d.view())
+            .collect()
+    }
+
+    /// Feeds one events2 client: the initial snapshot, then every event of the selected
+    /// resources, until the client's receiver is gone.
+    async fn pump_events(
+        self: Arc<Daemon>,
+        filter: Option<String>,
+        statistics: bool,
+        tx: tokio::sync::mpsc::Sender<Event>,
+    ) {
+        use tokio::sync::broadcast::error::RecvError;
+        // Subscribed before the snapshot is taken, so no change falls between the two.
+        let mut bus = self.events.subscribe();
+        let snapshot = |initial| Event::Snapshot {
+            resources: self.views(filter.as_deref()),
+            initial,
+        };
+        if tx.send(snapshot(true)).await.is_err() {
+            return;
+        }
+        let mut tick = tokio::time::interval(STATISTICS_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let ev = tokio::select! {
+                r = bus.recv() => match r {
+                    Ok(ev) if selected(&ev, filter.as_deref()) => ev,
+                    Ok(_) => continue,
+                    // Fell behind: the present state replaces what was missed.
+                    Err(RecvError::Lagged(_)) => snapshot(false),
+                    Err(RecvError::Closed) => return,
+                },
+                _ = tick.tick(), if statistics => snapshot(false),
+                () = tx.closed() => return,
+            };
+            if tx.send(ev).await.is_err() {
+                return;
+            }
         }
     }
 
@@ -254,8 +316,40 @@ fn attach_failure(spec: &ResourceSpec, e: &AttachError) -> Response {
     error(e.exit_code(), msg)
 }
 
+/// Whether `ev` concerns the resource `filter` names (every event without a filter).
+fn selected(ev: &Event, filter: Option<&str>) -> bool {
+    let Some(f) = filter else { return true };
+    match ev {
+        Event::Snapshot { .. } => true,
+        Event::State { resource } => resource.name == f,
+        Event::Destroy { name } => name == f,
+        Event::Helper(h) => h.name == f,
+    }
+}
+
 impl Handler for Daemon {
     fn handle(&self, req: Request) -> Pin<Box<dyn Future<Output = Response> + Send + '_>> {
+        self.answer(req)
+    }
+
+    fn events(
+        self: &Arc<Self>,
+        resource: Option<String>,
+        statistics: bool,
+    ) -> Result<tokio::sync::mpsc::Receiver<Event>, Response> {
+        if let Some(n) = &resource
+            && self.get(n).is_none()
+        {
+            return Err(error(E_CONFIG, format!("{n}: No such resource")));
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(CLIENT_QUEUE);
+        tokio::spawn(self.clone().pump_events(resource, statistics, tx));
+        Ok(rx)
+    }
+}
+
+impl Daemon {
+    fn answer(&self, req: Request) -> Pin<Box<dyn Future<Output = Response> + Send + '_>> {
         Box::pin(async move {
             match req {
                 Request::Up { resource } => self.up(&resource).await,
@@ -319,6 +413,8 @@ impl Handler for Daemon {
                 Request::Outdate { resource } => self.admin(&resource, AdminCmd::Outdate).await,
                 Request::ResumeIo { resource } => self.admin(&resource, AdminCmd::ResumeIo).await,
                 Request::Status { resource } => self.status(resource.as_deref()),
+                // Served by `Handler::events`; the server never hands it here.
+                Request::Events { .. } => error(20, "events are a stream: use the event request"),
             }
         })
     }

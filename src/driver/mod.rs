@@ -14,7 +14,9 @@ mod link;
 mod meta_thread;
 
 use crate::bitmap::Bitmap;
-use crate::ctl::proto::{ConnectionView, ResourceSpec, ResourceView, VolumeView};
+use crate::ctl::proto::{
+    ConnectionView, Event, HelperEvent, ResourceSpec, ResourceView, VolumeView,
+};
 use crate::disk::engine::{AllocRun, DiskDone, DiskEngine};
 use crate::disk::metadev::{self, MetaState};
 use crate::repl::digest::DigestAlg;
@@ -93,6 +95,26 @@ struct Inner {
     senders: HashMap<NodeId, tokio::sync::mpsc::UnboundedSender<crate::repl::wire::Packet>>,
     peer_tasks: HashMap<NodeId, link::PeerTask>,
     ticker: Option<tokio::task::JoinHandle<()>>,
+    events: Publisher,
+}
+
+/// Where state changes go for `drbdsetup events2` (the daemon's event bus).
+struct Publisher {
+    /// For the view: minor, backing device, peer addresses.
+    spec: ResourceSpec,
+    tx: tokio::sync::broadcast::Sender<Event>,
+}
+
+impl Publisher {
+    /// Publishes the state now. Called under the driver's lock, so the events leave in the
+    /// order the states happened even when batches run on several threads. Nothing is
+    /// computed while nobody listens.
+    fn state(&self, engine: &Engine) {
+        if self.tx.receiver_count() > 0 {
+            let resource = view_of(&self.spec, engine.status());
+            let _ = self.tx.send(Event::State { resource });
+        }
+    }
 }
 
 /// Work taken out of the lock, executed in order after it is released.
@@ -115,8 +137,8 @@ enum Exec {
 }
 
 impl Driver {
-    /// A resource that is up but not yet attached.
-    pub fn new(spec: ResourceSpec) -> Arc<Driver> {
+    /// A resource that is up but not yet attached; its state changes go to `events`.
+    pub fn new(spec: ResourceSpec, events: tokio::sync::broadcast::Sender<Event>) -> Arc<Driver> {
         let cfg = EngineConfig {
             resource: spec.name.clone(),
             node_id: NodeId(spec.node_id),
@@ -140,6 +162,10 @@ impl Driver {
             uuid_seed: getrandom::u64().unwrap_or(0x5eed_f00d_u64),
         };
         let handlers = handlers::HandlerRunner::new(&spec, handlers::handler_timeout());
+        let publisher = Publisher {
+            spec: spec.clone(),
+            tx: events,
+        };
         Arc::new_cyclic(|me| Driver {
             handlers,
             // Handlers run as tokio tasks; completions that trigger them come from disk threads.
@@ -156,6 +182,7 @@ impl Driver {
                 senders: HashMap::new(),
                 peer_tasks: HashMap::new(),
                 ticker: None,
+                events: publisher,
             }),
             me: me.clone(),
         })
@@ -236,6 +263,8 @@ impl Driver {
         let (r, actions) = {
             let mut g = self.lock();
             let r = g.engine.open();
+            // `open:` is state events2 shows, though the engine logs nothing for it.
+            g.events.state(&g.engine);
             (r, take_actions(&mut g))
         };
         self.exec(actions);
@@ -247,6 +276,7 @@ impl Driver {
         let actions = {
             let mut g = self.lock();
             g.engine.close();
+            g.events.state(&g.engine);
             take_actions(&mut g)
         };
         self.exec(actions);
@@ -296,52 +326,42 @@ impl Driver {
 
     /// The status in control-socket form.
     pub fn view(&self) -> ResourceView {
-        let st = self.status();
-        ResourceView {
-            name: st.resource.clone(),
-            node_id: st.node_id.0,
-            role: st.role,
-            suspended: st.suspended_fencing.then(|| "fencing".to_string()),
-            volumes: vec![VolumeView {
-                volume: 0,
-                minor: self.spec.minor,
-                disk: st.disk,
-                open: st.open_count > 0,
-                size_kib: st.size_bytes / 1024,
-                read_kib: st.stats.read_kib,
-                written_kib: st.stats.written_kib,
-                al_writes: st.stats.al_writes,
-                bm_writes: st.stats.bm_writes,
-                upper_pending: st.stats.upper_pending,
-                lower_pending: st.stats.lower_pending,
-                current_uuid: st.current_uuid.to_string(),
-            }],
-            connections: st
-                .peers
-                .iter()
-                .map(|p| ConnectionView {
-                    name: p.name.clone(),
-                    node_id: p.node_id.0,
-                    connection: p.conn,
-                    role: p.role,
-                    replication: p.repl,
-                    peer_disk: p.disk,
-                    out_of_sync_kib: p.out_of_sync_bytes / 1024,
-                    done_centi: p.resync.map(|r| (r.done_percent() * 100.0) as u32),
-                    resync_rate_kib: p.resync.map(|r| r.rate_bytes_per_sec / 1024),
-                    resync_eta_s: p.resync.and_then(|r| r.eta_secs()),
-                    resync_suspended: match (p.user_paused, p.peer_paused) {
-                        (true, true) => Some("user,peer".into()),
-                        (true, false) => Some("user".into()),
-                        (false, true) => Some("peer".into()),
-                        _ => None,
-                    },
-                    received_kib: p.received_kib,
-                    sent_kib: p.sent_kib,
-                    pending: p.pending,
-                })
-                .collect(),
+        view_of(&self.spec, self.status())
+    }
+
+    /// Publishes the current state (a resource that was just created).
+    pub fn publish_state(&self) {
+        let g = self.lock();
+        g.events.state(&g.engine);
+    }
+
+    /// Publishes a handler call or its response.
+    fn publish_helper(
+        &self,
+        handler: crate::repl::handler::Handler,
+        node: Option<NodeId>,
+        status: Option<i32>,
+    ) {
+        let tx = self.lock().events.tx.clone();
+        if tx.receiver_count() == 0 {
+            return;
         }
+        let peer = node.and_then(|n| self.spec.peers.iter().find(|p| p.node_id == n.0));
+        // DRBD's kernel names the device for device-level helpers and the connection for those
+        // that concern a peer; fence-peer and unfence-peer are connection-level only.
+        let on_device = !matches!(
+            handler,
+            crate::repl::handler::Handler::FencePeer | crate::repl::handler::Handler::UnfencePeer
+        );
+        let _ = tx.send(Event::Helper(HelperEvent {
+            name: self.spec.name.clone(),
+            peer_node_id: peer.map(|p| p.node_id),
+            conn_name: peer.map(|p| p.name.clone()),
+            volume: on_device.then_some(0),
+            minor: if on_device { self.spec.minor } else { None },
+            helper: handler.name().to_string(),
+            status,
+        }));
     }
 
     /// Feeds a completion from the disk or metadata thread.
@@ -402,8 +422,12 @@ impl Driver {
     /// ([`Input::HandlerDone`]), which acts on fence-peer's.
     fn run_handler(&self, handler: crate::repl::handler::Handler, node: Option<NodeId>) {
         let name = handler.name();
+        // DRBD's kernel always calls drbdadm, which runs nothing for a handler the config
+        // lacks: events2 shows the call and its response either way.
+        self.publish_helper(handler, node, None);
         if !self.handlers.is_configured(name) {
             tracing::debug!("{}: no {name} handler configured", self.spec.name);
+            self.publish_helper(handler, node, Some(0));
             // drbdadm runs nothing and exits 0 for a handler the config lacks; DRBD reads
             // that exit code like any other (for fence-peer: "helper broken, returned 0").
             return self.feed(Input::HandlerDone {
@@ -417,6 +441,7 @@ impl Driver {
                 "{}: cannot run the {name} handler: no runtime",
                 self.spec.name
             );
+            self.publish_helper(handler, node, Some(0));
             return self.feed(Input::HandlerDone {
                 handler,
                 node,
@@ -462,6 +487,9 @@ impl Driver {
                 }
             };
             if let Some(d) = me.upgrade() {
+                // The kernel reports `(wait status >> 8) & 0xff`: 0 for a handler that died
+                // of a signal (or was killed at the timeout).
+                d.publish_helper(handler, node, Some(exit.unwrap_or(0)));
                 d.feed(Input::HandlerDone {
                     handler,
                     node,
@@ -498,6 +526,9 @@ impl Driver {
 /// Drains the engine and pairs completions with their waiters, under the lock.
 fn take_actions(g: &mut Inner) -> Vec<Exec> {
     let mut out = Vec::new();
+    // The engine logs every state change (role, disk, connection, replication, resync start
+    // and end), and logs are rare: a batch with a log line is the cue to publish the state.
+    let mut changed = false;
     while let Some(a) = g.engine.poll_action() {
         match a {
             Action::SubmitDisk { id, op } => out.push(Exec::Disk(id, op, g.disk.clone())),
@@ -518,7 +549,10 @@ fn take_actions(g: &mut Inner) -> Vec<Exec> {
                     out.push(Exec::Admin(tx, result));
                 }
             }
-            Action::Log(line) => out.push(Exec::Log(line)),
+            Action::Log(line) => {
+                changed = true;
+                out.push(Exec::Log(line))
+            }
             Action::RunHandler { handler, node } => out.push(Exec::Handler(handler, node)),
             Action::ReleaseDisk => out.push(Exec::ReleaseDisk(g.disk.take(), g.meta.take())),
             Action::DropLink { node, standalone } => out.push(Exec::DropLink(node, standalone)),
@@ -530,7 +564,65 @@ fn take_actions(g: &mut Inner) -> Vec<Exec> {
             }
         }
     }
+    if changed {
+        g.events.state(&g.engine);
+    }
     out
+}
+
+/// A status in control-socket form.
+fn view_of(spec: &ResourceSpec, st: Status) -> ResourceView {
+    ResourceView {
+        name: st.resource.clone(),
+        node_id: st.node_id.0,
+        role: st.role,
+        suspended: st.suspended_fencing.then(|| "fencing".to_string()),
+        volumes: vec![VolumeView {
+            volume: 0,
+            minor: spec.minor,
+            disk: st.disk,
+            open: st.open_count > 0,
+            size_kib: st.size_bytes / 1024,
+            read_kib: st.stats.read_kib,
+            written_kib: st.stats.written_kib,
+            al_writes: st.stats.al_writes,
+            bm_writes: st.stats.bm_writes,
+            upper_pending: st.stats.upper_pending,
+            lower_pending: st.stats.lower_pending,
+            current_uuid: st.current_uuid.to_string(),
+            backing_dev: spec.disk.clone(),
+        }],
+        connections: st
+            .peers
+            .iter()
+            .map(|p| {
+                let cfg = spec.peers.iter().find(|c| c.node_id == p.node_id.0);
+                ConnectionView {
+                    name: p.name.clone(),
+                    node_id: p.node_id.0,
+                    connection: p.conn,
+                    role: p.role,
+                    replication: p.repl,
+                    peer_disk: p.disk,
+                    out_of_sync_kib: p.out_of_sync_bytes / 1024,
+                    done_centi: p.resync.map(|r| (r.done_percent() * 100.0) as u32),
+                    resync_rate_kib: p.resync.map(|r| r.rate_bytes_per_sec / 1024),
+                    resync_eta_s: p.resync.and_then(|r| r.eta_secs()),
+                    resync_suspended: match (p.user_paused, p.peer_paused) {
+                        (true, true) => Some("user,peer".into()),
+                        (true, false) => Some("user".into()),
+                        (false, true) => Some("peer".into()),
+                        _ => None,
+                    },
+                    received_kib: p.received_kib,
+                    sent_kib: p.sent_kib,
+                    pending: p.pending,
+                    local_address: cfg.and_then(|c| c.local_address),
+                    peer_address: cfg.and_then(|c| c.address),
+                }
+            })
+            .collect(),
+    }
 }
 
 fn attached_from(

@@ -35,7 +35,7 @@ impl Daemon {
     }
 
     /// Sends `req`; an error answer becomes the command's error.
-    fn expect_ok(&self, req: &Request) -> Result<(), AdmError> {
+    pub fn expect_ok(&self, req: &Request) -> Result<(), AdmError> {
         match self.call(req)? {
             Response::Ok => Ok(()),
             Response::Error { code, message } => Err(AdmError::new(code, message)),
@@ -185,14 +185,19 @@ pub fn status_cmd(
         }
         v
     };
+    print_status(&views, opts);
+    Ok(())
+}
+
+/// Prints `views` as `status` does (drbdadm's and drbdsetup's).
+pub fn print_status(views: &[ResourceView], opts: StatusOpts) {
     if opts.json {
-        println!("{}", status::render_json(&views));
+        println!("{}", status::render_json(views));
     } else if views.is_empty() {
         println!("# No currently configured DRBD found.");
     } else {
-        print!("{}", status::render(&views, opts));
+        print!("{}", status::render(views, opts));
     }
-    Ok(())
 }
 
 /// What `role`, `cstate` and `dstate` print.

@@ -185,6 +185,7 @@ mod tests {
                 upper_pending: 0,
                 lower_pending: 0,
                 current_uuid: "0".into(),
+                backing_dev: None,
             }],
             connections: vec![ConnectionView {
                 name: "node-2".into(),
@@ -206,6 +207,8 @@ mod tests {
                 received_kib: 0,
                 sent_kib: 0,
                 pending: 0,
+                local_address: None,
+                peer_address: None,
             }],
         }
     }
