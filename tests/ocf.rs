@@ -172,9 +172,7 @@ impl BinDir {
         let dir = common::scratch();
         let adm = common::drbdadm_bin();
         std::os::unix::fs::symlink(&adm, dir.path().join("drbdadm")).expect("symlink");
-        let setup = std::env::var_os("UDRBD_TEST_DRBDSETUP")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| adm.with_file_name("drbdsetup"));
+        let setup = adm.with_file_name("drbdsetup");
         assert!(
             setup.exists(),
             "{} is missing: run `cargo build --workspace`",
@@ -361,19 +359,14 @@ fn meta_data_is_ocf_1_0() {
         "meta-data does not validate against {DTD}: {v:#?}\n{}",
         r.stdout
     );
-    for p in [
+    let parameters: &[&str] = &[
         "drbd_resource",
         "drbdconf",
         "udrbd_run_dir",
         "udrbd_node",
         "adjust_master_score",
-    ] {
-        assert!(
-            r.stdout.contains(&format!("<parameter name=\"{p}\"")),
-            "{p} missing"
-        );
-    }
-    for a in [
+    ];
+    let actions: &[&str] = &[
         "start",
         "stop",
         "promote",
@@ -382,11 +375,12 @@ fn meta_data_is_ocf_1_0() {
         "notify",
         "reload",
         "validate-all",
-    ] {
-        assert!(
-            r.stdout.contains(&format!("<action name=\"{a}\"")),
-            "{a} missing"
-        );
+    ];
+    for (tag, names) in [("parameter", parameters), ("action", actions)] {
+        for n in names {
+            let want = format!("<{tag} name=\"{n}\"");
+            assert!(r.stdout.contains(&want), "{want} missing");
+        }
     }
     assert!(r.stdout.contains("<version>1.0</version>"));
 }
@@ -465,47 +459,61 @@ fn validate_all_refuses_unworkable_clones() {
         "notify=false with ignore_missing_notifications",
     );
     // start refuses the same clones before touching anything.
-    let r = a.run(
-        "start",
-        &clone_with("OCF_RESKEY_CRM_meta_notify", Some("false")),
-    );
-    assert_eq!(r.code, OCF_ERR_CONFIGURED, "{r:#?}");
-    let r = a.run(
-        "start",
-        &clone_with("OCF_RESKEY_CRM_meta_clone_node_max", Some("2")),
-    );
-    assert_eq!(r.code, OCF_ERR_CONFIGURED, "{r:#?}");
+    for (k, v) in [
+        ("OCF_RESKEY_CRM_meta_notify", "false"),
+        ("OCF_RESKEY_CRM_meta_clone_node_max", "2"),
+    ] {
+        let r = a.run("start", &clone_with(k, Some(v)));
+        assert_eq!(r.code, OCF_ERR_CONFIGURED, "start with {k}={v}: {r:#?}");
+    }
     // The setup itself.
-    check(
-        &[("OCF_RESKEY_drbd_resource", "")],
-        OCF_ERR_CONFIGURED,
-        "no drbd_resource",
-    );
-    check(
-        &[("OCF_RESKEY_drbd_resource", "r$(id)")],
-        OCF_ERR_CONFIGURED,
-        "a bad resource name",
-    );
-    check(
-        &[("OCF_RESKEY_drbd_resource", "nosuch")],
-        OCF_ERR_INSTALLED,
-        "an unknown resource",
-    );
-    check(
-        &[("OCF_RESKEY_drbdconf", "/nonexistent.conf")],
-        OCF_ERR_INSTALLED,
-        "no config file",
-    );
-    check(
-        &[("OCF_RESKEY_udrbd_bin_dir", "/nonexistent")],
-        OCF_ERR_INSTALLED,
-        "no drbdadm",
-    );
-    check(
-        &[("OCF_RESKEY_adjust_master_score", "1 2 3")],
-        OCF_ERR_CONFIGURED,
-        "3 scores",
-    );
+    let setups: &[(&str, &str, i32, &str)] = &[
+        (
+            "OCF_RESKEY_drbd_resource",
+            "",
+            OCF_ERR_CONFIGURED,
+            "no drbd_resource",
+        ),
+        (
+            "OCF_RESKEY_drbd_resource",
+            "r$(id)",
+            OCF_ERR_CONFIGURED,
+            "a bad resource name",
+        ),
+        (
+            "OCF_RESKEY_drbd_resource",
+            "nosuch",
+            OCF_ERR_INSTALLED,
+            "an unknown resource",
+        ),
+        (
+            "OCF_RESKEY_drbdconf",
+            "/nonexistent.conf",
+            OCF_ERR_INSTALLED,
+            "no config file",
+        ),
+        (
+            "OCF_RESKEY_udrbd_bin_dir",
+            "/nonexistent",
+            OCF_ERR_INSTALLED,
+            "no drbdadm",
+        ),
+        (
+            "OCF_RESKEY_adjust_master_score",
+            "1 2 3",
+            OCF_ERR_CONFIGURED,
+            "3 scores",
+        ),
+        (
+            "OCF_RESKEY_wfc_timeout",
+            "soon",
+            OCF_ERR_CONFIGURED,
+            "a bad wfc_timeout",
+        ),
+    ];
+    for &(k, v, code, what) in setups {
+        check(&[(k, v)], code, what);
+    }
     // A probe on a node without the binaries finds the resource stopped.
     let r = a.run(
         "monitor",
@@ -588,6 +596,7 @@ fn master_scores_follow_linbits_table() {
     const CONSISTENT: Option<(&str, &str, &str)> = Some(("Connected", "Secondary", "Consistent"));
     // (role, local disk, diskless client, peer, quorum, monitor's code, score)
     #[allow(clippy::type_complexity)]
+    #[rustfmt::skip]
     let table: &[(
         &str,
         &str,
@@ -598,336 +607,48 @@ fn master_scores_follow_linbits_table() {
         Score,
     )] = &[
         // Local UpToDate: 10000 when the peer's disk is known (or we are Primary), else 1000.
-        (
-            "Secondary",
-            "UpToDate",
-            false,
-            UP,
-            true,
-            OCF_SUCCESS,
-            Set(10000),
-        ),
-        (
-            "Secondary",
-            "UpToDate",
-            false,
-            UP_PRIMARY,
-            true,
-            OCF_SUCCESS,
-            Set(10000),
-        ),
-        (
-            "Secondary",
-            "UpToDate",
-            false,
-            SYNCING,
-            true,
-            OCF_SUCCESS,
-            Set(10000),
-        ),
-        (
-            "Secondary",
-            "UpToDate",
-            false,
-            OUTDATED,
-            true,
-            OCF_SUCCESS,
-            Set(10000),
-        ),
-        (
-            "Secondary",
-            "UpToDate",
-            false,
-            CONSISTENT,
-            true,
-            OCF_SUCCESS,
-            Set(10000),
-        ),
-        (
-            "Secondary",
-            "UpToDate",
-            false,
-            AWAY,
-            true,
-            OCF_SUCCESS,
-            Set(1000),
-        ),
-        (
-            "Secondary",
-            "UpToDate",
-            false,
-            ALONE,
-            true,
-            OCF_SUCCESS,
-            Set(1000),
-        ),
-        (
-            "Secondary",
-            "UpToDate",
-            false,
-            None,
-            true,
-            OCF_SUCCESS,
-            Set(10000),
-        ),
-        (
-            "Primary",
-            "UpToDate",
-            false,
-            UP,
-            true,
-            OCF_RUNNING_MASTER,
-            Set(10000),
-        ),
-        (
-            "Primary",
-            "UpToDate",
-            false,
-            AWAY,
-            true,
-            OCF_RUNNING_MASTER,
-            Set(10000),
-        ),
-        (
-            "Primary",
-            "UpToDate",
-            false,
-            SYNCING,
-            true,
-            OCF_RUNNING_MASTER,
-            Set(10000),
-        ),
+        ("Secondary", "UpToDate", false, UP, true, OCF_SUCCESS, Set(10000)),
+        ("Secondary", "UpToDate", false, UP_PRIMARY, true, OCF_SUCCESS, Set(10000)),
+        ("Secondary", "UpToDate", false, SYNCING, true, OCF_SUCCESS, Set(10000)),
+        ("Secondary", "UpToDate", false, OUTDATED, true, OCF_SUCCESS, Set(10000)),
+        ("Secondary", "UpToDate", false, CONSISTENT, true, OCF_SUCCESS, Set(10000)),
+        ("Secondary", "UpToDate", false, AWAY, true, OCF_SUCCESS, Set(1000)),
+        ("Secondary", "UpToDate", false, ALONE, true, OCF_SUCCESS, Set(1000)),
+        ("Secondary", "UpToDate", false, None, true, OCF_SUCCESS, Set(10000)),
+        ("Primary", "UpToDate", false, UP, true, OCF_RUNNING_MASTER, Set(10000)),
+        ("Primary", "UpToDate", false, AWAY, true, OCF_RUNNING_MASTER, Set(10000)),
+        ("Primary", "UpToDate", false, SYNCING, true, OCF_RUNNING_MASTER, Set(10000)),
         // Local not UpToDate, the peer is: 10 (only remote data).
-        (
-            "Secondary",
-            "Inconsistent",
-            false,
-            UP,
-            true,
-            OCF_SUCCESS,
-            Set(10),
-        ),
-        (
-            "Secondary",
-            "Inconsistent",
-            false,
-            UP_PRIMARY,
-            true,
-            OCF_SUCCESS,
-            Set(10),
-        ),
-        (
-            "Secondary",
-            "Outdated",
-            false,
-            UP,
-            true,
-            OCF_SUCCESS,
-            Set(10),
-        ),
-        (
-            "Secondary",
-            "Consistent",
-            false,
-            UP,
-            true,
-            OCF_SUCCESS,
-            Set(10),
-        ),
-        (
-            "Secondary",
-            "Diskless",
-            false,
-            UP,
-            true,
-            OCF_SUCCESS,
-            Set(10),
-        ),
-        (
-            "Primary",
-            "Inconsistent",
-            false,
-            UP,
-            true,
-            OCF_RUNNING_MASTER,
-            Set(10),
-        ),
+        ("Secondary", "Inconsistent", false, UP, true, OCF_SUCCESS, Set(10)),
+        ("Secondary", "Inconsistent", false, UP_PRIMARY, true, OCF_SUCCESS, Set(10)),
+        ("Secondary", "Outdated", false, UP, true, OCF_SUCCESS, Set(10)),
+        ("Secondary", "Consistent", false, UP, true, OCF_SUCCESS, Set(10)),
+        ("Secondary", "Diskless", false, UP, true, OCF_SUCCESS, Set(10)),
+        ("Primary", "Inconsistent", false, UP, true, OCF_RUNNING_MASTER, Set(10)),
         // Only Consistent: adjust_master_score's first value, 0, which removes the score.
-        (
-            "Secondary",
-            "Consistent",
-            false,
-            AWAY,
-            true,
-            OCF_SUCCESS,
-            Removed,
-        ),
-        (
-            "Secondary",
-            "Consistent",
-            false,
-            SYNCING,
-            true,
-            OCF_SUCCESS,
-            Removed,
-        ),
+        ("Secondary", "Consistent", false, AWAY, true, OCF_SUCCESS, Removed),
+        ("Secondary", "Consistent", false, SYNCING, true, OCF_SUCCESS, Removed),
         // Nothing usable anywhere: removed.
-        (
-            "Secondary",
-            "Inconsistent",
-            false,
-            AWAY,
-            true,
-            OCF_SUCCESS,
-            Removed,
-        ),
-        (
-            "Secondary",
-            "Inconsistent",
-            false,
-            SYNCING,
-            true,
-            OCF_SUCCESS,
-            Removed,
-        ),
-        (
-            "Secondary",
-            "Inconsistent",
-            false,
-            OUTDATED,
-            true,
-            OCF_SUCCESS,
-            Removed,
-        ),
-        (
-            "Secondary",
-            "Outdated",
-            false,
-            AWAY,
-            true,
-            OCF_SUCCESS,
-            Removed,
-        ),
-        (
-            "Secondary",
-            "Outdated",
-            false,
-            OUTDATED,
-            true,
-            OCF_SUCCESS,
-            Removed,
-        ),
-        (
-            "Secondary",
-            "Diskless",
-            false,
-            AWAY,
-            true,
-            OCF_SUCCESS,
-            Removed,
-        ),
-        (
-            "Secondary",
-            "Failed",
-            false,
-            AWAY,
-            true,
-            OCF_SUCCESS,
-            Removed,
-        ),
-        (
-            "Secondary",
-            "Detaching",
-            false,
-            AWAY,
-            true,
-            OCF_SUCCESS,
-            Removed,
-        ),
-        (
-            "Primary",
-            "Diskless",
-            false,
-            AWAY,
-            true,
-            OCF_FAILED_MASTER,
-            Removed,
-        ),
-        (
-            "Primary",
-            "Failed",
-            false,
-            AWAY,
-            true,
-            OCF_FAILED_MASTER,
-            Removed,
-        ),
+        ("Secondary", "Inconsistent", false, AWAY, true, OCF_SUCCESS, Removed),
+        ("Secondary", "Inconsistent", false, SYNCING, true, OCF_SUCCESS, Removed),
+        ("Secondary", "Inconsistent", false, OUTDATED, true, OCF_SUCCESS, Removed),
+        ("Secondary", "Outdated", false, AWAY, true, OCF_SUCCESS, Removed),
+        ("Secondary", "Outdated", false, OUTDATED, true, OCF_SUCCESS, Removed),
+        ("Secondary", "Diskless", false, AWAY, true, OCF_SUCCESS, Removed),
+        ("Secondary", "Failed", false, AWAY, true, OCF_SUCCESS, Removed),
+        ("Secondary", "Detaching", false, AWAY, true, OCF_SUCCESS, Removed),
+        ("Primary", "Diskless", false, AWAY, true, OCF_FAILED_MASTER, Removed),
+        ("Primary", "Failed", false, AWAY, true, OCF_FAILED_MASTER, Removed),
         // A transitional local disk leaves the score as it was.
-        (
-            "Secondary",
-            "Attaching",
-            false,
-            AWAY,
-            true,
-            OCF_SUCCESS,
-            Unchanged,
-        ),
-        (
-            "Secondary",
-            "Negotiating",
-            false,
-            AWAY,
-            true,
-            OCF_SUCCESS,
-            Unchanged,
-        ),
+        ("Secondary", "Attaching", false, AWAY, true, OCF_SUCCESS, Unchanged),
+        ("Secondary", "Negotiating", false, AWAY, true, OCF_SUCCESS, Unchanged),
         // Diskless clients: 9999 with an UpToDate peer, removed without one.
-        (
-            "Secondary",
-            "Diskless",
-            true,
-            UP,
-            true,
-            OCF_SUCCESS,
-            Set(9999),
-        ),
-        (
-            "Primary",
-            "Diskless",
-            true,
-            UP,
-            true,
-            OCF_RUNNING_MASTER,
-            Set(9999),
-        ),
-        (
-            "Secondary",
-            "Diskless",
-            true,
-            AWAY,
-            true,
-            OCF_SUCCESS,
-            Removed,
-        ),
+        ("Secondary", "Diskless", true, UP, true, OCF_SUCCESS, Set(9999)),
+        ("Primary", "Diskless", true, UP, true, OCF_RUNNING_MASTER, Set(9999)),
+        ("Secondary", "Diskless", true, AWAY, true, OCF_SUCCESS, Removed),
         // No quorum: removed.
-        (
-            "Secondary",
-            "UpToDate",
-            false,
-            UP,
-            false,
-            OCF_SUCCESS,
-            Removed,
-        ),
-        (
-            "Primary",
-            "UpToDate",
-            false,
-            UP,
-            false,
-            OCF_RUNNING_MASTER,
-            Removed,
-        ),
+        ("Secondary", "UpToDate", false, UP, false, OCF_SUCCESS, Removed),
+        ("Primary", "UpToDate", false, UP, false, OCF_RUNNING_MASTER, Removed),
     ];
     const BEFORE: i64 = 4321;
     for &(role, disk, client, peer, quorum, code, score) in table {
