@@ -79,6 +79,8 @@ exists -
     // `all` and no resource are the same dump here (one resource).
     assert_eq!(setup(&p.a, &["events2", "--now", "all"]).1, expected);
     assert_eq!(setup(&p.a, &["events2", "--now"]).1, expected);
+    // DESIGN.md's `drbdadm events2` prints the same lines.
+    assert_eq!(p.a.adm(&["events2", "--now", RES]).ok().stdout, expected);
 
     // --timestamps: DRBD's prefix on every line, `exists -` included.
     let (_, out, _) = setup(&p.a, &["events2", "--now", "--timestamps", RES]);

@@ -320,6 +320,23 @@ pub enum Command {
         targets: Targets,
     },
 
+    /// The state as `drbdsetup events2` lines: `exists` lines and `exists -`, then (without
+    /// --now) every change as it happens (`change`, `create`, `destroy`, `call helper`,
+    /// `response helper`). Same as `drbdsetup events2`.
+    Events2 {
+        /// A resource name; every resource when omitted (or `all`).
+        resource: Option<String>,
+        /// Print the current state, then `exists -`, and exit.
+        #[arg(long)]
+        now: bool,
+        /// Add DRBD's counters to each line (and show them change, once a second).
+        #[arg(long)]
+        statistics: bool,
+        /// Prefix each line with the local time.
+        #[arg(long)]
+        timestamps: bool,
+    },
+
     /// Wait until the resource is connected and no resync remains.
     WaitSync {
         /// Seconds to wait (0: forever). Default: the resource's startup { wfc-timeout }.

@@ -428,6 +428,75 @@ pub fn timestamp() -> String {
     )
 }
 
+/// drbdsetup's exit code when it cannot talk to the kernel (here: the daemon).
+pub const E_EXEC: i32 = 20;
+
+/// Prints the events of `resource` (all when `None`) as `drbdsetup events2` does, until the
+/// stream ends or (with `now`) after the initial dump; `ts` prefixes timestamps. Shared by
+/// `drbdsetup events2` and `drbdadm events2`.
+pub fn stream(
+    daemon: &crate::commands::daemon::Daemon,
+    resource: Option<String>,
+    now: bool,
+    opts: Opts,
+    ts: bool,
+) -> Result<(), crate::error::AdmError> {
+    use std::io::Write as _;
+    let req = udrbd::ctl::Request::Events {
+        resource,
+        statistics: opts.statistics,
+    };
+    let mut stream = udrbd::ctl::client::events(&daemon.socket, &req)
+        .map_err(|e| crate::error::AdmError::new(E_EXEC, e.to_string()))?;
+    let mut tracker = Tracker::new(opts);
+    let stdout = std::io::stdout();
+    loop {
+        let ev = match stream
+            .next_line()
+            .map_err(|e| crate::error::AdmError::new(E_EXEC, e.to_string()))?
+        {
+            Some(udrbd::ctl::StreamLine::Event(ev)) => ev,
+            Some(udrbd::ctl::StreamLine::Response(udrbd::ctl::Response::Error {
+                code,
+                message,
+            })) => {
+                return Err(crate::error::AdmError::new(code, message));
+            }
+            Some(udrbd::ctl::StreamLine::Response(other)) => {
+                return Err(crate::error::AdmError::new(
+                    E_EXEC,
+                    format!("the daemon answered {other:?} to an event request"),
+                ));
+            }
+            None => {
+                return Err(crate::error::AdmError::new(
+                    E_EXEC,
+                    "the udrbd daemon closed the event stream (it went away)",
+                ));
+            }
+        };
+        let initial = matches!(ev, udrbd::ctl::Event::Snapshot { initial: true, .. });
+        let mut out = stdout.lock();
+        for l in tracker.apply(ev) {
+            let written = if ts {
+                writeln!(out, "{}{l}", timestamp())
+            } else {
+                writeln!(out, "{l}")
+            };
+            // A reader that went away (a closed pipe) ends the stream quietly, as for any
+            // filter-style tool.
+            if written.is_err() {
+                return Ok(());
+            }
+        }
+        // Each event is flushed at once: readers such as the Pacemaker agent or drbd-reactor
+        // act on lines as they come.
+        if out.flush().is_err() || (now && initial) {
+            return Ok(());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

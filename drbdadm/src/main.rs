@@ -153,6 +153,20 @@ fn run(cli: Cli) -> Result<(), AdmError> {
             WaitFor::Connect,
             *wfc_timeout,
         ),
+        Command::Events2 {
+            resource,
+            now,
+            statistics,
+            timestamps,
+        } => drbdadm::events2::stream(
+            &daemon,
+            resource.clone().filter(|r| r != "all"),
+            *now,
+            drbdadm::events2::Opts {
+                statistics: *statistics,
+            },
+            *timestamps,
+        ),
         Command::WaitSync {
             wfc_timeout,
             targets,

@@ -5,15 +5,13 @@
 use clap::{Parser, Subcommand};
 use drbdadm::commands::daemon::{Daemon, StatusOpts, print_status};
 use drbdadm::error::AdmError;
-use drbdadm::events2::{Opts, Tracker, timestamp};
-use std::io::Write;
+use drbdadm::events2::{self, Opts};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use udrbd::ctl::client::{self, ClientError};
-use udrbd::ctl::{Request, Response, StreamLine};
+use udrbd::ctl::Request;
 
 /// drbdsetup's exit code when it cannot talk to the kernel (here: the daemon).
-const E_EXEC: i32 = 20;
+const E_EXEC: i32 = events2::E_EXEC;
 
 /// `drbdsetup [--run-dir DIR] COMMAND ...`
 #[derive(Debug, Parser)]
@@ -74,65 +72,6 @@ fn filter(resource: Option<String>) -> Option<String> {
     resource.filter(|r| r != "all")
 }
 
-fn exec_error(e: ClientError) -> AdmError {
-    AdmError::new(E_EXEC, e.to_string())
-}
-
-fn events2(
-    daemon: &Daemon,
-    resource: Option<String>,
-    now: bool,
-    opts: Opts,
-    ts: bool,
-) -> Result<(), AdmError> {
-    let req = Request::Events {
-        resource: filter(resource),
-        statistics: opts.statistics,
-    };
-    let mut stream = client::events(&daemon.socket, &req).map_err(exec_error)?;
-    let mut tracker = Tracker::new(opts);
-    let stdout = std::io::stdout();
-    loop {
-        let ev = match stream.next_line().map_err(exec_error)? {
-            Some(StreamLine::Event(ev)) => ev,
-            Some(StreamLine::Response(Response::Error { code, message })) => {
-                return Err(AdmError::new(code, message));
-            }
-            Some(StreamLine::Response(other)) => {
-                return Err(AdmError::new(
-                    E_EXEC,
-                    format!("the daemon answered {other:?} to an event request"),
-                ));
-            }
-            None => {
-                return Err(AdmError::new(
-                    E_EXEC,
-                    "the udrbd daemon closed the event stream (it went away)",
-                ));
-            }
-        };
-        let initial = matches!(ev, udrbd::ctl::Event::Snapshot { initial: true, .. });
-        let mut out = stdout.lock();
-        for l in tracker.apply(ev) {
-            let written = if ts {
-                writeln!(out, "{}{l}", timestamp())
-            } else {
-                writeln!(out, "{l}")
-            };
-            // A reader that went away (a closed pipe) ends the stream quietly, as for any
-            // filter-style tool.
-            if written.is_err() {
-                return Ok(());
-            }
-        }
-        // Each event is flushed at once: readers such as the Pacemaker agent or drbd-reactor
-        // act on lines as they come.
-        if out.flush().is_err() || (now && initial) {
-            return Ok(());
-        }
-    }
-}
-
 fn run(cli: Cli) -> Result<(), AdmError> {
     let daemon = Daemon::new(&cli.run_dir);
     match cli.command {
@@ -158,7 +97,13 @@ fn run(cli: Cli) -> Result<(), AdmError> {
             now,
             statistics,
             timestamps,
-        } => events2(&daemon, resource, now, Opts { statistics }, timestamps),
+        } => events2::stream(
+            &daemon,
+            filter(resource),
+            now,
+            Opts { statistics },
+            timestamps,
+        ),
         Command::Down { resource } => daemon.expect_ok(&Request::Down { resource }),
     }
 }
