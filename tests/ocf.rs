@@ -1021,3 +1021,60 @@ fn ocf_tester_passes_on_two_real_daemons() {
     let b = agent(&p.b, &bin, &cib);
     b.expect("monitor", OCF_SUCCESS);
 }
+
+/// The daemon itself runs the fence handlers: node-1 (Primary, `fencing resource-only`)
+/// loses node-2 (killed), runs `ocf/fence-peer.sh`, which places the constraint in the CIB and
+/// answers 4, so node-2 is Outdated in node-1's view; when node-2 is back and both are
+/// UpToDate, `unfence-peer` removes the constraint.
+#[test]
+fn the_daemon_runs_the_fence_handlers_against_the_cib() {
+    if !have(PCMK) {
+        return;
+    }
+    let cib = Cib::walkthrough();
+    let extra = format!(
+        "net {{ connect-int 1; ping-int 1; ping-timeout 5; timeout 5; ko-count 2; }}\n    \
+         handlers {{ fence-peer \"{}\"; unfence-peer \"{}\"; }}",
+        repo("ocf/fence-peer.sh").display(),
+        repo("ocf/unfence-peer.sh").display()
+    );
+    let mut p = pair(&extra);
+    for n in [&mut p.a, &mut p.b] {
+        n.daemon_env
+            .push(("CIB_file".into(), cib.path.display().to_string()));
+    }
+    p.up();
+    p.a.adm(&["--clear-bitmap", "new-current-uuid", RES]).ok();
+    p.a.adm(&["primary", RES]).ok();
+    let status = |n: &Node| n.adm(&["status", "--verbose", RES]).ok().stdout;
+    p.eventually(10, "UpToDate/UpToDate", || {
+        status(&p.a).contains("peer-disk:UpToDate")
+    });
+    assert_eq!(cib.constraint(), None);
+
+    p.b.crash();
+    p.eventually(20, "the constraint placed by fence-peer", || {
+        cib.constraint().is_some()
+    });
+    p.eventually(10, "node-2 Outdated in node-1's view", || {
+        status(&p.a).contains("peer-disk:Outdated")
+    });
+    let c = cib.constraint().unwrap_or_default();
+    assert!(c.contains("value=\"node-1\""), "{c}");
+    assert!(
+        p.a.log_text().contains("fence-peer"),
+        "no fence-peer call in the log:\n{}",
+        p.logs()
+    );
+    cib.verify();
+
+    p.b.start();
+    p.b.adm(&["up", RES]).ok();
+    p.eventually(30, "the constraint removed by unfence-peer", || {
+        cib.constraint().is_none()
+    });
+    p.eventually(10, "UpToDate/UpToDate again", || {
+        status(&p.a).contains("peer-disk:UpToDate")
+    });
+    cib.verify();
+}
