@@ -1112,13 +1112,17 @@ impl World {
         self.check_roles();
     }
 
+    /// Two Primaries never stay connected. (Both may promote before either hears of the
+    /// other: the window ends when one of them has seen the other's State.)
     fn check_roles(&self) {
+        let knows_peer_primary = |i: usize| self.n[i].status_peer().role == Role::Primary;
         if self.up[A]
             && self.up[B]
             && self.n[A].connected()
             && self.n[B].connected()
             && self.n[A].engine.role() == Role::Primary
             && self.n[B].engine.role() == Role::Primary
+            && (knows_peer_primary(A) || knows_peer_primary(B))
         {
             self.fail("two Primaries while connected");
         }

@@ -450,3 +450,43 @@ fn discard_my_data_on_both_sides_is_refused() {
         }
     }
 }
+
+/// Both connected Secondaries promote at the same moment and write: as soon as either hears of
+/// the other the connection is dropped; the writes each made alone are a split brain, found
+/// and recovered like any other (here: `--discard-my-data` on B).
+#[test]
+fn simultaneous_promotion_never_stays_connected() {
+    for seed in 0..10 {
+        let mut s = Scenario::with_world(World::new(6000 + seed, Protocol::C))
+            .connect()
+            .clear_bitmap();
+        // Neither has seen the other's State when it promotes.
+        for i in [A, B] {
+            s.w.admin(i, AdminCmd::Primary { force: false });
+        }
+        s.w.discarded_writer = Some(B);
+        s = s.write_on(A, 20).write_on(B, 20).drain();
+        s.w.run_until(20_000, "the connection dropped", |w| {
+            w.standalone[A] || w.standalone[B]
+        });
+        for i in [A, B] {
+            if !s.w.n[i]
+                .logs
+                .iter()
+                .any(|l| l.contains("both nodes became Primary"))
+            {
+                s.w.fail(format!("seed {seed}: node {i} did not notice"));
+            }
+        }
+        let mut s = s.demote(B);
+        s.w.run_for(1_000);
+        for i in [A, B] {
+            s.w.standalone[i] = true;
+        }
+        s.w.reconnect(B, true);
+        s.w.reconnect(A, false);
+        s.w.run_until(120_000, "in sync", |w| w.in_sync());
+        s.w.discarded_writer = None;
+        s.w.check_converged();
+    }
+}

@@ -898,6 +898,17 @@ impl Engine {
         c.disk = disk;
         c.peer_paused = fl.contains(StateFlags::USER_ISP);
         let my_repl = c.repl;
+        if role == Role::Primary && self.role == Role::Primary && self.links.contains_key(&node) {
+            // Both promoted before either heard of the other (DRBD prevents this with a
+            // cluster-wide two-phase state change; udrbd does not have one yet). Two Primaries
+            // must not stay connected: each refuses the other's writes, and what each wrote
+            // alone makes the next handshake a split brain, decided as any other.
+            self.log(format!(
+                "peer {node}: both nodes became Primary at the same time; dropping the \
+                 connection (demote one, then connect again)"
+            ));
+            return self.drop_link(node, true);
+        }
         if old_disk != disk {
             self.log(format!("peer {node}: pdsk( {old_disk} -> {disk} )"));
         }
