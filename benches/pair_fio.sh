@@ -3,7 +3,8 @@
 # pair of real daemons on loopback, each also degraded (peer killed), and in the same run the
 # floors the targets are stated against:
 #   - 4 KiB random write QD32: fio writing two files on the same disk at once (2 jobs x QD16),
-#     since both replicas share the one disk here;
+#     since both replicas share the one disk here; the floor is one job's rate (each replica
+#     writes every block once, so a pair's client IOPS is at best one job's);
 #   - 4 KiB random write QD1 p50: udrbd with no peer configured (a single node);
 #   - 1 MiB sequential write QD8: the raw file (fio io_uring, O_DIRECT);
 #   - initial full sync of a fully written 4 GiB device (`c-plan-ahead 0`, resync-rate 4G):
@@ -56,7 +57,9 @@ declare -A R
 # Floors.
 truncate -s 1G $w/f1 $w/f2
 fio --ioengine=io_uring --direct=1 --rw=randwrite --bs=4k --iodepth=16 --time_based --runtime=$RT --size=1G --name=a --filename=$w/f1 --name=b --filename=$w/f2 --group_reporting --output-format=json --output=$w/out.json >/dev/null 2>&1
-R[floor4k]=$(fio_json | cut -d' ' -f1)
+# Each job plays one replica writing while the other does: one job's rate is what a pair can
+# reach at best (group_reporting sums the two jobs).
+R[floor4k]=$(( $(fio_json | cut -d' ' -f1) / 2 ))
 fio --ioengine=io_uring --direct=1 --rw=write --bs=1M --iodepth=8 --time_based --runtime=$RT --size=1G --name=a --filename=$w/f1 --output-format=json --output=$w/out.json >/dev/null 2>&1
 R[raw1m]=$(fio_json | cut -d' ' -f3)
 rm -f $w/f1 $w/f2
@@ -106,7 +109,7 @@ set -- ${R[C_degraded]}; dq=$1
 if [ "$md" = --markdown ]; then
   echo "| measurement | udrbd | baseline | ratio | target |"
   echo "|---|---:|---:|---:|---|"
-  echo "| 4 KiB randwrite QD32, protocol C pair (IOPS) | $cq | ${R[floor4k]} (2 files) | $(ratio $cq ${R[floor4k]}) | >= 0.8x |"
+  echo "| 4 KiB randwrite QD32, protocol C pair (IOPS) | $cq | ${R[floor4k]} (1 of 2 files) | $(ratio $cq ${R[floor4k]}) | >= 0.8x |"
   echo "| 4 KiB randwrite QD32, protocol A pair (IOPS) | $aq | ${R[floor4k]} | $(ratio $aq ${R[floor4k]}) | |"
   echo "| 4 KiB randwrite QD32, peer killed (IOPS) | $dq | ${R[floor4k]} | $(ratio $dq ${R[floor4k]}) | |"
   echo "| 4 KiB randwrite QD1 p50, protocol C (µs) | ${R[C_qd1]} | ${R[single_qd1]} (single node) | $(ratio ${R[C_qd1]} ${R[single_qd1]}) | <= 1.3x |"
