@@ -61,8 +61,22 @@ fn parse_engine(s: &str) -> Result<EngineKind, String> {
     }
 }
 
+/// Keeps large buffers (1 MiB resync and replication payloads) in the heap. glibc's default
+/// serves them with a fresh mmap each time and trims freed memory back, so every buffer cost
+/// page faults and zeroing: a fifth of the CPU of an initial sync.
+fn tune_malloc() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; it is called before any other thread
+    // exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
+    }
+}
+
 fn main() -> std::process::ExitCode {
     use std::io::IsTerminal;
+    tune_malloc();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())

@@ -10,7 +10,8 @@ use std::ptr::NonNull;
 /// Alignment of every [`AlignedBuf`].
 pub const BUF_ALIGN: usize = 4096;
 
-/// A zero-initialised, 4096-aligned, fixed-length byte buffer.
+/// A 4096-aligned, fixed-length byte buffer whose bytes are always initialised (zeroed, or
+/// copied in at allocation).
 pub struct AlignedBuf {
     ptr: NonNull<u8>,
     len: usize,
@@ -39,6 +40,25 @@ impl AlignedBuf {
         AlignedBuf { ptr, len, layout }
     }
 
+    /// A buffer holding a copy of `data` (no zeroing first: every byte is written by the
+    /// copy, which matters for 1 MiB payloads).
+    pub fn copy_of(data: &[u8]) -> AlignedBuf {
+        let len = data.len();
+        let layout = match Layout::from_size_align(len.max(1), BUF_ALIGN) {
+            Ok(l) => l,
+            Err(_) => alloc::handle_alloc_error(Layout::new::<u8>()),
+        };
+        // SAFETY: `layout` has a non-zero size.
+        let raw = unsafe { alloc::alloc(layout) };
+        let Some(ptr) = NonNull::new(raw) else {
+            alloc::handle_alloc_error(layout)
+        };
+        // SAFETY: `ptr` is valid for `len` bytes and does not overlap `data`; after the copy
+        // all `len` bytes are initialised, as `as_slice` requires.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), ptr.as_ptr(), len) };
+        AlignedBuf { ptr, len, layout }
+    }
+
     /// Length in bytes.
     pub fn len(&self) -> usize {
         self.len
@@ -51,7 +71,8 @@ impl AlignedBuf {
 
     /// The bytes.
     pub fn as_slice(&self) -> &[u8] {
-        // SAFETY: `ptr` points to `len` initialised (zeroed at allocation) bytes owned by self.
+        // SAFETY: `ptr` points to `len` initialised bytes (zeroed or copied at allocation)
+        // owned by self.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 
@@ -69,7 +90,7 @@ impl AlignedBuf {
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
-        // SAFETY: allocated in `zeroed` with exactly this layout, freed only here.
+        // SAFETY: allocated in `zeroed` or `copy_of` with exactly this layout, freed only here.
         unsafe { alloc::dealloc(self.ptr.as_ptr(), self.layout) }
     }
 }

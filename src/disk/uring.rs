@@ -673,8 +673,15 @@ impl Ring {
             }
             DiskOp::Write { offset, data, fua } => {
                 let plan = plan_write(offset, data.len() as u64, align);
-                let mut buf = AlignedBuf::zeroed(plan.span.len);
-                if plan.fill.is_empty() {
+                if plan.fill.is_empty() && plan.span.skip == 0 && plan.span.len == data.len() {
+                    // The common, aligned case: the payload is the whole span.
+                    let buf = AlignedBuf::copy_of(&data);
+                    Step::Write {
+                        io: io_of(buf, plan.span.start, vec![(0, plan.span.len)]),
+                        fua,
+                    }
+                } else if plan.fill.is_empty() {
+                    let mut buf = AlignedBuf::zeroed(plan.span.len);
                     buf.as_mut_slice()[plan.span.skip..plan.span.skip + data.len()]
                         .copy_from_slice(&data);
                     Step::Write {
@@ -682,6 +689,7 @@ impl Ring {
                         fua,
                     }
                 } else {
+                    let buf = AlignedBuf::zeroed(plan.span.len);
                     Step::Fill {
                         io: io_of(buf, plan.span.start, plan.fill),
                         data,

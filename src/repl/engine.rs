@@ -1484,7 +1484,7 @@ impl Engine {
                         self.pump_al();
                     }
                 }
-                _ => self.peer_disk_done(id, &result),
+                _ => self.peer_disk_done(id, result),
             }
             if freed {
                 self.release_held();

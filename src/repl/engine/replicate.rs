@@ -618,13 +618,14 @@ impl Engine {
     }
 
     /// A disk op done on behalf of a peer finished.
-    pub(super) fn peer_disk_done(&mut self, id: ReqId, result: &Result<Option<Vec<u8>>, i32>) {
+    /// (Takes the result: a resync read's data goes on the wire without a copy.)
+    pub(super) fn peer_disk_done(&mut self, id: ReqId, result: Result<Option<Vec<u8>>, i32>) {
         let Some(op) = self.peer_ops.remove(&id) else {
             return;
         };
         match op {
             PeerOp::Resync(op) => self.resync_disk_done(op, result),
-            PeerOp::Verify(op) => self.verify_disk_done(op, result),
+            PeerOp::Verify(op) => self.verify_disk_done(op, &result),
             PeerOp::Write {
                 node,
                 ack,

@@ -638,7 +638,7 @@ impl Engine {
     }
 
     /// A resync disk op finished.
-    pub(super) fn resync_disk_done(&mut self, op: ResyncOp, result: &Result<Option<Vec<u8>>, i32>) {
+    pub(super) fn resync_disk_done(&mut self, op: ResyncOp, result: Result<Option<Vec<u8>>, i32>) {
         match op {
             ResyncOp::Read {
                 node,
@@ -653,7 +653,7 @@ impl Engine {
                     .iter()
                     .find(|p| p.node_id == node)
                     .and_then(|p| p.csums_alg);
-                let same = match (result, &peer_digest, alg) {
+                let same = match (&result, &peer_digest, alg) {
                     (Ok(Some(data)), Some(theirs), Some(alg)) => {
                         let mut mine = Vec::new();
                         alg.digest_into(data, &mut mine);
@@ -678,7 +678,7 @@ impl Engine {
                         sector,
                         block_id,
                         digest: bytes::Bytes::new(),
-                        data: bytes::Bytes::from(data.clone()),
+                        data: bytes::Bytes::from(data),
                     },
                     _ => Packet::NegResyncReply(BlockAck {
                         sector,
@@ -747,7 +747,7 @@ impl Engine {
                 let packet = match (result, alg) {
                     (Ok(Some(data)), Some(alg)) => {
                         let mut digest = Vec::new();
-                        alg.digest_into(data, &mut digest);
+                        alg.digest_into(&data, &mut digest);
                         Packet::CsumResyncRequest {
                             sector,
                             block_id,
