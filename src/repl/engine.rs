@@ -666,6 +666,11 @@ impl Engine {
         self.disk.as_ref().map_or(0, |d| d.data_bytes)
     }
 
+    /// The configuration of peer `node`.
+    fn peer_info(&self, node: NodeId) -> Option<&PeerInfo> {
+        self.cfg.peers.iter().find(|p| p.node_id == node)
+    }
+
     /// A status snapshot.
     pub fn status(&self) -> Status {
         let peers = self

@@ -146,3 +146,25 @@ mod tests {
         assert_eq!(c.step(0, 0, false), 102_400);
     }
 }
+
+/// Bytes moved per controller step over the last second: the rate status shows (`dbdt1`) for
+/// a resync or a verify.
+#[derive(Debug, Default)]
+pub struct RateWindow {
+    steps: std::collections::VecDeque<u64>,
+}
+
+impl RateWindow {
+    /// Records the bytes of the step that just ended.
+    pub fn push(&mut self, bytes: u64) {
+        self.steps.push_back(bytes);
+        if self.steps.len() as u64 > STEPS_PER_SEC {
+            self.steps.pop_front();
+        }
+    }
+
+    /// Bytes per second over the steps recorded.
+    pub fn bytes_per_sec(&self) -> u64 {
+        self.steps.iter().sum::<u64>() * STEPS_PER_SEC / self.steps.len().max(1) as u64
+    }
+}

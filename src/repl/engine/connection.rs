@@ -189,23 +189,19 @@ impl Engine {
             discard_my_data,
             dry_run: false,
             integrity_alg: self
-                .cfg
-                .peers
-                .iter()
-                .find(|p| p.node_id == node)
+                .peer_info(node)
                 .and_then(|p| p.integrity_alg)
                 .map_or(String::new(), |a| a.name().to_string()),
         };
         // The digests both sides compute must be the same (DRBD's P_SYNC_PARAM89).
-        let (verify_alg, csums_alg) = self.cfg.peers.iter().find(|p| p.node_id == node).map_or(
-            (String::new(), String::new()),
-            |p| {
-                let name = |a: Option<crate::repl::digest::DigestAlg>| {
-                    a.map_or(String::new(), |a| a.name().to_string())
-                };
-                (name(p.verify_alg), name(p.csums_alg))
-            },
-        );
+        let (verify_alg, csums_alg) =
+            self.peer_info(node)
+                .map_or((String::new(), String::new()), |p| {
+                    let name = |a: Option<crate::repl::digest::DigestAlg>| {
+                        a.map_or(String::new(), |a| a.name().to_string())
+                    };
+                    (name(p.verify_alg), name(p.csums_alg))
+                });
         let sync_params = Packet::SyncParams {
             resync_rate: 0,
             c_plan_ahead: 0,
@@ -386,10 +382,7 @@ impl Engine {
                 ..
             } => {
                 let mine = self
-                    .cfg
-                    .peers
-                    .iter()
-                    .find(|p| p.node_id == node)
+                    .peer_info(node)
                     .and_then(|p| p.integrity_alg)
                     .map_or("", |a| a.name());
                 if mine != integrity_alg {
@@ -442,7 +435,7 @@ impl Engine {
                 csums_alg,
                 ..
             } => {
-                let info = self.cfg.peers.iter().find(|p| p.node_id == node);
+                let info = self.peer_info(node);
                 let name = |a: Option<crate::repl::digest::DigestAlg>| a.map_or("", |a| a.name());
                 let mine_v = name(info.and_then(|p| p.verify_alg));
                 let mine_c = name(info.and_then(|p| p.csums_alg));
@@ -529,7 +522,7 @@ impl Engine {
         if size.bytes() < d.data_bytes {
             self.shrink_to(size.bytes());
         }
-        let Some(info) = self.cfg.peers.iter().find(|p| p.node_id == node).cloned() else {
+        let Some(info) = self.peer_info(node).cloned() else {
             return;
         };
         let protocol = self.conns.get(&node).map_or(Protocol::C, |c| c.protocol);
@@ -662,10 +655,7 @@ impl Engine {
 
     /// The after-split-brain policies toward `node`.
     fn sb_policy(&self, node: NodeId) -> SbPolicy {
-        self.cfg
-            .peers
-            .iter()
-            .find(|p| p.node_id == node)
+        self.peer_info(node)
             .map(|p| p.sb_policy)
             .unwrap_or_default()
     }

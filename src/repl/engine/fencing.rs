@@ -68,10 +68,7 @@ enum Answer {
 
 impl Engine {
     fn fencing_policy(&self, node: NodeId) -> Fencing {
-        self.cfg
-            .peers
-            .iter()
-            .find(|p| p.node_id == node)
+        self.peer_info(node)
             .map_or(Fencing::DontCare, |p| p.fencing)
     }
 

@@ -197,12 +197,7 @@ impl Engine {
         };
         let nodes: Vec<NodeId> = self.links.keys().copied().collect();
         for node in nodes {
-            let integrity = self
-                .cfg
-                .peers
-                .iter()
-                .find(|p| p.node_id == node)
-                .and_then(|p| p.integrity_alg);
+            let integrity = self.peer_info(node).and_then(|p| p.integrity_alg);
             let Some(link) = self.links.get_mut(&node) else {
                 continue;
             };
@@ -582,12 +577,7 @@ impl Engine {
 
     /// With `data-integrity-alg`, the digest that came with a write matches its data.
     fn integrity_ok(&self, node: NodeId, data: &[u8], digest: &[u8]) -> bool {
-        let alg = self
-            .cfg
-            .peers
-            .iter()
-            .find(|p| p.node_id == node)
-            .and_then(|p| p.integrity_alg);
+        let alg = self.peer_info(node).and_then(|p| p.integrity_alg);
         match alg {
             Some(alg) if !data.is_empty() => {
                 let mut mine = Vec::with_capacity(alg.digest_len());

@@ -19,11 +19,11 @@
 
 use super::{Action, Engine, IoOp};
 use crate::meta::superblock::flags;
-use crate::repl::resync::Controller;
+use crate::repl::resync::{Controller, RateWindow};
 use crate::repl::state::{DiskState, ReplState, Role};
 use crate::repl::wire::{BlockAck, Packet};
 use crate::types::{BM_BLOCK_SIZE, BlockIdx, GenUuid, NodeId, ReqId, SECTOR_SIZE, Sector};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 /// Largest resync request: one frame (DRBD resyncs in up to 1 MiB requests too). Larger than
 /// 256 KiB moved a 4 GiB initial sync about a quarter faster here (benches/pair_fio.sh).
@@ -33,8 +33,6 @@ const CSUMS_MAX_REQUEST: u64 = 256 * 1024;
 /// Resync requests in flight, and their bytes (enough to keep a fast disk busy on both ends).
 const MAX_REQUESTS: usize = 64;
 const MAX_IN_FLIGHT_BYTES: u64 = 32 << 20;
-/// Controller steps kept for the rate shown in status (one second).
-const RATE_WINDOW: usize = 10;
 
 /// A resync with one peer, either direction.
 #[derive(Debug)]
@@ -59,7 +57,7 @@ pub(super) struct Resync {
     budget: i64,
     /// Bytes that arrived in this step, and per step for the last second.
     arrived: u64,
-    window: VecDeque<u64>,
+    window: RateWindow,
     /// The final flush has been submitted.
     finishing: bool,
     /// Target, with csums-alg: bytes found equal by digest, and bytes that came as data.
@@ -82,7 +80,7 @@ impl Resync {
             ctl,
             budget: 0,
             arrived: 0,
-            window: VecDeque::new(),
+            window: RateWindow::default(),
             finishing: false,
             same_csum_bytes: 0,
             transferred_bytes: 0,
@@ -91,7 +89,7 @@ impl Resync {
 
     /// Bytes per second over the last second.
     pub fn rate(&self) -> u64 {
-        self.window.iter().sum::<u64>() * 10 / self.window.len().max(1) as u64
+        self.window.bytes_per_sec()
     }
 }
 
@@ -134,10 +132,7 @@ impl Engine {
             .and_then(|d| d.bitmap(node))
             .map_or(0, |b| b.count() * BM_BLOCK_SIZE);
         let opts = self
-            .cfg
-            .peers
-            .iter()
-            .find(|p| p.node_id == node)
+            .peer_info(node)
             .map(|p| p.sync.clone())
             .unwrap_or_default();
         if !source {
@@ -279,10 +274,7 @@ impl Engine {
         for node in nodes {
             if let Some(rs) = self.conns.get_mut(&node).and_then(|c| c.rs.as_mut()) {
                 let arrived = std::mem::take(&mut rs.arrived);
-                rs.window.push_back(arrived);
-                if rs.window.len() > RATE_WINDOW {
-                    rs.window.pop_front();
-                }
+                rs.window.push(arrived);
                 if !rs.source {
                     let step = rs.ctl.step(arrived, rs.in_flight_bytes, app_busy) as i64;
                     rs.budget = rs.budget.min(0) + step;
@@ -295,6 +287,7 @@ impl Engine {
     /// Target: request what the budget and the in-flight bounds allow; finish when done.
     pub(super) fn resync_pump(&mut self, node: NodeId) {
         let meta_ok = self.meta_persisted;
+        let csums = self.peer_info(node).is_some_and(|p| p.csums_alg.is_some());
         let Some(d) = self.disk.as_ref() else {
             return;
         };
@@ -312,12 +305,6 @@ impl Engine {
         if rs.source || paused || rs.finishing || meta_ok < rs.meta_gen {
             return;
         }
-        let csums = self
-            .cfg
-            .peers
-            .iter()
-            .find(|p| p.node_id == node)
-            .is_some_and(|p| p.csums_alg.is_some());
         // With csums one digest covers a request, so a block that differs costs its whole
         // request: smaller ones keep that cheap.
         let max_request = if csums {
@@ -647,12 +634,7 @@ impl Engine {
                 size,
                 peer_digest,
             } => {
-                let alg = self
-                    .cfg
-                    .peers
-                    .iter()
-                    .find(|p| p.node_id == node)
-                    .and_then(|p| p.csums_alg);
+                let alg = self.peer_info(node).and_then(|p| p.csums_alg);
                 let same = match (&result, &peer_digest, alg) {
                     (Ok(Some(data)), Some(theirs), Some(alg)) => {
                         let mut mine = Vec::new();
@@ -728,12 +710,7 @@ impl Engine {
                 offset,
                 len,
             } => {
-                let alg = self
-                    .cfg
-                    .peers
-                    .iter()
-                    .find(|p| p.node_id == node)
-                    .and_then(|p| p.csums_alg);
+                let alg = self.peer_info(node).and_then(|p| p.csums_alg);
                 let still_asked = self
                     .conns
                     .get(&node)

@@ -18,7 +18,7 @@
 
 use super::{Engine, IoOp};
 use crate::repl::digest::DigestAlg;
-use crate::repl::resync::Controller;
+use crate::repl::resync::{Controller, RateWindow};
 use crate::repl::state::{ReplState, StateError};
 use crate::repl::wire::{OvOutcome, Packet};
 use crate::types::{BM_BLOCK_SIZE, NodeId, SECTOR_SIZE, Sector, Time};
@@ -29,8 +29,6 @@ use std::collections::{BTreeMap, VecDeque};
 const MAX_REQUEST: u64 = 256 * 1024;
 /// Requests in flight.
 const MAX_REQUESTS: usize = 32;
-/// Controller steps kept for the rate shown in status (one second).
-const RATE_WINDOW: usize = 10;
 
 /// A verify run with one peer, either side.
 #[derive(Debug)]
@@ -56,7 +54,7 @@ pub(super) struct Verify {
     ctl: Controller,
     budget: i64,
     arrived: u64,
-    window: VecDeque<u64>,
+    window: RateWindow,
     /// The out-of-sync run not logged yet: (offset, len).
     run: Option<(u64, u64)>,
 }
@@ -94,13 +92,13 @@ impl Verify {
             ctl,
             budget: 0,
             arrived: 0,
-            window: VecDeque::new(),
+            window: RateWindow::default(),
             run: None,
         }
     }
 
     pub fn rate(&self) -> u64 {
-        self.window.iter().sum::<u64>() * 10 / self.window.len().max(1) as u64
+        self.window.bytes_per_sec()
     }
 
     fn finished(&self) -> bool {
@@ -131,11 +129,7 @@ pub(super) enum VerifyOp {
 
 impl Engine {
     fn verify_alg(&self, node: NodeId) -> Option<DigestAlg> {
-        self.cfg
-            .peers
-            .iter()
-            .find(|p| p.node_id == node)
-            .and_then(|p| p.verify_alg)
+        self.peer_info(node).and_then(|p| p.verify_alg)
     }
 
     /// `drbdadm verify [--start S] [--stop S]`: this node becomes VerifyS toward its peer.
@@ -181,10 +175,7 @@ impl Engine {
 
     fn verify_controller(&self, node: NodeId) -> Controller {
         let opts = self
-            .cfg
-            .peers
-            .iter()
-            .find(|p| p.node_id == node)
+            .peer_info(node)
             .map(|p| p.sync.clone())
             .unwrap_or_default();
         Controller::new(opts)
@@ -221,10 +212,7 @@ impl Engine {
         for node in nodes {
             if let Some(v) = self.conns.get_mut(&node).and_then(|c| c.ov.as_mut()) {
                 let arrived = std::mem::take(&mut v.arrived);
-                v.window.push_back(arrived);
-                if v.window.len() > RATE_WINDOW {
-                    v.window.pop_front();
-                }
+                v.window.push(arrived);
                 if v.source {
                     let out: u64 = v.in_flight.values().map(|a| a.len).sum();
                     let step = v.ctl.step(arrived, out, app_busy) as i64;
