@@ -347,8 +347,8 @@ fn peer_device_groups(c: &ConnectionView, o: Opts) -> Vec<String> {
     if o.statistics {
         let _ = write!(
             stats,
-            " received:{} sent:{} out-of-sync:{} pending:{} unacked:0",
-            c.received_kib, c.sent_kib, c.out_of_sync_kib, c.pending
+            " received:{} sent:{} out-of-sync:{} pending:{} unacked:{}",
+            c.received_kib, c.sent_kib, c.out_of_sync_kib, c.pending, c.unacked
         );
         if let Some(rate) = c.resync_rate_kib {
             let _ = write!(stats, " dbdt1:{:.2}", rate as f64 / 1024.0);
@@ -542,6 +542,7 @@ mod tests {
                 received_kib: 0,
                 sent_kib: 0,
                 pending: 0,
+                unacked: 0,
                 local_address: "10.0.0.1:7789".parse().ok(),
                 peer_address: "10.0.0.2:7789".parse().ok(),
             }],

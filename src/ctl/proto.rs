@@ -337,6 +337,9 @@ pub struct ConnectionView {
     /// Requests sent to the peer and not yet answered.
     #[serde(default)]
     pub pending: u64,
+    /// Requests of the peer's not yet answered here (`unacked:`).
+    #[serde(default)]
+    pub unacked: u64,
     /// The path's addresses (this node's, the peer's), as configured.
     #[serde(default)]
     pub local_address: Option<SocketAddr>,

@@ -637,6 +637,7 @@ fn view_of(spec: &ResourceSpec, st: Status) -> ResourceView {
                     received_kib: p.received_kib,
                     sent_kib: p.sent_kib,
                     pending: p.pending,
+                    unacked: p.unacked,
                     local_address: cfg.and_then(|c| c.local_address),
                     peer_address: cfg.and_then(|c| c.address),
                 }

@@ -346,6 +346,9 @@ pub struct PeerStatus {
     pub sent_kib: u64,
     /// Requests sent to the peer and not yet answered.
     pub pending: u64,
+    /// Requests the peer sent (writes, resync and verify requests) not yet answered here
+    /// (DRBD's `unacked:`).
+    pub unacked: u64,
 }
 
 /// Resync progress toward one peer, in DRBD's terms (`done:`, `dbdt1`, `eta`).
@@ -717,6 +720,11 @@ impl Engine {
                         .waiting
                         .values()
                         .filter(|w| w.waits_for(p.node_id))
+                        .count() as u64,
+                    unacked: self
+                        .peer_ops
+                        .values()
+                        .filter(|op| op.serves(p.node_id))
                         .count() as u64,
                 }
             })

@@ -582,3 +582,63 @@ fn a_peer_write_beyond_the_device_is_refused_and_never_reaches_the_disk() {
         );
     }
 }
+
+#[test]
+fn a_peer_write_counts_as_unacked_until_it_is_answered() {
+    let mut e = up(true, attached(flags::CONSISTENT | flags::WAS_UP_TO_DATE, 0));
+    e.handle(Input::Admin {
+        token: 1,
+        cmd: AdminCmd::NewCurrentUuid { clear_bitmap: true },
+    });
+    settle(&mut e);
+    e.handle(Input::PeerUp {
+        node: NodeId(1),
+        protocol: crate::config::Protocol::C,
+    });
+    peer_handshake(&mut e);
+    settle(&mut e);
+    e.handle(Input::PeerPacket {
+        node: NodeId(1),
+        packet: Packet::Data {
+            sector: crate::types::Sector(8),
+            block_id: 7,
+            seq: 1,
+            flags: crate::repl::wire::DataFlags::SEND_WRITE_ACK,
+            size: 4096,
+            digest: bytes::Bytes::new(),
+            data: bytes::Bytes::from(vec![1u8; 4096]),
+        },
+    });
+    // Run the metadata it needs, but hold its disk write.
+    let mut disk = None;
+    while let Some(a) = e.poll_action() {
+        match a {
+            Action::WriteMeta { generation, .. } => e.handle(Input::MetaWritten {
+                generation,
+                result: Ok(()),
+            }),
+            Action::WriteAl { seq, .. } => e.handle(Input::AlWritten {
+                seq,
+                result: Ok(()),
+            }),
+            Action::WriteBitmap { .. } => e.handle(Input::BitmapWritten { result: Ok(()) }),
+            Action::SubmitDisk { id, .. } => disk = Some(id),
+            _ => {}
+        }
+    }
+    assert_eq!(e.status().peers[0].unacked, 1);
+    let id = disk.expect("the peer's write reached the disk");
+    e.handle(Input::DiskDone {
+        id,
+        result: Ok(None),
+    });
+    let acts = drain(&mut e);
+    assert!(acts.iter().any(|a| matches!(
+        a,
+        Action::Send {
+            packet: Packet::WriteAck(_),
+            ..
+        }
+    )));
+    assert_eq!(e.status().peers[0].unacked, 0);
+}

@@ -105,8 +105,8 @@ fn render_connection(out: &mut String, c: &ConnectionView, o: StatusOpts) {
     if o.statistics {
         let _ = write!(
             out,
-            "        received:{} sent:{} out-of-sync:{} pending:{} unacked:0",
-            c.received_kib, c.sent_kib, c.out_of_sync_kib, c.pending
+            "        received:{} sent:{} out-of-sync:{} pending:{} unacked:{}",
+            c.received_kib, c.sent_kib, c.out_of_sync_kib, c.pending, c.unacked
         );
         if let Some(rate) = c.resync_rate_kib {
             let _ = write!(out, " dbdt1:{:.2}", rate as f64 / 1024.0);
@@ -207,6 +207,7 @@ mod tests {
                 received_kib: 0,
                 sent_kib: 0,
                 pending: 0,
+                unacked: 0,
                 local_address: None,
                 peer_address: None,
             }],

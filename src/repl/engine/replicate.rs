@@ -83,6 +83,18 @@ pub(super) struct Waiting {
     peer_ok: bool,
 }
 
+impl PeerOp {
+    /// An answer to `node` is due when it finishes (its write, flush, resync or verify read).
+    pub(super) fn serves(&self, node: NodeId) -> bool {
+        match self {
+            PeerOp::Write { node: n, .. } | PeerOp::Flush { node: n, .. } => *n == node,
+            PeerOp::Resync(super::resync::ResyncOp::Read { node: n, .. }) => *n == node,
+            PeerOp::Verify(super::verify::VerifyOp::TargetRead { node: n, .. }) => *n == node,
+            PeerOp::Resync(_) | PeerOp::Verify(_) => false,
+        }
+    }
+}
+
 impl Waiting {
     /// Still waiting for `node`'s answer.
     pub(super) fn waits_for(&self, node: NodeId) -> bool {
