@@ -201,3 +201,28 @@ fn data_integrity_alg_replicates_with_digests() {
     );
     assert!(status(&p.a).contains("peer-disk:UpToDate"), "{}", p.logs());
 }
+
+/// An algorithm udrbd does not have is refused at `up` with the names it does have, and the
+/// daemon goes on serving (here: the other node's resource and status).
+#[test]
+fn an_unknown_digest_algorithm_is_refused_at_up() {
+    let mut p = pair("net { verify-alg md5; }");
+    for n in [&mut p.a, &mut p.b] {
+        n.adm(&["create-md", RES]).ok();
+        n.start();
+    }
+    let r = p.a.adm(&["up", RES]);
+    assert_eq!(r.code, 10, "{r:#?}");
+    assert!(
+        r.stderr.contains("verify-alg 'md5'") && r.stderr.contains("crc32c, sha1, sha256, sha512"),
+        "{r:#?}"
+    );
+    // Nothing was set up, and the daemon still answers.
+    let st = p.a.adm(&["status", RES]);
+    assert_ne!(st.code, 0, "{st:#?}");
+    assert!(
+        p.a.adm(&["status"]).code == 0,
+        "the daemon stopped answering: {}",
+        p.logs()
+    );
+}

@@ -30,3 +30,30 @@ impl fmt::Display for AdmError {
 }
 
 impl std::error::Error for AdmError {}
+
+/// What a binary's `main` returns: a clap parse failure (printed; `usage_code` unless it was
+/// `--help`/`--version`) or the outcome of the command (its message on stderr, its code).
+pub fn exit(
+    result: Result<Result<(), AdmError>, clap::Error>,
+    usage_code: i32,
+) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let code = |c: i32| ExitCode::from(u8::try_from(c).unwrap_or(u8::MAX));
+    match result {
+        Err(e) => {
+            let _ = e.print();
+            if e.use_stderr() {
+                code(usage_code)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
+            if !e.message.is_empty() {
+                eprintln!("{e}");
+            }
+            code(e.code)
+        }
+    }
+}

@@ -345,17 +345,7 @@ fn peer_device_groups(c: &ConnectionView, o: Opts) -> Vec<String> {
         let _ = write!(stats, " done:{}.{:02}", d / 100, d % 100);
     }
     if o.statistics {
-        let _ = write!(
-            stats,
-            " received:{} sent:{} out-of-sync:{} pending:{} unacked:{}",
-            c.received_kib, c.sent_kib, c.out_of_sync_kib, c.pending, c.unacked
-        );
-        if let Some(rate) = c.resync_rate_kib {
-            let _ = write!(stats, " dbdt1:{:.2}", rate as f64 / 1024.0);
-            if let Some(eta) = c.resync_eta_s {
-                let _ = write!(stats, " eta:{eta}");
-            }
-        }
+        crate::commands::status::peer_device_counters(c, &mut stats);
     }
     vec![
         format!(" replication:{}", c.replication),
@@ -503,50 +493,11 @@ mod tests {
     use udrbd::repl::ReplState;
 
     fn view(role: Role, conn: ConnState, repl: ReplState, peer: DiskState) -> ResourceView {
-        ResourceView {
-            name: "res0".into(),
-            node_id: 0,
-            role,
-            suspended: None,
-            volumes: vec![VolumeView {
-                volume: 0,
-                minor: Some(0),
-                disk: DiskState::UpToDate,
-                open: false,
-                size_kib: 1024,
-                read_kib: 0,
-                written_kib: 0,
-                al_writes: 0,
-                bm_writes: 0,
-                upper_pending: 0,
-                lower_pending: 0,
-                current_uuid: "0".into(),
-                backing_dev: Some("/dev/sdb".into()),
-            }],
-            connections: vec![ConnectionView {
-                name: "node-2".into(),
-                node_id: 1,
-                connection: conn,
-                role: if conn == ConnState::Connected {
-                    Role::Secondary
-                } else {
-                    Role::Unknown
-                },
-                replication: repl,
-                peer_disk: peer,
-                out_of_sync_kib: 0,
-                done_centi: None,
-                resync_rate_kib: None,
-                resync_eta_s: None,
-                resync_suspended: None,
-                received_kib: 0,
-                sent_kib: 0,
-                pending: 0,
-                unacked: 0,
-                local_address: "10.0.0.1:7789".parse().ok(),
-                peer_address: "10.0.0.2:7789".parse().ok(),
-            }],
-        }
+        let mut v = crate::commands::status::sample_view(role, conn, repl, peer);
+        v.volumes[0].backing_dev = Some("/dev/sdb".into());
+        v.connections[0].local_address = "10.0.0.1:7789".parse().ok();
+        v.connections[0].peer_address = "10.0.0.2:7789".parse().ok();
+        v
     }
 
     fn standalone() -> ResourceView {

@@ -205,24 +205,8 @@ fn refuse_while_up(
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let normalised = argv::normalise(args);
-    let cli = match Cli::try_parse_from(normalised.to_clap_args("drbdadm")) {
-        Ok(cli) => cli,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(E_USAGE as u8)
-            } else {
-                ExitCode::SUCCESS
-            };
-        }
-    };
-    match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            if !e.message.is_empty() {
-                eprintln!("{e}");
-            }
-            ExitCode::from(u8::try_from(e.code).unwrap_or(u8::MAX))
-        }
-    }
+    drbdadm::error::exit(
+        Cli::try_parse_from(normalised.to_clap_args("drbdadm")).map(run),
+        E_USAGE,
+    )
 }

@@ -21,8 +21,8 @@ pub enum ClientError {
     Decode(#[from] serde_json::Error),
 }
 
-/// Sends one request and waits for its answer.
-pub fn call(socket: &Path, req: &Request) -> Result<Response, ClientError> {
+/// Connects to the daemon and sends `req` as one JSON line.
+fn send(socket: &Path, req: &Request) -> Result<UnixStream, ClientError> {
     let mut s = UnixStream::connect(socket).map_err(|source| ClientError::Connect {
         path: socket.display().to_string(),
         source,
@@ -30,6 +30,12 @@ pub fn call(socket: &Path, req: &Request) -> Result<Response, ClientError> {
     let mut line = serde_json::to_vec(req)?;
     line.push(b'\n');
     s.write_all(&line)?;
+    Ok(s)
+}
+
+/// Sends one request and waits for its answer.
+pub fn call(socket: &Path, req: &Request) -> Result<Response, ClientError> {
+    let s = send(socket, req)?;
     let mut answer = String::new();
     BufReader::new(s).read_line(&mut answer)?;
     Ok(serde_json::from_str(answer.trim_end())?)
@@ -56,13 +62,7 @@ impl EventStream {
 
 /// Sends an event request and returns the stream of answers.
 pub fn events(socket: &Path, req: &Request) -> Result<EventStream, ClientError> {
-    let mut s = UnixStream::connect(socket).map_err(|source| ClientError::Connect {
-        path: socket.display().to_string(),
-        source,
-    })?;
-    let mut line = serde_json::to_vec(req)?;
-    line.push(b'\n');
-    s.write_all(&line)?;
+    let s = send(socket, req)?;
     let wr = s.try_clone()?;
     Ok(EventStream {
         rd: BufReader::new(s),

@@ -28,6 +28,11 @@ impl DigestAlg {
         })
     }
 
+    /// The name an optional setting goes by on the wire and in messages ("" when unset).
+    pub fn name_of(alg: Option<DigestAlg>) -> &'static str {
+        alg.map_or("", DigestAlg::name)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             DigestAlg::Crc32c => "crc32c",

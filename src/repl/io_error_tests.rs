@@ -1,6 +1,6 @@
 //! `on-io-error` in the engine alone: a failed write with no peer to fall back on.
 
-use super::tests::{attached, cfg, write};
+use super::tests::{attached, cfg, settle_failing, write};
 use super::*;
 use crate::config::OnIoError;
 use crate::meta::superblock::flags;
@@ -20,30 +20,7 @@ fn failing_write(policy: OnIoError) -> (Engine, Vec<Action>) {
         id: ReqId(7),
         op: write(1 << 20, 8192),
     });
-    let mut seen = Vec::new();
-    while let Some(act) = e.poll_action() {
-        match &act {
-            Action::WriteMeta { generation, .. } => e.handle(Input::MetaWritten {
-                generation: *generation,
-                result: Ok(()),
-            }),
-            Action::WriteAl { seq, .. } => e.handle(Input::AlWritten {
-                seq: *seq,
-                result: Ok(()),
-            }),
-            Action::WriteBitmap { .. } => e.handle(Input::BitmapWritten { result: Ok(()) }),
-            Action::SubmitDisk { id, .. } => e.handle(Input::DiskDone {
-                id: *id,
-                result: if *id == ReqId(7) {
-                    Err(libc::EIO)
-                } else {
-                    Ok(None)
-                },
-            }),
-            _ => {}
-        }
-        seen.push(act);
-    }
+    let seen = settle_failing(&mut e, |id| id == ReqId(7));
     (e, seen)
 }
 

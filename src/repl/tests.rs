@@ -37,6 +37,11 @@ pub(super) fn attached(flags_or: u32, flags_clear: u32) -> Attached {
 
 /// Drains the engine, completing metadata writes at once; returns every action seen.
 pub(super) fn settle(e: &mut Engine) -> Vec<Action> {
+    settle_failing(e, |_| false)
+}
+
+/// [`settle`], where the disk requests `fails` picks complete with EIO.
+pub(super) fn settle_failing(e: &mut Engine, fails: impl Fn(ReqId) -> bool) -> Vec<Action> {
     let mut seen = Vec::new();
     while let Some(a) = e.poll_action() {
         match &a {
@@ -49,6 +54,10 @@ pub(super) fn settle(e: &mut Engine) -> Vec<Action> {
                 result: Ok(()),
             }),
             Action::WriteBitmap { .. } => e.handle(Input::BitmapWritten { result: Ok(()) }),
+            Action::SubmitDisk { id, .. } if fails(*id) => e.handle(Input::DiskDone {
+                id: *id,
+                result: Err(libc::EIO),
+            }),
             Action::SubmitDisk { id, op } => {
                 let data = match op {
                     IoOp::Read { len, .. } => Some(vec![0; *len as usize]),
@@ -418,18 +427,7 @@ fn failed_metadata_write_fails_what_waits_on_it() {
 
 #[test]
 fn a_connected_primary_keeps_its_generation_and_losing_the_peer_starts_a_new_one() {
-    let mut e = up(true, attached(flags::CONSISTENT | flags::WAS_UP_TO_DATE, 0));
-    e.handle(Input::Admin {
-        token: 1,
-        cmd: AdminCmd::NewCurrentUuid { clear_bitmap: true },
-    });
-    settle(&mut e);
-    e.handle(Input::PeerUp {
-        node: NodeId(1),
-        protocol: crate::config::Protocol::C,
-    });
-    peer_handshake(&mut e);
-    settle(&mut e);
+    let mut e = connected_in_sync();
     assert_eq!(
         e.status().peers[0].repl,
         crate::repl::ReplState::Established
@@ -503,6 +501,23 @@ fn a_connected_primary_keeps_its_generation_and_losing_the_peer_starts_a_new_one
 }
 
 /// Feeds the peer's half of the handshake: same size, same generation, UpToDate, Secondary.
+/// UpToDate (new-current-uuid --clear-bitmap) and connected to node 1, in sync.
+pub(super) fn connected_in_sync() -> Engine {
+    let mut e = up(true, attached(flags::CONSISTENT | flags::WAS_UP_TO_DATE, 0));
+    e.handle(Input::Admin {
+        token: 1,
+        cmd: AdminCmd::NewCurrentUuid { clear_bitmap: true },
+    });
+    settle(&mut e);
+    e.handle(Input::PeerUp {
+        node: NodeId(1),
+        protocol: crate::config::Protocol::C,
+    });
+    peer_handshake(&mut e);
+    settle(&mut e);
+    e
+}
+
 pub(super) fn peer_handshake(e: &mut Engine) {
     let sectors = e.size_bytes() / 512;
     let current = e.status().current_uuid;
@@ -540,18 +555,7 @@ pub(super) fn peer_handshake(e: &mut Engine) {
 
 #[test]
 fn a_peer_write_beyond_the_device_is_refused_and_never_reaches_the_disk() {
-    let mut e = up(true, attached(flags::CONSISTENT | flags::WAS_UP_TO_DATE, 0));
-    e.handle(Input::Admin {
-        token: 1,
-        cmd: AdminCmd::NewCurrentUuid { clear_bitmap: true },
-    });
-    settle(&mut e);
-    e.handle(Input::PeerUp {
-        node: NodeId(1),
-        protocol: crate::config::Protocol::C,
-    });
-    peer_handshake(&mut e);
-    settle(&mut e);
+    let mut e = connected_in_sync();
     for sector in [e.size_bytes() / 512, u64::MAX / 8] {
         e.handle(Input::PeerPacket {
             node: NodeId(1),
@@ -585,18 +589,7 @@ fn a_peer_write_beyond_the_device_is_refused_and_never_reaches_the_disk() {
 
 #[test]
 fn a_peer_write_counts_as_unacked_until_it_is_answered() {
-    let mut e = up(true, attached(flags::CONSISTENT | flags::WAS_UP_TO_DATE, 0));
-    e.handle(Input::Admin {
-        token: 1,
-        cmd: AdminCmd::NewCurrentUuid { clear_bitmap: true },
-    });
-    settle(&mut e);
-    e.handle(Input::PeerUp {
-        node: NodeId(1),
-        protocol: crate::config::Protocol::C,
-    });
-    peer_handshake(&mut e);
-    settle(&mut e);
+    let mut e = connected_in_sync();
     e.handle(Input::PeerPacket {
         node: NodeId(1),
         packet: Packet::Data {

@@ -109,25 +109,6 @@ fn run(cli: Cli) -> Result<(), AdmError> {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = e.print();
-            // drbdsetup's usage errors exit 20, like its other failures.
-            return if e.use_stderr() {
-                ExitCode::from(E_EXEC as u8)
-            } else {
-                ExitCode::SUCCESS
-            };
-        }
-    };
-    match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            if !e.message.is_empty() {
-                eprintln!("{e}");
-            }
-            ExitCode::from(u8::try_from(e.code).unwrap_or(u8::MAX))
-        }
-    }
+    // drbdsetup's usage errors exit 20, like its other failures.
+    drbdadm::error::exit(Cli::try_parse().map(run), E_EXEC)
 }

@@ -103,18 +103,26 @@ fn render_connection(out: &mut String, c: &ConnectionView, o: StatusOpts) {
     }
     out.push('\n');
     if o.statistics {
-        let _ = write!(
-            out,
-            "        received:{} sent:{} out-of-sync:{} pending:{} unacked:{}",
-            c.received_kib, c.sent_kib, c.out_of_sync_kib, c.pending, c.unacked
-        );
-        if let Some(rate) = c.resync_rate_kib {
-            let _ = write!(out, " dbdt1:{:.2}", rate as f64 / 1024.0);
-            if let Some(eta) = c.resync_eta_s {
-                let _ = write!(out, " eta:{eta}");
-            }
-        }
+        out.push_str("       ");
+        peer_device_counters(c, out);
         out.push('\n');
+    }
+}
+
+/// ` received:N sent:N out-of-sync:N pending:N unacked:N` and, while a resync runs,
+/// ` dbdt1:R eta:S`: the peer-device counters of `status --statistics` and `events2
+/// --statistics`, in DRBD's order.
+pub fn peer_device_counters(c: &ConnectionView, out: &mut String) {
+    let _ = write!(
+        out,
+        " received:{} sent:{} out-of-sync:{} pending:{} unacked:{}",
+        c.received_kib, c.sent_kib, c.out_of_sync_kib, c.pending, c.unacked
+    );
+    if let Some(rate) = c.resync_rate_kib {
+        let _ = write!(out, " dbdt1:{:.2}", rate as f64 / 1024.0);
+        if let Some(eta) = c.resync_eta_s {
+            let _ = write!(out, " eta:{eta}");
+        }
     }
 }
 
@@ -160,58 +168,72 @@ pub fn render_json(views: &[ResourceView]) -> String {
     serde_json::to_string_pretty(&arr).unwrap_or_else(|_| "[]".into())
 }
 
+/// One resource with one volume and one peer, for the renderers' tests.
+#[cfg(test)]
+pub(crate) fn sample_view(
+    role: udrbd::repl::Role,
+    conn: udrbd::repl::ConnState,
+    repl: udrbd::repl::ReplState,
+    peer_disk: udrbd::repl::DiskState,
+) -> ResourceView {
+    use udrbd::ctl::VolumeView;
+    use udrbd::repl::{ConnState, DiskState, Role};
+    ResourceView {
+        name: "res0".into(),
+        node_id: 0,
+        role,
+        suspended: None,
+        volumes: vec![VolumeView {
+            volume: 0,
+            minor: Some(0),
+            disk: DiskState::UpToDate,
+            open: false,
+            size_kib: 1024,
+            read_kib: 0,
+            written_kib: 0,
+            al_writes: 0,
+            bm_writes: 0,
+            upper_pending: 0,
+            lower_pending: 0,
+            current_uuid: "0".into(),
+            backing_dev: None,
+        }],
+        connections: vec![ConnectionView {
+            name: "node-2".into(),
+            node_id: 1,
+            connection: conn,
+            role: if conn == ConnState::Connected {
+                Role::Secondary
+            } else {
+                Role::Unknown
+            },
+            replication: repl,
+            peer_disk,
+            out_of_sync_kib: 0,
+            done_centi: None,
+            resync_rate_kib: None,
+            resync_eta_s: None,
+            resync_suspended: None,
+            received_kib: 0,
+            sent_kib: 0,
+            pending: 0,
+            unacked: 0,
+            local_address: None,
+            peer_address: None,
+        }],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use udrbd::ctl::VolumeView;
     use udrbd::repl::{DiskState, Role};
 
     fn view(conn: ConnState, repl: ReplState, peer_disk: DiskState) -> ResourceView {
-        ResourceView {
-            name: "res0".into(),
-            node_id: 0,
-            role: Role::Primary,
-            suspended: None,
-            volumes: vec![VolumeView {
-                volume: 0,
-                minor: Some(0),
-                disk: DiskState::UpToDate,
-                open: false,
-                size_kib: 1024,
-                read_kib: 0,
-                written_kib: 0,
-                al_writes: 0,
-                bm_writes: 0,
-                upper_pending: 0,
-                lower_pending: 0,
-                current_uuid: "0".into(),
-                backing_dev: None,
-            }],
-            connections: vec![ConnectionView {
-                name: "node-2".into(),
-                node_id: 1,
-                connection: conn,
-                role: if conn == ConnState::Connected {
-                    Role::Secondary
-                } else {
-                    Role::Unknown
-                },
-                replication: repl,
-                peer_disk,
-                out_of_sync_kib: 0,
-                done_centi: matches!(repl, ReplState::SyncSource | ReplState::SyncTarget)
-                    .then_some(4567),
-                resync_rate_kib: None,
-                resync_eta_s: None,
-                resync_suspended: None,
-                received_kib: 0,
-                sent_kib: 0,
-                pending: 0,
-                unacked: 0,
-                local_address: None,
-                peer_address: None,
-            }],
-        }
+        let mut v = sample_view(Role::Primary, conn, repl, peer_disk);
+        v.connections[0].done_centi =
+            matches!(repl, ReplState::SyncSource | ReplState::SyncTarget).then_some(4567);
+        v
     }
 
     #[test]

@@ -21,6 +21,7 @@ use super::replicate::Link;
 use super::{Action, Engine, rotate_current};
 use crate::config::Protocol;
 use crate::meta::superblock::flags;
+use crate::repl::digest::DigestAlg;
 use crate::repl::handshake::{self, SbContext, SbPolicy, SizeInput, SyncStrategy, UuidSet};
 use crate::repl::state::{ConnState, DiskState, ReplState, Role};
 use crate::repl::wire::{Packet, SizesFlags, StateFlags, UuidFlags};
@@ -179,6 +180,7 @@ impl Engine {
         let uuids = self.my_uuids_packet(node, extra);
         let state = self.my_state_packet(node);
         let policy = self.sb_policy(node);
+        let info = self.peer_info(node);
         // P_PROTOCOL first: both sides must run the same replication protocol.
         let params = Packet::ProtocolParams {
             protocol,
@@ -188,20 +190,11 @@ impl Engine {
             two_primaries: false,
             discard_my_data,
             dry_run: false,
-            integrity_alg: self
-                .peer_info(node)
-                .and_then(|p| p.integrity_alg)
-                .map_or(String::new(), |a| a.name().to_string()),
+            integrity_alg: DigestAlg::name_of(info.and_then(|p| p.integrity_alg)).to_string(),
         };
         // The digests both sides compute must be the same (DRBD's P_SYNC_PARAM89).
-        let (verify_alg, csums_alg) =
-            self.peer_info(node)
-                .map_or((String::new(), String::new()), |p| {
-                    let name = |a: Option<crate::repl::digest::DigestAlg>| {
-                        a.map_or(String::new(), |a| a.name().to_string())
-                    };
-                    (name(p.verify_alg), name(p.csums_alg))
-                });
+        let verify_alg = DigestAlg::name_of(info.and_then(|p| p.verify_alg)).to_string();
+        let csums_alg = DigestAlg::name_of(info.and_then(|p| p.csums_alg)).to_string();
         let sync_params = Packet::SyncParams {
             resync_rate: 0,
             c_plan_ahead: 0,
@@ -381,10 +374,7 @@ impl Engine {
                 integrity_alg,
                 ..
             } => {
-                let mine = self
-                    .peer_info(node)
-                    .and_then(|p| p.integrity_alg)
-                    .map_or("", |a| a.name());
+                let mine = DigestAlg::name_of(self.peer_info(node).and_then(|p| p.integrity_alg));
                 if mine != integrity_alg {
                     // DRBD's `receive_protocol()`: both ends must digest the same way.
                     self.log(format!(
@@ -436,9 +426,8 @@ impl Engine {
                 ..
             } => {
                 let info = self.peer_info(node);
-                let name = |a: Option<crate::repl::digest::DigestAlg>| a.map_or("", |a| a.name());
-                let mine_v = name(info.and_then(|p| p.verify_alg));
-                let mine_c = name(info.and_then(|p| p.csums_alg));
+                let mine_v = DigestAlg::name_of(info.and_then(|p| p.verify_alg));
+                let mine_c = DigestAlg::name_of(info.and_then(|p| p.csums_alg));
                 for (what, mine, theirs) in [
                     ("verify-alg", mine_v, verify_alg.as_str()),
                     ("csums-alg", mine_c, csums_alg.as_str()),
@@ -592,16 +581,18 @@ impl Engine {
         // The peer's side of the same decision: under call-pri-lost-after-sb the peer may be
         // about to give up its Primary role (both sides run the same policies: ProtocolParams
         // refuses a connection whose policies differ).
-        let peer_demotes = handshake::resolve_split_brain(
-            handshake::uuid_compare(&peer, &me),
-            &SbContext {
-                me: &peer,
-                peer: &me,
-                policy: info.sb_policy.mirrored(),
-            },
-        )
-        .demote_first;
-        if self.role == Role::Primary && peer_role == Role::Primary && !peer_demotes {
+        let peer_demotes = || {
+            handshake::resolve_split_brain(
+                handshake::uuid_compare(&peer, &me),
+                &SbContext {
+                    me: &peer,
+                    peer: &me,
+                    policy: info.sb_policy.mirrored(),
+                },
+            )
+            .demote_first
+        };
+        if self.role == Role::Primary && peer_role == Role::Primary && !peer_demotes() {
             self.log(format!(
                 "peer {node}: both nodes are Primary and allow-two-primaries is not supported; \
                  dropping connection"
