@@ -113,6 +113,7 @@ if [ "$md" = --markdown ]; then
   echo "| 4 KiB randwrite QD32, protocol A pair (IOPS) | $aq | ${R[floor4k]} | $(ratio $aq ${R[floor4k]}) | |"
   echo "| 4 KiB randwrite QD32, peer killed (IOPS) | $dq | ${R[floor4k]} | $(ratio $dq ${R[floor4k]}) | |"
   echo "| 4 KiB randwrite QD1 p50, protocol C (µs) | ${R[C_qd1]} | ${R[single_qd1]} (single node) | $(ratio ${R[C_qd1]} ${R[single_qd1]}) | <= 1.3x |"
+  echo "| 4 KiB randwrite QD1 p50, protocol A (µs) | ${R[A_qd1]} | ${R[single_qd1]} (single node) | $(ratio ${R[A_qd1]} ${R[single_qd1]}) | |"
   echo "| 1 MiB seq write QD8, protocol C (MB/s) | ${R[C_1m]} | ${R[raw1m]} (raw file) | $(ratio ${R[C_1m]} ${R[raw1m]}) | >= 0.45x |"
   echo "| initial full sync, 4 GiB written (MB/s) | ${R[sync4g]} | ${R[raw4g]} (raw seq write) | $(ratio ${R[sync4g]} ${R[raw4g]}) | >= 0.45x |"
   echo "| RSS, 1 TiB sparse resource (MiB) | ${R[rss_mib]} | 96 (64 + 32 bitmap) | $(ratio ${R[rss_mib]} 96) | <= 1.00x |"
