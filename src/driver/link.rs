@@ -8,7 +8,7 @@
 
 use super::Driver;
 use crate::ctl::proto::PeerSpec;
-use crate::net::{Link, LinkConfig, LinkError};
+use crate::net::{Link, LinkConfig, LinkError, LinkSender};
 use crate::repl::wire::Packet;
 use crate::repl::{Input, TICK_MS};
 use crate::types::{NodeId, Time};
@@ -85,7 +85,7 @@ impl Driver {
         }
     }
 
-    fn set_sender(&self, node: NodeId, tx: Option<mpsc::UnboundedSender<Packet>>) {
+    fn set_sender(&self, node: NodeId, tx: Option<LinkSender>) {
         let mut g = self.lock();
         match tx {
             Some(tx) => g.senders.insert(node, tx),
@@ -185,19 +185,7 @@ async fn peer_loop(
             node,
             link.info().protocol
         );
-        let (tx, mut rx) = mpsc::unbounded_channel::<Packet>();
-        let sender = link.sender();
-        // A packet that cannot be sent ends the link: the engine then marks what the peer did
-        // not confirm, instead of waiting for an answer that never comes.
-        let mut send_task = tokio::spawn(async move {
-            while let Some(p) = rx.recv().await {
-                if let Err(e) = sender.send(0, &p).await {
-                    return e;
-                }
-            }
-            LinkError::Closed
-        });
-        d.set_sender(node, Some(tx));
+        d.set_sender(node, Some(link.sender()));
         d.feed(Input::PeerUp {
             node,
             protocol: peer.net.protocol,
@@ -212,10 +200,6 @@ async fn peer_loop(
                     },
                     Err(e) => break Ended::Failed(e),
                 },
-                e = &mut send_task => break Ended::Failed(match e {
-                    Ok(e) => e,
-                    Err(_) => LinkError::Closed,
-                }),
                 c = cmd.recv() => break match c {
                     Some(LinkCmd::Drop { standalone }) => Ended::Dropped { standalone },
                     None => Ended::Dropped { standalone: true },
@@ -225,19 +209,9 @@ async fn peer_loop(
         let Some(d) = driver.upgrade() else {
             return;
         };
+        // What the engine sent before (its side of the handshake, so that the peer sees a
+        // split brain too) is in the link's outboxes; `close` writes it before the FIN.
         d.set_sender(node, None);
-        if matches!(ended, Ended::Dropped { .. }) {
-            // Dropped on purpose: what the engine queued before (its side of the handshake,
-            // so that the peer can see the split brain too) still goes out.
-            if tokio::time::timeout(Duration::from_secs(1), &mut send_task)
-                .await
-                .is_err()
-            {
-                send_task.abort();
-            }
-        } else {
-            send_task.abort();
-        }
         let standalone = match &ended {
             Ended::Failed(e) => {
                 tracing::warn!("{name}: peer {}: {e}; connection lost", peer.name);

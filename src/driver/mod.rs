@@ -19,6 +19,7 @@ use crate::ctl::proto::{
 };
 use crate::disk::engine::{AllocRun, DiskDone, DiskEngine};
 use crate::disk::metadev::{self, MetaState};
+use crate::net::LinkError;
 use crate::repl::digest::DigestAlg;
 use crate::repl::{
     Action, AdminCmd, AdminError, Attached, Engine, EngineConfig, Input, IoError, IoOp,
@@ -92,7 +93,7 @@ struct Inner {
     next_req: u64,
     next_token: u64,
     /// Per connected peer: where the engine's packets go (see `link`).
-    senders: HashMap<NodeId, tokio::sync::mpsc::UnboundedSender<crate::repl::wire::Packet>>,
+    senders: HashMap<NodeId, crate::net::LinkSender>,
     peer_tasks: HashMap<NodeId, link::PeerTask>,
     ticker: Option<tokio::task::JoinHandle<()>>,
     events: Publisher,
@@ -158,6 +159,9 @@ enum Exec {
     ),
     Log(String),
     DropLink(NodeId, bool),
+    /// A large packet whose place on the wire was taken under the lock; encoded (a copy and a
+    /// CRC of up to 1 MiB) and sent outside it.
+    Send(NodeId, crate::net::Reservation, crate::repl::wire::Packet),
     Handler(crate::repl::handler::Handler, Option<NodeId>),
     /// The engine detached a failed disk: close it; the metadata thread is joined off the
     /// executor.
@@ -389,9 +393,24 @@ impl Driver {
         self.exec(actions);
     }
 
-    fn exec(&self, actions: Vec<Exec>) {
+    fn exec(&self, mut actions: Vec<Exec>) {
+        // Large sends last: their encoding (a copy and a CRC) should not delay the local disk
+        // submissions of the same batch. Their order on the wire is fixed already.
+        if actions.iter().any(|a| matches!(a, Exec::Send(..))) {
+            let (sends, rest): (Vec<Exec>, Vec<Exec>) = actions
+                .into_iter()
+                .partition(|a| matches!(a, Exec::Send(..)));
+            actions = rest;
+            actions.extend(sends);
+        }
         for a in actions {
             match a {
+                Exec::Send(node, place, packet) => {
+                    if let Err(LinkError::Encode(e)) = place.fill(0, &packet) {
+                        tracing::error!("cannot encode {:?}: {e}", packet.packet_type());
+                        self.drop_link(node, false);
+                    }
+                }
                 Exec::Disk(id, op, disk) => self.submit_disk(id, op, disk),
                 Exec::Meta(job) => {
                     let rejected = match self.lock().meta.as_ref() {
@@ -576,10 +595,26 @@ fn take_actions(g: &mut Inner) -> Vec<Exec> {
             }
             Action::ReleaseDisk => out.push(Exec::ReleaseDisk(g.disk.take(), g.meta.take())),
             Action::DropLink { node, standalone } => out.push(Exec::DropLink(node, standalone)),
-            // Pushed under the lock: the order the engine emitted is the order on the wire.
+            // Written (or queued) under the lock: the order the engine emitted is the order on
+            // the wire. Written here rather than by a writer task, so a replicated write leaves
+            // before this thread goes on to submit the local disk write (see `net::outbox`).
             Action::Send { node, packet } => {
                 if let Some(tx) = g.senders.get(&node) {
-                    let _ = tx.send(packet);
+                    if is_bulky(&packet) {
+                        out.push(Exec::Send(node, tx.reserve(&packet), packet));
+                        continue;
+                    }
+                    match tx.send_now(0, &packet) {
+                        Ok(()) => {}
+                        // An engine bug, not the network: end the link rather than leave the
+                        // peer waiting for a packet that never comes.
+                        Err(LinkError::Encode(e)) => {
+                            tracing::error!("cannot encode {:?}: {e}", packet.packet_type());
+                            out.push(Exec::DropLink(node, false));
+                        }
+                        // The link failed; its task reports that to the engine.
+                        Err(_) => {}
+                    }
                 }
             }
         }
@@ -588,6 +623,16 @@ fn take_actions(g: &mut Inner) -> Vec<Exec> {
         g.events.state(&g.engine);
     }
     out
+}
+
+/// Packets worth encoding outside the driver lock (see [`Exec::Send`]).
+fn is_bulky(p: &crate::repl::wire::Packet) -> bool {
+    use crate::repl::wire::Packet;
+    const BULKY: usize = 32 * 1024;
+    match p {
+        Packet::Data { data, .. } | Packet::ResyncReply { data, .. } => data.len() > BULKY,
+        _ => false,
+    }
 }
 
 /// A status in control-socket form.

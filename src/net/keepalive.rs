@@ -16,7 +16,7 @@ use crate::repl::wire::{self, Packet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until, timeout};
 
 /// Counters shared between the keepalive and the readers.
@@ -32,7 +32,7 @@ pub(crate) struct PingCounters {
 /// [`LinkError::PingTimeout`], with [`LinkError::Closed`] when the link goes away, or `Ok` once
 /// `closing` turns true.
 pub(crate) async fn run(
-    control: mpsc::Sender<Vec<u8>>,
+    control: Arc<super::outbox::Outbox>,
     acks: watch::Receiver<u64>,
     mut closing: watch::Receiver<bool>,
     ping_int: Duration,
@@ -48,7 +48,7 @@ pub(crate) async fn run(
 }
 
 async fn pings(
-    control: mpsc::Sender<Vec<u8>>,
+    control: Arc<super::outbox::Outbox>,
     mut acks: watch::Receiver<u64>,
     ping_int: Duration,
     ping_timeout: Duration,
@@ -61,10 +61,8 @@ async fn pings(
         sleep_until(next).await;
         let seen = *acks.borrow_and_update();
         let sent = Instant::now();
-        control
-            .send(ping.clone())
-            .await
-            .map_err(|_| LinkError::Closed)?;
+        control.wait_room().await;
+        control.push(ping.clone()).map_err(|_| LinkError::Closed)?;
         counters.sent.fetch_add(1, Ordering::Relaxed);
         // `wait_for`'s guard is dropped here, never held across an await.
         let acked = timeout(ping_timeout, acks.wait_for(|n| *n > seen))

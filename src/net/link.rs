@@ -1,7 +1,8 @@
 //! A running link: two established streams, five tasks.
 //!
-//! - one writer per stream, fed by a bounded channel of encoded frames ([`Link::send`] encodes
-//!   in the caller's task); a writer coalesces what is queued into one write and flushes;
+//! - one [`Outbox`] per stream: a sender encodes in its own task and writes the frame straight
+//!   to the socket when nothing is queued ahead of it; what the socket does not take is queued
+//!   for the stream's drain task, which writes it in order with vectored writes;
 //! - one reader per stream, which answers pings, counts ping acks and queues everything else
 //!   for [`Link::recv`] (bounded: a full data queue stops reading the data stream, which is
 //!   TCP backpressure to the peer, while the control stream goes on being read);
@@ -12,8 +13,9 @@
 //! error, and drops everything, which closes both sockets. [`Link::recv`] returns what was received before the
 //! failure, then the error. Dropping the [`Link`] aborts all tasks and closes the sockets.
 
-use super::framed::{FLUSH_THRESHOLD, FrameReader, FrameWriter};
+use super::framed::FrameReader;
 use super::keepalive::{self, PingCounters};
+use super::outbox::Outbox;
 use super::{LinkConfig, LinkError, Stream, stream_for};
 use crate::repl::wire::{self, Frame, Packet};
 use std::net::SocketAddr;
@@ -22,16 +24,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::BufReader;
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-/// Frames queued for each writer before [`Link::send`] waits.
-const DATA_SEND_QUEUE: usize = 64;
-const CONTROL_SEND_QUEUE: usize = 1024;
-/// Frames at least this long are written from their own buffer, not copied into the
-/// writer's (small frames are coalesced there into one write).
-const DIRECT_WRITE: usize = 64 * 1024;
 /// Read buffer per stream.
 const READ_BUFFER: usize = 64 * 1024;
 /// How long [`Link::close`] waits for queued frames to be written.
@@ -102,14 +98,48 @@ impl Shared {
 /// A clonable handle that sends on a link (for tasks other than the one owning the [`Link`]).
 #[derive(Clone, Debug)]
 pub struct LinkSender {
-    data: mpsc::Sender<Vec<u8>>,
-    control: mpsc::Sender<Vec<u8>>,
+    data: Arc<Outbox>,
+    control: Arc<Outbox>,
     shared: Arc<Shared>,
 }
 
 impl LinkSender {
     /// See [`Link::send`].
     pub async fn send(&self, volume: u16, packet: &Packet) -> Result<(), LinkError> {
+        let (outbox, frame) = self.encode(volume, packet)?;
+        outbox.wait_room().await;
+        outbox.push(frame).map_err(|_| self.shared.error())
+    }
+
+    /// Like [`LinkSender::send`], but never waits: the frame is written now, or queued behind
+    /// what is queued already however much that is. For callers that must not await (the
+    /// driver, under its lock, so that packets leave in the engine's order) and whose own
+    /// flow control bounds what they send.
+    pub fn send_now(&self, volume: u16, packet: &Packet) -> Result<(), LinkError> {
+        let (outbox, frame) = self.encode(volume, packet)?;
+        outbox.push(frame).map_err(|_| self.shared.error())
+    }
+
+    /// Takes `packet`'s place in its stream now, for [`Reservation::fill`] to encode and send
+    /// later, outside whatever lock fixed the order (the driver's, for a large write).
+    pub fn reserve(&self, packet: &Packet) -> Reservation {
+        let outbox = self.outbox_for(packet);
+        let ticket = outbox.reserve();
+        Reservation {
+            outbox: Arc::clone(outbox),
+            shared: Arc::clone(&self.shared),
+            ticket: Some(ticket),
+        }
+    }
+
+    fn outbox_for(&self, packet: &Packet) -> &Arc<Outbox> {
+        match stream_for(packet.packet_type()) {
+            Stream::Data => &self.data,
+            Stream::Control => &self.control,
+        }
+    }
+
+    fn encode(&self, volume: u16, packet: &Packet) -> Result<(&Outbox, Vec<u8>), LinkError> {
         if matches!(
             packet,
             Packet::Hello { .. } | Packet::AuthChallenge { .. } | Packet::AuthResponse { .. }
@@ -124,11 +154,41 @@ impl LinkSender {
         }
         let mut frame = Vec::new();
         wire::encode_to(volume, packet, &mut frame).map_err(LinkError::Encode)?;
-        let tx = match stream_for(packet.packet_type()) {
-            Stream::Data => &self.data,
-            Stream::Control => &self.control,
+        Ok((self.outbox_for(packet), frame))
+    }
+}
+
+/// A place in a stream taken by [`LinkSender::reserve`]. Frames sent after it wait until it is
+/// filled; dropping it unfilled gives the place up.
+#[derive(Debug)]
+pub struct Reservation {
+    outbox: Arc<Outbox>,
+    shared: Arc<Shared>,
+    ticket: Option<u64>,
+}
+
+impl Reservation {
+    /// Encodes `packet` (the one the place was reserved for) into the place and sends it.
+    pub fn fill(mut self, volume: u16, packet: &Packet) -> Result<(), LinkError> {
+        let Some(ticket) = self.ticket.take() else {
+            return Ok(());
         };
-        tx.send(frame).await.map_err(|_| self.shared.error())
+        let mut frame = Vec::new();
+        if let Err(e) = wire::encode_to(volume, packet, &mut frame) {
+            let _ = self.outbox.fill(ticket, Vec::new());
+            return Err(LinkError::Encode(e));
+        }
+        self.outbox
+            .fill(ticket, frame)
+            .map_err(|_| self.shared.error())
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket.take() {
+            let _ = self.outbox.fill(ticket, Vec::new());
+        }
     }
 }
 
@@ -171,31 +231,32 @@ impl Link {
             acks,
             pings: Arc::new(PingCounters::default()),
         });
-        let (data_tx, data_out) = mpsc::channel(DATA_SEND_QUEUE);
-        let (control_tx, control_out) = mpsc::channel(CONTROL_SEND_QUEUE);
         let (data_in, data_rx) = mpsc::channel(cfg.data_queue);
         let (control_in, control_rx) = mpsc::channel(cfg.control_queue);
         let (closing, closing_rx) = watch::channel(false);
         let (data_r, data_w) = data.into_split();
         let (control_r, control_w) = control.into_split();
 
+        let data_out = Arc::new(Outbox::new(data_w));
+        let control_out = Arc::new(Outbox::new(control_w));
+
         let mut tasks: JoinSet<Result<(), LinkError>> = JoinSet::new();
-        tasks.spawn(write_loop(data_w, data_out, closing_rx.clone()));
-        tasks.spawn(write_loop(control_w, control_out, closing_rx.clone()));
+        tasks.spawn(drain(data_out.clone(), closing_rx.clone()));
+        tasks.spawn(drain(control_out.clone(), closing_rx.clone()));
         tasks.spawn(read_loop(
             data_r,
             data_in,
-            control_tx.clone(),
+            control_out.clone(),
             shared.clone(),
         ));
         tasks.spawn(read_loop(
             control_r,
             control_in,
-            control_tx.clone(),
+            control_out.clone(),
             shared.clone(),
         ));
         tasks.spawn(keepalive::run(
-            control_tx.clone(),
+            control_out.clone(),
             acks_rx,
             closing_rx,
             cfg.ping_int,
@@ -208,8 +269,8 @@ impl Link {
         Link {
             info,
             sender: LinkSender {
-                data: data_tx,
-                control: control_tx,
+                data: data_out,
+                control: control_out,
                 shared,
             },
             data_rx,
@@ -333,43 +394,14 @@ async fn supervise(
     tasks.abort_all();
 }
 
-async fn write_loop(
-    w: OwnedWriteHalf,
-    mut rx: mpsc::Receiver<Vec<u8>>,
-    mut closing: watch::Receiver<bool>,
-) -> Result<(), LinkError> {
-    let mut w = FrameWriter::new(w);
-    loop {
-        let first = tokio::select! {
-            f = rx.recv() => f,
-            _ = closing.changed() => None,
-        };
-        let Some(first) = first else {
-            while let Ok(f) = rx.try_recv() {
-                w.push_encoded(&f);
-            }
-            w.shutdown().await?;
-            return Ok(());
-        };
-        let mut next = Some(first);
-        while let Some(f) = next.take() {
-            if f.len() >= DIRECT_WRITE {
-                w.write_encoded(&f).await?;
-            } else {
-                w.push_encoded(&f);
-            }
-            if w.buffered() < FLUSH_THRESHOLD {
-                next = rx.try_recv().ok();
-            }
-        }
-        w.flush().await?;
-    }
+async fn drain(outbox: Arc<Outbox>, closing: watch::Receiver<bool>) -> Result<(), LinkError> {
+    outbox.drain(closing).await.map_err(LinkError::from)
 }
 
 async fn read_loop(
     r: OwnedReadHalf,
     tx: mpsc::Sender<Frame>,
-    control: mpsc::Sender<Vec<u8>>,
+    control: Arc<Outbox>,
     shared: Arc<Shared>,
 ) -> Result<(), LinkError> {
     let mut reader = FrameReader::new(BufReader::with_capacity(READ_BUFFER, r));
@@ -383,7 +415,8 @@ async fn read_loop(
             Packet::Ping => {
                 // Fails only once our control writer is gone (closing): keep reading anyway,
                 // to the end of the stream.
-                if control.send(ping_ack.clone()).await.is_ok() {
+                control.wait_room().await;
+                if control.push(ping_ack.clone()).is_ok() {
                     shared.pings.answered.fetch_add(1, Ordering::Relaxed);
                 }
             }

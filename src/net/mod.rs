@@ -57,10 +57,11 @@ mod error;
 pub mod framed;
 pub mod keepalive;
 mod link;
+mod outbox;
 
 pub use auth::{AuthConfig, HmacAlg};
 pub use error::LinkError;
-pub use link::{Link, LinkInfo, LinkSender, LinkStats};
+pub use link::{Link, LinkInfo, LinkSender, LinkStats, Reservation};
 
 use crate::config::NetOptions;
 use crate::repl::wire::PacketType;
