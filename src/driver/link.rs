@@ -7,6 +7,7 @@
 //! whatever thread executed the batch. A link is reported down before a new one is reported up.
 
 use super::Driver;
+use crate::config::Protocol;
 use crate::ctl::proto::PeerSpec;
 use crate::net::{Link, LinkConfig, LinkError, LinkSender};
 use crate::repl::wire::Packet;
@@ -85,10 +86,18 @@ impl Driver {
         }
     }
 
-    fn set_sender(&self, node: NodeId, tx: Option<LinkSender>) {
+    fn set_sender(&self, node: NodeId, tx: Option<(LinkSender, Protocol)>) {
         let mut g = self.lock();
         match tx {
-            Some(tx) => g.senders.insert(node, tx),
+            Some((tx, protocol)) => g.senders.insert(
+                node,
+                super::PeerSender {
+                    tx,
+                    // Under protocol A the peer is off the write's critical path: its copy
+                    // should not delay the local submission (see `Exec::Send`).
+                    defer_data: protocol == Protocol::A,
+                },
+            ),
             None => g.senders.remove(&node),
         };
     }
@@ -185,7 +194,7 @@ async fn peer_loop(
             node,
             link.info().protocol
         );
-        d.set_sender(node, Some(link.sender()));
+        d.set_sender(node, Some((link.sender(), peer.net.protocol)));
         d.feed(Input::PeerUp {
             node,
             protocol: peer.net.protocol,

@@ -93,7 +93,7 @@ struct Inner {
     next_req: u64,
     next_token: u64,
     /// Per connected peer: where the engine's packets go (see `link`).
-    senders: HashMap<NodeId, crate::net::LinkSender>,
+    senders: HashMap<NodeId, PeerSender>,
     peer_tasks: HashMap<NodeId, link::PeerTask>,
     ticker: Option<tokio::task::JoinHandle<()>>,
     events: Publisher,
@@ -159,9 +159,9 @@ enum Exec {
     ),
     Log(String),
     DropLink(NodeId, bool),
-    /// A large packet whose place on the wire was taken under the lock; encoded (a copy and a
-    /// CRC of up to 1 MiB) and sent outside it.
-    Send(NodeId, crate::net::Reservation, crate::repl::wire::Packet),
+    /// A packet whose place on the wire was taken under the lock; the link's drain task
+    /// encodes (for a large one, a copy and a CRC of up to 1 MiB) and writes it.
+    Send(crate::net::Reservation, crate::repl::wire::Packet),
     Handler(crate::repl::handler::Handler, Option<NodeId>),
     /// The engine detached a failed disk: close it; the metadata thread is joined off the
     /// executor.
@@ -394,7 +394,7 @@ impl Driver {
     }
 
     fn exec(&self, mut actions: Vec<Exec>) {
-        // Large sends last: their encoding (a copy and a CRC) should not delay the local disk
+        // Deferred sends last: the drain task they wake should not delay the local disk
         // submissions of the same batch. Their order on the wire is fixed already.
         if actions.iter().any(|a| matches!(a, Exec::Send(..))) {
             let (sends, rest): (Vec<Exec>, Vec<Exec>) = actions
@@ -405,11 +405,9 @@ impl Driver {
         }
         for a in actions {
             match a {
-                Exec::Send(node, place, packet) => {
-                    if let Err(LinkError::Encode(e)) = place.fill(0, &packet) {
-                        tracing::error!("cannot encode {:?}: {e}", packet.packet_type());
-                        self.drop_link(node, false);
-                    }
+                // A failed link is reported by its task; an encoding error ends the link.
+                Exec::Send(place, packet) => {
+                    let _ = place.fill(0, packet);
                 }
                 Exec::Disk(id, op, disk) => self.submit_disk(id, op, disk),
                 Exec::Meta(job) => {
@@ -599,12 +597,14 @@ fn take_actions(g: &mut Inner) -> Vec<Exec> {
             // the wire. Written here rather than by a writer task, so a replicated write leaves
             // before this thread goes on to submit the local disk write (see `net::outbox`).
             Action::Send { node, packet } => {
-                if let Some(tx) = g.senders.get(&node) {
-                    if is_bulky(&packet) {
-                        out.push(Exec::Send(node, tx.reserve(&packet), packet));
+                if let Some(s) = g.senders.get(&node) {
+                    let defer =
+                        s.defer_data && matches!(packet, crate::repl::wire::Packet::Data { .. });
+                    if defer || is_bulky(&packet) {
+                        out.push(Exec::Send(s.tx.reserve(&packet), packet));
                         continue;
                     }
-                    match tx.send_now(0, &packet) {
+                    match s.tx.send_now(0, &packet) {
                         Ok(()) => {}
                         // An engine bug, not the network: end the link rather than leave the
                         // peer waiting for a packet that never comes.
@@ -623,6 +623,13 @@ fn take_actions(g: &mut Inner) -> Vec<Exec> {
         g.events.state(&g.engine);
     }
     out
+}
+
+/// How the driver sends to one connected peer.
+struct PeerSender {
+    tx: crate::net::LinkSender,
+    /// Application writes go through the drain task too (protocol A), not just large packets.
+    defer_data: bool,
 }
 
 /// Packets worth encoding outside the driver lock (see [`Exec::Send`]).

@@ -168,26 +168,37 @@ pub struct Reservation {
 }
 
 impl Reservation {
-    /// Encodes `packet` (the one the place was reserved for) into the place and sends it.
-    pub fn fill(mut self, volume: u16, packet: &Packet) -> Result<(), LinkError> {
+    /// Fills the place with `packet` (the one it was reserved for): the stream's drain task
+    /// encodes and writes it. An encoding error then ends the link.
+    pub fn fill(mut self, volume: u16, packet: crate::repl::wire::Packet) -> Result<(), LinkError> {
         let Some(ticket) = self.ticket.take() else {
             return Ok(());
         };
-        let mut frame = Vec::new();
-        if let Err(e) = wire::encode_to(volume, packet, &mut frame) {
-            let _ = self.outbox.fill(ticket, Vec::new());
-            return Err(LinkError::Encode(e));
-        }
+        let size_hint = packet_bytes(&packet);
+        let encode: super::outbox::Encoder = Box::new(move || {
+            let mut frame = Vec::new();
+            wire::encode_to(volume, &packet, &mut frame)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+            Ok(frame)
+        });
         self.outbox
-            .fill(ticket, frame)
+            .fill(ticket, encode, size_hint)
             .map_err(|_| self.shared.error())
+    }
+}
+
+/// About how many bytes `p` encodes to: its data, the rest being small.
+fn packet_bytes(p: &Packet) -> usize {
+    match p {
+        Packet::Data { data, .. } | Packet::ResyncReply { data, .. } => data.len() + 64,
+        _ => 64,
     }
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
         if let Some(ticket) = self.ticket.take() {
-            let _ = self.outbox.fill(ticket, Vec::new());
+            self.outbox.give_up(ticket);
         }
     }
 }

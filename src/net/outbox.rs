@@ -12,7 +12,8 @@
 //! only while nothing is queued and the drain task is not writing, so bytes reach the socket in
 //! the order [`Outbox::push`] was called. A caller that must fix a frame's place before it can
 //! afford to encode it (a 1 MiB write, under the driver lock) takes a place with
-//! [`Outbox::reserve`] and fills it later; nothing behind an unfilled place is written.
+//! [`Outbox::reserve`] and fills it later with an encoder that the drain task runs; nothing
+//! behind an unfilled place is written.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
@@ -25,6 +26,8 @@ use tokio::sync::{Notify, watch};
 pub(crate) const HIGH_WATER: usize = 8 << 20;
 /// Frames handed to one vectored write.
 const MAX_IOV: usize = 64;
+/// Bytes the drain task gathers before it writes.
+const WRITE_CHUNK: usize = 256 * 1024;
 
 /// See the [module doc](self).
 #[derive(Debug)]
@@ -37,11 +40,24 @@ pub(crate) struct Outbox {
     room: Notify,
 }
 
-/// A queued frame, or the place of one not encoded yet.
-#[derive(Debug)]
+/// Makes a frame; run by the drain task, off the sender's thread.
+pub(crate) type Encoder = Box<dyn FnOnce() -> io::Result<Vec<u8>> + Send>;
+
+/// A queued frame, a frame to encode, or a place not filled yet.
 enum Entry {
     Ready(Vec<u8>),
+    Deferred { encode: Encoder, size_hint: usize },
     Reserved(u64),
+}
+
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Entry::Ready(b) => write!(f, "Ready({} bytes)", b.len()),
+            Entry::Deferred { size_hint, .. } => write!(f, "Deferred(~{size_hint} bytes)"),
+            Entry::Reserved(t) => write!(f, "Reserved({t})"),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -107,11 +123,20 @@ impl Outbox {
         ticket
     }
 
-    /// Puts `frame` in the place `ticket` reserved (an empty frame gives the place up), for the
-    /// drain task to write: the frames that get reserved are the large ones, and writing them
-    /// there, on another thread, overlaps the copy into the socket with the sender's own work.
-    /// Fails like [`Outbox::push`].
-    pub(crate) fn fill(&self, ticket: u64, frame: Vec<u8>) -> io::Result<()> {
+    /// Puts an encoder in the place `ticket` reserved, for the drain task to run and write:
+    /// the frames that get reserved are the large ones, and encoding and writing them there,
+    /// on another thread, overlaps that work with the sender's own. `size_hint` counts toward
+    /// [`HIGH_WATER`]. Fails like [`Outbox::push`].
+    pub(crate) fn fill(&self, ticket: u64, encode: Encoder, size_hint: usize) -> io::Result<()> {
+        self.settle(ticket, Some((encode, size_hint)))
+    }
+
+    /// Gives up the place `ticket` reserved.
+    pub(crate) fn give_up(&self, ticket: u64) {
+        let _ = self.settle(ticket, None);
+    }
+
+    fn settle(&self, ticket: u64, with: Option<(Encoder, usize)>) -> io::Result<()> {
         let mut st = self.lock();
         let Some(idx) = st
             .entries
@@ -124,11 +149,14 @@ impl Outbox {
             st.entries.remove(idx);
             return Err(io::Error::from(kind));
         }
-        if frame.is_empty() {
-            st.entries.remove(idx);
-        } else {
-            st.queued_bytes += frame.len();
-            st.entries[idx] = Entry::Ready(frame);
+        match with {
+            None => {
+                st.entries.remove(idx);
+            }
+            Some((encode, size_hint)) => {
+                st.queued_bytes += size_hint;
+                st.entries[idx] = Entry::Deferred { encode, size_hint };
+            }
         }
         drop(st);
         // Frames queued behind this place may be writable now.
@@ -188,15 +216,25 @@ impl Outbox {
                     self.room.notify_waiters();
                     return Err(io::Error::from(kind));
                 }
-                // The ready frames up to the first unfilled place.
-                let mut batch = VecDeque::new();
-                while let Some(Entry::Ready(_)) = st.entries.front() {
-                    if let Some(Entry::Ready(f)) = st.entries.pop_front() {
+                // Everything up to the first unfilled place.
+                let mut batch = Vec::new();
+                while st
+                    .entries
+                    .front()
+                    .is_some_and(|e| !matches!(e, Entry::Reserved(_)))
+                {
+                    let Some(e) = st.entries.pop_front() else {
+                        break;
+                    };
+                    let counted = match &e {
                         // Only the head frame's unwritten part was counted.
-                        let skip = if batch.is_empty() { st.head_written } else { 0 };
-                        st.queued_bytes -= f.len() - skip;
-                        batch.push_back(f);
-                    }
+                        Entry::Ready(f) if batch.is_empty() => f.len() - st.head_written,
+                        Entry::Ready(f) => f.len(),
+                        Entry::Deferred { size_hint, .. } => *size_hint,
+                        Entry::Reserved(_) => 0,
+                    };
+                    st.queued_bytes = st.queued_bytes.saturating_sub(counted);
+                    batch.push(e);
                 }
                 if batch.is_empty() {
                     st.busy = false;
@@ -206,7 +244,7 @@ impl Outbox {
                     Some((batch, std::mem::take(&mut st.head_written)))
                 }
             };
-            let Some((frames, head_written)) = work else {
+            let Some((batch, head_written)) = work else {
                 self.room.notify_waiters();
                 if *closing.borrow_and_update() && self.lock().entries.is_empty() {
                     return self.shutdown();
@@ -218,12 +256,37 @@ impl Outbox {
                 continue;
             };
             self.room.notify_waiters();
-            if let Err(e) = self.write_all(&frames, head_written).await {
+            if let Err(e) = self.write_batch(batch, head_written).await {
                 self.lock().failed = Some(e.kind());
                 self.room.notify_waiters();
                 return Err(e);
             }
         }
+    }
+
+    /// Encodes what is deferred and writes everything, in order. Written in pieces of about
+    /// [`WRITE_CHUNK`], so the first bytes go out while later frames are still to be encoded.
+    async fn write_batch(&self, batch: Vec<Entry>, mut skip: usize) -> io::Result<()> {
+        let mut frames = VecDeque::new();
+        let mut bytes = 0;
+        for e in batch {
+            let frame = match e {
+                Entry::Ready(f) => f,
+                Entry::Deferred { encode, .. } => encode().inspect_err(|e| {
+                    // What follows must not go out without it: the stream ends here.
+                    tracing::error!("cannot encode a frame: {e}");
+                })?,
+                Entry::Reserved(_) => continue,
+            };
+            bytes += frame.len();
+            frames.push_back(frame);
+            if bytes >= WRITE_CHUNK {
+                self.write_all(&frames, std::mem::take(&mut skip)).await?;
+                frames.clear();
+                bytes = 0;
+            }
+        }
+        self.write_all(&frames, skip).await
     }
 
     /// Writes `frames` (the first without its first `skip` bytes) with vectored writes.
@@ -336,8 +399,8 @@ mod tests {
         assert!(ob.push(vec![1]).is_err(), "a push after shutdown must fail");
     }
 
-    /// Frames pushed behind a reserved place wait for it; a place given up (an empty fill, as
-    /// a dropped `Reservation` does) is skipped.
+    /// Frames pushed behind a reserved place wait for it; a place given up (as a dropped
+    /// `Reservation` does) is skipped.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn reserved_places_keep_their_order() {
         let (ob, mut rd) = pair().await;
@@ -352,8 +415,9 @@ mod tests {
         let gone = ob.reserve();
         ob.push(b"c".to_vec()).unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        ob.fill(gone, Vec::new()).unwrap();
-        ob.fill(big, vec![b'b'; 300_000]).unwrap();
+        ob.give_up(gone);
+        ob.fill(big, Box::new(|| Ok(vec![b'b'; 300_000])), 300_000)
+            .unwrap();
         ob.push(b"d".to_vec()).unwrap();
         close_tx.send(true).unwrap();
         drain.await.unwrap().unwrap();
