@@ -311,3 +311,24 @@ fn corrupt_or_foreign_metadata_is_a_clear_error() {
     assert!(st.bitmaps[0][..510].iter().all(|&w| w == u64::MAX));
     assert!(st.bitmaps[0][510..].iter().all(|&w| w == 0));
 }
+
+/// Runtime metadata writes are fdatasynced, one per write, unless `md-flushes no`; either way
+/// what was written reads back.
+#[test]
+fn md_flushes_decides_whether_metadata_writes_are_synced() {
+    let dir = tempfile::tempdir().unwrap();
+    for flushes in [true, false] {
+        let disk = sparse(dir.path(), &format!("md-{flushes}.img"), 64 << 20);
+        let (r, _) = create(&disk, &MetaDisk::Internal, &opts(false));
+        r.unwrap();
+        let state = metadev::read_md(&disk, &MetaDisk::Internal).unwrap();
+        let mut io = udrbd::disk::meta_io::MetaIo::open(&state, flushes).unwrap();
+        let mut sb = state.sb.clone();
+        sb.current_uuid = GenUuid(0x1234_5679);
+        io.write_superblock(&sb).unwrap();
+        io.write_bitmap(&[(0, 0, vec![u64::MAX; 512])]).unwrap();
+        assert_eq!(io.syncs(), if flushes { 2 } else { 0 });
+        let back = metadev::read_md(&disk, &MetaDisk::Internal).unwrap();
+        assert_eq!(back.sb.current_uuid, GenUuid(0x1234_5679));
+    }
+}

@@ -30,6 +30,12 @@ pub struct ResourceSpec {
     /// `disk { on-io-error }` of the volume.
     #[serde(default)]
     pub on_io_error: crate::config::OnIoError,
+    /// `disk { disk-flushes }`: flush the backing device for a peer's barrier.
+    #[serde(default = "yes")]
+    pub disk_flushes: bool,
+    /// `disk { md-flushes }`: flush the metadata device after each metadata write.
+    #[serde(default = "yes")]
+    pub md_flushes: bool,
     /// `handlers { }`: DRBD's handler name (`fence-peer`, `split-brain`, ...) -> shell command.
     #[serde(default)]
     pub handlers: BTreeMap<String, String>,
@@ -112,6 +118,8 @@ impl ResourceSpec {
                 .all(|p| p.net.fencing == crate::config::Fencing::DontCare),
             nbd_listen: r.me.nbd_listen,
             on_io_error: vol.disk_opts.on_io_error,
+            disk_flushes: vol.disk_opts.disk_flushes,
+            md_flushes: vol.disk_opts.md_flushes,
             handlers: r.handlers.clone(),
             config_file: r.config_file.clone(),
         })

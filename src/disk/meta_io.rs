@@ -1,6 +1,7 @@
 //! Runtime metadata writes for an attached device: superblock generations, activity-log
 //! transactions and bitmap pages. Every write is followed by fdatasync before it is reported
-//! done, because the engine acknowledges application I/O on the strength of it.
+//! done, because the engine acknowledges application I/O on the strength of it; `md-flushes
+//! no` (DRBD's option for a battery-backed write cache) leaves the fdatasync out.
 //!
 //! Blocking by design: the driver runs it on its own metadata thread, one write at a time, in
 //! the order the engine asked (the engine never has two of a kind in flight).
@@ -22,11 +23,15 @@ pub struct MetaIo {
     layout: Layout,
     /// Slot and sequence number of the newest superblock on disk.
     current: (usize, u64),
+    /// `md-flushes`: fdatasync after each write.
+    flushes: bool,
+    /// fdatasyncs issued so far.
+    syncs: u64,
 }
 
 impl MetaIo {
     /// Opens the metadata device that `state` was read from.
-    pub fn open(state: &MetaState) -> Result<MetaIo, MetaDevError> {
+    pub fn open(state: &MetaState, flushes: bool) -> Result<MetaIo, MetaDevError> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -40,6 +45,8 @@ impl MetaIo {
             path: state.meta_path.clone(),
             layout: state.layout.clone(),
             current: (state.slot, state.seq),
+            flushes,
+            syncs: 0,
         })
     }
 
@@ -77,14 +84,27 @@ impl MetaIo {
                 .write_all_at(&bytes, off)
                 .map_err(|source| self.io(source))?;
         }
-        self.file.sync_data().map_err(|source| self.io(source))
+        self.sync()
     }
 
-    fn write_synced(&self, off: u64, bytes: &[u8]) -> Result<(), MetaDevError> {
+    fn write_synced(&mut self, off: u64, bytes: &[u8]) -> Result<(), MetaDevError> {
         self.file
             .write_all_at(bytes, off)
             .map_err(|source| self.io(source))?;
+        self.sync()
+    }
+
+    fn sync(&mut self) -> Result<(), MetaDevError> {
+        if !self.flushes {
+            return Ok(());
+        }
+        self.syncs += 1;
         self.file.sync_data().map_err(|source| self.io(source))
+    }
+
+    /// fdatasyncs issued so far (none with `md-flushes no`).
+    pub fn syncs(&self) -> u64 {
+        self.syncs
     }
 
     fn io(&self, source: std::io::Error) -> MetaDevError {

@@ -625,6 +625,8 @@ mod tests {
             fencing_dont_care: true,
             nbd_listen: None,
             on_io_error: crate::config::OnIoError::Detach,
+            disk_flushes: true,
+            md_flushes: true,
             handlers: handlers
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -244,7 +244,7 @@ impl Driver {
             return Err(AttachError::Attached);
         }
         let state = metadev::read_md(Path::new(disk_path), &self.spec.meta_disk)?;
-        let meta_io = crate::disk::meta_io::MetaIo::open(&state)?;
+        let meta_io = crate::disk::meta_io::MetaIo::open(&state, self.spec.md_flushes)?;
         let data_bytes = state.layout.data_bytes;
         let disk =
             opener(Path::new(disk_path), data_bytes).map_err(|source| AttachError::Disk {
@@ -252,7 +252,7 @@ impl Driver {
                 source,
             })?;
         let external = !matches!(self.spec.meta_disk, crate::types::MetaDisk::Internal);
-        let attached = attached_from(&state, self.spec.on_io_error, external)?;
+        let attached = attached_from(&state, &self.spec, external)?;
         let meta = MetaThread::start(&self.spec.name, meta_io, self.me.clone())
             .map_err(|e| AttachError::Internal(format!("cannot start metadata thread: {e}")))?;
         let actions = {
@@ -700,7 +700,7 @@ fn view_of(spec: &ResourceSpec, st: Status) -> ResourceView {
 
 fn attached_from(
     state: &MetaState,
-    on_io_error: crate::config::OnIoError,
+    spec: &ResourceSpec,
     meta_external: bool,
 ) -> Result<Attached, AttachError> {
     let bits = state.layout.bm_bits();
@@ -722,7 +722,8 @@ fn attached_from(
         bitmaps,
         al: state.al.as_ref().ok().cloned(),
         al_blocks: state.layout.al_blocks,
-        on_io_error,
+        on_io_error: spec.on_io_error,
         meta_external,
+        disk_flushes: spec.disk_flushes,
     })
 }

@@ -101,6 +101,10 @@ pub struct Attached {
     /// The metadata is on another device (`meta-disk /dev/x`): flushing it does not flush
     /// the data, so an AL eviction flushes the data device first.
     pub meta_external: bool,
+    /// `disk { disk-flushes }`: a peer's barrier flushes this disk before it is acknowledged.
+    /// `no` (only with a battery-backed write cache, as with DRBD) drains the epoch's writes
+    /// and acknowledges without a flush.
+    pub disk_flushes: bool,
 }
 
 /// An application request, in bytes. The driver has validated ranges against the size.
@@ -432,6 +436,7 @@ struct Disk {
     bitmaps: Vec<Bitmap>,
     on_io_error: crate::config::OnIoError,
     meta_external: bool,
+    disk_flushes: bool,
     /// A local I/O error made this disk go away (`on-io-error detach`); the detach is under
     /// way.
     failed: bool,
@@ -868,6 +873,7 @@ impl Engine {
             bitmaps,
             on_io_error: a.on_io_error,
             meta_external: a.meta_external,
+            disk_flushes: a.disk_flushes,
             failed: false,
         });
         self.log(format!("disk( Diskless -> {} )", self.disk_state));

@@ -32,6 +32,7 @@ pub(super) fn attached(flags_or: u32, flags_clear: u32) -> Attached {
         al_blocks: 8,
         on_io_error: crate::config::OnIoError::Detach,
         meta_external: false,
+        disk_flushes: true,
     }
 }
 
@@ -503,7 +504,12 @@ fn a_connected_primary_keeps_its_generation_and_losing_the_peer_starts_a_new_one
 /// Feeds the peer's half of the handshake: same size, same generation, UpToDate, Secondary.
 /// UpToDate (new-current-uuid --clear-bitmap) and connected to node 1, in sync.
 pub(super) fn connected_in_sync() -> Engine {
-    let mut e = up(true, attached(flags::CONSISTENT | flags::WAS_UP_TO_DATE, 0));
+    connected_in_sync_on(attached(flags::CONSISTENT | flags::WAS_UP_TO_DATE, 0))
+}
+
+/// [`connected_in_sync`] on disk `a`.
+fn connected_in_sync_on(a: Attached) -> Engine {
+    let mut e = up(true, a);
     e.handle(Input::Admin {
         token: 1,
         cmd: AdminCmd::NewCurrentUuid { clear_bitmap: true },
@@ -634,4 +640,81 @@ fn a_peer_write_counts_as_unacked_until_it_is_answered() {
         }
     )));
     assert_eq!(e.status().peers[0].unacked, 0);
+}
+
+/// A peer's barrier flushes the disk before BarrierAck, unless `disk-flushes no`: then the
+/// epoch's writes are drained and the ack goes out without a flush (DRBD's "drain" ordering).
+#[test]
+fn peer_barriers_flush_unless_disk_flushes_is_off() {
+    for disk_flushes in [true, false] {
+        let mut a = attached(flags::CONSISTENT | flags::WAS_UP_TO_DATE, 0);
+        a.disk_flushes = disk_flushes;
+        let mut e = connected_in_sync_on(a);
+        for packet in [
+            Packet::Data {
+                sector: crate::types::Sector(8),
+                block_id: 7,
+                seq: 1,
+                flags: crate::repl::wire::DataFlags::SEND_WRITE_ACK,
+                size: 4096,
+                digest: bytes::Bytes::new(),
+                data: bytes::Bytes::from(vec![1u8; 4096]),
+            },
+            Packet::Barrier { epoch: 1 },
+        ] {
+            e.handle(Input::PeerPacket {
+                node: NodeId(1),
+                packet,
+            });
+        }
+        let acts = settle(&mut e);
+        let flushes = acts
+            .iter()
+            .filter(|a| {
+                matches!(
+                    a,
+                    Action::SubmitDisk {
+                        op: IoOp::Flush,
+                        ..
+                    }
+                )
+            })
+            .count();
+        let write_done = acts
+            .iter()
+            .position(|a| {
+                matches!(
+                    a,
+                    Action::Send {
+                        packet: Packet::WriteAck(_),
+                        ..
+                    }
+                )
+            })
+            .expect("WriteAck");
+        let acked = acts
+            .iter()
+            .position(|a| {
+                matches!(
+                    a,
+                    Action::Send {
+                        packet: Packet::BarrierAck {
+                            epoch: 1,
+                            set_size: 1
+                        },
+                        ..
+                    }
+                )
+            })
+            .expect("BarrierAck");
+        assert_eq!(
+            flushes,
+            usize::from(disk_flushes),
+            "disk-flushes {disk_flushes}: {acts:?}"
+        );
+        assert!(
+            write_done < acked,
+            "the ack must follow the epoch's write: {acts:?}"
+        );
+    }
 }

@@ -184,6 +184,7 @@ impl Sim {
             // disk otherwise, and the run has no peer to fall back on).
             on_io_error: udrbd::config::OnIoError::PassOn,
             meta_external: false,
+            disk_flushes: true,
         };
         self.engine.handle(Input::Attach(Box::new(a)));
         self.pump();

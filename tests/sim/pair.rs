@@ -176,6 +176,7 @@ impl Node {
             al_blocks: AL_BLOCKS,
             on_io_error: udrbd::config::OnIoError::Detach,
             meta_external: self.meta_external,
+            disk_flushes: true,
         };
         self.engine.handle(Input::Attach(Box::new(a)));
     }

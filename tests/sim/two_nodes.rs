@@ -54,6 +54,7 @@ fn node(id: u8, peer: u8, seed: u64) -> Node {
         al_blocks: 8,
         on_io_error: udrbd::config::OnIoError::Detach,
         meta_external: false,
+        disk_flushes: true,
     })));
     Node {
         engine,

@@ -671,8 +671,10 @@ impl Engine {
         }
     }
 
-    /// Flushes for every received barrier whose epoch (and all earlier ones) is written.
+    /// Flushes for every received barrier whose epoch (and all earlier ones) is written; with
+    /// `disk-flushes no`, acknowledges it once drained.
     fn pump_peer_barriers(&mut self, node: NodeId) {
+        let flushes = self.disk.as_ref().is_none_or(|d| d.disk_flushes);
         loop {
             let Some(link) = self.links.get_mut(&node) else {
                 return;
@@ -686,6 +688,13 @@ impl Engine {
             }
             link.rx_barriers.remove(0);
             link.rx_pending.retain(|e, _| *e > epoch);
+            if !flushes {
+                self.actions.push_back(Action::Send {
+                    node,
+                    packet: Packet::BarrierAck { epoch, set_size },
+                });
+                continue;
+            }
             let id = self.internal_id();
             self.peer_ops.insert(
                 id,
