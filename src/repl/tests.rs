@@ -559,21 +559,26 @@ pub(super) fn peer_handshake(e: &mut Engine) {
     }
 }
 
+/// A protocol C write of one 4 KiB block from the peer, at `sector`.
+fn peer_write(sector: u64) -> Packet {
+    Packet::Data {
+        sector: crate::types::Sector(sector),
+        block_id: 7,
+        seq: 1,
+        flags: crate::repl::wire::DataFlags::SEND_WRITE_ACK,
+        size: 4096,
+        digest: bytes::Bytes::new(),
+        data: bytes::Bytes::from(vec![1u8; 4096]),
+    }
+}
+
 #[test]
 fn a_peer_write_beyond_the_device_is_refused_and_never_reaches_the_disk() {
     let mut e = connected_in_sync();
     for sector in [e.size_bytes() / 512, u64::MAX / 8] {
         e.handle(Input::PeerPacket {
             node: NodeId(1),
-            packet: Packet::Data {
-                sector: crate::types::Sector(sector),
-                block_id: 7,
-                seq: 1,
-                flags: crate::repl::wire::DataFlags::SEND_WRITE_ACK,
-                size: 4096,
-                digest: bytes::Bytes::new(),
-                data: bytes::Bytes::from(vec![1u8; 4096]),
-            },
+            packet: peer_write(sector),
         });
         let acts = drain(&mut e);
         assert!(
@@ -598,15 +603,7 @@ fn a_peer_write_counts_as_unacked_until_it_is_answered() {
     let mut e = connected_in_sync();
     e.handle(Input::PeerPacket {
         node: NodeId(1),
-        packet: Packet::Data {
-            sector: crate::types::Sector(8),
-            block_id: 7,
-            seq: 1,
-            flags: crate::repl::wire::DataFlags::SEND_WRITE_ACK,
-            size: 4096,
-            digest: bytes::Bytes::new(),
-            data: bytes::Bytes::from(vec![1u8; 4096]),
-        },
+        packet: peer_write(8),
     });
     // Run the metadata it needs, but hold its disk write.
     let mut disk = None;
@@ -650,18 +647,7 @@ fn peer_barriers_flush_unless_disk_flushes_is_off() {
         let mut a = attached(flags::CONSISTENT | flags::WAS_UP_TO_DATE, 0);
         a.disk_flushes = disk_flushes;
         let mut e = connected_in_sync_on(a);
-        for packet in [
-            Packet::Data {
-                sector: crate::types::Sector(8),
-                block_id: 7,
-                seq: 1,
-                flags: crate::repl::wire::DataFlags::SEND_WRITE_ACK,
-                size: 4096,
-                digest: bytes::Bytes::new(),
-                data: bytes::Bytes::from(vec![1u8; 4096]),
-            },
-            Packet::Barrier { epoch: 1 },
-        ] {
+        for packet in [peer_write(8), Packet::Barrier { epoch: 1 }] {
             e.handle(Input::PeerPacket {
                 node: NodeId(1),
                 packet,
