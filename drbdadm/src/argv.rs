@@ -6,8 +6,8 @@
 //! We normalise every such form to `drbdadm [GLOBAL...] COMMAND [OPTION...] [RESOURCE...]`, which
 //! clap then parses with one subcommand per command (and per-command `--help`).
 
-/// Global options that take a separate value (`-c FILE`, `--node NAME`).
-const GLOBAL_WITH_VALUE: &[&str] = &["-c", "--config-file", "--node"];
+/// Global options that take a separate value (`-c FILE`, `--node NAME`, `--run-dir DIR`).
+const GLOBAL_WITH_VALUE: &[&str] = &["-c", "--config-file", "--node", "--run-dir"];
 /// Global options without a value.
 const GLOBAL_FLAGS: &[&str] = &["-d", "--dry-run", "-v", "--verbose", "-V", "--version"];
 /// Command options that take a separate value when not written as `--opt=value`.
@@ -178,6 +178,10 @@ mod tests {
         assert_eq!(
             norm("create-md --max-peers=3 r0")[1..3],
             ["create-md", "--max-peers=3"]
+        );
+        assert_eq!(
+            norm("--run-dir /x events2 r0"),
+            ["drbdadm", "--run-dir", "/x", "events2", "--", "r0"]
         );
     }
 

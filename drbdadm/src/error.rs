@@ -6,6 +6,9 @@ use std::fmt;
 pub const E_USAGE: i32 = 3;
 /// The configuration is invalid or does not name the resource (`E_CONFIG_INVALID`).
 pub const E_CONFIG_INVALID: i32 = 10;
+/// drbdsetup's exit code when it cannot talk to the kernel (here: the daemon), and for other
+/// failures of a command it ran.
+pub const E_EXEC: i32 = 20;
 
 /// An error with the exit code drbdadm would use for it.
 #[derive(Debug)]
@@ -30,6 +33,13 @@ impl fmt::Display for AdmError {
 }
 
 impl std::error::Error for AdmError {}
+
+/// The daemon could not be reached or its answer not read.
+impl From<udrbd::ctl::client::ClientError> for AdmError {
+    fn from(e: udrbd::ctl::client::ClientError) -> Self {
+        AdmError::new(E_EXEC, e.to_string())
+    }
+}
 
 /// What a binary's `main` returns: a clap parse failure (printed; `usage_code` unless it was
 /// `--help`/`--version`) or the outcome of the command (its message on stderr, its code).

@@ -313,18 +313,7 @@ fn device_groups(d: &VolumeView, o: Opts) -> Vec<String> {
     };
     let mut stats = String::new();
     if o.statistics {
-        let _ = write!(
-            stats,
-            " size:{} read:{} written:{} al-writes:{} bm-writes:{} upper-pending:{} \
-             lower-pending:{} al-suspended:no blocked:no",
-            d.size_kib,
-            d.read_kib,
-            d.written_kib,
-            d.al_writes,
-            d.bm_writes,
-            d.upper_pending,
-            d.lower_pending
-        );
+        crate::commands::status::device_counters(d, &mut stats);
     }
     vec![
         format!(
@@ -418,9 +407,6 @@ pub fn timestamp() -> String {
     )
 }
 
-/// drbdsetup's exit code when it cannot talk to the kernel (here: the daemon).
-pub const E_EXEC: i32 = 20;
-
 /// Prints the events of `resource` (all when `None`) as `drbdsetup events2` does, until the
 /// stream ends or (with `now`) after the initial dump; `ts` prefixes timestamps. Shared by
 /// `drbdsetup events2` and `drbdadm events2`.
@@ -436,15 +422,11 @@ pub fn stream(
         resource,
         statistics: opts.statistics,
     };
-    let mut stream = udrbd::ctl::client::events(&daemon.socket, &req)
-        .map_err(|e| crate::error::AdmError::new(E_EXEC, e.to_string()))?;
+    let mut stream = udrbd::ctl::client::events(&daemon.socket, &req)?;
     let mut tracker = Tracker::new(opts);
     let stdout = std::io::stdout();
     loop {
-        let ev = match stream
-            .next_line()
-            .map_err(|e| crate::error::AdmError::new(E_EXEC, e.to_string()))?
-        {
+        let ev = match stream.next_line()? {
             Some(udrbd::ctl::StreamLine::Event(ev)) => ev,
             Some(udrbd::ctl::StreamLine::Response(udrbd::ctl::Response::Error {
                 code,
@@ -454,13 +436,13 @@ pub fn stream(
             }
             Some(udrbd::ctl::StreamLine::Response(other)) => {
                 return Err(crate::error::AdmError::new(
-                    E_EXEC,
+                    crate::error::E_EXEC,
                     format!("the daemon answered {other:?} to an event request"),
                 ));
             }
             None => {
                 return Err(crate::error::AdmError::new(
-                    E_EXEC,
+                    crate::error::E_EXEC,
                     "the udrbd daemon closed the event stream (it went away)",
                 ));
             }

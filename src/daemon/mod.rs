@@ -126,7 +126,8 @@ impl Daemon {
                 // As on DRBD, a missing handler "returns 0", which fence-peer callers read as a
                 // broken helper: nothing is fenced, and resource-and-stonith stays frozen.
                 tracing::warn!(
-                    "{}: fencing {} toward {} but no fence-peer handler is configured: losing                      the peer as Primary will not fence it{}",
+                    "{}: fencing {} toward {} but no fence-peer handler is configured: losing \
+                     the peer as Primary will not fence it{}",
                     spec.name,
                     p.net.fencing.word(),
                     p.name,

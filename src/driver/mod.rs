@@ -393,16 +393,7 @@ impl Driver {
         self.exec(actions);
     }
 
-    fn exec(&self, mut actions: Vec<Exec>) {
-        // Deferred sends last: the drain task they wake should not delay the local disk
-        // submissions of the same batch. Their order on the wire is fixed already.
-        if actions.iter().any(|a| matches!(a, Exec::Send(..))) {
-            let (sends, rest): (Vec<Exec>, Vec<Exec>) = actions
-                .into_iter()
-                .partition(|a| matches!(a, Exec::Send(..)));
-            actions = rest;
-            actions.extend(sends);
-        }
+    fn exec(&self, actions: Vec<Exec>) {
         for a in actions {
             match a {
                 // A failed link is reported by its task; an encoding error ends the link.
@@ -561,6 +552,9 @@ fn take_actions(g: &mut Inner) -> Vec<Exec> {
     // The engine logs every state change (role, disk, connection, replication, resync start
     // and end), and logs are rare: a batch with a log line is the cue to publish the state.
     let mut changed = false;
+    // Deferred sends go last: the drain task they wake should not delay the local disk
+    // submissions of the same batch. Their order on the wire is fixed already.
+    let mut sends = Vec::new();
     while let Some(a) = g.engine.poll_action() {
         match a {
             Action::SubmitDisk { id, op } => out.push(Exec::Disk(id, op, g.disk.clone())),
@@ -600,8 +594,8 @@ fn take_actions(g: &mut Inner) -> Vec<Exec> {
                 if let Some(s) = g.senders.get(&node) {
                     let defer =
                         s.defer_data && matches!(packet, crate::repl::wire::Packet::Data { .. });
-                    if defer || is_bulky(&packet) {
-                        out.push(Exec::Send(s.tx.reserve(&packet), packet));
+                    if defer || packet.data_len() > BULKY {
+                        sends.push(Exec::Send(s.tx.reserve(&packet), packet));
                         continue;
                     }
                     match s.tx.send_now(0, &packet) {
@@ -622,24 +616,19 @@ fn take_actions(g: &mut Inner) -> Vec<Exec> {
     if changed {
         g.events.state(&g.engine);
     }
+    out.append(&mut sends);
     out
 }
+
+/// Packets carrying more data than this are encoded outside the driver lock (see
+/// [`Exec::Send`]).
+const BULKY: usize = 32 * 1024;
 
 /// How the driver sends to one connected peer.
 struct PeerSender {
     tx: crate::net::LinkSender,
     /// Application writes go through the drain task too (protocol A), not just large packets.
     defer_data: bool,
-}
-
-/// Packets worth encoding outside the driver lock (see [`Exec::Send`]).
-fn is_bulky(p: &crate::repl::wire::Packet) -> bool {
-    use crate::repl::wire::Packet;
-    const BULKY: usize = 32 * 1024;
-    match p {
-        Packet::Data { data, .. } | Packet::ResyncReply { data, .. } => data.len() > BULKY,
-        _ => false,
-    }
 }
 
 /// A status in control-socket form.

@@ -174,7 +174,8 @@ impl Reservation {
         let Some(ticket) = self.ticket.take() else {
             return Ok(());
         };
-        let size_hint = packet_bytes(&packet);
+        // About what it encodes to: its data, the rest being small.
+        let size_hint = packet.data_len() + 64;
         let encode: super::outbox::Encoder = Box::new(move || {
             let mut frame = Vec::new();
             wire::encode_to(volume, &packet, &mut frame)
@@ -184,14 +185,6 @@ impl Reservation {
         self.outbox
             .fill(ticket, encode, size_hint)
             .map_err(|_| self.shared.error())
-    }
-}
-
-/// About how many bytes `p` encodes to: its data, the rest being small.
-fn packet_bytes(p: &Packet) -> usize {
-    match p {
-        Packet::Data { data, .. } | Packet::ResyncReply { data, .. } => data.len() + 64,
-        _ => 64,
     }
 }
 

@@ -138,6 +138,11 @@ impl Outbox {
 
     fn settle(&self, ticket: u64, with: Option<(Encoder, usize)>) -> io::Result<()> {
         let mut st = self.lock();
+        if let Some(kind) = st.failed {
+            st.entries
+                .retain(|e| !matches!(e, Entry::Reserved(t) if *t == ticket));
+            return Err(io::Error::from(kind));
+        }
         let Some(idx) = st
             .entries
             .iter()
@@ -145,10 +150,6 @@ impl Outbox {
         else {
             return Err(io::Error::other("no such reservation"));
         };
-        if let Some(kind) = st.failed {
-            st.entries.remove(idx);
-            return Err(io::Error::from(kind));
-        }
         match with {
             None => {
                 st.entries.remove(idx);
@@ -168,18 +169,16 @@ impl Outbox {
     /// stream is failed (the drain task reports it) and the error returned.
     fn write_now(&self, st: &mut State, frame: &[u8]) -> io::Result<usize> {
         let mut written = 0;
-        {
-            while written < frame.len() {
-                match self.sock.try_write(&frame[written..]) {
-                    Ok(n) => written += n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        st.failed = Some(e.kind());
-                        // The drain task reports the error as the stream's end.
-                        self.more.notify_one();
-                        return Err(e);
-                    }
+        while written < frame.len() {
+            match self.sock.try_write(&frame[written..]) {
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    st.failed = Some(e.kind());
+                    // The drain task reports the error as the stream's end.
+                    self.more.notify_one();
+                    return Err(e);
                 }
             }
         }
@@ -207,48 +206,50 @@ impl Outbox {
     /// true and everything queued is written (then shuts the write side down: TCP FIN), or a
     /// write fails.
     pub(crate) async fn drain(&self, mut closing: watch::Receiver<bool>) -> io::Result<()> {
+        // However this ends (an error, or the task aborted with the link), the stream is dead
+        // from then on: senders must see that, not queue into it or wait for room forever.
+        let mut ended = DrainEnded {
+            outbox: self,
+            cleanly: false,
+        };
         loop {
+            let closing_now = *closing.borrow_and_update();
             let work = {
                 let mut st = self.lock();
                 if let Some(kind) = st.failed {
-                    st.busy = false;
-                    drop(st);
-                    self.room.notify_waiters();
                     return Err(io::Error::from(kind));
                 }
                 // Everything up to the first unfilled place.
-                let mut batch = Vec::new();
-                while st
+                let ready = st
                     .entries
-                    .front()
-                    .is_some_and(|e| !matches!(e, Entry::Reserved(_)))
-                {
-                    let Some(e) = st.entries.pop_front() else {
-                        break;
-                    };
-                    let counted = match &e {
+                    .iter()
+                    .position(|e| matches!(e, Entry::Reserved(_)))
+                    .unwrap_or(st.entries.len());
+                let batch: Vec<Entry> = st.entries.drain(..ready).collect();
+                let mut counted = 0;
+                for (i, e) in batch.iter().enumerate() {
+                    counted += match e {
                         // Only the head frame's unwritten part was counted.
-                        Entry::Ready(f) if batch.is_empty() => f.len() - st.head_written,
+                        Entry::Ready(f) if i == 0 => f.len() - st.head_written,
                         Entry::Ready(f) => f.len(),
                         Entry::Deferred { size_hint, .. } => *size_hint,
                         Entry::Reserved(_) => 0,
                     };
-                    st.queued_bytes = st.queued_bytes.saturating_sub(counted);
-                    batch.push(e);
                 }
-                if batch.is_empty() {
-                    st.busy = false;
-                    None
-                } else {
-                    st.busy = true;
-                    Some((batch, std::mem::take(&mut st.head_written)))
+                debug_assert!(counted <= st.queued_bytes, "outbox byte count");
+                st.queued_bytes = st.queued_bytes.saturating_sub(counted);
+                st.busy = !batch.is_empty();
+                if batch.is_empty() && closing_now && st.entries.is_empty() {
+                    // Decided under the lock that saw the queue empty, so no push can slip in
+                    // between and be lost behind the FIN.
+                    st.failed = Some(io::ErrorKind::BrokenPipe);
+                    drop(st);
+                    ended.cleanly = true;
+                    return self.shutdown_write();
                 }
+                (!batch.is_empty()).then(|| (batch, std::mem::take(&mut st.head_written)))
             };
             let Some((batch, head_written)) = work else {
-                self.room.notify_waiters();
-                if *closing.borrow_and_update() && self.lock().entries.is_empty() {
-                    return self.shutdown();
-                }
                 tokio::select! {
                     () = self.more.notified() => {}
                     _ = closing.changed() => {}
@@ -256,11 +257,7 @@ impl Outbox {
                 continue;
             };
             self.room.notify_waiters();
-            if let Err(e) = self.write_batch(batch, head_written).await {
-                self.lock().failed = Some(e.kind());
-                self.room.notify_waiters();
-                return Err(e);
-            }
+            self.write_batch(batch, head_written).await?;
         }
     }
 
@@ -331,12 +328,10 @@ impl Outbox {
         Ok(())
     }
 
-    /// Shuts our sending side down once everything is written; later pushes fail.
-    fn shutdown(&self) -> io::Result<()> {
-        self.lock().failed = Some(io::ErrorKind::BrokenPipe);
-        let fd = self.sock.as_ref().as_raw_fd();
-        // SAFETY: `fd` is the socket `self.sock` owns, open for as long as `self` lives.
-        if unsafe { libc::shutdown(fd, libc::SHUT_WR) } != 0 {
+    /// Shuts our sending side down (TCP FIN) once everything is written.
+    fn shutdown_write(&self) -> io::Result<()> {
+        // SAFETY: the fd is the socket `self.sock` owns, open for as long as `self` lives.
+        if unsafe { libc::shutdown(self.sock.as_ref().as_raw_fd(), libc::SHUT_WR) } != 0 {
             let e = io::Error::last_os_error();
             // The peer may have closed first; that is not a failure of ours.
             if e.kind() != io::ErrorKind::NotConnected {
@@ -344,6 +339,33 @@ impl Outbox {
             }
         }
         Ok(())
+    }
+}
+
+/// Marks the stream dead when the drain task ends other than by a clean shutdown: later pushes
+/// fail, queued frames are dropped, waiters for room wake, and the socket is shut down both
+/// ways (senders still hold the outbox, so dropping it would not close the socket).
+struct DrainEnded<'a> {
+    outbox: &'a Outbox,
+    cleanly: bool,
+}
+
+impl Drop for DrainEnded<'_> {
+    fn drop(&mut self) {
+        let ob = self.outbox;
+        {
+            let mut st = ob.lock();
+            st.busy = false;
+            if self.cleanly {
+                return;
+            }
+            st.failed.get_or_insert(io::ErrorKind::BrokenPipe);
+            st.entries.clear();
+            st.queued_bytes = 0;
+        }
+        ob.room.notify_waiters();
+        // SAFETY: as in `shutdown_write`.
+        unsafe { libc::shutdown(ob.sock.as_ref().as_raw_fd(), libc::SHUT_RDWR) };
     }
 }
 
@@ -427,6 +449,34 @@ mod tests {
         expect.extend(vec![b'b'; 300_000]);
         expect.extend_from_slice(b"cd");
         assert!(got == expect, "got {} bytes, out of order", got.len());
+    }
+
+    /// A drain task aborted with its link leaves a dead stream: pushes fail and nobody waits
+    /// for room that will never come.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_aborted_drain_task_fails_the_stream() {
+        let (ob, _rd) = pair().await;
+        let ob = std::sync::Arc::new(ob);
+        // More than HIGH_WATER queued behind a place nobody fills.
+        let _held = ob.reserve();
+        ob.push(vec![0; HIGH_WATER + 1]).unwrap();
+        let (_close_tx, close_rx) = watch::channel(false);
+        let drain = tokio::spawn({
+            let ob = ob.clone();
+            async move { ob.drain(close_rx).await }
+        });
+        let waiter = tokio::spawn({
+            let ob = ob.clone();
+            async move { ob.wait_room().await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        drain.abort();
+        let _ = drain.await;
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("wait_room still waiting after the drain task died")
+            .unwrap();
+        assert!(ob.push(vec![1]).is_err());
     }
 
     /// A peer that went away fails pushes and ends the drain task with the error.

@@ -1,8 +1,7 @@
 //! The digests of `verify-alg` and `csums-alg` (DRBD lets any kernel shash be named; udrbd
-//! knows the ones DRBD setups use that are not broken for this purpose). A digest covers one
-//! 4 KiB bitmap block, so a mismatch names exactly the blocks that differ.
+//! knows the ones DRBD setups use that are not broken for this purpose). One digest covers one
+//! request's range; verify narrows a mismatch down by asking again for smaller ranges.
 
-use crate::types::BM_BLOCK_SIZE;
 use sha1::Digest as _;
 
 /// A digest algorithm by its config name.
@@ -61,29 +60,6 @@ impl DigestAlg {
             DigestAlg::Sha512 => out.extend_from_slice(&sha2::Sha512::digest(data)),
         }
     }
-
-    /// One digest per 4 KiB block of `data` (the last block may be shorter), concatenated.
-    pub fn block_digests(self, data: &[u8]) -> Vec<u8> {
-        let mut out =
-            Vec::with_capacity(data.len().div_ceil(BM_BLOCK_SIZE as usize) * self.digest_len());
-        for block in data.chunks(BM_BLOCK_SIZE as usize) {
-            self.digest_into(block, &mut out);
-        }
-        out
-    }
-
-    /// Indexes of the 4 KiB blocks whose digests differ between `a` and `b` (both from
-    /// [`Self::block_digests`] of the same range). A side with the wrong length (a failed
-    /// read, a confused peer) differs everywhere.
-    pub fn differing_blocks(self, a: &[u8], b: &[u8], blocks: usize) -> Vec<usize> {
-        let n = self.digest_len();
-        if a.len() != blocks * n || b.len() != blocks * n {
-            return (0..blocks).collect();
-        }
-        (0..blocks)
-            .filter(|&i| a[i * n..(i + 1) * n] != b[i * n..(i + 1) * n])
-            .collect()
-    }
 }
 
 #[cfg(test)]
@@ -127,20 +103,5 @@ mod tests {
         }
         assert_eq!(DigestAlg::from_name("SHA1"), Some(DigestAlg::Sha1));
         assert_eq!(DigestAlg::from_name("md4"), None);
-    }
-
-    #[test]
-    fn per_block_digests_name_the_differing_blocks() {
-        let a = vec![7u8; 4 * 4096];
-        let mut b = a.clone();
-        b[4096 + 17] ^= 1;
-        b[3 * 4096] ^= 1;
-        for alg in [DigestAlg::Crc32c, DigestAlg::Sha256] {
-            let (da, db) = (alg.block_digests(&a), alg.block_digests(&b));
-            assert_eq!(da.len(), 4 * alg.digest_len());
-            assert_eq!(alg.differing_blocks(&da, &db, 4), vec![1, 3]);
-            assert_eq!(alg.differing_blocks(&da, &da, 4), Vec::<usize>::new());
-            assert_eq!(alg.differing_blocks(&da, &[], 4), vec![0, 1, 2, 3]);
-        }
     }
 }

@@ -1254,7 +1254,7 @@ impl Engine {
         if self.meta_persisted < self.sb_gen || self.meta_inflight.is_some() {
             return; // `meta_written` calls back here
         }
-        let waiters = std::mem::take(&mut self.flush_waiters);
+        let waiters = self.take_detach_waiters();
         let old = self.disk_state;
         let failed = self.disk.take().is_some_and(|d| d.failed);
         self.disk_state = DiskState::Diskless;
@@ -1266,12 +1266,21 @@ impl Engine {
                 self.drop_link(node, false);
             }
         }
-        for (token, _) in waiters.into_iter().filter(|w| w.0 != FAILURE_DETACH) {
+        for token in waiters {
             self.actions.push_back(Action::AdminDone {
                 token,
                 result: Ok(()),
             });
         }
+    }
+
+    /// The admin commands waiting for a detach (not the failure detach, which nobody awaits).
+    fn take_detach_waiters(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.flush_waiters)
+            .into_iter()
+            .map(|(token, _)| token)
+            .filter(|&t| t != FAILURE_DETACH)
+            .collect()
     }
 
     // ---- application I/O ---------------------------------------------------------------------
@@ -1607,7 +1616,7 @@ impl Engine {
                 result: Err(AdminError::Meta(e.clone())),
             });
         }
-        for (token, _) in std::mem::take(&mut self.flush_waiters) {
+        for token in self.take_detach_waiters() {
             self.actions.push_back(Action::AdminDone {
                 token,
                 result: Err(AdminError::Meta(e.clone())),

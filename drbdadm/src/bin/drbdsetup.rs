@@ -10,9 +10,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use udrbd::ctl::Request;
 
-/// drbdsetup's exit code when it cannot talk to the kernel (here: the daemon).
-const E_EXEC: i32 = events2::E_EXEC;
-
 /// `drbdsetup [--run-dir DIR] COMMAND ...`
 #[derive(Debug, Parser)]
 #[command(
@@ -110,5 +107,5 @@ fn run(cli: Cli) -> Result<(), AdmError> {
 
 fn main() -> ExitCode {
     // drbdsetup's usage errors exit 20, like its other failures.
-    drbdadm::error::exit(Cli::try_parse().map(run), E_EXEC)
+    drbdadm::error::exit(Cli::try_parse().map(run), drbdadm::error::E_EXEC)
 }

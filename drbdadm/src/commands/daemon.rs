@@ -4,7 +4,7 @@
 
 use super::status;
 use crate::context::{expand_targets, resolve};
-use crate::error::AdmError;
+use crate::error::{AdmError, E_EXEC};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use udrbd::config::Config;
@@ -12,8 +12,6 @@ use udrbd::ctl::client::call;
 use udrbd::ctl::{Request, ResourceView, Response};
 use udrbd::repl::{ConnState, ReplState};
 
-/// drbdsetup's exit code for "could not talk to the kernel" and other failures.
-const E_EXEC: i32 = 20;
 /// drbdsetup's exit code when a wait-* command times out.
 const E_TIMEOUT: i32 = 5;
 
@@ -31,7 +29,7 @@ impl Daemon {
     }
 
     fn call(&self, req: &Request) -> Result<Response, AdmError> {
-        call(&self.socket, req).map_err(|e| AdmError::new(E_EXEC, e.to_string()))
+        Ok(call(&self.socket, req)?)
     }
 
     /// Sends `req`; an error answer becomes the command's error.

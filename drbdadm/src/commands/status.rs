@@ -13,7 +13,7 @@
 use super::daemon::StatusOpts;
 use serde_json::json;
 use std::fmt::Write;
-use udrbd::ctl::{ConnectionView, ResourceView};
+use udrbd::ctl::{ConnectionView, ResourceView, VolumeView};
 use udrbd::repl::{ConnState, ReplState};
 
 /// The text layout.
@@ -50,18 +50,9 @@ pub fn render(views: &[ResourceView], o: StatusOpts) -> String {
             }
             out.push('\n');
             if o.statistics {
-                let _ = writeln!(
-                    out,
-                    "      size:{} read:{} written:{} al-writes:{} bm-writes:{} upper-pending:{} \
-                     lower-pending:{} al-suspended:no blocked:no",
-                    d.size_kib,
-                    d.read_kib,
-                    d.written_kib,
-                    d.al_writes,
-                    d.bm_writes,
-                    d.upper_pending,
-                    d.lower_pending
-                );
+                out.push_str("     ");
+                device_counters(d, &mut out);
+                out.push('\n');
             }
         }
         for c in &v.connections {
@@ -107,6 +98,23 @@ fn render_connection(out: &mut String, c: &ConnectionView, o: StatusOpts) {
         peer_device_counters(c, out);
         out.push('\n');
     }
+}
+
+/// A device's counters as `status --statistics` and `events2 --statistics` show them, each
+/// after a space.
+pub fn device_counters(d: &VolumeView, out: &mut String) {
+    let _ = write!(
+        out,
+        " size:{} read:{} written:{} al-writes:{} bm-writes:{} upper-pending:{} \
+         lower-pending:{} al-suspended:no blocked:no",
+        d.size_kib,
+        d.read_kib,
+        d.written_kib,
+        d.al_writes,
+        d.bm_writes,
+        d.upper_pending,
+        d.lower_pending
+    );
 }
 
 /// ` received:N sent:N out-of-sync:N pending:N unacked:N` and, while a resync runs,

@@ -301,7 +301,7 @@ impl Engine {
 
     pub(super) fn send(&mut self, node: NodeId, packet: Packet) {
         if let Some(c) = self.conns.get_mut(&node) {
-            c.sent += packet_data_len(&packet);
+            c.sent += packet.data_len() as u64;
         }
         self.actions.push_back(Action::Send { node, packet });
     }
@@ -1021,13 +1021,5 @@ impl Engine {
             self.log(format!("new current UUID: {u}"));
             self.sb_changed();
         }
-    }
-}
-
-/// Payload bytes of data-carrying packets, for the `received`/`sent` counters.
-pub(super) fn packet_data_len(p: &Packet) -> u64 {
-    match p {
-        Packet::Data { data, .. } | Packet::ResyncReply { data, .. } => data.len() as u64,
-        _ => 0,
     }
 }

@@ -357,7 +357,7 @@ impl Engine {
     /// replication here.
     pub(super) fn peer_packet(&mut self, node: NodeId, packet: Packet) {
         if let Some(c) = self.conns.get_mut(&node) {
-            c.received += super::connection::packet_data_len(&packet);
+            c.received += packet.data_len() as u64;
         }
         match packet {
             Packet::ProtocolParams { .. }

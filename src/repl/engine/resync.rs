@@ -438,11 +438,7 @@ impl Engine {
             "peer {node}: Resync done ({} KiB); repl( SyncTarget -> Established )",
             done / 1024
         ));
-        let uses_csums = self
-            .cfg
-            .peers
-            .iter()
-            .any(|p| p.node_id == node && p.csums_alg.is_some());
+        let uses_csums = self.peer_info(node).is_some_and(|p| p.csums_alg.is_some());
         if let Some((same, sent)) = csums.filter(|_| uses_csums) {
             // DRBD's line (drbd_resync_finished()).
             let total = same + sent;
@@ -662,12 +658,7 @@ impl Engine {
                         digest: bytes::Bytes::new(),
                         data: bytes::Bytes::from(data),
                     },
-                    _ => Packet::NegResyncReply(BlockAck {
-                        sector,
-                        block_id,
-                        size,
-                        seq: 0,
-                    }),
+                    _ => Packet::NegResyncReply(ack),
                 };
                 if self.links.contains_key(&node) {
                     self.send(node, packet);

@@ -352,6 +352,14 @@ impl Packet {
         }
     }
 
+    /// Bytes of block data the packet carries (writes and resync replies; 0 for the rest).
+    pub fn data_len(&self) -> usize {
+        match self {
+            Packet::Data { data, .. } | Packet::ResyncReply { data, .. } => data.len(),
+            _ => 0,
+        }
+    }
+
     /// This packet's header type.
     pub fn packet_type(&self) -> PacketType {
         match self {
