@@ -25,6 +25,14 @@ fio_json() { python3 -c 'import json,sys; j=json.load(sys.stdin)["jobs"][0]["wri
 fio_nbd() { # uri bs qd rw
   fio --name=t --ioengine=nbd --uri="$1" --rw=$4 --bs=$2 --iodepth=$3 --time_based --runtime=$RT --size=1G --output-format=json --output=$w/out.json >/dev/null 2>&1; fio_json; }
 adm() { local n=$1; shift; UDRBD_CONFIG=$w/drbd.conf UDRBD_NODE=$n UDRBD_RUN_DIR=$w/run-$n $bin/drbdadm "$@"; }
+# up_node NAME: fresh metadata, a daemon of its own, the resource up (config in $w/drbd.conf)
+up_node() {
+  local n=$1
+  rm -rf $w/run-$n; mkdir -p $w/run-$n
+  adm $n create-md --force r0 >/dev/null 2>&1
+  $bin/udrbd --run-dir $w/run-$n 2>$w/$n.log & sleep 0.3
+  adm $n up r0
+}
 # conf PROTO SIZE [single]: a pair (or alice alone) on fresh sparse files
 start() {
   local proto=$1 size=$2 single=${3:-}
@@ -44,12 +52,7 @@ CONF
   fi
   local nodes="alice bob"
   [ -n "$single" ] && nodes=alice
-  for n in $nodes; do
-    mkdir -p $w/run-$n
-    adm $n create-md --force r0 >/dev/null 2>&1
-    $bin/udrbd --run-dir $w/run-$n 2>$w/$n.log & sleep 0.3
-    adm $n up r0
-  done
+  for n in $nodes; do up_node $n; done
 }
 uri="nbd+unix:///r0?socket=$w/run-alice/nbd.sock"
 declare -A R
@@ -94,10 +97,7 @@ pkill -f "udrbd --run-dir $w" || true; sleep 0.5
 rm -f $w/alice.img $w/bob.img; truncate -s 1T $w/big.img
 pb=$(port)
 printf 'resource r0 { device minor 0; meta-disk internal;\n  on alice { node-id 0; address 127.0.0.1:%s; disk "%s"; }\n  on bob { node-id 1; address 127.0.0.1:%s; disk "%s"; } }\n' $(port) $w/big.img $pb /nonexistent > $w/drbd.conf
-rm -rf $w/run-alice; mkdir -p $w/run-alice
-adm alice create-md --force r0 >/dev/null 2>&1
-$bin/udrbd --run-dir $w/run-alice 2>$w/alice.log & sleep 0.3
-adm alice up r0
+up_node alice
 sleep 1
 pid=$(pgrep -f "udrbd --run-dir $w/run-alice")
 R[rss_mib]=$(awk '/VmRSS/ {print int($2/1024)}' /proc/$pid/status)

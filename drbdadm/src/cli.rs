@@ -1,6 +1,8 @@
 //! The command-line surface: one clap subcommand per drbdadm command, so each has its own
 //! `--help`. `argv::normalise` has already put options where clap expects them.
 
+use crate::commands::daemon::RunDirArg;
+use crate::events2::Args as Events2Args;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -44,15 +46,8 @@ pub struct Cli {
     #[arg(long = "node", global = true, env = "UDRBD_NODE", value_name = "NAME")]
     pub node: Option<String>,
 
-    /// Directory of the daemon's control socket (`udrbd --run-dir`).
-    #[arg(
-        long = "run-dir",
-        global = true,
-        env = "UDRBD_RUN_DIR",
-        value_name = "DIR",
-        default_value = "/run/udrbd"
-    )]
-    pub run_dir: PathBuf,
+    #[command(flatten)]
+    pub run_dir: RunDirArg,
 
     /// Print what would be done instead of doing it.
     #[arg(short = 'd', long = "dry-run", global = true)]
@@ -323,19 +318,7 @@ pub enum Command {
     /// The state as `drbdsetup events2` lines: `exists` lines and `exists -`, then (without
     /// --now) every change as it happens (`change`, `create`, `destroy`, `call helper`,
     /// `response helper`). Same as `drbdsetup events2`.
-    Events2 {
-        /// A resource name; every resource when omitted (or `all`).
-        resource: Option<String>,
-        /// Print the current state, then `exists -`, and exit.
-        #[arg(long)]
-        now: bool,
-        /// Add DRBD's counters to each line (and show them change, once a second).
-        #[arg(long)]
-        statistics: bool,
-        /// Prefix each line with the local time.
-        #[arg(long)]
-        timestamps: bool,
-    },
+    Events2(Events2Args),
 
     /// Wait until the resource is connected and no resync remains.
     WaitSync {

@@ -54,21 +54,15 @@ impl Tracker {
         match ev {
             Event::Snapshot { resources, initial } => {
                 let action = if initial { "exists" } else { "create" };
-                let names: Vec<String> = resources.iter().map(|r| r.name.clone()).collect();
+                // A snapshot is the whole truth: what it does not name is gone.
+                let mut before = std::mem::take(&mut self.known);
                 for r in resources {
-                    out.extend(changes(self.known.get(&r.name), &r, action, self.opts));
+                    let old = before.remove(&r.name);
+                    out.extend(changes(old.as_ref(), &r, action, self.opts));
                     self.known.insert(r.name.clone(), r);
                 }
-                let gone: Vec<String> = self
-                    .known
-                    .keys()
-                    .filter(|n| !names.contains(n))
-                    .cloned()
-                    .collect();
-                for n in gone {
-                    if let Some(old) = self.known.remove(&n) {
-                        out.extend(destroyed(&old));
-                    }
+                for old in before.values() {
+                    out.extend(destroyed(old));
                 }
                 if initial {
                     out.push("exists -".to_string());
@@ -243,30 +237,29 @@ fn path_groups(c: &ConnectionView) -> Vec<String> {
 /// promotion would succeed now, and a score that ranks nodes by how much good data they have.
 /// Peers' UpToDate data counts as stable (udrbd does not track DRBD's UUID_FLAG_STABLE).
 fn promotion(r: &ResourceView) -> (bool, u32) {
-    if r.volumes.is_empty() {
-        return (false, 0);
-    }
-    let mut min_replicas: Option<u32> = None;
-    let mut up_to_date_devices = 0u32;
-    let mut all_have_disk = true;
-    for d in &r.volumes {
-        let peers = r
-            .connections
-            .iter()
-            .filter(|c| c.peer_disk == DiskState::UpToDate)
-            .count() as u32;
-        let replicas = peers + u32::from(d.disk == DiskState::UpToDate);
-        if d.disk == DiskState::UpToDate {
-            up_to_date_devices += 1;
-        } else if !matches!(d.disk, DiskState::Consistent | DiskState::Inconsistent) {
-            all_have_disk = false;
-        }
-        min_replicas = Some(min_replicas.map_or(replicas, |m| m.min(replicas)));
-    }
-    let replicas = min_replicas.unwrap_or(0);
+    // Peer disk states are per connection here (one volume), so every volume sees the same.
+    let peers_up_to_date = r
+        .connections
+        .iter()
+        .filter(|c| c.peer_disk == DiskState::UpToDate)
+        .count() as u32;
+    let up_to_date = |d: &&VolumeView| d.disk == DiskState::UpToDate;
+    let replicas = r
+        .volumes
+        .iter()
+        .map(|d| peers_up_to_date + u32::from(up_to_date(&d)))
+        .min()
+        .unwrap_or(0);
     if replicas == 0 {
         return (false, 0);
     }
+    let up_to_date_devices = r.volumes.iter().filter(up_to_date).count() as u32;
+    let all_have_disk = r.volumes.iter().all(|d| {
+        matches!(
+            d.disk,
+            DiskState::UpToDate | DiskState::Consistent | DiskState::Inconsistent
+        )
+    });
     let have_primary =
         r.role == Role::Primary || r.connections.iter().any(|c| c.role == Role::Primary);
     let score =
@@ -407,19 +400,36 @@ pub fn timestamp() -> String {
     )
 }
 
-/// Prints the events of `resource` (all when `None`) as `drbdsetup events2` does, until the
-/// stream ends or (with `now`) after the initial dump; `ts` prefixes timestamps. Shared by
-/// `drbdsetup events2` and `drbdadm events2`.
+/// `events2`'s command line, the same under `drbdadm` and `drbdsetup`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// A resource name; every resource when omitted (or `all`).
+    pub resource: Option<String>,
+    /// Print the current state, then `exists -`, and exit.
+    #[arg(long)]
+    pub now: bool,
+    /// Add DRBD's counters to each line (and show them change, once a second).
+    #[arg(short = 's', long)]
+    pub statistics: bool,
+    /// Prefix each line with the local time (ISO 8601, microseconds).
+    #[arg(short = 'T', long)]
+    pub timestamps: bool,
+}
+
+/// Prints the events `args` asks for as `drbdsetup events2` does, until the stream ends or
+/// (with `--now`) after the initial dump.
 pub fn stream(
     daemon: &crate::commands::daemon::Daemon,
-    resource: Option<String>,
-    now: bool,
-    opts: Opts,
-    ts: bool,
+    args: &Args,
 ) -> Result<(), crate::error::AdmError> {
     use std::io::Write as _;
+    let opts = Opts {
+        statistics: args.statistics,
+    };
+    let (now, ts) = (args.now, args.timestamps);
     let req = udrbd::ctl::Request::Events {
-        resource,
+        // `all` means no filter, as in drbdsetup.
+        resource: args.resource.clone().filter(|r| r != "all"),
         statistics: opts.statistics,
     };
     let mut stream = udrbd::ctl::client::events(&daemon.socket, &req)?;

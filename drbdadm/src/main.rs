@@ -31,7 +31,7 @@ fn run(cli: Cli) -> Result<(), AdmError> {
     };
     let cfg = context::load_config(&cli.config)?;
     let node = cli.node.as_deref();
-    let daemon = Daemon::new(&cli.run_dir);
+    let daemon = Daemon::new(&cli.run_dir.run_dir);
     let state = |targets: &Targets, cmd| {
         commands::daemon::run_state(&cfg, node, &daemon, &targets.targets, cmd, cli.dry_run)
     };
@@ -153,20 +153,7 @@ fn run(cli: Cli) -> Result<(), AdmError> {
             WaitFor::Connect,
             *wfc_timeout,
         ),
-        Command::Events2 {
-            resource,
-            now,
-            statistics,
-            timestamps,
-        } => drbdadm::events2::stream(
-            &daemon,
-            resource.clone().filter(|r| r != "all"),
-            *now,
-            drbdadm::events2::Opts {
-                statistics: *statistics,
-            },
-            *timestamps,
-        ),
+        Command::Events2(args) => drbdadm::events2::stream(&daemon, args),
         Command::WaitSync {
             wfc_timeout,
             targets,

@@ -147,16 +147,81 @@ mod tests {
     }
 }
 
+/// The pacing of one run, a resync or a verify, on either side: the requesting side (the
+/// SyncTarget, the VerifyS) spends a byte budget that the [`Controller`] refills every step;
+/// both sides keep the rate window their status shows.
+#[derive(Debug)]
+pub struct Pacer {
+    ctl: Controller,
+    /// Whether this side asks for data, and so is paced by the budget.
+    requests: bool,
+    /// Bytes that may still be requested in this step (negative: overdrawn).
+    budget: i64,
+    /// Bytes that arrived (or were answered) in this step.
+    arrived: u64,
+    window: RateWindow,
+}
+
+impl Pacer {
+    /// A requesting side may ask at once: its first budget is granted here, not a step later.
+    pub fn new(opts: PeerDeviceOptions, requests: bool) -> Pacer {
+        let mut ctl = Controller::new(opts);
+        let budget = if requests {
+            ctl.step(0, 0, false) as i64
+        } else {
+            0
+        };
+        Pacer {
+            ctl,
+            requests,
+            budget,
+            arrived: 0,
+            window: RateWindow::default(),
+        }
+    }
+
+    /// Ends a controller step. `in_flight`: bytes requested and not yet received. An overdraft
+    /// is carried into the new budget, an unspent budget is not (DRBD does not bank it either).
+    pub fn step(&mut self, in_flight: u64, app_busy: bool) {
+        let arrived = std::mem::take(&mut self.arrived);
+        self.window.push(arrived);
+        if self.requests {
+            let step = self.ctl.step(arrived, in_flight, app_busy) as i64;
+            self.budget = self.budget.min(0) + step;
+        }
+    }
+
+    /// Counts bytes that arrived in this step.
+    pub fn arrived(&mut self, bytes: u64) {
+        self.arrived += bytes;
+    }
+
+    /// Whether the budget allows another request.
+    pub fn may_request(&self) -> bool {
+        self.budget > 0
+    }
+
+    /// Takes a request's bytes from the budget (it may go negative: a request is not split).
+    pub fn spend(&mut self, bytes: u64) {
+        self.budget -= bytes as i64;
+    }
+
+    /// Bytes per second over the last second.
+    pub fn rate(&self) -> u64 {
+        self.window.bytes_per_sec()
+    }
+}
+
 /// Bytes moved per controller step over the last second: the rate status shows (`dbdt1`) for
 /// a resync or a verify.
 #[derive(Debug, Default)]
-pub struct RateWindow {
+struct RateWindow {
     steps: std::collections::VecDeque<u64>,
 }
 
 impl RateWindow {
     /// Records the bytes of the step that just ended.
-    pub fn push(&mut self, bytes: u64) {
+    fn push(&mut self, bytes: u64) {
         self.steps.push_back(bytes);
         if self.steps.len() as u64 > STEPS_PER_SEC {
             self.steps.pop_front();
@@ -164,7 +229,7 @@ impl RateWindow {
     }
 
     /// Bytes per second over the steps recorded.
-    pub fn bytes_per_sec(&self) -> u64 {
+    fn bytes_per_sec(&self) -> u64 {
         self.steps.iter().sum::<u64>() * STEPS_PER_SEC / self.steps.len().max(1) as u64
     }
 }

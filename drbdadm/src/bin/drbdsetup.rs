@@ -3,10 +3,9 @@
 //! to the kernel. It reads no configuration.
 
 use clap::{Parser, Subcommand};
-use drbdadm::commands::daemon::{Daemon, StatusOpts, print_status};
+use drbdadm::commands::daemon::{Daemon, RunDirArg, StatusOpts, print_status};
 use drbdadm::error::AdmError;
-use drbdadm::events2::{self, Opts};
-use std::path::PathBuf;
+use drbdadm::events2;
 use std::process::ExitCode;
 use udrbd::ctl::Request;
 
@@ -18,15 +17,8 @@ use udrbd::ctl::Request;
     disable_version_flag = true
 )]
 struct Cli {
-    /// Directory of the daemon's control socket (`udrbd --run-dir`).
-    #[arg(
-        long = "run-dir",
-        global = true,
-        env = "UDRBD_RUN_DIR",
-        value_name = "DIR",
-        default_value = "/run/udrbd"
-    )]
-    run_dir: PathBuf,
+    #[command(flatten)]
+    run_dir: RunDirArg,
 
     #[command(subcommand)]
     command: Command,
@@ -47,19 +39,7 @@ enum Command {
     },
     /// The state as `exists` lines, then (without --now) every change as it happens:
     /// `change`, `create`, `destroy`, `call helper`, `response helper`.
-    Events2 {
-        /// A resource name; every resource when omitted (or `all`).
-        resource: Option<String>,
-        /// Print the current state, then `exists -`, and exit.
-        #[arg(long)]
-        now: bool,
-        /// Add DRBD's counters to each line (and show them change, once a second).
-        #[arg(short = 's', long)]
-        statistics: bool,
-        /// Prefix each line with the local time (ISO 8601, microseconds).
-        #[arg(short = 'T', long)]
-        timestamps: bool,
-    },
+    Events2(events2::Args),
     /// Take the resource down (what the Pacemaker agent tries when all else failed).
     Down { resource: String },
 }
@@ -70,7 +50,7 @@ fn filter(resource: Option<String>) -> Option<String> {
 }
 
 fn run(cli: Cli) -> Result<(), AdmError> {
-    let daemon = Daemon::new(&cli.run_dir);
+    let daemon = Daemon::new(&cli.run_dir.run_dir);
     match cli.command {
         Command::Status {
             resource,
@@ -89,18 +69,7 @@ fn run(cli: Cli) -> Result<(), AdmError> {
             );
             Ok(())
         }
-        Command::Events2 {
-            resource,
-            now,
-            statistics,
-            timestamps,
-        } => events2::stream(
-            &daemon,
-            filter(resource),
-            now,
-            Opts { statistics },
-            timestamps,
-        ),
+        Command::Events2(args) => events2::stream(&daemon, &args),
         Command::Down { resource } => daemon.expect_ok(&Request::Down { resource }),
     }
 }

@@ -15,6 +15,20 @@ use udrbd::repl::{ConnState, ReplState};
 /// drbdsetup's exit code when a wait-* command times out.
 const E_TIMEOUT: i32 = 5;
 
+/// `--run-dir DIR`, the global option of drbdadm and drbdsetup that finds the daemon.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunDirArg {
+    /// Directory of the daemon's control socket (`udrbd --run-dir`).
+    #[arg(
+        long = "run-dir",
+        global = true,
+        env = "UDRBD_RUN_DIR",
+        value_name = "DIR",
+        default_value = "/run/udrbd"
+    )]
+    pub run_dir: PathBuf,
+}
+
 /// Where the daemon listens.
 #[derive(Debug, Clone)]
 pub struct Daemon {

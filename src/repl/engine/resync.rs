@@ -19,7 +19,7 @@
 
 use super::{Action, Engine, IoOp};
 use crate::meta::superblock::flags;
-use crate::repl::resync::{Controller, RateWindow};
+use crate::repl::resync::Pacer;
 use crate::repl::state::{DiskState, ReplState, Role};
 use crate::repl::wire::{BlockAck, Packet};
 use crate::types::{BM_BLOCK_SIZE, BlockIdx, GenUuid, NodeId, ReqId, SECTOR_SIZE, Sector};
@@ -52,12 +52,8 @@ pub(super) struct Resync {
     next_id: u64,
     /// The superblock generation that records Inconsistent: nothing is requested before it.
     meta_gen: u64,
-    ctl: Controller,
-    /// Bytes that may still be requested in this step (negative: overdrawn).
-    budget: i64,
-    /// Bytes that arrived in this step, and per step for the last second.
-    arrived: u64,
-    window: RateWindow,
+    /// Budget (target) and rate window (both sides).
+    pace: Pacer,
     /// The final flush has been submitted.
     finishing: bool,
     /// Target, with csums-alg: bytes found equal by digest, and bytes that came as data.
@@ -66,7 +62,7 @@ pub(super) struct Resync {
 }
 
 impl Resync {
-    fn new(source: bool, total_bytes: u64, meta_gen: u64, ctl: Controller) -> Resync {
+    fn new(source: bool, total_bytes: u64, meta_gen: u64, pace: Pacer) -> Resync {
         Resync {
             source,
             total_bytes,
@@ -77,10 +73,7 @@ impl Resync {
             in_flight_bytes: 0,
             next_id: 1,
             meta_gen,
-            ctl,
-            budget: 0,
-            arrived: 0,
-            window: RateWindow::default(),
+            pace,
             finishing: false,
             same_csum_bytes: 0,
             transferred_bytes: 0,
@@ -89,7 +82,7 @@ impl Resync {
 
     /// Bytes per second over the last second.
     pub fn rate(&self) -> u64 {
-        self.window.bytes_per_sec()
+        self.pace.rate()
     }
 }
 
@@ -170,9 +163,13 @@ impl Engine {
         } else if c.disk >= DiskState::Consistent {
             c.disk = DiskState::Inconsistent;
         }
-        let mut rs = Resync::new(source, oos, meta_gen, Controller::new(opts));
-        rs.budget = rs.ctl.step(0, 0, false) as i64;
-        c.rs = Some(rs);
+        // The target requests, so the target is the side that is paced.
+        c.rs = Some(Resync::new(
+            source,
+            oos,
+            meta_gen,
+            Pacer::new(opts, !source),
+        ));
         self.log(format!(
             "peer {node}: repl( {old} -> {new} ); {} KiB to resync",
             oos / 1024
@@ -273,12 +270,7 @@ impl Engine {
             .collect();
         for node in nodes {
             if let Some(rs) = self.conns.get_mut(&node).and_then(|c| c.rs.as_mut()) {
-                let arrived = std::mem::take(&mut rs.arrived);
-                rs.window.push(arrived);
-                if !rs.source {
-                    let step = rs.ctl.step(arrived, rs.in_flight_bytes, app_busy) as i64;
-                    rs.budget = rs.budget.min(0) + step;
-                }
+                rs.pace.step(rs.in_flight_bytes, app_busy);
             }
             self.resync_pump(node);
         }
@@ -315,7 +307,7 @@ impl Engine {
         let mut out = Vec::new();
         while rs.in_flight.len() < MAX_REQUESTS
             && rs.in_flight_bytes < MAX_IN_FLIGHT_BYTES
-            && rs.budget > 0
+            && rs.pace.may_request()
         {
             let Some((start, end)) = bm.next_run(BlockIdx(rs.cursor)) else {
                 rs.cursor = bm.len_bits();
@@ -332,7 +324,7 @@ impl Engine {
             rs.next_id += 1;
             rs.in_flight.insert(block_id, (offset, len));
             rs.in_flight_bytes += len;
-            rs.budget -= len as i64;
+            rs.pace.spend(len);
             out.push(Packet::ResyncRequest {
                 sector: Sector(offset / SECTOR_SIZE),
                 block_id,
@@ -511,7 +503,7 @@ impl Engine {
                 };
                 rs.in_flight_bytes -= len;
                 rs.done_bytes += len;
-                rs.arrived += len;
+                rs.pace.arrived(len);
                 rs.same_csum_bytes += len;
                 if let Some(d) = self.disk.as_mut() {
                     d.clear_covered(node, offset, len);
@@ -540,7 +532,7 @@ impl Engine {
             Packet::ResyncWriteAck(a) => {
                 if let Some(rs) = self.conns.get_mut(&node).and_then(|c| c.rs.as_mut()) {
                     rs.done_bytes += u64::from(a.size);
-                    rs.arrived += u64::from(a.size);
+                    rs.pace.arrived(u64::from(a.size));
                 }
             }
             _ => {}
@@ -596,7 +588,7 @@ impl Engine {
         let Some(&(offset, len)) = rs.in_flight.get(&block_id) else {
             return; // not (or no longer) ours
         };
-        rs.arrived += len;
+        rs.pace.arrived(len);
         rs.transferred_bytes += len;
         if offset != sector.bytes() || data.len() as u64 != len {
             self.log(format!(

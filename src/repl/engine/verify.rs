@@ -18,7 +18,7 @@
 
 use super::{Engine, IoOp};
 use crate::repl::digest::DigestAlg;
-use crate::repl::resync::{Controller, RateWindow};
+use crate::repl::resync::Pacer;
 use crate::repl::state::{ReplState, StateError};
 use crate::repl::wire::{OvOutcome, Packet};
 use crate::types::{BM_BLOCK_SIZE, NodeId, SECTOR_SIZE, Sector, Time};
@@ -51,10 +51,8 @@ pub(super) struct Verify {
     /// released before that read makes it stale too.
     reading: BTreeMap<u64, Asked>,
     next_id: u64,
-    ctl: Controller,
-    budget: i64,
-    arrived: u64,
-    window: RateWindow,
+    /// Budget (source) and rate window (both sides).
+    pace: Pacer,
     /// The out-of-sync run not logged yet: (offset, len).
     run: Option<(u64, u64)>,
 }
@@ -68,14 +66,7 @@ struct Asked {
 }
 
 impl Verify {
-    fn new(
-        source: bool,
-        alg: DigestAlg,
-        start: u64,
-        stop: u64,
-        now: Time,
-        ctl: Controller,
-    ) -> Self {
+    fn new(source: bool, alg: DigestAlg, start: u64, stop: u64, now: Time, pace: Pacer) -> Self {
         Verify {
             source,
             alg,
@@ -89,16 +80,13 @@ impl Verify {
             in_flight: BTreeMap::new(),
             reading: BTreeMap::new(),
             next_id: 1,
-            ctl,
-            budget: 0,
-            arrived: 0,
-            window: RateWindow::default(),
+            pace,
             run: None,
         }
     }
 
     pub fn rate(&self) -> u64 {
-        self.window.bytes_per_sec()
+        self.pace.rate()
     }
 
     fn finished(&self) -> bool {
@@ -155,14 +143,12 @@ impl Engine {
         // Whole blocks: a block is the unit that is compared and marked.
         let start = (start.bytes() / BM_BLOCK_SIZE * BM_BLOCK_SIZE).min(size);
         let stop = stop.map_or(size, |s| s.bytes().min(size)).max(start);
-        let ctl = self.verify_controller(node);
+        let pace = self.verify_pacer(node, true);
         let now = self.now;
         let Some(c) = self.conns.get_mut(&node) else {
             return Err(StateError::NeedConnection);
         };
-        let mut v = Verify::new(true, alg, start, stop, now, ctl);
-        v.budget = v.ctl.step(0, 0, false) as i64;
-        c.ov = Some(v);
+        c.ov = Some(Verify::new(true, alg, start, stop, now, pace));
         c.repl = ReplState::VerifyS;
         self.log(format!(
             "peer {node}: repl( Established -> VerifyS ); Online Verify start sector: {}",
@@ -173,12 +159,14 @@ impl Engine {
         Ok(())
     }
 
-    fn verify_controller(&self, node: NodeId) -> Controller {
+    /// Verify is paced by the same controller options as resync; the source is the side that
+    /// requests.
+    fn verify_pacer(&self, node: NodeId, source: bool) -> Pacer {
         let opts = self
             .peer_info(node)
             .map(|p| p.sync.clone())
             .unwrap_or_default();
-        Controller::new(opts)
+        Pacer::new(opts, source)
     }
 
     /// The peer started a verify toward this node.
@@ -192,11 +180,11 @@ impl Engine {
         };
         let size = self.size_bytes();
         let now = self.now;
-        let ctl = self.verify_controller(node);
+        let pace = self.verify_pacer(node, false);
         let Some(c) = self.conns.get_mut(&node) else {
             return;
         };
-        c.ov = Some(Verify::new(false, alg, 0, size, now, ctl));
+        c.ov = Some(Verify::new(false, alg, 0, size, now, pace));
         c.repl = ReplState::VerifyT;
         self.log(format!("peer {node}: repl( Established -> VerifyT )"));
     }
@@ -211,13 +199,8 @@ impl Engine {
             .collect();
         for node in nodes {
             if let Some(v) = self.conns.get_mut(&node).and_then(|c| c.ov.as_mut()) {
-                let arrived = std::mem::take(&mut v.arrived);
-                v.window.push(arrived);
-                if v.source {
-                    let out: u64 = v.in_flight.values().map(|a| a.len).sum();
-                    let step = v.ctl.step(arrived, out, app_busy) as i64;
-                    v.budget = v.budget.min(0) + step;
-                }
+                let out: u64 = v.in_flight.values().map(|a| a.len).sum();
+                v.pace.step(out, app_busy);
             }
             self.verify_pump(node);
         }
@@ -232,7 +215,7 @@ impl Engine {
             return;
         }
         let mut out = Vec::new();
-        while v.in_flight.len() < MAX_REQUESTS && v.budget > 0 {
+        while v.in_flight.len() < MAX_REQUESTS && v.pace.may_request() {
             let (offset, len) = if let Some(r) = v.again.pop_front() {
                 r
             } else if v.cursor < v.stop {
@@ -245,7 +228,7 @@ impl Engine {
             };
             let block_id = v.next_id;
             v.next_id += 1;
-            v.budget -= len as i64;
+            v.pace.spend(len);
             v.in_flight.insert(
                 block_id,
                 Asked {
@@ -308,7 +291,7 @@ impl Engine {
                     return;
                 }
                 v.done_bytes += len;
-                v.arrived += len;
+                v.pace.arrived(len);
                 if outcome == OvOutcome::OutOfSync {
                     v.found_blocks += len.div_ceil(BM_BLOCK_SIZE);
                     self.verify_found(node, offset, len);
@@ -442,7 +425,7 @@ impl Engine {
                 let same = !mine.is_empty() && mine[..] == peer_digest[..];
                 let outcome = if same {
                     v.done_bytes += len;
-                    v.arrived += len;
+                    v.pace.arrived(len);
                     OvOutcome::InSync
                 } else if len > BM_BLOCK_SIZE {
                     // Narrow it down: ask again block by block, before anything new.
@@ -455,7 +438,7 @@ impl Engine {
                     return self.verify_pump(node);
                 } else {
                     v.done_bytes += len;
-                    v.arrived += len;
+                    v.pace.arrived(len);
                     v.found_blocks += 1;
                     OvOutcome::OutOfSync
                 };
