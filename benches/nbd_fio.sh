@@ -14,7 +14,7 @@
 # Knobs (environment):
 #   RUNTIME=5          seconds per fio run           ROUNDS=3        interleaved rounds
 #   BENCH_DIR=/var/tmp/udrbd-bench  scratch (not tmpfs)  SIZE_MIB=1024  image size per server
-#   SERVERS="udrbd qemu-nbd nbdkit-file nbdkit-mem raw"  subset/order of servers
+#   SERVERS="udrbd qemu-nbd nbdkit-file nbdkit-mem ceiling raw"  subset/order of servers
 #   WORKLOADS="randread-4k-qd1 randread-4k-qd32 randwrite-4k-qd1 randwrite-4k-qd32 read-1m-qd8 write-1m-qd8"
 #   BUILD=1            cargo build --release first (0: use existing binaries)
 #   CARGO_TARGET_DIR   where the udrbd binaries are (default: REPO/target)
@@ -33,7 +33,7 @@ RUNTIME=${RUNTIME:-5}
 ROUNDS=${ROUNDS:-3}
 BENCH_DIR=${BENCH_DIR:-/var/tmp/udrbd-bench}
 SIZE_MIB=${SIZE_MIB:-1024}
-SERVERS=${SERVERS:-"udrbd qemu-nbd nbdkit-file nbdkit-mem raw"}
+SERVERS=${SERVERS:-"udrbd qemu-nbd nbdkit-file nbdkit-mem ceiling raw"}
 WORKLOADS=${WORKLOADS:-"randread-4k-qd1 randread-4k-qd32 randwrite-4k-qd1 randwrite-4k-qd32 read-1m-qd8 write-1m-qd8"}
 BUILD=${BUILD:-1}
 KEEP=${KEEP:-0}
@@ -57,8 +57,8 @@ read -r -a workloads <<<"$WORKLOADS"
 has() { local x; for x in "${servers[@]}"; do [[ $x == "$1" ]] && return 0; done; return 1; }
 
 for s in "${servers[@]}"; do
-    case $s in udrbd | qemu-nbd | nbdkit-file | nbdkit-mem | raw) ;;
-        *) die "unknown server '$s' (known: udrbd qemu-nbd nbdkit-file nbdkit-mem raw)" ;;
+    case $s in udrbd | qemu-nbd | nbdkit-file | nbdkit-mem | ceiling | raw) ;;
+        *) die "unknown server '$s' (known: udrbd qemu-nbd nbdkit-file nbdkit-mem ceiling raw)" ;;
     esac
 done
 
@@ -90,7 +90,7 @@ need getconf libc-bin
 need stat coreutils
 has qemu-nbd && need qemu-nbd qemu-utils
 if has nbdkit-file || has nbdkit-mem; then need nbdkit nbdkit; fi
-has udrbd && [[ $BUILD == 1 ]] && need cargo cargo
+{ has udrbd || has ceiling; } && [[ $BUILD == 1 ]] && need cargo cargo
 fio --enghelp=nbd >/dev/null 2>&1 || die "this fio has no nbd engine (Debian's fio has it: apt-get install -y fio)"
 has raw && { fio --enghelp=io_uring >/dev/null 2>&1 || die "this fio has no io_uring engine"; }
 if has nbdkit-file; then
@@ -115,6 +115,15 @@ if has udrbd; then
     udrbd_bin=$TARGET_DIR/release/udrbd
     drbdadm_bin=$TARGET_DIR/release/drbdadm
     [[ -x $udrbd_bin && -x $drbdadm_bin ]] || die "no $udrbd_bin / $drbdadm_bin (build with cargo build --release)"
+fi
+if has ceiling; then
+    if [[ $BUILD == 1 ]]; then
+        log "building the ceiling server (cargo build --release --example ceiling)"
+        (cd "$repo" && CARGO_TARGET_DIR=$TARGET_DIR cargo build --release --quiet --example ceiling) ||
+            die "cargo build --release --example ceiling failed"
+    fi
+    ceiling_bin=$TARGET_DIR/release/examples/ceiling
+    [[ -x $ceiling_bin ]] || die "no $ceiling_bin (build with cargo build --release --example ceiling)"
 fi
 
 # --- scratch directory, cleanup -----------------------------------------------------------------
@@ -245,6 +254,10 @@ start_server() { # NAME
         nbdkit-mem)
             nbdkit -f --exit-with-parent -U "$d/nbd.sock" -e r0 memory "${SIZE_MIB}M" \
                 >"$d/server.log" 2>&1 &
+            ;;
+        ceiling)
+            make_image "$d/ceiling.img"
+            "$ceiling_bin" nbd "$d/nbd.sock" "$d/ceiling.img" >"$d/server.log" 2>&1 &
             ;;
     esac
     pid_of[$s]=$!

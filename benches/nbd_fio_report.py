@@ -18,11 +18,11 @@ import statistics
 import sys
 from collections import defaultdict
 
-SERVERS = ["udrbd", "qemu-nbd", "nbdkit-file", "nbdkit-mem", "raw"]
+SERVERS = ["udrbd", "qemu-nbd", "nbdkit-file", "nbdkit-mem", "ceiling", "raw"]
 NOCACHE_PEERS = ["qemu-nbd", "nbdkit-file"]
 FLOORS = ["raw", "nbdkit-mem"]
 # Servers whose CPU is sampled (raw is fio's io_uring engine on the file: no server process).
-CPU_SERVERS = ["udrbd", "qemu-nbd", "nbdkit-file", "nbdkit-mem"]
+CPU_SERVERS = ["udrbd", "qemu-nbd", "nbdkit-file", "nbdkit-mem", "ceiling"]
 
 # workload name -> (label, primary metric, unit)
 WORKLOADS = {
@@ -126,11 +126,13 @@ def report(tsv):
         p(f"- udrbd metadata writes (activity log, bitmap) after the warm-up: "
           f"{meta['udrbd_md_writes_after_warmup']}; at the end: {meta.get('udrbd_md_writes_at_end', '?')}")
     p("- every cell is the median over the rounds; rounds interleave workloads and servers")
-    p("- ratios: *vs peer* = udrbd / max(qemu-nbd, nbdkit-file); *vs floor* = udrbd / min(raw, nbdkit-mem)")
+    p("- ratios: *vs peer* = udrbd / max(qemu-nbd, nbdkit-file); *vs floor* = udrbd / min(raw, nbdkit-mem); "
+      "*ceiling vs floor* = the same ratio for `ceiling` (benches/ceiling.rs: the least an NBD server "
+      "can do, one thread and one io_uring, no replication): what this client on this machine allows any server")
     p("")
 
     # Throughput table.
-    hdr = ["workload", "unit"] + servers + ["vs peer", "vs floor", "spread"]
+    hdr = ["workload", "unit"] + servers + ["vs peer", "vs floor", "ceiling vs floor", "spread"]
     p("| " + " | ".join(hdr) + " |")
     p("|" + "|".join(["---"] * 2 + ["---:"] * (len(hdr) - 2)) + "|")
     rows = {}
@@ -142,11 +144,12 @@ def report(tsv):
         floors = [vals.get(s) for s in FLOORS if vals.get(s) is not None]
         vs_peer = ratio(vals.get("udrbd"), max(peers)) if peers else None
         vs_floor = ratio(vals.get("udrbd"), min(floors)) if floors else None
-        rows[wl] = (vs_peer, vs_floor)
+        ceil_floor = ratio(vals.get("ceiling"), min(floors)) if floors else None
+        rows[wl] = (vs_peer, vs_floor, ceil_floor)
         sp = [spread(wl, s, metric) for s in servers]
         sp = [x for x in sp if x is not None]
         cells = [label, unit] + [fmt(vals[s]) for s in servers]
-        cells += [fmt(vs_peer, 2) + ("x" if vs_peer else ""), fmt(vs_floor, 2) + ("x" if vs_floor else "")]
+        cells += [fmt(r, 2) + ("x" if r else "") for r in (vs_peer, vs_floor, ceil_floor)]
         cells.append(fmt(max(sp), 2) + "x" if sp else "-")
         p("| " + " | ".join(cells) + " |")
     p("")
@@ -199,11 +202,12 @@ def report(tsv):
     p("| target | measured | verdict |")
     p("|---|---:|---|")
     for wl in ("randwrite-4k-qd32", "randread-4k-qd32"):
-        vs_peer, vs_floor = rows.get(wl, (None, None))
+        vs_peer, vs_floor, ceil_floor = rows.get(wl, (None, None, None))
         label = WORKLOADS[wl][0]
         p(f"| {label}: udrbd >= 1.2x best no-cache peer | {fmt(vs_peer, 2)}x | "
           f"{verdict(None if vs_peer is None else vs_peer >= 1.2)} |")
-        p(f"| {label}: udrbd >= 0.85x min(raw, nbdkit-mem) | {fmt(vs_floor, 2)}x | "
+        reach = "" if ceil_floor is None else f" (ceiling server: {fmt(ceil_floor, 2)}x)"
+        p(f"| {label}: udrbd >= 0.85x min(raw, nbdkit-mem) | {fmt(vs_floor, 2)}x{reach} | "
           f"{verdict(None if vs_floor is None else vs_floor >= 0.85)} |")
     r = lat.get(("randwrite-4k-qd1", "p50"))
     p(f"| 4 KiB randwrite QD1: udrbd p50 <= 1.1x best no-cache peer | {fmt(r, 2)}x | "

@@ -5,6 +5,7 @@
 //! See `DESIGN.md` in the shared folder for the map.
 
 pub mod bitmap;
+pub mod buf;
 pub mod config;
 pub mod ctl;
 pub mod daemon;

@@ -17,7 +17,6 @@ use crate::nbd::server::{
     ExportIo, IoCmd, IoDone, IoError as NbdIoError, IoReply, NbdBackend, OpenDone, OpenExport,
 };
 use crate::repl::{IoError, IoOp, OpenRefusal};
-use bytes::Bytes;
 use std::sync::Arc;
 
 /// Transmission flags of every export. CAN_MULTI_CONN is honest: a FLUSH is one fdatasync of
@@ -170,7 +169,7 @@ impl ExportIo for Handle {
             op,
             Box::new(move |r| {
                 done(match r {
-                    Ok(Some(data)) => Ok(IoReply::Data(Bytes::from(data))),
+                    Ok(Some(data)) => Ok(IoReply::Data(data)),
                     Ok(None) => Ok(IoReply::Done),
                     Err(e) => Err(to_nbd_error(&driver.spec().name, e)),
                 })

@@ -7,9 +7,9 @@ use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 
 use super::align::SECTOR;
-use super::aligned_buf::{AlignedBuf, BUF_ALIGN};
 use super::engine::AllocRun;
 use super::sys;
+use crate::buf::{AlignedBuf, BUF_ALIGN};
 
 /// An open backing device, shared by an engine's threads.
 #[derive(Debug)]

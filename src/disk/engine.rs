@@ -23,8 +23,8 @@ pub use crate::types::BlockOp as DiskOp;
 /// A successful completion.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DiskDone {
-    /// The bytes of a [`DiskOp::Read`].
-    Read(Vec<u8>),
+    /// The bytes of a [`DiskOp::Read`] (often straight over the buffer the device filled).
+    Read(bytes::Bytes),
     /// Any other op finished.
     Done,
 }

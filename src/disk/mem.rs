@@ -53,7 +53,9 @@ impl MemEngine {
         match op {
             DiskOp::Read { offset, len } => {
                 let o = offset as usize;
-                Ok(DiskDone::Read(st.bytes[o..o + len as usize].to_vec()))
+                Ok(DiskDone::Read(bytes::Bytes::copy_from_slice(
+                    &st.bytes[o..o + len as usize],
+                )))
             }
             DiskOp::Write { offset, data, .. } => {
                 let o = offset as usize;

@@ -4,16 +4,15 @@
 //! - [`mem`], [`pio`], [`uring`]: the engines (memory, pread/pwrite thread pool, io_uring);
 //!   [`open_engine`] picks one for a path.
 //! - [`wait`]: blocking and async wrappers that submit one op and wait for it.
-//! - [`align`], [`blocklock`], [`aligned_buf`], [`device`], [`sync_io`], [`sys`]: the pieces the
-//!   engines share (request validation and RMW planning, the per-block lock table, aligned
-//!   buffers, opening with O_DIRECT, blocking execution, syscall wrappers).
+//! - [`align`], [`blocklock`], [`device`], [`sync_io`], [`sys`]: the pieces the engines share
+//!   (request validation and RMW planning, the per-block lock table, opening with O_DIRECT,
+//!   blocking execution, syscall wrappers); aligned buffers are [`crate::buf`]'s.
 //! - [`metadev`]: the offline metadata operations (create-md, dump-md, wipe-md, get-gi,
 //!   show-gi) and the attach-time read, on top of the pure codecs in [`crate::meta`].
 //! - [`fs_sig`]: recognising filesystems and other signatures create-md must not destroy.
 //! - [`faulty`]: a wrapper that fails chosen requests (`UDRBD_FAULT_FILE`), for tests.
 
 pub mod align;
-pub mod aligned_buf;
 pub mod blocklock;
 pub mod device;
 pub mod engine;

@@ -7,10 +7,11 @@ use std::io;
 use std::os::unix::fs::FileExt;
 
 use super::align::{plan_write, span};
-use super::aligned_buf::{AlignedBuf, BUF_ALIGN};
 use super::device::Device;
 use super::engine::{DiskDone, DiskOp};
 use super::sys;
+use crate::buf::{AlignedBuf, BUF_ALIGN};
+use bytes::Bytes;
 
 /// Largest zero buffer written at once by the zeroing fallback.
 const ZERO_CHUNK: u64 = 1 << 20;
@@ -62,11 +63,11 @@ fn durable(dev: &Device, sync: bool) -> io::Result<DiskDone> {
 }
 
 /// Reads `len` bytes at `offset` through the aligned span.
-pub fn read(dev: &Device, offset: u64, len: u64) -> io::Result<Vec<u8>> {
+pub fn read(dev: &Device, offset: u64, len: u64) -> io::Result<Bytes> {
     let s = span(offset, len, dev.align());
     let mut buf = AlignedBuf::zeroed(s.len);
     dev.file.read_exact_at(buf.as_mut_slice(), s.start)?;
-    Ok(buf.as_slice()[s.skip..s.skip + len as usize].to_vec())
+    Ok(buf.into_bytes(s.skip..s.skip + len as usize))
 }
 
 /// Writes `data` at `offset`, reading the partial edge blocks first when the device needs it.

@@ -39,11 +39,13 @@ use tokio::io::unix::AsyncFd;
 use tokio::runtime::{Handle, RuntimeFlavor};
 
 use super::align::{modifies, plan_write, span, validate};
-use super::aligned_buf::AlignedBuf;
 use super::blocklock::{BlockLocks, BlockRange, blocks_of};
 use super::device::Device;
 use super::engine::{AllocRun, Completion, DiskDone, DiskEngine, DiskOp};
 use super::{sync_io, sys};
+use crate::buf::AlignedBuf;
+use crate::buf::is_aligned;
+use bytes::Bytes;
 
 /// Submission queue size.
 const RING_ENTRIES: u32 = 256;
@@ -380,9 +382,43 @@ impl Drop for UringEngine {
 /// The kernel I/O of a task: `segs` are byte ranges of `buf`, done front to back; `dev_off`
 /// is the device offset of `buf[0]`.
 struct Io {
-    buf: AlignedBuf,
+    buf: IoBuf,
     dev_off: u64,
     segs: VecDeque<(usize, usize)>,
+}
+
+/// The memory a task transfers: a buffer of the engine's own, or, for a write whose payload
+/// already sits aligned (the NBD server and the peer link read payloads into aligned memory,
+/// see [`crate::buf`]), the caller's bytes themselves. Either lives in the task until its CQE.
+enum IoBuf {
+    Owned(AlignedBuf),
+    /// Only ever written from (the kernel reads it), never read into.
+    Shared(Bytes),
+}
+
+impl IoBuf {
+    fn len(&self) -> usize {
+        match self {
+            IoBuf::Owned(b) => b.len(),
+            IoBuf::Shared(b) => b.len(),
+        }
+    }
+
+    /// Where a write takes its bytes from.
+    fn as_ptr(&self) -> *const u8 {
+        match self {
+            IoBuf::Owned(b) => b.as_ptr(),
+            IoBuf::Shared(b) => b.as_ptr(),
+        }
+    }
+
+    /// The engine's own buffer, which reads may fill.
+    fn owned(&mut self) -> Option<&mut AlignedBuf> {
+        match self {
+            IoBuf::Owned(b) => Some(b),
+            IoBuf::Shared(_) => None,
+        }
+    }
 }
 
 enum Step {
@@ -551,7 +587,7 @@ impl Ring {
         // SAFETY: every buffer an SQE points to lives in a task of `self.tasks` (or in
         // `wake_buf`) and is neither freed nor moved until that SQE's CQE has been reaped:
         // tasks leave the slab only in `on_cqe`, and `Drop for Ring` leaks them if the thread
-        // dies with I/O in flight. `AlignedBuf` heap memory does not move with the task.
+        // dies with I/O in flight. Neither `AlignedBuf` nor `Bytes` memory moves with the task.
         let r = unsafe { self.ring.submission().push(e) };
         r.map_err(|_| io::Error::other("io_uring submission queue full"))
     }
@@ -665,8 +701,11 @@ impl Ring {
         let step = match req.op {
             DiskOp::Read { offset, len } => {
                 let s = span(offset, u64::from(len), align);
+                // SAFETY: the read fills all of `0..s.len` before the buffer is read (a short
+                // transfer is resubmitted, an end of device fails the task unread).
+                let buf = unsafe { AlignedBuf::for_kernel_fill(s.len) };
                 Step::Read {
-                    io: io_of(AlignedBuf::zeroed(s.len), s.start, vec![(0, s.len)]),
+                    io: io_of(IoBuf::Owned(buf), s.start, vec![(0, s.len)]),
                     skip: s.skip,
                     len: len as usize,
                 }
@@ -674,8 +713,13 @@ impl Ring {
             DiskOp::Write { offset, data, fua } => {
                 let plan = plan_write(offset, data.len() as u64, align);
                 if plan.fill.is_empty() && plan.span.skip == 0 && plan.span.len == data.len() {
-                    // The common, aligned case: the payload is the whole span.
-                    let buf = AlignedBuf::copy_of(&data);
+                    // The common, aligned case: the payload is the whole span, written from
+                    // where it already is when that is aligned memory.
+                    let buf = if is_aligned(&data) {
+                        IoBuf::Shared(data)
+                    } else {
+                        IoBuf::Owned(AlignedBuf::copy_of(&data))
+                    };
                     Step::Write {
                         io: io_of(buf, plan.span.start, vec![(0, plan.span.len)]),
                         fua,
@@ -685,11 +729,11 @@ impl Ring {
                     buf.as_mut_slice()[plan.span.skip..plan.span.skip + data.len()]
                         .copy_from_slice(&data);
                     Step::Write {
-                        io: io_of(buf, plan.span.start, vec![(0, plan.span.len)]),
+                        io: io_of(IoBuf::Owned(buf), plan.span.start, vec![(0, plan.span.len)]),
                         fua,
                     }
                 } else {
-                    let buf = AlignedBuf::zeroed(plan.span.len);
+                    let buf = IoBuf::Owned(AlignedBuf::zeroed(plan.span.len));
                     Step::Fill {
                         io: io_of(buf, plan.span.start, plan.fill),
                         data,
@@ -724,7 +768,7 @@ impl Ring {
                 if io.segs.is_empty() =>
             {
                 let r = match &task.step {
-                    Step::Read { .. } => Ok(DiskDone::Read(Vec::new())),
+                    Step::Read { .. } => Ok(DiskDone::Read(Bytes::new())),
                     _ => Ok(DiskDone::Done),
                 };
                 self.finish(task, r)
@@ -778,8 +822,14 @@ impl Ring {
         let entry = match &mut task.step {
             Step::Read { io, .. } | Step::Fill { io, .. } => {
                 let (a, b) = io.segs[0];
+                let Some(buf) = io.buf.owned() else {
+                    // Reads are always planned into an owned buffer; refuse rather than write
+                    // into the caller's bytes.
+                    let e = io::Error::other("read planned into a shared buffer");
+                    return self.fail(idx, e);
+                };
                 // SAFETY: `a..b` lies inside `io.buf` (segments come from the span plan).
-                let ptr = unsafe { io.buf.as_mut_ptr().add(a) };
+                let ptr = unsafe { buf.as_mut_ptr().add(a) };
                 opcode::Read::new(fd, ptr, (b - a) as u32)
                     .offset(io.dev_off + a as u64)
                     .build()
@@ -787,7 +837,7 @@ impl Ring {
             Step::Write { io, fua } => {
                 let (a, b) = io.segs[0];
                 // SAFETY: as above.
-                let ptr = unsafe { io.buf.as_mut_ptr().add(a) };
+                let ptr = unsafe { io.buf.as_ptr().add(a) };
                 let flags = if *fua { libc::RWF_DSYNC } else { 0 };
                 opcode::Write::new(fd, ptr, (b - a) as u32)
                     .offset(io.dev_off + a as u64)
@@ -870,8 +920,12 @@ impl Ring {
         };
         match task.step {
             Step::Read { io, skip, len } => {
-                let bytes = io.buf.as_slice()[skip..skip + len].to_vec();
-                self.complete(task.done, task.lock, Ok(DiskDone::Read(bytes)))
+                let r = match io.buf {
+                    // The whole span was read (every segment done), so every byte is written.
+                    IoBuf::Owned(buf) => Ok(DiskDone::Read(buf.into_bytes(skip..skip + len))),
+                    IoBuf::Shared(_) => Err(io::Error::other("read into a shared buffer")),
+                };
+                self.complete(task.done, task.lock, r)
             }
             Step::Fill {
                 mut io,
@@ -879,7 +933,11 @@ impl Ring {
                 skip,
                 fua,
             } => {
-                io.buf.as_mut_slice()[skip..skip + data.len()].copy_from_slice(&data);
+                let Some(buf) = io.buf.owned() else {
+                    let e = io::Error::other("read-modify-write into a shared buffer");
+                    return self.complete(task.done, task.lock, Err(e));
+                };
+                buf.as_mut_slice()[skip..skip + data.len()].copy_from_slice(&data);
                 let len = io.buf.len();
                 io.segs = VecDeque::from([(0, len)]);
                 task.step = Step::Write { io, fua };
@@ -937,7 +995,7 @@ fn clone_err(e: &io::Error) -> io::Error {
     }
 }
 
-fn io_of(buf: AlignedBuf, dev_off: u64, segs: Vec<(usize, usize)>) -> Io {
+fn io_of(buf: IoBuf, dev_off: u64, segs: Vec<(usize, usize)>) -> Io {
     let segs = segs.into_iter().filter(|(a, b)| a < b).collect();
     Io { buf, dev_off, segs }
 }

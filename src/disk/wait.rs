@@ -40,7 +40,7 @@ pub fn read_blocking<E: DiskEngine + ?Sized>(
     engine: &E,
     offset: u64,
     len: u32,
-) -> io::Result<Vec<u8>> {
+) -> io::Result<bytes::Bytes> {
     match run_blocking(engine, DiskOp::Read { offset, len })? {
         DiskDone::Read(b) => Ok(b),
         DiskDone::Done => Err(io::Error::other("read completed without data")),

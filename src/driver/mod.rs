@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use tokio::sync::oneshot;
 
 /// Completion of an application request: `Some(data)` for reads.
-pub type IoDone = Box<dyn FnOnce(Result<Option<Vec<u8>>, IoError>) + Send + 'static>;
+pub type IoDone = Box<dyn FnOnce(Result<Option<bytes::Bytes>, IoError>) + Send + 'static>;
 
 /// Opens the data engine for a backing device of `data_bytes` usable bytes.
 pub type DiskOpener =
@@ -152,7 +152,7 @@ enum Exec {
     /// once per batch, not once more per request.
     Disk(ReqId, IoOp, Option<Arc<dyn DiskEngine>>),
     Meta(MetaJob),
-    Io(IoDone, Result<Option<Vec<u8>>, IoError>),
+    Io(IoDone, Result<Option<bytes::Bytes>, IoError>),
     Admin(
         oneshot::Sender<Result<(), AdminError>>,
         Result<(), AdminError>,

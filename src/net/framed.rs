@@ -13,8 +13,9 @@
 //! A frame of an unknown type that its sender flagged [`wire::FLAG_MAY_IGNORE`] is skipped; any
 //! other decoding error is returned and the stream is unusable afterwards.
 
+use crate::buf::AlignedFill;
 use crate::repl::wire::{self, Frame, Packet, WireError};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Why a frame could not be read or written.
@@ -66,15 +67,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 Err(e) => return Err(e.into()),
             };
             let len = header.payload_len();
-            let mut payload = BytesMut::with_capacity(len);
-            while payload.len() < len {
-                let want = (len - payload.len()) as u64;
-                let n = (&mut self.inner).take(want).read_buf(&mut payload).await?;
-                if n == 0 {
-                    return Err(FramedError::Truncated);
-                }
-            }
-            let packet = wire::decode_payload_bytes(&header, payload.freeze())?;
+            let payload = match wire::block_digest_len_at(header.packet_type()) {
+                Some(at) if at < len => read_block_payload(&mut self.inner, len, at).await?,
+                _ => read_payload(&mut self.inner, len).await?,
+            };
+            let packet = wire::decode_payload_bytes(&header, payload)?;
             return Ok(Some(Frame {
                 volume: header.volume(),
                 packet,
@@ -86,6 +83,47 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn into_inner(self) -> R {
         self.inner
     }
+}
+
+/// Reads a `len`-byte payload.
+async fn read_payload<R: AsyncRead + Unpin>(r: &mut R, len: usize) -> Result<Bytes, FramedError> {
+    let mut payload = BytesMut::with_capacity(len);
+    while payload.len() < len {
+        let want = (len - payload.len()) as u64;
+        let n = (&mut *r).take(want).read_buf(&mut payload).await?;
+        if n == 0 {
+            return Err(FramedError::Truncated);
+        }
+    }
+    Ok(payload.freeze())
+}
+
+/// Reads the `len`-byte payload of a packet that ends in a data block, placed so that the
+/// block starts on an aligned address: the disk then writes it as it is, without copying it
+/// into an aligned buffer (see [`crate::buf`]). `at` is where the digest-length byte is
+/// ([`wire::block_digest_len_at`]); the block follows the digest.
+async fn read_block_payload<R: AsyncRead + Unpin>(
+    r: &mut R,
+    len: usize,
+    at: usize,
+) -> Result<Bytes, FramedError> {
+    let mut head = [0u8; 64];
+    let Some(head) = head.get_mut(..=at) else {
+        return read_payload(r, len).await;
+    };
+    if !read_full(r, head).await? {
+        return Err(FramedError::Truncated);
+    }
+    let block_at = at + 1 + usize::from(head[at]);
+    let mut fill = AlignedFill::with_offset(len, block_at);
+    fill.extend_from_slice(head);
+    // The fill has room for exactly the rest of the frame, so this never reads past it.
+    while fill.remaining() > 0 {
+        if r.read_buf(&mut fill).await? == 0 {
+            return Err(FramedError::Truncated);
+        }
+    }
+    Ok(fill.finish())
 }
 
 /// Fills `buf`; `false` if the stream ended before the first byte, [`FramedError::Truncated`]
@@ -271,6 +309,60 @@ mod tests {
         let mut r = FrameReader::new(&bytes[..]);
         assert_eq!(r.read_frame().await.unwrap().unwrap().packet, Packet::Ping);
         assert!(r.read_frame().await.unwrap().is_none());
+    }
+
+    /// The block of a write or a resync reply arrives on an aligned address, whatever the
+    /// digest before it, so the disk writes it without a copy; and a frame cut inside such a
+    /// payload is still reported truncated.
+    #[tokio::test]
+    async fn data_blocks_arrive_aligned() {
+        use crate::repl::wire::DataFlags;
+        use crate::types::Sector;
+        for digest_len in [0usize, 3, 32] {
+            let digest = Bytes::from(vec![0xD1; digest_len]);
+            let data = Bytes::from(vec![0xA5; 8192]);
+            let packets = [
+                Packet::Data {
+                    sector: Sector(8),
+                    block_id: 1,
+                    seq: 2,
+                    flags: DataFlags(0),
+                    size: 8192,
+                    digest: digest.clone(),
+                    data: data.clone(),
+                },
+                Packet::ResyncReply {
+                    sector: Sector(8),
+                    block_id: 1,
+                    digest: digest.clone(),
+                    data: data.clone(),
+                },
+            ];
+            let mut bytes = Vec::new();
+            for p in &packets {
+                wire::encode(p, &mut bytes).unwrap();
+            }
+            wire::encode(&Packet::Ping, &mut bytes).unwrap();
+            let mut r = FrameReader::new(&bytes[..]);
+            for p in &packets {
+                let got = r.read_frame().await.unwrap().unwrap().packet;
+                assert_eq!(&got, p);
+                let (Packet::Data { data, .. } | Packet::ResyncReply { data, .. }) = got else {
+                    unreachable!()
+                };
+                assert!(crate::buf::is_aligned(&data), "digest of {digest_len}");
+            }
+            assert_eq!(r.read_frame().await.unwrap().unwrap().packet, Packet::Ping);
+            // Inside the fixed fields, inside the block, one byte short.
+            let first_len = wire::HEADER_LEN + 29 + digest_len + 8192;
+            for cut in [wire::HEADER_LEN + 5, wire::HEADER_LEN + 40, first_len - 1] {
+                let mut r = FrameReader::new(&bytes[..cut]);
+                assert!(
+                    matches!(r.read_frame().await, Err(FramedError::Truncated)),
+                    "cut at {cut}"
+                );
+            }
+        }
     }
 
     #[tokio::test]

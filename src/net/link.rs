@@ -17,7 +17,7 @@ use super::framed::FrameReader;
 use super::keepalive::{self, PingCounters};
 use super::outbox::Outbox;
 use super::{LinkConfig, LinkError, Stream, stream_for};
-use crate::repl::wire::{self, Frame, Packet};
+use crate::repl::wire::{self, Frame, Packet, SplitFrame};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -139,7 +139,7 @@ impl LinkSender {
         }
     }
 
-    fn encode(&self, volume: u16, packet: &Packet) -> Result<(&Outbox, Vec<u8>), LinkError> {
+    fn encode(&self, volume: u16, packet: &Packet) -> Result<(&Outbox, SplitFrame), LinkError> {
         if matches!(
             packet,
             Packet::Hello { .. } | Packet::AuthChallenge { .. } | Packet::AuthResponse { .. }
@@ -152,8 +152,7 @@ impl LinkSender {
         if self.shared.failed.load(Ordering::Acquire) {
             return Err(self.shared.error());
         }
-        let mut frame = Vec::new();
-        wire::encode_to(volume, packet, &mut frame).map_err(LinkError::Encode)?;
+        let frame = wire::encode_split(volume, packet).map_err(LinkError::Encode)?;
         Ok((self.outbox_for(packet), frame))
     }
 }
@@ -177,10 +176,8 @@ impl Reservation {
         // About what it encodes to: its data, the rest being small.
         let size_hint = packet.data_len() + 64;
         let encode: super::outbox::Encoder = Box::new(move || {
-            let mut frame = Vec::new();
-            wire::encode_to(volume, &packet, &mut frame)
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
-            Ok(frame)
+            wire::encode_split(volume, &packet)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))
         });
         self.outbox
             .fill(ticket, encode, size_hint)

@@ -14,11 +14,17 @@
 //! afford to encode it (a 1 MiB write, under the driver lock) takes a place with
 //! [`Outbox::reserve`] and fills it later with an encoder that the drain task runs; nothing
 //! behind an unfilled place is written.
+//!
+//! Frames are [`SplitFrame`]s: the data block of a write or a resync reply is written from the
+//! buffer it already lives in (one vectored write with the frame's head), never copied into a
+//! frame buffer.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::os::fd::AsRawFd;
 use std::sync::{Mutex, MutexGuard};
+
+use crate::repl::wire::SplitFrame;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{Notify, watch};
 
@@ -41,11 +47,11 @@ pub(crate) struct Outbox {
 }
 
 /// Makes a frame; run by the drain task, off the sender's thread.
-pub(crate) type Encoder = Box<dyn FnOnce() -> io::Result<Vec<u8>> + Send>;
+pub(crate) type Encoder = Box<dyn FnOnce() -> io::Result<SplitFrame> + Send>;
 
 /// A queued frame, a frame to encode, or a place not filled yet.
 enum Entry {
-    Ready(Vec<u8>),
+    Ready(SplitFrame),
     Deferred { encode: Encoder, size_hint: usize },
     Reserved(u64),
 }
@@ -90,7 +96,8 @@ impl Outbox {
     /// Sends one encoded frame: written now if nothing is ahead of it and the socket takes it,
     /// otherwise (the rest of it) queued for the drain task. Never waits. Fails once the stream
     /// has failed or been shut down.
-    pub(crate) fn push(&self, frame: Vec<u8>) -> io::Result<()> {
+    pub(crate) fn push(&self, frame: impl Into<SplitFrame>) -> io::Result<()> {
+        let frame = frame.into();
         let mut st = self.lock();
         if let Some(kind) = st.failed {
             return Err(io::Error::from(kind));
@@ -167,10 +174,12 @@ impl Outbox {
 
     /// The fast path: writes as much of `frame` as the socket takes now. On an error the
     /// stream is failed (the drain task reports it) and the error returned.
-    fn write_now(&self, st: &mut State, frame: &[u8]) -> io::Result<usize> {
+    fn write_now(&self, st: &mut State, frame: &SplitFrame) -> io::Result<usize> {
         let mut written = 0;
         while written < frame.len() {
-            match self.sock.try_write(&frame[written..]) {
+            let mut slices = Vec::with_capacity(2);
+            unwritten(frame, written, &mut slices);
+            match self.sock.try_write_vectored(&slices) {
                 Ok(n) => written += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -287,16 +296,16 @@ impl Outbox {
     }
 
     /// Writes `frames` (the first without its first `skip` bytes) with vectored writes.
-    async fn write_all(&self, frames: &VecDeque<Vec<u8>>, mut skip: usize) -> io::Result<()> {
+    async fn write_all(&self, frames: &VecDeque<SplitFrame>, mut skip: usize) -> io::Result<()> {
         let mut next = 0;
         while next < frames.len() {
-            let slices: Vec<IoSlice<'_>> = frames
-                .iter()
-                .skip(next)
-                .take(MAX_IOV)
-                .enumerate()
-                .map(|(i, f)| IoSlice::new(if i == 0 { &f[skip..] } else { f }))
-                .collect();
+            let mut slices: Vec<IoSlice<'_>> = Vec::new();
+            for (i, f) in frames.iter().skip(next).enumerate() {
+                if slices.len() + 2 > MAX_IOV {
+                    break;
+                }
+                unwritten(f, if i == 0 { skip } else { 0 }, &mut slices);
+            }
             let mut n = match self.sock.try_write_vectored(&slices) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => n,
@@ -339,6 +348,18 @@ impl Outbox {
             }
         }
         Ok(())
+    }
+}
+
+/// Adds the parts of `frame` from byte `from` on to `out` (empty parts left out).
+fn unwritten<'a>(frame: &'a SplitFrame, from: usize, out: &mut Vec<IoSlice<'a>>) {
+    let head = frame.head.len();
+    if from < head {
+        out.push(IoSlice::new(&frame.head[from..]));
+    }
+    let block_from = from.saturating_sub(head);
+    if block_from < frame.block.len() {
+        out.push(IoSlice::new(&frame.block[block_from..]));
     }
 }
 
@@ -397,7 +418,15 @@ mod tests {
             let len = [7usize, 4096, 70_000, 1][i as usize % 4];
             let frame: Vec<u8> = (0..len).map(|j| (i as usize * 31 + j) as u8).collect();
             expect.extend_from_slice(&frame);
-            ob.push(frame).unwrap();
+            if len > 1000 {
+                // A head and a block, as a write's frame is sent: partial writes land inside
+                // either part and across the boundary.
+                let block = bytes::Bytes::copy_from_slice(&frame[100..]);
+                let head = frame[..100].to_vec();
+                ob.push(SplitFrame { head, block }).unwrap();
+            } else {
+                ob.push(frame).unwrap();
+            }
         }
         let drain = tokio::spawn({
             let ob = ob.clone();
@@ -438,7 +467,7 @@ mod tests {
         ob.push(b"c".to_vec()).unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         ob.give_up(gone);
-        ob.fill(big, Box::new(|| Ok(vec![b'b'; 300_000])), 300_000)
+        ob.fill(big, Box::new(|| Ok(vec![b'b'; 300_000].into())), 300_000)
             .unwrap();
         ob.push(b"d".to_vec()).unwrap();
         close_tx.send(true).unwrap();

@@ -208,7 +208,7 @@ pub enum Input {
     },
     DiskDone {
         id: ReqId,
-        result: Result<Option<Vec<u8>>, i32>,
+        result: Result<Option<bytes::Bytes>, i32>,
     },
     MetaWritten {
         generation: u64,
@@ -277,7 +277,7 @@ pub enum Action {
     /// Reply to the application request `id`; `Some(data)` for reads.
     Complete {
         id: ReqId,
-        result: Result<Option<Vec<u8>>, IoError>,
+        result: Result<Option<bytes::Bytes>, IoError>,
     },
     /// Reply to the administrative request `token`.
     AdminDone {
@@ -1477,7 +1477,7 @@ impl Engine {
             .any(|&(o, l, w)| (write || w) && off < o + l && o < off + len)
     }
 
-    fn disk_done(&mut self, id: ReqId, result: Result<Option<Vec<u8>>, i32>) {
+    fn disk_done(&mut self, id: ReqId, result: Result<Option<bytes::Bytes>, i32>) {
         let Some(kind) = self.inflight.remove(&id) else {
             return; // not ours (a duplicate completion): ignore rather than corrupt counters
         };
@@ -1535,7 +1535,7 @@ impl Engine {
         self.maybe_finish_detach();
     }
 
-    fn complete(&mut self, id: ReqId, result: Result<Option<Vec<u8>>, IoError>) {
+    fn complete(&mut self, id: ReqId, result: Result<Option<bytes::Bytes>, IoError>) {
         if self.fence.frozen {
             // A write the lost peer may not have must not be acknowledged before that peer is
             // fenced: the application could otherwise see it vanish after a fail-over.

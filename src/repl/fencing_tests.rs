@@ -60,7 +60,7 @@ fn logged(acts: &[Action], text: &str) -> bool {
         .any(|a| matches!(a, Action::Log(l) if l.contains(text)))
 }
 
-fn completed(acts: &[Action], id: ReqId) -> Option<Result<Option<Vec<u8>>, IoError>> {
+fn completed(acts: &[Action], id: ReqId) -> Option<Result<Option<bytes::Bytes>, IoError>> {
     acts.iter().find_map(|a| match a {
         Action::Complete { id: i, result } if *i == id => Some(result.clone()),
         _ => None,

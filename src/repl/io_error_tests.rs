@@ -24,7 +24,7 @@ fn failing_write(policy: OnIoError) -> (Engine, Vec<Action>) {
     (e, seen)
 }
 
-fn completion(seen: &[Action]) -> Option<&Result<Option<Vec<u8>>, IoError>> {
+fn completion(seen: &[Action]) -> Option<&Result<Option<bytes::Bytes>, IoError>> {
     seen.iter().find_map(|a| match a {
         Action::Complete { id, result } if *id == ReqId(7) => Some(result),
         _ => None,

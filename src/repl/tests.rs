@@ -61,7 +61,7 @@ pub(super) fn settle_failing(e: &mut Engine, fails: impl Fn(ReqId) -> bool) -> V
             }),
             Action::SubmitDisk { id, op } => {
                 let data = match op {
-                    IoOp::Read { len, .. } => Some(vec![0; *len as usize]),
+                    IoOp::Read { len, .. } => Some(bytes::Bytes::from(vec![0; *len as usize])),
                     _ => None,
                 };
                 e.handle(Input::DiskDone {

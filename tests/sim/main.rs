@@ -314,7 +314,7 @@ impl Sim {
         }
     }
 
-    fn completed(&mut self, id: ReqId, result: Result<Option<Vec<u8>>, IoError>) {
+    fn completed(&mut self, id: ReqId, result: Result<Option<bytes::Bytes>, IoError>) {
         let (op, wid) = self
             .outstanding
             .remove(&id)
@@ -430,11 +430,13 @@ impl Sim {
     }
 
     /// Applies a data op to the disk; returns the read data for reads.
-    fn apply(&mut self, op: &IoOp) -> Option<Vec<u8>> {
+    fn apply(&mut self, op: &IoOp) -> Option<bytes::Bytes> {
         match op {
             IoOp::Read { offset, len } => {
                 let at = *offset as usize;
-                Some(self.disk[at..at + *len as usize].to_vec())
+                Some(bytes::Bytes::copy_from_slice(
+                    &self.disk[at..at + *len as usize],
+                ))
             }
             IoOp::Write { offset, data, .. } => {
                 let at = *offset as usize;

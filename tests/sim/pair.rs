@@ -578,7 +578,7 @@ impl World {
         node.uuid_change_ok = false;
     }
 
-    fn completed(&mut self, i: usize, id: ReqId, result: Result<Option<Vec<u8>>, IoError>) {
+    fn completed(&mut self, i: usize, id: ReqId, result: Result<Option<bytes::Bytes>, IoError>) {
         let Some(o) = self.outstanding.remove(&id) else {
             self.fail(format!("completion for unknown or completed {id:?}"));
         };
@@ -1059,7 +1059,9 @@ impl World {
                     match &p.op {
                         IoOp::Read { offset, len } => {
                             let at = *offset as usize;
-                            Ok(Some(self.n[i].visible[at..at + *len as usize].to_vec()))
+                            Ok(Some(bytes::Bytes::copy_from_slice(
+                                &self.n[i].visible[at..at + *len as usize],
+                            )))
                         }
                         IoOp::Flush => {
                             self.n[i].flush();

@@ -25,7 +25,7 @@ const DISK: u64 = 32 << 20;
 const SECTOR: u64 = 512;
 
 /// An application completion: the request and its result.
-type Completion = (ReqId, Result<Option<Vec<u8>>, IoError>);
+type Completion = (ReqId, Result<Option<bytes::Bytes>, IoError>);
 
 struct Node {
     engine: Engine,
@@ -160,7 +160,9 @@ impl Node {
         let data = match &op {
             IoOp::Read { offset, len } => {
                 let at = *offset as usize;
-                Some(self.disk[at..at + *len as usize].to_vec())
+                Some(bytes::Bytes::copy_from_slice(
+                    &self.disk[at..at + *len as usize],
+                ))
             }
             _ => None,
         };

@@ -11,6 +11,7 @@ use super::backend::{ExportIo, IoCmd, IoError, IoReply};
 use super::handshake::discard;
 use super::writer::{ReplyMsg, ReplyShape};
 use super::{RunState, not_running};
+use crate::buf::AlignedFill;
 use crate::nbd::proto::{
     Command, Errno, Negotiated, REQUEST_HEADER_LEN, Reject, RejectAction, RequestHeader, validate,
 };
@@ -89,11 +90,10 @@ pub(super) async fn read_loop<R: AsyncRead + Unpin>(
         };
         let (io_cmd, shape) = match cmd {
             Command::Write { offset, len, fua } => {
-                let mut buf = vec![0u8; len as usize];
-                if let Err(e) = r.read_exact(&mut buf).await {
-                    return ReadEnd::Io(e);
-                }
-                let data = Bytes::from(buf);
+                let data = match read_payload(&mut r, len as usize).await {
+                    Ok(data) => data,
+                    Err(e) => return ReadEnd::Io(e),
+                };
                 (IoCmd::Write { offset, data, fua }, ReplyShape::Plain)
             }
             Command::Cache { .. } => {
@@ -125,6 +125,18 @@ pub(super) async fn read_loop<R: AsyncRead + Unpin>(
         };
         io.submit(io_cmd, Box::new(move |res| slot.finish(res)));
     }
+}
+
+/// Reads a write's payload into aligned memory, so the disk can take it as it is (O_DIRECT)
+/// instead of copying it into an aligned buffer of its own (see [`crate::buf`]).
+async fn read_payload<R: AsyncRead + Unpin>(r: &mut R, len: usize) -> io::Result<Bytes> {
+    let mut fill = AlignedFill::new(len);
+    while fill.remaining() > 0 {
+        if r.read_buf(&mut fill).await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+    Ok(fill.finish())
 }
 
 /// Bytes of buffer a request pins until its reply is written.

@@ -25,7 +25,7 @@ use crate::types::{NodeId, ReqId};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// An application request's result, as [`Action::Complete`] carries it.
-type IoResult = Result<Option<Vec<u8>>, IoError>;
+type IoResult = Result<Option<bytes::Bytes>, IoError>;
 
 /// What is in flight of fencing.
 #[derive(Debug, Default)]

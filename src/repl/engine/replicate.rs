@@ -70,7 +70,7 @@ impl Link {
 /// An application request that waits for peers as well as for the local disk.
 #[derive(Debug, Default)]
 pub(super) struct Waiting {
-    local: Option<Result<Option<Vec<u8>>, IoError>>,
+    local: Option<Result<Option<bytes::Bytes>, IoError>>,
     peers: BTreeSet<NodeId>,
     /// For a flush: the epoch each peer must acknowledge.
     barrier: HashMap<NodeId, u32>,
@@ -313,7 +313,7 @@ impl Engine {
     pub(super) fn local_done(
         &mut self,
         id: ReqId,
-        result: &Result<Option<Vec<u8>>, IoError>,
+        result: &Result<Option<bytes::Bytes>, IoError>,
     ) -> bool {
         match self.waiting.get_mut(&id) {
             None => true,
@@ -621,7 +621,7 @@ impl Engine {
 
     /// A disk op done on behalf of a peer finished.
     /// (Takes the result: a resync read's data goes on the wire without a copy.)
-    pub(super) fn peer_disk_done(&mut self, id: ReqId, result: Result<Option<Vec<u8>>, i32>) {
+    pub(super) fn peer_disk_done(&mut self, id: ReqId, result: Result<Option<bytes::Bytes>, i32>) {
         let Some(op) = self.peer_ops.remove(&id) else {
             return;
         };

@@ -613,7 +613,11 @@ impl Engine {
     }
 
     /// A resync disk op finished.
-    pub(super) fn resync_disk_done(&mut self, op: ResyncOp, result: Result<Option<Vec<u8>>, i32>) {
+    pub(super) fn resync_disk_done(
+        &mut self,
+        op: ResyncOp,
+        result: Result<Option<bytes::Bytes>, i32>,
+    ) {
         match op {
             ResyncOp::Read {
                 node,
@@ -648,7 +652,7 @@ impl Engine {
                         sector,
                         block_id,
                         digest: bytes::Bytes::new(),
-                        data: bytes::Bytes::from(data),
+                        data,
                     },
                     _ => Packet::NegResyncReply(ack),
                 };

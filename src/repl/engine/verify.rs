@@ -369,7 +369,11 @@ impl Engine {
     }
 
     /// A verify read finished.
-    pub(super) fn verify_disk_done(&mut self, op: VerifyOp, result: &Result<Option<Vec<u8>>, i32>) {
+    pub(super) fn verify_disk_done(
+        &mut self,
+        op: VerifyOp,
+        result: &Result<Option<bytes::Bytes>, i32>,
+    ) {
         match op {
             VerifyOp::TargetRead {
                 node,

@@ -61,11 +61,14 @@ fn bad(packet: PacketType, field: &'static str, error: FieldError) -> WireError 
     }
 }
 
-/// Appends `p`'s payload to `out` after checking it against [`validate`]. On error `out` is
-/// unchanged.
-pub(crate) fn encode_body(p: &Packet, out: &mut Vec<u8>) -> Result<(), WireError> {
+/// Appends `p`'s payload to `out` after checking it against [`validate`]; on error `out` is
+/// unchanged. A packet that ends in a data block (see [`block_digest_len_at`]) gets its fields
+/// appended and the block returned (a reference-counted clone), not copied: the payload is what
+/// was appended followed by the block. For other packets the returned block is empty.
+pub(crate) fn encode_body(p: &Packet, out: &mut Vec<u8>) -> Result<Bytes, WireError> {
     validate(p)?;
     let mut w = Writer(out);
+    let mut block = Bytes::new();
     match p {
         Packet::Hello {
             protocol_min,
@@ -197,7 +200,7 @@ pub(crate) fn encode_body(p: &Packet, out: &mut Vec<u8>) -> Result<(), WireError
             w.u32(flags.0);
             w.u32(*size);
             w.bytes8(digest);
-            w.0.extend_from_slice(data);
+            block = data.clone();
         }
         Packet::RecvAck(a)
         | Packet::WriteAck(a)
@@ -244,7 +247,7 @@ pub(crate) fn encode_body(p: &Packet, out: &mut Vec<u8>) -> Result<(), WireError
             w.u64(sector.0);
             w.u64(*block_id);
             w.bytes8(digest);
-            w.0.extend_from_slice(data);
+            block = data.clone();
         }
         Packet::CsumResyncRequest {
             sector,
@@ -280,12 +283,26 @@ pub(crate) fn encode_body(p: &Packet, out: &mut Vec<u8>) -> Result<(), WireError
         }
         Packet::SyncUuid { uuid } => w.u64(uuid.0),
     }
-    Ok(())
+    Ok(block)
 }
 
 /// Decodes a payload of type `ty`. Byte fields are zero-copy slices of `payload`. Never panics;
 /// checks the same rules as [`validate`], plus structure (truncation, codes, trailing bytes).
 /// Does not look at checksums: that is [`super::decode_payload`]'s job.
+/// For the packet types whose payload ends in a data block (fixed fields, a one-byte digest
+/// length, the digest, then the block): where that digest-length byte is. A reader that wants
+/// the block on an aligned address (for an O_DIRECT write without a copy) places the payload
+/// by it; see `net::framed`. Must match [`decode_body`] below.
+pub fn block_digest_len_at(ty: PacketType) -> Option<usize> {
+    match ty {
+        // sector, block_id, seq, flags, size
+        PacketType::Data => Some(8 + 8 + 4 + 4 + 4),
+        // sector, block_id
+        PacketType::ResyncReply => Some(8 + 8),
+        _ => None,
+    }
+}
+
 pub(crate) fn decode_body(ty: PacketType, payload: Bytes) -> Result<Packet, WireError> {
     if payload.len() > ty.max_payload_len() {
         return Err(WireError::TooLong {

@@ -478,7 +478,26 @@ proptest! {
         // Canonical: the same bytes again.
         let mut again = Vec::new();
         back.encode(&mut again).unwrap();
-        prop_assert_eq!(again, bytes);
+        prop_assert_eq!(&again, &bytes);
+        // Split: the same bytes, with a write's or resync reply's block not copied.
+        let split = encode_split(frame.volume, &frame.packet).unwrap();
+        let mut joined = split.head.clone();
+        joined.extend_from_slice(&split.block);
+        prop_assert_eq!(&joined, &bytes);
+        match &frame.packet {
+            Packet::Data { data, .. } | Packet::ResyncReply { data, .. } => {
+                prop_assert_eq!(split.block.as_ptr(), data.as_ptr());
+                prop_assert_eq!(split.block.len(), data.len());
+            }
+            _ => prop_assert!(split.block.is_empty()),
+        }
+        // The block's place, as a reader that aligns it finds it.
+        if let Some(at) = block_digest_len_at(frame.packet.packet_type()) {
+            let payload = &bytes[HEADER_LEN..];
+            let block_at = at + 1 + usize::from(payload[at]);
+            prop_assert_eq!(payload.len() - block_at, split.block.len());
+            prop_assert_eq!(&payload[block_at..], &split.block[..]);
+        }
     }
 
     /// Every single-byte corruption, at every position, is detected.
