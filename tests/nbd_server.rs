@@ -48,6 +48,8 @@ struct MemBackend {
     opens: Arc<AtomicUsize>,
     gate: Arc<Mutex<Gate>>,
     max_held: AtomicUsize,
+    /// Sizes of the batches the server handed to `submit_batch`.
+    batches: Arc<Mutex<Vec<usize>>>,
 }
 
 const RW_FLAGS: u16 = FLAG_SEND_FLUSH
@@ -78,6 +80,7 @@ impl MemBackend {
             rt,
             opens: Arc::new(AtomicUsize::new(0)),
             gate: Arc::new(Mutex::new(Gate::default())),
+            batches: Arc::default(),
             max_held: AtomicUsize::new(0),
         }
     }
@@ -121,6 +124,7 @@ impl NbdBackend for MemBackend {
             opens: Arc::clone(&self.opens),
             gate: Arc::clone(&self.gate),
             seq: AtomicUsize::new(0),
+            batches: Arc::clone(&self.batches),
         };
         done(Ok(OpenExport {
             info: Self::info(d),
@@ -135,6 +139,7 @@ struct MemIo {
     opens: Arc<AtomicUsize>,
     gate: Arc<Mutex<Gate>>,
     seq: AtomicUsize,
+    batches: Arc<Mutex<Vec<usize>>>,
 }
 
 impl Drop for MemIo {
@@ -216,6 +221,13 @@ impl Disk {
 }
 
 impl ExportIo for MemIo {
+    fn submit_batch(&self, cmds: Vec<(IoCmd, IoDone)>) {
+        self.batches.lock().unwrap().push(cmds.len());
+        for (cmd, done) in cmds {
+            self.submit(cmd, done);
+        }
+    }
+
     fn submit(&self, cmd: IoCmd, done: IoDone) {
         // Export "lossy" loses reads: the completion is dropped without being called.
         if self.disk.name == "lossy" && matches!(cmd, IoCmd::Read { .. }) {
@@ -952,6 +964,39 @@ fn in_flight_bound_and_stalled_reader() {
         std::thread::sleep(Duration::from_millis(50));
     }
     drop(stalled);
+    drop(s);
+    h.wait_idle();
+}
+
+/// Requests that arrive together reach the backend together (one submission to the disk), at
+/// most 8 at a time; a request alone is not held back waiting for company.
+#[test]
+fn requests_that_arrive_together_are_submitted_together() {
+    let h = Harness::start(ServerConfig::default());
+    let mut s = handshake(&h.sock);
+    let mut reqs = Vec::new();
+    for i in 0..20u64 {
+        reqs.extend_from_slice(&request(CMD_READ, i, i * 4096, 4096));
+    }
+    s.write_all(&reqs).unwrap();
+    for _ in 0..20 {
+        let (_, err, _) = read_reply(&mut s, 4096);
+        assert_eq!(err, 0);
+    }
+    let sizes = std::mem::take(&mut *h.backend.batches.lock().unwrap());
+    assert_eq!(sizes.iter().sum::<usize>(), 20, "{sizes:?}");
+    assert!(sizes.iter().all(|&n| n <= 8), "{sizes:?}");
+    assert!(
+        sizes.iter().any(|&n| n > 1),
+        "nothing was batched: {sizes:?}"
+    );
+    // One request at a time: each answered without waiting for another.
+    for i in 0..3u64 {
+        s.write_all(&request(CMD_READ, 100 + i, 0, 4096)).unwrap();
+        let (cookie, err, _) = read_reply(&mut s, 4096);
+        assert_eq!((cookie, err), (100 + i, 0));
+    }
+    assert_eq!(*h.backend.batches.lock().unwrap(), vec![1, 1, 1]);
     drop(s);
     h.wait_idle();
 }

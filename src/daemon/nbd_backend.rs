@@ -140,6 +140,26 @@ impl Drop for Handle {
 
 impl ExportIo for Handle {
     fn submit(&self, cmd: IoCmd, done: IoDone) {
+        self.submit_batch(vec![(cmd, done)]);
+    }
+
+    fn submit_batch(&self, cmds: Vec<(IoCmd, IoDone)>) {
+        let mut ops = Vec::with_capacity(cmds.len());
+        for (cmd, done) in cmds {
+            if let Some(op) = self.to_op(cmd, done) {
+                ops.push(op);
+            }
+        }
+        if !ops.is_empty() {
+            self.driver.submit_batch(ops);
+        }
+    }
+}
+
+impl Handle {
+    /// The engine request for `cmd` with its completion; `None` when it was answered here
+    /// (block status comes from the backing device, not through the engine).
+    fn to_op(&self, cmd: IoCmd, done: IoDone) -> Option<(IoOp, crate::driver::IoDone)> {
         let op = match cmd {
             IoCmd::Read { offset, len } => IoOp::Read { offset, len },
             IoCmd::Write { offset, data, fua } => IoOp::Write { offset, data, fua },
@@ -160,21 +180,20 @@ impl ExportIo for Handle {
                 no_hole,
             },
             IoCmd::BlockStatus { offset, len } => {
-                return done(block_status(&self.driver, offset, len));
+                done(block_status(&self.driver, offset, len));
+                return None;
             }
         };
         // The resource name is only needed for an error message: keep a handle, not a copy.
         let driver = Arc::clone(&self.driver);
-        self.driver.submit(
-            op,
-            Box::new(move |r| {
-                done(match r {
-                    Ok(Some(data)) => Ok(IoReply::Data(data)),
-                    Ok(None) => Ok(IoReply::Done),
-                    Err(e) => Err(to_nbd_error(&driver.spec().name, e)),
-                })
-            }),
-        );
+        let done: crate::driver::IoDone = Box::new(move |r| {
+            done(match r {
+                Ok(Some(data)) => Ok(IoReply::Data(data)),
+                Ok(None) => Ok(IoReply::Done),
+                Err(e) => Err(to_nbd_error(&driver.spec().name, e)),
+            })
+        });
+        Some((op, done))
     }
 }
 

@@ -49,6 +49,15 @@ pub trait DiskEngine: Send + Sync + 'static {
     fn size(&self) -> u64;
     /// Starts `op`; `done` is called once when it finishes.
     fn submit(&self, op: DiskOp, done: Completion);
+    /// Starts several ops, as [`DiskEngine::submit`] would one after another. An engine that
+    /// can hand them to the kernel together does (io_uring: one `io_uring_enter`, so the block
+    /// layer plugs them into one dispatch and a virtio disk gets one notification, not one per
+    /// request).
+    fn submit_batch(&self, ops: Vec<(DiskOp, Completion)>) {
+        for (op, done) in ops {
+            self.submit(op, done);
+        }
+    }
     /// Allocation runs covering `[offset, offset+len)` (clipped to the device), in order.
     /// Engines without the information answer one allocated, non-zero run.
     fn block_status(&self, offset: u64, len: u64) -> io::Result<Vec<AllocRun>>;

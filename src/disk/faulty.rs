@@ -122,6 +122,18 @@ impl DiskEngine for FaultyDisk {
         self.inner.submit(op, done);
     }
 
+    fn submit_batch(&self, ops: Vec<(DiskOp, Completion)>) {
+        let mut pass = Vec::with_capacity(ops.len());
+        for (op, done) in ops {
+            if self.fails(&op) {
+                done(Err(io::Error::from_raw_os_error(libc::EIO)));
+            } else {
+                pass.push((op, done));
+            }
+        }
+        self.inner.submit_batch(pass);
+    }
+
     fn block_status(&self, offset: u64, len: u64) -> io::Result<Vec<AllocRun>> {
         self.inner.block_status(offset, len)
     }

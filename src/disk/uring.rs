@@ -312,6 +312,31 @@ impl DiskEngine for UringEngine {
         self.dev.size
     }
 
+    fn submit_batch(&self, ops: Vec<(DiskOp, Completion)>) {
+        let Mode::Tokio { core: c, .. } = &self.mode else {
+            // The ring thread batches on its own: it drains its channel before it submits.
+            for (op, done) in ops {
+                self.submit(op, done);
+            }
+            return;
+        };
+        let ready = {
+            let mut r = core(c);
+            if r.closed {
+                drop(r);
+                for (_, done) in ops {
+                    done(Err(io::Error::other("engine is shutting down")));
+                }
+                return;
+            }
+            r.backlog
+                .extend(ops.into_iter().map(|(op, done)| Request { op, done }));
+            r.pump();
+            std::mem::take(&mut r.ready)
+        };
+        run_ready(ready);
+    }
+
     fn submit(&self, op: DiskOp, done: Completion) {
         let req = Request { op, done };
         let tm = match &self.mode {

@@ -17,7 +17,7 @@ use crate::bitmap::Bitmap;
 use crate::ctl::proto::{
     ConnectionView, Event, HelperEvent, ResourceSpec, ResourceView, VolumeView,
 };
-use crate::disk::engine::{AllocRun, DiskDone, DiskEngine};
+use crate::disk::engine::{AllocRun, Completion, DiskDone, DiskEngine, DiskOp};
 use crate::disk::metadev::{self, MetaState};
 use crate::net::LinkError;
 use crate::repl::digest::DigestAlg;
@@ -146,11 +146,19 @@ impl Publisher {
     }
 }
 
+/// A request for the backing device. The disk is taken under the same lock that drained the
+/// engine, so the hot path locks once per batch, not once more per request.
+struct DiskReq {
+    id: ReqId,
+    op: IoOp,
+    disk: Option<Arc<dyn DiskEngine>>,
+}
+
 /// Work taken out of the lock, executed in order after it is released.
 enum Exec {
-    /// The disk is taken under the same lock that drained the engine, so the hot path locks
-    /// once per batch, not once more per request.
-    Disk(ReqId, IoOp, Option<Arc<dyn DiskEngine>>),
+    Disk(DiskReq),
+    /// The disk requests of a batch, submitted together (see [`Driver::exec`]).
+    DiskBatch(Vec<DiskReq>),
     Meta(MetaJob),
     Io(IoDone, Result<Option<bytes::Bytes>, IoError>),
     Admin(
@@ -322,12 +330,21 @@ impl Driver {
 
     /// Submits an application request; `done` is called exactly once.
     pub fn submit(&self, op: IoOp, done: IoDone) {
+        self.submit_batch(vec![(op, done)]);
+    }
+
+    /// Submits several application requests that arrived together (what an NBD client had in
+    /// flight in one read): one lock, one batch of actions, and their disk writes handed to the
+    /// disk together.
+    pub fn submit_batch(&self, ops: Vec<(IoOp, IoDone)>) {
         let actions = {
             let mut g = self.lock();
-            let id = ReqId(g.next_req);
-            g.next_req += 1;
-            g.io_waiters.insert(id, done);
-            g.engine.handle(Input::Io { id, op });
+            for (op, done) in ops {
+                let id = ReqId(g.next_req);
+                g.next_req += 1;
+                g.io_waiters.insert(id, done);
+                g.engine.handle(Input::Io { id, op });
+            }
             take_actions(&mut g)
         };
         self.exec(actions);
@@ -393,14 +410,34 @@ impl Driver {
         self.exec(actions);
     }
 
-    fn exec(&self, actions: Vec<Exec>) {
+    /// Executes a batch in order, except that every disk request of the batch goes to the disk
+    /// together, where the first of them stood. That moves later disk requests ahead of other
+    /// work of the same batch, never behind it, and never ahead of what they depend on: the
+    /// engine holds a write back until the metadata it needs is on disk, so no disk request is
+    /// emitted in the batch that writes its metadata.
+    fn exec(&self, mut actions: Vec<Exec>) {
+        if let Some(first) = actions.iter().position(|a| matches!(a, Exec::Disk(..))) {
+            let mut disk_ops = Vec::new();
+            let mut rest = Vec::with_capacity(actions.len());
+            for a in actions {
+                match a {
+                    Exec::Disk(req) => disk_ops.push(req),
+                    other => rest.push(other),
+                }
+            }
+            // Everything before the first disk request was not a disk request.
+            rest.insert(first, Exec::DiskBatch(disk_ops));
+            actions = rest;
+        }
         for a in actions {
             match a {
                 // A failed link is reported by its task; an encoding error ends the link.
                 Exec::Send(place, packet) => {
                     let _ = place.fill(0, packet);
                 }
-                Exec::Disk(id, op, disk) => self.submit_disk(id, op, disk),
+                // Gathered into the batch above.
+                Exec::Disk(req) => self.submit_disk(vec![req]),
+                Exec::DiskBatch(ops) => self.submit_disk(ops),
                 Exec::Meta(job) => {
                     let rejected = match self.lock().meta.as_ref() {
                         Some(m) => m.send(job).err(),
@@ -522,27 +559,45 @@ impl Driver {
         });
     }
 
-    fn submit_disk(&self, id: ReqId, op: IoOp, disk: Option<Arc<dyn DiskEngine>>) {
-        let Some(disk) = disk else {
-            return self.feed(Input::DiskDone {
-                id,
-                result: Err(libc::EIO),
-            });
-        };
+    /// Hands requests to the disk they were taken with, together per disk (in practice there
+    /// is one; a request taken while diskless fails).
+    fn submit_disk(&self, reqs: Vec<DiskReq>) {
+        let mut batch: Vec<(DiskOp, Completion)> = Vec::with_capacity(reqs.len());
+        let mut batch_disk: Option<Arc<dyn DiskEngine>> = None;
+        for DiskReq { id, op, disk } in reqs {
+            let Some(disk) = disk else {
+                self.feed(Input::DiskDone {
+                    id,
+                    result: Err(libc::EIO),
+                });
+                continue;
+            };
+            if let Some(d) = &batch_disk
+                && !Arc::ptr_eq(d, &disk)
+            {
+                d.submit_batch(std::mem::take(&mut batch));
+            }
+            batch_disk = Some(disk);
+            batch.push((op, self.disk_completion(id)));
+        }
+        if let Some(d) = batch_disk {
+            d.submit_batch(batch);
+        }
+    }
+
+    /// What the disk calls when request `id` is done: the result goes to the engine.
+    fn disk_completion(&self, id: ReqId) -> Completion {
         let me = self.me.clone();
-        disk.submit(
-            op,
-            Box::new(move |r| {
-                let result = match r {
-                    Ok(DiskDone::Read(data)) => Ok(Some(data)),
-                    Ok(DiskDone::Done) => Ok(None),
-                    Err(e) => Err(e.raw_os_error().unwrap_or(libc::EIO)),
-                };
-                if let Some(d) = me.upgrade() {
-                    d.feed(Input::DiskDone { id, result });
-                }
-            }),
-        );
+        Box::new(move |r| {
+            let result = match r {
+                Ok(DiskDone::Read(data)) => Ok(Some(data)),
+                Ok(DiskDone::Done) => Ok(None),
+                Err(e) => Err(e.raw_os_error().unwrap_or(libc::EIO)),
+            };
+            if let Some(d) = me.upgrade() {
+                d.feed(Input::DiskDone { id, result });
+            }
+        })
     }
 }
 
@@ -557,7 +612,11 @@ fn take_actions(g: &mut Inner) -> Vec<Exec> {
     let mut sends = Vec::new();
     while let Some(a) = g.engine.poll_action() {
         match a {
-            Action::SubmitDisk { id, op } => out.push(Exec::Disk(id, op, g.disk.clone())),
+            Action::SubmitDisk { id, op } => out.push(Exec::Disk(DiskReq {
+                id,
+                op,
+                disk: g.disk.clone(),
+            })),
             Action::WriteMeta { generation, sb } => {
                 out.push(Exec::Meta(MetaJob::Superblock { generation, sb }))
             }

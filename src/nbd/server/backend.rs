@@ -128,6 +128,13 @@ pub trait ExportIo: Send + Sync + 'static {
     /// Starts `cmd`; `done` is called once when it finishes. Must not block on the I/O itself:
     /// it runs on the server's reactor threads.
     fn submit(&self, cmd: IoCmd, done: IoDone);
+    /// Starts several requests that arrived together, as [`ExportIo::submit`] would one after
+    /// another; a backend that can hand them on together (to the disk in one submission) does.
+    fn submit_batch(&self, cmds: Vec<(IoCmd, IoDone)>) {
+        for (cmd, done) in cmds {
+            self.submit(cmd, done);
+        }
+    }
 }
 
 /// An opened export: its description (as [`ExportCatalog::lookup`] would return it) and the

@@ -7,7 +7,7 @@
 //! its reply has been *written*. When either runs out the reader stops reading, so a client
 //! that floods requests or stops reading replies costs a bounded amount of memory.
 
-use super::backend::{ExportIo, IoCmd, IoError, IoReply};
+use super::backend::{ExportIo, IoCmd, IoDone, IoError, IoReply};
 use super::handshake::discard;
 use super::writer::{ReplyMsg, ReplyShape};
 use super::{RunState, not_running};
@@ -18,7 +18,7 @@ use crate::nbd::proto::{
 use bytes::Bytes;
 use std::io;
 use std::sync::Arc;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
@@ -49,16 +49,61 @@ pub(super) struct Bounds {
 }
 
 /// Reads and submits requests until one of the [`ReadEnd`]s.
+///
+/// Requests that arrive together go to the backend together ([`ExportIo::submit_batch`]): a
+/// request is held back only while the next one is already complete in the read buffer, so
+/// nothing waits for bytes that have not arrived, and at most [`MAX_BATCH`] are held.
 pub(super) async fn read_loop<R: AsyncRead + Unpin>(
-    mut r: R,
+    mut r: BufReader<R>,
     neg: &Negotiated,
     io: Arc<dyn ExportIo>,
     tx: UnboundedSender<ReplyMsg>,
     bounds: Bounds,
+    state: watch::Receiver<RunState>,
+) -> ReadEnd {
+    let mut batch = Vec::new();
+    let end = read_requests(&mut r, neg, &io, &tx, &bounds, state, &mut batch).await;
+    // Requests taken in are answered however reading ended.
+    if !batch.is_empty() {
+        io.submit_batch(batch);
+    }
+    end
+}
+
+/// Most requests held back for one [`ExportIo::submit_batch`]. Measured on the 2-core VMs
+/// (`benches/`, 4 KiB at QD32, three rounds): 8 cut a protocol C pair's CPU per write by a
+/// fifth and raised its IOPS by a fifth over 1 (no batching), with a single node unchanged;
+/// 64 helped the pair as much but cost a single node 10 to 20%: the virtio disk keeps busier
+/// fed by several small submissions than by one large one.
+const MAX_BATCH: usize = 8;
+
+/// Whether `buf` starts with a whole request (a write's header and payload, any other's
+/// header).
+fn whole_request_buffered(buf: &[u8]) -> bool {
+    let Some(h) = buf.first_chunk::<REQUEST_HEADER_LEN>() else {
+        return false;
+    };
+    match RequestHeader::decode(h) {
+        Ok(req) => buf.len() - REQUEST_HEADER_LEN >= req.payload_len() as usize,
+        // Read on: its decoding fails there and ends the connection.
+        Err(_) => true,
+    }
+}
+
+async fn read_requests<R: AsyncRead + Unpin>(
+    r: &mut BufReader<R>,
+    neg: &Negotiated,
+    io: &Arc<dyn ExportIo>,
+    tx: &UnboundedSender<ReplyMsg>,
+    bounds: &Bounds,
     mut state: watch::Receiver<RunState>,
+    batch: &mut Vec<(IoCmd, IoDone)>,
 ) -> ReadEnd {
     let limits = neg.limits();
     loop {
+        if !batch.is_empty() && (batch.len() >= MAX_BATCH || !whole_request_buffered(r.buffer())) {
+            io.submit_batch(std::mem::take(batch));
+        }
         let mut hb = [0u8; REQUEST_HEADER_LEN];
         // Shutdown is only noticed between requests: a half-read request is never submitted.
         let read = tokio::select! {
@@ -79,18 +124,30 @@ pub(super) async fn read_loop<R: AsyncRead + Unpin>(
             Ok(Command::Disc) => return ReadEnd::Disc,
             Ok(cmd) => cmd,
             Err(rej) => {
-                if let Some(end) = reject(&mut r, &req, rej, neg.structured, &tx, &bounds).await {
+                // Replies may go out in any order; the held requests need not go first.
+                if let Some(end) = reject(r, &req, rej, neg.structured, tx, bounds).await {
                     return end;
                 }
                 continue;
             }
         };
-        let Some(permits) = acquire(&bounds, payload_cost(&cmd)).await else {
-            return ReadEnd::WriterGone;
+        let cost = payload_cost(&cmd);
+        let permits = match try_acquire(bounds, cost) {
+            Some(p) => p,
+            None => {
+                // The held requests may be what holds the permits: hand them on before waiting.
+                if !batch.is_empty() {
+                    io.submit_batch(std::mem::take(batch));
+                }
+                match acquire(bounds, cost).await {
+                    Some(p) => p,
+                    None => return ReadEnd::WriterGone,
+                }
+            }
         };
         let (io_cmd, shape) = match cmd {
             Command::Write { offset, len, fua } => {
-                let data = match read_payload(&mut r, len as usize).await {
+                let data = match read_payload(r, len as usize).await {
                     Ok(data) => data,
                     Err(e) => return ReadEnd::Io(e),
                 };
@@ -120,10 +177,10 @@ pub(super) async fn read_loop<R: AsyncRead + Unpin>(
                 shape,
                 permits,
                 tx: tx.clone(),
-                _export: Arc::clone(&io),
+                _export: Arc::clone(io),
             }),
         };
-        io.submit(io_cmd, Box::new(move |res| slot.finish(res)));
+        batch.push((io_cmd, Box::new(move |res| slot.finish(res))));
     }
 }
 
@@ -145,6 +202,17 @@ fn payload_cost(cmd: &Command) -> u32 {
         Command::Read { len, .. } | Command::Write { len, .. } => *len,
         _ => 0,
     }
+}
+
+/// [`acquire`] without waiting: `None` if the permits are not all free now.
+fn try_acquire(b: &Bounds, bytes: u32) -> Option<Vec<OwnedSemaphorePermit>> {
+    let mut permits = Vec::with_capacity(2);
+    permits.push(Arc::clone(&b.count).try_acquire_owned().ok()?);
+    let bytes = bytes.min(b.byte_budget);
+    if bytes > 0 {
+        permits.push(Arc::clone(&b.bytes).try_acquire_many_owned(bytes).ok()?);
+    }
+    Some(permits)
 }
 
 async fn acquire(b: &Bounds, bytes: u32) -> Option<Vec<OwnedSemaphorePermit>> {
