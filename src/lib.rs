@@ -4,6 +4,7 @@
 //! system; the I/O shells (`disk`, `net`, `nbd::server`, `ctl`) do, and only `driver` knows both.
 //! See `DESIGN.md` in the shared folder for the map.
 
+pub mod batch;
 pub mod bitmap;
 pub mod buf;
 pub mod config;

@@ -129,11 +129,17 @@ fn core(c: &Mutex<Ring>) -> MutexGuard<'_, Ring> {
     c.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Runs completion callbacks collected while a lock was held, in order.
+/// Runs completion callbacks collected while a lock was held, in order, as one
+/// [`crate::batch::scope`] (so a driver handles them together).
 fn run_ready(ready: Vec<(Completion, io::Result<DiskDone>)>) {
-    for (done, r) in ready {
-        done(r);
+    if ready.is_empty() {
+        return;
     }
+    crate::batch::scope(|| {
+        for (done, r) in ready {
+            done(r);
+        }
+    });
 }
 
 impl std::fmt::Debug for UringEngine {

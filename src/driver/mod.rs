@@ -73,6 +73,8 @@ pub struct Driver {
     handlers: handlers::HandlerRunner,
     rt: Option<tokio::runtime::Handle>,
     inner: Mutex<Inner>,
+    /// Disk completions of the current completion batch (see [`Driver::disk_done`]).
+    pending_done: Mutex<Vec<Input>>,
     me: Weak<Driver>,
 }
 
@@ -229,6 +231,7 @@ impl Driver {
                 ticker: None,
                 events: publisher,
             }),
+            pending_done: Mutex::new(Vec::new()),
             me: me.clone(),
         })
     }
@@ -402,12 +405,45 @@ impl Driver {
 
     /// Feeds a completion from the disk or metadata thread.
     fn feed(&self, input: Input) {
+        self.feed_batch(vec![input]);
+    }
+
+    fn feed_batch(&self, inputs: Vec<Input>) {
         let actions = {
             let mut g = self.lock();
-            g.engine.handle(input);
+            for input in inputs {
+                g.engine.handle(input);
+            }
             take_actions(&mut g)
         };
         self.exec(actions);
+    }
+
+    /// A disk completion. Inside a completion batch (the reaper running several, see
+    /// [`crate::batch`]) it waits for the batch's end and goes to the engine with the others:
+    /// one lock, and the acks they cause in one write.
+    fn disk_done(&self, input: Input) {
+        if !crate::batch::in_scope() {
+            return self.feed(input);
+        }
+        let first = {
+            let mut p = self.pending_done.lock().unwrap_or_else(|p| p.into_inner());
+            p.push(input);
+            p.len() == 1
+        };
+        if first {
+            let me = self.me.clone();
+            crate::batch::at_end(move || {
+                if let Some(d) = me.upgrade() {
+                    let inputs = std::mem::take(
+                        &mut *d.pending_done.lock().unwrap_or_else(|p| p.into_inner()),
+                    );
+                    if !inputs.is_empty() {
+                        d.feed_batch(inputs);
+                    }
+                }
+            });
+        }
     }
 
     /// Executes a batch in order, except that every disk request of the batch goes to the disk
@@ -595,7 +631,7 @@ impl Driver {
                 Err(e) => Err(e.raw_os_error().unwrap_or(libc::EIO)),
             };
             if let Some(d) = me.upgrade() {
-                d.feed(Input::DiskDone { id, result });
+                d.disk_done(Input::DiskDone { id, result });
             }
         })
     }
@@ -610,6 +646,7 @@ fn take_actions(g: &mut Inner) -> Vec<Exec> {
     // Deferred sends go last: the drain task they wake should not delay the local disk
     // submissions of the same batch. Their order on the wire is fixed already.
     let mut sends = Vec::new();
+    let mut gathered: HashMap<NodeId, Vec<crate::repl::wire::Packet>> = HashMap::new();
     while let Some(a) = g.engine.poll_action() {
         match a {
             Action::SubmitDisk { id, op } => out.push(Exec::Disk(DiskReq {
@@ -649,27 +686,28 @@ fn take_actions(g: &mut Inner) -> Vec<Exec> {
             // Written (or queued) under the lock: the order the engine emitted is the order on
             // the wire. Written here rather than by a writer task, so a replicated write leaves
             // before this thread goes on to submit the local disk write (see `net::outbox`).
+            // Small packets are gathered per peer and go out together at the end of the batch
+            // (one write for the writes and acks of several requests).
             Action::Send { node, packet } => {
                 if let Some(s) = g.senders.get(&node) {
                     let defer =
                         s.defer_data && matches!(packet, crate::repl::wire::Packet::Data { .. });
                     if defer || packet.data_len() > BULKY {
+                        // Its place comes after what was gathered for the peer before it.
+                        if let Some(small) = gathered.remove(&node) {
+                            send_gathered(s, node, &small, &mut out);
+                        }
                         sends.push(Exec::Send(s.tx.reserve(&packet), packet));
                         continue;
                     }
-                    match s.tx.send_now(0, &packet) {
-                        Ok(()) => {}
-                        // An engine bug, not the network: end the link rather than leave the
-                        // peer waiting for a packet that never comes.
-                        Err(LinkError::Encode(e)) => {
-                            tracing::error!("cannot encode {:?}: {e}", packet.packet_type());
-                            out.push(Exec::DropLink(node, false));
-                        }
-                        // The link failed; its task reports that to the engine.
-                        Err(_) => {}
-                    }
+                    gathered.entry(node).or_default().push(packet);
                 }
             }
+        }
+    }
+    for (node, small) in gathered {
+        if let Some(s) = g.senders.get(&node) {
+            send_gathered(s, node, &small, &mut out);
         }
     }
     if changed {
@@ -677,6 +715,26 @@ fn take_actions(g: &mut Inner) -> Vec<Exec> {
     }
     out.append(&mut sends);
     out
+}
+
+/// Sends the small packets gathered for a peer (under the driver lock, so in engine order).
+fn send_gathered(
+    s: &PeerSender,
+    node: NodeId,
+    packets: &[crate::repl::wire::Packet],
+    out: &mut Vec<Exec>,
+) {
+    match s.tx.send_now_many(0, packets) {
+        Ok(()) => {}
+        // An engine bug, not the network: end the link rather than leave the peer waiting for
+        // a packet that never comes.
+        Err(LinkError::Encode(e)) => {
+            tracing::error!("cannot encode a packet for node {}: {e}", node.0);
+            out.push(Exec::DropLink(node, false));
+        }
+        // The link failed; its task reports that to the engine.
+        Err(_) => {}
+    }
 }
 
 /// Packets carrying more data than this are encoded outside the driver lock (see

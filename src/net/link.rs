@@ -120,6 +120,30 @@ impl LinkSender {
         outbox.push(frame).map_err(|_| self.shared.error())
     }
 
+    /// [`LinkSender::send_now`] for several packets, in order: the frames for each stream go
+    /// out together, with one write where the socket takes them (see [`Outbox::push_many`]). A
+    /// packet that cannot be encoded is left out and its error returned, once the others are
+    /// sent; an error of the link itself is returned at once.
+    pub fn send_now_many(&self, volume: u16, packets: &[Packet]) -> Result<(), LinkError> {
+        let mut data = Vec::new();
+        let mut control = Vec::new();
+        let mut bad = None;
+        for packet in packets {
+            match self.encode(volume, packet) {
+                Ok((outbox, frame)) if std::ptr::eq(outbox, &*self.data) => data.push(frame),
+                Ok((_, frame)) => control.push(frame),
+                Err(e @ LinkError::Encode(_)) => bad = bad.or(Some(e)),
+                Err(e) => return Err(e),
+            }
+        }
+        for (outbox, frames) in [(&self.data, data), (&self.control, control)] {
+            if !frames.is_empty() {
+                outbox.push_many(frames).map_err(|_| self.shared.error())?;
+            }
+        }
+        bad.map_or(Ok(()), Err)
+    }
+
     /// Takes `packet`'s place in its stream now, for [`Reservation::fill`] to encode and send
     /// later, outside whatever lock fixed the order (the driver's, for a large write).
     pub fn reserve(&self, packet: &Packet) -> Reservation {

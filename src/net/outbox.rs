@@ -97,25 +97,43 @@ impl Outbox {
     /// otherwise (the rest of it) queued for the drain task. Never waits. Fails once the stream
     /// has failed or been shut down.
     pub(crate) fn push(&self, frame: impl Into<SplitFrame>) -> io::Result<()> {
-        let frame = frame.into();
+        self.push_many(vec![frame.into()])
+    }
+
+    /// [`Outbox::push`] for several frames in order: written now with one vectored write (as
+    /// much as the socket takes), the rest queued. Acks and writes that go out together cost
+    /// one system call, not one each.
+    pub(crate) fn push_many(&self, frames: Vec<SplitFrame>) -> io::Result<()> {
         let mut st = self.lock();
         if let Some(kind) = st.failed {
             return Err(io::Error::from(kind));
         }
         let at_head = st.entries.is_empty();
         let written = if at_head && !st.busy {
-            self.write_now(&mut st, &frame)?
+            self.write_now(&mut st, &frames)?
         } else {
             0
         };
-        if written == frame.len() {
+        // Queue what was not written: the first frame left perhaps in part, then the others.
+        let mut skip = written;
+        let mut first = true;
+        for f in frames {
+            if skip >= f.len() {
+                skip -= f.len();
+                continue;
+            }
+            if first && at_head {
+                st.head_written = skip;
+            }
+            st.queued_bytes += f.len() - skip;
+            st.entries.push_back(Entry::Ready(f));
+            skip = 0;
+            first = false;
+        }
+        if first {
+            // Everything was written.
             return Ok(());
         }
-        if at_head {
-            st.head_written = written;
-        }
-        st.queued_bytes += frame.len() - written;
-        st.entries.push_back(Entry::Ready(frame));
         drop(st);
         self.more.notify_one();
         Ok(())
@@ -172,13 +190,26 @@ impl Outbox {
         Ok(())
     }
 
-    /// The fast path: writes as much of `frame` as the socket takes now. On an error the
-    /// stream is failed (the drain task reports it) and the error returned.
-    fn write_now(&self, st: &mut State, frame: &SplitFrame) -> io::Result<usize> {
+    /// The fast path: writes as much of `frames` as the socket takes now; returns the bytes
+    /// written. On an error the stream is failed (the drain task reports it) and the error
+    /// returned.
+    fn write_now(&self, st: &mut State, frames: &[SplitFrame]) -> io::Result<usize> {
+        let total: usize = frames.iter().map(SplitFrame::len).sum();
         let mut written = 0;
-        while written < frame.len() {
-            let mut slices = Vec::with_capacity(2);
-            unwritten(frame, written, &mut slices);
+        while written < total {
+            let mut slices = Vec::with_capacity(2 * frames.len().min(MAX_IOV / 2));
+            let mut skip = written;
+            for f in frames {
+                if slices.len() + 2 > MAX_IOV {
+                    break;
+                }
+                if skip >= f.len() {
+                    skip -= f.len();
+                    continue;
+                }
+                unwritten(f, skip, &mut slices);
+                skip = 0;
+            }
             match self.sock.try_write_vectored(&slices) {
                 Ok(n) => written += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
