@@ -445,18 +445,28 @@ mod tests {
         let ob = std::sync::Arc::new(ob);
         let (close_tx, close_rx) = watch::channel(false);
         let mut expect = Vec::new();
+        let mut group = Vec::new();
         for i in 0..2000u32 {
             let len = [7usize, 4096, 70_000, 1][i as usize % 4];
             let frame: Vec<u8> = (0..len).map(|j| (i as usize * 31 + j) as u8).collect();
             expect.extend_from_slice(&frame);
-            if len > 1000 {
+            let frame = if len > 1000 {
                 // A head and a block, as a write's frame is sent: partial writes land inside
                 // either part and across the boundary.
                 let block = bytes::Bytes::copy_from_slice(&frame[100..]);
                 let head = frame[..100].to_vec();
-                ob.push(SplitFrame { head, block }).unwrap();
+                SplitFrame { head, block }
             } else {
+                frame.into()
+            };
+            // Every other run of five frames goes out together, as a batch's acks do.
+            if (i / 5) % 2 == 0 {
                 ob.push(frame).unwrap();
+            } else {
+                group.push(frame);
+                if group.len() == 5 {
+                    ob.push_many(std::mem::take(&mut group)).unwrap();
+                }
             }
         }
         let drain = tokio::spawn({
