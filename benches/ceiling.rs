@@ -5,8 +5,9 @@
 //!   a file with O_DIRECT: one thread, one io_uring for the socket and the disk, every request
 //!   read in one `recv` is submitted with one `io_uring_enter`, replies of all completions that
 //!   arrived together go out in one `write`. No replication, no metadata, no locking, no
-//!   allocation beyond one aligned buffer per request, simple replies only. Whatever it cannot
-//!   reach at a queue depth, no NBD server reaches on this machine with this client.
+//!   allocation beyond one aligned buffer per request, simple replies only. It shows what the
+//!   protocol, this client and this disk leave to a server with no work of its own (one with
+//!   more threads can do a little better: udrbd, with two, does).
 //! - `ceiling rtt`: the round trip of 32 bytes between two processes over loopback TCP (what a
 //!   protocol C write pays on top of the local write, before the peer's disk write).
 //!

@@ -127,8 +127,8 @@ def report(tsv):
           f"{meta['udrbd_md_writes_after_warmup']}; at the end: {meta.get('udrbd_md_writes_at_end', '?')}")
     p("- every cell is the median over the rounds; rounds interleave workloads and servers")
     p("- ratios: *vs peer* = udrbd / max(qemu-nbd, nbdkit-file); *vs floor* = udrbd / min(raw, nbdkit-mem); "
-      "*ceiling vs floor* = the same ratio for `ceiling` (benches/ceiling.rs: the least an NBD server "
-      "can do, one thread and one io_uring, no replication): what this client on this machine allows any server")
+      "*ceiling vs floor* = the same ratio for `ceiling` (benches/ceiling.rs: an O_DIRECT server with no "
+      "work of its own, one thread and one io_uring, no replication)")
     p("")
 
     # Throughput table.

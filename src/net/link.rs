@@ -181,6 +181,10 @@ impl LinkSender {
     }
 }
 
+/// Reserved packets with at most this much data are encoded by [`Reservation::fill`] itself;
+/// larger ones by the stream's drain task (a CRC over up to 1 MiB, off the filling thread).
+const SMALL_FILL: usize = 32 * 1024;
+
 /// A place in a stream taken by [`LinkSender::reserve`]. Frames sent after it wait until it is
 /// filled; dropping it unfilled gives the place up.
 #[derive(Debug)]
@@ -197,6 +201,17 @@ impl Reservation {
         let Some(ticket) = self.ticket.take() else {
             return Ok(());
         };
+        if packet.data_len() <= SMALL_FILL {
+            // Cheap to encode here (a write's block is not copied): written now when its
+            // place is next, with no hop to the drain task. A packet that does not encode
+            // takes the path below, where the drain task meets the error and ends the stream.
+            if let Ok(frame) = wire::encode_split(volume, &packet) {
+                return self
+                    .outbox
+                    .fill_now(ticket, frame)
+                    .map_err(|_| self.shared.error());
+            }
+        }
         // About what it encodes to: its data, the rest being small.
         let size_hint = packet.data_len() + 64;
         let encode: super::outbox::Encoder = Box::new(move || {

@@ -49,6 +49,14 @@ pub(crate) struct Outbox {
 /// Makes a frame; run by the drain task, off the sender's thread.
 pub(crate) type Encoder = Box<dyn FnOnce() -> io::Result<SplitFrame> + Send>;
 
+/// What fills a reserved place.
+enum Fill {
+    /// A frame for the drain task to encode.
+    Later { encode: Encoder, size_hint: usize },
+    /// An encoded frame.
+    Now(SplitFrame),
+}
+
 /// A queued frame, a frame to encode, or a place not filled yet.
 enum Entry {
     Ready(SplitFrame),
@@ -153,7 +161,14 @@ impl Outbox {
     /// on another thread, overlaps that work with the sender's own. `size_hint` counts toward
     /// [`HIGH_WATER`]. Fails like [`Outbox::push`].
     pub(crate) fn fill(&self, ticket: u64, encode: Encoder, size_hint: usize) -> io::Result<()> {
-        self.settle(ticket, Some((encode, size_hint)))
+        self.settle(ticket, Some(Fill::Later { encode, size_hint }))
+    }
+
+    /// Puts an encoded frame in the place `ticket` reserved: written at once if that place is
+    /// next on the wire (as [`Outbox::push`] writes), queued otherwise. For small frames whose
+    /// place was taken under a lock and that are cheap to encode after it.
+    pub(crate) fn fill_now(&self, ticket: u64, frame: SplitFrame) -> io::Result<()> {
+        self.settle(ticket, Some(Fill::Now(frame)))
     }
 
     /// Gives up the place `ticket` reserved.
@@ -161,7 +176,7 @@ impl Outbox {
         let _ = self.settle(ticket, None);
     }
 
-    fn settle(&self, ticket: u64, with: Option<(Encoder, usize)>) -> io::Result<()> {
+    fn settle(&self, ticket: u64, with: Option<Fill>) -> io::Result<()> {
         let mut st = self.lock();
         if let Some(kind) = st.failed {
             st.entries
@@ -179,9 +194,26 @@ impl Outbox {
             None => {
                 st.entries.remove(idx);
             }
-            Some((encode, size_hint)) => {
+            Some(Fill::Later { encode, size_hint }) => {
                 st.queued_bytes += size_hint;
                 st.entries[idx] = Entry::Deferred { encode, size_hint };
+            }
+            Some(Fill::Now(frame)) => {
+                // Next on the wire and nobody writing: as push's fast path.
+                let written = if idx == 0 && !st.busy {
+                    self.write_now(&mut st, std::slice::from_ref(&frame))?
+                } else {
+                    0
+                };
+                if written == frame.len() {
+                    st.entries.remove(idx);
+                } else {
+                    if idx == 0 {
+                        st.head_written = written;
+                    }
+                    st.queued_bytes += frame.len() - written;
+                    st.entries[idx] = Entry::Ready(frame);
+                }
             }
         }
         drop(st);
@@ -505,19 +537,26 @@ mod tests {
         ob.push(b"a".to_vec()).unwrap();
         let big = ob.reserve();
         let gone = ob.reserve();
+        let small = ob.reserve();
         ob.push(b"c".to_vec()).unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         ob.give_up(gone);
+        // Filled while the big place before it is still open: it must wait for it.
+        ob.fill_now(small, b"s".to_vec().into()).unwrap();
         ob.fill(big, Box::new(|| Ok(vec![b'b'; 300_000].into())), 300_000)
             .unwrap();
         ob.push(b"d".to_vec()).unwrap();
+        // Next on the wire when filled: written at once.
+        let next = ob.reserve();
+        ob.push(b"f".to_vec()).unwrap();
+        ob.fill_now(next, b"e".to_vec().into()).unwrap();
         close_tx.send(true).unwrap();
         drain.await.unwrap().unwrap();
         let mut got = Vec::new();
         rd.read_to_end(&mut got).await.unwrap();
         let mut expect = b"a".to_vec();
         expect.extend(vec![b'b'; 300_000]);
-        expect.extend_from_slice(b"cd");
+        expect.extend_from_slice(b"scdef");
         assert!(got == expect, "got {} bytes, out of order", got.len());
     }
 
