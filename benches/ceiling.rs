@@ -82,21 +82,15 @@ fn rtt_echo(port: &str) -> io::Result<()> {
 
 // --- the minimal NBD server ----------------------------------------------------------------------
 
-const NBD_OPT_EXPORT_NAME: u32 = 1;
-const NBD_OPT_ABORT: u32 = 2;
-const NBD_OPT_INFO: u32 = 6;
-const NBD_OPT_GO: u32 = 7;
-const NBD_REP_ACK: u32 = 1;
-const NBD_REP_INFO: u32 = 3;
-const NBD_REP_ERR_UNSUP: u32 = 0x8000_0001;
-/// HAS_FLAGS | SEND_FLUSH | SEND_FUA.
-const TRANSMISSION_FLAGS: u16 = 1 | 4 | 8;
-const CMD_READ: u16 = 0;
-const CMD_WRITE: u16 = 1;
-const CMD_DISC: u16 = 2;
-const CMD_FLUSH: u16 = 3;
-const CMD_FLAG_FUA: u16 = 1;
-const REQUEST_LEN: usize = 28;
+/// The codecs are udrbd's own (pure, cheap); everything else is this file's.
+use udrbd::nbd::proto::{
+    CMD_DISC, CMD_FLAG_FUA, CMD_FLUSH, CMD_READ, CMD_WRITE, Errno, FLAG_FIXED_NEWSTYLE,
+    FLAG_HAS_FLAGS, FLAG_NO_ZEROES, FLAG_SEND_FLUSH, FLAG_SEND_FUA, IHAVEOPT, INFO_EXPORT,
+    NBDMAGIC, OPT_ABORT, OPT_EXPORT_NAME, OPT_GO, OPT_INFO, REP_ACK, REP_ERR_UNSUP, REP_INFO,
+    REQUEST_HEADER_LEN, RequestHeader, encode_option_reply, reply::simple_reply,
+};
+
+const TRANSMISSION_FLAGS: u16 = FLAG_HAS_FLAGS | FLAG_SEND_FLUSH | FLAG_SEND_FUA;
 /// Requests in flight at once; more are left in the socket until some complete.
 const SLOTS: usize = 128;
 const MAX_REQUEST: usize = 32 << 20;
@@ -127,63 +121,52 @@ fn serve_nbd(socket: &str, file: &str) -> io::Result<()> {
     Ok(())
 }
 
-fn be16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
-}
-fn be32(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-fn be64(b: &[u8], at: usize) -> u64 {
-    (u64::from(be32(b, at)) << 32) | u64::from(be32(b, at + 4))
-}
-
 fn opt_reply(s: &mut UnixStream, opt: u32, ty: u32, data: &[u8]) -> io::Result<()> {
     let mut v = Vec::with_capacity(20 + data.len());
-    v.extend_from_slice(&0x0003_e889_0455_65a9_u64.to_be_bytes());
-    v.extend_from_slice(&opt.to_be_bytes());
-    v.extend_from_slice(&ty.to_be_bytes());
-    v.extend_from_slice(&(data.len() as u32).to_be_bytes());
-    v.extend_from_slice(data);
+    encode_option_reply(&mut v, opt, ty, data);
     s.write_all(&v)
 }
 
 /// Fixed newstyle with NO_ZEROES; `true` once the client is in transmission.
 fn negotiate(s: &mut UnixStream, size: u64) -> io::Result<bool> {
-    s.write_all(b"NBDMAGICIHAVEOPT\x00\x03")?;
+    let mut hello = NBDMAGIC.to_be_bytes().to_vec();
+    hello.extend_from_slice(&IHAVEOPT.to_be_bytes());
+    hello.extend_from_slice(&(FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES).to_be_bytes());
+    s.write_all(&hello)?;
     let mut client_flags = [0u8; 4];
     s.read_exact(&mut client_flags)?;
     loop {
         let mut h = [0u8; 16];
         s.read_exact(&mut h)?;
-        let opt = be32(&h, 8);
-        let len = be32(&h, 12) as usize;
+        let opt = u32::from_be_bytes([h[8], h[9], h[10], h[11]]);
+        let len = u32::from_be_bytes([h[12], h[13], h[14], h[15]]) as usize;
         if len > 1 << 16 {
             return Err(io::Error::other("option too long"));
         }
         let mut data = vec![0u8; len];
         s.read_exact(&mut data)?;
         match opt {
-            NBD_OPT_INFO | NBD_OPT_GO => {
-                let mut info = vec![0u8, 0];
+            OPT_INFO | OPT_GO => {
+                let mut info = INFO_EXPORT.to_be_bytes().to_vec();
                 info.extend_from_slice(&size.to_be_bytes());
                 info.extend_from_slice(&TRANSMISSION_FLAGS.to_be_bytes());
-                opt_reply(s, opt, NBD_REP_INFO, &info)?;
-                opt_reply(s, opt, NBD_REP_ACK, &[])?;
-                if opt == NBD_OPT_GO {
+                opt_reply(s, opt, REP_INFO, &info)?;
+                opt_reply(s, opt, REP_ACK, &[])?;
+                if opt == OPT_GO {
                     return Ok(true);
                 }
             }
-            NBD_OPT_EXPORT_NAME => {
+            OPT_EXPORT_NAME => {
                 let mut r = size.to_be_bytes().to_vec();
                 r.extend_from_slice(&TRANSMISSION_FLAGS.to_be_bytes());
                 s.write_all(&r)?;
                 return Ok(true);
             }
-            NBD_OPT_ABORT => {
-                opt_reply(s, opt, NBD_REP_ACK, &[])?;
+            OPT_ABORT => {
+                opt_reply(s, opt, REP_ACK, &[])?;
                 return Ok(false);
             }
-            _ => opt_reply(s, opt, NBD_REP_ERR_UNSUP, &[])?,
+            _ => opt_reply(s, opt, REP_ERR_UNSUP, &[])?,
         }
     }
 }
@@ -211,15 +194,13 @@ fn transmit(s: &UnixStream, f: &std::fs::File, size: u64) -> io::Result<()> {
         // Every whole request already received becomes an SQE (as long as slots last).
         while let Some(&idx) = free.last() {
             let h = &inbuf[start..end];
-            if h.len() < REQUEST_LEN {
+            let Some(head) = h.first_chunk::<REQUEST_HEADER_LEN>() else {
                 break;
-            }
-            let flags = be16(h, 4);
-            let ty = be16(h, 6);
-            let cookie = be64(h, 8);
-            let offset = be64(h, 16);
-            let len = be32(h, 24) as usize;
-            let need = REQUEST_LEN + if ty == CMD_WRITE { len } else { 0 };
+            };
+            let req = RequestHeader::decode(head).map_err(io::Error::other)?;
+            let (ty, cookie, offset) = (req.kind, req.cookie, req.offset);
+            let len = req.length as usize;
+            let need = REQUEST_HEADER_LEN + req.payload_len() as usize;
             if len > MAX_REQUEST || offset.saturating_add(len as u64) > size {
                 return Err(io::Error::other("request out of range"));
             }
@@ -232,7 +213,7 @@ fn transmit(s: &UnixStream, f: &std::fs::File, size: u64) -> io::Result<()> {
                 break;
             }
             let mut buf = match ty {
-                CMD_WRITE => AlignedBuf::copy_of(&h[REQUEST_LEN..need]),
+                CMD_WRITE => AlignedBuf::copy_of(&h[REQUEST_HEADER_LEN..need]),
                 // SAFETY: only a read fills it, and only a read that returned all `len` bytes
                 // has it read (below).
                 _ => unsafe { AlignedBuf::for_kernel_fill(len) },
@@ -241,7 +222,7 @@ fn transmit(s: &UnixStream, f: &std::fs::File, size: u64) -> io::Result<()> {
             let sqe = match ty {
                 CMD_READ => opcode::Read::new(ffd, p, len as u32).offset(offset).build(),
                 CMD_WRITE => {
-                    let dsync = if flags & CMD_FLAG_FUA != 0 {
+                    let dsync = if req.flags & CMD_FLAG_FUA != 0 {
                         libc::RWF_DSYNC
                     } else {
                         0
@@ -272,7 +253,7 @@ fn transmit(s: &UnixStream, f: &std::fs::File, size: u64) -> io::Result<()> {
         let idle = !recv_armed;
         if idle && start == end {
             (start, end) = (0, 0);
-        } else if idle && start > 0 && inbuf.len() - end < MAX_REQUEST + REQUEST_LEN {
+        } else if idle && start > 0 && inbuf.len() - end < MAX_REQUEST + REQUEST_HEADER_LEN {
             // Room for the largest request after what is buffered.
             inbuf.copy_within(start..end, 0);
             (start, end) = (0, end - start);
@@ -317,10 +298,7 @@ fn transmit(s: &UnixStream, f: &std::fs::File, size: u64) -> io::Result<()> {
             };
             free.push(idx);
             let ok = res >= 0 && (slot.read_len == 0 || res as usize == slot.read_len);
-            let err: u32 = if ok { 0 } else { libc::EIO as u32 };
-            out.extend_from_slice(&0x6744_6698_u32.to_be_bytes());
-            out.extend_from_slice(&err.to_be_bytes());
-            out.extend_from_slice(&slot.cookie.to_be_bytes());
+            out.extend_from_slice(&simple_reply(slot.cookie, (!ok).then_some(Errno::Io)));
             if ok && slot.read_len > 0 {
                 // The read returned all of its bytes (`ok`), so the buffer is filled.
                 out.extend_from_slice(slot.buf.as_slice());
