@@ -1001,6 +1001,34 @@ fn requests_that_arrive_together_are_submitted_together() {
     h.wait_idle();
 }
 
+/// With fewer in-flight permits than a batch holds, a refused request behind held ones is
+/// still answered: the held requests go to the backend before the refusal waits for a permit.
+#[test]
+fn a_refusal_behind_held_requests_with_a_small_in_flight_bound() {
+    let h = Harness::start(ServerConfig {
+        max_in_flight: 2,
+        ..ServerConfig::default()
+    });
+    let mut s = handshake(&h.sock);
+    let mut reqs = Vec::new();
+    reqs.extend_from_slice(&request(CMD_READ, 1, 0, 4096));
+    reqs.extend_from_slice(&request(CMD_READ, 2, 4096, 4096));
+    // Misaligned: refused.
+    reqs.extend_from_slice(&request(CMD_READ, 3, 100, 512));
+    reqs.extend_from_slice(&request(CMD_READ, 4, 8192, 4096));
+    s.write_all(&reqs).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        let (cookie, err, _) = read_reply(&mut s, 4096);
+        got.push((cookie, err));
+    }
+    got.sort();
+    assert_eq!(got, vec![(1, 0), (2, 0), (3, EINVAL), (4, 0)]);
+    drop(s);
+    h.wait_idle();
+}
+
 #[test]
 fn graceful_shutdown_finishes_in_flight_requests() {
     let h = Harness::start(ServerConfig::default());

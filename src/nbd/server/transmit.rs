@@ -124,7 +124,11 @@ async fn read_requests<R: AsyncRead + Unpin>(
             Ok(Command::Disc) => return ReadEnd::Disc,
             Ok(cmd) => cmd,
             Err(rej) => {
-                // Replies may go out in any order; the held requests need not go first.
+                // Answering may wait for an in-flight permit, which held requests could be
+                // holding (with a small `max_in_flight`): hand them on first.
+                if !batch.is_empty() {
+                    io.submit_batch(std::mem::take(batch));
+                }
                 if let Some(end) = reject(r, &req, rej, neg.structured, tx, bounds).await {
                     return end;
                 }
