@@ -9,13 +9,16 @@
 //! `Bytes` over the buffer the kernel filled. The allocation never moves while the buffer lives,
 //! which is what io_uring needs: the engine keeps the buffer alive until its completion.
 //!
-//! This module does no I/O; the I/O shells (`disk`, `net`, `nbd::server`) share it.
+//! This module does no I/O of its own ([`AlignedFill::read_from`] reads from the caller's
+//! stream); the I/O shells (`disk`, `net`, `nbd::server`) share it.
 
 use bytes::buf::UninitSlice;
 use bytes::{BufMut, Bytes};
 use std::alloc::{self, Layout};
+use std::io;
 use std::ops::Range;
 use std::ptr::NonNull;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// Alignment of every [`AlignedBuf`].
 pub const BUF_ALIGN: usize = 4096;
@@ -192,10 +195,33 @@ impl AlignedFill {
         self.put_slice(src);
     }
 
-    /// The bytes written so far, as [`Bytes`] over the aligned allocation.
+    /// The bytes written so far, as [`Bytes`] over the aligned allocation. Only they are ever
+    /// looked at: the skipped front and an unwritten tail stay unread.
     pub fn finish(self) -> Bytes {
-        let range = self.start..self.start + self.filled;
-        self.buf.into_bytes(range)
+        Bytes::from_owner(Filled(self))
+    }
+
+    /// Fills the rest from `r`; an end of stream first is `UnexpectedEof`. The fill has room
+    /// for exactly the rest, so nothing past it is read.
+    pub async fn read_from<R: AsyncRead + Unpin>(mut self, r: &mut R) -> io::Result<Bytes> {
+        while self.remaining() > 0 {
+            if r.read_buf(&mut self).await? == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+        Ok(self.finish())
+    }
+}
+
+/// The written part of an [`AlignedFill`], as the owner of a [`Bytes`].
+struct Filled(AlignedFill);
+
+impl AsRef<[u8]> for Filled {
+    fn as_ref(&self) -> &[u8] {
+        let f = &self.0;
+        // SAFETY: `start..start + filled` lies inside the allocation and was written (see
+        // `AlignedFill::filled`); the rest of it is never turned into a slice.
+        unsafe { std::slice::from_raw_parts(f.buf.ptr.as_ptr().add(f.start), f.filled) }
     }
 }
 

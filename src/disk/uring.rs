@@ -411,9 +411,10 @@ impl Drop for UringEngine {
 }
 
 /// The kernel I/O of a task: `segs` are byte ranges of `buf`, done front to back; `dev_off`
-/// is the device offset of `buf[0]`.
-struct Io {
-    buf: IoBuf,
+/// is the device offset of `buf[0]`. Reads go into the engine's own buffer (`B` =
+/// [`AlignedBuf`]); writes come from an [`IoBuf`].
+struct Io<B> {
+    buf: B,
     dev_off: u64,
     segs: VecDeque<(usize, usize)>,
 }
@@ -428,13 +429,6 @@ enum IoBuf {
 }
 
 impl IoBuf {
-    fn len(&self) -> usize {
-        match self {
-            IoBuf::Owned(b) => b.len(),
-            IoBuf::Shared(b) => b.len(),
-        }
-    }
-
     /// Where a write takes its bytes from.
     fn as_ptr(&self) -> *const u8 {
         match self {
@@ -442,32 +436,24 @@ impl IoBuf {
             IoBuf::Shared(b) => b.as_ptr(),
         }
     }
-
-    /// The engine's own buffer, which reads may fill.
-    fn owned(&mut self) -> Option<&mut AlignedBuf> {
-        match self {
-            IoBuf::Owned(b) => Some(b),
-            IoBuf::Shared(_) => None,
-        }
-    }
 }
 
 enum Step {
     /// Reading the span; the result is `buf[skip..skip+len]`.
     Read {
-        io: Io,
+        io: Io<AlignedBuf>,
         skip: usize,
         len: usize,
     },
     /// RMW: reading the partial edge blocks; then `data` goes to `buf[skip..]`.
     Fill {
-        io: Io,
+        io: Io<AlignedBuf>,
         data: bytes::Bytes,
         skip: usize,
         fua: bool,
     },
     Write {
-        io: Io,
+        io: Io<IoBuf>,
         fua: bool,
     },
     Fallocate {
@@ -736,7 +722,7 @@ impl Ring {
                 // transfer is resubmitted, an end of device fails the task unread).
                 let buf = unsafe { AlignedBuf::for_kernel_fill(s.len) };
                 Step::Read {
-                    io: io_of(IoBuf::Owned(buf), s.start, vec![(0, s.len)]),
+                    io: io_of(buf, s.start, vec![(0, s.len)]),
                     skip: s.skip,
                     len: len as usize,
                 }
@@ -764,7 +750,7 @@ impl Ring {
                         fua,
                     }
                 } else {
-                    let buf = IoBuf::Owned(AlignedBuf::zeroed(plan.span.len));
+                    let buf = AlignedBuf::zeroed(plan.span.len);
                     Step::Fill {
                         io: io_of(buf, plan.span.start, plan.fill),
                         data,
@@ -795,15 +781,11 @@ impl Ring {
         };
         // Nothing to do for empty ranges; ops with no io_uring opcode run synchronously here.
         match &task.step {
-            Step::Read { io, .. } | Step::Write { io, .. } | Step::Fill { io, .. }
-                if io.segs.is_empty() =>
-            {
-                let r = match &task.step {
-                    Step::Read { .. } => Ok(DiskDone::Read(Bytes::new())),
-                    _ => Ok(DiskDone::Done),
-                };
-                self.finish(task, r)
+            Step::Read { io, .. } if io.segs.is_empty() => {
+                self.finish(task, Ok(DiskDone::Read(Bytes::new())))
             }
+            Step::Fill { io, .. } if io.segs.is_empty() => self.finish(task, Ok(DiskDone::Done)),
+            Step::Write { io, .. } if io.segs.is_empty() => self.finish(task, Ok(DiskDone::Done)),
             Step::Fallocate { len: 0, .. } => self.finish(task, Ok(DiskDone::Done)),
             Step::Fallocate { op, .. } if self.dev.block_dev => {
                 // BLKZEROOUT is an ioctl without an io_uring opcode; the blocks are held, so
@@ -853,14 +835,8 @@ impl Ring {
         let entry = match &mut task.step {
             Step::Read { io, .. } | Step::Fill { io, .. } => {
                 let (a, b) = io.segs[0];
-                let Some(buf) = io.buf.owned() else {
-                    // Reads are always planned into an owned buffer; refuse rather than write
-                    // into the caller's bytes.
-                    let e = io::Error::other("read planned into a shared buffer");
-                    return self.fail(idx, e);
-                };
                 // SAFETY: `a..b` lies inside `io.buf` (segments come from the span plan).
-                let ptr = unsafe { buf.as_mut_ptr().add(a) };
+                let ptr = unsafe { io.buf.as_mut_ptr().add(a) };
                 opcode::Read::new(fd, ptr, (b - a) as u32)
                     .offset(io.dev_off + a as u64)
                     .build()
@@ -922,41 +898,42 @@ impl Ring {
             return;
         };
         let n = res as usize;
-        let more = match &mut task.step {
-            Step::Read { io, .. } | Step::Fill { io, .. } | Step::Write { io, .. } => {
-                let (a, b) = io.segs[0];
-                if n == 0 {
-                    let kind = if matches!(task.step, Step::Write { .. }) {
-                        io::ErrorKind::WriteZero
-                    } else {
-                        io::ErrorKind::UnexpectedEof
-                    };
-                    return self.fail(idx, io::Error::new(kind, "short transfer at device end"));
-                }
-                // A short transfer resubmits the rest of the segment.
-                if a + n < b {
-                    io.segs[0] = (a + n, b);
-                } else {
-                    io.segs.pop_front();
-                }
-                !io.segs.is_empty()
+        let (segs, short) = match &mut task.step {
+            Step::Read { io, .. } | Step::Fill { io, .. } => {
+                (&mut io.segs, io::ErrorKind::UnexpectedEof)
             }
-            Step::Fallocate { .. } | Step::SyncAfter | Step::Flush => false,
+            Step::Write { io, .. } => (&mut io.segs, io::ErrorKind::WriteZero),
+            Step::Fallocate { .. } | Step::SyncAfter | Step::Flush => {
+                return self.step_done(idx);
+            }
         };
-        if more {
-            return self.issue(idx);
+        let (a, b) = segs[0];
+        if n == 0 {
+            return self.fail(idx, io::Error::new(short, "short transfer at device end"));
         }
+        // A short transfer resubmits the rest of the segment.
+        if a + n < b {
+            segs[0] = (a + n, b);
+        } else {
+            segs.pop_front();
+        }
+        if segs.is_empty() {
+            self.step_done(idx)
+        } else {
+            self.issue(idx)
+        }
+    }
+
+    /// The task at `idx` finished its step: complete it or start its next step.
+    fn step_done(&mut self, idx: usize) {
         let Some(mut task) = self.take(idx) else {
             return;
         };
         match task.step {
             Step::Read { io, skip, len } => {
-                let r = match io.buf {
-                    // The whole span was read (every segment done), so every byte is written.
-                    IoBuf::Owned(buf) => Ok(DiskDone::Read(buf.into_bytes(skip..skip + len))),
-                    IoBuf::Shared(_) => Err(io::Error::other("read into a shared buffer")),
-                };
-                self.complete(task.done, task.lock, r)
+                // The whole span was read (every segment done), so every byte is written.
+                let data = io.buf.into_bytes(skip..skip + len);
+                self.complete(task.done, task.lock, Ok(DiskDone::Read(data)))
             }
             Step::Fill {
                 mut io,
@@ -964,13 +941,9 @@ impl Ring {
                 skip,
                 fua,
             } => {
-                let Some(buf) = io.buf.owned() else {
-                    let e = io::Error::other("read-modify-write into a shared buffer");
-                    return self.complete(task.done, task.lock, Err(e));
-                };
-                buf.as_mut_slice()[skip..skip + data.len()].copy_from_slice(&data);
+                io.buf.as_mut_slice()[skip..skip + data.len()].copy_from_slice(&data);
                 let len = io.buf.len();
-                io.segs = VecDeque::from([(0, len)]);
+                let io = io_of(IoBuf::Owned(io.buf), io.dev_off, vec![(0, len)]);
                 task.step = Step::Write { io, fua };
                 self.spawn(task);
             }
@@ -1026,7 +999,7 @@ fn clone_err(e: &io::Error) -> io::Error {
     }
 }
 
-fn io_of(buf: IoBuf, dev_off: u64, segs: Vec<(usize, usize)>) -> Io {
+fn io_of<B>(buf: B, dev_off: u64, segs: Vec<(usize, usize)>) -> Io<B> {
     let segs = segs.into_iter().filter(|(a, b)| a < b).collect();
     Io { buf, dev_off, segs }
 }

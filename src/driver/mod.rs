@@ -67,14 +67,17 @@ impl AttachError {
     }
 }
 
+static NEXT_BATCH_KEY: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// One resource.
 pub struct Driver {
     spec: ResourceSpec,
     handlers: handlers::HandlerRunner,
     rt: Option<tokio::runtime::Handle>,
     inner: Mutex<Inner>,
-    /// Disk completions of the current completion batch (see [`Driver::disk_done`]).
-    pending_done: Mutex<Vec<Input>>,
+    /// Groups this driver's deferred disk completions (see [`Driver::disk_done`]): unique for
+    /// the process's life, unlike an address that a later driver may reuse.
+    batch_key: usize,
     me: Weak<Driver>,
 }
 
@@ -158,9 +161,8 @@ struct DiskReq {
 
 /// Work taken out of the lock, executed in order after it is released.
 enum Exec {
-    Disk(DiskReq),
-    /// The disk requests of a batch, submitted together (see [`Driver::exec`]).
-    DiskBatch(Vec<DiskReq>),
+    /// The disk requests of a batch, submitted together (see [`take_actions`]).
+    Disk(Vec<DiskReq>),
     Meta(MetaJob),
     Io(IoDone, Result<Option<bytes::Bytes>, IoError>),
     Admin(
@@ -231,7 +233,7 @@ impl Driver {
                 ticker: None,
                 events: publisher,
             }),
-            pending_done: Mutex::new(Vec::new()),
+            batch_key: NEXT_BATCH_KEY.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             me: me.clone(),
         })
     }
@@ -420,60 +422,25 @@ impl Driver {
     }
 
     /// A disk completion. Inside a completion batch (the reaper running several, see
-    /// [`crate::batch`]) it waits for the batch's end and goes to the engine with the others:
-    /// one lock, and the acks they cause in one write.
+    /// [`crate::batch`]) it waits for the batch's end and goes to the engine with this driver's
+    /// others: one lock, and the acks they cause in one write.
     fn disk_done(&self, input: Input) {
-        if !crate::batch::in_scope() {
-            return self.feed(input);
-        }
-        let first = {
-            let mut p = self.pending_done.lock().unwrap_or_else(|p| p.into_inner());
-            p.push(input);
-            p.len() == 1
-        };
-        if first {
-            let me = self.me.clone();
-            crate::batch::at_end(move || {
-                if let Some(d) = me.upgrade() {
-                    let inputs = std::mem::take(
-                        &mut *d.pending_done.lock().unwrap_or_else(|p| p.into_inner()),
-                    );
-                    if !inputs.is_empty() {
-                        d.feed_batch(inputs);
-                    }
-                }
-            });
-        }
+        let me = self.me.clone();
+        crate::batch::defer_grouped(self.batch_key, input, move |inputs| {
+            if let Some(d) = me.upgrade() {
+                d.feed_batch(inputs);
+            }
+        });
     }
 
-    /// Executes a batch in order, except that every disk request of the batch goes to the disk
-    /// together, where the first of them stood. That moves later disk requests ahead of other
-    /// work of the same batch, never behind it, and never ahead of what they depend on: the
-    /// engine holds a write back until the metadata it needs is on disk, so no disk request is
-    /// emitted in the batch that writes its metadata.
-    fn exec(&self, mut actions: Vec<Exec>) {
-        if let Some(first) = actions.iter().position(|a| matches!(a, Exec::Disk(..))) {
-            let mut disk_ops = Vec::new();
-            let mut rest = Vec::with_capacity(actions.len());
-            for a in actions {
-                match a {
-                    Exec::Disk(req) => disk_ops.push(req),
-                    other => rest.push(other),
-                }
-            }
-            // Everything before the first disk request was not a disk request.
-            rest.insert(first, Exec::DiskBatch(disk_ops));
-            actions = rest;
-        }
+    fn exec(&self, actions: Vec<Exec>) {
         for a in actions {
             match a {
                 // A failed link is reported by its task; an encoding error ends the link.
                 Exec::Send(place, packet) => {
                     let _ = place.fill(0, packet);
                 }
-                // Gathered into the batch above.
-                Exec::Disk(req) => self.submit_disk(vec![req]),
-                Exec::DiskBatch(ops) => self.submit_disk(ops),
+                Exec::Disk(reqs) => self.submit_disk(reqs),
                 Exec::Meta(job) => {
                     let rejected = match self.lock().meta.as_ref() {
                         Some(m) => m.send(job).err(),
@@ -600,9 +567,10 @@ impl Driver {
     fn submit_disk(&self, reqs: Vec<DiskReq>) {
         let mut batch: Vec<(DiskOp, Completion)> = Vec::with_capacity(reqs.len());
         let mut batch_disk: Option<Arc<dyn DiskEngine>> = None;
+        let mut diskless = Vec::new();
         for DiskReq { id, op, disk } in reqs {
             let Some(disk) = disk else {
-                self.feed(Input::DiskDone {
+                diskless.push(Input::DiskDone {
                     id,
                     result: Err(libc::EIO),
                 });
@@ -618,6 +586,9 @@ impl Driver {
         }
         if let Some(d) = batch_disk {
             d.submit_batch(batch);
+        }
+        if !diskless.is_empty() {
+            self.feed_batch(diskless);
         }
     }
 
@@ -647,13 +618,23 @@ fn take_actions(g: &mut Inner) -> Vec<Exec> {
     // submissions of the same batch. Their order on the wire is fixed already.
     let mut sends = Vec::new();
     let mut gathered: HashMap<NodeId, Vec<crate::repl::wire::Packet>> = HashMap::new();
+    let (mut disk, mut disk_at) = (Vec::new(), None);
     while let Some(a) = g.engine.poll_action() {
         match a {
-            Action::SubmitDisk { id, op } => out.push(Exec::Disk(DiskReq {
-                id,
-                op,
-                disk: g.disk.clone(),
-            })),
+            // Every disk request of the batch goes to the disk together, where the first of
+            // them stands. That moves later ones ahead of other work of the batch, never behind
+            // it, and never ahead of what they depend on: the engine holds a write back until
+            // the metadata it needs is on disk, so no disk request comes in the batch that
+            // writes that metadata (and metadata goes to its own thread, in no fixed order
+            // with the data disk anyway).
+            Action::SubmitDisk { id, op } => {
+                disk_at.get_or_insert(out.len());
+                disk.push(DiskReq {
+                    id,
+                    op,
+                    disk: g.disk.clone(),
+                });
+            }
             Action::WriteMeta { generation, sb } => {
                 out.push(Exec::Meta(MetaJob::Superblock { generation, sb }))
             }
@@ -712,6 +693,9 @@ fn take_actions(g: &mut Inner) -> Vec<Exec> {
     }
     if changed {
         g.events.state(&g.engine);
+    }
+    if let Some(at) = disk_at {
+        out.insert(at, Exec::Disk(disk));
     }
     out.append(&mut sends);
     out

@@ -118,12 +118,10 @@ async fn read_block_payload<R: AsyncRead + Unpin>(
     let mut fill = AlignedFill::with_offset(len, block_at);
     fill.extend_from_slice(head);
     // The fill has room for exactly the rest of the frame, so this never reads past it.
-    while fill.remaining() > 0 {
-        if r.read_buf(&mut fill).await? == 0 {
-            return Err(FramedError::Truncated);
-        }
-    }
-    Ok(fill.finish())
+    fill.read_from(r).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => FramedError::Truncated,
+        _ => FramedError::Io(e),
+    })
 }
 
 /// Fills `buf`; `false` if the stream ended before the first byte, [`FramedError::Truncated`]

@@ -117,11 +117,7 @@ impl Outbox {
             return Err(io::Error::from(kind));
         }
         let at_head = st.entries.is_empty();
-        let written = if at_head && !st.busy {
-            self.write_now(&mut st, &frames)?
-        } else {
-            0
-        };
+        let written = self.write_if_next(&mut st, at_head, &frames)?;
         // Queue what was not written: the first frame left perhaps in part, then the others.
         let mut skip = written;
         let mut first = true;
@@ -199,12 +195,8 @@ impl Outbox {
                 st.entries[idx] = Entry::Deferred { encode, size_hint };
             }
             Some(Fill::Now(frame)) => {
-                // Next on the wire and nobody writing: as push's fast path.
-                let written = if idx == 0 && !st.busy {
-                    self.write_now(&mut st, std::slice::from_ref(&frame))?
-                } else {
-                    0
-                };
+                let written =
+                    self.write_if_next(&mut st, idx == 0, std::slice::from_ref(&frame))?;
                 if written == frame.len() {
                     st.entries.remove(idx);
                 } else {
@@ -222,7 +214,23 @@ impl Outbox {
         Ok(())
     }
 
-    /// The fast path: writes as much of `frames` as the socket takes now; returns the bytes
+    /// The fast path, taken only for frames that are next on the wire (`at_head`) while the
+    /// drain task is not writing: then nothing can get between them and the socket. Returns
+    /// the bytes written (0 when the path is not open).
+    fn write_if_next(
+        &self,
+        st: &mut State,
+        at_head: bool,
+        frames: &[SplitFrame],
+    ) -> io::Result<usize> {
+        if at_head && !st.busy {
+            self.write_now(st, frames)
+        } else {
+            Ok(0)
+        }
+    }
+
+    /// Writes as much of `frames` as the socket takes now; returns the bytes
     /// written. On an error the stream is failed (the drain task reports it) and the error
     /// returned.
     fn write_now(&self, st: &mut State, frames: &[SplitFrame]) -> io::Result<usize> {

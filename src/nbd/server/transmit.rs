@@ -191,13 +191,7 @@ async fn read_requests<R: AsyncRead + Unpin>(
 /// Reads a write's payload into aligned memory, so the disk can take it as it is (O_DIRECT)
 /// instead of copying it into an aligned buffer of its own (see [`crate::buf`]).
 async fn read_payload<R: AsyncRead + Unpin>(r: &mut R, len: usize) -> io::Result<Bytes> {
-    let mut fill = AlignedFill::new(len);
-    while fill.remaining() > 0 {
-        if r.read_buf(&mut fill).await? == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-    }
-    Ok(fill.finish())
+    AlignedFill::new(len).read_from(r).await
 }
 
 /// Bytes of buffer a request pins until its reply is written.

@@ -286,9 +286,6 @@ pub(crate) fn encode_body(p: &Packet, out: &mut Vec<u8>) -> Result<Bytes, WireEr
     Ok(block)
 }
 
-/// Decodes a payload of type `ty`. Byte fields are zero-copy slices of `payload`. Never panics;
-/// checks the same rules as [`validate`], plus structure (truncation, codes, trailing bytes).
-/// Does not look at checksums: that is [`super::decode_payload`]'s job.
 /// For the packet types whose payload ends in a data block (fixed fields, a one-byte digest
 /// length, the digest, then the block): where that digest-length byte is. A reader that wants
 /// the block on an aligned address (for an O_DIRECT write without a copy) places the payload
@@ -303,6 +300,9 @@ pub fn block_digest_len_at(ty: PacketType) -> Option<usize> {
     }
 }
 
+/// Decodes a payload of type `ty`. Byte fields are zero-copy slices of `payload`. Never panics;
+/// checks the same rules as [`validate`], plus structure (truncation, codes, trailing bytes).
+/// Does not look at checksums: that is [`super::decode_payload`]'s job.
 pub(crate) fn decode_body(ty: PacketType, payload: Bytes) -> Result<Packet, WireError> {
     if payload.len() > ty.max_payload_len() {
         return Err(WireError::TooLong {
