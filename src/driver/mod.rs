@@ -673,7 +673,7 @@ fn take_actions(g: &mut Inner) -> Vec<Exec> {
                 if let Some(s) = g.senders.get(&node) {
                     let defer =
                         s.defer_data && matches!(packet, crate::repl::wire::Packet::Data { .. });
-                    if defer || packet.data_len() > BULKY {
+                    if defer || packet.data_len() > crate::net::LARGE_FRAME_DATA {
                         // Its place comes after what was gathered for the peer before it.
                         if let Some(small) = gathered.remove(&node) {
                             send_gathered(s, node, &small, &mut out);
@@ -720,10 +720,6 @@ fn send_gathered(
         Err(_) => {}
     }
 }
-
-/// Packets carrying more data than this are encoded outside the driver lock (see
-/// [`Exec::Send`]).
-const BULKY: usize = 32 * 1024;
 
 /// How the driver sends to one connected peer.
 struct PeerSender {

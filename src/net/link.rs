@@ -111,19 +111,13 @@ impl LinkSender {
         outbox.push(frame).map_err(|_| self.shared.error())
     }
 
-    /// Like [`LinkSender::send`], but never waits: the frame is written now, or queued behind
-    /// what is queued already however much that is. For callers that must not await (the
-    /// driver, under its lock, so that packets leave in the engine's order) and whose own
-    /// flow control bounds what they send.
-    pub fn send_now(&self, volume: u16, packet: &Packet) -> Result<(), LinkError> {
-        let (outbox, frame) = self.encode(volume, packet)?;
-        outbox.push(frame).map_err(|_| self.shared.error())
-    }
-
-    /// [`LinkSender::send_now`] for several packets, in order: the frames for each stream go
-    /// out together, with one write where the socket takes them (see [`Outbox::push_many`]). A
-    /// packet that cannot be encoded is left out and its error returned, once the others are
-    /// sent; an error of the link itself is returned at once.
+    /// Like [`LinkSender::send`] for several packets, in order, but never waits: the frames
+    /// for each stream go out together, with one write where the socket takes them (see
+    /// [`Outbox::push_many`]), or are queued behind what is queued already however much that
+    /// is. For callers that must not await (the driver, under its lock, so that packets leave
+    /// in the engine's order) and whose own flow control bounds what they send. A packet that
+    /// cannot be encoded is left out and its error returned, once the others are sent; an
+    /// error of the link itself is returned at once.
     pub fn send_now_many(&self, volume: u16, packets: &[Packet]) -> Result<(), LinkError> {
         let mut data = Vec::new();
         let mut control = Vec::new();
@@ -181,9 +175,10 @@ impl LinkSender {
     }
 }
 
-/// Reserved packets with at most this much data are encoded by [`Reservation::fill`] itself;
-/// larger ones by the stream's drain task (a CRC over up to 1 MiB, off the filling thread).
-const SMALL_FILL: usize = 32 * 1024;
+/// Packets carrying more data than this are large: the driver only reserves their place
+/// under its lock, and the stream's drain task encodes them (a CRC over up to 1 MiB, off the
+/// sender's thread). Smaller reserved packets are encoded by [`Reservation::fill`] itself.
+pub const LARGE_FRAME_DATA: usize = 32 * 1024;
 
 /// A place in a stream taken by [`LinkSender::reserve`]. Frames sent after it wait until it is
 /// filled; dropping it unfilled gives the place up.
@@ -201,7 +196,7 @@ impl Reservation {
         let Some(ticket) = self.ticket.take() else {
             return Ok(());
         };
-        if packet.data_len() <= SMALL_FILL {
+        if packet.data_len() <= LARGE_FRAME_DATA {
             // Cheap to encode here (a write's block is not copied): written now when its
             // place is next, with no hop to the drain task. A packet that does not encode
             // takes the path below, where the drain task meets the error and ends the stream.

@@ -61,7 +61,7 @@ mod outbox;
 
 pub use auth::{AuthConfig, HmacAlg};
 pub use error::LinkError;
-pub use link::{Link, LinkInfo, LinkSender, LinkStats, Reservation};
+pub use link::{LARGE_FRAME_DATA, Link, LinkInfo, LinkSender, LinkStats, Reservation};
 
 use crate::config::NetOptions;
 use crate::repl::wire::PacketType;
