@@ -1,6 +1,6 @@
 //! The driver's peer links: one task per configured peer that listens, dials, authenticates
 //! (all in [`crate::net`]), reports the link to the engine and carries its packets, plus the
-//! resource's tick task.
+//! resource's timer task, which wakes the engine at its next deadline.
 //!
 //! Order: the engine's `Send` actions are pushed into the peer's channel while the driver lock
 //! is held (see `take_actions`), so packets leave in exactly the order the engine emitted them,
@@ -10,11 +10,11 @@ use super::Driver;
 use crate::config::Protocol;
 use crate::ctl::proto::PeerSpec;
 use crate::net::{Link, LinkConfig, LinkError, LinkSender};
+use crate::repl::Input;
 use crate::repl::wire::Packet;
-use crate::repl::{Input, TICK_MS};
 use crate::types::{NodeId, Time};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// What the driver tells a peer task.
@@ -47,8 +47,9 @@ impl Driver {
             }
         }
         let mut g = self.lock();
-        if g.ticker.is_none() {
-            g.ticker = Some(tokio::spawn(tick_loop(Arc::downgrade(self))));
+        if g.timer.is_none() {
+            let deadline = g.deadline.subscribe();
+            g.timer = Some(tokio::spawn(timer_loop(Arc::downgrade(self), deadline)));
         }
         for p in &self.spec.peers {
             let node = NodeId(p.node_id);
@@ -103,17 +104,42 @@ impl Driver {
     }
 }
 
-async fn tick_loop(driver: Weak<Driver>) {
-    let start = Instant::now();
-    let mut iv = tokio::time::interval(Duration::from_millis(TICK_MS));
-    iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// Sleeps until the engine's next deadline and runs its timeouts then. A deadline that moves
+/// (the engine reports it after every batch) restarts the sleep; none means sleep until one is
+/// set. Ends with the driver.
+async fn timer_loop(
+    driver: Weak<Driver>,
+    mut deadline: tokio::sync::watch::Receiver<Option<Time>>,
+) {
     loop {
-        iv.tick().await;
+        let next = *deadline.borrow_and_update();
+        let wake = {
+            let Some(d) = driver.upgrade() else {
+                return;
+            };
+            next.map(|t| tokio::time::Instant::from_std(d.origin) + Duration::from_nanos(t.0))
+        };
+        match wake {
+            Some(at) => tokio::select! {
+                r = deadline.changed() => {
+                    if r.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                _ = tokio::time::sleep_until(at) => {}
+            },
+            None => {
+                if deadline.changed().await.is_err() {
+                    return;
+                }
+                continue;
+            }
+        }
         let Some(d) = driver.upgrade() else {
             return;
         };
-        let now = Time(start.elapsed().as_nanos() as u64);
-        d.feed(Input::Tick { now });
+        d.fire_timeout();
     }
 }
 

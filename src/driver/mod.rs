@@ -25,7 +25,7 @@ use crate::repl::{
     Action, AdminCmd, AdminError, Attached, Engine, EngineConfig, Input, IoError, IoOp,
     OpenRefusal, PeerInfo, Role, Status,
 };
-use crate::types::{NodeId, ReqId};
+use crate::types::{NodeId, ReqId, Time};
 use meta_thread::{MetaJob, MetaThread};
 use std::collections::HashMap;
 use std::path::Path;
@@ -78,6 +78,8 @@ pub struct Driver {
     /// Groups this driver's deferred disk completions (see [`Driver::disk_done`]): unique for
     /// the process's life, unlike an address that a later driver may reuse.
     batch_key: usize,
+    /// The engine's clock starts here: [`Time`] is nanoseconds since.
+    origin: std::time::Instant,
     me: Weak<Driver>,
 }
 
@@ -100,7 +102,9 @@ struct Inner {
     /// Per connected peer: where the engine's packets go (see `link`).
     senders: HashMap<NodeId, PeerSender>,
     peer_tasks: HashMap<NodeId, link::PeerTask>,
-    ticker: Option<tokio::task::JoinHandle<()>>,
+    /// The engine's next deadline ([`Engine::poll_timeout`]), watched by the timer task.
+    deadline: tokio::sync::watch::Sender<Option<Time>>,
+    timer: Option<tokio::task::JoinHandle<()>>,
     events: Publisher,
 }
 
@@ -230,12 +234,19 @@ impl Driver {
                 next_token: 1,
                 senders: HashMap::new(),
                 peer_tasks: HashMap::new(),
-                ticker: None,
+                deadline: tokio::sync::watch::Sender::new(None),
+                timer: None,
                 events: publisher,
             }),
             batch_key: NEXT_BATCH_KEY.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            origin: std::time::Instant::now(),
             me: me.clone(),
         })
+    }
+
+    /// The engine's time now.
+    fn now(&self) -> Time {
+        Time(u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX))
     }
 
     /// The resource as `up` pushed it.
@@ -272,7 +283,8 @@ impl Driver {
             let mut g = self.lock();
             g.disk = Some(disk);
             g.meta = Some(meta);
-            g.engine.handle(Input::Attach(Box::new(attached)));
+            g.engine
+                .handle(self.now(), Input::Attach(Box::new(attached)));
             take_actions(&mut g)
         };
         self.exec(actions);
@@ -288,7 +300,7 @@ impl Driver {
             let token = g.next_token;
             g.next_token += 1;
             g.admin_waiters.insert(token, tx);
-            g.engine.handle(Input::Admin { token, cmd });
+            g.engine.handle(self.now(), Input::Admin { token, cmd });
             take_actions(&mut g)
         };
         self.exec(actions);
@@ -313,7 +325,7 @@ impl Driver {
     pub fn open(&self) -> Result<(), OpenRefusal> {
         let (r, actions) = {
             let mut g = self.lock();
-            let r = g.engine.open();
+            let r = g.engine.open(self.now());
             // `open:` is state events2 shows, though the engine logs nothing for it.
             g.events.state(&g.engine);
             (r, take_actions(&mut g))
@@ -326,7 +338,7 @@ impl Driver {
     pub fn close(&self) {
         let actions = {
             let mut g = self.lock();
-            g.engine.close();
+            g.engine.close(self.now());
             g.events.state(&g.engine);
             take_actions(&mut g)
         };
@@ -344,11 +356,12 @@ impl Driver {
     pub fn submit_batch(&self, ops: Vec<(IoOp, IoDone)>) {
         let actions = {
             let mut g = self.lock();
+            let now = self.now();
             for (op, done) in ops {
                 let id = ReqId(g.next_req);
                 g.next_req += 1;
                 g.io_waiters.insert(id, done);
-                g.engine.handle(Input::Io { id, op });
+                g.engine.handle(now, Input::Io { id, op });
             }
             take_actions(&mut g)
         };
@@ -413,9 +426,21 @@ impl Driver {
     fn feed_batch(&self, inputs: Vec<Input>) {
         let actions = {
             let mut g = self.lock();
+            let now = self.now();
             for input in inputs {
-                g.engine.handle(input);
+                g.engine.handle(now, input);
             }
+            take_actions(&mut g)
+        };
+        self.exec(actions);
+    }
+
+    /// The engine's deadline passed (see `link::timer_loop`).
+    fn fire_timeout(&self) {
+        let actions = {
+            let mut g = self.lock();
+            let now = self.now();
+            g.engine.handle_timeout(now);
             take_actions(&mut g)
         };
         self.exec(actions);
@@ -694,6 +719,10 @@ fn take_actions(g: &mut Inner) -> Vec<Exec> {
     if changed {
         g.events.state(&g.engine);
     }
+    // The timer task sleeps until the engine's next deadline; it is woken only when that moved.
+    let deadline = g.engine.poll_timeout();
+    g.deadline
+        .send_if_modified(|d| std::mem::replace(d, deadline) != deadline);
     if let Some(at) = disk_at {
         out.insert(at, Exec::Disk(disk));
     }

@@ -221,10 +221,6 @@ pub enum Input {
     BitmapWritten {
         result: Result<(), String>,
     },
-    /// Time passes: the driver sends one every [`TICK_MS`] (resync pacing, ko-count).
-    Tick {
-        now: crate::types::Time,
-    },
     /// The driver is trying to reach `node` (`connection:Connecting`).
     PeerConnecting {
         node: NodeId,
@@ -307,9 +303,6 @@ pub enum Action {
 
 /// The `flush_waiters` token of a detach no admin command asked for (a local I/O error).
 const FAILURE_DETACH: u64 = u64::MAX;
-
-/// How often the driver sends [`Input::Tick`] (DRBD's resync controller step, `SLEEP_TIME`).
-pub const TICK_MS: u64 = 100;
 
 /// A snapshot for status and events.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -529,10 +522,11 @@ pub struct Engine {
     /// Packets to send once a superblock generation is on disk: (generation, peer) for the
     /// end of a resync on the target.
     after_meta: Vec<(u64, NodeId)>,
-    /// The time of the last [`Input::Tick`].
+    /// The time of the last input (every input and timeout brings it).
     now: crate::types::Time,
-    /// Application I/O arrived since the last tick (the resync's `c-min-rate` throttle).
-    app_busy: bool,
+    /// When application I/O (or a replicated write) last arrived: the resync's `c-min-rate`
+    /// throttle.
+    last_app_io: Option<crate::types::Time>,
     /// Application writes held while a handshake runs (DRBD suspends I/O while it connects),
     /// so the generation both sides compare does not move under the comparison.
     suspended: VecDeque<(ReqId, IoOp)>,
@@ -613,7 +607,7 @@ impl Engine {
             conns: BTreeMap::new(),
             after_meta: Vec::new(),
             now: crate::types::Time(0),
-            app_busy: false,
+            last_app_io: None,
             suspended: VecDeque::new(),
             busy: HashMap::new(),
             told: (Role::Secondary, DiskState::Diskless),
@@ -755,7 +749,8 @@ impl Engine {
     /// An NBD client wants to open the device (`NBD_OPT_GO`). A Primary accepts; a Secondary
     /// promotes first when `auto-promote` is on and promotion is possible. The promotion is
     /// persisted before any I/O of the client is served (held until [`Input::MetaWritten`]).
-    pub fn open(&mut self) -> Result<(), OpenRefusal> {
+    pub fn open(&mut self, now: crate::types::Time) -> Result<(), OpenRefusal> {
+        self.advance(now);
         match self.role {
             Role::Primary => {}
             _ if !self.cfg.auto_promote => return Err(OpenRefusal::Secondary),
@@ -772,7 +767,8 @@ impl Engine {
 
     /// A client that opened the device went away. The last one leaving auto-demotes a
     /// resource that an opener promoted (not one promoted with `drbdadm primary`).
-    pub fn close(&mut self) {
+    pub fn close(&mut self, now: crate::types::Time) {
+        self.advance(now);
         self.open_count = self.open_count.saturating_sub(1);
         if self.open_count == 0
             && self.cfg.auto_promote
@@ -785,8 +781,10 @@ impl Engine {
         self.maybe_broadcast();
     }
 
-    /// Feeds one input.
-    pub fn handle(&mut self, input: Input) {
+    /// Feeds one input, at time `now` (monotonic; an earlier time than one seen before is
+    /// taken as the later one).
+    pub fn handle(&mut self, now: crate::types::Time, input: Input) {
+        self.advance(now);
         match input {
             Input::Attach(a) => self.attach(*a),
             Input::Admin { token, cmd } => self.admin(token, cmd),
@@ -795,7 +793,6 @@ impl Engine {
             Input::MetaWritten { generation, result } => self.meta_written(generation, result),
             Input::AlWritten { seq, result } => self.al_written(seq, result),
             Input::BitmapWritten { result } => self.bitmap_written(result),
-            Input::Tick { now } => self.tick(now),
             Input::PeerConnecting { node } => self.peer_connecting(node),
             Input::PeerUp { node, protocol } => self.handshake_start(node, protocol),
             Input::PeerDown { node, standalone } => self.link_lost(node, standalone),
@@ -821,13 +818,36 @@ impl Engine {
         }
     }
 
-    fn tick(&mut self, now: crate::types::Time) {
-        self.now = now;
-        let busy = std::mem::take(&mut self.app_busy);
-        self.resync_tick(busy);
-        self.verify_tick(busy);
+    fn advance(&mut self, now: crate::types::Time) {
+        self.now = self.now.max(now);
+    }
+
+    /// The earliest time at which [`Engine::handle_timeout`] has work: a resync or verify
+    /// controller step, a ko-count deadline, a handshake that must have decided. None while
+    /// nothing waits for time.
+    pub fn poll_timeout(&self) -> Option<crate::types::Time> {
+        [
+            self.resync_deadline(),
+            self.verify_deadline(),
+            self.ko_deadline(),
+            self.handshake_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Runs whatever is due at `now` (see [`Engine::poll_timeout`]); harmless when nothing is.
+    pub fn handle_timeout(&mut self, now: crate::types::Time) {
+        self.advance(now);
+        self.resync_steps();
+        self.verify_steps();
         self.check_ko_count();
         self.check_handshake_timeout();
+        if !self.suspended.is_empty() {
+            self.resume_suspended();
+        }
+        self.maybe_broadcast();
     }
 
     // ---- attach ------------------------------------------------------------------------------
@@ -1287,7 +1307,7 @@ impl Engine {
 
     fn io(&mut self, id: ReqId, op: IoOp) {
         self.stats.upper_pending += 1;
-        self.app_busy = true;
+        self.last_app_io = Some(self.now);
         if self.fence.frozen {
             // `susp-io( fencing )`: queued, not failed, until fence-peer answers or resume-io.
             self.fence.queued.push_back((id, op));

@@ -6,7 +6,7 @@ use super::tests::{admin_result, attached, cfg, drain, peer_handshake, settle, w
 use super::*;
 use crate::config::Fencing;
 use crate::meta::superblock::{Superblock, flags, peer_flags};
-use crate::types::{NodeId, ReqId};
+use crate::types::{NodeId, ReqId, Time};
 
 const PEER: NodeId = NodeId(1);
 
@@ -14,13 +14,13 @@ fn engine(policy: Fencing, a: Attached) -> Engine {
     let mut c = cfg(true);
     c.peers[0].fencing = policy;
     let mut e = Engine::new(c);
-    e.handle(Input::Attach(Box::new(a)));
+    e.handle(Time::default(), Input::Attach(Box::new(a)));
     settle(&mut e);
     e
 }
 
 fn admin(e: &mut Engine, token: u64, cmd: AdminCmd) -> Vec<Action> {
-    e.handle(Input::Admin { token, cmd });
+    e.handle(Time::default(), Input::Admin { token, cmd });
     settle(e)
 }
 
@@ -31,10 +31,13 @@ fn connected_primary(policy: Fencing) -> Engine {
         attached(flags::CONSISTENT | flags::WAS_UP_TO_DATE, 0),
     );
     admin(&mut e, 1, AdminCmd::NewCurrentUuid { clear_bitmap: true });
-    e.handle(Input::PeerUp {
-        node: PEER,
-        protocol: crate::config::Protocol::C,
-    });
+    e.handle(
+        Time::default(),
+        Input::PeerUp {
+            node: PEER,
+            protocol: crate::config::Protocol::C,
+        },
+    );
     peer_handshake(&mut e);
     let acts = settle(&mut e);
     assert_eq!(
@@ -68,11 +71,14 @@ fn completed(acts: &[Action], id: ReqId) -> Option<Result<Option<bytes::Bytes>, 
 }
 
 fn answer(e: &mut Engine, exit: Option<i32>) -> Vec<Action> {
-    e.handle(Input::HandlerDone {
-        handler: Handler::FencePeer,
-        node: Some(PEER),
-        exit,
-    });
+    e.handle(
+        Time::default(),
+        Input::HandlerDone {
+            handler: Handler::FencePeer,
+            node: Some(PEER),
+            exit,
+        },
+    );
     settle(e)
 }
 
@@ -89,16 +95,22 @@ fn last_sb(acts: &[Action]) -> Option<Superblock> {
 
 /// A write the peer has not acknowledged, then the link goes: returns the actions of the loss.
 fn lose_link_with_write_in_flight(e: &mut Engine) -> Vec<Action> {
-    e.handle(Input::Io {
-        id: ReqId(10),
-        op: write(0, 4096),
-    });
+    e.handle(
+        Time::default(),
+        Input::Io {
+            id: ReqId(10),
+            op: write(0, 4096),
+        },
+    );
     let acts = settle(e);
     assert!(completed(&acts, ReqId(10)).is_none(), "waits for the peer");
-    e.handle(Input::PeerDown {
-        node: PEER,
-        standalone: false,
-    });
+    e.handle(
+        Time::default(),
+        Input::PeerDown {
+            node: PEER,
+            standalone: false,
+        },
+    );
     settle(e)
 }
 
@@ -114,10 +126,13 @@ fn stonith_freezes_io_from_the_link_loss_until_fence_peer_answers() {
     );
     assert!(e.status().suspended_fencing);
     // A new write is queued, not failed.
-    e.handle(Input::Io {
-        id: ReqId(11),
-        op: write(8192, 4096),
-    });
+    e.handle(
+        Time::default(),
+        Input::Io {
+            id: ReqId(11),
+            op: write(8192, 4096),
+        },
+    );
     let acts = settle(&mut e);
     assert!(completed(&acts, ReqId(11)).is_none());
     assert!(!e.is_quiet());
@@ -147,10 +162,13 @@ fn resource_only_fences_but_never_freezes() {
     assert_eq!(fence_calls(&acts, Handler::FencePeer), 1);
     assert_eq!(completed(&acts, ReqId(10)), Some(Ok(None)));
     assert!(!e.status().suspended_fencing);
-    e.handle(Input::Io {
-        id: ReqId(11),
-        op: write(8192, 4096),
-    });
+    e.handle(
+        Time::default(),
+        Input::Io {
+            id: ReqId(11),
+            op: write(8192, 4096),
+        },
+    );
     assert_eq!(completed(&settle(&mut e), ReqId(11)), Some(Ok(None)));
     answer(&mut e, Some(4));
     assert_eq!(peer_disk(&e), DiskState::Outdated);
@@ -243,10 +261,13 @@ fn a_broken_helper_keeps_io_frozen_until_resume_io_which_completes_it() {
             "the state change is aborted"
         );
         assert!(completed(&acts, ReqId(10)).is_none());
-        e.handle(Input::Io {
-            id: ReqId(11),
-            op: write(8192, 4096),
-        });
+        e.handle(
+            Time::default(),
+            Input::Io {
+                id: ReqId(11),
+                op: write(8192, 4096),
+            },
+        );
         assert!(completed(&settle(&mut e), ReqId(11)).is_none());
         assert!(e.status().suspended_fencing);
 
@@ -263,10 +284,13 @@ fn a_broken_helper_keeps_io_frozen_until_resume_io_which_completes_it() {
 fn a_reconnect_before_the_answer_ends_the_freeze_and_the_answer_is_not_applied() {
     let mut e = connected_primary(Fencing::ResourceAndStonith);
     lose_link_with_write_in_flight(&mut e);
-    e.handle(Input::PeerUp {
-        node: PEER,
-        protocol: crate::config::Protocol::C,
-    });
+    e.handle(
+        Time::default(),
+        Input::PeerUp {
+            node: PEER,
+            protocol: crate::config::Protocol::C,
+        },
+    );
     let acts = settle(&mut e);
     assert!(logged(&acts, "susp-io( fencing -> no )"));
     assert_eq!(completed(&acts, ReqId(10)), Some(Ok(None)));
@@ -278,18 +302,21 @@ fn a_reconnect_before_the_answer_ends_the_freeze_and_the_answer_is_not_applied()
 #[test]
 fn a_peer_known_outdated_at_the_loss_is_not_fenced() {
     let mut e = connected_primary(Fencing::ResourceAndStonith);
-    e.handle(Input::PeerPacket {
-        node: PEER,
-        packet: crate::repl::wire::Packet::State {
-            role: Role::Secondary,
-            peer_role: Role::Primary,
-            disk: DiskState::Outdated,
-            peer_disk: DiskState::UpToDate,
-            conn: ConnState::Connected,
-            repl: ReplState::Established,
-            flags: crate::repl::wire::StateFlags::empty(),
+    e.handle(
+        Time::default(),
+        Input::PeerPacket {
+            node: PEER,
+            packet: crate::repl::wire::Packet::State {
+                role: Role::Secondary,
+                peer_role: Role::Primary,
+                disk: DiskState::Outdated,
+                peer_disk: DiskState::UpToDate,
+                conn: ConnState::Connected,
+                repl: ReplState::Established,
+                flags: crate::repl::wire::StateFlags::empty(),
+            },
         },
-    });
+    );
     settle(&mut e);
     let acts = lose_link_with_write_in_flight(&mut e);
     assert_eq!(fence_calls(&acts, Handler::FencePeer), 0);
@@ -373,14 +400,17 @@ fn promotion_with_a_broken_helper_is_refused_unless_forced() {
 fn an_uptodate_node_that_lost_its_peer_refuses_auto_promote_with_primary_nop() {
     let mut e = connected_primary(Fencing::ResourceOnly);
     admin(&mut e, 3, AdminCmd::Secondary);
-    e.handle(Input::PeerDown {
-        node: PEER,
-        standalone: false,
-    });
+    e.handle(
+        Time::default(),
+        Input::PeerDown {
+            node: PEER,
+            standalone: false,
+        },
+    );
     settle(&mut e);
     assert_eq!(e.disk_state(), DiskState::UpToDate);
     assert_eq!(
-        e.open(),
+        e.open(Time::default()),
         Err(OpenRefusal::AutoPromoteFailed(StateError::PrimaryNop)),
         "(-7) Refusing to be Primary while peer is not outdated"
     );

@@ -4,22 +4,28 @@ use super::tests::{attached, cfg, settle_failing, write};
 use super::*;
 use crate::config::OnIoError;
 use crate::meta::superblock::flags;
-use crate::types::ReqId;
+use crate::types::{ReqId, Time};
 
 /// A Primary with UpToDate data and `policy`; one 8 KiB write at 1 MiB whose disk write fails.
 fn failing_write(policy: OnIoError) -> (Engine, Vec<Action>) {
     let mut a = attached(flags::CONSISTENT | flags::WAS_UP_TO_DATE, 0);
     a.on_io_error = policy;
     let mut e = Engine::new(cfg(false));
-    e.handle(Input::Attach(Box::new(a)));
-    e.handle(Input::Admin {
-        token: 1,
-        cmd: AdminCmd::Primary { force: false },
-    });
-    e.handle(Input::Io {
-        id: ReqId(7),
-        op: write(1 << 20, 8192),
-    });
+    e.handle(Time::default(), Input::Attach(Box::new(a)));
+    e.handle(
+        Time::default(),
+        Input::Admin {
+            token: 1,
+            cmd: AdminCmd::Primary { force: false },
+        },
+    );
+    e.handle(
+        Time::default(),
+        Input::Io {
+            id: ReqId(7),
+            op: write(1 << 20, 8192),
+        },
+    );
     let seen = settle_failing(&mut e, |id| id == ReqId(7));
     (e, seen)
 }

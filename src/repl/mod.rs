@@ -27,6 +27,6 @@ mod tests;
 
 pub use engine::{
     Action, AdminCmd, AdminError, Attached, Engine, EngineConfig, Input, IoError, IoOp,
-    OpenRefusal, PeerInfo, PeerStatus, ResyncProgress, Stats, Status, TICK_MS,
+    OpenRefusal, PeerInfo, PeerStatus, ResyncProgress, Stats, Status,
 };
 pub use state::{ConnState, DiskState, ReplState, Role, StateError};

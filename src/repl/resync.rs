@@ -1,7 +1,8 @@
 //! Resync pacing, PURE: how many bytes the SyncTarget may request in the next controller step.
 //!
 //! Two modes, as DRBD has them (`drbd_rs_controller()`, `drbd_rs_number_requests()` in
-//! `drbd_sender.c`), stepped every [`super::TICK_MS`] (DRBD's `SLEEP_TIME`, 100 ms):
+//! `drbd_sender.c`), stepped every [`STEP_MS`] (DRBD's `SLEEP_TIME`, 100 ms) while a run is active:
+//! the step is a deadline the engine reports through `poll_timeout`, not a periodic tick.
 //!
 //! - **fixed** (`c-plan-ahead 0`): `resync-rate` KiB/s, spread evenly over the steps;
 //! - **dynamic** (`c-plan-ahead` > 0): keep `c-fill-target` sectors in flight (or, with a fill
@@ -13,12 +14,15 @@
 //! requests). A `c-min-rate` of 0 disables the throttle.
 
 use crate::config::PeerDeviceOptions;
+use crate::types::Time;
 use std::collections::VecDeque;
 
 /// Sectors are DRBD's unit for the controller's fill target.
 const SECTOR: u64 = 512;
+/// The controller's step (DRBD's `SLEEP_TIME`).
+pub const STEP_MS: u64 = 100;
 /// Controller steps per second.
-const STEPS_PER_SEC: u64 = 1000 / super::engine::TICK_MS;
+const STEPS_PER_SEC: u64 = 1000 / STEP_MS;
 
 /// The pacing state of one resync.
 #[derive(Clone, Debug)]
@@ -160,11 +164,15 @@ pub struct Pacer {
     /// Bytes that arrived (or were answered) in this step.
     arrived: u64,
     window: RateWindow,
+    /// When the current step began, and when it ends.
+    step_started: Time,
+    next_step: Time,
 }
 
 impl Pacer {
     /// A requesting side may ask at once: its first budget is granted here, not a step later.
-    pub fn new(opts: PeerDeviceOptions, requests: bool) -> Pacer {
+    /// The first step ends [`STEP_MS`] after `now`.
+    pub fn new(opts: PeerDeviceOptions, requests: bool, now: Time) -> Pacer {
         let mut ctl = Controller::new(opts);
         let budget = if requests {
             ctl.step(0, 0, false) as i64
@@ -177,12 +185,39 @@ impl Pacer {
             budget,
             arrived: 0,
             window: RateWindow::default(),
+            step_started: now,
+            next_step: now.plus_ms(STEP_MS),
         }
+    }
+
+    /// When the current step ends.
+    pub fn next_step(&self) -> Time {
+        self.next_step
+    }
+
+    /// Ends the current step if it is due at `now`; true if it did. `last_app_io`: when
+    /// application I/O last arrived (the `c-min-rate` throttle applies to a step that saw
+    /// some). A timer that fired late ends one step, not every step it missed: the rate window
+    /// is about what moved, and a burst of empty steps would only distort it.
+    pub fn step_if_due(&mut self, now: Time, in_flight: u64, last_app_io: Option<Time>) -> bool {
+        if now < self.next_step {
+            return false;
+        }
+        let busy = last_app_io.is_some_and(|t| t >= self.step_started);
+        self.step(in_flight, busy);
+        self.step_started = now;
+        let next = self.next_step.plus_ms(STEP_MS);
+        self.next_step = if next > now {
+            next
+        } else {
+            now.plus_ms(STEP_MS)
+        };
+        true
     }
 
     /// Ends a controller step. `in_flight`: bytes requested and not yet received. An overdraft
     /// is carried into the new budget, an unspent budget is not (DRBD does not bank it either).
-    pub fn step(&mut self, in_flight: u64, app_busy: bool) {
+    fn step(&mut self, in_flight: u64, app_busy: bool) {
         let arrived = std::mem::take(&mut self.arrived);
         self.window.push(arrived);
         if self.requests {

@@ -6,7 +6,7 @@ use crate::bitmap::Bitmap;
 use crate::meta::layout::{Layout, Placement};
 use crate::meta::superblock::{Superblock, flags};
 use crate::repl::wire::Packet;
-use crate::types::{AL_EXTENT_SIZE, GenUuid, NodeId, ReqId};
+use crate::types::{AL_EXTENT_SIZE, GenUuid, NodeId, ReqId, Time};
 
 const SIZE: u64 = 64 << 20;
 
@@ -46,28 +46,42 @@ pub(super) fn settle_failing(e: &mut Engine, fails: impl Fn(ReqId) -> bool) -> V
     let mut seen = Vec::new();
     while let Some(a) = e.poll_action() {
         match &a {
-            Action::WriteMeta { generation, .. } => e.handle(Input::MetaWritten {
-                generation: *generation,
-                result: Ok(()),
-            }),
-            Action::WriteAl { seq, .. } => e.handle(Input::AlWritten {
-                seq: *seq,
-                result: Ok(()),
-            }),
-            Action::WriteBitmap { .. } => e.handle(Input::BitmapWritten { result: Ok(()) }),
-            Action::SubmitDisk { id, .. } if fails(*id) => e.handle(Input::DiskDone {
-                id: *id,
-                result: Err(libc::EIO),
-            }),
+            Action::WriteMeta { generation, .. } => e.handle(
+                Time::default(),
+                Input::MetaWritten {
+                    generation: *generation,
+                    result: Ok(()),
+                },
+            ),
+            Action::WriteAl { seq, .. } => e.handle(
+                Time::default(),
+                Input::AlWritten {
+                    seq: *seq,
+                    result: Ok(()),
+                },
+            ),
+            Action::WriteBitmap { .. } => {
+                e.handle(Time::default(), Input::BitmapWritten { result: Ok(()) })
+            }
+            Action::SubmitDisk { id, .. } if fails(*id) => e.handle(
+                Time::default(),
+                Input::DiskDone {
+                    id: *id,
+                    result: Err(libc::EIO),
+                },
+            ),
             Action::SubmitDisk { id, op } => {
                 let data = match op {
                     IoOp::Read { len, .. } => Some(bytes::Bytes::from(vec![0; *len as usize])),
                     _ => None,
                 };
-                e.handle(Input::DiskDone {
-                    id: *id,
-                    result: Ok(data),
-                })
+                e.handle(
+                    Time::default(),
+                    Input::DiskDone {
+                        id: *id,
+                        result: Ok(data),
+                    },
+                )
             }
             _ => {}
         }
@@ -89,7 +103,7 @@ pub(super) fn admin_result(actions: &[Action], token: u64) -> Option<Result<(), 
 
 pub(super) fn up(auto_promote: bool, a: Attached) -> Engine {
     let mut e = Engine::new(cfg(auto_promote));
-    e.handle(Input::Attach(Box::new(a)));
+    e.handle(Time::default(), Input::Attach(Box::new(a)));
     settle(&mut e);
     e
 }
@@ -106,10 +120,13 @@ pub(super) fn write(offset: u64, len: usize) -> IoOp {
 fn fresh_metadata_is_inconsistent_and_needs_force() {
     let mut e = up(true, attached(0, 0));
     assert_eq!(e.disk_state(), DiskState::Inconsistent);
-    e.handle(Input::Admin {
-        token: 1,
-        cmd: AdminCmd::Primary { force: false },
-    });
+    e.handle(
+        Time::default(),
+        Input::Admin {
+            token: 1,
+            cmd: AdminCmd::Primary { force: false },
+        },
+    );
     let r = admin_result(&settle(&mut e), 1);
     assert_eq!(r, Some(Err(AdminError::State(StateError::NoUpToDateDisk))));
     assert_eq!(e.role(), Role::Secondary);
@@ -118,10 +135,13 @@ fn fresh_metadata_is_inconsistent_and_needs_force() {
 #[test]
 fn forced_promotion_is_acknowledged_only_after_the_superblock_is_written() {
     let mut e = up(true, attached(0, 0));
-    e.handle(Input::Admin {
-        token: 7,
-        cmd: AdminCmd::Primary { force: true },
-    });
+    e.handle(
+        Time::default(),
+        Input::Admin {
+            token: 7,
+            cmd: AdminCmd::Primary { force: true },
+        },
+    );
     let acts = drain(&mut e);
     let Some(Action::WriteMeta { generation, sb }) = acts
         .iter()
@@ -137,10 +157,13 @@ fn forced_promotion_is_acknowledged_only_after_the_superblock_is_written() {
         None,
         "acknowledged before persisted"
     );
-    e.handle(Input::MetaWritten {
-        generation,
-        result: Ok(()),
-    });
+    e.handle(
+        Time::default(),
+        Input::MetaWritten {
+            generation,
+            result: Ok(()),
+        },
+    );
     assert_eq!(admin_result(&drain(&mut e), 7), Some(Ok(())));
     assert_eq!(
         (e.role(), e.disk_state()),
@@ -151,10 +174,13 @@ fn forced_promotion_is_acknowledged_only_after_the_superblock_is_written() {
 #[test]
 fn first_write_after_promotion_starts_a_generation_and_waits_for_metadata() {
     let mut e = up(true, attached(0, 0));
-    e.handle(Input::Admin {
-        token: 1,
-        cmd: AdminCmd::Primary { force: true },
-    });
+    e.handle(
+        Time::default(),
+        Input::Admin {
+            token: 1,
+            cmd: AdminCmd::Primary { force: true },
+        },
+    );
     settle(&mut e);
     let before = e.status().current_uuid;
     assert_eq!(
@@ -163,10 +189,13 @@ fn first_write_after_promotion_starts_a_generation_and_waits_for_metadata() {
         "promotion alone must not rotate"
     );
 
-    e.handle(Input::Io {
-        id: ReqId(1),
-        op: write(4096, 4096),
-    });
+    e.handle(
+        Time::default(),
+        Input::Io {
+            id: ReqId(1),
+            op: write(4096, 4096),
+        },
+    );
     let acts = drain(&mut e);
     // New-UUID superblock and AL transaction (the bitmap is clean, so no flush before it):
     // and no disk write yet.
@@ -184,28 +213,37 @@ fn first_write_after_promotion_starts_a_generation_and_waits_for_metadata() {
             match a {
                 Action::WriteMeta { generation, .. } => {
                     assert!(!submitted);
-                    e.handle(Input::MetaWritten {
-                        generation,
-                        result: Ok(()),
-                    })
+                    e.handle(
+                        Time::default(),
+                        Input::MetaWritten {
+                            generation,
+                            result: Ok(()),
+                        },
+                    )
                 }
                 Action::WriteBitmap { .. } => {
                     assert!(!submitted);
-                    e.handle(Input::BitmapWritten { result: Ok(()) })
+                    e.handle(Time::default(), Input::BitmapWritten { result: Ok(()) })
                 }
                 Action::WriteAl { seq, .. } => {
                     assert!(!submitted);
-                    e.handle(Input::AlWritten {
-                        seq,
-                        result: Ok(()),
-                    })
+                    e.handle(
+                        Time::default(),
+                        Input::AlWritten {
+                            seq,
+                            result: Ok(()),
+                        },
+                    )
                 }
                 Action::SubmitDisk { id, .. } => {
                     submitted = true;
-                    e.handle(Input::DiskDone {
-                        id,
-                        result: Ok(None),
-                    })
+                    e.handle(
+                        Time::default(),
+                        Input::DiskDone {
+                            id,
+                            result: Ok(None),
+                        },
+                    )
                 }
                 _ => {}
             }
@@ -220,10 +258,13 @@ fn first_write_after_promotion_starts_a_generation_and_waits_for_metadata() {
     assert_eq!(st.stats.al_writes, 1);
 
     // A second write into the same (hot) extent needs no metadata at all.
-    e.handle(Input::Io {
-        id: ReqId(2),
-        op: write(8192, 512),
-    });
+    e.handle(
+        Time::default(),
+        Input::Io {
+            id: ReqId(2),
+            op: write(8192, 512),
+        },
+    );
     let acts = drain(&mut e);
     assert!(
         matches!(acts.as_slice(), [Action::SubmitDisk { .. }]),
@@ -235,16 +276,22 @@ fn first_write_after_promotion_starts_a_generation_and_waits_for_metadata() {
 fn writes_into_new_extents_each_take_an_al_transaction() {
     let mut e = up(true, attached(flags::CONSISTENT | flags::WAS_UP_TO_DATE, 0));
     assert_eq!(e.disk_state(), DiskState::Consistent);
-    e.handle(Input::Admin {
-        token: 1,
-        cmd: AdminCmd::Primary { force: false },
-    });
+    e.handle(
+        Time::default(),
+        Input::Admin {
+            token: 1,
+            cmd: AdminCmd::Primary { force: false },
+        },
+    );
     assert_eq!(admin_result(&settle(&mut e), 1), Some(Ok(())));
     for i in 0..4u64 {
-        e.handle(Input::Io {
-            id: ReqId(i),
-            op: write(i * AL_EXTENT_SIZE, 4096),
-        });
+        e.handle(
+            Time::default(),
+            Input::Io {
+                id: ReqId(i),
+                op: write(i * AL_EXTENT_SIZE, 4096),
+            },
+        );
     }
     let acts = settle(&mut e);
     let completes = acts
@@ -262,40 +309,52 @@ fn secondary_refuses_io_and_held_open_refuses_demotion() {
         false,
         attached(flags::CONSISTENT | flags::WAS_UP_TO_DATE, 0),
     );
-    e.handle(Input::Io {
-        id: ReqId(1),
-        op: IoOp::Read {
-            offset: 0,
-            len: 4096,
+    e.handle(
+        Time::default(),
+        Input::Io {
+            id: ReqId(1),
+            op: IoOp::Read {
+                offset: 0,
+                len: 4096,
+            },
         },
-    });
+    );
     let acts = settle(&mut e);
     assert!(acts.contains(&Action::Complete {
         id: ReqId(1),
         result: Err(IoError::NotPrimary)
     }));
-    assert_eq!(e.open(), Err(OpenRefusal::Secondary));
+    assert_eq!(e.open(Time::default()), Err(OpenRefusal::Secondary));
 
-    e.handle(Input::Admin {
-        token: 1,
-        cmd: AdminCmd::Primary { force: false },
-    });
+    e.handle(
+        Time::default(),
+        Input::Admin {
+            token: 1,
+            cmd: AdminCmd::Primary { force: false },
+        },
+    );
     settle(&mut e);
-    e.open().expect("Primary opens");
-    e.handle(Input::Admin {
-        token: 2,
-        cmd: AdminCmd::Secondary,
-    });
+    e.open(Time::default()).expect("Primary opens");
+    e.handle(
+        Time::default(),
+        Input::Admin {
+            token: 2,
+            cmd: AdminCmd::Secondary,
+        },
+    );
     assert_eq!(
         admin_result(&settle(&mut e), 2),
         Some(Err(AdminError::State(StateError::DeviceInUse)))
     );
-    e.close();
+    e.close(Time::default());
     assert_eq!(e.role(), Role::Primary, "auto-promote off: no auto-demote");
-    e.handle(Input::Admin {
-        token: 3,
-        cmd: AdminCmd::Secondary,
-    });
+    e.handle(
+        Time::default(),
+        Input::Admin {
+            token: 3,
+            cmd: AdminCmd::Secondary,
+        },
+    );
     assert_eq!(admin_result(&settle(&mut e), 3), Some(Ok(())));
     assert_eq!(e.role(), Role::Secondary);
 }
@@ -303,29 +362,32 @@ fn secondary_refuses_io_and_held_open_refuses_demotion() {
 #[test]
 fn auto_promote_and_demote_follow_the_openers() {
     let mut e = up(true, attached(flags::CONSISTENT | flags::WAS_UP_TO_DATE, 0));
-    e.open().expect("auto-promote");
-    e.open().expect("second opener");
+    e.open(Time::default()).expect("auto-promote");
+    e.open(Time::default()).expect("second opener");
     assert_eq!(e.role(), Role::Primary);
-    e.close();
+    e.close(Time::default());
     assert_eq!(e.role(), Role::Primary);
-    e.close();
+    e.close(Time::default());
     assert_eq!(e.role(), Role::Secondary);
     settle(&mut e);
 
     // An explicit promotion is not undone by the last opener leaving (DRBD's EXPLICIT_PRIMARY).
-    e.handle(Input::Admin {
-        token: 1,
-        cmd: AdminCmd::Primary { force: false },
-    });
+    e.handle(
+        Time::default(),
+        Input::Admin {
+            token: 1,
+            cmd: AdminCmd::Primary { force: false },
+        },
+    );
     settle(&mut e);
-    e.open().expect("open");
-    e.close();
+    e.open(Time::default()).expect("open");
+    e.close(Time::default());
     assert_eq!(e.role(), Role::Primary);
 
     // Inconsistent data cannot be auto-promoted.
     let mut e = up(true, attached(0, 0));
     assert_eq!(
-        e.open(),
+        e.open(Time::default()),
         Err(OpenRefusal::AutoPromoteFailed(StateError::NoUpToDateDisk))
     );
 }
@@ -333,10 +395,13 @@ fn auto_promote_and_demote_follow_the_openers() {
 #[test]
 fn clear_bitmap_on_fresh_metadata_makes_it_up_to_date_without_sync() {
     let mut e = up(true, attached(0, 0));
-    e.handle(Input::Admin {
-        token: 1,
-        cmd: AdminCmd::NewCurrentUuid { clear_bitmap: true },
-    });
+    e.handle(
+        Time::default(),
+        Input::Admin {
+            token: 1,
+            cmd: AdminCmd::NewCurrentUuid { clear_bitmap: true },
+        },
+    );
     assert_eq!(admin_result(&settle(&mut e), 1), Some(Ok(())));
     let st = e.status();
     assert_eq!(st.disk, DiskState::UpToDate);
@@ -362,7 +427,7 @@ fn unclean_attach_marks_the_hot_extents_and_detach_marks_clean() {
     );
     a.al = al::recover(&area, 61).ok();
     let mut e = Engine::new(cfg(true));
-    e.handle(Input::Attach(Box::new(a)));
+    e.handle(Time::default(), Input::Attach(Box::new(a)));
     let acts = settle(&mut e);
     assert!(
         acts.iter()
@@ -378,10 +443,13 @@ fn unclean_attach_marks_the_hot_extents_and_detach_marks_clean() {
         "only a peer can say it is UpToDate"
     );
 
-    e.handle(Input::Admin {
-        token: 9,
-        cmd: AdminCmd::Detach,
-    });
+    e.handle(
+        Time::default(),
+        Input::Admin {
+            token: 9,
+            cmd: AdminCmd::Detach,
+        },
+    );
     let acts = settle(&mut e);
     assert_eq!(admin_result(&acts, 9), Some(Ok(())));
     let last_sb = acts.iter().rev().find_map(|a| match a {
@@ -396,10 +464,13 @@ fn unclean_attach_marks_the_hot_extents_and_detach_marks_clean() {
 #[test]
 fn failed_metadata_write_fails_what_waits_on_it() {
     let mut e = up(true, attached(0, 0));
-    e.handle(Input::Admin {
-        token: 1,
-        cmd: AdminCmd::Primary { force: true },
-    });
+    e.handle(
+        Time::default(),
+        Input::Admin {
+            token: 1,
+            cmd: AdminCmd::Primary { force: true },
+        },
+    );
     let acts = drain(&mut e);
     let generation = acts
         .iter()
@@ -408,18 +479,24 @@ fn failed_metadata_write_fails_what_waits_on_it() {
             _ => None,
         })
         .expect("meta write");
-    e.handle(Input::MetaWritten {
-        generation,
-        result: Err("EIO".into()),
-    });
+    e.handle(
+        Time::default(),
+        Input::MetaWritten {
+            generation,
+            result: Err("EIO".into()),
+        },
+    );
     assert!(matches!(
         admin_result(&drain(&mut e), 1),
         Some(Err(AdminError::Meta(_)))
     ));
-    e.handle(Input::Io {
-        id: ReqId(5),
-        op: write(0, 4096),
-    });
+    e.handle(
+        Time::default(),
+        Input::Io {
+            id: ReqId(5),
+            op: write(0, 4096),
+        },
+    );
     assert!(drain(&mut e).contains(&Action::Complete {
         id: ReqId(5),
         result: Err(IoError::NoData)
@@ -433,32 +510,46 @@ fn a_connected_primary_keeps_its_generation_and_losing_the_peer_starts_a_new_one
         e.status().peers[0].repl,
         crate::repl::ReplState::Established
     );
-    e.handle(Input::Admin {
-        token: 2,
-        cmd: AdminCmd::Primary { force: false },
-    });
+    e.handle(
+        Time::default(),
+        Input::Admin {
+            token: 2,
+            cmd: AdminCmd::Primary { force: false },
+        },
+    );
     settle(&mut e);
     let gen0 = e.status().current_uuid;
     // A write while connected: same generation, sent to the peer, nothing out of sync.
-    e.handle(Input::Io {
-        id: ReqId(1),
-        op: write(0, 4096),
-    });
+    e.handle(
+        Time::default(),
+        Input::Io {
+            id: ReqId(1),
+            op: write(0, 4096),
+        },
+    );
     let mut acts = drain(&mut e);
     // Complete its metadata so the write is released.
     for _ in 0..5 {
         let mut next = Vec::new();
         for a in acts {
             match a {
-                Action::WriteMeta { generation, .. } => e.handle(Input::MetaWritten {
-                    generation,
-                    result: Ok(()),
-                }),
-                Action::WriteAl { seq, .. } => e.handle(Input::AlWritten {
-                    seq,
-                    result: Ok(()),
-                }),
-                Action::WriteBitmap { .. } => e.handle(Input::BitmapWritten { result: Ok(()) }),
+                Action::WriteMeta { generation, .. } => e.handle(
+                    Time::default(),
+                    Input::MetaWritten {
+                        generation,
+                        result: Ok(()),
+                    },
+                ),
+                Action::WriteAl { seq, .. } => e.handle(
+                    Time::default(),
+                    Input::AlWritten {
+                        seq,
+                        result: Ok(()),
+                    },
+                ),
+                Action::WriteBitmap { .. } => {
+                    e.handle(Time::default(), Input::BitmapWritten { result: Ok(()) })
+                }
                 other => next.push(other),
             }
         }
@@ -473,16 +564,22 @@ fn a_connected_primary_keeps_its_generation_and_losing_the_peer_starts_a_new_one
     // The peer goes away before acknowledging: the write completes on local success and its
     // block is marked; as the peer may lack it, a new generation whose parent is the old one
     // starts at once (otherwise with the next write).
-    e.handle(Input::PeerDown {
-        node: NodeId(1),
-        standalone: false,
-    });
+    e.handle(
+        Time::default(),
+        Input::PeerDown {
+            node: NodeId(1),
+            standalone: false,
+        },
+    );
     for a in acts {
         if let Action::SubmitDisk { id, .. } = a {
-            e.handle(Input::DiskDone {
-                id,
-                result: Ok(None),
-            });
+            e.handle(
+                Time::default(),
+                Input::DiskDone {
+                    id,
+                    result: Ok(None),
+                },
+            );
         }
     }
     let acts = settle(&mut e);
@@ -491,10 +588,13 @@ fn a_connected_primary_keeps_its_generation_and_losing_the_peer_starts_a_new_one
         result: Ok(None)
     }));
     assert_eq!(e.status().peers[0].out_of_sync_bytes, 4096);
-    e.handle(Input::Io {
-        id: ReqId(2),
-        op: write(8192, 4096),
-    });
+    e.handle(
+        Time::default(),
+        Input::Io {
+            id: ReqId(2),
+            op: write(8192, 4096),
+        },
+    );
     settle(&mut e);
     let sb = e.superblock().expect("attached");
     assert_ne!(sb.current_uuid, gen0);
@@ -510,15 +610,21 @@ pub(super) fn connected_in_sync() -> Engine {
 /// [`connected_in_sync`] on disk `a`.
 fn connected_in_sync_on(a: Attached) -> Engine {
     let mut e = up(true, a);
-    e.handle(Input::Admin {
-        token: 1,
-        cmd: AdminCmd::NewCurrentUuid { clear_bitmap: true },
-    });
+    e.handle(
+        Time::default(),
+        Input::Admin {
+            token: 1,
+            cmd: AdminCmd::NewCurrentUuid { clear_bitmap: true },
+        },
+    );
     settle(&mut e);
-    e.handle(Input::PeerUp {
-        node: NodeId(1),
-        protocol: crate::config::Protocol::C,
-    });
+    e.handle(
+        Time::default(),
+        Input::PeerUp {
+            node: NodeId(1),
+            protocol: crate::config::Protocol::C,
+        },
+    );
     peer_handshake(&mut e);
     settle(&mut e);
     e
@@ -552,10 +658,13 @@ pub(super) fn peer_handshake(e: &mut Engine) {
             flags: crate::repl::wire::StateFlags::empty(),
         },
     ] {
-        e.handle(Input::PeerPacket {
-            node: NodeId(1),
-            packet,
-        });
+        e.handle(
+            Time::default(),
+            Input::PeerPacket {
+                node: NodeId(1),
+                packet,
+            },
+        );
     }
 }
 
@@ -576,10 +685,13 @@ fn peer_write(sector: u64) -> Packet {
 fn a_peer_write_beyond_the_device_is_refused_and_never_reaches_the_disk() {
     let mut e = connected_in_sync();
     for sector in [e.size_bytes() / 512, u64::MAX / 8] {
-        e.handle(Input::PeerPacket {
-            node: NodeId(1),
-            packet: peer_write(sector),
-        });
+        e.handle(
+            Time::default(),
+            Input::PeerPacket {
+                node: NodeId(1),
+                packet: peer_write(sector),
+            },
+        );
         let acts = drain(&mut e);
         assert!(
             !acts.iter().any(|a| matches!(a, Action::SubmitDisk { .. })),
@@ -601,33 +713,47 @@ fn a_peer_write_beyond_the_device_is_refused_and_never_reaches_the_disk() {
 #[test]
 fn a_peer_write_counts_as_unacked_until_it_is_answered() {
     let mut e = connected_in_sync();
-    e.handle(Input::PeerPacket {
-        node: NodeId(1),
-        packet: peer_write(8),
-    });
+    e.handle(
+        Time::default(),
+        Input::PeerPacket {
+            node: NodeId(1),
+            packet: peer_write(8),
+        },
+    );
     // Run the metadata it needs, but hold its disk write.
     let mut disk = None;
     while let Some(a) = e.poll_action() {
         match a {
-            Action::WriteMeta { generation, .. } => e.handle(Input::MetaWritten {
-                generation,
-                result: Ok(()),
-            }),
-            Action::WriteAl { seq, .. } => e.handle(Input::AlWritten {
-                seq,
-                result: Ok(()),
-            }),
-            Action::WriteBitmap { .. } => e.handle(Input::BitmapWritten { result: Ok(()) }),
+            Action::WriteMeta { generation, .. } => e.handle(
+                Time::default(),
+                Input::MetaWritten {
+                    generation,
+                    result: Ok(()),
+                },
+            ),
+            Action::WriteAl { seq, .. } => e.handle(
+                Time::default(),
+                Input::AlWritten {
+                    seq,
+                    result: Ok(()),
+                },
+            ),
+            Action::WriteBitmap { .. } => {
+                e.handle(Time::default(), Input::BitmapWritten { result: Ok(()) })
+            }
             Action::SubmitDisk { id, .. } => disk = Some(id),
             _ => {}
         }
     }
     assert_eq!(e.status().peers[0].unacked, 1);
     let id = disk.expect("the peer's write reached the disk");
-    e.handle(Input::DiskDone {
-        id,
-        result: Ok(None),
-    });
+    e.handle(
+        Time::default(),
+        Input::DiskDone {
+            id,
+            result: Ok(None),
+        },
+    );
     let acts = drain(&mut e);
     assert!(acts.iter().any(|a| matches!(
         a,
@@ -648,10 +774,13 @@ fn peer_barriers_flush_unless_disk_flushes_is_off() {
         a.disk_flushes = disk_flushes;
         let mut e = connected_in_sync_on(a);
         for packet in [peer_write(8), Packet::Barrier { epoch: 1 }] {
-            e.handle(Input::PeerPacket {
-                node: NodeId(1),
-                packet,
-            });
+            e.handle(
+                Time::default(),
+                Input::PeerPacket {
+                    node: NodeId(1),
+                    packet,
+                },
+            );
         }
         let acts = settle(&mut e);
         let flushes = acts

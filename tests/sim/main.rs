@@ -34,7 +34,7 @@ use udrbd::meta::superblock::{self, Superblock};
 use udrbd::repl::{
     Action, AdminCmd, Attached, Engine, EngineConfig, Input, IoError, IoOp, PeerInfo, Role,
 };
-use udrbd::types::{AL_EXTENT_SIZE, BM_BLOCK_SIZE, NodeId, ReqId};
+use udrbd::types::{AL_EXTENT_SIZE, BM_BLOCK_SIZE, NodeId, ReqId, Time};
 
 const DISK: u64 = 48 << 20; // 12 AL extents
 const AL_EXTENTS: u32 = 5; // fewer than the extents, so the LRU evicts
@@ -186,7 +186,8 @@ impl Sim {
             meta_external: false,
             disk_flushes: true,
         };
-        self.engine.handle(Input::Attach(Box::new(a)));
+        self.engine
+            .handle(Time::default(), Input::Attach(Box::new(a)));
         self.pump();
     }
 
@@ -212,7 +213,8 @@ impl Sim {
     }
 
     fn admin(&mut self, cmd: AdminCmd) {
-        self.engine.handle(Input::Admin { token: 0, cmd });
+        self.engine
+            .handle(Time::default(), Input::Admin { token: 0, cmd });
         self.pump();
         self.settle_meta();
     }
@@ -375,40 +377,52 @@ impl Sim {
                 } else {
                     Ok(self.apply(&op))
                 };
-                self.engine.handle(Input::DiskDone { id, result });
+                self.engine
+                    .handle(Time::default(), Input::DiskDone { id, result });
             }
             Pending::Meta { generation, sb } => {
                 if fail {
                     self.meta_failed = true;
-                    self.engine.handle(Input::MetaWritten {
-                        generation,
-                        result: err(),
-                    });
+                    self.engine.handle(
+                        Time::default(),
+                        Input::MetaWritten {
+                            generation,
+                            result: err(),
+                        },
+                    );
                 } else {
                     self.write_superblock(&sb);
-                    self.engine.handle(Input::MetaWritten {
-                        generation,
-                        result: Ok(()),
-                    });
+                    self.engine.handle(
+                        Time::default(),
+                        Input::MetaWritten {
+                            generation,
+                            result: Ok(()),
+                        },
+                    );
                 }
             }
             Pending::Al { seq, block, tr } => {
                 if fail {
                     self.meta_failed = true;
-                    self.engine.handle(Input::AlWritten { seq, result: err() });
+                    self.engine
+                        .handle(Time::default(), Input::AlWritten { seq, result: err() });
                 } else {
                     let at = block as usize % AL_BLOCKS as usize * AL_BLOCK;
                     self.meta.al[at..at + AL_BLOCK].copy_from_slice(&al::encode_transaction(&tr));
-                    self.engine.handle(Input::AlWritten {
-                        seq,
-                        result: Ok(()),
-                    });
+                    self.engine.handle(
+                        Time::default(),
+                        Input::AlWritten {
+                            seq,
+                            result: Ok(()),
+                        },
+                    );
                 }
             }
             Pending::Bitmap { pages } => {
                 if fail {
                     self.meta_failed = true;
-                    self.engine.handle(Input::BitmapWritten { result: err() });
+                    self.engine
+                        .handle(Time::default(), Input::BitmapWritten { result: err() });
                 } else {
                     for (idx, page, words) in &pages {
                         self.meta.pages.insert(
@@ -416,7 +430,8 @@ impl Sim {
                             bm_page::encode_page(*idx as u16, *page, words).to_vec(),
                         );
                     }
-                    self.engine.handle(Input::BitmapWritten { result: Ok(()) });
+                    self.engine
+                        .handle(Time::default(), Input::BitmapWritten { result: Ok(()) });
                 }
             }
         }
@@ -495,7 +510,7 @@ impl Sim {
             }
         }
         self.outstanding.insert(id, (op.clone(), wid));
-        self.engine.handle(Input::Io { id, op });
+        self.engine.handle(Time::default(), Input::Io { id, op });
         self.pump();
     }
 

@@ -1,6 +1,6 @@
 //! A reusable two-node world: two engines, one ordered packet queue per direction, simulated
 //! disks with a volatile write cache, metadata persisted when its write completes, virtual time
-//! (a Tick every 100 ms) and one seeded RNG. Faults: packet delay, stalls, connection resets,
+//! (each engine's timeouts run at the deadline it reports) and one seeded RNG. Faults: packet delay, stalls, connection resets,
 //! one-way partitions (a reset once pings would fail), disk latency, disk errors on a node,
 //! crashes (power loss: each unflushed write survives or not) and restarts from the persisted
 //! superblock, bitmap and activity log.
@@ -91,6 +91,8 @@ pub struct Node {
     bm_words: Vec<u64>,
     al: Vec<u8>,
     pub alive: bool,
+    /// The world's time when this node last acted (its engine's clock at attach).
+    now: Time,
     pub logs: Vec<String>,
     last_uuid: GenUuid,
     /// This node's own commands allow the next current-UUID change (promotion, ncu).
@@ -156,6 +158,7 @@ impl Node {
             al: al::initial_area(AL_BLOCKS, AL_EXTENTS),
             layout,
             alive: true,
+            now: Time::default(),
             logs: Vec::new(),
             uuid_change_ok: false,
             handlers: Vec::new(),
@@ -178,7 +181,7 @@ impl Node {
             meta_external: self.meta_external,
             disk_flushes: true,
         };
-        self.engine.handle(Input::Attach(Box::new(a)));
+        self.engine.handle(self.now, Input::Attach(Box::new(a)));
     }
 
     pub fn status_peer(&self) -> udrbd::repl::PeerStatus {
@@ -250,7 +253,8 @@ impl Node {
         self.alive = false;
     }
 
-    fn restart(&mut self, seed: u64) {
+    fn restart(&mut self, seed: u64, now: Time) {
+        self.now = now;
         self.engine = Engine::new(cfg(self.id, seed, &self.peer));
         self.alive = true;
         self.attach();
@@ -301,7 +305,6 @@ pub struct World {
     stall_until: [u64; 2],
     pub protocol: Protocol,
     pub faults: Faults,
-    next_tick: u64,
     drops: Vec<(usize, bool)>,
     outstanding: HashMap<ReqId, Outstanding>,
     sectors: HashMap<u64, Sector>,
@@ -351,7 +354,8 @@ impl World {
         for i in [A, B] {
             w.n[i].meta_external = true;
             let s = w.rng.next();
-            w.n[i].restart(s);
+            let t = w.time();
+            w.n[i].restart(s, t);
             w.pump(i);
         }
         w
@@ -387,7 +391,6 @@ impl World {
             stall_until: [0; 2],
             protocol,
             faults: Faults::default(),
-            next_tick: 100,
             drops: Vec::new(),
             outstanding: HashMap::new(),
             sectors: HashMap::new(),
@@ -427,12 +430,18 @@ impl World {
         if !self.n[i].alive {
             return;
         }
-        self.n[i].engine.handle(input);
+        self.n[i].engine.handle(self.time(), input);
         self.pump(i);
     }
 
     /// Executes node `i`'s actions.
+    /// The engines' clock: the world's milliseconds in nanoseconds.
+    pub fn time(&self) -> Time {
+        Time(self.now * 1_000_000)
+    }
+
     fn pump(&mut self, i: usize) {
+        let t = self.time();
         while let Some(a) = self.n[i].engine.poll_action() {
             if trace() {
                 match &a {
@@ -469,20 +478,26 @@ impl World {
                 Action::WriteMeta { generation, sb } => {
                     self.meta_flush(i);
                     self.n[i].sb = *sb;
-                    self.n[i].engine.handle(Input::MetaWritten {
-                        generation,
-                        result: Ok(()),
-                    });
+                    self.n[i].engine.handle(
+                        t,
+                        Input::MetaWritten {
+                            generation,
+                            result: Ok(()),
+                        },
+                    );
                 }
                 Action::WriteAl { seq, block, tr } => {
                     self.meta_flush(i);
                     let at = block as usize % AL_BLOCKS as usize * al::AL_BLOCK;
                     self.n[i].al[at..at + al::AL_BLOCK]
                         .copy_from_slice(&al::encode_transaction(&tr));
-                    self.n[i].engine.handle(Input::AlWritten {
-                        seq,
-                        result: Ok(()),
-                    });
+                    self.n[i].engine.handle(
+                        t,
+                        Input::AlWritten {
+                            seq,
+                            result: Ok(()),
+                        },
+                    );
                 }
                 Action::WriteBitmap { pages } => {
                     self.meta_flush(i);
@@ -494,7 +509,7 @@ impl World {
                     }
                     self.n[i]
                         .engine
-                        .handle(Input::BitmapWritten { result: Ok(()) });
+                        .handle(t, Input::BitmapWritten { result: Ok(()) });
                 }
                 Action::Send { mut packet, .. } => {
                     if self.up[i] && self.up[1 - i] {
@@ -539,11 +554,14 @@ impl World {
                 Action::RunHandler { handler, node } => {
                     self.n[i].handlers.push(handler);
                     let exit = self.n[i].handler_exit;
-                    self.n[i].engine.handle(Input::HandlerDone {
-                        handler,
-                        node,
-                        exit,
-                    });
+                    self.n[i].engine.handle(
+                        t,
+                        Input::HandlerDone {
+                            handler,
+                            node,
+                            exit,
+                        },
+                    );
                 }
                 Action::ReleaseDisk => self.n[i].logs.push("driver: disk released".into()),
             }
@@ -864,6 +882,7 @@ impl World {
 
     /// `drbdadm attach` on node `i` after its disk was detached.
     pub fn attach(&mut self, i: usize) {
+        self.n[i].now = self.time();
         self.n[i].attach();
         self.pump(i);
     }
@@ -1003,7 +1022,8 @@ impl World {
             eprintln!("{} RESTART {i}", self.now);
         }
         let seed = self.rng.next();
-        self.n[i].restart(seed);
+        let t = self.time();
+        self.n[i].restart(seed, t);
         self.pump(i);
         self.reconnect_at = Some(self.now + 100);
     }
@@ -1028,7 +1048,11 @@ impl World {
                 due.push(2 + i as u8);
             }
         }
-        if self.now >= self.next_tick {
+        let now = self.time();
+        if [A, B]
+            .iter()
+            .any(|&i| self.n[i].alive && self.n[i].engine.poll_timeout().is_some_and(|t| t <= now))
+        {
             due.push(4);
         }
         if let Some((f, at)) = self.partition
@@ -1099,10 +1123,13 @@ impl World {
                 );
             }
             4 => {
-                self.next_tick += 100;
-                let now = Time(self.now * 1_000_000);
+                let now = self.time();
                 for i in [A, B] {
-                    self.handle(i, Input::Tick { now });
+                    if self.n[i].alive && self.n[i].engine.poll_timeout().is_some_and(|t| t <= now)
+                    {
+                        self.n[i].engine.handle_timeout(now);
+                        self.pump(i);
+                    }
                 }
             }
             5 => {

@@ -19,7 +19,7 @@ use udrbd::repl::wire::Packet;
 use udrbd::repl::{
     Action, AdminCmd, Attached, Engine, EngineConfig, Input, IoError, IoOp, PeerInfo,
 };
-use udrbd::types::{BM_BLOCK_SIZE, BlockIdx, NodeId, ReqId};
+use udrbd::types::{BM_BLOCK_SIZE, BlockIdx, NodeId, ReqId, Time};
 
 const DISK: u64 = 32 << 20;
 const SECTOR: u64 = 512;
@@ -46,16 +46,19 @@ fn node(id: u8, peer: u8, seed: u64) -> Node {
         auto_promote: false,
         uuid_seed: seed ^ u64::from(id),
     });
-    engine.handle(Input::Attach(Box::new(Attached {
-        sb,
-        data_bytes: l.data_bytes,
-        bitmaps: vec![Bitmap::new(l.bm_bits())],
-        al: None,
-        al_blocks: 8,
-        on_io_error: udrbd::config::OnIoError::Detach,
-        meta_external: false,
-        disk_flushes: true,
-    })));
+    engine.handle(
+        Time::default(),
+        Input::Attach(Box::new(Attached {
+            sb,
+            data_bytes: l.data_bytes,
+            bitmaps: vec![Bitmap::new(l.bm_bits())],
+            al: None,
+            al_blocks: 8,
+            on_io_error: udrbd::config::OnIoError::Detach,
+            meta_external: false,
+            disk_flushes: true,
+        })),
+    );
     Node {
         engine,
         disk: vec![0; l.data_bytes as usize],
@@ -71,17 +74,23 @@ fn settle(a: &mut Node, b: &mut Node) {
     for _ in 0..10_000 {
         let mut moved = false;
         while let Some(p) = a.outbox.pop_front() {
-            b.engine.handle(Input::PeerPacket {
-                node: NodeId(0),
-                packet: p,
-            });
+            b.engine.handle(
+                Time::default(),
+                Input::PeerPacket {
+                    node: NodeId(0),
+                    packet: p,
+                },
+            );
             moved = true;
         }
         while let Some(p) = b.outbox.pop_front() {
-            a.engine.handle(Input::PeerPacket {
-                node: NodeId(1),
-                packet: p,
-            });
+            a.engine.handle(
+                Time::default(),
+                Input::PeerPacket {
+                    node: NodeId(1),
+                    packet: p,
+                },
+            );
             moved = true;
         }
         while !a.pending.is_empty() {
@@ -103,7 +112,8 @@ fn settle(a: &mut Node, b: &mut Node) {
 
 impl Node {
     fn admin(&mut self, cmd: AdminCmd) {
-        self.engine.handle(Input::Admin { token: 0, cmd });
+        self.engine
+            .handle(Time::default(), Input::Admin { token: 0, cmd });
         let done = self.pump(&mut Vec::new());
         assert!(done.is_empty());
     }
@@ -114,17 +124,23 @@ impl Node {
         while let Some(a) = self.engine.poll_action() {
             match a {
                 Action::SubmitDisk { id, op } => self.pending.push((id, op)),
-                Action::WriteMeta { generation, .. } => self.engine.handle(Input::MetaWritten {
-                    generation,
-                    result: Ok(()),
-                }),
-                Action::WriteAl { seq, .. } => self.engine.handle(Input::AlWritten {
-                    seq,
-                    result: Ok(()),
-                }),
-                Action::WriteBitmap { .. } => {
-                    self.engine.handle(Input::BitmapWritten { result: Ok(()) })
-                }
+                Action::WriteMeta { generation, .. } => self.engine.handle(
+                    Time::default(),
+                    Input::MetaWritten {
+                        generation,
+                        result: Ok(()),
+                    },
+                ),
+                Action::WriteAl { seq, .. } => self.engine.handle(
+                    Time::default(),
+                    Input::AlWritten {
+                        seq,
+                        result: Ok(()),
+                    },
+                ),
+                Action::WriteBitmap { .. } => self
+                    .engine
+                    .handle(Time::default(), Input::BitmapWritten { result: Ok(()) }),
                 Action::Send { packet, .. } => self.outbox.push_back(packet),
                 Action::Complete { id, result } => done.push((id, result)),
                 Action::AdminDone { result, .. } => {
@@ -167,10 +183,13 @@ impl Node {
             _ => None,
         };
         self.apply(&op);
-        self.engine.handle(Input::DiskDone {
-            id,
-            result: Ok(data),
-        });
+        self.engine.handle(
+            Time::default(),
+            Input::DiskDone {
+                id,
+                result: Ok(data),
+            },
+        );
     }
 }
 
@@ -180,10 +199,13 @@ fn run(seed: u64, protocol: Protocol) {
     let mut b = node(1, 0, seed);
     // The how-to: connect two fresh nodes, skip the initial sync, promote one.
     for (n, peer) in [(&mut a, 1u8), (&mut b, 0u8)] {
-        n.engine.handle(Input::PeerUp {
-            node: NodeId(peer),
-            protocol,
-        });
+        n.engine.handle(
+            Time::default(),
+            Input::PeerUp {
+                node: NodeId(peer),
+                protocol,
+            },
+        );
         n.pump(&mut Vec::new());
     }
     settle(&mut a, &mut b);
@@ -234,30 +256,39 @@ fn run(seed: u64, protocol: Protocol) {
                     written.insert(blk);
                 }
                 outstanding.insert(id, op.clone());
-                a.engine.handle(Input::Io { id, op });
+                a.engine.handle(Time::default(), Input::Io { id, op });
             }
             30..=33 if outstanding.len() < 24 => {
                 let id = ReqId(next);
                 next += 1;
                 outstanding.insert(id, IoOp::Flush);
-                a.engine.handle(Input::Io {
-                    id,
-                    op: IoOp::Flush,
-                });
+                a.engine.handle(
+                    Time::default(),
+                    Input::Io {
+                        id,
+                        op: IoOp::Flush,
+                    },
+                );
             }
             34 if connected && step > 50 && rng.chance(200) => {
                 // The link drops: whatever is in flight on the wire is lost.
                 connected = false;
                 a.outbox.clear();
                 b.outbox.clear();
-                a.engine.handle(Input::PeerDown {
-                    node: NodeId(1),
-                    standalone: false,
-                });
-                b.engine.handle(Input::PeerDown {
-                    node: NodeId(0),
-                    standalone: false,
-                });
+                a.engine.handle(
+                    Time::default(),
+                    Input::PeerDown {
+                        node: NodeId(1),
+                        standalone: false,
+                    },
+                );
+                b.engine.handle(
+                    Time::default(),
+                    Input::PeerDown {
+                        node: NodeId(0),
+                        standalone: false,
+                    },
+                );
             }
             35..=64 if !a.pending.is_empty() => {
                 let i = rng.below(a.pending.len() as u64) as usize;
@@ -269,18 +300,24 @@ fn run(seed: u64, protocol: Protocol) {
             }
             85..=92 if connected => {
                 if let Some(p) = a.outbox.pop_front() {
-                    b.engine.handle(Input::PeerPacket {
-                        node: NodeId(0),
-                        packet: p,
-                    });
+                    b.engine.handle(
+                        Time::default(),
+                        Input::PeerPacket {
+                            node: NodeId(0),
+                            packet: p,
+                        },
+                    );
                 }
             }
             _ if connected => {
                 if let Some(p) = b.outbox.pop_front() {
-                    a.engine.handle(Input::PeerPacket {
-                        node: NodeId(1),
-                        packet: p,
-                    });
+                    a.engine.handle(
+                        Time::default(),
+                        Input::PeerPacket {
+                            node: NodeId(1),
+                            packet: p,
+                        },
+                    );
                 }
             }
             _ => {}
@@ -295,14 +332,20 @@ fn run(seed: u64, protocol: Protocol) {
         }
     }
     if connected {
-        a.engine.handle(Input::PeerDown {
-            node: NodeId(1),
-            standalone: false,
-        });
-        b.engine.handle(Input::PeerDown {
-            node: NodeId(0),
-            standalone: false,
-        });
+        a.engine.handle(
+            Time::default(),
+            Input::PeerDown {
+                node: NodeId(1),
+                standalone: false,
+            },
+        );
+        b.engine.handle(
+            Time::default(),
+            Input::PeerDown {
+                node: NodeId(0),
+                standalone: false,
+            },
+        );
         for (id, result) in a.pump(&mut log) {
             assert!(result.is_ok());
             outstanding.remove(&id);

@@ -107,7 +107,10 @@ fn verify_finds_exactly_the_corrupted_blocks_and_invalidate_repairs_them() {
         ] {
             assert!(
                 logs.iter().any(|l| l.ends_with(want)),
-                "node {i} did not log {want:?}"
+                "node {i} did not log {want:?}: {:?}",
+                logs.iter()
+                    .filter(|l| l.contains("Out of sync"))
+                    .collect::<Vec<_>>()
             );
         }
         assert_eq!(s.w.n[i].oos_bits(), 4, "node {i}'s bitmap");

@@ -104,7 +104,7 @@ pub(super) struct Handshake {
 }
 
 /// A handshake that has not decided by then is given up (and retried).
-const HANDSHAKE_TIMEOUT_NS: u64 = 30_000_000_000;
+const HANDSHAKE_TIMEOUT_MS: u64 = 30_000;
 
 #[derive(Debug, Clone)]
 struct PeerUuids {
@@ -210,14 +210,23 @@ impl Engine {
         }
     }
 
+    /// When the oldest undecided handshake is given up.
+    pub(super) fn handshake_deadline(&self) -> Option<crate::types::Time> {
+        self.conns
+            .values()
+            .filter_map(|c| c.hs.as_ref().filter(|h| h.strategy.is_none()))
+            .map(|h| h.started.plus_ms(HANDSHAKE_TIMEOUT_MS))
+            .min()
+    }
+
     pub(super) fn check_handshake_timeout(&mut self) {
-        let now = self.now.0;
+        let now = self.now;
         let late: Vec<NodeId> = self
             .conns
             .iter()
             .filter(|(_, c)| {
                 c.hs.as_ref().is_some_and(|h| {
-                    h.strategy.is_none() && now.saturating_sub(h.started.0) > HANDSHAKE_TIMEOUT_NS
+                    h.strategy.is_none() && h.started.plus_ms(HANDSHAKE_TIMEOUT_MS) <= now
                 })
             })
             .map(|(n, _)| *n)

@@ -511,7 +511,7 @@ impl Engine {
             seq,
         };
         // Replicated writes compete with the resync like local application I/O does.
-        self.app_busy = true;
+        self.last_app_io = Some(self.now);
         let usable = self.role != Role::Primary && self.disk.is_some() && !self.meta_failed;
         // A write outside the device (a broken or hostile peer) must never reach the backing
         // file: past the data area lies the internal metadata.
@@ -715,28 +715,41 @@ impl Engine {
 }
 
 impl Engine {
-    /// DRBD's ko-count: a peer that leaves a request unanswered for `ko-count` x `timeout` is
-    /// dropped, and the writes waiting for it complete on local success.
-    pub(super) fn check_ko_count(&mut self) {
-        let now = self.now.0;
-        let mut late = Vec::new();
+    /// Per peer with a ko-count: the time its oldest unanswered request becomes late.
+    fn ko_deadlines(&self) -> Vec<(NodeId, u64, crate::types::Time)> {
+        let mut out = Vec::new();
         for p in &self.cfg.peers {
             let Some(limit) = p.ko_deadline_ms else {
                 continue;
             };
-            let limit_ns = limit.saturating_mul(1_000_000);
             let oldest = self
                 .waiting
                 .values()
                 .filter(|w| w.waits_for(p.node_id))
-                .map(|w| w.since.0)
+                .map(|w| w.since)
                 .min();
-            if let Some(t) = oldest
-                && now.saturating_sub(t) > limit_ns
-            {
-                late.push((p.node_id, limit));
+            if let Some(t) = oldest {
+                out.push((p.node_id, limit, t.plus_ms(limit)));
             }
         }
+        out
+    }
+
+    /// The earliest ko-count deadline.
+    pub(super) fn ko_deadline(&self) -> Option<crate::types::Time> {
+        self.ko_deadlines().into_iter().map(|(_, _, t)| t).min()
+    }
+
+    /// DRBD's ko-count: a peer that leaves a request unanswered for `ko-count` x `timeout` is
+    /// dropped, and the writes waiting for it complete on local success.
+    pub(super) fn check_ko_count(&mut self) {
+        let now = self.now;
+        let late: Vec<(NodeId, u64)> = self
+            .ko_deadlines()
+            .into_iter()
+            .filter(|&(_, _, t)| t <= now)
+            .map(|(n, l, _)| (n, l))
+            .collect();
         for (node, limit) in late {
             self.log(format!(
                 "peer {node}: Remote failed to finish a request within {limit} ms \

@@ -168,7 +168,7 @@ impl Engine {
             source,
             oos,
             meta_gen,
-            Pacer::new(opts, !source),
+            Pacer::new(opts, !source, self.now),
         ));
         self.log(format!(
             "peer {node}: repl( {old} -> {new} ); {} KiB to resync",
@@ -260,18 +260,29 @@ impl Engine {
         self.resync_start(node, false);
     }
 
-    /// Every controller step: new budgets, the rate window, and more requests.
-    pub(super) fn resync_tick(&mut self, app_busy: bool) {
+    /// The end of the earliest resync controller step.
+    pub(super) fn resync_deadline(&self) -> Option<crate::types::Time> {
+        self.conns
+            .values()
+            .filter_map(|c| c.rs.as_ref())
+            .map(|rs| rs.pace.next_step())
+            .min()
+    }
+
+    /// Controller steps that are due: new budgets, the rate window, and more requests.
+    pub(super) fn resync_steps(&mut self) {
+        let (now, app) = (self.now, self.last_app_io);
         let nodes: Vec<NodeId> = self
             .conns
-            .iter()
-            .filter(|(_, c)| c.rs.is_some())
-            .map(|(n, _)| *n)
+            .iter_mut()
+            .filter_map(|(n, c)| {
+                let rs = c.rs.as_mut()?;
+                rs.pace
+                    .step_if_due(now, rs.in_flight_bytes, app)
+                    .then_some(*n)
+            })
             .collect();
         for node in nodes {
-            if let Some(rs) = self.conns.get_mut(&node).and_then(|c| c.rs.as_mut()) {
-                rs.pace.step(rs.in_flight_bytes, app_busy);
-            }
             self.resync_pump(node);
         }
     }

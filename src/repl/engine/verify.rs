@@ -53,8 +53,10 @@ pub(super) struct Verify {
     next_id: u64,
     /// Budget (source) and rate window (both sides).
     pace: Pacer,
-    /// The out-of-sync run not logged yet: (offset, len).
-    run: Option<(u64, u64)>,
+    /// Out-of-sync runs found so far: start -> len, adjacent finds merged. Logged at the end,
+    /// in order: the blocks of one request are compared in whatever order their reads
+    /// complete, so a run is only whole once everything is compared.
+    runs: BTreeMap<u64, u64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -81,7 +83,7 @@ impl Verify {
             reading: BTreeMap::new(),
             next_id: 1,
             pace,
-            run: None,
+            runs: BTreeMap::new(),
         }
     }
 
@@ -166,7 +168,7 @@ impl Engine {
             .peer_info(node)
             .map(|p| p.sync.clone())
             .unwrap_or_default();
-        Pacer::new(opts, source)
+        Pacer::new(opts, source, self.now)
     }
 
     /// The peer started a verify toward this node.
@@ -189,19 +191,28 @@ impl Engine {
         self.log(format!("peer {node}: repl( Established -> VerifyT )"));
     }
 
-    /// Every controller step: budgets, the rate window, more requests.
-    pub(super) fn verify_tick(&mut self, app_busy: bool) {
+    /// The end of the earliest verify controller step.
+    pub(super) fn verify_deadline(&self) -> Option<Time> {
+        self.conns
+            .values()
+            .filter_map(|c| c.ov.as_ref())
+            .map(|v| v.pace.next_step())
+            .min()
+    }
+
+    /// Controller steps that are due: budgets, the rate window, more requests.
+    pub(super) fn verify_steps(&mut self) {
+        let (now, app) = (self.now, self.last_app_io);
         let nodes: Vec<NodeId> = self
             .conns
-            .iter()
-            .filter(|(_, c)| c.ov.is_some())
-            .map(|(n, _)| *n)
+            .iter_mut()
+            .filter_map(|(n, c)| {
+                let v = c.ov.as_mut()?;
+                let out: u64 = v.in_flight.values().map(|a| a.len).sum();
+                v.pace.step_if_due(now, out, app).then_some(*n)
+            })
             .collect();
         for node in nodes {
-            if let Some(v) = self.conns.get_mut(&node).and_then(|c| c.ov.as_mut()) {
-                let out: u64 = v.in_flight.values().map(|a| a.len).sum();
-                v.pace.step(out, app_busy);
-            }
             self.verify_pump(node);
         }
     }
@@ -465,26 +476,13 @@ impl Engine {
         }
     }
 
-    /// A block range found out of sync: marked, and logged in runs.
+    /// A block range found out of sync: marked, and added to the runs logged at the end.
     fn verify_found(&mut self, node: NodeId, offset: u64, len: u64) {
         if let Some(d) = self.disk.as_mut() {
             d.mark(node, offset, len);
         }
-        let Some(v) = self.conns.get_mut(&node).and_then(|c| c.ov.as_mut()) else {
-            return;
-        };
-        let flush = match v.run {
-            Some((o, l)) if o + l == offset => {
-                v.run = Some((o, l + len));
-                None
-            }
-            prev => {
-                v.run = Some((offset, len));
-                prev
-            }
-        };
-        if let Some((o, l)) = flush {
-            self.log_out_of_sync(node, o, l);
+        if let Some(v) = self.conns.get_mut(&node).and_then(|c| c.ov.as_mut()) {
+            add_run(&mut v.runs, offset, len);
         }
     }
 
@@ -507,7 +505,7 @@ impl Engine {
         };
         let old = c.repl;
         c.repl = ReplState::Established;
-        if let Some((o, l)) = v.run {
+        for (o, l) in v.runs {
             self.log_out_of_sync(node, o, l);
         }
         let secs = (now.0.saturating_sub(v.started.0) / 1_000_000_000).max(1);
@@ -525,5 +523,37 @@ impl Engine {
             let p = self.my_state_packet(node);
             self.send(node, p);
         }
+    }
+}
+
+/// Adds `[offset, offset+len)` to `runs`, merging it with the runs it touches.
+fn add_run(runs: &mut BTreeMap<u64, u64>, offset: u64, len: u64) {
+    let (mut start, mut end) = (offset, offset + len);
+    if let Some((&o, &l)) = runs.range(..=start).next_back()
+        && o + l >= start
+    {
+        runs.remove(&o);
+        start = o;
+        end = end.max(o + l);
+    }
+    while let Some((&o, &l)) = runs.range(start..=end).next() {
+        runs.remove(&o);
+        end = end.max(o + l);
+    }
+    runs.insert(start, end - start);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::add_run;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn runs_merge_in_any_order() {
+        let mut r = BTreeMap::new();
+        for (o, l) in [(8, 4), (0, 4), (20, 4), (4, 4), (12, 4)] {
+            add_run(&mut r, o, l);
+        }
+        assert_eq!(r.into_iter().collect::<Vec<_>>(), [(0, 16), (20, 4)]);
     }
 }
