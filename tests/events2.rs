@@ -323,7 +323,7 @@ fn the_stream_follows_up_connect_primary_resync_disconnect_and_down() {
 
     let expected = [
         "resource role: Secondary Primary Secondary",
-        "device disk: Diskless Inconsistent UpToDate Diskless",
+        "device disk: Diskless Inconsistent UpToDate Detaching Diskless",
         "device open: no",
         "connection connection: StandAlone Connecting Connected StandAlone",
         "connection role: Unknown Secondary Unknown",

@@ -270,6 +270,11 @@ fn outdate_is_persisted_and_refuses_primary_until_forced() {
     p.eventually(10, "UpToDate/UpToDate", || {
         status(&p.b).starts_with("res0 role:Secondary\n  disk:UpToDate\n")
     });
+    // DRBD 9 refuses it while a connected Primary relies on this node's data.
+    p.a.adm(&["primary", RES]).ok();
+    p.eventually(10, "the peer's role", || {
+        status(&p.b).contains("role:Primary")
+    });
     let r = p.b.adm(&["outdate", RES]);
     assert_eq!(r.code, 11, "{r:#?}");
     assert!(
@@ -277,6 +282,7 @@ fn outdate_is_persisted_and_refuses_primary_until_forced() {
             .contains("(-6) Refusing to be Outdated while Connected"),
         "{r:#?}"
     );
+    p.a.adm(&["secondary", RES]).ok();
     p.b.adm(&["disconnect", RES]).ok();
     p.b.adm(&["outdate", RES]).ok();
     assert!(

@@ -126,7 +126,8 @@ fn verify_finds_a_corrupted_block_and_invalidate_repairs_it() {
     });
     p.assert_identical();
     assert!(
-        p.a.log_text().contains("-> SyncSource ); 4 KiB to resync"),
+        p.a.log_text()
+            .contains("Began resync as SyncSource (will sync 4 KB [1 bits set])."),
         "not a 4 KiB resync:\n{}",
         p.logs()
     );

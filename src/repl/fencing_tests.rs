@@ -477,6 +477,24 @@ fn outdate_is_refused_while_primary_connected_or_inconsistent() {
         Some(Err(AdminError::State(StateError::NoUpToDateDisk)))
     );
     admin(&mut e, 2, AdminCmd::Secondary);
+    // DRBD 9: a Secondary may outdate itself while no Primary relies on it; a Primary peer
+    // does.
+    e.handle(
+        Time::default(),
+        Input::PeerPacket {
+            node: PEER,
+            packet: crate::repl::wire::Packet::State {
+                role: Role::Primary,
+                peer_role: Role::Secondary,
+                disk: DiskState::UpToDate,
+                peer_disk: DiskState::UpToDate,
+                conn: crate::repl::ConnState::Connected,
+                repl: crate::repl::ReplState::Established,
+                flags: crate::repl::wire::StateFlags::empty(),
+            },
+        },
+    );
+    settle(&mut e);
     let acts = admin(&mut e, 3, AdminCmd::Outdate);
     assert_eq!(
         admin_result(&acts, 3),

@@ -1,6 +1,7 @@
 //! The replication core, PURE: no I/O, no threads, no clock, no unseeded RNG (`tests/purity.rs`).
 //!
 //! - [`state`]: DRBD's state names and state-change results.
+//! - [`state_rules`]: DRBD's state-change validity rules and what every change implies.
 //! - [`engine`]: one resource's state machine: roles, disk state, generation UUIDs, the request
 //!   lifecycle, the activity log and the out-of-sync bitmap. The driver (`crate::driver`) feeds
 //!   it and executes its actions.
@@ -15,6 +16,7 @@ pub mod handler;
 pub mod handshake;
 pub mod resync;
 pub mod state;
+pub mod state_rules;
 pub mod uuid;
 pub mod wire;
 

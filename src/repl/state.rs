@@ -28,8 +28,8 @@ pub enum DiskState {
     UpToDate,
 }
 
-/// A connection state (DRBD 9).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// A connection state (DRBD 9). The order is DRBD's: the state rules compare with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum ConnState {
     StandAlone,
     Disconnecting,
@@ -43,8 +43,9 @@ pub enum ConnState {
     Connected,
 }
 
-/// A replication state (DRBD 9, per peer device).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// A replication state (DRBD 9, per peer device). The order is DRBD's: the state rules compare
+/// with it ("above Established" is a resync, a verify or their preparation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum ReplState {
     Off,
     Established,
@@ -74,7 +75,8 @@ macro_rules! display_as_debug {
 }
 display_as_debug!(Role, DiskState, ConnState, ReplState);
 
-/// Why a state change was refused: DRBD's `enum drbd_state_rv` codes and texts.
+/// Why a state change was refused: DRBD's `enum drbd_state_rv` codes and texts
+/// (`drbd_strings.c`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, thiserror::Error)]
 pub enum StateError {
     #[error("(-1) Multiple primaries not allowed by config")]
@@ -83,28 +85,66 @@ pub enum StateError {
     NoUpToDateDisk,
     #[error("(-4) Can not resync without local disk")]
     NoLocalDisk,
-    /// `outdate` while a peer is connected.
+    #[error("(-5) Can not resync without remote disk")]
+    NoRemoteDisk,
+    /// `outdate` while a Primary peer needs this node's data.
     #[error("(-6) Refusing to be Outdated while Connected")]
     ConnectedOutdates,
     /// Promotion while a peer that fencing must account for is neither connected nor known
     /// Outdated (DRBD's `SS_PRIMARY_NOP`).
     #[error("(-7) Refusing to be Primary while peer is not outdated")]
     PrimaryNop,
+    #[error("(-8) Can not start OV/resync since it is already active")]
+    ResyncRunning,
+    #[error("(-9) Can not disconnect a StandAlone device")]
+    AlreadyStandalone,
+    #[error("(-10) State change was refused by peer node")]
+    RefusedByPeer,
     #[error("(-11) Device is diskless, the requested operation requires a disk")]
     DeviceDiskless,
     #[error("(-12) Device is held open by someone")]
     DeviceInUse,
+    #[error("(-13) Have no net/connection configuration")]
+    NoNetConfig,
     #[error("(-14) Need a verify algorithm to start online verify")]
     NoVerifyAlg,
-    #[error("(-15) Need a connection to start verify or resync")]
+    #[error("(-15) State change requires a connection")]
     NeedConnection,
     #[error("(-16) Disk state is lower than outdated")]
     LowerThanOutdated,
     #[error("(-18) In transient state, retry after next state change")]
     InTransientState,
+    #[error("(-19) Concurrent state changes detected and aborted")]
+    ConcurrentChange,
+    #[error("(-23) Timeout in operation")]
+    Timeout,
 }
 
 impl StateError {
+    /// DRBD's numeric code (`enum drbd_state_rv`).
+    pub fn code(self) -> i32 {
+        match self {
+            StateError::TwoPrimaries => -1,
+            StateError::NoUpToDateDisk => -2,
+            StateError::NoLocalDisk => -4,
+            StateError::NoRemoteDisk => -5,
+            StateError::ConnectedOutdates => -6,
+            StateError::PrimaryNop => -7,
+            StateError::ResyncRunning => -8,
+            StateError::AlreadyStandalone => -9,
+            StateError::RefusedByPeer => -10,
+            StateError::DeviceDiskless => -11,
+            StateError::DeviceInUse => -12,
+            StateError::NoNetConfig => -13,
+            StateError::NoVerifyAlg => -14,
+            StateError::NeedConnection => -15,
+            StateError::LowerThanOutdated => -16,
+            StateError::InTransientState => -18,
+            StateError::ConcurrentChange => -19,
+            StateError::Timeout => -23,
+        }
+    }
+
     /// drbdsetup's exit code for this refusal (`check_error()`): 17 for "no UpToDate disk",
     /// 5 for "lower than outdated", 16 for "no local disk", 11 for every other state change.
     pub fn exit_code(self) -> i32 {

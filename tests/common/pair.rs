@@ -172,13 +172,14 @@ pub fn status(n: &Node) -> String {
     n.adm(&["status", RES]).ok().stdout
 }
 
-/// KiB the resync moved, from the SyncSource's log ("N KiB to resync").
+/// KiB each resync moved, from the SyncSource's log (DRBD's "Began resync as SyncSource
+/// (will sync N KB [M bits set]).").
 pub fn resync_kib(log: &str) -> Vec<u64> {
+    const AT: &str = "Began resync as SyncSource (will sync ";
     log.lines()
-        .filter(|l| l.contains("-> SyncSource )"))
         .filter_map(|l| {
-            let at = l.find("; ")?;
-            l[at + 2..].split(' ').next()?.parse().ok()
+            let at = l.find(AT)? + AT.len();
+            l[at..].split(' ').next()?.parse().ok()
         })
         .collect()
 }

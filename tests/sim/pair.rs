@@ -11,7 +11,8 @@
 //!   Primary crashed since, and then a write it may hold (at least what a FLUSH covered);
 //! - never two Primaries while connected;
 //! - a node's current UUID changes only by a named rotation: a new one on a Primary (or a
-//!   promotion) without a connected peer, `new-current-uuid`, or adopting the peer's.
+//!   promotion) without a connected peer or without the peer's disk, `new-current-uuid`, or
+//!   adopting the peer's.
 
 use super::Rng;
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -192,6 +193,13 @@ impl Node {
     pub fn connected(&self) -> bool {
         let p = self.status_peer();
         self.alive && p.conn == ConnState::Connected && p.repl != ReplState::Off
+    }
+
+    /// As this node sees it, its peer has a disk that gets replicated writes (a Diskless or
+    /// failed one is marked out of sync instead).
+    pub fn peer_has_disk(&self) -> bool {
+        let d = self.status_peer().disk;
+        d >= DiskState::Inconsistent && d != DiskState::DUnknown
     }
 
     pub fn uuid(&self) -> GenUuid {
@@ -584,7 +592,13 @@ impl World {
         }
         let peer = &self.n[1 - i];
         let adopted = now == peer.uuid();
-        let fresh_on_primary = node.engine.role() == Role::Primary && !node.connected();
+        // A Primary starts a new generation when it loses sight of its peer's data: the link
+        // went, or the peer's disk did (DRBD's `lost_contact_to_peer_data()`).
+        let pdsk = node.status_peer().disk;
+        let peer_data_lost = pdsk < DiskState::Inconsistent
+            || matches!(pdsk, DiskState::DUnknown | DiskState::Outdated);
+        let fresh_on_primary =
+            node.engine.role() == Role::Primary && (!node.connected() || peer_data_lost);
         if !(adopted || fresh_on_primary || node.uuid_change_ok) {
             self.fail(format!(
                 "node {i} current UUID {:?} -> {now:?} without a named rotation",
@@ -755,7 +769,7 @@ impl World {
                     // What the sectors hold once it lands: a trim reads back as zeroes.
                     wid: t,
                     ack_seq: 0,
-                    replicated: self.up[i] && self.n[i].connected(),
+                    replicated: self.up[i] && self.n[i].connected() && self.n[i].peer_has_disk(),
                     modelled,
                 },
             );

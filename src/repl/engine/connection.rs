@@ -1,5 +1,5 @@
-//! Per-peer connection state and the connect handshake (DRBD's `drbd_connected()` and
-//! `drbd_sync_handshake()`).
+//! The connection to each peer and the handshake (DRBD's `drbd_connected()`,
+//! `drbd_sync_handshake()` and, for a disk attached while connected, `drbd_attach_handshake()`).
 //!
 //! When the driver reports an authenticated link ([`Input::PeerUp`]) both sides send `Sizes`,
 //! `Uuids` and `State`, in that order on the data stream. Once all three of the peer's have
@@ -14,80 +14,23 @@
 //! - split brain, unrelated data, a too small peer, two Primaries: the link is dropped and the
 //!   connection goes StandAlone, with DRBD's log lines.
 //!
+//! A side without a disk takes part too: it is Established with no resync, and its peer marks
+//! what it writes instead of sending it. When a disk is attached while connected, the same
+//! exchange runs again on the open link ([`Engine::handshake_again`]): `Sizes` outside a
+//! handshake tells the peer to send its side again.
+//!
 //! From the decision on, application writes are replicated to the peer (also to a SyncTarget),
 //! so a write is either in the bitmap that was sent or on its way as `Data`.
 
-use super::replicate::Link;
-use super::{Action, Engine, rotate_current};
+use super::peer::Session;
+use super::{Action, Change, Engine, rotate_current};
 use crate::config::Protocol;
 use crate::meta::superblock::flags;
 use crate::repl::digest::DigestAlg;
 use crate::repl::handshake::{self, SbContext, SbPolicy, SizeInput, SyncStrategy, UuidSet};
-use crate::repl::state::{ConnState, DiskState, ReplState, Role};
+use crate::repl::state::{ConnState, DiskState, ReplState, Role, StateError};
 use crate::repl::wire::{Packet, SizesFlags, StateFlags, UuidFlags};
 use crate::types::{BM_BLOCK_SIZE, GenUuid, NodeId, SECTOR_SIZE, Sector};
-
-/// One configured peer, as this node sees it.
-#[derive(Debug)]
-pub(super) struct PeerConn {
-    pub conn: ConnState,
-    pub repl: ReplState,
-    pub role: Role,
-    pub disk: DiskState,
-    pub protocol: Protocol,
-    /// While the handshake runs: what the peer has sent so far.
-    pub hs: Option<Handshake>,
-    /// The resync with this peer, from the decision until it finishes.
-    pub rs: Option<super::resync::Resync>,
-    /// An online verify with this peer (`VerifyS`/`VerifyT`).
-    pub ov: Option<super::verify::Verify>,
-    /// `pause-sync` here / on the peer.
-    pub user_paused: bool,
-    pub peer_paused: bool,
-    /// Bytes of data received from / sent to the peer (status `received:`/`sent:`).
-    pub received: u64,
-    pub sent: u64,
-    /// Replication was established with this peer since the disk was attached: a later
-    /// handshake is a reconnect (`UUID_FLAG_RECONNECT`), not a fresh start.
-    pub was_established: bool,
-    /// The peer's current UUID from its last `Uuids` (a SyncTarget adopts it at the end).
-    pub peer_current: GenUuid,
-    /// `connect --discard-my-data`: this node gives up its changes in the next split brain.
-    /// Sent in `ProtocolParams` and `Uuids`; cleared once a handshake has decided.
-    pub discard_my_data: bool,
-}
-
-impl PeerConn {
-    pub fn new() -> PeerConn {
-        PeerConn {
-            conn: ConnState::StandAlone,
-            repl: ReplState::Off,
-            role: Role::Unknown,
-            disk: DiskState::DUnknown,
-            protocol: Protocol::C,
-            hs: None,
-            rs: None,
-            ov: None,
-            user_paused: false,
-            peer_paused: false,
-            received: 0,
-            sent: 0,
-            was_established: false,
-            peer_current: GenUuid::ZERO,
-            discard_my_data: false,
-        }
-    }
-
-    /// The replication state as status shows it (a paused resync is `PausedSync*`).
-    pub fn shown_repl(&self) -> ReplState {
-        let paused = self.user_paused || self.peer_paused;
-        match self.repl {
-            ReplState::SyncSource if paused => ReplState::PausedSyncS,
-            ReplState::SyncTarget if paused => ReplState::PausedSyncT,
-            r => r,
-        }
-    }
-}
 
 /// What the peer has sent of its handshake.
 #[derive(Debug, Default)]
@@ -116,35 +59,40 @@ struct PeerUuids {
 }
 
 impl Engine {
-    /// The connection state of `node` (created on first use for a configured peer).
-    pub(super) fn conn_mut(&mut self, node: NodeId) -> Option<&mut PeerConn> {
-        if !self.cfg.peers.iter().any(|p| p.node_id == node) {
-            return None;
-        }
-        Some(self.conns.entry(node).or_insert_with(PeerConn::new))
-    }
-
+    /// The driver is trying to reach `node` (`connect`, or a lost link it keeps retrying).
     pub(super) fn peer_connecting(&mut self, node: NodeId) {
-        let Some(c) = self.conn_mut(node) else {
+        let Some(c) = self.peers.get(&node) else {
             return;
         };
-        if c.conn != ConnState::Connecting {
-            let old = c.conn;
-            c.conn = ConnState::Connecting;
-            self.log(format!("peer {node}: conn( {old} -> Connecting )"));
+        if c.st.conn() == ConnState::StandAlone {
+            // DRBD's way out of StandAlone: Unconnected first, then Connecting.
+            self.force_change(Change::hard("connect").conn(node, ConnState::Unconnected));
         }
+        self.force_change(Change::hard("connect").conn(node, ConnState::Connecting));
     }
 
     /// The link is up: start the handshake.
     pub(super) fn handshake_start(&mut self, node: NodeId, protocol: Protocol) {
-        self.fence_peer_up(node);
-        let now = self.now;
-        let Some(c) = self.conn_mut(node) else {
+        if !self.peers.contains_key(&node) {
             return self.log(format!("ignoring unknown peer node-id {node}"));
+        }
+        self.fence_peer_up(node);
+        if self
+            .peers
+            .get(&node)
+            .is_some_and(|c| c.st.conn() == ConnState::StandAlone)
+        {
+            self.force_change(Change::hard("connect").conn(node, ConnState::Unconnected));
+        }
+        self.force_change(
+            Change::hard("connected")
+                .conn(node, ConnState::Connected)
+                .repl(node, ReplState::Off),
+        );
+        let now = self.now;
+        let Some(c) = self.peers.get_mut(&node) else {
+            return;
         };
-        let old = c.conn;
-        c.conn = ConnState::Connected;
-        c.repl = ReplState::Off;
         c.protocol = protocol;
         c.hs = Some(Handshake {
             started: now,
@@ -153,32 +101,9 @@ impl Engine {
         c.rs = None;
         c.ov = None;
         c.peer_paused = false;
-        self.log(format!(
-            "peer {node}: conn( {old} -> Connected ) protocol {protocol:?}"
-        ));
-        let Some(d) = self.disk.as_ref() else {
-            self.log(format!(
-                "peer {node}: this node has no disk attached; a diskless node cannot connect in \
-                 this build (attach first; the link keeps retrying)"
-            ));
-            return self.drop_link(node, false);
-        };
-        let sectors = d.data_bytes / SECTOR_SIZE;
-        let sizes = Packet::Sizes {
-            backing: Sector(sectors),
-            user: Sector(0),
-            current: Sector(sectors),
-            max_bio_size: crate::repl::wire::MAX_DATA_LEN as u32,
-            flags: SizesFlags::empty(),
-        };
-        let discard_my_data = self.conns.get(&node).is_some_and(|c| c.discard_my_data);
-        let extra = if discard_my_data {
-            UuidFlags::DISCARD_MY_DATA
-        } else {
-            UuidFlags::empty()
-        };
-        let uuids = self.my_uuids_packet(node, extra);
-        let state = self.my_state_packet(node);
+        c.peer_repl = ReplState::Off;
+        let discard_my_data = c.discard_my_data;
+        self.peer_log(node, format!("Handshake: protocol {protocol:?}"));
         let policy = self.sb_policy(node);
         let info = self.peer_info(node);
         // P_PROTOCOL first: both sides must run the same replication protocol.
@@ -205,14 +130,59 @@ impl Engine {
             verify_alg,
             csums_alg,
         };
-        for packet in [params, sync_params, sizes, uuids, state] {
+        self.send(node, params);
+        self.send(node, sync_params);
+        self.send_handshake(node);
+    }
+
+    /// Runs the handshake again on an established link: this node attached its disk, or the
+    /// peer did (its `Sizes` arrived outside a handshake). Writes wait while it runs, as at
+    /// connect time; replication with the peer goes on afterwards in the same session.
+    pub(super) fn handshake_again(&mut self, node: NodeId) {
+        let now = self.now;
+        let Some(c) = self.peers.get_mut(&node) else {
+            return;
+        };
+        if c.st.conn() != ConnState::Connected {
+            return;
+        }
+        c.hs = Some(Handshake {
+            started: now,
+            ..Handshake::default()
+        });
+        self.peer_log(
+            node,
+            "a disk was attached: running the handshake again".to_string(),
+        );
+        self.send_handshake(node);
+    }
+
+    /// This node's `Sizes`, `Uuids` and `State` (a Diskless node sends size 0 and no UUIDs).
+    fn send_handshake(&mut self, node: NodeId) {
+        let sectors = self.size_bytes() / SECTOR_SIZE;
+        let sizes = Packet::Sizes {
+            backing: Sector(sectors),
+            user: Sector(0),
+            current: Sector(sectors),
+            max_bio_size: crate::repl::wire::MAX_DATA_LEN as u32,
+            flags: SizesFlags::empty(),
+        };
+        let discard_my_data = self.peers.get(&node).is_some_and(|c| c.discard_my_data);
+        let extra = if discard_my_data {
+            UuidFlags::DISCARD_MY_DATA
+        } else {
+            UuidFlags::empty()
+        };
+        let uuids = self.my_uuids_packet(node, extra);
+        let state = self.my_state_packet(node);
+        for packet in [sizes, uuids, state] {
             self.send(node, packet);
         }
     }
 
     /// When the oldest undecided handshake is given up.
     pub(super) fn handshake_deadline(&self) -> Option<crate::types::Time> {
-        self.conns
+        self.peers
             .values()
             .filter_map(|c| c.hs.as_ref().filter(|h| h.strategy.is_none()))
             .map(|h| h.started.plus_ms(HANDSHAKE_TIMEOUT_MS))
@@ -222,7 +192,7 @@ impl Engine {
     pub(super) fn check_handshake_timeout(&mut self) {
         let now = self.now;
         let late: Vec<NodeId> = self
-            .conns
+            .peers
             .iter()
             .filter(|(_, c)| {
                 c.hs.as_ref().is_some_and(|h| {
@@ -232,9 +202,10 @@ impl Engine {
             .map(|(n, _)| *n)
             .collect();
         for node in late {
-            self.log(format!(
-                "peer {node}: the handshake did not finish in time; reconnecting"
-            ));
+            self.peer_log(
+                node,
+                "the handshake did not finish in time; reconnecting".to_string(),
+            );
             self.drop_link(node, false);
         }
     }
@@ -267,10 +238,10 @@ impl Engine {
                 UuidFlags::empty(),
             ),
         };
-        if self.disk_state < DiskState::Consistent {
+        if self.st.disk() < DiskState::Consistent {
             fl = fl | UuidFlags::INCONSISTENT;
         }
-        if self.conns.get(&node).is_some_and(|c| c.was_established) {
+        if self.peers.get(&node).is_some_and(|c| c.was_established) {
             fl = fl | UuidFlags::RECONNECT;
         }
         Packet::Uuids {
@@ -284,18 +255,18 @@ impl Engine {
 
     /// `State` as this node would send it to `node`.
     pub(super) fn my_state_packet(&self, node: NodeId) -> Packet {
-        let c = self.conns.get(&node);
+        let c = self.peers.get(&node);
         let mut fl = StateFlags::empty();
         if c.is_some_and(|c| c.user_paused) {
             fl = StateFlags(fl.bits() | StateFlags::USER_ISP.bits());
         }
         Packet::State {
-            role: self.role,
-            peer_role: c.map_or(Role::Unknown, |c| c.role),
-            disk: self.disk_state,
-            peer_disk: c.map_or(DiskState::DUnknown, |c| c.disk),
+            role: self.st.role(),
+            peer_role: c.map_or(Role::Unknown, |c| c.st.role()),
+            disk: self.st.disk(),
+            peer_disk: c.map_or(DiskState::DUnknown, |c| c.st.disk()),
             conn: ConnState::Connected,
-            repl: c.map_or(ReplState::Off, |c| c.repl),
+            repl: c.map_or(ReplState::Off, |c| c.st.repl()),
             flags: fl,
         }
     }
@@ -309,7 +280,7 @@ impl Engine {
     }
 
     pub(super) fn send(&mut self, node: NodeId, packet: Packet) {
-        if let Some(c) = self.conns.get_mut(&node) {
+        if let Some(c) = self.peers.get_mut(&node) {
             c.sent += packet.data_len() as u64;
         }
         self.actions.push_back(Action::Send { node, packet });
@@ -322,57 +293,61 @@ impl Engine {
         self.link_lost(node, standalone);
     }
 
-    /// The link to `node` is gone (reported by the driver, or dropped by us).
+    /// The link to `node` is gone (reported by the driver, or dropped by us). What the peer
+    /// has not confirmed is marked, the writes that waited for it complete on local success
+    /// (see `replicate::peer_down`), and the connection goes Connecting (the driver retries)
+    /// or StandAlone.
     pub(super) fn link_lost(&mut self, node: NodeId, standalone: bool) {
+        let Some(c) = self.peers.get(&node) else {
+            return;
+        };
+        if c.st.conn() == ConnState::StandAlone && standalone {
+            return; // already down and staying down
+        }
         // Before `peer_down` completes the writes that waited for the peer: under
         // resource-and-stonith they must stay unacknowledged until the peer is fenced.
         let known = self.fence_link_lost(node);
-        self.peer_down(node);
-        let Some(c) = self.conns.get_mut(&node) else {
-            return;
-        };
-        let new = if standalone {
+        self.mark_unconfirmed(node);
+        let conn = if standalone {
             ConnState::StandAlone
         } else {
             ConnState::Connecting
         };
-        let old = c.conn;
-        let was_syncing = c.rs.is_some();
-        c.conn = new;
-        c.repl = ReplState::Off;
-        c.role = Role::Unknown;
-        c.disk = DiskState::DUnknown;
-        c.hs = None;
-        c.rs = None;
-        let was_verifying = c.ov.take().is_some();
-        c.peer_paused = false;
-        if let Some(disk) = known {
-            // DRBD keeps an Outdated or Inconsistent peer disk while disconnected: that peer
-            // cannot have newer data, which is what promotion under fencing asks.
-            c.disk = disk;
-        }
-        if was_verifying {
-            self.log(format!(
-                "peer {node}: online verify interrupted by the lost link"
-            ));
-        }
-        if old != new {
-            self.log(format!("peer {node}: conn( {old} -> {new} )"));
-        }
-        if was_syncing {
-            self.log(format!(
-                "peer {node}: resync interrupted; it continues from the bitmap on reconnect"
-            ));
+        // DRBD keeps an Outdated or Inconsistent peer disk while disconnected: that peer
+        // cannot have newer data, which is what promotion under fencing asks.
+        let pdsk = known.unwrap_or(DiskState::DUnknown);
+        self.force_change(
+            Change::hard("disconnected")
+                .conn(node, conn)
+                .repl(node, ReplState::Off)
+                .pdsk(node, pdsk),
+        );
+        self.peer_down(node);
+        if let Some(c) = self.peers.get_mut(&node) {
+            c.hs = None;
+            c.rs = None;
+            c.ov = None;
+            c.peer_paused = false;
         }
     }
 
     /// A handshake packet, or a state update once connected.
     pub(super) fn handshake_packet(&mut self, node: NodeId, packet: Packet) {
-        let Some(c) = self.conns.get_mut(&node) else {
+        let Some(c) = self.peers.get_mut(&node) else {
+            return;
+        };
+        if c.hs.is_none() {
+            if !matches!(packet, Packet::Sizes { .. }) {
+                return self.connected_packet(node, packet);
+            }
+            // The peer attached its disk and runs the handshake again: our side too.
+            self.handshake_again(node);
+        }
+        let Some(c) = self.peers.get_mut(&node) else {
             return;
         };
         let Some(hs) = c.hs.as_mut() else {
-            return self.connected_packet(node, packet);
+            return;
         };
         match packet {
             Packet::ProtocolParams {
@@ -386,21 +361,27 @@ impl Engine {
                 let mine = DigestAlg::name_of(self.peer_info(node).and_then(|p| p.integrity_alg));
                 if mine != integrity_alg {
                     // DRBD's `receive_protocol()`: both ends must digest the same way.
-                    self.log(format!(
-                        "peer {node}: incompatible data-integrity-alg (mine \"{mine}\", peer's \
+                    self.peer_log(
+                        node,
+                        format!(
+                            "incompatible data-integrity-alg (mine \"{mine}\", peer's \
                          \"{integrity_alg}\"); set the same data-integrity-alg on both nodes"
-                    ));
+                        ),
+                    );
                     return self.drop_link(node, true);
                 }
-                let Some(c) = self.conns.get_mut(&node) else {
+                let Some(c) = self.peers.get_mut(&node) else {
                     return;
                 };
                 if protocol != c.protocol {
                     let mine = c.protocol;
-                    self.log(format!(
-                        "peer {node}: incompatible communication protocols (mine {mine:?}, \
+                    self.peer_log(
+                        node,
+                        format!(
+                            "incompatible communication protocols (mine {mine:?}, \
                          peer's {protocol:?}); set the same `protocol` on both nodes"
-                    ));
+                        ),
+                    );
                     return self.drop_link(node, true);
                 }
                 // Both sides must resolve a split brain the same way, or each would pick
@@ -421,10 +402,13 @@ impl Engine {
                 .into_iter()
                 .find(|d| d.1);
                 if let Some((what, _)) = differs {
-                    self.log(format!(
-                        "peer {node}: incompatible {what} settings; set the same policy on both \
+                    self.peer_log(
+                        node,
+                        format!(
+                            "incompatible {what} settings; set the same policy on both \
                          nodes (discard-node-NAME names the same node on both)"
-                    ));
+                        ),
+                    );
                     return self.drop_link(node, true);
                 }
                 return;
@@ -442,16 +426,26 @@ impl Engine {
                     ("csums-alg", mine_c, csums_alg.as_str()),
                 ] {
                     if mine != theirs {
-                        self.log(format!(
-                            "peer {node}: Different {what} settings. me=\"{mine}\" \
+                        self.peer_log(
+                            node,
+                            format!(
+                                "Different {what} settings. me=\"{mine}\" \
                              peer=\"{theirs}\"; set the same {what} on both nodes"
-                        ));
+                            ),
+                        );
                         return self.drop_link(node, true);
                     }
                 }
                 return;
             }
-            Packet::Sizes { backing, .. } => hs.sizes = Some(backing),
+            Packet::Sizes { backing, .. } => {
+                // A round of the handshake begins with Sizes: what came before is stale.
+                if hs.strategy.is_none() {
+                    hs.uuids = None;
+                    hs.state = None;
+                }
+                hs.sizes = Some(backing);
+            }
             Packet::Uuids {
                 current,
                 bitmap,
@@ -471,25 +465,23 @@ impl Engine {
                 role, disk, flags, ..
             } => {
                 hs.state = Some((role, disk));
-                c.role = role;
-                c.disk = disk;
                 c.peer_paused = flags.contains(StateFlags::USER_ISP);
             }
             Packet::BitmapRle { chunk, last, data } => {
                 return self.bitmap_chunk(node, chunk, last, &data);
             }
             other => {
-                return self.log(format!(
-                    "peer {node}: {:?} during the handshake ignored",
-                    other.packet_type()
-                ));
+                return self.peer_log(
+                    node,
+                    format!("{:?} during the handshake ignored", other.packet_type()),
+                );
             }
         }
         self.maybe_decide(node);
     }
 
     fn maybe_decide(&mut self, node: NodeId) {
-        let Some(hs) = self.conns.get(&node).and_then(|c| c.hs.as_ref()) else {
+        let Some(hs) = self.peers.get(&node).and_then(|c| c.hs.as_ref()) else {
             return;
         };
         if hs.strategy.is_some() {
@@ -500,20 +492,26 @@ impl Engine {
         else {
             return;
         };
+        if let Some(c) = self.peers.get_mut(&node) {
+            c.peer_current = pu.current;
+        }
         let Some(d) = self.disk.as_ref() else {
-            return self.drop_link(node, true);
+            return self.established_diskless(node, peer_role, peer_disk);
         };
+        if peer_disk == DiskState::Diskless {
+            return self.established_diskless(node, peer_role, peer_disk);
+        }
         // Sizes: never shrink a device that holds data.
         let size = match handshake::check_sizes(&SizeInput {
             my_max: Sector(d.data_bytes / SECTOR_SIZE),
             peer_max: peer_size,
             user_size: Sector(0),
             last_agreed: Sector(d.sb.la_size_sect),
-            my_disk: self.disk_state,
+            my_disk: self.st.disk(),
         }) {
             Ok(s) => s,
             Err(refusal) => {
-                self.log(format!("peer {node}: {refusal}"));
+                self.peer_log(node, format!("{refusal}"));
                 return self.drop_link(node, true);
             }
         };
@@ -523,7 +521,7 @@ impl Engine {
         let Some(info) = self.peer_info(node).cloned() else {
             return;
         };
-        let protocol = self.conns.get(&node).map_or(Protocol::C, |c| c.protocol);
+        let protocol = self.peers.get(&node).map_or(Protocol::C, |c| c.protocol);
         let me = self.my_uuid_set(node, protocol);
         let peer = UuidSet {
             node_id: node,
@@ -540,7 +538,7 @@ impl Engine {
             protocol,
         };
         let decision = handshake::uuid_compare(&me, &peer);
-        self.log(format!("peer {node}: {decision}"));
+        self.peer_log(node, format!("{decision}"));
         let outcome = handshake::resolve_split_brain(
             decision,
             &SbContext {
@@ -550,16 +548,13 @@ impl Engine {
             },
         );
         for line in &outcome.log {
-            self.log(format!("peer {node}: {line}"));
+            self.peer_log(node, format!("{line}"));
         }
         for &handler in &outcome.handlers {
             self.run_handler(handler, Some(node));
         }
         if outcome.fixup == Some(handshake::Fixup::PushOwnBitmapToHistory) {
             self.bitmap_uuid_to_history(node);
-        }
-        if let Some(c) = self.conns.get_mut(&node) {
-            c.peer_current = pu.current;
         }
         if outcome.disconnects() {
             let retry = outcome.strategy == SyncStrategy::SyncTargetPrimaryReconnect;
@@ -569,19 +564,25 @@ impl Engine {
             // call-pri-lost-after-sb chose this Primary's data to be discarded: it must stop
             // being Primary first (DRBD's `drbd_asb_recover_1p()`/`_2p()`).
             if self.open_count > 0 {
-                self.log(format!(
-                    "peer {node}: cannot give up primary role ({} NBD client(s) hold the \
+                self.peer_log(
+                    node,
+                    format!(
+                        "cannot give up primary role ({} NBD client(s) hold the \
                      export open); calling pri-lost-after-sb",
-                    self.open_count
-                ));
+                        self.open_count
+                    ),
+                );
                 self.run_handler(crate::repl::handler::Handler::PriLostAfterSb, Some(node));
-                self.log(format!("peer {node}: {}", handshake::msg::SB_UNRESOLVED));
+                self.peer_log(node, handshake::msg::SB_UNRESOLVED.to_string());
                 return self.drop_link(node, true);
             }
-            self.demote();
-            self.log(format!("peer {node}: Successfully gave up primary role."));
+            if let Err(e) = self.demote("after-sb") {
+                self.peer_log(node, format!("cannot give up primary role: {e}"));
+                return self.drop_link(node, true);
+            }
+            self.peer_log(node, "Successfully gave up primary role.".to_string());
         }
-        if let Some(c) = self.conns.get_mut(&node)
+        if let Some(c) = self.peers.get_mut(&node)
             && c.discard_my_data
         {
             // Used: a later split brain needs a new decision by the operator.
@@ -601,17 +602,23 @@ impl Engine {
             )
             .demote_first
         };
-        if self.role == Role::Primary && peer_role == Role::Primary && !peer_demotes() {
-            self.log(format!(
-                "peer {node}: both nodes are Primary and allow-two-primaries is not supported; \
+        if self.st.role() == Role::Primary && peer_role == Role::Primary && !peer_demotes() {
+            self.peer_log(
+                node,
+                "both nodes are Primary and allow-two-primaries is not supported; \
                  dropping connection"
-            ));
+                    .to_string(),
+            );
             return self.drop_link(node, true);
         }
         let strategy = outcome.strategy;
         self.start_replication(node, protocol);
+        if strategy != SyncStrategy::NoSync {
+            // Both sides end the resync in the source's generation, the one compared now.
+            self.new_uuid_due = false;
+        }
         if strategy == SyncStrategy::NoSync {
-            return self.established_in_sync(node, peer_disk);
+            return self.established_in_sync(node, peer_role, peer_disk);
         }
         let source = strategy.is_sync_source();
         let full = matches!(
@@ -622,27 +629,30 @@ impl Engine {
             let bytes = d.data_bytes;
             d.mark(node, 0, bytes);
         }
-        if let Some(c) = self.conns.get_mut(&node) {
-            c.repl = if source {
-                ReplState::WFBitMapS
-            } else {
-                ReplState::WFBitMapT
-            };
-            if let Some(hs) = c.hs.as_mut() {
-                hs.strategy = Some(strategy);
-                hs.bitmap = Some(Vec::new());
-            }
+        let repl = if source {
+            ReplState::WFBitMapS
+        } else {
+            ReplState::WFBitMapT
+        };
+        self.force_change(
+            Change::hard("connected")
+                .repl(node, repl)
+                .peer_role(node, peer_role)
+                .pdsk(node, peer_disk),
+        );
+        if let Some(c) = self.peers.get_mut(&node)
+            && let Some(hs) = c.hs.as_mut()
+        {
+            hs.strategy = Some(strategy);
+            hs.bitmap = Some(Vec::new());
         }
         self.send_bitmap(node);
     }
 
     /// `connect --discard-my-data` (or a plain `connect`, which clears it).
     pub(super) fn set_discard_my_data(&mut self, discard: bool) {
-        let nodes: Vec<NodeId> = self.cfg.peers.iter().map(|p| p.node_id).collect();
-        for node in nodes {
-            if let Some(c) = self.conn_mut(node) {
-                c.discard_my_data = discard;
-            }
+        for c in self.peers.values_mut() {
+            c.discard_my_data = discard;
         }
         if discard {
             self.log(
@@ -680,11 +690,11 @@ impl Engine {
                 .map_or(GenUuid::ZERO, |p| p.bitmap_uuid),
             history: d.map_or(Vec::new(), |d| d.sb.history.to_vec()),
             crashed_primary: d.is_some_and(|d| d.sb.flags & flags::CRASHED_PRIMARY != 0),
-            reconnect: self.conns.get(&node).is_some_and(|c| c.was_established),
+            reconnect: self.peers.get(&node).is_some_and(|c| c.was_established),
             primary_lost_quorum: false,
-            role: self.role,
-            disk: self.disk_state,
-            discard_my_data: self.conns.get(&node).is_some_and(|c| c.discard_my_data),
+            role: self.st.role(),
+            disk: self.st.disk(),
+            discard_my_data: self.peers.get(&node).is_some_and(|c| c.discard_my_data),
             dirty_bits: d.and_then(|d| d.bitmap(node)).map_or(0, |b| b.count()),
             protocol,
         }
@@ -692,42 +702,66 @@ impl Engine {
 
     /// From the decision on, writes go to the peer as well (see the module docs).
     fn start_replication(&mut self, node: NodeId, protocol: Protocol) {
-        self.links.insert(node, Link::new(protocol));
-        // In the same generation as the peer: a UUID that was due is not needed any more.
-        self.new_uuid_due = false;
-        if let Some(c) = self.conns.get_mut(&node) {
-            c.was_established = true;
+        let Some(c) = self.peers.get_mut(&node) else {
+            return;
+        };
+        c.was_established = true;
+        // A handshake run again on an open link (a disk attached) keeps its session: epochs
+        // and barriers in flight go on.
+        if c.session.is_none() {
+            c.session = Some(Session::new(protocol));
         }
     }
 
     /// No resync: both sides hold the same generation.
-    fn established_in_sync(&mut self, node: NodeId, peer_disk: DiskState) {
+    fn established_in_sync(&mut self, node: NodeId, peer_role: Role, peer_disk: DiskState) {
+        // In the same generation as the peer: a UUID that was due is not needed any more.
+        self.new_uuid_due = false;
         let consistent = |s: DiskState| s >= DiskState::Outdated && s != DiskState::DUnknown;
-        let both = consistent(self.disk_state) && consistent(peer_disk);
-        if both && self.disk_state != DiskState::UpToDate {
-            self.set_up_to_date();
-        }
-        if let Some(c) = self.conns.get_mut(&node) {
+        let both = consistent(self.st.disk()) && consistent(peer_disk);
+        if let Some(c) = self.peers.get_mut(&node) {
             c.hs = None;
-            c.repl = ReplState::Established;
-            if both {
-                c.disk = DiskState::UpToDate;
-            }
         }
-        self.log(format!("peer {node}: repl( Off -> Established )"));
+        let mut change = Change::hard("connected")
+            .repl(node, ReplState::Established)
+            .peer_role(node, peer_role)
+            .pdsk(node, if both { DiskState::UpToDate } else { peer_disk });
+        if both {
+            change = change.disk(DiskState::UpToDate);
+        }
+        self.force_change(change);
+        if both {
+            self.set_up_to_date("connected");
+        }
         self.clear_crashed_primary();
         self.broadcast_state();
         self.maybe_unfence(node);
     }
 
-    /// The disk holds the newest data (a handshake or a finished resync said so).
-    pub(super) fn set_up_to_date(&mut self) {
+    /// One side has no disk: there is nothing to compare or resync. Replication is established
+    /// all the same: a Primary marks in its bitmap what a Diskless peer misses (see
+    /// `replicate`), and a disk attached later runs the handshake again.
+    fn established_diskless(&mut self, node: NodeId, peer_role: Role, peer_disk: DiskState) {
+        let protocol = self.peers.get(&node).map_or(Protocol::C, |c| c.protocol);
+        self.start_replication(node, protocol);
+        if let Some(c) = self.peers.get_mut(&node) {
+            c.hs = None;
+        }
+        self.force_change(
+            Change::hard("connected")
+                .repl(node, ReplState::Established)
+                .peer_role(node, peer_role)
+                .pdsk(node, peer_disk),
+        );
+        self.broadcast_state();
+    }
+
+    /// The disk holds the newest data (a handshake or a finished resync said so): UpToDate,
+    /// and persisted as such.
+    pub(super) fn set_up_to_date(&mut self, tag: &'static str) {
+        self.force_change(Change::hard(tag).disk(DiskState::UpToDate));
         if let Some(d) = self.disk.as_mut() {
             d.sb.flags |= flags::CONSISTENT | flags::WAS_UP_TO_DATE;
-        }
-        if self.disk_state != DiskState::UpToDate {
-            self.log(format!("disk( {} -> UpToDate )", self.disk_state));
-            self.disk_state = DiskState::UpToDate;
         }
         self.sb_changed();
     }
@@ -801,17 +835,17 @@ impl Engine {
     }
 
     fn bitmap_chunk(&mut self, node: NodeId, chunk: u32, last: bool, data: &[u8]) {
-        let Some(hs) = self.conns.get_mut(&node).and_then(|c| c.hs.as_mut()) else {
+        let Some(hs) = self.peers.get_mut(&node).and_then(|c| c.hs.as_mut()) else {
             return;
         };
         let Some(buf) = hs.bitmap.as_mut() else {
-            self.log(format!("peer {node}: bitmap before the sync decision"));
+            self.peer_log(node, "bitmap before the sync decision".to_string());
             return self.drop_link(node, false);
         };
         let _ = chunk;
         buf.extend_from_slice(data);
         if buf.len() > 64 << 20 {
-            self.log(format!("peer {node}: bitmap too large"));
+            self.peer_log(node, "bitmap too large".to_string());
             return self.drop_link(node, false);
         }
         if !last {
@@ -827,17 +861,17 @@ impl Engine {
         let theirs = match crate::bitmap::rle::decode(&enc, nbits) {
             Ok(b) => b,
             Err(e) => {
-                self.log(format!("peer {node}: bad bitmap from peer: {e}"));
+                self.peer_log(node, format!("bad bitmap from peer: {e}"));
                 return self.drop_link(node, false);
             }
         };
         if let Some(bm) = self.disk.as_mut().and_then(|d| d.bitmap_mut(node))
             && bm.union_with(&theirs).is_err()
         {
-            self.log(format!("peer {node}: peer bitmap has the wrong size"));
+            self.peer_log(node, "peer bitmap has the wrong size".to_string());
             return self.drop_link(node, false);
         }
-        if let Some(c) = self.conns.get_mut(&node) {
+        if let Some(c) = self.peers.get_mut(&node) {
             c.hs = None;
         }
         match strategy {
@@ -859,13 +893,15 @@ impl Engine {
             } => self.peer_state(node, role, disk, repl, flags),
             Packet::Uuids { current, flags, .. } => self.peer_new_uuid(node, current, flags),
             Packet::SyncUuid { uuid } => self.become_full_sync_target(node, uuid),
-            other => self.log(format!(
-                "peer {node}: unexpected {:?} ignored",
-                other.packet_type()
-            )),
+            other => self.peer_log(
+                node,
+                format!("unexpected {:?} ignored", other.packet_type()),
+            ),
         }
     }
 
+    /// The peer's `State` after the handshake: its role and disk, and what its replication
+    /// state starts or ends here (the end of a resync, a verify, an invalidate).
     fn peer_state(
         &mut self,
         node: NodeId,
@@ -874,39 +910,44 @@ impl Engine {
         repl: ReplState,
         fl: StateFlags,
     ) {
-        let Some(c) = self.conns.get_mut(&node) else {
+        let Some(c) = self.peers.get_mut(&node) else {
             return;
         };
-        if c.role != role {
-            self.actions.push_back(Action::Log(format!(
-                "{}: peer {node}: peer( {} -> {role} )",
-                self.cfg.resource, c.role
-            )));
-        }
-        c.role = role;
-        let old_disk = c.disk;
-        c.disk = disk;
         c.peer_paused = fl.contains(StateFlags::USER_ISP);
-        let my_repl = c.repl;
-        if role == Role::Primary && self.role == Role::Primary && self.links.contains_key(&node) {
-            // Both promoted before either heard of the other (DRBD prevents this with a
-            // cluster-wide two-phase state change; udrbd does not have one yet). Two Primaries
-            // must not stay connected: each refuses the other's writes, and what each wrote
-            // alone makes the next handshake a split brain, decided as any other.
-            self.log(format!(
-                "peer {node}: both nodes became Primary at the same time; dropping the \
-                 connection (demote one, then connect again)"
-            ));
-            return self.drop_link(node, true);
+        let my_repl = c.st.repl();
+        let was_target = matches!(c.peer_repl, ReplState::SyncTarget | ReplState::PausedSyncT);
+        c.peer_repl = repl;
+        if my_repl == ReplState::SyncSource && was_target && repl == ReplState::Established {
+            return self.resync_source_finished(node, role, disk);
         }
-        if old_disk != disk {
-            self.log(format!("peer {node}: pdsk( {old_disk} -> {disk} )"));
-        }
-        if my_repl == ReplState::SyncSource
-            && disk == DiskState::UpToDate
-            && repl == ReplState::Established
-        {
-            return self.resync_source_finished(node);
+        match self.change(
+            Change::soft("peer-state")
+                .peer_role(node, role)
+                .pdsk(node, disk),
+        ) {
+            Ok(()) => {}
+            Err(StateError::TwoPrimaries) => {
+                // Both promoted before either heard of the other (DRBD prevents this with a
+                // cluster-wide two-phase state change; udrbd does not have one yet). Two
+                // Primaries must not stay connected: each refuses the other's writes, and
+                // what each wrote alone makes the next handshake a split brain, decided as
+                // any other.
+                self.peer_log(
+                    node,
+                    "both nodes became Primary at the same time; dropping the connection \
+                     (demote one, then connect again)"
+                        .to_string(),
+                );
+                return self.drop_link(node, true);
+            }
+            Err(e) => {
+                // DRBD drops a connection whose peer reports a state this node refuses.
+                self.peer_log(
+                    node,
+                    format!("the peer's state is refused ({e}); reconnecting"),
+                );
+                return self.drop_link(node, false);
+            }
         }
         if repl == ReplState::VerifyS && my_repl == ReplState::Established {
             return self.verify_target_start(node);
@@ -916,17 +957,18 @@ impl Engine {
         }
         if repl == ReplState::SyncSource
             && my_repl == ReplState::Established
-            && self.conns.get(&node).is_some_and(|c| c.rs.is_none())
+            && self.peers.get(&node).is_some_and(|c| c.rs.is_none())
         {
             // `invalidate-remote --reset-bitmap=no` there (its marks came first as OutOfSync).
             // Same generation on both: the target keeps its current UUID at the end.
             let own = self.disk.as_ref().map(|d| d.sb.current_uuid);
-            if let (Some(c), Some(own)) = (self.conns.get_mut(&node), own) {
+            if let (Some(c), Some(own)) = (self.peers.get_mut(&node), own) {
                 c.peer_current = own;
             }
-            self.log(format!(
-                "peer {node}: the peer resyncs the marked blocks to this node"
-            ));
+            self.peer_log(
+                node,
+                "the peer resyncs the marked blocks to this node".to_string(),
+            );
             return self.resync_start(node, false);
         }
         if repl == ReplState::StartingSyncT && my_repl == ReplState::Established {
@@ -937,7 +979,7 @@ impl Engine {
                 self.start_full_sync_to(node)
             };
             if let Err(e) = r {
-                self.log(format!("peer {node}: cannot serve its invalidate: {e}"));
+                self.peer_log(node, format!("cannot serve its invalidate: {e}"));
             }
         }
     }
@@ -945,9 +987,9 @@ impl Engine {
     /// The peer started a new generation while connected (`new-current-uuid`): follow it.
     fn peer_new_uuid(&mut self, node: NodeId, current: GenUuid, fl: UuidFlags) {
         let in_sync = self
-            .conns
+            .peers
             .get(&node)
-            .is_some_and(|c| c.repl == ReplState::Established);
+            .is_some_and(|c| c.st.repl() == ReplState::Established);
         let Some(d) = self.disk.as_mut() else {
             return;
         };
@@ -961,25 +1003,25 @@ impl Engine {
             for p in d.sb.peers.iter_mut().filter(|p| p.node_id.is_some()) {
                 p.bitmap_uuid = GenUuid::ZERO;
             }
-            self.log(format!(
-                "peer {node}: clear-bitmap new current UUID {current}: initial sync skipped"
-            ));
-            if let Some(c) = self.conns.get_mut(&node) {
-                c.disk = DiskState::UpToDate;
-            }
-            self.set_up_to_date();
+            self.peer_log(
+                node,
+                format!("clear-bitmap new current UUID {current}: initial sync skipped"),
+            );
+            self.force_change(Change::hard("skip-initial-sync").pdsk(node, DiskState::UpToDate));
+            self.set_up_to_date("skip-initial-sync");
             self.flush_bitmap_if_dirty();
             self.broadcast_state();
-        } else if in_sync && self.disk_state == DiskState::UpToDate {
+        } else if in_sync && self.st.disk() == DiskState::UpToDate {
             let old = d.sb.current_uuid;
             d.sb.push_history(old);
             d.sb.current_uuid = current;
-            self.log(format!("peer {node}: new current UUID {current} from peer"));
+            self.peer_log(node, format!("new current UUID {current} from peer"));
             self.sb_changed();
         } else {
-            self.log(format!(
-                "peer {node}: new current UUID {current} from peer ignored (not in sync)"
-            ));
+            self.peer_log(
+                node,
+                format!("new current UUID {current} from peer ignored (not in sync)"),
+            );
         }
     }
 
@@ -991,8 +1033,14 @@ impl Engine {
             } else {
                 UuidFlags::NEW_DATAGEN
             };
-            if clear_bitmap && let Some(c) = self.conns.get_mut(&node) {
-                c.disk = DiskState::UpToDate;
+            let has_disk = self
+                .peers
+                .get(&node)
+                .is_some_and(|c| c.st.disk() >= DiskState::Inconsistent);
+            if clear_bitmap && has_disk {
+                self.force_change(
+                    Change::hard("skip-initial-sync").pdsk(node, DiskState::UpToDate),
+                );
             }
             let p = self.my_uuids_packet(node, fl);
             self.send(node, p);
@@ -1001,9 +1049,9 @@ impl Engine {
 
     /// A peer with replication established (not in a handshake).
     pub(super) fn established_peers(&self) -> Vec<NodeId> {
-        self.conns
+        self.peers
             .iter()
-            .filter(|(_, c)| c.conn == ConnState::Connected && c.hs.is_none())
+            .filter(|(_, c)| c.st.conn() == ConnState::Connected && c.hs.is_none())
             .map(|(n, _)| *n)
             .collect()
     }
@@ -1011,11 +1059,13 @@ impl Engine {
     /// After a forced promotion: every connected peer without good data gets a full sync.
     pub(super) fn full_sync_inconsistent_peers(&mut self) {
         for node in self.established_peers() {
-            let needs = self.conns.get(&node).is_some_and(|c| {
-                c.repl == ReplState::Established && c.disk < DiskState::Consistent
+            let needs = self.peers.get(&node).is_some_and(|c| {
+                c.st.repl() == ReplState::Established
+                    && c.st.disk() >= DiskState::Inconsistent
+                    && c.st.disk() < DiskState::Consistent
             });
             if needs && let Err(e) = self.start_full_sync_to(node) {
-                self.log(format!("peer {node}: {e}"));
+                self.peer_log(node, e.to_string());
             }
         }
     }
@@ -1024,7 +1074,7 @@ impl Engine {
     /// source's generation is new and the target can tell it later.
     pub(super) fn new_generation_for_sync(&mut self) {
         if let Some(d) = self.disk.as_mut() {
-            let primary = self.role == Role::Primary;
+            let primary = self.st.role() == Role::Primary;
             rotate_current(&mut d.sb, &mut self.uuids, primary);
             let u = d.sb.current_uuid;
             self.log(format!("new current UUID: {u}"));

@@ -16,7 +16,7 @@
 //! - A fenced peer is remembered in its metadata slot (`MDF_PEER_OUTDATED`), so a restart does
 //!   not forget it; `unfence-peer` runs once both disks are UpToDate again.
 
-use super::{Action, AdminError, Engine, IoError, IoOp};
+use super::{Action, AdminError, Change, Engine, IoError, IoOp};
 use crate::config::Fencing;
 use crate::meta::superblock::{flags, peer_flags};
 use crate::repl::handler::Handler;
@@ -37,8 +37,6 @@ pub(super) struct FenceState {
     link_gen: BTreeMap<NodeId, u64>,
     /// Peers whose loss froze I/O and that are neither fenced nor back yet.
     freezing: BTreeSet<NodeId>,
-    /// `susp-fen`: I/O is frozen (queued, not failed).
-    pub frozen: bool,
     /// Application requests that arrived while frozen, in order.
     pub queued: VecDeque<(ReqId, IoOp)>,
     /// Requests that finished while frozen: acknowledged when the freeze ends.
@@ -75,15 +73,15 @@ impl Engine {
     /// The peer's disk is known not to hold newer data than this node: Outdated or
     /// Inconsistent (kept while disconnected), or fenced before a restart.
     fn peer_known_outdated(&self, node: NodeId) -> bool {
-        self.conns
+        self.peers
             .get(&node)
-            .is_some_and(|c| matches!(c.disk, DiskState::Outdated | DiskState::Inconsistent))
+            .is_some_and(|c| matches!(c.st.disk(), DiskState::Outdated | DiskState::Inconsistent))
     }
 
     fn peer_connected(&self, node: NodeId) -> bool {
-        self.conns
+        self.peers
             .get(&node)
-            .is_some_and(|c| c.conn == ConnState::Connected)
+            .is_some_and(|c| c.st.conn() == ConnState::Connected)
     }
 
     /// Peers that fencing says must be dealt with before this node may be Primary alone.
@@ -109,8 +107,8 @@ impl Engine {
     /// `primary`: if a fencing peer is unreachable and not known Outdated, call fence-peer
     /// for it and answer `token` once it has. False when nothing needs fencing (promote now).
     pub(super) fn fence_before_promote(&mut self, token: u64, force: bool) -> bool {
-        if self.role == Role::Primary
-            || !matches!(self.disk_state, DiskState::Consistent | DiskState::UpToDate)
+        if self.st.role() == Role::Primary
+            || !matches!(self.st.disk(), DiskState::Consistent | DiskState::UpToDate)
         {
             // Nothing to fence for, or a refusal (or a forced promotion of bad data) that does
             // not depend on the peer: `try_promote` answers.
@@ -140,27 +138,26 @@ impl Engine {
     /// a Primary that needs it, freezing I/O under resource-and-stonith. Returns the peer disk
     /// state to keep while disconnected (Outdated or Inconsistent; otherwise it is DUnknown).
     pub(super) fn fence_link_lost(&mut self, node: NodeId) -> Option<DiskState> {
-        let c = self.conns.get(&node)?;
-        let was_up = c.conn == ConnState::Connected && c.hs.is_none();
-        let old_disk = c.disk;
+        let c = self.peers.get(&node)?;
+        let was_up = c.st.conn() == ConnState::Connected && c.hs.is_none();
+        let old_disk = c.st.disk();
         let known =
             matches!(old_disk, DiskState::Outdated | DiskState::Inconsistent).then_some(old_disk);
         *self.fence.link_gen.entry(node).or_insert(0) += 1;
         let policy = self.fencing_policy(node);
         if !was_up
-            || self.role != Role::Primary
+            || self.st.role() != Role::Primary
             || policy == Fencing::DontCare
             || known.is_some()
             || old_disk == DiskState::Diskless
-            || self.disk_state < DiskState::Consistent
+            || self.st.disk() < DiskState::Consistent
         {
             return known;
         }
         if policy == Fencing::ResourceAndStonith {
             self.fence.freezing.insert(node);
-            if !self.fence.frozen {
-                self.fence.frozen = true;
-                self.log("susp-io( no -> fencing )".to_string());
+            if !self.st.susp_fen() {
+                self.force_change(Change::hard("lost-peer").susp_fen(true));
             }
         }
         self.call_fence_peer(node);
@@ -189,10 +186,12 @@ impl Engine {
                 .filter_map(|p| p.node_id)
                 .collect();
         for node in fenced {
-            if let Some(c) = self.conns.get_mut(&node)
-                && c.conn != ConnState::Connected
+            if self
+                .peers
+                .get(&node)
+                .is_some_and(|c| c.st.conn() != ConnState::Connected)
             {
-                c.disk = DiskState::Outdated;
+                self.force_change(Change::hard("attach").pdsk(node, DiskState::Outdated));
             }
         }
     }
@@ -213,15 +212,13 @@ impl Engine {
 
     fn fence_answer(&mut self, node: NodeId, exit: Option<i32>) {
         let Some(generation) = self.fence.pending.remove(&node) else {
-            return self.log(format!(
-                "peer {node}: fence-peer answer without a call ignored"
-            ));
+            return self.peer_log(node, "fence-peer answer without a call ignored".to_string());
         };
         let policy = self.fencing_policy(node);
         let answer = match exit {
             Some(3) => Answer::Peer(DiskState::Inconsistent, "peer is inconsistent or worse"),
             Some(4) => Answer::Peer(DiskState::Outdated, "peer was fenced"),
-            Some(5) if self.disk_state == DiskState::UpToDate => Answer::Peer(
+            Some(5) if self.st.disk() == DiskState::UpToDate => Answer::Peer(
                 DiskState::Outdated,
                 "peer is unreachable, assumed to be dead",
             ),
@@ -229,9 +226,10 @@ impl Engine {
             Some(6) => Answer::OutdateMyself,
             Some(7) => {
                 if policy != Fencing::ResourceAndStonith {
-                    self.log(format!(
-                        "peer {node}: fence-peer() = 7 && fencing != Stonith !!!"
-                    ));
+                    self.peer_log(
+                        node,
+                        "fence-peer() = 7 && fencing != Stonith !!!".to_string(),
+                    );
                 }
                 Answer::Peer(DiskState::Outdated, "peer was stonithed")
             }
@@ -242,62 +240,58 @@ impl Engine {
             Answer::OutdateMyself => "peer is active",
             Answer::Broken(Some(n)) => {
                 // The state change is aborted: a freeze stays until resume-io.
-                self.log(format!(
-                    "peer {node}: fence-peer helper broken, returned {n}"
-                ));
+                self.peer_log(node, format!("fence-peer helper broken, returned {n}"));
                 return self.after_fence_answer(node);
             }
             Answer::Broken(None) => {
-                self.log(format!(
-                    "peer {node}: fence-peer helper broken, it did not exit (killed at the \
+                self.peer_log(
+                    node,
+                    "fence-peer helper broken, it did not exit (killed at the \
                      handler deadline, died of a signal, or could not be started)"
-                ));
+                        .to_string(),
+                );
                 return self.after_fence_answer(node);
             }
         };
         let code = exit.unwrap_or_default();
-        self.log(format!(
-            "peer {node}: fence-peer helper returned {code} ({text})"
-        ));
+        self.peer_log(node, format!("fence-peer helper returned {code} ({text})"));
         if self.peer_connected(node) {
-            self.log(format!(
-                "peer {node}: connection re-established; fence-peer exit code not applied"
-            ));
+            self.peer_log(
+                node,
+                "connection re-established; fence-peer exit code not applied".to_string(),
+            );
             return self.after_fence_answer(node);
         }
         if self.fence.link_gen.get(&node).copied().unwrap_or(0) != generation {
             // Connected and lost again while the handler ran: it answered about another link,
             // and the loss of this one needs its own answer.
-            self.log(format!("peer {node}: Ignoring fence-peer exit code"));
-            if self.role == Role::Primary && !self.peer_known_outdated(node) {
+            self.peer_log(node, "Ignoring fence-peer exit code".to_string());
+            if self.st.role() == Role::Primary && !self.peer_known_outdated(node) {
                 self.call_fence_peer(node);
             }
             return self.after_fence_answer(node);
         }
         match answer {
             Answer::Peer(disk, _) => {
-                if let Some(c) = self.conns.get_mut(&node) {
-                    let old = c.disk;
-                    c.disk = disk;
-                    if old != disk {
-                        self.log(format!("peer {node}: pdsk( {old} -> {disk} )"));
-                    }
-                }
+                self.force_change(Change::hard("after-fencing").pdsk(node, disk));
                 self.set_peer_outdated_flag(node, true);
                 if self.fence.freezing.remove(&node) {
                     self.update_freeze();
                 }
             }
             Answer::OutdateMyself => {
-                self.log(format!("peer {node}: Peer is primary, outdating myself."));
-                if self.role == Role::Primary {
+                self.peer_log(node, "Peer is primary, outdating myself.".to_string());
+                if self.st.role() == Role::Primary {
                     // A Primary cannot be Outdated: DRBD's state change fails the same way.
-                    self.log(format!(
-                        "peer {node}: cannot outdate myself while Primary: {}",
-                        StateError::NoUpToDateDisk
-                    ));
-                } else {
-                    self.outdate_self();
+                    self.peer_log(
+                        node,
+                        format!(
+                            "cannot outdate myself while Primary: {}",
+                            StateError::NoUpToDateDisk
+                        ),
+                    );
+                } else if let Err(e) = self.outdate_self(Change::soft("after-fencing")) {
+                    self.peer_log(node, format!("cannot outdate myself: {e}"));
                 }
             }
             Answer::Nothing(_) | Answer::Broken(_) => {}
@@ -311,7 +305,7 @@ impl Engine {
             return;
         }
         for (token, force) in std::mem::take(&mut self.fence.promotions) {
-            match self.try_promote(force) {
+            match self.try_promote(force, "primary") {
                 Ok(()) => {
                     self.explicit_primary = true;
                     self.wait_for_meta(token);
@@ -327,16 +321,15 @@ impl Engine {
     /// Lifts the freeze once no lost peer holds it: acknowledges what finished meanwhile, then
     /// admits what was queued, in order.
     fn update_freeze(&mut self) {
-        if !self.fence.frozen || !self.fence.freezing.is_empty() {
+        if !self.st.susp_fen() || !self.fence.freezing.is_empty() {
             return;
         }
-        self.fence.frozen = false;
-        self.log("susp-io( fencing -> no )".to_string());
+        self.force_change(Change::hard("after-fencing").susp_fen(false));
         for (id, result) in std::mem::take(&mut self.fence.completions) {
             self.complete(id, result);
         }
         while let Some((id, op)) = self.fence.queued.pop_front() {
-            if self.fence.frozen {
+            if self.st.susp_fen() {
                 self.fence.queued.push_front((id, op));
                 break;
             }
@@ -346,42 +339,35 @@ impl Engine {
 
     /// `drbdadm resume-io`: the operator takes the risk a failed fence-peer left.
     pub(super) fn resume_io(&mut self) {
-        if !self.fence.frozen {
+        if !self.st.susp_fen() {
             return;
         }
         self.fence.freezing.clear();
         self.update_freeze();
     }
 
-    /// `drbdadm outdate`: DRBD allows it on a disconnected, consistent Secondary.
+    /// `drbdadm outdate`: a consistent Secondary that no Primary relies on (the state rules
+    /// refuse the rest with DRBD's codes).
     pub(super) fn outdate(&mut self) -> Result<(), StateError> {
-        if self.disk.is_none() || self.disk_state < DiskState::Outdated {
-            return Err(StateError::LowerThanOutdated);
-        }
-        if self.role == Role::Primary {
+        if self.st.role() == Role::Primary {
             // drbdadm's "is primary and thus cannot be outdated" (exit 17).
             return Err(StateError::NoUpToDateDisk);
         }
-        if self.conns.values().any(|c| c.conn == ConnState::Connected) {
-            return Err(StateError::ConnectedOutdates);
-        }
-        self.outdate_self();
-        Ok(())
+        self.outdate_self(Change::soft("outdate"))
     }
 
     /// Outdated, persisted the way DRBD encodes it: consistent, but not up to date when it
     /// stopped (`MDF_CONSISTENT` set, `MDF_WAS_UP_TO_DATE` clear).
-    fn outdate_self(&mut self) {
-        if self.disk_state <= DiskState::Outdated {
-            return;
+    fn outdate_self(&mut self, c: Change) -> Result<(), StateError> {
+        if self.st.disk() == DiskState::Outdated {
+            return Ok(());
         }
-        let Some(d) = self.disk.as_mut() else {
-            return;
-        };
-        d.sb.flags = (d.sb.flags | flags::CONSISTENT) & !flags::WAS_UP_TO_DATE;
-        self.log(format!("disk( {} -> Outdated )", self.disk_state));
-        self.disk_state = DiskState::Outdated;
-        self.sb_changed();
+        self.change(c.disk(DiskState::Outdated))?;
+        if let Some(d) = self.disk.as_mut() {
+            d.sb.flags = (d.sb.flags | flags::CONSISTENT) & !flags::WAS_UP_TO_DATE;
+            self.sb_changed();
+        }
+        Ok(())
     }
 
     /// Records in `node`'s metadata slot that it is fenced (`MDF_PEER_OUTDATED`), or not.
@@ -407,11 +393,11 @@ impl Engine {
     /// unfence-peer at the end of a resync; it is also due when the peer connects in sync).
     pub(super) fn maybe_unfence(&mut self, node: NodeId) {
         if self.fencing_policy(node) == Fencing::DontCare
-            || self.disk_state != DiskState::UpToDate
+            || self.st.disk() != DiskState::UpToDate
             || self
-                .conns
+                .peers
                 .get(&node)
-                .is_none_or(|c| c.disk != DiskState::UpToDate)
+                .is_none_or(|c| c.st.disk() != DiskState::UpToDate)
         {
             return;
         }

@@ -1,9 +1,10 @@
 //! Replication of application writes to connected peers (DRBD's protocols A, B and C), the
 //! transfer log, barriers, and the peer side that applies a Primary's writes.
 //!
-//! A peer is linked here once the handshake (see `connection`) has decided; a lost link is
-//! unlinked by `peer_down`. Packets travel as [`super::Input::PeerPacket`] and
-//! [`Action::Send`].
+//! A peer's [`Session`] starts once the handshake (see `connection`) has decided and ends with
+//! the link (`peer_down`). Packets travel as [`super::Input::PeerPacket`] and [`Action::Send`].
+//! Writes go to every peer with a disk ([`Engine::gets_writes`]); a Diskless peer's blocks are
+//! marked instead.
 //!
 //! - Primary: a write goes to the local disk and to every connected peer in parallel, once its
 //!   metadata is on disk. It completes when the local write is done and, per peer, protocol C's
@@ -18,10 +19,11 @@
 //!   application write; B answers RecvAck on receipt, C answers WriteAck once on disk, a failed
 //!   write answers NegAck.
 
+use super::peer::Session;
 use super::resync::ResyncOp;
 use super::{Action, Engine, HeldIo, InflightKind, IoError, IoOp};
 use crate::config::Protocol;
-use crate::repl::state::Role;
+use crate::repl::state::{DiskState, Role};
 use crate::repl::wire::{BlockAck, DataFlags, MAX_DATA_LEN, Packet};
 use crate::types::{NodeId, ReqId, SECTOR_SIZE, Sector};
 use std::collections::{BTreeSet, HashMap};
@@ -32,40 +34,6 @@ pub(super) const INTERNAL: u64 = 1 << 63;
 /// Writes per epoch before the engine closes it by itself, so the transfer log stays bounded
 /// when the application never flushes.
 const EPOCH_WRITES: u32 = 256;
-
-/// One connected peer.
-#[derive(Debug)]
-pub(super) struct Link {
-    protocol: Protocol,
-    /// The epoch writes are currently sent in.
-    epoch: u32,
-    epoch_writes: u32,
-    seq: u32,
-    /// Replicated writes not yet covered by a BarrierAck: (epoch, offset, len).
-    tl: Vec<(u32, u64, u64)>,
-    /// Peer side: writes received in the current epoch and how many are not yet on disk.
-    rx_epoch_writes: u32,
-    rx_pending: HashMap<u32, u32>,
-    /// Peer side: barriers received whose writes are not all done: epoch -> set size.
-    rx_barriers: Vec<(u32, u32)>,
-    rx_epoch: u32,
-}
-
-impl Link {
-    pub(super) fn new(protocol: Protocol) -> Link {
-        Link {
-            protocol,
-            epoch: 1,
-            epoch_writes: 0,
-            seq: 0,
-            tl: Vec::new(),
-            rx_epoch_writes: 0,
-            rx_pending: HashMap::new(),
-            rx_barriers: Vec::new(),
-            rx_epoch: 1,
-        }
-    }
-}
 
 /// An application request that waits for peers as well as for the local disk.
 #[derive(Debug, Default)]
@@ -123,16 +91,25 @@ pub(super) enum PeerOp {
 impl Engine {
     /// Whether a write a peer has not confirmed yet (in a transfer log) overlaps `[lo, hi)`.
     pub(super) fn unconfirmed_overlaps(&self, lo: u64, hi: u64) -> bool {
-        self.links
-            .values()
-            .any(|l| l.tl.iter().any(|&(_, o, n)| o < hi && lo < o + n))
+        self.sessions()
+            .any(|(_, l)| l.tl.iter().any(|&(_, o, n)| o < hi && lo < o + n))
+    }
+
+    /// The established sessions, by peer.
+    fn sessions(&self) -> impl Iterator<Item = (NodeId, &Session)> {
+        self.peers
+            .iter()
+            .filter_map(|(n, p)| p.session.as_ref().map(|s| (*n, s)))
     }
 
     /// Closes the open epoch on every link that holds an unconfirmed write overlapping
     /// `[lo, hi)`, so its BarrierAck (which confirms it) is not left waiting for more writes.
     pub(super) fn close_epochs_over(&mut self, lo: u64, hi: u64) {
         let mut out = Vec::new();
-        for (node, l) in self.links.iter_mut() {
+        for (node, p) in self.peers.iter_mut() {
+            let Some(l) = p.session.as_mut() else {
+                continue;
+            };
             let open = l.epoch;
             if l.tl
                 .iter()
@@ -151,46 +128,88 @@ impl Engine {
         }
     }
 
-    /// Unlinks `node`: what it has not confirmed is out of sync, and nobody waits for it.
-    pub(super) fn peer_down(&mut self, node: NodeId) {
-        let Some(link) = self.links.remove(&node) else {
-            return;
+    /// Marks out of sync for `node` everything it has not confirmed on stable storage (its
+    /// transfer log): the link went, or its disk did. Persisted at once.
+    pub(super) fn mark_unconfirmed(&mut self, node: NodeId) {
+        let tl: Vec<(u64, u64)> = match self.peers.get(&node).and_then(|p| p.session.as_ref()) {
+            Some(l) => l.tl.iter().map(|&(_, o, n)| (o, n)).collect(),
+            None => return,
         };
-        // Everything the peer has not confirmed on stable storage may differ now.
         let mut marked = 0;
         if let Some(d) = self.disk.as_mut() {
-            for (_, off, len) in &link.tl {
-                marked += d.mark(node, *off, *len);
+            for (off, len) in tl {
+                marked += d.mark(node, off, len);
             }
         }
-        self.log(format!(
-            "peer {node}: unlinked; {} KiB not confirmed by the peer marked out of sync",
-            marked * crate::types::BM_BLOCK_SIZE / 1024
-        ));
-        // Application requests stop waiting for it: they complete on local success.
-        let ids: Vec<ReqId> = self.waiting.keys().copied().collect();
+        if marked > 0 {
+            self.peer_log(
+                node,
+                format!(
+                    "{} KiB not confirmed by the peer marked out of sync",
+                    marked * crate::types::BM_BLOCK_SIZE / 1024
+                ),
+            );
+            self.flush_bitmap_if_dirty();
+        }
+    }
+
+    /// A Primary lost sight of `node`'s disk (the link went, or the peer's disk did): what the
+    /// peer may lack is marked, and a new data generation starts, at once when its copy is
+    /// known to differ already (unconfirmed writes, a write it failed), else with the next
+    /// write (DRBD's `NEW_CUR_UUID`). Without the new generation a later handshake would find
+    /// the same UUID on both sides and resync nothing.
+    pub(super) fn lost_peer_data(&mut self, node: NodeId, old: DiskState, new: DiskState) {
+        let unconfirmed = self
+            .peers
+            .get(&node)
+            .and_then(|p| p.session.as_ref())
+            .is_some_and(|l| !l.tl.is_empty());
+        self.mark_unconfirmed(node);
+        let failed = old == DiskState::UpToDate
+            && matches!(new, DiskState::Failed | DiskState::Inconsistent);
+        if !(unconfirmed || failed) {
+            self.new_uuid_due = true;
+            return;
+        }
+        if let Some(d) = self.disk.as_mut() {
+            super::rotate_current(&mut d.sb, &mut self.uuids, true);
+            let uuid = d.sb.current_uuid;
+            self.log(format!("new current UUID: {uuid}"));
+            self.new_uuid_due = false;
+            self.sb_changed();
+        }
+    }
+
+    /// Whether application writes go to `node` (otherwise they are marked in its bitmap): from
+    /// the handshake's decision on, while the peer has a disk. A SyncTarget gets them too: a
+    /// write is either in the bitmap it was sent or on its way as `Data`.
+    pub(super) fn gets_writes(&self, node: NodeId) -> bool {
+        self.peers.get(&node).is_some_and(|p| {
+            p.session.is_some()
+                && p.st.disk() >= DiskState::Inconsistent
+                && p.st.disk() != DiskState::DUnknown
+        })
+    }
+
+    /// The link to `node` is gone: nobody waits for it any more, and its session ends. (What
+    /// it had not confirmed was marked before the states changed.)
+    pub(super) fn peer_down(&mut self, node: NodeId) {
+        let Some(p) = self.peers.get_mut(&node) else {
+            return;
+        };
+        if p.session.take().is_none() {
+            return;
+        }
+        // Application requests stop waiting for it: they complete on local success, in the
+        // order they arrived.
+        let mut ids: Vec<ReqId> = self.waiting.keys().copied().collect();
+        ids.sort();
         for id in ids {
             if let Some(w) = self.waiting.get_mut(&id) {
                 w.peers.remove(&node);
                 w.barrier.remove(&node);
             }
             self.maybe_complete_waiting(id);
-        }
-        // A Primary that lost its peer starts a new generation with its next write, or at once
-        // when writes the peer did not confirm were just marked: the data already differs, and
-        // with the old UUID on both sides the next handshake would find nothing to resync.
-        if self.role == Role::Primary {
-            if !link.tl.is_empty()
-                && let Some(d) = self.disk.as_mut()
-            {
-                super::rotate_current(&mut d.sb, &mut self.uuids, true);
-                let uuid = d.sb.current_uuid;
-                self.log(format!("new current UUID: {uuid}"));
-                self.new_uuid_due = false;
-                self.sb_changed();
-            } else {
-                self.new_uuid_due = true;
-            }
         }
         // The marks must survive a crash that follows: persist them now.
         self.flush_bitmap_if_dirty();
@@ -200,17 +219,28 @@ impl Engine {
 
     /// Sends a released application op to every peer; called right after its SubmitDisk.
     pub(super) fn replicate(&mut self, h: &HeldIo) {
-        if self.links.is_empty() || h.id.0 & INTERNAL != 0 {
+        if h.id.0 & INTERNAL != 0 {
             return;
         }
         let mut wait = Waiting {
             since: self.now,
             ..Waiting::default()
         };
-        let nodes: Vec<NodeId> = self.links.keys().copied().collect();
+        let nodes: Vec<NodeId> = self
+            .peers
+            .keys()
+            .copied()
+            .filter(|n| self.gets_writes(*n))
+            .collect();
+        if nodes.is_empty() {
+            return;
+        }
         for node in nodes {
-            let integrity = self.peer_info(node).and_then(|p| p.integrity_alg);
-            let Some(link) = self.links.get_mut(&node) else {
+            let Some(peer) = self.peers.get_mut(&node) else {
+                continue;
+            };
+            let integrity = peer.info.integrity_alg;
+            let Some(link) = peer.session.as_mut() else {
                 continue;
             };
             match &h.op {
@@ -284,10 +314,8 @@ impl Engine {
                             digest,
                             data: chunk,
                         };
-                        if let Some(c) = self.conns.get_mut(&node)
-                            && !data.is_empty()
-                        {
-                            c.sent += n;
+                        if !data.is_empty() {
+                            peer.sent += n;
                         }
                         self.actions.push_back(Action::Send { node, packet });
                         if link.epoch_writes >= EPOCH_WRITES {
@@ -356,7 +384,7 @@ impl Engine {
     /// A packet from `node`: handshake and state to `connection`, resync to `resync`,
     /// replication here.
     pub(super) fn peer_packet(&mut self, node: NodeId, packet: Packet) {
-        if let Some(c) = self.conns.get_mut(&node) {
+        if let Some(c) = self.peers.get_mut(&node) {
             c.received += packet.data_len() as u64;
         }
         match packet {
@@ -377,11 +405,11 @@ impl Engine {
                 return self.verify_packet(node, packet);
             }
             Packet::Disconnect => {
-                return self.log(format!("peer {node}: the peer is disconnecting"));
+                return self.peer_log(node, "the peer is disconnecting".to_string());
             }
             _ => {}
         }
-        if !self.links.contains_key(&node) {
+        if !self.peers.get(&node).is_some_and(|p| p.replicating()) {
             return;
         }
         match packet {
@@ -393,14 +421,11 @@ impl Engine {
                 if let Some(d) = self.disk.as_mut() {
                     d.mark(node, a.sector.bytes(), u64::from(a.size));
                 }
-                self.log(format!(
-                    "peer {node} failed a write at sector {}",
-                    a.sector.0
-                ));
+                self.peer_log(node, format!("failed a write at sector {}", a.sector.0));
                 self.peer_acked(node, ReqId(a.block_id), false);
             }
             Packet::BarrierAck { epoch, .. } => {
-                if let Some(link) = self.links.get_mut(&node) {
+                if let Some(link) = self.peers.get_mut(&node).and_then(|p| p.session.as_mut()) {
                     link.tl.retain(|(e, _, _)| *e > epoch);
                 }
                 // An AL eviction may have waited for these writes to be confirmed.
@@ -431,16 +456,16 @@ impl Engine {
                 if !self.integrity_ok(node, &data, &digest) {
                     // DRBD's words; the data is not written and the link is reset (the peer
                     // marks what it did not get confirmed and resyncs it after reconnecting).
-                    self.log(format!(
-                        "peer {node}: Digest integrity check FAILED: {}s +{size}",
-                        sector.0
-                    ));
+                    self.peer_log(
+                        node,
+                        format!("Digest integrity check FAILED: {}s +{size}", sector.0),
+                    );
                     return self.drop_link(node, false);
                 }
                 self.peer_write(node, sector, block_id, seq, flags, size, data)
             }
             Packet::Barrier { epoch } => {
-                if let Some(link) = self.links.get_mut(&node) {
+                if let Some(link) = self.peers.get_mut(&node).and_then(|p| p.session.as_mut()) {
                     let set = link.rx_epoch_writes;
                     link.rx_barriers.push((epoch, set));
                     link.rx_epoch = epoch + 1;
@@ -453,10 +478,10 @@ impl Engine {
                     d.mark(node, sector.bytes(), u64::from(size));
                 }
             }
-            other => self.log(format!(
-                "peer {node}: unexpected {:?} ignored",
-                other.packet_type()
-            )),
+            other => self.peer_log(
+                node,
+                format!("unexpected {:?} ignored", other.packet_type()),
+            ),
         }
     }
 
@@ -464,7 +489,11 @@ impl Engine {
     /// transfer log (what a link drop marks out of sync) shrinks to nothing.
     fn close_idle_epochs(&mut self) {
         let mut barriers = Vec::new();
-        for (node, link) in self.links.iter_mut() {
+        for (node, link) in self
+            .peers
+            .iter_mut()
+            .filter_map(|(n, p)| p.session.as_mut().map(|s| (n, s)))
+        {
             if link.epoch_writes > 0 {
                 barriers.push((*node, link.epoch));
                 link.epoch += 1;
@@ -512,16 +541,22 @@ impl Engine {
         };
         // Replicated writes compete with the resync like local application I/O does.
         self.last_app_io = Some(self.now);
-        let usable = self.role != Role::Primary && self.disk.is_some() && !self.meta_failed;
+        let usable = self.st.role() != Role::Primary
+            && self.disk.is_some()
+            && self.st.disk() >= DiskState::Inconsistent
+            && !self.meta_failed;
         // A write outside the device (a broken or hostile peer) must never reach the backing
         // file: past the data area lies the internal metadata.
         let end = sector.bytes().checked_add(u64::from(size));
         let in_range = end.is_some_and(|e| e <= self.size_bytes());
         if usable && !in_range {
-            self.log(format!(
-                "peer {node}: write of {size} bytes at sector {} is beyond the device; refused",
-                sector.0
-            ));
+            self.peer_log(
+                node,
+                format!(
+                    "write of {size} bytes at sector {} is beyond the device; refused",
+                    sector.0
+                ),
+            );
         }
         if !usable || !in_range {
             self.actions.push_back(Action::Send {
@@ -557,7 +592,7 @@ impl Engine {
                 fua: flags.contains(DataFlags::FUA),
             }
         };
-        let epoch = match self.links.get_mut(&node) {
+        let epoch = match self.peers.get_mut(&node).and_then(|p| p.session.as_mut()) {
             Some(link) => {
                 link.rx_epoch_writes += 1;
                 *link.rx_pending.entry(link.rx_epoch).or_default() += 1;
@@ -638,7 +673,7 @@ impl Engine {
                     let offset = ack.sector.bytes();
                     self.resync_target_covered(node, offset, u64::from(ack.size));
                 }
-                if !self.links.contains_key(&node) {
+                if !self.peers.get(&node).is_some_and(|p| p.replicating()) {
                     return;
                 }
                 let packet = match result {
@@ -649,7 +684,7 @@ impl Engine {
                 if let Some(packet) = packet {
                     self.actions.push_back(Action::Send { node, packet });
                 }
-                if let Some(link) = self.links.get_mut(&node)
+                if let Some(link) = self.peers.get_mut(&node).and_then(|p| p.session.as_mut())
                     && let Some(n) = link.rx_pending.get_mut(&epoch)
                 {
                     *n = n.saturating_sub(1);
@@ -661,7 +696,7 @@ impl Engine {
                 epoch,
                 set_size,
             } => {
-                if self.links.contains_key(&node) {
+                if self.peers.get(&node).is_some_and(|p| p.replicating()) {
                     self.actions.push_back(Action::Send {
                         node,
                         packet: Packet::BarrierAck { epoch, set_size },
@@ -676,7 +711,7 @@ impl Engine {
     fn pump_peer_barriers(&mut self, node: NodeId) {
         let flushes = self.disk.as_ref().is_none_or(|d| d.disk_flushes);
         loop {
-            let Some(link) = self.links.get_mut(&node) else {
+            let Some(link) = self.peers.get_mut(&node).and_then(|p| p.session.as_mut()) else {
                 return;
             };
             let Some(&(epoch, set_size)) = link.rx_barriers.first() else {
@@ -751,10 +786,13 @@ impl Engine {
             .map(|(n, l, _)| (n, l))
             .collect();
         for (node, limit) in late {
-            self.log(format!(
-                "peer {node}: Remote failed to finish a request within {limit} ms \
+            self.peer_log(
+                node,
+                format!(
+                    "Remote failed to finish a request within {limit} ms \
                  (ko-count x timeout); dropping the connection"
-            ));
+                ),
+            );
             self.drop_link(node, false);
         }
     }

@@ -17,7 +17,7 @@
 //!   (`CsumResyncRequest`); the source answers `ResyncIsInSync` instead of the data when its
 //!   digest is the same, so identical blocks cross the wire as a few bytes.
 
-use super::{Action, Engine, IoOp};
+use super::{Action, Change, Engine, IoOp};
 use crate::meta::superblock::flags;
 use crate::repl::resync::Pacer;
 use crate::repl::state::{DiskState, ReplState, Role};
@@ -59,10 +59,18 @@ pub(super) struct Resync {
     /// Target, with csums-alg: bytes found equal by digest, and bytes that came as data.
     same_csum_bytes: u64,
     transferred_bytes: u64,
+    /// When it began (the `Resync done` line's duration).
+    started: crate::types::Time,
 }
 
 impl Resync {
-    fn new(source: bool, total_bytes: u64, meta_gen: u64, pace: Pacer) -> Resync {
+    fn new(
+        source: bool,
+        total_bytes: u64,
+        meta_gen: u64,
+        pace: Pacer,
+        now: crate::types::Time,
+    ) -> Resync {
         Resync {
             source,
             total_bytes,
@@ -77,6 +85,7 @@ impl Resync {
             finishing: false,
             same_csum_bytes: 0,
             transferred_bytes: 0,
+            started: now,
         }
     }
 
@@ -140,40 +149,49 @@ impl Engine {
             if let Some(d) = self.disk.as_mut() {
                 d.sb.flags &= !(flags::CONSISTENT | flags::WAS_UP_TO_DATE);
             }
-            if self.disk_state != DiskState::Inconsistent {
-                self.log(format!("disk( {} -> Inconsistent )", self.disk_state));
-                self.disk_state = DiskState::Inconsistent;
-            }
             self.sb_changed();
             self.flush_bitmap_if_dirty();
         }
+        let change = if source {
+            Change::hard("resync")
+                .repl(node, ReplState::SyncSource)
+                .pdsk(node, DiskState::Inconsistent)
+        } else {
+            Change::hard("resync")
+                .repl(node, ReplState::SyncTarget)
+                .disk(DiskState::Inconsistent)
+                .pdsk(node, DiskState::UpToDate)
+        };
+        self.force_change(change);
+        if source && let Some(d) = self.disk.as_mut() {
+            // The end clears what the resync covered, never a mark made while it runs.
+            d.start_recording(node);
+        }
         let meta_gen = self.sb_gen;
-        let Some(c) = self.conns.get_mut(&node) else {
+        let now = self.now;
+        let Some(c) = self.peers.get_mut(&node) else {
             return;
         };
-        let old = c.repl;
-        c.repl = if source {
-            ReplState::SyncSource
-        } else {
-            ReplState::SyncTarget
-        };
-        let new = c.repl;
-        if !source {
-            c.disk = DiskState::UpToDate;
-        } else if c.disk >= DiskState::Consistent {
-            c.disk = DiskState::Inconsistent;
-        }
         // The target requests, so the target is the side that is paced.
         c.rs = Some(Resync::new(
             source,
             oos,
             meta_gen,
-            Pacer::new(opts, !source, self.now),
+            Pacer::new(opts, !source, now),
+            now,
         ));
-        self.log(format!(
-            "peer {node}: repl( {old} -> {new} ); {} KiB to resync",
-            oos / 1024
-        ));
+        let (role, bits) = if source {
+            ("SyncSource", oos / BM_BLOCK_SIZE)
+        } else {
+            ("SyncTarget", oos / BM_BLOCK_SIZE)
+        };
+        self.peer_log(
+            node,
+            format!(
+                "Began resync as {role} (will sync {} KB [{bits} bits set]).",
+                oos / 1024
+            ),
+        );
         self.broadcast_state();
         self.resync_pump(node);
     }
@@ -181,10 +199,10 @@ impl Engine {
     /// Source side: send everything to `node` (`invalidate-remote`, a forced Primary with an
     /// Inconsistent peer, or the peer's `invalidate`).
     pub(super) fn start_full_sync_to(&mut self, node: NodeId) -> Result<(), String> {
-        if self.disk_state != DiskState::UpToDate {
+        if self.st.disk() != DiskState::UpToDate {
             return Err("no UpToDate data here to resync from".into());
         }
-        if self.conns.get(&node).map(|c| c.repl) != Some(ReplState::Established) {
+        if self.peers.get(&node).map(|c| c.st.repl()) != Some(ReplState::Established) {
             return Err("not connected and idle".into());
         }
         if self
@@ -209,10 +227,10 @@ impl Engine {
     /// gets this node's marks first (`OutOfSync`), so it requests the union of both bitmaps,
     /// then this node's State as SyncSource starts it there.
     pub(super) fn start_bitmap_sync_to(&mut self, node: NodeId) -> Result<(), String> {
-        if self.disk_state != DiskState::UpToDate {
+        if self.st.disk() != DiskState::UpToDate {
             return Err("no UpToDate data here to resync from".into());
         }
-        if self.conns.get(&node).map(|c| c.repl) != Some(ReplState::Established) {
+        if self.peers.get(&node).map(|c| c.st.repl()) != Some(ReplState::Established) {
             return Err("not connected and idle".into());
         }
         let Some(bm) = self.disk.as_ref().and_then(|d| d.bitmap(node)) else {
@@ -244,17 +262,18 @@ impl Engine {
 
     /// Target side of a full sync the source started ([`Packet::SyncUuid`]).
     pub(super) fn become_full_sync_target(&mut self, node: NodeId, uuid: GenUuid) {
-        if self.role == Role::Primary {
-            self.log(format!(
-                "peer {node}: I shall become SyncTarget, but I am primary!"
-            ));
+        if self.st.role() == Role::Primary {
+            self.peer_log(
+                node,
+                "I shall become SyncTarget, but I am primary!".to_string(),
+            );
             return self.drop_link(node, true);
         }
         if let Some(d) = self.disk.as_mut() {
             let bytes = d.data_bytes;
             d.mark(node, 0, bytes);
         }
-        if let Some(c) = self.conns.get_mut(&node) {
+        if let Some(c) = self.peers.get_mut(&node) {
             c.peer_current = uuid;
         }
         self.resync_start(node, false);
@@ -262,7 +281,7 @@ impl Engine {
 
     /// The end of the earliest resync controller step.
     pub(super) fn resync_deadline(&self) -> Option<crate::types::Time> {
-        self.conns
+        self.peers
             .values()
             .filter_map(|c| c.rs.as_ref())
             .map(|rs| rs.pace.next_step())
@@ -273,7 +292,7 @@ impl Engine {
     pub(super) fn resync_steps(&mut self) {
         let (now, app) = (self.now, self.last_app_io);
         let nodes: Vec<NodeId> = self
-            .conns
+            .peers
             .iter_mut()
             .filter_map(|(n, c)| {
                 let rs = c.rs.as_mut()?;
@@ -298,7 +317,7 @@ impl Engine {
         let Some(bm) = d.bitmap(node) else {
             return;
         };
-        let Some(c) = self.conns.get_mut(&node) else {
+        let Some(c) = self.peers.get_mut(&node) else {
             return;
         };
         let paused = c.user_paused || c.peer_paused;
@@ -378,19 +397,24 @@ impl Engine {
 
     /// Target: every block requested and written. Flush, then adopt the source's generation.
     fn resync_target_finishing(&mut self, node: NodeId, left_bits: u64) {
-        let Some(rs) = self.conns.get_mut(&node).and_then(|c| c.rs.as_mut()) else {
+        let Some(rs) = self.peers.get_mut(&node).and_then(|c| c.rs.as_mut()) else {
             return;
         };
         if rs.failed_bytes > 0 {
+            // DRBD's end with failures: the resync is over, this disk stays Inconsistent and
+            // the failed blocks stay marked on both sides for the next one.
             let failed = rs.failed_bytes;
-            rs.finishing = true;
-            return self.log(format!(
-                "peer {node}: resync stopped with {} KiB that failed (a read error on the \
-                 source or a write error here; {} KiB left); the disk stays Inconsistent: fix \
-                 the failing disk, then `drbdadm disconnect` and `connect` to resync the rest",
-                failed / 1024,
-                left_bits * BM_BLOCK_SIZE / 1024
-            ));
+            return self.resync_end(
+                node,
+                format!(
+                    "            {} failed blocks ({} KiB left); this disk stays Inconsistent: \
+                     fix the failing disk, then `drbdadm disconnect` and `connect` (or \
+                     `invalidate`) resyncs the rest",
+                    failed.div_ceil(BM_BLOCK_SIZE),
+                    left_bits * BM_BLOCK_SIZE / 1024
+                ),
+                DiskState::Inconsistent,
+            );
         }
         rs.finishing = true;
         let id = self.internal_id();
@@ -401,9 +425,12 @@ impl Engine {
         self.submit_internal(id, IoOp::Flush);
     }
 
+    /// Target: every block is written and flushed. Adopt the source's generation and record
+    /// UpToDate in the superblock; the states change, and the source hears of it, only once
+    /// that is on disk ([`Engine::resync_target_persisted`]).
     fn resync_target_done(&mut self, node: NodeId) {
         let peer_current = self
-            .conns
+            .peers
             .get(&node)
             .map_or(GenUuid::ZERO, |c| c.peer_current);
         if let Some(d) = self.disk.as_mut() {
@@ -415,79 +442,134 @@ impl Engine {
             if let Some(p) = d.sb.peers.iter_mut().find(|p| p.node_id == Some(node)) {
                 p.bitmap_uuid = GenUuid::ZERO;
             }
+            d.sb.flags |= flags::CONSISTENT | flags::WAS_UP_TO_DATE;
         }
-        self.set_up_to_date();
+        self.sb_changed();
         self.flush_bitmap_if_dirty();
-        // The source learns of it only once UpToDate is on disk here.
         self.after_meta.push((self.sb_gen, node));
         self.pump_meta();
     }
 
-    /// The superblock that records a finished resync is on disk: tell the source.
+    /// The superblock that records a finished resync is on disk: UpToDate, and tell the
+    /// source.
     pub(super) fn resync_target_persisted(&mut self, node: NodeId) {
-        let Some(c) = self.conns.get_mut(&node) else {
+        let Some(c) = self.peers.get(&node) else {
             return;
         };
         if c.rs.as_ref().is_none_or(|rs| !rs.finishing) {
             return;
         }
-        let done = c.rs.as_ref().map_or(0, |rs| rs.done_bytes);
         let csums =
             c.rs.as_ref()
                 .map(|rs| (rs.same_csum_bytes, rs.transferred_bytes));
-        c.rs = None;
-        c.repl = ReplState::Established;
-        self.log(format!(
-            "peer {node}: Resync done ({} KiB); repl( SyncTarget -> Established )",
-            done / 1024
-        ));
+        self.resync_end(node, String::new(), DiskState::UpToDate);
         let uses_csums = self.peer_info(node).is_some_and(|p| p.csums_alg.is_some());
         if let Some((same, sent)) = csums.filter(|_| uses_csums) {
             // DRBD's line (drbd_resync_finished()).
             let total = same + sent;
             let ratio = (same * 100).checked_div(total).unwrap_or(0);
-            self.log(format!(
-                "peer {node}: {ratio} % had equal checksums, eliminated: {}K; transferred {}K \
-                 total {}K",
-                same / 1024,
-                sent / 1024,
-                total / 1024
-            ));
+            self.peer_log(
+                node,
+                format!(
+                    "{ratio} % had equal checksums, eliminated: {}K; transferred {}K total {}K",
+                    same / 1024,
+                    sent / 1024,
+                    total / 1024
+                ),
+            );
         }
-        let p = self.my_state_packet(node);
-        self.send(node, p);
         // 8.4-style configs unfence from here (crm-unfence-peer.sh as after-resync-target).
         self.run_handler(crate::repl::handler::Handler::AfterResyncTarget, Some(node));
         self.maybe_unfence(node);
     }
 
-    /// Source: the target reports the end. Everything it had to get, it has.
-    pub(super) fn resync_source_finished(&mut self, node: NodeId) {
-        let Some(c) = self.conns.get_mut(&node) else {
+    /// Target: the resync with `node` is over, `disk` is what this disk is now (UpToDate, or
+    /// Inconsistent after failures). Logs DRBD's `Resync done` line and tells the source.
+    fn resync_end(&mut self, node: NodeId, failures: String, disk: DiskState) {
+        let now = self.now;
+        let Some(rs) = self.peers.get_mut(&node).and_then(|c| c.rs.take()) else {
             return;
         };
-        let done = c.rs.as_ref().map_or(0, |rs| rs.done_bytes);
-        c.rs = None;
-        c.repl = ReplState::Established;
-        c.disk = DiskState::UpToDate;
-        if let Some(d) = self.disk.as_mut() {
-            if let Some(bm) = d.bitmap_mut(node) {
-                bm.clear_all();
+        self.log_resync_done(node, &rs, now, &failures);
+        self.force_change(
+            Change::hard("resync-finished")
+                .repl(node, ReplState::Established)
+                .disk(disk),
+        );
+        let p = self.my_state_packet(node);
+        self.send(node, p);
+    }
+
+    /// DRBD's `Resync done (total N sec; paused 0 sec; K K/sec)`, and the failures, if any.
+    fn log_resync_done(
+        &mut self,
+        node: NodeId,
+        rs: &Resync,
+        now: crate::types::Time,
+        failures: &str,
+    ) {
+        let secs = (now.0.saturating_sub(rs.started.0) / 1_000_000_000).max(1);
+        self.peer_log(
+            node,
+            format!(
+                "Resync done (total {secs} sec; paused 0 sec; {} K/sec)",
+                rs.done_bytes / 1024 / secs
+            ),
+        );
+        if !failures.is_empty() {
+            self.peer_log(node, failures.to_string());
+        }
+    }
+
+    /// Source: the target reports the end (its State says Established). With its disk
+    /// UpToDate everything it had to get, it has: the bits the resync covered are cleared,
+    /// but never one marked while it ran (a write the target failed, an `OutOfSync`). With
+    /// failures, or a target disk that went away, every bit stays for the next resync.
+    pub(super) fn resync_source_finished(&mut self, node: NodeId, role: Role, disk: DiskState) {
+        let now = self.now;
+        let rs = self.peers.get_mut(&node).and_then(|c| c.rs.take());
+        let ok = disk == DiskState::UpToDate;
+        let recorded = self.disk.as_mut().and_then(|d| d.stop_recording(node));
+        if ok && let Some(d) = self.disk.as_mut() {
+            match recorded {
+                Some(marked) if !marked.overflow => {
+                    if let Some(bm) = d.bitmap_mut(node) {
+                        bm.clear_all();
+                    }
+                    for (off, len) in marked.ranges {
+                        d.mark(node, off, len);
+                    }
+                }
+                // Too many marks to remember: keep every bit (a later resync moves a few
+                // blocks again rather than lose one).
+                _ => {}
             }
             d.bitmap_uuid_to_history(node);
         }
-        self.log(format!(
-            "peer {node}: Resync done ({} KiB); repl( SyncSource -> Established )",
-            done / 1024
-        ));
+        if let Some(rs) = &rs {
+            let failures = if ok {
+                String::new()
+            } else {
+                format!("the target ends {disk}: every marked block stays marked")
+            };
+            self.log_resync_done(node, rs, now, &failures);
+        }
+        self.force_change(
+            Change::hard("resync-finished")
+                .repl(node, ReplState::Established)
+                .peer_role(node, role)
+                .pdsk(node, disk),
+        );
         // A Consistent source (a crashed Primary the handshake chose) holds what its target
         // now holds as UpToDate: it is UpToDate too.
-        if matches!(self.disk_state, DiskState::Consistent | DiskState::Outdated) {
-            self.set_up_to_date();
+        if ok && matches!(self.st.disk(), DiskState::Consistent | DiskState::Outdated) {
+            self.set_up_to_date("resync-finished");
         }
         self.sb_changed();
         self.flush_bitmap_if_dirty();
-        self.maybe_unfence(node);
+        if ok {
+            self.maybe_unfence(node);
+        }
     }
 
     /// Resync packets.
@@ -506,7 +588,7 @@ impl Engine {
             } => self.serve_resync_request(node, sector, block_id, size, Some(digest)),
             Packet::ResyncIsInSync(a) => {
                 // The source's digest matched ours: nothing to write, the blocks are current.
-                let Some(rs) = self.conns.get_mut(&node).and_then(|c| c.rs.as_mut()) else {
+                let Some(rs) = self.peers.get_mut(&node).and_then(|c| c.rs.as_mut()) else {
                     return;
                 };
                 let Some((offset, len)) = rs.in_flight.remove(&a.block_id) else {
@@ -528,20 +610,23 @@ impl Engine {
                 ..
             } => self.resync_reply(node, sector, block_id, data),
             Packet::NegResyncReply(a) => {
-                if let Some(rs) = self.conns.get_mut(&node).and_then(|c| c.rs.as_mut())
+                if let Some(rs) = self.peers.get_mut(&node).and_then(|c| c.rs.as_mut())
                     && let Some((_, len)) = rs.in_flight.remove(&a.block_id)
                 {
                     rs.in_flight_bytes -= len;
                     rs.failed_bytes += len;
                 }
-                self.log(format!(
-                    "peer {node}: the source could not read sector {} for the resync",
-                    a.sector.0
-                ));
+                self.peer_log(
+                    node,
+                    format!(
+                        "the source could not read sector {} for the resync",
+                        a.sector.0
+                    ),
+                );
                 self.resync_pump(node);
             }
             Packet::ResyncWriteAck(a) => {
-                if let Some(rs) = self.conns.get_mut(&node).and_then(|c| c.rs.as_mut()) {
+                if let Some(rs) = self.peers.get_mut(&node).and_then(|c| c.rs.as_mut()) {
                     rs.done_bytes += u64::from(a.size);
                     rs.pace.arrived(u64::from(a.size));
                 }
@@ -559,7 +644,7 @@ impl Engine {
         peer_digest: Option<bytes::Bytes>,
     ) {
         let serving = self
-            .conns
+            .peers
             .get(&node)
             .is_some_and(|c| c.rs.as_ref().is_some_and(|rs| rs.source));
         let offset = sector.bytes();
@@ -589,7 +674,7 @@ impl Engine {
     }
 
     fn resync_reply(&mut self, node: NodeId, sector: Sector, block_id: u64, data: bytes::Bytes) {
-        let Some(c) = self.conns.get_mut(&node) else {
+        let Some(c) = self.peers.get_mut(&node) else {
             return;
         };
         c.received += data.len() as u64;
@@ -602,9 +687,10 @@ impl Engine {
         rs.pace.arrived(len);
         rs.transferred_bytes += len;
         if offset != sector.bytes() || data.len() as u64 != len {
-            self.log(format!(
-                "peer {node}: resync reply does not match its request; dropping the connection"
-            ));
+            self.peer_log(
+                node,
+                "resync reply does not match its request; dropping the connection".to_string(),
+            );
             return self.drop_link(node, false);
         }
         // No AL transaction: until the resync ends the whole disk is Inconsistent anyway.
@@ -654,7 +740,7 @@ impl Engine {
                 };
                 let packet = match result {
                     Ok(Some(_)) if same => {
-                        if let Some(rs) = self.conns.get_mut(&node).and_then(|c| c.rs.as_mut()) {
+                        if let Some(rs) = self.peers.get_mut(&node).and_then(|c| c.rs.as_mut()) {
                             rs.done_bytes += u64::from(size);
                         }
                         Packet::ResyncIsInSync(ack)
@@ -667,7 +753,7 @@ impl Engine {
                     },
                     _ => Packet::NegResyncReply(ack),
                 };
-                if self.links.contains_key(&node) {
+                if self.peers.get(&node).is_some_and(|p| p.replicating()) {
                     self.send(node, packet);
                 }
             }
@@ -681,7 +767,7 @@ impl Engine {
                 if ok && let Some(d) = self.disk.as_mut() {
                     d.clear_covered(node, offset, len);
                 }
-                let Some(rs) = self.conns.get_mut(&node).and_then(|c| c.rs.as_mut()) else {
+                let Some(rs) = self.peers.get_mut(&node).and_then(|c| c.rs.as_mut()) else {
                     return;
                 };
                 if rs.in_flight.remove(&block_id).is_some() {
@@ -710,11 +796,11 @@ impl Engine {
             } => {
                 let alg = self.peer_info(node).and_then(|p| p.csums_alg);
                 let still_asked = self
-                    .conns
+                    .peers
                     .get(&node)
                     .and_then(|c| c.rs.as_ref())
                     .is_some_and(|rs| rs.in_flight.contains_key(&block_id));
-                if !still_asked || !self.links.contains_key(&node) {
+                if !still_asked || !self.peers.get(&node).is_some_and(|p| p.replicating()) {
                     return;
                 }
                 let sector = Sector(offset / SECTOR_SIZE);
@@ -741,10 +827,13 @@ impl Engine {
             }
             ResyncOp::Flush { node } => match result {
                 Ok(_) => self.resync_target_done(node),
-                Err(e) => self.log(format!(
-                    "peer {node}: flush at the end of the resync failed (errno {e}); the disk \
+                Err(e) => self.peer_log(
+                    node,
+                    format!(
+                        "flush at the end of the resync failed (errno {e}); the disk \
                      stays Inconsistent"
-                )),
+                    ),
+                ),
             },
         }
     }
@@ -752,7 +841,7 @@ impl Engine {
     /// Target: a replicated application write that covers whole blocks makes them current.
     pub(super) fn resync_target_covered(&mut self, node: NodeId, offset: u64, len: u64) {
         let syncing = self
-            .conns
+            .peers
             .get(&node)
             .is_some_and(|c| c.rs.as_ref().is_some_and(|rs| !rs.source));
         if !syncing {
@@ -770,7 +859,7 @@ impl Engine {
             return Err("not connected".into());
         }
         for node in &nodes {
-            if let Some(c) = self.conns.get_mut(node) {
+            if let Some(c) = self.peers.get_mut(node) {
                 c.user_paused = paused;
             }
         }

@@ -16,10 +16,10 @@
 //! does not either; `invalidate --reset-bitmap=no` on the node with the bad data (or
 //! `invalidate-remote --reset-bitmap=no` on the good one) resyncs exactly the marked blocks.
 
-use super::{Engine, IoOp};
+use super::{Change, Engine, IoOp};
 use crate::repl::digest::DigestAlg;
 use crate::repl::resync::Pacer;
-use crate::repl::state::{ReplState, StateError};
+use crate::repl::state::{DiskState, ReplState, StateError};
 use crate::repl::wire::{OvOutcome, Packet};
 use crate::types::{BM_BLOCK_SIZE, NodeId, SECTOR_SIZE, Sector, Time};
 use bytes::Bytes;
@@ -132,30 +132,37 @@ impl Engine {
             return Err(StateError::NoLocalDisk);
         }
         let Some(node) = self.established_peers().into_iter().find(|n| {
-            self.conns
+            self.peers
                 .get(n)
-                .is_some_and(|c| c.repl == ReplState::Established && c.rs.is_none())
+                .is_some_and(|c| c.st.repl() == ReplState::Established && c.rs.is_none())
         }) else {
             return Err(StateError::NeedConnection);
         };
         let Some(alg) = self.verify_alg(node) else {
             return Err(StateError::NoVerifyAlg);
         };
+        if self
+            .peers
+            .get(&node)
+            .is_some_and(|c| c.st.disk() < DiskState::Inconsistent)
+        {
+            return Err(StateError::NoRemoteDisk);
+        }
         let size = self.size_bytes();
         // Whole blocks: a block is the unit that is compared and marked.
         let start = (start.bytes() / BM_BLOCK_SIZE * BM_BLOCK_SIZE).min(size);
         let stop = stop.map_or(size, |s| s.bytes().min(size)).max(start);
         let pace = self.verify_pacer(node, true);
         let now = self.now;
-        let Some(c) = self.conns.get_mut(&node) else {
+        self.change(Change::soft("verify").repl(node, ReplState::VerifyS))?;
+        let Some(c) = self.peers.get_mut(&node) else {
             return Err(StateError::NeedConnection);
         };
         c.ov = Some(Verify::new(true, alg, start, stop, now, pace));
-        c.repl = ReplState::VerifyS;
-        self.log(format!(
-            "peer {node}: repl( Established -> VerifyS ); Online Verify start sector: {}",
-            start / SECTOR_SIZE
-        ));
+        self.peer_log(
+            node,
+            format!("Online Verify start sector: {}", start / SECTOR_SIZE),
+        );
         self.broadcast_state();
         self.verify_pump(node);
         Ok(())
@@ -174,26 +181,28 @@ impl Engine {
     /// The peer started a verify toward this node.
     pub(super) fn verify_target_start(&mut self, node: NodeId) {
         let Some(alg) = self.verify_alg(node) else {
-            self.log(format!(
-                "peer {node}: the peer starts an online verify but no verify-alg is configured \
+            self.peer_log(
+                node,
+                "the peer starts an online verify but no verify-alg is configured \
                  here; dropping the connection (set the same verify-alg on both nodes)"
-            ));
+                    .to_string(),
+            );
             return self.drop_link(node, false);
         };
         let size = self.size_bytes();
         let now = self.now;
         let pace = self.verify_pacer(node, false);
-        let Some(c) = self.conns.get_mut(&node) else {
-            return;
-        };
-        c.ov = Some(Verify::new(false, alg, 0, size, now, pace));
-        c.repl = ReplState::VerifyT;
-        self.log(format!("peer {node}: repl( Established -> VerifyT )"));
+        if let Err(e) = self.change(Change::hard("verify").repl(node, ReplState::VerifyT)) {
+            return self.peer_log(node, format!("cannot start the peer's online verify: {e}"));
+        }
+        if let Some(c) = self.peers.get_mut(&node) {
+            c.ov = Some(Verify::new(false, alg, 0, size, now, pace));
+        }
     }
 
     /// The end of the earliest verify controller step.
     pub(super) fn verify_deadline(&self) -> Option<Time> {
-        self.conns
+        self.peers
             .values()
             .filter_map(|c| c.ov.as_ref())
             .map(|v| v.pace.next_step())
@@ -204,7 +213,7 @@ impl Engine {
     pub(super) fn verify_steps(&mut self) {
         let (now, app) = (self.now, self.last_app_io);
         let nodes: Vec<NodeId> = self
-            .conns
+            .peers
             .iter_mut()
             .filter_map(|(n, c)| {
                 let v = c.ov.as_mut()?;
@@ -219,7 +228,7 @@ impl Engine {
 
     /// Source: ask for what the budget allows; finish when everything is compared.
     fn verify_pump(&mut self, node: NodeId) {
-        let Some(v) = self.conns.get_mut(&node).and_then(|c| c.ov.as_mut()) else {
+        let Some(v) = self.peers.get_mut(&node).and_then(|c| c.ov.as_mut()) else {
             return;
         };
         if !v.source {
@@ -266,7 +275,7 @@ impl Engine {
     /// A write to `[offset, offset+len)` is being released: a verify request out over it
     /// must be asked again (see the module docs).
     pub(super) fn verify_note_write(&mut self, offset: u64, len: u64) {
-        for c in self.conns.values_mut() {
+        for c in self.peers.values_mut() {
             if let Some(v) = c.ov.as_mut().filter(|v| v.source) {
                 for a in v.in_flight.values_mut().chain(v.reading.values_mut()) {
                     if a.offset < offset + len && offset < a.offset + a.len {
@@ -295,7 +304,7 @@ impl Engine {
                 ..
             } => {
                 let (offset, len) = (sector.bytes(), u64::from(size));
-                let Some(v) = self.conns.get_mut(&node).and_then(|c| c.ov.as_mut()) else {
+                let Some(v) = self.peers.get_mut(&node).and_then(|c| c.ov.as_mut()) else {
                     return;
                 };
                 if v.source {
@@ -319,14 +328,14 @@ impl Engine {
                 .checked_add(u64::from(size))
                 .is_some_and(|e| e <= self.size_bytes());
         let verifying = self
-            .conns
+            .peers
             .get(&node)
             .is_some_and(|c| c.ov.as_ref().is_some_and(|v| !v.source));
         if !verifying
             && self
-                .conns
+                .peers
                 .get(&node)
-                .is_some_and(|c| c.repl == ReplState::Established)
+                .is_some_and(|c| c.st.repl() == ReplState::Established)
         {
             // The peer's State saying VerifyS may be behind its first request.
             self.verify_target_start(node);
@@ -355,7 +364,7 @@ impl Engine {
     }
 
     fn verify_reply(&mut self, node: NodeId, block_id: u64, digest: Bytes) {
-        let Some(v) = self.conns.get_mut(&node).and_then(|c| c.ov.as_mut()) else {
+        let Some(v) = self.peers.get_mut(&node).and_then(|c| c.ov.as_mut()) else {
             return;
         };
         let Some(a) = v.in_flight.remove(&block_id) else {
@@ -399,14 +408,17 @@ impl Engine {
                 if let Ok(Some(data)) = result {
                     alg.digest_into(data, &mut digest);
                 } else {
-                    self.log(format!(
-                        "peer {node}: verify: local read at sector {} failed; the range is \
+                    self.peer_log(
+                        node,
+                        format!(
+                            "verify: local read at sector {} failed; the range is \
                          reported out of sync",
-                        sector.0
-                    ));
+                            sector.0
+                        ),
+                    );
                     digest.push(0);
                 }
-                if self.links.contains_key(&node) {
+                if self.peers.get(&node).is_some_and(|p| p.replicating()) {
                     self.send(
                         node,
                         Packet::OvReply {
@@ -423,7 +435,7 @@ impl Engine {
                 block_id,
                 peer_digest,
             } => {
-                let Some(v) = self.conns.get_mut(&node).and_then(|c| c.ov.as_mut()) else {
+                let Some(v) = self.peers.get_mut(&node).and_then(|c| c.ov.as_mut()) else {
                     return;
                 };
                 let Some(Asked { offset, len, dirty }) = v.reading.remove(&block_id) else {
@@ -460,7 +472,7 @@ impl Engine {
                 if outcome == OvOutcome::OutOfSync {
                     self.verify_found(node, offset, len);
                 }
-                if self.links.contains_key(&node) {
+                if self.peers.get(&node).is_some_and(|p| p.replicating()) {
                     self.send(
                         node,
                         Packet::OvResult {
@@ -481,43 +493,50 @@ impl Engine {
         if let Some(d) = self.disk.as_mut() {
             d.mark(node, offset, len);
         }
-        if let Some(v) = self.conns.get_mut(&node).and_then(|c| c.ov.as_mut()) {
+        if let Some(v) = self.peers.get_mut(&node).and_then(|c| c.ov.as_mut()) {
             add_run(&mut v.runs, offset, len);
         }
     }
 
     fn log_out_of_sync(&mut self, node: NodeId, offset: u64, len: u64) {
-        self.log(format!(
-            "peer {node}: Out of sync: start={}, size={} (sectors)",
-            offset / SECTOR_SIZE,
-            len / SECTOR_SIZE
-        ));
+        self.peer_log(
+            node,
+            format!(
+                "Out of sync: start={}, size={} (sectors)",
+                offset / SECTOR_SIZE,
+                len / SECTOR_SIZE
+            ),
+        );
     }
 
     /// Source: everything compared. Target: the source said so (its State).
     pub(super) fn verify_finished(&mut self, node: NodeId) {
         let now = self.now;
-        let Some(c) = self.conns.get_mut(&node) else {
+        let Some(c) = self.peers.get_mut(&node) else {
             return;
         };
         let Some(v) = c.ov.take() else {
             return;
         };
-        let old = c.repl;
-        c.repl = ReplState::Established;
+        self.force_change(Change::hard("verify-finished").repl(node, ReplState::Established));
         for (o, l) in v.runs {
             self.log_out_of_sync(node, o, l);
         }
         let secs = (now.0.saturating_sub(v.started.0) / 1_000_000_000).max(1);
-        self.log(format!(
-            "peer {node}: Online verify done (total {secs} sec; paused 0 sec; {} K/sec)",
-            v.done_bytes / 1024 / secs
-        ));
-        self.log(format!(
-            "peer {node}: Online verify found {} 4k block out of sync!",
-            v.found_blocks
-        ));
-        self.log(format!("peer {node}: repl( {old} -> Established )"));
+        self.peer_log(
+            node,
+            format!(
+                "Online verify done (total {secs} sec; paused 0 sec; {} K/sec)",
+                v.done_bytes / 1024 / secs
+            ),
+        );
+        self.peer_log(
+            node,
+            format!(
+                "Online verify found {} 4k block out of sync!",
+                v.found_blocks
+            ),
+        );
         self.flush_bitmap_if_dirty();
         if v.source {
             let p = self.my_state_packet(node);

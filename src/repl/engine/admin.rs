@@ -1,0 +1,256 @@
+//! Administrative commands: promotion and demotion, new generations, invalidate, verify and
+//! connect requests (DRBD's `drbd_nl.c` entry points).
+
+use super::{Action, AdminCmd, AdminError, Change, Engine, MetaWaiter, rotate_current};
+use crate::meta::superblock::flags;
+use crate::repl::state::{DiskState, ReplState, Role, StateError};
+use crate::types::GenUuid;
+
+impl Engine {
+    /// An admin command: answered at once when refused, otherwise once what it changed is on
+    /// disk.
+    pub(super) fn admin(&mut self, token: u64, cmd: AdminCmd) {
+        let result = match cmd {
+            AdminCmd::Primary { force } => {
+                if self.fence_before_promote(token, force) {
+                    return; // answered once fence-peer has (see `fencing`)
+                }
+                let r = self.try_promote(force, "primary");
+                if r.is_ok() {
+                    self.explicit_primary = true;
+                }
+                r
+            }
+            AdminCmd::Secondary => self.demote("secondary"),
+            AdminCmd::NewCurrentUuid { clear_bitmap } => self.new_current_uuid(clear_bitmap),
+            AdminCmd::Verify { start, stop } => self.verify_start(start, stop),
+            AdminCmd::Connect { discard_my_data } => {
+                if discard_my_data && self.st.role() == Role::Primary {
+                    self.actions.push_back(Action::AdminDone {
+                        token,
+                        result: Err(AdminError::DiscardMyDataPrimary),
+                    });
+                    return;
+                }
+                self.set_discard_my_data(discard_my_data);
+                Ok(())
+            }
+            AdminCmd::Detach => self.detach(token),
+            AdminCmd::Invalidate { reset_bitmap } => self.invalidate(reset_bitmap),
+            AdminCmd::InvalidateRemote { reset_bitmap } => self.invalidate_remote(reset_bitmap),
+            AdminCmd::PauseSync => self.set_user_paused(true).map_err(|e| {
+                self.log(format!("pause-sync: {e}"));
+                StateError::NeedConnection
+            }),
+            AdminCmd::ResumeSync => self.set_user_paused(false).map_err(|e| {
+                self.log(format!("resume-sync: {e}"));
+                StateError::NeedConnection
+            }),
+            AdminCmd::Outdate => self.outdate(),
+            AdminCmd::ResumeIo => {
+                self.resume_io();
+                Ok(())
+            }
+        };
+        match result {
+            Err(e) => self.actions.push_back(Action::AdminDone {
+                token,
+                result: Err(AdminError::State(e)),
+            }),
+            Ok(()) if matches!(cmd, AdminCmd::Detach) => {}
+            Ok(()) => self.wait_for_meta(token),
+        }
+    }
+
+    /// Replies to `token` once the current superblock generation is on disk.
+    pub(super) fn wait_for_meta(&mut self, token: u64) {
+        if self.meta_persisted >= self.sb_gen && self.meta_inflight.is_none() {
+            self.actions.push_back(Action::AdminDone {
+                token,
+                result: Ok(()),
+            });
+        } else {
+            self.meta_waiters.push(MetaWaiter {
+                generation: self.sb_gen,
+                token,
+            });
+        }
+    }
+
+    /// Promotion (`primary`, or an opener's auto-promote). A Consistent disk becomes UpToDate
+    /// when no peer can have newer data (fencing has nothing to fear, or fence-peer said so),
+    /// as DRBD 9 does; `--force` makes any disk the UpToDate one. The state rules refuse the
+    /// rest with DRBD's codes (a Primary peer, no UpToDate data, fencing).
+    pub(super) fn try_promote(&mut self, force: bool, tag: &'static str) -> Result<(), StateError> {
+        if self.st.role() == Role::Primary {
+            return Ok(());
+        }
+        let disk = self.st.disk();
+        let forced = force && disk < DiskState::Consistent;
+        let fenced = self.fencing_allows_primary();
+        let new_disk = match disk {
+            DiskState::Consistent if fenced => DiskState::UpToDate,
+            d if force && d >= DiskState::Inconsistent => DiskState::UpToDate,
+            d => d,
+        };
+        let mut c = Change::soft(tag).role(Role::Primary).disk(new_disk);
+        if force {
+            c = c.force();
+        }
+        self.change(c)?;
+        if !fenced && !forced {
+            self.log("Forced into split brain situation!".to_string());
+        }
+        if let Some(d) = self.disk.as_mut() {
+            d.sb.flags |= flags::PRIMARY_IND | flags::CONSISTENT | flags::WAS_UP_TO_DATE;
+        }
+        // Without a peer to replicate to, the next write starts a new data generation (DRBD 9
+        // marks it due and creates it on the first write, so a promotion that never wrote
+        // cannot cause a split brain). With a peer replicating both stay in the same one.
+        self.new_uuid_due = !self.peers.values().any(|p| p.replicating());
+        self.sb_changed();
+        if forced {
+            // A connected peer without good data gets everything from here.
+            self.full_sync_inconsistent_peers();
+        }
+        Ok(())
+    }
+
+    pub(super) fn invalidate(&mut self, reset_bitmap: bool) -> Result<(), StateError> {
+        if self.disk.is_none() {
+            return Err(StateError::NoLocalDisk);
+        }
+        if self.st.role() == Role::Primary {
+            return Err(StateError::DeviceInUse);
+        }
+        let Some(node) = self.established_peers().into_iter().find(|n| {
+            self.peers.get(n).is_some_and(|c| {
+                c.st.repl() == ReplState::Established && c.st.disk() == DiskState::UpToDate
+            })
+        }) else {
+            return Err(StateError::NeedConnection);
+        };
+        // Ask the peer to become SyncSource (our State says `StartingSyncT`): with everything,
+        // answered with SyncUuid; or (`--reset-bitmap=no`) with the marked blocks, answered
+        // with its marks (OutOfSync) and its State as SyncSource. Either starts the resync here.
+        let mut p = self.my_state_packet(node);
+        if let crate::repl::wire::Packet::State { flags, repl, .. } = &mut p {
+            *repl = ReplState::StartingSyncT;
+            if !reset_bitmap {
+                *flags = *flags | crate::repl::wire::StateFlags::KEEP_BITMAP;
+            }
+        }
+        self.send(node, p);
+        self.peer_log(
+            node,
+            format!(
+                "invalidate: requesting {} from the peer",
+                if reset_bitmap {
+                    "a full sync"
+                } else {
+                    "a resync of the marked blocks"
+                }
+            ),
+        );
+        Ok(())
+    }
+
+    pub(super) fn invalidate_remote(&mut self, reset_bitmap: bool) -> Result<(), StateError> {
+        if self.st.disk() != DiskState::UpToDate {
+            return Err(StateError::NoUpToDateDisk);
+        }
+        let nodes = self.established_peers();
+        let Some(node) = nodes.into_iter().find(|n| {
+            self.peers
+                .get(n)
+                .is_some_and(|c| c.st.repl() == ReplState::Established)
+        }) else {
+            return Err(StateError::NeedConnection);
+        };
+        if self
+            .peers
+            .get(&node)
+            .is_some_and(|c| c.st.role() == Role::Primary)
+        {
+            return Err(StateError::DeviceInUse);
+        }
+        let r = if reset_bitmap {
+            self.start_full_sync_to(node)
+        } else {
+            self.start_bitmap_sync_to(node)
+        };
+        r.map_err(|e| {
+            self.log(format!("invalidate-remote: {e}"));
+            StateError::NeedConnection
+        })
+    }
+
+    /// Demotion (`secondary`, an opener's auto-demote, a split-brain victim). Refused while
+    /// the device is open (DRBD's `SS_DEVICE_IN_USE`).
+    pub(super) fn demote(&mut self, tag: &'static str) -> Result<(), StateError> {
+        if self.st.role() != Role::Primary {
+            return Ok(());
+        }
+        self.change(Change::soft(tag).role(Role::Secondary))?;
+        self.explicit_primary = false;
+        self.new_uuid_due = false;
+        if let Some(d) = self.disk.as_mut() {
+            d.sb.flags &= !flags::PRIMARY_IND;
+            self.sb_changed();
+        }
+        Ok(())
+    }
+
+    pub(super) fn new_current_uuid(&mut self, clear_bitmap: bool) -> Result<(), StateError> {
+        let connected = !self.established_peers().is_empty();
+        if self.peers.values().any(|c| c.rs.is_some()) {
+            return Err(StateError::InTransientState);
+        }
+        let Some(d) = self.disk.as_mut() else {
+            return Err(StateError::DeviceDiskless);
+        };
+        let primary = self.st.role() == Role::Primary;
+        let fresh = d.sb.current_uuid.same_as(GenUuid::JUST_CREATED);
+        if clear_bitmap {
+            if !(fresh || self.st.disk() == DiskState::UpToDate) {
+                return Err(StateError::NoUpToDateDisk);
+            }
+            // Skip the initial sync: everyone starts from the same (new) generation.
+            d.sb.current_uuid = self.uuids.next(primary);
+            for bm in d.bitmaps.iter_mut() {
+                bm.clear_all();
+            }
+            for p in d.sb.peers.iter_mut().filter(|p| p.node_id.is_some()) {
+                p.bitmap_uuid = GenUuid::ZERO;
+            }
+            d.sb.flags |= flags::CONSISTENT | flags::WAS_UP_TO_DATE;
+        } else {
+            if self.st.disk() < DiskState::Outdated {
+                return Err(StateError::NoUpToDateDisk);
+            }
+            if connected {
+                // The peers follow into the new generation: nothing differs from them, so the
+                // old one is history, not a bitmap UUID.
+                let old = d.sb.current_uuid;
+                if !old.same_as(GenUuid::JUST_CREATED) {
+                    d.sb.push_history(old);
+                }
+                d.sb.current_uuid = self.uuids.next(primary);
+            } else {
+                rotate_current(&mut d.sb, &mut self.uuids, primary);
+            }
+        }
+        self.new_uuid_due = false;
+        let uuid = d.sb.current_uuid;
+        if clear_bitmap {
+            self.change(Change::soft("skip-initial-sync").disk(DiskState::UpToDate))?;
+        }
+        self.log(format!("new current UUID: {uuid}"));
+        self.sb_changed();
+        self.flush_bitmap_if_dirty();
+        if connected {
+            self.announce_new_uuid(clear_bitmap);
+        }
+        Ok(())
+    }
+}

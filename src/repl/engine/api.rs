@@ -1,0 +1,372 @@
+//! The engine's public types: its configuration, what goes in ([`Input`]) and comes out
+//! ([`Action`]), the admin commands and their errors, and the status snapshot.
+
+use crate::bitmap::Bitmap;
+use crate::meta::al::{AlRecovery, Transaction};
+use crate::meta::superblock::Superblock;
+use crate::repl::state::{ConnState, DiskState, ReplState, Role, StateError};
+use crate::types::{GenUuid, NodeId, ReqId, Sector};
+
+/// What the engine is told about its resource when it is created.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    pub resource: String,
+    pub node_id: NodeId,
+    pub peers: Vec<PeerInfo>,
+    /// DRBD 9's `auto-promote`: an NBD client's GO promotes a Secondary.
+    pub auto_promote: bool,
+    /// Seed for new generation UUIDs (the driver draws it from the OS).
+    pub uuid_seed: u64,
+}
+
+/// A configured peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerInfo {
+    pub name: String,
+    pub node_id: NodeId,
+    /// `ko-count` x `timeout`, in ms: a request the peer leaves unanswered this long gets the
+    /// link dropped ([`Action::DropLink`]). `None` when `ko-count` is 0.
+    pub ko_deadline_ms: Option<u64>,
+    /// The resync controller settings (`resync-rate`, `c-plan-ahead`, ...).
+    pub sync: crate::config::PeerDeviceOptions,
+    /// The after-split-brain policies and rr-conflict (`net { }`).
+    pub sb_policy: crate::repl::handshake::SbPolicy,
+    /// `verify-alg` and `csums-alg` (`net { }`); both nodes must agree.
+    pub verify_alg: Option<crate::repl::digest::DigestAlg>,
+    pub csums_alg: Option<crate::repl::digest::DigestAlg>,
+    /// `data-integrity-alg`: every replicated write carries its digest, checked on arrival.
+    pub integrity_alg: Option<crate::repl::digest::DigestAlg>,
+    /// `fencing` toward this peer (`net { }`): see `engine::fencing`.
+    pub fencing: crate::config::Fencing,
+}
+
+impl PeerInfo {
+    /// A peer with DRBD's default resync settings and ko-count.
+    pub fn new(name: impl Into<String>, node_id: NodeId) -> PeerInfo {
+        PeerInfo {
+            name: name.into(),
+            node_id,
+            ko_deadline_ms: Some(42_000),
+            sync: crate::config::PeerDeviceOptions::default(),
+            sb_policy: crate::repl::handshake::SbPolicy::default(),
+            verify_alg: None,
+            csums_alg: None,
+            integrity_alg: None,
+            fencing: crate::config::Fencing::DontCare,
+        }
+    }
+}
+
+/// The metadata read at attach time.
+#[derive(Clone, Debug)]
+pub struct Attached {
+    pub sb: Superblock,
+    /// Usable data bytes.
+    pub data_bytes: u64,
+    /// One bitmap per bitmap index (`0..max-peers`), as read.
+    pub bitmaps: Vec<Bitmap>,
+    /// The activity-log replay; `None` when the log could not be read (treated as empty).
+    pub al: Option<AlRecovery>,
+    /// AL ring size in 4 KiB blocks.
+    pub al_blocks: u32,
+    /// `on-io-error` of the disk (`disk { }`).
+    pub on_io_error: crate::config::OnIoError,
+    /// The metadata is on another device (`meta-disk /dev/x`): flushing it does not flush
+    /// the data, so an AL eviction flushes the data device first.
+    pub meta_external: bool,
+    /// `disk { disk-flushes }`: a peer's barrier flushes this disk before it is acknowledged.
+    /// `no` (only with a battery-backed write cache, as with DRBD) drains the epoch's writes
+    /// and acknowledges without a flush.
+    pub disk_flushes: bool,
+}
+
+/// An application request, in bytes. The driver has validated ranges against the size.
+pub use crate::types::BlockOp as IoOp;
+
+/// Why an application request failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum IoError {
+    /// The resource is not Primary (nobody may write to a Secondary).
+    #[error("resource is not Primary")]
+    NotPrimary,
+    /// No usable local disk and no peer to serve the request.
+    #[error("no UpToDate data reachable")]
+    NoData,
+    /// The backing device failed with this errno.
+    #[error("backing device error (errno {0})")]
+    Disk(i32),
+    /// The metadata write this request waited for failed.
+    #[error("metadata write failed")]
+    Meta,
+}
+
+/// An administrative state change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdminCmd {
+    Primary {
+        force: bool,
+    },
+    Secondary,
+    NewCurrentUuid {
+        clear_bitmap: bool,
+    },
+    /// Flush everything and mark the metadata clean; the driver detaches after success.
+    Detach,
+    /// `drbdadm invalidate`: this node's disk becomes Inconsistent and is fully resynced from
+    /// the connected peer.
+    /// `reset_bitmap: false` (`--reset-bitmap=no`): only the blocks marked out of sync.
+    Invalidate {
+        reset_bitmap: bool,
+    },
+    /// `drbdadm invalidate-remote`: the connected peer's disk is fully resynced from here
+    /// (`reset_bitmap: false`: only the marked blocks).
+    InvalidateRemote {
+        reset_bitmap: bool,
+    },
+    /// `drbdadm pause-sync`: stop requesting or serving resync blocks (`user_isp`).
+    PauseSync,
+    /// `drbdadm resume-sync`.
+    ResumeSync,
+    /// `drbdadm verify [--start S] [--stop S]`: online verify of `[start, stop)` (sectors;
+    /// `None`: to the end) against the connected peer, with its `verify-alg`.
+    Verify {
+        start: Sector,
+        stop: Option<Sector>,
+    },
+    /// `drbdadm connect [--discard-my-data]`: the driver (re)starts the links once this
+    /// succeeded. `discard_my_data` makes this node the victim of the next split brain.
+    Connect {
+        discard_my_data: bool,
+    },
+    /// `drbdadm outdate`: mark this node's (consistent, disconnected) data Outdated, persisted.
+    Outdate,
+    /// `drbdadm resume-io`: lift the freeze of `fencing resource-and-stonith` (after a
+    /// fence-peer handler that failed).
+    ResumeIo,
+}
+
+/// Why an administrative command failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AdminError {
+    #[error("State change failed: {0}")]
+    State(#[from] StateError),
+    #[error("Failure: (119) {0}")]
+    Meta(String),
+    /// DRBD's `ERR_DISCARD_IMPOSSIBLE`.
+    #[error("Failure: (123) --discard-my-data not allowed when primary.")]
+    DiscardMyDataPrimary,
+}
+
+impl AdminError {
+    /// drbdsetup's exit code: a state change refusal has its own; a `Failure: (N)` is 10.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            AdminError::State(s) => s.exit_code(),
+            AdminError::Meta(_) | AdminError::DiscardMyDataPrimary => 10,
+        }
+    }
+}
+
+/// Results the driver feeds back.
+#[derive(Clone, Debug)]
+pub enum Input {
+    Attach(Box<Attached>),
+    Admin {
+        token: u64,
+        cmd: AdminCmd,
+    },
+    Io {
+        id: ReqId,
+        op: IoOp,
+    },
+    DiskDone {
+        id: ReqId,
+        result: Result<Option<bytes::Bytes>, i32>,
+    },
+    MetaWritten {
+        generation: u64,
+        result: Result<(), String>,
+    },
+    AlWritten {
+        seq: u64,
+        result: Result<(), String>,
+    },
+    BitmapWritten {
+        result: Result<(), String>,
+    },
+    /// The driver is trying to reach `node` (`connection:Connecting`).
+    PeerConnecting {
+        node: NodeId,
+    },
+    /// The link to `node` is established (authenticated): the engine starts the handshake
+    /// (sizes, UUIDs, state), decides the sync direction and replicates from then on.
+    PeerUp {
+        node: NodeId,
+        protocol: crate::config::Protocol,
+    },
+    /// The link to `node` is gone. `standalone`: the driver will not reconnect (disconnect,
+    /// authentication failure, a refused handshake); otherwise it keeps trying (`Connecting`).
+    PeerDown {
+        node: NodeId,
+        standalone: bool,
+    },
+    /// A packet from `node`.
+    PeerPacket {
+        node: NodeId,
+        packet: crate::repl::wire::Packet,
+    },
+    /// A handler the engine asked for ([`Action::RunHandler`]) finished. `exit`: its exit code,
+    /// or None when it did not exit by itself (killed at the deadline, died of a signal, could
+    /// not be started). A handler missing from the config "exits" 0, as drbdadm's does.
+    HandlerDone {
+        handler: crate::repl::handler::Handler,
+        node: Option<NodeId>,
+        exit: Option<i32>,
+    },
+}
+
+/// Work for the driver, to be executed in the order polled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Submit to the backing device; answer with [`Input::DiskDone`] for `id`.
+    SubmitDisk { id: ReqId, op: IoOp },
+    /// Persist the superblock; answer with [`Input::MetaWritten`] for `generation`.
+    WriteMeta {
+        generation: u64,
+        sb: Box<Superblock>,
+    },
+    /// Write this AL transaction at block `block` of the ring; answer [`Input::AlWritten`].
+    WriteAl {
+        seq: u64,
+        block: u32,
+        tr: Box<Transaction>,
+    },
+    /// Write these bitmap pages `(bitmap index, page, words)`; answer [`Input::BitmapWritten`].
+    WriteBitmap { pages: Vec<(u32, u32, Vec<u64>)> },
+    /// Reply to the application request `id`; `Some(data)` for reads.
+    Complete {
+        id: ReqId,
+        result: Result<Option<bytes::Bytes>, IoError>,
+    },
+    /// Reply to the administrative request `token`.
+    AdminDone {
+        token: u64,
+        result: Result<(), AdminError>,
+    },
+    /// A state change, in DRBD's log wording (`role( Secondary -> Primary )`).
+    Log(String),
+    /// Send `packet` to `node` (in order per node).
+    Send {
+        node: NodeId,
+        packet: crate::repl::wire::Packet,
+    },
+    /// The disk was detached because of an I/O error (`on-io-error detach`): close it and
+    /// its metadata. `drbdadm attach` brings it back.
+    ReleaseDisk,
+    /// Close the link to `node` (the handshake refused it, or ko-count expired), then report
+    /// [`Input::PeerDown`]. `standalone`: do not reconnect (split brain, unrelated data, a
+    /// too-small peer), as DRBD goes StandAlone; otherwise keep trying.
+    DropLink { node: NodeId, standalone: bool },
+    /// Run the user's handler (`handlers { }`), if configured, concerning `node`.
+    RunHandler {
+        handler: crate::repl::handler::Handler,
+        node: Option<NodeId>,
+    },
+}
+
+/// A snapshot for status and events.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub resource: String,
+    pub node_id: NodeId,
+    pub role: Role,
+    pub disk: DiskState,
+    /// Clients holding the device open (NBD GO).
+    pub open_count: u32,
+    pub size_bytes: u64,
+    pub current_uuid: GenUuid,
+    pub md_flags: u32,
+    pub peers: Vec<PeerStatus>,
+    pub stats: Stats,
+    /// I/O frozen by `fencing resource-and-stonith` (DRBD's `suspended:fencing`).
+    pub suspended_fencing: bool,
+}
+
+/// One peer as the status shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerStatus {
+    pub name: String,
+    pub node_id: NodeId,
+    pub conn: ConnState,
+    pub role: Role,
+    pub repl: ReplState,
+    pub disk: DiskState,
+    /// Bytes marked out of sync with this peer.
+    pub out_of_sync_bytes: u64,
+    /// While a resync (or a paused one) runs with this peer.
+    pub resync: Option<ResyncProgress>,
+    /// Resync paused by `pause-sync` here (`user_isp`) or on the peer (`peer_isp`).
+    pub user_paused: bool,
+    pub peer_paused: bool,
+    /// KiB of replication and resync data received from / sent to the peer.
+    pub received_kib: u64,
+    pub sent_kib: u64,
+    /// Requests sent to the peer and not yet answered.
+    pub pending: u64,
+    /// Requests the peer sent (writes, resync and verify requests) not yet answered here
+    /// (DRBD's `unacked:`).
+    pub unacked: u64,
+}
+
+/// Resync progress toward one peer, in DRBD's terms (`done:`, `dbdt1`, `eta`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResyncProgress {
+    /// Bytes that were out of sync when the resync started, plus those added since.
+    pub total_bytes: u64,
+    /// Bytes still out of sync.
+    pub left_bytes: u64,
+    /// Bytes that could not be resynced (the source failed to read them).
+    pub failed_bytes: u64,
+    /// Bytes moved in the last second (DRBD's `dbdt1`, here bytes/s).
+    pub rate_bytes_per_sec: u64,
+}
+
+impl ResyncProgress {
+    /// DRBD's `done:` percentage: `100 * (total - (left - failed)) / total`.
+    pub fn done_percent(&self) -> f64 {
+        if self.total_bytes == 0 {
+            return 100.0;
+        }
+        let left = self.left_bytes.saturating_sub(self.failed_bytes);
+        100.0 * (self.total_bytes.saturating_sub(left)) as f64 / self.total_bytes as f64
+    }
+
+    /// Seconds to go at the current rate (None while nothing moves).
+    pub fn eta_secs(&self) -> Option<u64> {
+        (self.rate_bytes_per_sec > 0).then(|| self.left_bytes / self.rate_bytes_per_sec)
+    }
+}
+
+/// Counters in `drbdsetup status --statistics` units (KiB, requests).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub read_kib: u64,
+    pub written_kib: u64,
+    pub al_writes: u64,
+    pub bm_writes: u64,
+    /// Application requests not yet completed.
+    pub upper_pending: u64,
+    /// Backing-device requests in flight.
+    pub lower_pending: u64,
+}
+
+/// Why an NBD open was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum OpenRefusal {
+    /// Secondary and auto-promote is off.
+    #[error("is Secondary and auto-promote is off")]
+    Secondary,
+    /// auto-promote tried and failed.
+    #[error("could not auto-promote: {0}")]
+    AutoPromoteFailed(StateError),
+}

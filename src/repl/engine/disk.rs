@@ -1,0 +1,354 @@
+//! The local disk: attach, detach, local I/O errors (`on-io-error`), and the out-of-sync
+//! bitmaps and generation UUIDs it carries.
+
+use super::{Action, Attached, Change, Engine, FAILURE_DETACH};
+use crate::bitmap::Bitmap;
+use crate::meta::al::ActivityLog;
+use crate::meta::superblock::{Superblock, flags};
+use crate::repl::state::{ConnState, DiskState, StateError};
+use crate::repl::uuid::UuidGen;
+use crate::types::{AL_EXTENT_SIZE, BM_BLOCK_SIZE, GenUuid, NodeId};
+
+/// The per-attach state: only present while a disk is attached.
+#[derive(Debug)]
+pub(super) struct Disk {
+    pub(super) sb: Superblock,
+    pub(super) data_bytes: u64,
+    pub(super) al: ActivityLog,
+    pub(super) al_blocks: u32,
+    pub(super) bitmaps: Vec<Bitmap>,
+    pub(super) on_io_error: crate::config::OnIoError,
+    pub(super) meta_external: bool,
+    pub(super) disk_flushes: bool,
+    /// Per peer this node is SyncSource for: the ranges marked since the resync began (the
+    /// end clears everything else).
+    pub(super) recording: std::collections::BTreeMap<NodeId, Recording>,
+    /// A local I/O error made this disk go away (`on-io-error detach`); the detach is under
+    /// way.
+    pub(super) failed: bool,
+}
+
+impl Disk {
+    /// The out-of-sync bitmap kept for peer `node`, if it has a slot.
+    pub(super) fn bitmap(&self, node: NodeId) -> Option<&Bitmap> {
+        let idx = self.sb.peer(node)?.bitmap_index?;
+        self.bitmaps.get(usize::from(idx))
+    }
+
+    /// The bitmap for `node`, to change.
+    pub(super) fn bitmap_mut(&mut self, node: NodeId) -> Option<&mut Bitmap> {
+        let idx = self.sb.peer(node)?.bitmap_index?;
+        self.bitmaps.get_mut(usize::from(idx))
+    }
+
+    /// Starts remembering what is marked for `node` (a resync toward it begins).
+    pub(super) fn start_recording(&mut self, node: NodeId) {
+        self.recording.insert(node, Recording::default());
+    }
+
+    /// What was marked for `node` since [`Disk::start_recording`].
+    pub(super) fn stop_recording(&mut self, node: NodeId) -> Option<Recording> {
+        self.recording.remove(&node)
+    }
+
+    /// Marks `[offset, offset+len)` out of sync with `node`; returns the newly set bits.
+    pub(super) fn mark(&mut self, node: NodeId, offset: u64, len: u64) -> u64 {
+        if let Some(r) = self.recording.get_mut(&node) {
+            r.note(offset, len);
+        }
+        let dev = self.data_bytes;
+        self.bitmap_mut(node)
+            .map_or(0, |bm| mark_bytes(bm, offset, len, dev))
+    }
+
+    /// Clears the blocks `[offset, offset+len)` covers completely in `node`'s bitmap.
+    pub(super) fn clear_covered(&mut self, node: NodeId, offset: u64, len: u64) {
+        let dev = self.data_bytes;
+        if let Some(bm) = self.bitmap_mut(node) {
+            bm.clear_bytes_covered_dev(offset, len, dev);
+        }
+    }
+
+    /// The bitmap UUID for `node` goes into the history and becomes 0 (a resync toward it
+    /// ended); false if it was 0 already.
+    pub(super) fn bitmap_uuid_to_history(&mut self, node: NodeId) -> bool {
+        let Some(p) = self.sb.peers.iter_mut().find(|p| p.node_id == Some(node)) else {
+            return false;
+        };
+        if p.bitmap_uuid.is_zero() {
+            return false;
+        }
+        let old = std::mem::replace(&mut p.bitmap_uuid, GenUuid::ZERO);
+        self.sb.push_history(old);
+        true
+    }
+}
+
+/// The ranges marked for a peer while a resync toward it runs.
+#[derive(Debug, Default)]
+pub(super) struct Recording {
+    pub ranges: Vec<(u64, u64)>,
+    /// More than [`Recording::MAX`] ranges: too many to keep.
+    pub overflow: bool,
+}
+
+impl Recording {
+    /// Marks during a resync are rare (a write the target failed, an `OutOfSync`); past this
+    /// many the end keeps every bit instead.
+    const MAX: usize = 65_536;
+
+    fn note(&mut self, offset: u64, len: u64) {
+        if self.ranges.len() >= Self::MAX {
+            self.overflow = true;
+            self.ranges = Vec::new();
+        } else if !self.overflow {
+            self.ranges.push((offset, len));
+        }
+    }
+}
+
+impl Engine {
+    /// `attach`: the metadata was read. The disk comes up in the state its flags record
+    /// (DRBD's `disk_state_from_md()`), through Attaching; a crashed Primary's hot extents are
+    /// marked first. With a peer connected, the handshake runs again on the same link: the
+    /// UUIDs decide what to resync, exactly as at connect time (DRBD's attach on a connected
+    /// device), so what the peer wrote meanwhile reaches this disk before it counts as
+    /// UpToDate.
+    pub(super) fn attach(&mut self, a: Attached) {
+        if let Err(e) = self.change(Change::soft("attach").disk(DiskState::Attaching)) {
+            return self.log(format!("attach refused: {e}"));
+        }
+        let mut sb = a.sb;
+        let mut bitmaps = a.bitmaps;
+        let al = match &a.al {
+            Some(rec) => ActivityLog::from_recovery(rec),
+            None => ActivityLog::new(sb.al_extents, u64::from(a.al_blocks)),
+        };
+        if sb.flags & flags::AL_CLEAN == 0 && sb.flags & flags::PRIMARY_IND != 0 {
+            // A Primary stopped uncleanly: every extent the AL says was hot may differ from
+            // the peers. (A Secondary that crashed needs no such marks: every write it got
+            // came from a Primary, which keeps each one it has not seen flushed here in its
+            // transfer log and marks it when the link drops, or, if it crashed as well, has
+            // the same extents in its own AL. Marking them here too would resync whole 4 MiB
+            // extents after every Secondary restart.)
+            let hot = a.al.as_ref().map(|r| r.extents.clone()).unwrap_or_default();
+            let mut marked = 0;
+            for e in &hot {
+                let start = u64::from(e.0) * AL_EXTENT_SIZE;
+                for bm in bitmaps.iter_mut() {
+                    marked += mark_bytes(bm, start, AL_EXTENT_SIZE, a.data_bytes);
+                }
+            }
+            self.log(format!(
+                "Marked additional {} KB as out-of-sync based on AL ({} extents)",
+                marked * BM_BLOCK_SIZE / 1024,
+                hot.len()
+            ));
+        }
+        if sb.flags & flags::PRIMARY_IND != 0 {
+            sb.flags |= flags::CRASHED_PRIMARY;
+        }
+        let disk = disk_state_from_flags(sb.flags);
+        sb.flags &= !flags::AL_CLEAN;
+        self.disk = Some(Disk {
+            sb,
+            data_bytes: a.data_bytes,
+            al,
+            al_blocks: a.al_blocks,
+            bitmaps,
+            on_io_error: a.on_io_error,
+            meta_external: a.meta_external,
+            disk_flushes: a.disk_flushes,
+            recording: std::collections::BTreeMap::new(),
+            failed: false,
+        });
+        self.force_change(Change::hard("attach").disk(disk));
+        self.fence_attached();
+        self.sb_changed();
+        self.flush_bitmap_if_dirty();
+        let connected: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.st.conn() == ConnState::Connected)
+            .map(|(n, _)| *n)
+            .collect();
+        for node in connected {
+            self.handshake_again(node);
+        }
+    }
+
+    pub(super) fn detach(&mut self, token: u64) -> Result<(), StateError> {
+        if self.open_count > 0 {
+            return Err(StateError::DeviceInUse);
+        }
+        if self.disk.is_none() {
+            self.actions.push_back(Action::AdminDone {
+                token,
+                result: Ok(()),
+            });
+            return Ok(());
+        }
+        // A Diskless Primary served by its peer is not supported yet: a Primary steps down
+        // first (refused while the device is open).
+        self.demote("detach")?;
+        self.change(Change::soft("detach").disk(DiskState::Detaching))?;
+        // Clean stop: bitmap on disk, then a superblock that says the AL is clean. The reply
+        // comes when both are persisted (see `maybe_finish_detach`).
+        self.flush_waiters.push((token, self.al_next_seq));
+        self.flush_bitmap_if_dirty();
+        self.maybe_finish_detach();
+        Ok(())
+    }
+
+    /// A backing-device read or write failed (`on-io-error`, DRBD's `__drbd_chk_io_error_()`).
+    /// The range is marked out of sync for every peer first, so whatever happens next (the
+    /// request is answered, the disk goes away) the blocks are resynced later. `pass_on`
+    /// keeps the disk but makes it Inconsistent; `detach` (and `call-local-io-error`, which
+    /// runs the handler too) detaches it.
+    pub(super) fn local_io_error(&mut self, offset: u64, len: u64, write: bool, errno: i32) {
+        let nodes: Vec<NodeId> = self.cfg.peers.iter().map(|p| p.node_id).collect();
+        let Some(d) = self.disk.as_mut() else {
+            return;
+        };
+        for node in nodes {
+            d.mark(node, offset, len);
+        }
+        let policy = d.on_io_error;
+        let already = d.failed;
+        // A resync into this disk cannot declare it UpToDate now (pass_on keeps it attached).
+        for c in self.peers.values_mut() {
+            if let Some(rs) = c.rs.as_mut().filter(|rs| !rs.source) {
+                rs.failed_bytes += len;
+            }
+        }
+        let what = if write { "WRITE" } else { "READ" };
+        let sector = offset / crate::types::SECTOR_SIZE;
+        use crate::config::OnIoError;
+        if policy == OnIoError::PassOn {
+            self.log(format!(
+                "Local IO failed in {what} at sector {sector} (errno {errno}); passed on \
+                 (on-io-error pass_on), the blocks are marked out of sync"
+            ));
+            if self.st.disk() > DiskState::Inconsistent {
+                self.force_change(Change::hard("local-io-error").disk(DiskState::Inconsistent));
+                if let Some(d) = self.disk.as_mut() {
+                    d.sb.flags &= !(flags::CONSISTENT | flags::WAS_UP_TO_DATE);
+                }
+                self.sb_changed();
+            }
+            return self.flush_bitmap_if_dirty();
+        }
+        if already {
+            return;
+        }
+        self.log(format!(
+            "Local IO failed in {what} at sector {sector} (errno {errno}). Detaching..."
+        ));
+        if policy == OnIoError::CallLocalIoError {
+            self.run_handler(crate::repl::handler::Handler::LocalIoError, None);
+        }
+        if let Some(d) = self.disk.as_mut() {
+            d.failed = true;
+            // Comes back Inconsistent: the next handshake resyncs the marked blocks to it.
+            d.sb.flags &= !(flags::CONSISTENT | flags::WAS_UP_TO_DATE);
+        }
+        self.force_change(Change::hard("local-io-error").disk(DiskState::Failed));
+        self.sb_changed();
+        self.flush_bitmap_if_dirty();
+        self.flush_waiters.push((FAILURE_DETACH, self.al_next_seq));
+    }
+
+    pub(super) fn maybe_finish_detach(&mut self) {
+        if self.flush_waiters.is_empty()
+            || !self.inflight.is_empty()
+            || !self.waiting.is_empty()
+            || !self.held.is_empty()
+            || !self.suspended.is_empty()
+            || self.al_inflight.is_some()
+            || !self.al_queue.is_empty()
+        {
+            return;
+        }
+        let Some(d) = self.disk.as_mut() else {
+            return;
+        };
+        if d.sb.flags & flags::AL_CLEAN == 0 {
+            d.sb.flags |= flags::AL_CLEAN;
+            self.sb_changed();
+        }
+        if self.meta_persisted < self.sb_gen || self.meta_inflight.is_some() {
+            return; // `meta_written` calls back here
+        }
+        let waiters = self.take_detach_waiters();
+        let failed = self.disk.take().is_some_and(|d| d.failed);
+        self.force_change(Change::hard("go-diskless").disk(DiskState::Diskless));
+        if failed {
+            // Nobody asked for it: the driver lets go of the disk itself. The links stay up:
+            // the peers see this node Diskless and mark what it misses.
+            self.actions.push_back(Action::ReleaseDisk);
+        }
+        for token in waiters {
+            self.actions.push_back(Action::AdminDone {
+                token,
+                result: Ok(()),
+            });
+        }
+    }
+
+    /// The admin commands waiting for a detach (not the failure detach, which nobody awaits).
+    pub(super) fn take_detach_waiters(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.flush_waiters)
+            .into_iter()
+            .map(|(token, _)| token)
+            .filter(|&t| t != FAILURE_DETACH)
+            .collect()
+    }
+}
+
+/// Disk state after attach, from the superblock flags (DRBD's `disk_state_from_md`): not
+/// consistent is Inconsistent; consistent but not UpToDate when it stopped is Outdated;
+/// otherwise Consistent, until a connection (or a promotion under `fencing dont-care`) decides
+/// that it is UpToDate. That holds for a crashed Primary too: only its peer can tell whether it
+/// still has the newest data.
+pub(super) fn disk_state_from_flags(f: u32) -> DiskState {
+    if f & flags::CONSISTENT == 0 {
+        DiskState::Inconsistent
+    } else if f & flags::WAS_UP_TO_DATE == 0 {
+        DiskState::Outdated
+    } else {
+        DiskState::Consistent
+    }
+}
+
+/// Starts a new data generation while no peer is connected: the old current UUID becomes the
+/// bitmap UUID of each peer whose bitmap was clean (the bitmap now records changes since that
+/// generation), otherwise it goes into the history. It keeps its role bit, as DRBD's does: the
+/// after-sb `discard-younger/older-primary` policies read it. The just-created sentinel is not a
+/// generation and is dropped.
+pub(super) fn rotate_current(sb: &mut Superblock, uuids: &mut UuidGen, primary: bool) {
+    let old = sb.current_uuid;
+    if !old.same_as(GenUuid::JUST_CREATED) && !old.is_zero() {
+        let mut into_history = false;
+        for p in sb.peers.iter_mut().filter(|p| p.node_id.is_some()) {
+            if p.bitmap_uuid.is_zero() {
+                p.bitmap_uuid = old;
+            } else {
+                into_history = true;
+            }
+        }
+        if into_history {
+            sb.push_history(old);
+        }
+    }
+    sb.current_uuid = uuids.next(primary);
+}
+
+/// Sets the bits of every 4 KiB block touched by `[offset, offset+len)`, clipped to the device;
+/// returns how many bits were newly set.
+pub(super) fn mark_bytes(bm: &mut Bitmap, offset: u64, len: u64, dev_bytes: u64) -> u64 {
+    let end = offset.saturating_add(len).min(dev_bytes);
+    if end <= offset {
+        return 0;
+    }
+    bm.set_bytes(offset, end - offset)
+}

@@ -1,0 +1,234 @@
+//! Metadata persistence: the superblock, the activity log and the bitmap pages, one write of
+//! each kind in flight, and everything that waits for them.
+
+use super::{Action, AdminError, AlStep, Engine, IoError, IoOp};
+use crate::meta::al::Transaction;
+use crate::meta::layout::BM_WORDS_PER_PAGE;
+use crate::types::{AL_EXTENT_SIZE, ExtentNr, NodeId};
+
+/// An admin command waiting for a superblock generation to be persisted.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct MetaWaiter {
+    pub(super) generation: u64,
+    pub(super) token: u64,
+}
+
+/// An AL transaction queued for writing (after a bitmap flush).
+#[derive(Clone, Debug)]
+pub(super) struct QueuedAl {
+    pub(super) seq: u64,
+    pub(super) tr: Transaction,
+    /// The extent this transaction evicts: it is written only once no write into that extent
+    /// is in flight, or a crash could lose such a write locally while the peer has it, with
+    /// neither the AL nor (for a connected peer) the bitmap recording the block.
+    pub(super) evicts: Option<ExtentNr>,
+}
+
+impl Engine {
+    /// The in-memory superblock changed: write it (or queue another write after the current).
+    pub(super) fn sb_changed(&mut self) {
+        self.sb_gen += 1;
+        self.pump_meta();
+    }
+
+    pub(super) fn pump_meta(&mut self) {
+        if self.meta_inflight.is_some() || self.meta_persisted >= self.sb_gen {
+            return;
+        }
+        if let Some(d) = self.disk.as_ref() {
+            self.meta_inflight = Some(self.sb_gen);
+            self.actions.push_back(Action::WriteMeta {
+                generation: self.sb_gen,
+                sb: Box::new(d.sb.clone()),
+            });
+        }
+    }
+
+    pub(super) fn meta_written(&mut self, generation: u64, result: Result<(), String>) {
+        if self.meta_inflight != Some(generation) {
+            return;
+        }
+        self.meta_inflight = None;
+        match result {
+            Ok(()) => {
+                self.meta_persisted = generation;
+                let (ready, waiting): (Vec<_>, Vec<_>) = self
+                    .meta_waiters
+                    .iter()
+                    .partition(|w| w.generation <= generation);
+                self.meta_waiters = waiting;
+                for w in ready {
+                    self.actions.push_back(Action::AdminDone {
+                        token: w.token,
+                        result: Ok(()),
+                    });
+                }
+                let (ready, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.after_meta)
+                    .into_iter()
+                    .partition(|(g, _)| *g <= generation);
+                self.after_meta = later;
+                for (_, node) in ready {
+                    self.resync_target_persisted(node);
+                }
+                self.pump_meta();
+                self.release_held();
+                let targets: Vec<NodeId> = self.peers.keys().copied().collect();
+                for node in targets {
+                    self.resync_pump(node);
+                }
+                self.maybe_finish_detach();
+            }
+            Err(e) => self.meta_failure(e),
+        }
+    }
+
+    /// A metadata write failed: nothing that depends on it may be acknowledged. Fail what
+    /// waits, and refuse new I/O (DRBD detaches on a metadata I/O error).
+    pub(super) fn meta_failure(&mut self, e: String) {
+        self.meta_failed = true;
+        self.log(format!("meta data I/O error: {e}"));
+        for w in std::mem::take(&mut self.meta_waiters) {
+            self.actions.push_back(Action::AdminDone {
+                token: w.token,
+                result: Err(AdminError::Meta(e.clone())),
+            });
+        }
+        for token in self.take_detach_waiters() {
+            self.actions.push_back(Action::AdminDone {
+                token,
+                result: Err(AdminError::Meta(e.clone())),
+            });
+        }
+        for h in std::mem::take(&mut self.held) {
+            self.complete(h.id, Err(IoError::Meta));
+        }
+        self.al_queue.clear();
+    }
+
+    /// Starts the next AL step: a bitmap flush before a transaction, then the transaction.
+    pub(super) fn pump_al(&mut self) {
+        if self.al_inflight.is_some() || self.meta_failed {
+            return;
+        }
+        let Some(q) = self.al_queue.front() else {
+            return;
+        };
+        let seq = q.seq;
+        if let Some(x) = q.evicts {
+            // Wait for the writes into the evicted extent: those in flight, those a peer has
+            // not confirmed (DRBD keeps an extent referenced until its requests are done), and
+            // those held for an earlier transaction (they are ahead of everything that needs
+            // this one).
+            let lo = u64::from(x.0) * AL_EXTENT_SIZE;
+            let hits = |o: u64, l: u64| o < lo + AL_EXTENT_SIZE && lo < o + l;
+            let unconfirmed = self.unconfirmed_overlaps(lo, lo + AL_EXTENT_SIZE);
+            if unconfirmed {
+                self.close_epochs_over(lo, lo + AL_EXTENT_SIZE);
+            }
+            let in_flight = unconfirmed || self.busy.values().any(|&(o, l, w)| w && hits(o, l));
+            // Only those ahead of the first that waits for this transaction: the queue is
+            // released in order, so the ones behind it (resync writes need no AL) cannot go
+            // first and must not be waited for.
+            let held = self
+                .held
+                .iter()
+                .take_while(|h| h.al_seq < seq)
+                .any(|h| h.op.written_range().is_some_and(|(o, l)| hits(o, l)));
+            if in_flight || held {
+                return; // pumped again by the disk completion
+            }
+            let external = self.disk.as_ref().is_some_and(|d| d.meta_external);
+            if external && self.al_data_flushed < seq {
+                let id = self.internal_id();
+                self.al_inflight = Some(AlStep::DataFlush { seq, id });
+                self.submit_internal(id, IoOp::Flush);
+                return;
+            }
+        }
+        if self.start_bitmap_flush(seq) {
+            return;
+        }
+        self.write_al_transaction();
+    }
+
+    pub(super) fn write_al_transaction(&mut self) {
+        let (Some(q), Some(d)) = (self.al_queue.pop_front(), self.disk.as_ref()) else {
+            return;
+        };
+        let block = q.tr.block_index(d.al_blocks);
+        self.al_inflight = Some(AlStep::Transaction { seq: q.seq });
+        self.stats.al_writes += 1;
+        self.actions.push_back(Action::WriteAl {
+            seq: q.seq,
+            block,
+            tr: Box::new(q.tr),
+        });
+    }
+
+    /// Emits a bitmap write of the dirty pages, if any; true if one was started.
+    pub(super) fn start_bitmap_flush(&mut self, seq: u64) -> bool {
+        let Some(d) = self.disk.as_mut() else {
+            return false;
+        };
+        let mut pages = Vec::new();
+        for (idx, bm) in d.bitmaps.iter_mut().enumerate() {
+            for page in bm.take_dirty_pages(BM_WORDS_PER_PAGE) {
+                let start = page * BM_WORDS_PER_PAGE;
+                let end = (start + BM_WORDS_PER_PAGE).min(bm.words().len());
+                let words = bm.words().get(start..end).unwrap_or(&[]).to_vec();
+                pages.push((idx as u32, page as u32, words));
+            }
+        }
+        if pages.is_empty() {
+            return false;
+        }
+        self.stats.bm_writes += pages.len() as u64;
+        self.al_inflight = Some(AlStep::Bitmap { seq });
+        self.actions.push_back(Action::WriteBitmap { pages });
+        true
+    }
+
+    /// Writes dirty bitmap pages now, if nothing else of the AL path is in flight (after an
+    /// attach that applied the AL, a new UUID that cleared the bitmap, or before a detach).
+    pub(super) fn flush_bitmap_if_dirty(&mut self) {
+        if self.al_inflight.is_none() && self.al_queue.is_empty() {
+            self.start_bitmap_flush(0);
+        }
+    }
+
+    pub(super) fn bitmap_written(&mut self, result: Result<(), String>) {
+        let Some(AlStep::Bitmap { seq }) = self.al_inflight else {
+            return;
+        };
+        self.al_inflight = None;
+        if let Err(e) = result {
+            return self.meta_failure(e);
+        }
+        if seq != 0 && self.al_queue.front().map(|q| q.seq) == Some(seq) {
+            self.write_al_transaction();
+        } else {
+            self.pump_al();
+            if !self.flush_waiters.is_empty() {
+                self.flush_bitmap_if_dirty();
+            }
+        }
+        self.maybe_finish_detach();
+    }
+
+    pub(super) fn al_written(&mut self, seq: u64, result: Result<(), String>) {
+        if self.al_inflight != Some(AlStep::Transaction { seq }) {
+            return;
+        }
+        self.al_inflight = None;
+        if let Err(e) = result {
+            return self.meta_failure(e);
+        }
+        self.al_persisted = seq;
+        self.release_held();
+        self.pump_al();
+        if self.al_inflight.is_none() && !self.flush_waiters.is_empty() {
+            self.flush_bitmap_if_dirty();
+        }
+        self.maybe_finish_detach();
+    }
+}

@@ -1,0 +1,403 @@
+//! The one path by which role, disk, peer-disk, connection and replication states change.
+//!
+//! The states live in [`NodeStates`] (this node) and [`PeerStates`] (one per peer), whose
+//! fields are private to this module: everything else reads them through getters and changes
+//! them by building a [`Change`] and handing it to [`Engine::change`]. That function does what
+//! DRBD's `drbd_state.c` does for every change, in order:
+//!
+//! 1. apply the proposal to a copy of the current states;
+//! 2. [`state_rules::sanitize`] it (what the new states imply);
+//! 3. [`state_rules::check`] it against DRBD's validity rules: a refusal returns DRBD's error
+//!    code and logs `State change failed: ...` with the attempted change, and nothing changes;
+//! 4. commit, and log the change in DRBD's words, one line per object
+//!    (`role( Secondary -> Primary )`, `conn( Connecting -> Connected ) peer( Unknown -> Secondary )`,
+//!    `disk( Attaching -> UpToDate )`, `pdsk( DUnknown -> UpToDate ) repl( Off -> Established )`);
+//! 5. run what follows from the change itself ([`Engine::after_state_change`]): a Primary that
+//!    lost sight of its peer's disk starts a new data generation, a resync or verify that the
+//!    states ended is dropped.
+//!
+//! A change is *soft* when someone asked for it (an admin command, a peer's report), and *hard*
+//! when it records a fact (a lost link, a failed disk, a decided handshake): hard changes skip
+//! the soft rules, as in DRBD.
+
+use super::Engine;
+use crate::repl::state::{ConnState, DiskState, ReplState, Role, StateError};
+use crate::repl::state_rules::{self, Context, PeerContext, PeerView, Transition, View};
+use crate::types::NodeId;
+use std::fmt::Write as _;
+
+/// This node's own states.
+#[derive(Debug)]
+pub(super) struct NodeStates {
+    role: Role,
+    disk: DiskState,
+    susp_fen: bool,
+}
+
+impl NodeStates {
+    pub fn new() -> NodeStates {
+        NodeStates {
+            role: Role::Secondary,
+            disk: DiskState::Diskless,
+            susp_fen: false,
+        }
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    pub fn disk(&self) -> DiskState {
+        self.disk
+    }
+
+    /// I/O frozen by `fencing resource-and-stonith` (`susp-io( fencing )`).
+    pub fn susp_fen(&self) -> bool {
+        self.susp_fen
+    }
+}
+
+/// What this node holds about one peer's states.
+#[derive(Debug)]
+pub(super) struct PeerStates {
+    conn: ConnState,
+    role: Role,
+    disk: DiskState,
+    repl: ReplState,
+}
+
+impl PeerStates {
+    pub fn new() -> PeerStates {
+        PeerStates {
+            conn: ConnState::StandAlone,
+            role: Role::Unknown,
+            disk: DiskState::DUnknown,
+            repl: ReplState::Off,
+        }
+    }
+
+    pub fn conn(&self) -> ConnState {
+        self.conn
+    }
+
+    /// The peer's role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The peer's disk.
+    pub fn disk(&self) -> DiskState {
+        self.disk
+    }
+
+    pub fn repl(&self) -> ReplState {
+        self.repl
+    }
+}
+
+/// A proposed change of some states; what it does not name stays as it is.
+#[derive(Clone, Debug)]
+#[must_use = "a change does nothing until it is handed to Engine::change"]
+pub(super) struct Change {
+    /// What DRBD prints after the change in brackets (`[primary]`, `[connected]`).
+    tag: &'static str,
+    hard: bool,
+    /// `primary --force` (see [`Context::force`]).
+    force: bool,
+    role: Option<Role>,
+    disk: Option<DiskState>,
+    susp_fen: Option<bool>,
+    peers: Vec<(NodeId, PeerChange)>,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct PeerChange {
+    conn: Option<ConnState>,
+    role: Option<Role>,
+    disk: Option<DiskState>,
+    repl: Option<ReplState>,
+}
+
+impl Change {
+    /// A change someone asked for: every rule applies.
+    pub fn soft(tag: &'static str) -> Change {
+        Change {
+            tag,
+            hard: false,
+            force: false,
+            role: None,
+            disk: None,
+            susp_fen: None,
+            peers: Vec::new(),
+        }
+    }
+
+    /// A change that records a fact: only the hard rules apply.
+    pub fn hard(tag: &'static str) -> Change {
+        Change {
+            hard: true,
+            ..Change::soft(tag)
+        }
+    }
+
+    pub fn force(mut self) -> Change {
+        self.force = true;
+        self
+    }
+
+    pub fn role(mut self, role: Role) -> Change {
+        self.role = Some(role);
+        self
+    }
+
+    pub fn disk(mut self, disk: DiskState) -> Change {
+        self.disk = Some(disk);
+        self
+    }
+
+    pub fn susp_fen(mut self, on: bool) -> Change {
+        self.susp_fen = Some(on);
+        self
+    }
+
+    fn peer(&mut self, node: NodeId) -> &mut PeerChange {
+        let at = match self.peers.iter().position(|(n, _)| *n == node) {
+            Some(i) => i,
+            None => {
+                self.peers.push((node, PeerChange::default()));
+                self.peers.len() - 1
+            }
+        };
+        &mut self.peers[at].1
+    }
+
+    pub fn conn(mut self, node: NodeId, conn: ConnState) -> Change {
+        self.peer(node).conn = Some(conn);
+        self
+    }
+
+    pub fn peer_role(mut self, node: NodeId, role: Role) -> Change {
+        self.peer(node).role = Some(role);
+        self
+    }
+
+    pub fn pdsk(mut self, node: NodeId, disk: DiskState) -> Change {
+        self.peer(node).disk = Some(disk);
+        self
+    }
+
+    pub fn repl(mut self, node: NodeId, repl: ReplState) -> Change {
+        self.peer(node).repl = Some(repl);
+        self
+    }
+}
+
+impl Engine {
+    /// The states as the rules see them, peers in node-id order.
+    pub(super) fn view(&self) -> View {
+        View {
+            role: self.st.role,
+            disk: self.st.disk,
+            susp_fen: self.st.susp_fen,
+            peers: self
+                .peers
+                .iter()
+                .map(|(n, p)| PeerView {
+                    node: *n,
+                    conn: p.st.conn,
+                    role: p.st.role,
+                    disk: p.st.disk,
+                    repl: p.st.repl,
+                })
+                .collect(),
+        }
+    }
+
+    fn rule_context(&self, force: bool) -> Context {
+        Context {
+            open_count: self.open_count,
+            in_handshake: self.handshaking(),
+            force,
+            peers: self
+                .peers
+                .values()
+                .map(|p| PeerContext {
+                    two_primaries: false,
+                    fencing: p.info.fencing != crate::config::Fencing::DontCare,
+                    verify_alg: p.info.verify_alg.is_some(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Validates and commits `c` (see the module docs); on refusal nothing changes.
+    pub(super) fn change(&mut self, c: Change) -> Result<(), StateError> {
+        let old = self.view();
+        let mut new = old.clone();
+        if let Some(r) = c.role {
+            new.role = r;
+        }
+        if let Some(d) = c.disk {
+            new.disk = d;
+        }
+        if let Some(s) = c.susp_fen {
+            new.susp_fen = s;
+        }
+        for (node, pc) in &c.peers {
+            let Some(p) = new.peers.iter_mut().find(|p| p.node == *node) else {
+                continue; // not a configured peer
+            };
+            p.conn = pc.conn.unwrap_or(p.conn);
+            p.role = pc.role.unwrap_or(p.role);
+            p.disk = pc.disk.unwrap_or(p.disk);
+            p.repl = pc.repl.unwrap_or(p.repl);
+        }
+        state_rules::sanitize(&old, &mut new);
+        if new == old {
+            return Ok(());
+        }
+        let ctx = self.rule_context(c.force);
+        let t = Transition {
+            old: &old,
+            new: &new,
+            ctx: &ctx,
+        };
+        if let Err((e, rule)) = state_rules::check(&t, !c.hard) {
+            self.log(format!("State change failed: {e} (rule {})", rule.id));
+            for line in self.describe(&old, &new, c.tag) {
+                self.actions
+                    .push_back(super::Action::Log(format!("Failed: {line}")));
+            }
+            return Err(e);
+        }
+        self.st.role = new.role;
+        self.st.disk = new.disk;
+        self.st.susp_fen = new.susp_fen;
+        for pv in &new.peers {
+            if let Some(p) = self.peers.get_mut(&pv.node) {
+                p.st.conn = pv.conn;
+                p.st.role = pv.role;
+                p.st.disk = pv.disk;
+                p.st.repl = pv.repl;
+            }
+        }
+        for line in self.describe(&old, &new, c.tag) {
+            self.actions.push_back(super::Action::Log(line));
+        }
+        self.after_state_change(&old, &new);
+        Ok(())
+    }
+
+    /// A change that records a fact. Only the hard rules can refuse it, and a refusal means
+    /// the engine asked for something impossible: it is logged, not acted on.
+    pub(super) fn force_change(&mut self, c: Change) {
+        debug_assert!(c.hard, "force_change takes a hard change");
+        if let Err(e) = self.change(c) {
+            self.log(format!("BUG: a recorded fact was refused: {e}"));
+        }
+    }
+
+    /// The log lines of a change, DRBD's layout: the resource, then each connection, then the
+    /// device and each peer device; only objects with a changed field get a line.
+    fn describe(&self, old: &View, new: &View, tag: &'static str) -> Vec<String> {
+        let res = &self.cfg.resource;
+        let mut lines = Vec::new();
+        let mut push = |prefix: String, fields: String| {
+            if !fields.is_empty() {
+                let tag = if tag.is_empty() {
+                    String::new()
+                } else {
+                    format!(" [{tag}]")
+                };
+                lines.push(format!("{prefix}: {}{tag}", fields.trim_end()));
+            }
+        };
+        let mut f = String::new();
+        field(&mut f, "role", old.role, new.role);
+        if old.susp_fen != new.susp_fen {
+            let s = |on: bool| if on { "fencing" } else { "no" };
+            let _ = write!(f, "susp-io( {} -> {} ) ", s(old.susp_fen), s(new.susp_fen));
+        }
+        push(res.to_string(), std::mem::take(&mut f));
+        for (o, n) in old.peers.iter().zip(&new.peers) {
+            field(&mut f, "conn", o.conn, n.conn);
+            field(&mut f, "peer", o.role, n.role);
+            push(
+                format!("{res} {}", self.peer_name(n.node)),
+                std::mem::take(&mut f),
+            );
+        }
+        field(&mut f, "disk", old.disk, new.disk);
+        push(format!("{res}/0"), std::mem::take(&mut f));
+        for (o, n) in old.peers.iter().zip(&new.peers) {
+            field(&mut f, "pdsk", o.disk, n.disk);
+            field(&mut f, "repl", o.repl, n.repl);
+            push(
+                format!("{res}/0 {}", self.peer_name(n.node)),
+                std::mem::take(&mut f),
+            );
+        }
+        lines
+    }
+
+    /// What follows from a committed change by itself (DRBD's `finish_state_change()` and
+    /// `w_after_state_change()`, the parts udrbd has).
+    fn after_state_change(&mut self, old: &View, new: &View) {
+        for (o, n) in old.peers.iter().zip(&new.peers) {
+            let node = n.node;
+            // A resync or verify the new states ended (a disk went away, the link went). The
+            // normal ends take theirs before they change the states.
+            let resyncing = matches!(
+                n.repl,
+                ReplState::StartingSyncS
+                    | ReplState::StartingSyncT
+                    | ReplState::WFBitMapS
+                    | ReplState::WFBitMapT
+                    | ReplState::WFSyncUUID
+                    | ReplState::SyncSource
+                    | ReplState::SyncTarget
+                    | ReplState::PausedSyncS
+                    | ReplState::PausedSyncT
+            );
+            let verifying = matches!(n.repl, ReplState::VerifyS | ReplState::VerifyT);
+            let why = if n.repl == ReplState::Off {
+                "the link went"
+            } else {
+                "a disk went away"
+            };
+            if let Some(p) = self.peers.get_mut(&node)
+                && p.rs.is_some()
+                && !resyncing
+            {
+                p.rs = None;
+                self.peer_log(
+                    node,
+                    format!(
+                        "resync interrupted ({why}); it continues from the bitmap when both \
+                         disks are connected again"
+                    ),
+                );
+            }
+            if let Some(p) = self.peers.get_mut(&node)
+                && p.ov.is_some()
+                && !verifying
+            {
+                p.ov = None;
+                self.peer_log(node, format!("online verify interrupted ({why})"));
+            }
+            if new.role == Role::Primary
+                && new.disk == DiskState::UpToDate
+                && state_rules::lost_peer_data(o, n)
+            {
+                self.lost_peer_data(node, o.disk, n.disk);
+            }
+        }
+    }
+}
+
+/// Appends `name( old -> new ) ` when the value changed.
+fn field<T: PartialEq + std::fmt::Display>(out: &mut String, name: &str, old: T, new: T) {
+    if old != new {
+        let _ = write!(out, "{name}( {old} -> {new} ) ");
+    }
+}
