@@ -22,6 +22,10 @@ pub struct ResourceSpec {
     pub meta_disk: MetaDisk,
     pub peers: Vec<PeerSpec>,
     pub auto_promote: bool,
+    /// `options { auto-promote-timeout }`, in tenths of a second: how long an opener waits
+    /// for a promotion that is refused only for now (a handshake in progress).
+    #[serde(default = "auto_promote_timeout")]
+    pub auto_promote_timeout: u32,
     /// `fencing dont-care` on every connection (kept for readers of older output; the policy
     /// the engine runs is each peer's `net.fencing`).
     pub fencing_dont_care: bool,
@@ -42,6 +46,11 @@ pub struct ResourceSpec {
     /// The file that defines the resource: handlers see it as `DRBD_CONF`.
     #[serde(default)]
     pub config_file: String,
+}
+
+/// DRBD's default `auto-promote-timeout` (2 s).
+fn auto_promote_timeout() -> u32 {
+    20
 }
 
 /// A configured peer.
@@ -112,6 +121,7 @@ impl ResourceSpec {
                 })
                 .collect(),
             auto_promote: r.options.auto_promote,
+            auto_promote_timeout: r.options.auto_promote_timeout,
             fencing_dont_care: r
                 .peers
                 .iter()

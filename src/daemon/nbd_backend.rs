@@ -101,12 +101,13 @@ impl NbdBackend for DaemonBackend {
             Err(e) => return done(Err(e)),
         };
         let res = d.spec().name.clone();
-        match d.open() {
+        let driver = d.clone();
+        d.open_waiting(move |r| match r {
             Ok(()) => {
-                let info = info(&d);
+                let info = info(&driver);
                 done(Ok(OpenExport {
                     info,
-                    io: Arc::new(Handle { driver: d }),
+                    io: Arc::new(Handle { driver }),
                 }))
             }
             Err(OpenRefusal::Secondary) => done(Err(GoRefusal::new(
@@ -123,7 +124,7 @@ impl NbdBackend for DaemonBackend {
                      `drbdadm status {res}` (`drbdadm primary --force {res}` overrides)"
                 ),
             ))),
-        }
+        })
     }
 }
 

@@ -622,6 +622,7 @@ mod tests {
                 peer("carol", 2, "[fd00::3]:7790", "[fd00::1]:7790"),
             ],
             auto_promote: true,
+            auto_promote_timeout: 20,
             fencing_dont_care: true,
             nbd_listen: None,
             on_io_error: crate::config::OnIoError::Detach,

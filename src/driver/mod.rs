@@ -321,6 +321,34 @@ impl Driver {
         result
     }
 
+    /// An NBD client opens the device (GO), and `done` gets the answer. A promotion refused
+    /// only for now (a handshake in progress, DRBD's `SS_IN_TRANSIENT_STATE`) is tried again
+    /// every 50 ms for up to `auto-promote-timeout`, as DRBD's auto-promote waits.
+    pub fn open_waiting(
+        self: &Arc<Self>,
+        done: impl FnOnce(Result<(), OpenRefusal>) + Send + 'static,
+    ) {
+        let transient = Err(OpenRefusal::AutoPromoteFailed(
+            crate::repl::StateError::InTransientState,
+        ));
+        let first = self.open();
+        let Some(rt) = self.rt.as_ref().filter(|_| first == transient) else {
+            return done(first);
+        };
+        let me = self.clone();
+        let deadline = std::time::Instant::now()
+            + std::time::Duration::from_millis(u64::from(self.spec.auto_promote_timeout) * 100);
+        rt.spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                let r = me.open();
+                if r != transient || std::time::Instant::now() >= deadline {
+                    return done(r);
+                }
+            }
+        });
+    }
+
     /// An NBD client opens the device (GO). May auto-promote.
     pub fn open(&self) -> Result<(), OpenRefusal> {
         let (r, actions) = {

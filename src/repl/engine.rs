@@ -123,6 +123,8 @@ pub struct Engine {
     next_internal: u64,
     /// fence-peer calls in flight, the I/O freeze of resource-and-stonith (see `fencing`).
     fence: fencing::FenceState,
+    /// `primary` commands that arrived while a handshake decided: (token, --force).
+    deferred_promotions: Vec<(u64, bool)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -195,6 +197,7 @@ impl Engine {
             peer_ops: HashMap::new(),
             next_internal: 0,
             fence: fencing::FenceState::default(),
+            deferred_promotions: Vec::new(),
         }
     }
 
@@ -393,9 +396,16 @@ impl Engine {
                 exit,
             } => self.handler_done(handler, node, exit),
         }
+        self.after_input();
+    }
+
+    /// What every input and timeout ends with: work that waited for a handshake to decide,
+    /// and the peers told of a new role or disk state.
+    fn after_input(&mut self) {
         if !self.suspended.is_empty() {
             self.resume_suspended();
         }
+        self.retry_deferred_promotions();
         self.maybe_broadcast();
     }
 
@@ -434,13 +444,8 @@ impl Engine {
         self.verify_steps();
         self.check_ko_count();
         self.check_handshake_timeout();
-        if !self.suspended.is_empty() {
-            self.resume_suspended();
-        }
-        self.maybe_broadcast();
+        self.after_input();
     }
-
-    // ---- attach ------------------------------------------------------------------------------
 
     fn log(&mut self, msg: String) {
         let line = format!("{}: {msg}", self.cfg.resource);

@@ -333,6 +333,8 @@ pub struct World {
     pub neg_acked: std::collections::HashSet<u64>,
     /// 4 KiB blocks written by the application while recording.
     pub recorded: Option<BTreeSet<u64>>,
+    /// Per node: an online verify reported blocks out of sync, not resynced since.
+    verify_found: [bool; 2],
 }
 
 fn payload(wid: u64, len: u64) -> Vec<u8> {
@@ -414,6 +416,7 @@ impl World {
             neg_acked: Default::default(),
             tl_open: [BTreeSet::new(), BTreeSet::new()],
             tl_closed: [Vec::new(), Vec::new()],
+            verify_found: [false; 2],
         };
         w.pump(A);
         w.pump(B);
@@ -557,7 +560,14 @@ impl World {
                     assert_eq!(node, i);
                     self.admin_results.push((i, cmd, result));
                 }
-                Action::Log(l) => self.n[i].logs.push(l),
+                Action::Log(l) => {
+                    if l.contains("Online verify found") && !l.contains("found 0 ") {
+                        self.verify_found[i] = true;
+                    } else if l.contains("Began resync") {
+                        self.verify_found[i] = false;
+                    }
+                    self.n[i].logs.push(l)
+                }
                 Action::DropLink { standalone, .. } => self.drops.push((i, standalone)),
                 Action::RunHandler { handler, node } => {
                     self.n[i].handlers.push(handler);
@@ -592,11 +602,10 @@ impl World {
         }
         let peer = &self.n[1 - i];
         let adopted = now == peer.uuid();
-        // A Primary starts a new generation when it loses sight of its peer's data: the link
-        // went, or the peer's disk did (DRBD's `lost_contact_to_peer_data()`).
-        let pdsk = node.status_peer().disk;
-        let peer_data_lost = pdsk < DiskState::Inconsistent
-            || matches!(pdsk, DiskState::DUnknown | DiskState::Outdated);
+        // A Primary starts a new generation when it loses sight of its peer's data (the link
+        // went, or the peer's disk did: DRBD's `lost_contact_to_peer_data()`) or the peer
+        // failed a write.
+        let peer_data_lost = node.status_peer().disk != DiskState::UpToDate;
         let fresh_on_primary =
             node.engine.role() == Role::Primary && (!node.connected() || peer_data_lost);
         if !(adopted || fresh_on_primary || node.uuid_change_ok) {
@@ -783,6 +792,11 @@ impl World {
         let id = ReqId(self.next_req);
         self.next_req += 1;
         id
+    }
+
+    /// Node `i` has disk requests in flight that will fail (submitted while faults were on).
+    pub fn failing_io_pending(&self, i: usize) -> bool {
+        self.n[i].pending.iter().any(|p| p.fail)
     }
 
     /// Blocks node `i` replicated that the peer has not confirmed with a BarrierAck.
@@ -1154,6 +1168,7 @@ impl World {
         }
         self.process_drops();
         self.check_roles();
+        self.check_no_silent_divergence();
     }
 
     /// Two Primaries never stay connected. (Both may promote before either hears of the
@@ -1169,6 +1184,31 @@ impl World {
             && (knows_peer_primary(A) || knows_peer_primary(B))
         {
             self.fail("two Primaries while connected");
+        }
+    }
+
+    /// A node that calls both its own disk and its peer's UpToDate, connected and not
+    /// resyncing, has nothing marked out of sync for that peer: blocks it knows to differ
+    /// while both claim to be current would be divergence nobody sees. The one exception is
+    /// what an online verify reported (DRBD leaves the repair to the operator).
+    fn check_no_silent_divergence(&self) {
+        for i in [A, B] {
+            let n = &self.n[i];
+            if !n.alive || self.verify_found[i] {
+                continue;
+            }
+            let p = n.status_peer();
+            if p.conn == ConnState::Connected
+                && p.repl == ReplState::Established
+                && n.engine.disk_state() == DiskState::UpToDate
+                && p.disk == DiskState::UpToDate
+                && p.out_of_sync_bytes > 0
+            {
+                self.fail(format!(
+                    "node {i} says UpToDate/UpToDate with {} bytes out of sync",
+                    p.out_of_sync_bytes
+                ));
+            }
         }
     }
 

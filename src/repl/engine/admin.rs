@@ -16,6 +16,12 @@ impl Engine {
                     return; // answered once fence-peer has (see `fencing`)
                 }
                 let r = self.try_promote(force, "primary");
+                if r == Err(StateError::InTransientState) && self.handshaking() {
+                    // Refused only while a handshake decides (the peer must judge this node
+                    // by the role it sent): tried again once it has.
+                    self.deferred_promotions.push((token, force));
+                    return;
+                }
                 if r.is_ok() {
                     self.explicit_primary = true;
                 }
@@ -59,6 +65,25 @@ impl Engine {
             }),
             Ok(()) if matches!(cmd, AdminCmd::Detach) => {}
             Ok(()) => self.wait_for_meta(token),
+        }
+    }
+
+    /// Promotions that waited for a handshake: tried again once none runs.
+    pub(super) fn retry_deferred_promotions(&mut self) {
+        if self.deferred_promotions.is_empty() || self.handshaking() {
+            return;
+        }
+        for (token, force) in std::mem::take(&mut self.deferred_promotions) {
+            match self.try_promote(force, "primary") {
+                Ok(()) => {
+                    self.explicit_primary = true;
+                    self.wait_for_meta(token);
+                }
+                Err(e) => self.actions.push_back(Action::AdminDone {
+                    token,
+                    result: Err(AdminError::State(e)),
+                }),
+            }
         }
     }
 

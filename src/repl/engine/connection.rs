@@ -44,6 +44,9 @@ pub(super) struct Handshake {
     pub strategy: Option<SyncStrategy>,
     /// When it started (a handshake that never ends would keep writes suspended).
     started: crate::types::Time,
+    /// The dirty bits this node reported in its `Uuids`: the decision uses what the peer saw,
+    /// not a count that moved since, so both sides decide from the same facts.
+    sent_dirty_bits: u64,
 }
 
 /// A handshake that has not decided by then is given up (and retried).
@@ -174,6 +177,11 @@ impl Engine {
             UuidFlags::empty()
         };
         let uuids = self.my_uuids_packet(node, extra);
+        if let Packet::Uuids { dirty_bits, .. } = &uuids
+            && let Some(hs) = self.peers.get_mut(&node).and_then(|c| c.hs.as_mut())
+        {
+            hs.sent_dirty_bits = *dirty_bits;
+        }
         let state = self.my_state_packet(node);
         for packet in [sizes, uuids, state] {
             self.send(node, packet);
@@ -695,7 +703,11 @@ impl Engine {
             role: self.st.role(),
             disk: self.st.disk(),
             discard_my_data: self.peers.get(&node).is_some_and(|c| c.discard_my_data),
-            dirty_bits: d.and_then(|d| d.bitmap(node)).map_or(0, |b| b.count()),
+            dirty_bits: self
+                .peers
+                .get(&node)
+                .and_then(|c| c.hs.as_ref())
+                .map_or(0, |h| h.sent_dirty_bits),
             protocol,
         }
     }

@@ -21,7 +21,7 @@
 
 use super::peer::Session;
 use super::resync::ResyncOp;
-use super::{Action, Engine, HeldIo, InflightKind, IoError, IoOp};
+use super::{Action, Change, Engine, HeldIo, InflightKind, IoError, IoOp};
 use crate::config::Protocol;
 use crate::repl::state::{DiskState, Role};
 use crate::repl::wire::{BlockAck, DataFlags, MAX_DATA_LEN, Packet};
@@ -417,9 +417,17 @@ impl Engine {
                 self.peer_acked(node, ReqId(a.block_id), true)
             }
             Packet::NegAck(a) => {
-                // The peer could not write it: that range differs now.
+                // The peer could not write it: that range differs now, and the peer's disk is
+                // not UpToDate any more (its own State, which says why, follows).
                 if let Some(d) = self.disk.as_mut() {
                     d.mark(node, a.sector.bytes(), u64::from(a.size));
+                }
+                if self
+                    .peers
+                    .get(&node)
+                    .is_some_and(|p| p.st.disk() == DiskState::UpToDate)
+                {
+                    self.force_change(Change::hard("neg-ack").pdsk(node, DiskState::Inconsistent));
                 }
                 self.peer_log(node, format!("failed a write at sector {}", a.sector.0));
                 self.peer_acked(node, ReqId(a.block_id), false);

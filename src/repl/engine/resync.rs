@@ -137,6 +137,27 @@ impl Engine {
             .peer_info(node)
             .map(|p| p.sync.clone())
             .unwrap_or_default();
+        // Soft, so that the rules refuse a resync a disk went away for; a Primary told to be
+        // SyncTarget (`rr-conflict violently`) was decided by the handshake and is forced.
+        let make = if !source && self.st.role() == Role::Primary {
+            Change::hard
+        } else {
+            Change::soft
+        };
+        let change = if source {
+            make("resync")
+                .repl(node, ReplState::SyncSource)
+                .pdsk(node, DiskState::Inconsistent)
+        } else {
+            make("resync")
+                .repl(node, ReplState::SyncTarget)
+                .disk(DiskState::Inconsistent)
+                .pdsk(node, DiskState::UpToDate)
+        };
+        if let Err(e) = self.change(change) {
+            // A disk went away meanwhile (the rules refuse a resync without both).
+            return self.peer_log(node, format!("resync not started: {e}"));
+        }
         if !source {
             // LVM snapshot scripts take their snapshot here (DRBD waits for the handler; this
             // build runs it alongside: see `fencing::handler_done`).
@@ -152,17 +173,6 @@ impl Engine {
             self.sb_changed();
             self.flush_bitmap_if_dirty();
         }
-        let change = if source {
-            Change::hard("resync")
-                .repl(node, ReplState::SyncSource)
-                .pdsk(node, DiskState::Inconsistent)
-        } else {
-            Change::hard("resync")
-                .repl(node, ReplState::SyncTarget)
-                .disk(DiskState::Inconsistent)
-                .pdsk(node, DiskState::UpToDate)
-        };
-        self.force_change(change);
         if source && let Some(d) = self.disk.as_mut() {
             // The end clears what the resync covered, never a mark made while it runs.
             d.start_recording(node);

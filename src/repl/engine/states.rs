@@ -385,9 +385,16 @@ impl Engine {
                 p.ov = None;
                 self.peer_log(node, format!("online verify interrupted ({why})"));
             }
+            // A peer that failed a write (its disk Failed, or Inconsistent after a NegAck)
+            // differs at once: that needs a new generation too, even though its data is still
+            // in sight (DRBD's immediate `drbd_uuid_new_current()`).
+            let failed = o.disk == DiskState::UpToDate
+                && matches!(n.disk, DiskState::Failed | DiskState::Inconsistent)
+                && o.repl == ReplState::Established
+                && n.repl == ReplState::Established;
             if new.role == Role::Primary
                 && new.disk == DiskState::UpToDate
-                && state_rules::lost_peer_data(o, n)
+                && (state_rules::lost_peer_data(o, n) || failed)
             {
                 self.lost_peer_data(node, o.disk, n.disk);
             }

@@ -51,6 +51,14 @@ pub mod msg {
         )
     }
 
+    /// DRBD's `No resync, but %lu bits in bitmap!`, and what udrbd does about them.
+    pub fn stray_bits(bits: u64, source: bool) -> String {
+        format!(
+            "No resync, but {bits} bits in bitmap! Resyncing them as sync {}",
+            if source { "source" } else { "target" }
+        )
+    }
+
     /// `strategy = %s due to disk states. (%s/%s)`.
     pub fn due_to_disk_states(
         strategy: super::SyncStrategy,
@@ -227,6 +235,7 @@ pub fn resolve_split_brain(d: Decision, ctx: &SbContext) -> SbOutcome {
     };
 
     disk_states_to_strategy(&mut out, me.disk, peer.disk);
+    stray_bits(&mut out, me, peer);
 
     if out.strategy.is_split_brain() {
         out.handlers.push(Handler::InitialSplitBrain);
@@ -341,6 +350,34 @@ fn disk_states_to_strategy(out: &mut SbOutcome, me: DiskState, peer: DiskState) 
         };
         out.say(Level::Info, msg::due_to_disk_states(out.strategy, me, peer));
     }
+}
+
+/// Equal generations and yet blocks marked out of sync on either side. DRBD logged `No resync,
+/// but N bits in bitmap!` and left them, so both sides went on calling each other UpToDate over
+/// blocks that differ; udrbd resyncs them. The source is the better disk; with equal disks
+/// the Primary (its data is what the application has been reading); else the only side that
+/// marked anything (its marks record writes the other may lack); else the side that resolves
+/// conflicts. Every criterion is the mirror of the peer's, so both sides agree.
+fn stray_bits(out: &mut SbOutcome, me: &UuidSet, peer: &UuidSet) {
+    let bits = me.dirty_bits + peer.dirty_bits;
+    if out.strategy != S::NoSync || bits == 0 {
+        return;
+    }
+    let source = if me.disk != peer.disk {
+        me.disk > peer.disk
+    } else if me.role != peer.role {
+        me.role == Role::Primary
+    } else if (me.dirty_bits > 0) != (peer.dirty_bits > 0) {
+        me.dirty_bits > 0
+    } else {
+        super::resolves_conflicts(me, peer)
+    };
+    out.strategy = if source {
+        S::SourceUseBitmap
+    } else {
+        S::TargetUseBitmap
+    };
+    out.say(Level::Warn, msg::stray_bits(bits, source));
 }
 
 /// The role bit of a bitmap UUID: the generation split off while that side was Primary.
