@@ -24,7 +24,7 @@ use super::uuid::UuidGen;
 use crate::bitmap::Bitmap;
 use crate::meta::superblock::Superblock;
 use crate::types::{BM_BLOCK_SIZE, GenUuid, NodeId, ReqId};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 mod admin;
 mod api;
@@ -35,6 +35,7 @@ mod io;
 mod meta;
 mod peer;
 mod replicate;
+mod requests;
 mod resync;
 mod states;
 mod verify;
@@ -46,21 +47,11 @@ pub use api::{
 use disk::{Disk, rotate_current};
 use meta::{MetaWaiter, QueuedAl};
 use peer::Peer;
+use requests::{Event, Origin, Requests};
 use states::{Change, NodeStates};
 
 /// The `flush_waiters` token of a detach no admin command asked for (a local I/O error).
 const FAILURE_DETACH: u64 = u64::MAX;
-
-/// An application request waiting for metadata.
-#[derive(Clone, Debug)]
-pub(super) struct HeldIo {
-    pub(super) id: ReqId,
-    pub(super) op: IoOp,
-    /// Superblock generation that must be on disk first.
-    pub(super) meta_gen: u64,
-    /// AL transaction sequence that must be on disk first.
-    pub(super) al_seq: u64,
-}
 
 /// The engine of one resource.
 #[derive(Debug)]
@@ -94,9 +85,8 @@ pub struct Engine {
     al_inflight: Option<AlStep>,
     /// Admin commands waiting for the AL and bitmap to be quiet (detach).
     flush_waiters: Vec<(u64, u64)>,
-    held: VecDeque<HeldIo>,
-    /// Requests submitted to disk: id -> whether the op was a read of `len`.
-    inflight: std::collections::HashMap<ReqId, InflightKind>,
+    /// Every request, with its state (see `requests`).
+    reqs: Requests,
     stats: Stats,
     actions: VecDeque<Action>,
     /// Every configured peer: its states, handshake, resync, verify and session.
@@ -109,17 +99,8 @@ pub struct Engine {
     /// When application I/O (or a replicated write) last arrived: the resync's `c-min-rate`
     /// throttle.
     last_app_io: Option<crate::types::Time>,
-    /// Application writes held while a handshake runs (DRBD suspends I/O while it connects),
-    /// so the generation both sides compare does not move under the comparison.
-    suspended: VecDeque<(ReqId, IoOp)>,
-    /// Byte ranges of disk ops in flight that others must not overlap: (offset, len, write).
-    busy: HashMap<ReqId, (u64, u64, bool)>,
     /// What peers were last told of role and disk state.
     told: (Role, DiskState),
-    /// Application requests waiting for peers as well as the local disk.
-    waiting: HashMap<ReqId, replicate::Waiting>,
-    /// Disk ops done on behalf of peers.
-    peer_ops: HashMap<ReqId, replicate::PeerOp>,
     next_internal: u64,
     /// fence-peer calls in flight, the I/O freeze of resource-and-stonith (see `fencing`).
     fence: fencing::FenceState,
@@ -137,21 +118,6 @@ pub(super) enum AlStep {
     /// extent: the writes into it completed, but with external metadata nothing has made them
     /// durable yet, and once the AL forgets the extent a crash would not resync them.
     DataFlush { seq: u64, id: ReqId },
-}
-
-#[derive(Clone, Copy, Debug)]
-pub(super) enum InflightKind {
-    Read {
-        offset: u64,
-        len: u32,
-    },
-    /// `data`: a write with data (counted in `written:`), not a trim or zeroes.
-    Write {
-        offset: u64,
-        len: u64,
-        data: bool,
-    },
-    Other,
 }
 
 impl Engine {
@@ -182,19 +148,14 @@ impl Engine {
             al_queue: VecDeque::new(),
             al_inflight: None,
             flush_waiters: Vec::new(),
-            held: VecDeque::new(),
-            inflight: std::collections::HashMap::new(),
+            reqs: Requests::default(),
             stats: Stats::default(),
             actions: VecDeque::new(),
             peers,
             after_meta: Vec::new(),
             now: crate::types::Time(0),
             last_app_io: None,
-            suspended: VecDeque::new(),
-            busy: HashMap::new(),
             told: (Role::Secondary, DiskState::Diskless),
-            waiting: HashMap::new(),
-            peer_ops: HashMap::new(),
             next_internal: 0,
             fence: fencing::FenceState::default(),
             deferred_promotions: Vec::new(),
@@ -223,14 +184,51 @@ impl Engine {
 
     /// True when nothing is in flight or queued: no application request, no metadata write.
     pub fn is_quiet(&self) -> bool {
-        self.inflight.is_empty()
-            && self.waiting.is_empty()
-            && self.held.is_empty()
-            && self.suspended.is_empty()
+        self.reqs.is_empty()
             && self.meta_inflight.is_none()
             && self.al_inflight.is_none()
             && self.al_queue.is_empty()
-            && !self.fence.holds_io()
+    }
+
+    /// One line per request in the table, and the metadata pipeline: for a simulator's or a
+    /// test's failure message.
+    pub fn debug_requests(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .reqs
+            .iter()
+            .map(|r| {
+                format!(
+                    "{:?} seq {} {:?} {:?} range {:?} owed {:?}",
+                    r.id,
+                    r.seq,
+                    r.origin,
+                    r.state,
+                    r.op.written_range(),
+                    r.owed
+                )
+            })
+            .collect();
+        out.push(format!(
+            "meta persisted {} of {}, al persisted {} next {}, al step {:?}, queue {:?}",
+            self.meta_persisted,
+            self.sb_gen,
+            self.al_persisted,
+            self.al_next_seq,
+            self.al_inflight,
+            self.al_queue
+                .iter()
+                .map(|q| (q.seq, q.evicts))
+                .collect::<Vec<_>>()
+        ));
+        for (n, p) in &self.peers {
+            if let Some(s) = &p.session {
+                out.push(format!(
+                    "peer {n}: epoch {} tl {:?} rx_epoch {} rx_pending {:?} rx_barriers {:?}",
+                    s.epoch, s.tl, s.rx_epoch, s.rx_pending, s.rx_barriers
+                ));
+            }
+        }
+        out
     }
 
     /// The out-of-sync bitmap this node keeps for peer `node` (None while diskless or for an
@@ -309,15 +307,11 @@ impl Engine {
                     peer_paused: c.is_some_and(|c| c.peer_paused),
                     received_kib: c.map_or(0, |c| c.received / 1024),
                     sent_kib: c.map_or(0, |c| c.sent / 1024),
-                    pending: self
-                        .waiting
-                        .values()
-                        .filter(|w| w.waits_for(p.node_id))
-                        .count() as u64,
+                    pending: self.reqs.iter().filter(|r| r.awaits(p.node_id)).count() as u64,
                     unacked: self
-                        .peer_ops
-                        .values()
-                        .filter(|op| op.serves(p.node_id))
+                        .reqs
+                        .iter()
+                        .filter(|r| r.origin.serves(p.node_id))
                         .count() as u64,
                 }
             })
@@ -335,7 +329,11 @@ impl Engine {
                 .map_or(GenUuid::ZERO, |d| d.sb.current_uuid),
             md_flags: self.disk.as_ref().map_or(0, |d| d.sb.flags),
             peers,
-            stats: self.stats,
+            stats: Stats {
+                upper_pending: self.reqs.app_count(),
+                lower_pending: self.reqs.submitted(),
+                ..self.stats
+            },
             suspended_fencing: self.st.susp_fen(),
         }
     }
@@ -402,9 +400,7 @@ impl Engine {
     /// What every input and timeout ends with: work that waited for a handshake to decide,
     /// and the peers told of a new role or disk state.
     fn after_input(&mut self) {
-        if !self.suspended.is_empty() {
-            self.resume_suspended();
-        }
+        self.resume_suspended();
         self.retry_deferred_promotions();
         self.maybe_broadcast();
     }

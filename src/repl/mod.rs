@@ -14,6 +14,7 @@ pub mod digest;
 pub mod engine;
 pub mod handler;
 pub mod handshake;
+pub mod interval;
 pub mod resync;
 pub mod state;
 pub mod state_rules;

@@ -424,6 +424,13 @@ impl World {
     }
 
     pub fn fail(&self, msg: impl std::fmt::Display) -> ! {
+        if trace() {
+            for i in [A, B] {
+                for l in self.n[i].engine.debug_requests() {
+                    eprintln!("node {i}: {l}");
+                }
+            }
+        }
         panic!(
             "seed {} at {} ms: {msg}\n  A: {:?} {:?} {:?}\n  B: {:?} {:?} {:?}",
             self.seed,

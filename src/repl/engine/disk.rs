@@ -260,10 +260,7 @@ impl Engine {
 
     pub(super) fn maybe_finish_detach(&mut self) {
         if self.flush_waiters.is_empty()
-            || !self.inflight.is_empty()
-            || !self.waiting.is_empty()
-            || !self.held.is_empty()
-            || !self.suspended.is_empty()
+            || !self.reqs.is_empty()
             || self.al_inflight.is_some()
             || !self.al_queue.is_empty()
         {

@@ -16,16 +16,13 @@
 //! - A fenced peer is remembered in its metadata slot (`MDF_PEER_OUTDATED`), so a restart does
 //!   not forget it; `unfence-peer` runs once both disks are UpToDate again.
 
-use super::{Action, AdminError, Change, Engine, IoError, IoOp};
+use super::{Action, AdminError, Change, Engine};
 use crate::config::Fencing;
 use crate::meta::superblock::{flags, peer_flags};
 use crate::repl::handler::Handler;
 use crate::repl::state::{ConnState, DiskState, Role, StateError};
-use crate::types::{NodeId, ReqId};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
-
-/// An application request's result, as [`Action::Complete`] carries it.
-type IoResult = Result<Option<bytes::Bytes>, IoError>;
+use crate::types::NodeId;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// What is in flight of fencing.
 #[derive(Debug, Default)]
@@ -37,19 +34,8 @@ pub(super) struct FenceState {
     link_gen: BTreeMap<NodeId, u64>,
     /// Peers whose loss froze I/O and that are neither fenced nor back yet.
     freezing: BTreeSet<NodeId>,
-    /// Application requests that arrived while frozen, in order.
-    pub queued: VecDeque<(ReqId, IoOp)>,
-    /// Requests that finished while frozen: acknowledged when the freeze ends.
-    pub completions: Vec<(ReqId, IoResult)>,
     /// `primary` commands waiting for fence-peer: (admin token, --force).
     promotions: Vec<(u64, bool)>,
-}
-
-impl FenceState {
-    /// Requests are held here (the engine is not quiet while any are).
-    pub fn holds_io(&self) -> bool {
-        !self.queued.is_empty() || !self.completions.is_empty()
-    }
 }
 
 /// How DRBD reads fence-peer's exit code.
@@ -324,17 +310,9 @@ impl Engine {
         if !self.st.susp_fen() || !self.fence.freezing.is_empty() {
             return;
         }
+        // The answers held meanwhile go out, then the frozen requests are admitted in order
+        // (see `states::after_state_change`).
         self.force_change(Change::hard("after-fencing").susp_fen(false));
-        for (id, result) in std::mem::take(&mut self.fence.completions) {
-            self.complete(id, result);
-        }
-        while let Some((id, op)) = self.fence.queued.pop_front() {
-            if self.st.susp_fen() {
-                self.fence.queued.push_front((id, op));
-                break;
-            }
-            self.io_admitted(id, op);
-        }
     }
 
     /// `drbdadm resume-io`: the operator takes the risk a failed fence-peer left.

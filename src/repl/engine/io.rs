@@ -1,23 +1,22 @@
-//! Application and peer I/O on the local disk: admission, the activity log, the conflict gate,
-//! completion.
+//! Requests on the local disk: admission of application requests, the activity log, release
+//! to the disk in the order the request table allows, and what a disk answer finishes.
 
-use super::replicate;
-use super::{
-    Action, AlStep, Engine, HeldIo, InflightKind, IoError, IoOp, QueuedAl, rotate_current,
-};
+use super::replicate::INTERNAL;
+use super::requests::{IoResult, Request};
+use super::{Action, AlStep, Engine, Event, IoError, IoOp, Origin, QueuedAl, rotate_current};
 use crate::repl::state::{DiskState, Role};
-use crate::types::{AL_EXTENT_SIZE, ExtentNr, ReqId};
+use crate::types::{AL_EXTENT_SIZE, ExtentNr, NodeId, ReqId};
 
 impl Engine {
+    /// An application request.
     pub(super) fn io(&mut self, id: ReqId, op: IoOp) {
-        self.stats.upper_pending += 1;
         self.last_app_io = Some(self.now);
-        if self.st.susp_fen() {
-            // `susp-io( fencing )`: queued, not failed, until fence-peer answers or resume-io.
-            self.fence.queued.push_back((id, op));
-            return;
+        if self.reqs.get(id).is_some() {
+            // The driver's ids are unique; a reused one would corrupt the table.
+            return self.log(format!("BUG: request id {} reused; refused", id.0));
         }
-        self.io_admitted(id, op);
+        self.reqs.insert(id, Origin::App, op, Event::Freeze);
+        self.admit(id);
     }
 
     /// A handshake is between its start and its decision.
@@ -27,34 +26,54 @@ impl Engine {
             .any(|c| c.hs.as_ref().is_some_and(|h| h.strategy.is_none()))
     }
 
-    /// Releases the writes suspended during a handshake, once none runs any more.
+    /// Admits the writes suspended during a handshake, once none runs any more, in order.
     pub(super) fn resume_suspended(&mut self) {
         if self.handshaking() {
             return;
         }
-        while let Some((id, op)) = self.suspended.pop_front() {
-            self.io_admitted(id, op);
+        for id in self
+            .reqs
+            .in_state(|s| *s == super::requests::State::Suspended)
+        {
+            self.admit(id);
         }
     }
 
-    pub(super) fn io_admitted(&mut self, id: ReqId, op: IoOp) {
-        if op.written_range().is_some() && self.handshaking() {
-            self.suspended.push_back((id, op));
+    /// Admits the requests frozen by fencing, in order.
+    pub(super) fn thaw(&mut self) {
+        for id in self.reqs.in_state(|s| *s == super::requests::State::Frozen) {
+            self.admit(id);
+        }
+    }
+
+    /// Admits an application request that is Frozen or Suspended: it waits while I/O is
+    /// frozen (fencing) or, for a write, while a handshake decides (DRBD suspends I/O while it
+    /// connects, so the generation both sides compare does not move under the comparison);
+    /// it is refused on a Secondary or without UpToDate data; a write starts a new data
+    /// generation if one is due, makes its activity-log extents hot and is marked for every
+    /// peer that will not get it. Then it is queued.
+    fn admit(&mut self, id: ReqId) {
+        let Some(r) = self.reqs.get(id) else {
+            return;
+        };
+        let written = r.op.written_range();
+        if self.st.susp_fen() {
+            // `susp-io( fencing )`: queued, not failed, until fence-peer answers or resume-io.
+            self.reqs.modify(id, Event::Freeze);
+            return;
+        }
+        if written.is_some() && self.handshaking() {
+            self.reqs.modify(id, Event::Suspend);
             return;
         }
         if self.st.role() != Role::Primary {
-            return self.complete(id, Err(IoError::NotPrimary));
+            return self.refuse(id, IoError::NotPrimary);
         }
         if self.disk.is_none() || self.st.disk() < DiskState::UpToDate || self.meta_failed {
-            return self.complete(id, Err(IoError::NoData));
+            return self.refuse(id, IoError::NoData);
         }
-        let mut held = HeldIo {
-            id,
-            op,
-            meta_gen: 0,
-            al_seq: 0,
-        };
-        if let Some((offset, len)) = held.op.written_range() {
+        let (mut meta_gen, mut al_seq) = (0, 0);
+        if let Some((offset, len)) = written {
             if self.new_uuid_due {
                 self.new_uuid_due = false;
                 if let Some(d) = self.disk.as_mut() {
@@ -64,12 +83,57 @@ impl Engine {
                 }
                 self.sb_changed();
             }
-            held.meta_gen = self.sb_gen;
-            held.al_seq = self.activate_extents(offset, len);
+            meta_gen = self.sb_gen;
+            al_seq = self.activate_extents(offset, len);
             self.mark_out_of_sync(offset, len);
         }
-        self.held.push_back(held);
-        self.release_held();
+        self.reqs.modify(id, Event::Queue { meta_gen, al_seq });
+        self.release();
+    }
+
+    /// Answers a request that never reached the disk.
+    fn refuse(&mut self, id: ReqId, e: IoError) {
+        if let Some(r) = self.reqs.take_unsubmitted(id) {
+            self.answer(r.id, Err(e));
+        }
+    }
+
+    /// Queues a disk op done on behalf of a peer or the resync (a peer's write waits for its
+    /// activity-log transaction `al_seq`); it goes to the disk when the table allows.
+    pub(super) fn queue_internal(&mut self, origin: Origin, op: IoOp, al_seq: u64) -> ReqId {
+        let id = self.internal_id();
+        self.reqs.insert(
+            id,
+            origin,
+            op,
+            Event::Queue {
+                meta_gen: 0,
+                al_seq,
+            },
+        );
+        self.release();
+        id
+    }
+
+    /// Submits an internal op at once (a flush: it has no range to wait for).
+    pub(super) fn submit_internal(&mut self, origin: Origin, op: IoOp) -> ReqId {
+        let id = self.internal_id();
+        self.reqs.insert(
+            id,
+            origin,
+            op,
+            Event::Queue {
+                meta_gen: 0,
+                al_seq: 0,
+            },
+        );
+        self.submit(id);
+        id
+    }
+
+    pub(super) fn internal_id(&mut self) -> ReqId {
+        self.next_internal += 1;
+        ReqId(INTERNAL | self.next_internal)
     }
 
     /// Makes the extents of `[offset, offset+len)` hot; returns the AL sequence that must be on
@@ -115,11 +179,9 @@ impl Engine {
         need
     }
 
-    /// Marks the written blocks out of sync for every peer that is not connected (all of them
-    /// in this build).
+    /// Marks the written blocks out of sync for every peer that will not get the write.
     pub(super) fn mark_out_of_sync(&mut self, offset: u64, len: u64) {
-        // A peer that gets the write itself has it; every other one falls behind.
-        let behind: Vec<crate::types::NodeId> = self
+        let behind: Vec<NodeId> = self
             .peers
             .keys()
             .copied()
@@ -133,146 +195,121 @@ impl Engine {
         }
     }
 
-    /// Issues held requests whose metadata is on disk, in order.
-    pub(super) fn release_held(&mut self) {
-        while let Some(h) = self.held.front() {
-            if h.meta_gen > self.meta_persisted || h.al_seq > self.al_persisted {
-                break;
-            }
-            let range = self.gate_range(h);
-            if let Some(r) = range
-                && self.conflicts(r)
-            {
-                break; // released by the disk completion of the op it overlaps
-            }
-            let Some(h) = self.held.pop_front() else {
-                break;
-            };
-            if let Some(r) = range {
-                self.busy.insert(h.id, r);
-            }
-            if let Some((offset, len)) = h.op.written_range() {
-                self.verify_note_write(offset, len);
-            }
-            if let Some((offset, len)) = h.op.written_range()
-                && h.id.0 & replicate::INTERNAL == 0
-            {
-                // A peer that is not (or no longer) linked does not get this write: it differs.
+    /// Submits every queued request the table allows now, in arrival order.
+    pub(super) fn release(&mut self) {
+        for id in self.reqs.releasable(self.meta_persisted, self.al_persisted) {
+            self.submit(id);
+        }
+    }
+
+    /// Hands a queued request to the disk and, for an application write or flush, to the
+    /// peers.
+    fn submit(&mut self, id: ReqId) {
+        let now = self.now;
+        self.reqs.modify(id, Event::Submit { now });
+        let Some(r) = self.reqs.get(id) else {
+            return;
+        };
+        let (op, app) = (r.op.clone(), matches!(r.origin, Origin::App));
+        if let Some((offset, len)) = op.written_range() {
+            self.verify_note_write(offset, len);
+            if app {
+                // A peer that is no longer linked does not get this write: it differs.
                 self.mark_out_of_sync(offset, len);
             }
-            let kind = match (&h.op, h.op.written_range()) {
-                (IoOp::Read { offset, len }, _) => InflightKind::Read {
-                    offset: *offset,
-                    len: *len,
-                },
-                (op, Some((offset, len))) => InflightKind::Write {
-                    offset,
-                    len,
-                    data: matches!(op, IoOp::Write { .. }),
-                },
-                _ => InflightKind::Other,
-            };
-            self.inflight.insert(h.id, kind);
-            self.stats.lower_pending += 1;
-            self.replicate(&h);
-            self.actions
-                .push_back(Action::SubmitDisk { id: h.id, op: h.op });
         }
-        // Nothing newer may overtake a held write whose metadata is pending: they are
-        // released in order, which is the order the client sent them.
+        if app {
+            self.replicate(id, &op);
+        }
+        self.actions.push_back(Action::SubmitDisk { id, op });
     }
 
-    /// The range an op must not share with conflicting ops in flight: every write (against
-    /// any write or resync read), and resync reads (against writes). Overlapping writes thus
-    /// reach the disk, and the peer, in the order they were released on every node, and a
-    /// resync read never sees half of a write that the target gets separately.
-    pub(super) fn gate_range(&self, h: &HeldIo) -> Option<(u64, u64, bool)> {
-        if let Some((off, len)) = h.op.written_range() {
-            return (len > 0).then_some((off, len, true));
-        }
-        match (&h.op, self.peer_ops.get(&h.id)) {
-            (
-                IoOp::Read { offset, len },
-                Some(replicate::PeerOp::Resync(_) | replicate::PeerOp::Verify(_)),
-            ) => Some((*offset, u64::from(*len), false)),
-            _ => None,
-        }
-    }
-
-    pub(super) fn conflicts(&self, (off, len, write): (u64, u64, bool)) -> bool {
-        self.busy
-            .values()
-            .any(|&(o, l, w)| (write || w) && off < o + l && o < off + len)
-    }
-
+    /// The local disk answered request `id`.
     pub(super) fn disk_done(&mut self, id: ReqId, result: Result<Option<bytes::Bytes>, i32>) {
-        let Some(kind) = self.inflight.remove(&id) else {
+        let Some(r) = self.reqs.get(id) else {
             return; // not ours (a duplicate completion): ignore rather than corrupt counters
         };
-        // Ops the finished one held back are released only after its own results are out: a
-        // resync read's reply must be on the wire before a newer write to the same blocks.
-        let freed = self.busy.remove(&id).is_some();
-        self.stats.lower_pending = self.stats.lower_pending.saturating_sub(1);
-        match (&result, kind) {
-            (Ok(_), InflightKind::Read { len, .. }) => self.stats.read_kib += u64::from(len) / 1024,
-            (Ok(_), InflightKind::Write { len, data, .. }) if data => {
-                self.stats.written_kib += len / 1024
-            }
-            (Err(errno), InflightKind::Read { offset, len }) => {
-                self.local_io_error(offset, u64::from(len), false, *errno)
-            }
-            (Err(errno), InflightKind::Write { offset, len, .. }) => {
-                self.local_io_error(offset, len, true, *errno)
-            }
-            _ => {}
-        }
-        if id.0 & replicate::INTERNAL != 0 {
-            match self.al_inflight {
-                Some(AlStep::DataFlush { seq, id: flush }) if flush == id => {
-                    self.al_inflight = None;
-                    if let Err(e) = &result {
-                        self.meta_failure(format!(
-                            "flushing the data device before an activity-log update failed \
-                             (errno {e})"
-                        ));
-                    } else {
-                        self.al_data_flushed = seq;
-                        self.pump_al();
-                    }
-                }
-                _ => self.peer_disk_done(id, result),
-            }
-            if freed {
-                self.release_held();
-                self.pump_al();
-            }
-            self.maybe_finish_detach();
+        if r.state != super::requests::State::Submitted {
             return;
         }
+        let op = r.op.clone();
+        match (&result, op.written_range()) {
+            (Ok(_), None) => {
+                if let IoOp::Read { len, .. } = op {
+                    self.stats.read_kib += u64::from(len) / 1024;
+                }
+            }
+            (Ok(_), Some((_, len))) => {
+                if matches!(op, IoOp::Write { .. }) {
+                    self.stats.written_kib += len / 1024;
+                }
+            }
+            (Err(errno), written) => {
+                let (offset, len, write) = match (&op, written) {
+                    (IoOp::Read { offset, len }, _) => (*offset, u64::from(*len), false),
+                    (_, Some((o, l))) => (o, l, true),
+                    _ => (0, 0, true),
+                };
+                if len > 0 {
+                    self.local_io_error(offset, len, write, *errno);
+                } else if id.0 & INTERNAL == 0 {
+                    self.log(format!("local I/O error on a flush (errno {errno})"));
+                }
+            }
+        }
         let result = result.map_err(IoError::Disk);
-        if let Err(e) = &result {
-            self.log(format!("local I/O error: {e}"));
+        if let Some(done) = self.reqs.modify(id, Event::LocalDone(result)) {
+            self.finished(done);
         }
-        if self.local_done(id, &result) {
-            self.complete(id, result);
-        }
-        if freed {
-            self.release_held();
-            self.pump_al();
-        }
+        // Requests the finished one held back go only after its own results are out: a
+        // resync read's reply must be on the wire before a newer write to the same blocks.
+        self.release();
+        self.pump_al();
         self.maybe_finish_detach();
     }
 
-    pub(super) fn complete(&mut self, id: ReqId, result: Result<Option<bytes::Bytes>, IoError>) {
-        if self.st.susp_fen() {
-            // A write the lost peer may not have must not be acknowledged before that peer is
-            // fenced: the application could otherwise see it vanish after a fail-over.
-            self.fence.completions.push((id, result));
-            return;
+    /// A request has everything it waited for: answer whoever asked.
+    pub(super) fn finished(&mut self, r: Request) {
+        let local = r.local.unwrap_or(Err(IoError::NoData));
+        match r.origin {
+            Origin::App => {
+                let mut result = local;
+                // DRBD completes a write the peer has even if the local disk failed it, unless
+                // `pass_on` asks to report local errors (the failed blocks are marked already).
+                let masks = self
+                    .disk
+                    .as_ref()
+                    .is_some_and(|d| d.on_io_error != crate::config::OnIoError::PassOn);
+                if matches!(result, Err(IoError::Disk(_))) && r.peer_ok && masks {
+                    result = Ok(None);
+                }
+                self.answer(r.id, result);
+                if !self.reqs.iter().any(|q| !q.owed.is_empty()) {
+                    self.close_idle_epochs();
+                }
+            }
+            Origin::AlFlush { seq } => self.al_flush_done(seq, &local),
+            origin => {
+                let raw = local.map_err(|e| match e {
+                    IoError::Disk(errno) => errno,
+                    _ => libc::EIO,
+                });
+                self.peer_disk_done(origin, raw);
+            }
         }
-        self.stats.upper_pending = self.stats.upper_pending.saturating_sub(1);
+    }
+
+    /// Emits the application's answer for request `id`.
+    pub(super) fn answer(&mut self, id: ReqId, result: IoResult) {
         self.actions.push_back(Action::Complete { id, result });
     }
 
-    // ---- metadata ----------------------------------------------------------------------------
+    /// A peer acknowledged a part of request `id` (`ok` false: NegAck) or is gone; what it
+    /// finishes is answered.
+    pub(super) fn peer_event(&mut self, id: ReqId, ev: Event) {
+        if let Some(done) = self.reqs.modify(id, ev) {
+            self.finished(done);
+        }
+        self.maybe_finish_detach();
+    }
 }

@@ -1,7 +1,7 @@
 //! Metadata persistence: the superblock, the activity log and the bitmap pages, one write of
 //! each kind in flight, and everything that waits for them.
 
-use super::{Action, AdminError, AlStep, Engine, IoError, IoOp};
+use super::{Action, AdminError, AlStep, Engine, IoError, IoOp, Origin};
 use crate::meta::al::Transaction;
 use crate::meta::layout::BM_WORDS_PER_PAGE;
 use crate::types::{AL_EXTENT_SIZE, ExtentNr, NodeId};
@@ -71,7 +71,7 @@ impl Engine {
                     self.resync_target_persisted(node);
                 }
                 self.pump_meta();
-                self.release_held();
+                self.release();
                 let targets: Vec<NodeId> = self.peers.keys().copied().collect();
                 for node in targets {
                     self.resync_pump(node);
@@ -99,8 +99,23 @@ impl Engine {
                 result: Err(AdminError::Meta(e.clone())),
             });
         }
-        for h in std::mem::take(&mut self.held) {
-            self.complete(h.id, Err(IoError::Meta));
+        // What waits for metadata that will not come can never go: the application gets the
+        // error, a peer its NegAck (it marks the block and resyncs it later).
+        for id in self
+            .reqs
+            .waiting_for_metadata(self.meta_persisted, self.al_persisted)
+        {
+            let Some(r) = self.reqs.take_unsubmitted(id) else {
+                continue;
+            };
+            match r.origin {
+                Origin::App => self.answer(id, Err(IoError::Meta)),
+                Origin::PeerWrite { node, ack, .. } => self.actions.push_back(Action::Send {
+                    node,
+                    packet: crate::repl::wire::Packet::NegAck(ack),
+                }),
+                _ => {}
+            }
         }
         self.al_queue.clear();
     }
@@ -119,29 +134,23 @@ impl Engine {
             // not confirmed (DRBD keeps an extent referenced until its requests are done), and
             // those held for an earlier transaction (they are ahead of everything that needs
             // this one).
-            let lo = u64::from(x.0) * AL_EXTENT_SIZE;
-            let hits = |o: u64, l: u64| o < lo + AL_EXTENT_SIZE && lo < o + l;
-            let unconfirmed = self.unconfirmed_overlaps(lo, lo + AL_EXTENT_SIZE);
+            let (lo, hi) = (
+                u64::from(x.0) * AL_EXTENT_SIZE,
+                (u64::from(x.0) + 1) * AL_EXTENT_SIZE,
+            );
+            let unconfirmed = self.unconfirmed_overlaps(lo, hi);
             if unconfirmed {
-                self.close_epochs_over(lo, lo + AL_EXTENT_SIZE);
+                self.close_epochs_over(lo, hi);
             }
-            let in_flight = unconfirmed || self.busy.values().any(|&(o, l, w)| w && hits(o, l));
-            // Only those ahead of the first that waits for this transaction: the queue is
-            // released in order, so the ones behind it (resync writes need no AL) cannot go
-            // first and must not be waited for.
-            let held = self
-                .held
-                .iter()
-                .take_while(|h| h.al_seq < seq)
-                .any(|h| h.op.written_range().is_some_and(|(o, l)| hits(o, l)));
-            if in_flight || held {
+            // Writes at the disk, and writes admitted for an earlier transaction (later ones
+            // wait for this one and must not be waited for).
+            if unconfirmed || self.reqs.writes_before_eviction(lo, hi, seq) {
                 return; // pumped again by the disk completion
             }
             let external = self.disk.as_ref().is_some_and(|d| d.meta_external);
             if external && self.al_data_flushed < seq {
-                let id = self.internal_id();
+                let id = self.submit_internal(Origin::AlFlush { seq }, IoOp::Flush);
                 self.al_inflight = Some(AlStep::DataFlush { seq, id });
-                self.submit_internal(id, IoOp::Flush);
                 return;
             }
         }
@@ -163,6 +172,22 @@ impl Engine {
             block,
             tr: Box::new(q.tr),
         });
+    }
+
+    /// The data device flush before AL transaction `seq` evicts an extent finished.
+    pub(super) fn al_flush_done(&mut self, seq: u64, result: &super::requests::IoResult) {
+        if !matches!(self.al_inflight, Some(AlStep::DataFlush { seq: s, .. }) if s == seq) {
+            return;
+        }
+        self.al_inflight = None;
+        if let Err(e) = result {
+            self.meta_failure(format!(
+                "flushing the data device before an activity-log update failed ({e})"
+            ));
+        } else {
+            self.al_data_flushed = seq;
+            self.pump_al();
+        }
     }
 
     /// Emits a bitmap write of the dirty pages, if any; true if one was started.
@@ -224,7 +249,7 @@ impl Engine {
             return self.meta_failure(e);
         }
         self.al_persisted = seq;
-        self.release_held();
+        self.release();
         self.pump_al();
         if self.al_inflight.is_none() && !self.flush_waiters.is_empty() {
             self.flush_bitmap_if_dirty();

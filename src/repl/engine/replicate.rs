@@ -20,13 +20,12 @@
 //!   write answers NegAck.
 
 use super::peer::Session;
-use super::resync::ResyncOp;
-use super::{Action, Change, Engine, HeldIo, InflightKind, IoError, IoOp};
+use super::requests::Owed;
+use super::{Action, Change, Engine, Event, IoOp, Origin};
 use crate::config::Protocol;
 use crate::repl::state::{DiskState, Role};
 use crate::repl::wire::{BlockAck, DataFlags, MAX_DATA_LEN, Packet};
 use crate::types::{NodeId, ReqId, SECTOR_SIZE, Sector};
-use std::collections::{BTreeSet, HashMap};
 
 /// Internal request ids (peer writes, peer flushes) live above this bit; application ids below.
 pub(super) const INTERNAL: u64 = 1 << 63;
@@ -34,59 +33,6 @@ pub(super) const INTERNAL: u64 = 1 << 63;
 /// Writes per epoch before the engine closes it by itself, so the transfer log stays bounded
 /// when the application never flushes.
 const EPOCH_WRITES: u32 = 256;
-
-/// An application request that waits for peers as well as for the local disk.
-#[derive(Debug, Default)]
-pub(super) struct Waiting {
-    local: Option<Result<Option<bytes::Bytes>, IoError>>,
-    peers: BTreeSet<NodeId>,
-    /// For a flush: the epoch each peer must acknowledge.
-    barrier: HashMap<NodeId, u32>,
-    /// When it was sent (ko-count).
-    since: crate::types::Time,
-    /// Data packets per peer still to be acknowledged (a large write is split).
-    parts: HashMap<NodeId, u32>,
-    /// A peer has it (acknowledged, not NegAck'ed): a local failure need not fail the
-    /// request unless `on-io-error pass_on` says so.
-    peer_ok: bool,
-}
-
-impl PeerOp {
-    /// An answer to `node` is due when it finishes (its write, flush, resync or verify read).
-    pub(super) fn serves(&self, node: NodeId) -> bool {
-        match self {
-            PeerOp::Write { node: n, .. } | PeerOp::Flush { node: n, .. } => *n == node,
-            PeerOp::Resync(super::resync::ResyncOp::Read { node: n, .. }) => *n == node,
-            PeerOp::Verify(super::verify::VerifyOp::TargetRead { node: n, .. }) => *n == node,
-            PeerOp::Resync(_) | PeerOp::Verify(_) => false,
-        }
-    }
-}
-
-impl Waiting {
-    /// Still waiting for `node`'s answer.
-    pub(super) fn waits_for(&self, node: NodeId) -> bool {
-        self.peers.contains(&node)
-    }
-}
-
-/// A write or flush this node does on behalf of a peer.
-#[derive(Debug, Clone)]
-pub(super) enum PeerOp {
-    Write {
-        node: NodeId,
-        ack: BlockAck,
-        epoch: u32,
-        write_ack: bool,
-    },
-    Flush {
-        node: NodeId,
-        epoch: u32,
-        set_size: u32,
-    },
-    Resync(ResyncOp),
-    Verify(super::verify::VerifyOp),
-}
 
 impl Engine {
     /// Whether a write a peer has not confirmed yet (in a transfer log) overlaps `[lo, hi)`.
@@ -171,6 +117,17 @@ impl Engine {
             self.new_uuid_due = true;
             return;
         }
+        // The generation split off for this peer already (its bitmap UUID is set): the bitmap
+        // records everything since, nothing new to start (DRBD makes no UUID when no bitmap
+        // slot changes).
+        let split = self
+            .disk
+            .as_ref()
+            .and_then(|d| d.sb.peer(node))
+            .is_some_and(|p| !p.bitmap_uuid.is_zero());
+        if split {
+            return;
+        }
         if let Some(d) = self.disk.as_mut() {
             super::rotate_current(&mut d.sb, &mut self.uuids, true);
             let uuid = d.sb.current_uuid;
@@ -201,15 +158,15 @@ impl Engine {
             return;
         }
         // Application requests stop waiting for it: they complete on local success, in the
-        // order they arrived.
-        let mut ids: Vec<ReqId> = self.waiting.keys().copied().collect();
-        ids.sort();
+        // order of their ids.
+        let ids: Vec<ReqId> = self
+            .reqs
+            .iter()
+            .filter(|r| r.awaits(node))
+            .map(|r| r.id)
+            .collect();
         for id in ids {
-            if let Some(w) = self.waiting.get_mut(&id) {
-                w.peers.remove(&node);
-                w.barrier.remove(&node);
-            }
-            self.maybe_complete_waiting(id);
+            self.peer_event(id, Event::PeerGone { node });
         }
         // The marks must survive a crash that follows: persist them now.
         self.flush_bitmap_if_dirty();
@@ -217,15 +174,10 @@ impl Engine {
         self.pump_al();
     }
 
-    /// Sends a released application op to every peer; called right after its SubmitDisk.
-    pub(super) fn replicate(&mut self, h: &HeldIo) {
-        if h.id.0 & INTERNAL != 0 {
-            return;
-        }
-        let mut wait = Waiting {
-            since: self.now,
-            ..Waiting::default()
-        };
+    /// Sends a submitted application write or flush to every peer that gets writes, and
+    /// records in the request what each owes it (protocol B/C acks, a flush's barrier).
+    pub(super) fn replicate(&mut self, id: ReqId, op: &IoOp) {
+        let mut owed: Vec<(NodeId, Owed)> = Vec::new();
         let nodes: Vec<NodeId> = self
             .peers
             .keys()
@@ -243,15 +195,14 @@ impl Engine {
             let Some(link) = peer.session.as_mut() else {
                 continue;
             };
-            match &h.op {
+            match op {
                 IoOp::Read { .. } => return,
                 IoOp::Flush => {
                     let epoch = link.epoch;
                     link.epoch += 1;
                     link.epoch_writes = 0;
                     if link.protocol == Protocol::C {
-                        wait.peers.insert(node);
-                        wait.barrier.insert(node, epoch);
+                        owed.push((node, Owed::Barrier(epoch)));
                     }
                     self.actions.push_back(Action::Send {
                         node,
@@ -283,8 +234,7 @@ impl Engine {
                     // acknowledged on its own; the request waits for all of them.
                     let parts = len.div_ceil(MAX_DATA_LEN as u64).max(1);
                     if link.protocol != Protocol::A {
-                        wait.peers.insert(node);
-                        wait.parts.insert(node, parts as u32);
+                        owed.push((node, Owed::Acks(parts as u32)));
                     }
                     for i in 0..parts {
                         let at = i * MAX_DATA_LEN as u64;
@@ -307,7 +257,7 @@ impl Engine {
                         };
                         let packet = Packet::Data {
                             sector: Sector((offset + at) / SECTOR_SIZE),
-                            block_id: h.id.0,
+                            block_id: id.0,
                             seq: link.seq,
                             flags,
                             size: n as u32,
@@ -331,54 +281,9 @@ impl Engine {
                 }
             }
         }
-        if !wait.peers.is_empty() {
-            self.waiting.insert(h.id, wait);
+        for (node, owed) in owed {
+            self.reqs.modify(id, Event::Expect { node, owed });
         }
-    }
-
-    /// The local part of an application request finished. Returns false if it must still wait
-    /// for peers (the result is kept).
-    pub(super) fn local_done(
-        &mut self,
-        id: ReqId,
-        result: &Result<Option<bytes::Bytes>, IoError>,
-    ) -> bool {
-        match self.waiting.get_mut(&id) {
-            None => true,
-            Some(w) => {
-                w.local = Some(result.clone());
-                self.maybe_complete_waiting(id);
-                false
-            }
-        }
-    }
-
-    fn maybe_complete_waiting(&mut self, id: ReqId) {
-        let done = self
-            .waiting
-            .get(&id)
-            .is_some_and(|w| w.local.is_some() && w.peers.is_empty());
-        if !done {
-            return;
-        }
-        if let Some(w) = self.waiting.remove(&id)
-            && let Some(mut result) = w.local
-        {
-            // DRBD completes a write the peer has even if the local disk failed it, unless
-            // `pass_on` asks to report local errors (the failed blocks are marked already).
-            let masks = self
-                .disk
-                .as_ref()
-                .is_some_and(|d| d.on_io_error != crate::config::OnIoError::PassOn);
-            if matches!(result, Err(IoError::Disk(_))) && w.peer_ok && masks {
-                result = Ok(None);
-            }
-            self.complete(id, result);
-        }
-        if self.waiting.is_empty() {
-            self.close_idle_epochs();
-        }
-        self.maybe_finish_detach();
     }
 
     /// A packet from `node`: handshake and state to `connection`, resync to `resync`,
@@ -439,17 +344,17 @@ impl Engine {
                 // An AL eviction may have waited for these writes to be confirmed.
                 self.pump_al();
                 let ids: Vec<ReqId> = self
-                    .waiting
+                    .reqs
                     .iter()
-                    .filter(|(_, w)| w.barrier.get(&node).is_some_and(|e| *e <= epoch))
-                    .map(|(id, _)| *id)
+                    .filter(|r| {
+                        r.owed.iter().any(|(n, o)| {
+                            *n == node && matches!(o, Owed::Barrier(e) if *e <= epoch)
+                        })
+                    })
+                    .map(|r| r.id)
                     .collect();
                 for id in ids {
-                    if let Some(w) = self.waiting.get_mut(&id) {
-                        w.barrier.remove(&node);
-                        w.peers.remove(&node);
-                    }
-                    self.maybe_complete_waiting(id);
+                    self.peer_event(id, Event::BarrierAcked { node, epoch });
                 }
             }
             Packet::Data {
@@ -495,7 +400,7 @@ impl Engine {
 
     /// The application went idle: close the open epochs, so the peers confirm them and the
     /// transfer log (what a link drop marks out of sync) shrinks to nothing.
-    fn close_idle_epochs(&mut self) {
+    pub(super) fn close_idle_epochs(&mut self) {
         let mut barriers = Vec::new();
         for (node, link) in self
             .peers
@@ -517,17 +422,7 @@ impl Engine {
     }
 
     fn peer_acked(&mut self, node: NodeId, id: ReqId, ok: bool) {
-        if let Some(w) = self.waiting.get_mut(&id)
-            && w.barrier.is_empty()
-        {
-            w.peer_ok |= ok;
-            let left = w.parts.entry(node).or_insert(1);
-            *left = left.saturating_sub(1);
-            if *left == 0 {
-                w.peers.remove(&node);
-            }
-        }
-        self.maybe_complete_waiting(id);
+        self.peer_event(id, Event::PeerAcked { node, ok });
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -608,26 +503,19 @@ impl Engine {
             }
             None => return,
         };
-        let id = self.internal_id();
-        self.peer_ops.insert(
-            id,
-            PeerOp::Write {
+        let (off, len) = op.written_range().unwrap_or((offset, 0));
+        let al_seq = self.activate_extents(off, len);
+        self.mark_out_of_sync(off, len);
+        self.queue_internal(
+            Origin::PeerWrite {
                 node,
                 ack,
                 epoch,
                 write_ack: flags.contains(DataFlags::SEND_WRITE_ACK),
             },
-        );
-        let (off, len) = op.written_range().unwrap_or((offset, 0));
-        let al_seq = self.activate_extents(off, len);
-        self.mark_out_of_sync(off, len);
-        self.held.push_back(HeldIo {
-            id,
             op,
-            meta_gen: 0,
             al_seq,
-        });
-        self.release_held();
+        );
     }
 
     /// With `data-integrity-alg`, the digest that came with a write matches its data.
@@ -643,35 +531,17 @@ impl Engine {
         }
     }
 
-    /// Queues a disk op done on behalf of a peer (a resync or verify read, a resync write)
-    /// behind the conflict gate like any request; `op` says what to do when it finishes.
-    pub(super) fn queue_peer_io(&mut self, op: PeerOp, io: IoOp) {
-        let id = self.internal_id();
-        self.peer_ops.insert(id, op);
-        self.held.push_back(HeldIo {
-            id,
-            op: io,
-            meta_gen: 0,
-            al_seq: 0,
-        });
-        self.release_held();
-    }
-
-    pub(super) fn internal_id(&mut self) -> ReqId {
-        self.next_internal += 1;
-        ReqId(INTERNAL | self.next_internal)
-    }
-
-    /// A disk op done on behalf of a peer finished.
+    /// A disk op done on behalf of a peer (or the resync) finished.
     /// (Takes the result: a resync read's data goes on the wire without a copy.)
-    pub(super) fn peer_disk_done(&mut self, id: ReqId, result: Result<Option<bytes::Bytes>, i32>) {
-        let Some(op) = self.peer_ops.remove(&id) else {
-            return;
-        };
-        match op {
-            PeerOp::Resync(op) => self.resync_disk_done(op, result),
-            PeerOp::Verify(op) => self.verify_disk_done(op, &result),
-            PeerOp::Write {
+    pub(super) fn peer_disk_done(
+        &mut self,
+        origin: Origin,
+        result: Result<Option<bytes::Bytes>, i32>,
+    ) {
+        match origin {
+            Origin::Resync(op) => self.resync_disk_done(op, result),
+            Origin::Verify(op) => self.verify_disk_done(op, &result),
+            Origin::PeerWrite {
                 node,
                 ack,
                 epoch,
@@ -699,7 +569,7 @@ impl Engine {
                 }
                 self.pump_peer_barriers(node);
             }
-            PeerOp::Flush {
+            Origin::PeerFlush {
                 node,
                 epoch,
                 set_size,
@@ -711,6 +581,7 @@ impl Engine {
                     });
                 }
             }
+            Origin::App | Origin::AlFlush { .. } => {}
         }
     }
 
@@ -738,21 +609,14 @@ impl Engine {
                 });
                 continue;
             }
-            let id = self.internal_id();
-            self.peer_ops.insert(
-                id,
-                PeerOp::Flush {
+            self.submit_internal(
+                Origin::PeerFlush {
                     node,
                     epoch,
                     set_size,
                 },
+                IoOp::Flush,
             );
-            self.inflight.insert(id, InflightKind::Other);
-            self.stats.lower_pending += 1;
-            self.actions.push_back(Action::SubmitDisk {
-                id,
-                op: IoOp::Flush,
-            });
         }
     }
 }
@@ -766,10 +630,10 @@ impl Engine {
                 continue;
             };
             let oldest = self
-                .waiting
-                .values()
-                .filter(|w| w.waits_for(p.node_id))
-                .map(|w| w.since)
+                .reqs
+                .iter()
+                .filter(|r| r.awaits(p.node_id))
+                .filter_map(|r| r.sent)
                 .min();
             if let Some(t) = oldest {
                 out.push((p.node_id, limit, t.plus_ms(limit)));

@@ -17,12 +17,12 @@
 //!   (`CsumResyncRequest`); the source answers `ResyncIsInSync` instead of the data when its
 //!   digest is the same, so identical blocks cross the wire as a few bytes.
 
-use super::{Action, Change, Engine, IoOp};
+use super::{Change, Engine, IoOp};
 use crate::meta::superblock::flags;
 use crate::repl::resync::Pacer;
 use crate::repl::state::{DiskState, ReplState, Role};
 use crate::repl::wire::{BlockAck, Packet};
-use crate::types::{BM_BLOCK_SIZE, BlockIdx, GenUuid, NodeId, ReqId, SECTOR_SIZE, Sector};
+use crate::types::{BM_BLOCK_SIZE, BlockIdx, GenUuid, NodeId, SECTOR_SIZE, Sector};
 use std::collections::BTreeMap;
 
 /// Largest resync request: one frame (DRBD resyncs in up to 1 MiB requests too). Larger than
@@ -387,14 +387,15 @@ impl Engine {
                 } if csums => {
                     // Digest our copy first (see the module docs).
                     let (offset, len) = (sector.bytes(), u64::from(size));
-                    self.queue_peer_io(
-                        super::replicate::PeerOp::Resync(ResyncOp::CsumRead {
+                    self.queue_internal(
+                        super::Origin::Resync(ResyncOp::CsumRead {
                             node,
                             block_id,
                             offset,
                             len,
                         }),
                         IoOp::Read { offset, len: size },
+                        0,
                     );
                 }
                 p => self.send(node, p),
@@ -427,12 +428,7 @@ impl Engine {
             );
         }
         rs.finishing = true;
-        let id = self.internal_id();
-        self.peer_ops.insert(
-            id,
-            super::replicate::PeerOp::Resync(ResyncOp::Flush { node }),
-        );
-        self.submit_internal(id, IoOp::Flush);
+        self.submit_internal(super::Origin::Resync(ResyncOp::Flush { node }), IoOp::Flush);
     }
 
     /// Target: every block is written and flushed. Adopt the source's generation and record
@@ -671,8 +667,8 @@ impl Engine {
             };
             return self.send(node, Packet::NegResyncReply(ack));
         }
-        self.queue_peer_io(
-            super::replicate::PeerOp::Resync(ResyncOp::Read {
+        self.queue_internal(
+            super::Origin::Resync(ResyncOp::Read {
                 node,
                 sector,
                 block_id,
@@ -680,6 +676,7 @@ impl Engine {
                 peer_digest,
             }),
             IoOp::Read { offset, len: size },
+            0,
         );
     }
 
@@ -704,8 +701,8 @@ impl Engine {
             return self.drop_link(node, false);
         }
         // No AL transaction: until the resync ends the whole disk is Inconsistent anyway.
-        self.queue_peer_io(
-            super::replicate::PeerOp::Resync(ResyncOp::Write {
+        self.queue_internal(
+            super::Origin::Resync(ResyncOp::Write {
                 node,
                 block_id,
                 offset,
@@ -716,6 +713,7 @@ impl Engine {
                 data,
                 fua: false,
             },
+            0,
         );
     }
 
@@ -878,11 +876,5 @@ impl Engine {
             self.resync_pump(node);
         }
         Ok(())
-    }
-
-    pub(super) fn submit_internal(&mut self, id: ReqId, op: IoOp) {
-        self.inflight.insert(id, super::InflightKind::Other);
-        self.stats.lower_pending += 1;
-        self.actions.push_back(Action::SubmitDisk { id, op });
     }
 }

@@ -343,6 +343,17 @@ impl Engine {
     /// What follows from a committed change by itself (DRBD's `finish_state_change()` and
     /// `w_after_state_change()`, the parts udrbd has).
     fn after_state_change(&mut self, old: &View, new: &View) {
+        if old.susp_fen != new.susp_fen {
+            // A freeze holds the application's answers (a write the lost peer may not have
+            // must not be acknowledged before that peer is fenced) and new requests; lifting
+            // it answers the held ones, then admits the frozen ones, in order.
+            for r in self.reqs.hold_answers(new.susp_fen) {
+                self.finished(r);
+            }
+            if !new.susp_fen {
+                self.thaw();
+            }
+        }
         for (o, n) in old.peers.iter().zip(&new.peers) {
             let node = n.node;
             // A resync or verify the new states ended (a disk went away, the link went). The

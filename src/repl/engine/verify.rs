@@ -352,14 +352,15 @@ impl Engine {
                 },
             );
         }
-        self.queue_peer_io(
-            super::replicate::PeerOp::Verify(VerifyOp::TargetRead {
+        self.queue_internal(
+            super::Origin::Verify(VerifyOp::TargetRead {
                 node,
                 sector,
                 block_id,
                 size,
             }),
             IoOp::Read { offset, len: size },
+            0,
         );
     }
 
@@ -375,8 +376,8 @@ impl Engine {
             return self.verify_pump(node);
         }
         v.reading.insert(block_id, a);
-        self.queue_peer_io(
-            super::replicate::PeerOp::Verify(VerifyOp::SourceRead {
+        self.queue_internal(
+            super::Origin::Verify(VerifyOp::SourceRead {
                 node,
                 block_id,
                 peer_digest: digest,
@@ -385,6 +386,7 @@ impl Engine {
                 offset: a.offset,
                 len: a.len as u32,
             },
+            0,
         );
     }
 

@@ -1,0 +1,530 @@
+//! The request table: every request the engine holds, in one place, each with an explicit
+//! [`State`], changed only by [`Requests::modify`] (DRBD's `__req_mod()` with its
+//! `drbd_req_event`s is the model).
+//!
+//! A request is an application request, a write or flush a peer sent, a resync or verify read
+//! or write, or an internal flush ([`Origin`]). Its life:
+//!
+//! ```text
+//!   Frozen ─┐                       (fencing froze I/O)
+//!   Suspended ─┤                    (a handshake decides; writes only)
+//!              ├─ Queue ─> Queued ─ Submit ─> Submitted ─ LocalDone ─> AwaitingPeers ─┐
+//!   (new) ─────┘   (metadata and earlier      (at the disk, sent to       (protocol B/C  │
+//!                   overlapping requests)      the peers)                  acks, barrier) │
+//!                                                        └───── all answered ──────────┴─> done
+//!                                                                          (Held while fencing
+//!                                                                           holds answers)
+//! ```
+//!
+//! Overlaps: a request that writes, and a resync or verify read, takes its byte range in an
+//! interval index from the moment it is queued until its local disk answered. A request is
+//! submitted only when no earlier request (in arrival order) with a conflicting range is still
+//! there: overlapping writes are all accepted, and reach the disk, and the peer, in the order
+//! they arrived on every node; a resync read never sees half of a write the target gets
+//! separately. Requests that do not overlap do not wait for each other.
+
+use super::resync::ResyncOp;
+use super::verify::VerifyOp;
+use super::{IoError, IoOp};
+use crate::repl::interval::IntervalIndex;
+use crate::repl::wire::BlockAck;
+use crate::types::{NodeId, ReqId, Time};
+use std::collections::BTreeMap;
+
+/// A request's answer to whoever asked (`Some(data)` for a read).
+pub(super) type IoResult = Result<Option<bytes::Bytes>, IoError>;
+
+/// Who a request is for.
+#[derive(Debug, Clone)]
+pub(super) enum Origin {
+    /// The application (an NBD client): answered with [`super::Action::Complete`].
+    App,
+    /// A write the peer `node` replicated to this node (acknowledged per its protocol).
+    PeerWrite {
+        node: NodeId,
+        ack: BlockAck,
+        epoch: u32,
+        write_ack: bool,
+    },
+    /// The flush that closes the peer's epoch (answered with BarrierAck).
+    PeerFlush {
+        node: NodeId,
+        epoch: u32,
+        set_size: u32,
+    },
+    Resync(ResyncOp),
+    Verify(VerifyOp),
+    /// The data device flushed before an activity-log transaction evicts an extent (external
+    /// metadata).
+    AlFlush {
+        seq: u64,
+    },
+}
+
+impl Origin {
+    /// An answer to `node` is due when it finishes (a write, flush, resync or verify read it
+    /// asked for): DRBD's `unacked`.
+    pub fn serves(&self, node: NodeId) -> bool {
+        match self {
+            Origin::PeerWrite { node: n, .. } | Origin::PeerFlush { node: n, .. } => *n == node,
+            Origin::Resync(ResyncOp::Read { node: n, .. }) => *n == node,
+            Origin::Verify(VerifyOp::TargetRead { node: n, .. }) => *n == node,
+            _ => false,
+        }
+    }
+
+    /// Reads of a resync or verify take a range too: they must not see half of a write.
+    fn gated_read(&self) -> bool {
+        matches!(self, Origin::Resync(_) | Origin::Verify(_))
+    }
+}
+
+/// Where a request is in its life (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum State {
+    Frozen,
+    Suspended,
+    /// Waits for the superblock generation `meta_gen` and the activity-log transaction
+    /// `al_seq` to be on disk, and for earlier overlapping requests.
+    Queued {
+        meta_gen: u64,
+        al_seq: u64,
+    },
+    Submitted,
+    AwaitingPeers,
+    Held,
+}
+
+/// What a peer still owes a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Owed {
+    /// Acknowledgements of Data packets (protocol B: received; C: written). A request larger
+    /// than a frame travels as several.
+    Acks(u32),
+    /// The BarrierAck of this epoch (a FLUSH under protocol C).
+    Barrier(u32),
+}
+
+/// One request.
+#[derive(Debug, Clone)]
+pub(super) struct Request {
+    pub id: ReqId,
+    /// Admission order (arrival order until admitted): overlapping requests go to the disk
+    /// in this order.
+    pub seq: u64,
+    pub origin: Origin,
+    pub op: IoOp,
+    pub state: State,
+    /// When it was handed to the peers (ko-count measures from here).
+    pub sent: Option<Time>,
+    /// Per peer, what it still owes.
+    pub owed: Vec<(NodeId, Owed)>,
+    /// The local disk's answer, once there.
+    pub local: Option<IoResult>,
+    /// A peer has the data (acknowledged, not NegAck'ed).
+    pub peer_ok: bool,
+}
+
+impl Request {
+    /// The range it takes in the overlap index, and whether it writes.
+    fn range(&self) -> Option<(u64, u64, bool)> {
+        if let Some((off, len)) = self.op.written_range() {
+            return (len > 0).then_some((off, len, true));
+        }
+        match &self.op {
+            IoOp::Read { offset, len } if self.origin.gated_read() => {
+                Some((*offset, u64::from(*len), false))
+            }
+            _ => None,
+        }
+    }
+
+    /// Waits for peers.
+    pub fn awaits(&self, node: NodeId) -> bool {
+        self.owed.iter().any(|(n, _)| *n == node)
+    }
+}
+
+/// What changes a request (DRBD's `drbd_req_event`).
+#[derive(Debug, Clone)]
+pub(super) enum Event {
+    /// Fencing froze I/O: the request waits unadmitted.
+    Freeze,
+    /// A handshake decides: the write waits unadmitted.
+    Suspend,
+    /// Admitted: it waits for this metadata, and for earlier overlapping requests.
+    Queue { meta_gen: u64, al_seq: u64 },
+    /// Handed to the local disk (and sent to the peers, at `now`).
+    Submit { now: Time },
+    /// `node` owes it an answer.
+    Expect { node: NodeId, owed: Owed },
+    /// The local disk answered.
+    LocalDone(IoResult),
+    /// `node` acknowledged a part (`ok` false: NegAck).
+    PeerAcked { node: NodeId, ok: bool },
+    /// `node` acknowledged every barrier up to `epoch`.
+    BarrierAcked { node: NodeId, epoch: u32 },
+    /// `node` went away: it owes nothing any more.
+    PeerGone { node: NodeId },
+}
+
+/// The table.
+#[derive(Debug, Default)]
+pub(super) struct Requests {
+    reqs: BTreeMap<ReqId, Request>,
+    /// Not yet submitted (Frozen, Suspended, Queued), in arrival order.
+    waiting: BTreeMap<u64, ReqId>,
+    /// The ranges of queued and submitted requests, keyed by arrival: (id, writes).
+    ranges: IntervalIndex<u64, (ReqId, bool)>,
+    next_seq: u64,
+    /// Fencing holds application answers.
+    hold: bool,
+    submitted: u64,
+}
+
+impl Requests {
+    /// Adds a request in `state` (Frozen, Suspended or Queued).
+    pub fn insert(&mut self, id: ReqId, origin: Origin, op: IoOp, ev: Event) {
+        debug_assert!(!self.reqs.contains_key(&id), "request ids are unique");
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let r = Request {
+            id,
+            seq,
+            origin,
+            op,
+            state: State::Frozen,
+            sent: None,
+            owed: Vec::new(),
+            local: None,
+            peer_ok: false,
+        };
+        self.reqs.insert(id, r);
+        self.waiting.insert(seq, id);
+        self.modify(id, ev);
+    }
+
+    pub fn get(&self, id: ReqId) -> Option<&Request> {
+        self.reqs.get(&id)
+    }
+
+    /// Every request, in id order.
+    pub fn iter(&self) -> impl Iterator<Item = &Request> {
+        self.reqs.values()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.reqs.is_empty()
+    }
+
+    /// Requests at the local disk (`lower_pending`).
+    pub fn submitted(&self) -> u64 {
+        self.submitted
+    }
+
+    /// Ids of the requests in `state` (frozen or suspended ones to re-admit), in arrival
+    /// order.
+    pub fn in_state(&self, pred: impl Fn(&State) -> bool) -> Vec<ReqId> {
+        self.waiting
+            .values()
+            .filter(|id| self.reqs.get(id).is_some_and(|r| pred(&r.state)))
+            .copied()
+            .collect()
+    }
+
+    /// The one transition function. Returns the request when the event finished it (it has
+    /// left the table), None while it is pending.
+    pub fn modify(&mut self, id: ReqId, ev: Event) -> Option<Request> {
+        let r = self.reqs.get_mut(&id)?;
+        let old = r.state;
+        match (old, ev) {
+            (State::Frozen | State::Suspended, Event::Freeze) => r.state = State::Frozen,
+            (State::Frozen | State::Suspended, Event::Suspend) => r.state = State::Suspended,
+            (State::Frozen | State::Suspended, Event::Queue { meta_gen, al_seq }) => {
+                // Ordered by admission: a request frozen or suspended for a while goes behind
+                // those admitted meanwhile (they took their metadata first, and an activity-log
+                // eviction waits only for writes admitted before its transaction).
+                self.waiting.remove(&r.seq);
+                r.seq = self.next_seq;
+                self.next_seq += 1;
+                self.waiting.insert(r.seq, id);
+                r.state = State::Queued { meta_gen, al_seq };
+                if let Some((off, len, writes)) = r.range() {
+                    self.ranges.insert(off, len, r.seq, (id, writes));
+                }
+            }
+            (State::Queued { .. }, Event::Submit { now }) => {
+                r.state = State::Submitted;
+                r.sent = Some(now);
+                self.waiting.remove(&r.seq);
+                self.submitted += 1;
+            }
+            (State::Submitted, Event::Expect { node, owed }) => r.owed.push((node, owed)),
+            (State::Submitted, Event::LocalDone(result)) => {
+                r.local = Some(result);
+                r.state = State::AwaitingPeers;
+                self.submitted -= 1;
+                if let Some((off, _, _)) = r.range() {
+                    self.ranges.remove(off, r.seq);
+                }
+            }
+            (State::Submitted | State::AwaitingPeers, Event::PeerAcked { node, ok }) => {
+                r.peer_ok |= ok;
+                if let Some(at) = r
+                    .owed
+                    .iter()
+                    .position(|(n, o)| *n == node && matches!(o, Owed::Acks(_)))
+                {
+                    match &mut r.owed[at].1 {
+                        Owed::Acks(n) if *n > 1 => *n -= 1,
+                        _ => {
+                            r.owed.remove(at);
+                        }
+                    }
+                }
+            }
+            (State::Submitted | State::AwaitingPeers, Event::BarrierAcked { node, epoch }) => {
+                r.owed
+                    .retain(|(n, o)| !(*n == node && matches!(o, Owed::Barrier(e) if *e <= epoch)));
+            }
+            (_, Event::PeerGone { node }) => r.owed.retain(|(n, _)| *n != node),
+            (state, ev) => {
+                // A late or duplicate event (an ack for a request the link loss already
+                // released): nothing to do, as DRBD's `mod_rq_state` ignores a no-op.
+                debug_assert!(
+                    matches!(
+                        ev,
+                        Event::PeerAcked { .. } | Event::BarrierAcked { .. } | Event::LocalDone(_)
+                    ),
+                    "request {id:?}: {ev:?} in {state:?}"
+                );
+                return None;
+            }
+        }
+        self.finish_if_done(id)
+    }
+
+    /// Whether `id` has everything: its local answer and every peer's.
+    fn finish_if_done(&mut self, id: ReqId) -> Option<Request> {
+        let r = self.reqs.get_mut(&id)?;
+        if r.state != State::AwaitingPeers || !r.owed.is_empty() {
+            return None;
+        }
+        if self.hold && matches!(r.origin, Origin::App) {
+            r.state = State::Held;
+            return None;
+        }
+        self.reqs.remove(&id)
+    }
+
+    /// Holds (fencing froze I/O) or releases application answers; returns those released, in
+    /// arrival order.
+    pub fn hold_answers(&mut self, hold: bool) -> Vec<Request> {
+        self.hold = hold;
+        if hold {
+            return Vec::new();
+        }
+        let mut held: Vec<(u64, ReqId)> = self
+            .reqs
+            .values()
+            .filter(|r| r.state == State::Held)
+            .map(|r| (r.seq, r.id))
+            .collect();
+        held.sort_unstable();
+        held.into_iter()
+            .filter_map(|(_, id)| self.reqs.remove(&id))
+            .collect()
+    }
+
+    /// Takes a request that was never submitted (refused at admission, or dropped with a
+    /// failed metadata write).
+    pub fn take_unsubmitted(&mut self, id: ReqId) -> Option<Request> {
+        let r = self.reqs.get(&id)?;
+        if matches!(
+            r.state,
+            State::Submitted | State::AwaitingPeers | State::Held
+        ) {
+            return None;
+        }
+        let r = self.reqs.remove(&id)?;
+        self.waiting.remove(&r.seq);
+        if let (State::Queued { .. }, Some((off, _, _))) = (r.state, r.range()) {
+            self.ranges.remove(off, r.seq);
+        }
+        Some(r)
+    }
+
+    /// The queued requests that may go to the disk now, in arrival order: their metadata is
+    /// on disk and no earlier request with a conflicting range is still queued or at the disk.
+    pub fn releasable(&self, meta_persisted: u64, al_persisted: u64) -> Vec<ReqId> {
+        let mut out = Vec::new();
+        for id in self.waiting.values() {
+            let Some(r) = self.reqs.get(id) else {
+                continue;
+            };
+            let State::Queued { meta_gen, al_seq } = r.state else {
+                continue;
+            };
+            if meta_gen > meta_persisted || al_seq > al_persisted {
+                continue;
+            }
+            let blocked = r.range().is_some_and(|(off, len, writes)| {
+                self.ranges
+                    .overlapping(off, len)
+                    .any(|(_, _, seq, (_, w))| seq < r.seq && (writes || *w))
+            });
+            if !blocked {
+                out.push(*id);
+            }
+        }
+        out
+    }
+
+    /// Whether a write into `[lo, hi)` must finish before the activity-log transaction `al`
+    /// may evict that range's extent. Only writes that made their extent hot count (the
+    /// application's, a peer's replicated ones: a resync target is Inconsistent until the end,
+    /// and its source keeps the bits): one at the disk, or one queued for an earlier
+    /// transaction. Those were admitted before `al` was queued, so nothing ahead of them waits
+    /// for `al` either, and the eviction cannot wait on what waits for it.
+    pub fn writes_before_eviction(&self, lo: u64, hi: u64, al: u64) -> bool {
+        self.ranges
+            .overlapping(lo, hi.saturating_sub(lo))
+            .filter(|(_, _, _, (_, writes))| *writes)
+            .any(|(_, _, _, (id, _))| {
+                self.reqs.get(id).is_some_and(|r| {
+                    matches!(r.origin, Origin::App | Origin::PeerWrite { .. })
+                        && match r.state {
+                            State::Submitted => true,
+                            State::Queued { al_seq, .. } => al_seq < al,
+                            _ => false,
+                        }
+                })
+            })
+    }
+
+    /// The queued requests that wait for metadata newer than what is on disk (a metadata
+    /// write failed: they can never go).
+    pub fn waiting_for_metadata(&self, meta_persisted: u64, al_persisted: u64) -> Vec<ReqId> {
+        self.waiting
+            .values()
+            .filter(|id| {
+                self.reqs.get(id).is_some_and(|r| {
+                    matches!(r.state, State::Queued { meta_gen, al_seq }
+                        if meta_gen > meta_persisted || al_seq > al_persisted)
+                })
+            })
+            .copied()
+            .collect()
+    }
+
+    /// Application requests in the table (`upper_pending`).
+    pub fn app_count(&self) -> u64 {
+        self.reqs
+            .values()
+            .filter(|r| matches!(r.origin, Origin::App))
+            .count() as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(offset: u64, len: usize) -> IoOp {
+        IoOp::Write {
+            offset,
+            data: vec![1; len].into(),
+            fua: false,
+        }
+    }
+
+    fn queue() -> Event {
+        Event::Queue {
+            meta_gen: 0,
+            al_seq: 0,
+        }
+    }
+
+    #[test]
+    fn overlapping_writes_go_in_arrival_order_and_others_do_not_wait() {
+        let mut t = Requests::default();
+        t.insert(ReqId(1), Origin::App, write(0, 8192), queue());
+        t.insert(ReqId(2), Origin::App, write(4096, 4096), queue());
+        t.insert(ReqId(3), Origin::App, write(1 << 20, 4096), queue());
+        assert_eq!(t.releasable(0, 0), [ReqId(1), ReqId(3)]);
+        for id in [ReqId(1), ReqId(3)] {
+            t.modify(id, Event::Submit { now: Time(0) });
+        }
+        assert_eq!(t.releasable(0, 0), Vec::<ReqId>::new());
+        assert!(t.modify(ReqId(1), Event::LocalDone(Ok(None))).is_some());
+        assert_eq!(t.releasable(0, 0), [ReqId(2)]);
+    }
+
+    #[test]
+    fn a_request_finishes_when_the_disk_and_every_peer_answered() {
+        let mut t = Requests::default();
+        t.insert(ReqId(1), Origin::App, write(0, 4096), queue());
+        t.modify(ReqId(1), Event::Submit { now: Time(0) });
+        t.modify(
+            ReqId(1),
+            Event::Expect {
+                node: NodeId(1),
+                owed: Owed::Acks(2),
+            },
+        );
+        assert!(t.modify(ReqId(1), Event::LocalDone(Ok(None))).is_none());
+        assert!(
+            t.modify(
+                ReqId(1),
+                Event::PeerAcked {
+                    node: NodeId(1),
+                    ok: true
+                }
+            )
+            .is_none()
+        );
+        let done = t
+            .modify(
+                ReqId(1),
+                Event::PeerAcked {
+                    node: NodeId(1),
+                    ok: true,
+                },
+            )
+            .expect("done");
+        assert!(done.peer_ok);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn a_freeze_holds_answers_until_released() {
+        let mut t = Requests::default();
+        t.insert(ReqId(1), Origin::App, write(0, 4096), queue());
+        t.modify(ReqId(1), Event::Submit { now: Time(0) });
+        t.hold_answers(true);
+        assert!(t.modify(ReqId(1), Event::LocalDone(Ok(None))).is_none());
+        assert_eq!(t.get(ReqId(1)).map(|r| r.state), Some(State::Held));
+        let released = t.hold_answers(false);
+        assert_eq!(released.len(), 1);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn a_lost_peer_owes_nothing() {
+        let mut t = Requests::default();
+        t.insert(ReqId(1), Origin::App, IoOp::Flush, queue());
+        t.modify(ReqId(1), Event::Submit { now: Time(0) });
+        t.modify(
+            ReqId(1),
+            Event::Expect {
+                node: NodeId(1),
+                owed: Owed::Barrier(7),
+            },
+        );
+        assert!(t.modify(ReqId(1), Event::LocalDone(Ok(None))).is_none());
+        assert!(
+            t.modify(ReqId(1), Event::PeerGone { node: NodeId(1) })
+                .is_some()
+        );
+    }
+}
