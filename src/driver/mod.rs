@@ -32,6 +32,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use tokio::sync::oneshot;
 
+/// The answer to an open (NBD GO).
+type OpenDone = Box<dyn FnOnce(Result<(), OpenRefusal>) + Send + 'static>;
+
 /// Completion of an application request: `Some(data)` for reads.
 pub type IoDone = Box<dyn FnOnce(Result<Option<bytes::Bytes>, IoError>) + Send + 'static>;
 
@@ -97,6 +100,7 @@ struct Inner {
     meta: Option<MetaThread>,
     io_waiters: HashMap<ReqId, IoDone>,
     admin_waiters: HashMap<u64, oneshot::Sender<Result<(), AdminError>>>,
+    open_waiters: HashMap<u64, OpenDone>,
     next_req: u64,
     next_token: u64,
     /// Per connected peer: where the engine's packets go (see `link`).
@@ -173,6 +177,7 @@ enum Exec {
         oneshot::Sender<Result<(), AdminError>>,
         Result<(), AdminError>,
     ),
+    Opened(OpenDone, Result<(), OpenRefusal>),
     Log(String),
     DropLink(NodeId, bool),
     /// A packet whose place on the wire was taken under the lock; the link's drain task
@@ -211,6 +216,7 @@ impl Driver {
                 })
                 .collect(),
             auto_promote: spec.auto_promote,
+            auto_promote_timeout_ms: u64::from(spec.auto_promote_timeout) * 100,
             // Any value works for determinism; the OS makes the two nodes' UUIDs differ.
             uuid_seed: getrandom::u64().unwrap_or(0x5eed_f00d_u64),
         };
@@ -230,6 +236,7 @@ impl Driver {
                 meta: None,
                 io_waiters: HashMap::new(),
                 admin_waiters: HashMap::new(),
+                open_waiters: HashMap::new(),
                 next_req: 1,
                 next_token: 1,
                 senders: HashMap::new(),
@@ -321,45 +328,19 @@ impl Driver {
         result
     }
 
-    /// An NBD client opens the device (GO), and `done` gets the answer. A promotion refused
-    /// only for now (a handshake in progress, DRBD's `SS_IN_TRANSIENT_STATE`) is tried again
-    /// every 50 ms for up to `auto-promote-timeout`, as DRBD's auto-promote waits.
-    pub fn open_waiting(
-        self: &Arc<Self>,
-        done: impl FnOnce(Result<(), OpenRefusal>) + Send + 'static,
-    ) {
-        let transient = Err(OpenRefusal::AutoPromoteFailed(
-            crate::repl::StateError::InTransientState,
-        ));
-        let first = self.open();
-        let Some(rt) = self.rt.as_ref().filter(|_| first == transient) else {
-            return done(first);
-        };
-        let me = self.clone();
-        let deadline = std::time::Instant::now()
-            + std::time::Duration::from_millis(u64::from(self.spec.auto_promote_timeout) * 100);
-        rt.spawn(async move {
-            loop {
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                let r = me.open();
-                if r != transient || std::time::Instant::now() >= deadline {
-                    return done(r);
-                }
-            }
-        });
-    }
-
-    /// An NBD client opens the device (GO). May auto-promote.
-    pub fn open(&self) -> Result<(), OpenRefusal> {
-        let (r, actions) = {
+    /// An NBD client opens the device (GO), and `done` gets the engine's answer. An
+    /// auto-promotion may wait: for the peer's agreement, for a handshake to decide, at most
+    /// `auto-promote-timeout`.
+    pub fn open_waiting(&self, done: impl FnOnce(Result<(), OpenRefusal>) + Send + 'static) {
+        let actions = {
             let mut g = self.lock();
-            let r = g.engine.open(self.now());
-            // `open:` is state events2 shows, though the engine logs nothing for it.
-            g.events.state(&g.engine);
-            (r, take_actions(&mut g))
+            let token = g.next_token;
+            g.next_token += 1;
+            g.open_waiters.insert(token, Box::new(done));
+            g.engine.handle(self.now(), Input::Open { token });
+            take_actions(&mut g)
         };
         self.exec(actions);
-        r
     }
 
     /// An NBD client that opened the device left. May auto-demote.
@@ -508,6 +489,7 @@ impl Driver {
                 Exec::Admin(tx, result) => {
                     let _ = tx.send(result);
                 }
+                Exec::Opened(done, result) => done(result),
                 Exec::Log(line) => tracing::info!("{line}"),
                 Exec::DropLink(node, standalone) => self.drop_link(node, standalone),
                 Exec::Handler(handler, node) => self.run_handler(handler, node),
@@ -703,6 +685,13 @@ fn take_actions(g: &mut Inner) -> Vec<Exec> {
             Action::AdminDone { token, result } => {
                 if let Some(tx) = g.admin_waiters.remove(&token) {
                     out.push(Exec::Admin(tx, result));
+                }
+            }
+            Action::Opened { token, result } => {
+                // `open:` is state events2 shows.
+                changed = true;
+                if let Some(done) = g.open_waiters.remove(&token) {
+                    out.push(Exec::Opened(done, result));
                 }
             }
             Action::Log(line) => {

@@ -89,7 +89,9 @@ pub fn stream_for(ty: PacketType) -> Stream {
         | PacketType::NegResyncReply
         | PacketType::ResyncIsInSync
         | PacketType::BarrierAck
-        | PacketType::OvResult => Stream::Control,
+        | PacketType::OvResult
+        | PacketType::TwoPcYes
+        | PacketType::TwoPcNo => Stream::Control,
         _ => Stream::Data,
     }
 }

@@ -38,6 +38,7 @@ mod replicate;
 mod requests;
 mod resync;
 mod states;
+mod twopc;
 mod verify;
 
 pub use api::{
@@ -104,8 +105,12 @@ pub struct Engine {
     next_internal: u64,
     /// fence-peer calls in flight, the I/O freeze of resource-and-stonith (see `fencing`).
     fence: fencing::FenceState,
-    /// `primary` commands that arrived while a handshake decided: (token, --force).
-    deferred_promotions: Vec<(u64, bool)>,
+    /// Promotions that wait for a handshake to decide or a cluster-wide change to end.
+    deferred: Vec<twopc::Promotion>,
+    /// The cluster-wide state change this node started, and the one it agreed to.
+    twopc: Option<twopc::TwoPc>,
+    prepared: Option<twopc::Prepared>,
+    next_tid: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,6 +134,8 @@ impl Engine {
             .iter()
             .map(|p| (p.node_id, Peer::new(p.clone())))
             .collect();
+        // The node id in the top bits: two nodes' transaction ids never collide in logs.
+        let next_tid = u32::from(cfg.node_id.0) << 24;
         Engine {
             cfg,
             st: NodeStates::new(),
@@ -158,7 +165,10 @@ impl Engine {
             told: (Role::Secondary, DiskState::Diskless),
             next_internal: 0,
             fence: fencing::FenceState::default(),
-            deferred_promotions: Vec::new(),
+            deferred: Vec::new(),
+            twopc: None,
+            prepared: None,
+            next_tid,
         }
     }
 
@@ -338,22 +348,27 @@ impl Engine {
         }
     }
 
-    /// An NBD client wants to open the device (`NBD_OPT_GO`). A Primary accepts; a Secondary
-    /// promotes first when `auto-promote` is on and promotion is possible. The promotion is
-    /// persisted before any I/O of the client is served (held until [`Input::MetaWritten`]).
-    pub fn open(&mut self, now: crate::types::Time) -> Result<(), OpenRefusal> {
-        self.advance(now);
-        match self.st.role() {
-            Role::Primary => {}
-            _ if !self.cfg.auto_promote => return Err(OpenRefusal::Secondary),
-            _ => {
-                self.try_promote(false, "auto-promote")
-                    .map_err(OpenRefusal::AutoPromoteFailed)?;
-            }
+    /// An NBD client wants to open the device ([`Input::Open`]).
+    fn open(&mut self, token: u64) {
+        if self.st.role() == Role::Primary {
+            self.open_count += 1;
+            self.actions.push_back(Action::Opened {
+                token,
+                result: Ok(()),
+            });
+        } else if !self.cfg.auto_promote {
+            self.actions.push_back(Action::Opened {
+                token,
+                result: Err(OpenRefusal::Secondary),
+            });
+        } else {
+            let deadline = self.now.plus_ms(self.cfg.auto_promote_timeout_ms);
+            self.promote(twopc::Promotion {
+                purpose: twopc::Purpose::Open { token },
+                force: false,
+                deadline: Some(deadline),
+            });
         }
-        self.open_count += 1;
-        self.maybe_broadcast();
-        Ok(())
     }
 
     /// A client that opened the device went away. The last one leaving auto-demotes a
@@ -379,6 +394,7 @@ impl Engine {
         match input {
             Input::Attach(a) => self.attach(*a),
             Input::Admin { token, cmd } => self.admin(token, cmd),
+            Input::Open { token } => self.open(token),
             Input::Io { id, op } => self.io(id, op),
             Input::DiskDone { id, result } => self.disk_done(id, result),
             Input::MetaWritten { generation, result } => self.meta_written(generation, result),
@@ -401,7 +417,7 @@ impl Engine {
     /// and the peers told of a new role or disk state.
     fn after_input(&mut self) {
         self.resume_suspended();
-        self.retry_deferred_promotions();
+        self.retry_deferred();
         self.maybe_broadcast();
     }
 
@@ -427,6 +443,7 @@ impl Engine {
             self.verify_deadline(),
             self.ko_deadline(),
             self.handshake_deadline(),
+            self.twopc_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -440,6 +457,7 @@ impl Engine {
         self.verify_steps();
         self.check_ko_count();
         self.check_handshake_timeout();
+        self.check_twopc_timeout();
         self.after_input();
     }
 

@@ -410,7 +410,7 @@ fn an_uptodate_node_that_lost_its_peer_refuses_auto_promote_with_primary_nop() {
     settle(&mut e);
     assert_eq!(e.disk_state(), DiskState::UpToDate);
     assert_eq!(
-        e.open(Time::default()),
+        super::tests::open(&mut e),
         Err(OpenRefusal::AutoPromoteFailed(StateError::PrimaryNop)),
         "(-7) Refusing to be Primary while peer is not outdated"
     );

@@ -145,6 +145,32 @@ impl StateError {
         }
     }
 
+    /// The refusal for DRBD's numeric code (a peer's `TwoPcNo`), if this build knows it.
+    pub fn from_code(code: i32) -> Option<StateError> {
+        [
+            StateError::TwoPrimaries,
+            StateError::NoUpToDateDisk,
+            StateError::NoLocalDisk,
+            StateError::NoRemoteDisk,
+            StateError::ConnectedOutdates,
+            StateError::PrimaryNop,
+            StateError::ResyncRunning,
+            StateError::AlreadyStandalone,
+            StateError::RefusedByPeer,
+            StateError::DeviceDiskless,
+            StateError::DeviceInUse,
+            StateError::NoNetConfig,
+            StateError::NoVerifyAlg,
+            StateError::NeedConnection,
+            StateError::LowerThanOutdated,
+            StateError::InTransientState,
+            StateError::ConcurrentChange,
+            StateError::Timeout,
+        ]
+        .into_iter()
+        .find(|e| e.code() == code)
+    }
+
     /// drbdsetup's exit code for this refusal (`check_error()`): 17 for "no UpToDate disk",
     /// 5 for "lower than outdated", 16 for "no local disk", 11 for every other state change.
     pub fn exit_code(self) -> i32 {
@@ -172,5 +198,14 @@ mod tests {
         assert_eq!(StateError::NoUpToDateDisk.exit_code(), 17);
         assert_eq!(StateError::DeviceInUse.exit_code(), 11);
         assert!(DiskState::Outdated < DiskState::UpToDate);
+        for e in [
+            StateError::TwoPrimaries,
+            StateError::ConcurrentChange,
+            StateError::Timeout,
+        ] {
+            assert_eq!(StateError::from_code(e.code()), Some(e));
+            assert!(e.to_string().starts_with(&format!("({}) ", e.code())));
+        }
+        assert_eq!(StateError::from_code(-3), None);
     }
 }

@@ -16,6 +16,7 @@ pub(super) fn cfg(auto_promote: bool) -> EngineConfig {
         node_id: NodeId(0),
         peers: vec![PeerInfo::new("bob", NodeId(1))],
         auto_promote,
+        auto_promote_timeout_ms: 2_000,
         uuid_seed: 42,
     }
 }
@@ -36,9 +37,37 @@ pub(super) fn attached(flags_or: u32, flags_clear: u32) -> Attached {
     }
 }
 
-/// Drains the engine, completing metadata writes at once; returns every action seen.
+/// Drains the engine, completing metadata writes at once, and answering as a connected peer
+/// that agrees to every cluster-wide state change; returns every action seen.
 pub(super) fn settle(e: &mut Engine) -> Vec<Action> {
-    settle_failing(e, |_| false)
+    let mut seen = settle_failing(e, |_| false);
+    let mut answered = 0;
+    loop {
+        let prepares: Vec<(NodeId, u32)> = seen[answered..]
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send {
+                    node,
+                    packet: Packet::TwoPcPrepare { tid, .. },
+                } => Some((*node, *tid)),
+                _ => None,
+            })
+            .collect();
+        answered = seen.len();
+        if prepares.is_empty() {
+            return seen;
+        }
+        for (node, tid) in prepares {
+            e.handle(
+                Time::default(),
+                Input::PeerPacket {
+                    node,
+                    packet: Packet::TwoPcYes { tid },
+                },
+            );
+        }
+        seen.extend(settle_failing(e, |_| false));
+    }
 }
 
 /// [`settle`], where the disk requests `fails` picks complete with EIO.
@@ -88,6 +117,19 @@ pub(super) fn settle_failing(e: &mut Engine, fails: impl Fn(ReqId) -> bool) -> V
         seen.push(a);
     }
     seen
+}
+
+/// An NBD client's open (GO): the engine's answer, with what it did meanwhile settled.
+pub(super) fn open(e: &mut Engine) -> Result<(), OpenRefusal> {
+    const TOKEN: u64 = 1 << 40;
+    e.handle(Time::default(), Input::Open { token: TOKEN });
+    settle(e)
+        .into_iter()
+        .find_map(|a| match a {
+            Action::Opened { token, result } if token == TOKEN => Some(result),
+            _ => None,
+        })
+        .expect("an answer to the open")
 }
 
 pub(super) fn drain(e: &mut Engine) -> Vec<Action> {
@@ -324,7 +366,7 @@ fn secondary_refuses_io_and_held_open_refuses_demotion() {
         id: ReqId(1),
         result: Err(IoError::NotPrimary)
     }));
-    assert_eq!(e.open(Time::default()), Err(OpenRefusal::Secondary));
+    assert_eq!(open(&mut e), Err(OpenRefusal::Secondary));
 
     e.handle(
         Time::default(),
@@ -334,7 +376,7 @@ fn secondary_refuses_io_and_held_open_refuses_demotion() {
         },
     );
     settle(&mut e);
-    e.open(Time::default()).expect("Primary opens");
+    open(&mut e).expect("Primary opens");
     e.handle(
         Time::default(),
         Input::Admin {
@@ -362,8 +404,8 @@ fn secondary_refuses_io_and_held_open_refuses_demotion() {
 #[test]
 fn auto_promote_and_demote_follow_the_openers() {
     let mut e = up(true, attached(flags::CONSISTENT | flags::WAS_UP_TO_DATE, 0));
-    e.open(Time::default()).expect("auto-promote");
-    e.open(Time::default()).expect("second opener");
+    open(&mut e).expect("auto-promote");
+    open(&mut e).expect("second opener");
     assert_eq!(e.role(), Role::Primary);
     e.close(Time::default());
     assert_eq!(e.role(), Role::Primary);
@@ -380,14 +422,14 @@ fn auto_promote_and_demote_follow_the_openers() {
         },
     );
     settle(&mut e);
-    e.open(Time::default()).expect("open");
+    open(&mut e).expect("open");
     e.close(Time::default());
     assert_eq!(e.role(), Role::Primary);
 
     // Inconsistent data cannot be auto-promoted.
     let mut e = up(true, attached(0, 0));
     assert_eq!(
-        e.open(Time::default()),
+        open(&mut e),
         Err(OpenRefusal::AutoPromoteFailed(StateError::NoUpToDateDisk))
     );
 }

@@ -119,6 +119,7 @@ fn cfg(seed: u64) -> EngineConfig {
         node_id: NodeId(0),
         peers: vec![PeerInfo::new("peer", PEER)],
         auto_promote: false,
+        auto_promote_timeout_ms: 2_000,
         uuid_seed: seed,
     }
 }
@@ -269,7 +270,10 @@ impl Sim {
                 }
                 Action::WriteBitmap { pages } => self.pending.push(Pending::Bitmap { pages }),
                 Action::Complete { id, result } => self.completed(id, result),
-                Action::AdminDone { .. } | Action::Log(_) | Action::ReleaseDisk => {}
+                Action::AdminDone { .. }
+                | Action::Opened { .. }
+                | Action::Log(_)
+                | Action::ReleaseDisk => {}
                 Action::Send { .. } | Action::DropLink { .. } | Action::RunHandler { .. } => {
                     panic!("no peer is connected in the one-node simulation")
                 }

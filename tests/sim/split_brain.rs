@@ -12,7 +12,7 @@ use super::scenarios::{Scenario, ready_in};
 use udrbd::config::{AfterSb0Pri, AfterSb1Pri, AfterSb2Pri, Protocol, RrConflict};
 use udrbd::repl::handler::Handler;
 use udrbd::repl::handshake::SbPolicy;
-use udrbd::repl::{AdminCmd, AdminError, ConnState, Role};
+use udrbd::repl::{AdminCmd, AdminError, ConnState, Role, StateError};
 
 /// What an episode must end in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -451,42 +451,52 @@ fn discard_my_data_on_both_sides_is_refused() {
     }
 }
 
-/// Both connected Secondaries promote at the same moment and write: as soon as either hears of
-/// the other the connection is dropped; the writes each made alone are a split brain, found
-/// and recovered like any other (here: `--discard-my-data` on B).
-#[test]
-fn simultaneous_promotion_never_stays_connected() {
-    for seed in 0..10 {
-        let mut s = Scenario::with_world(World::new(6000 + seed, Protocol::C))
-            .connect()
-            .clear_bitmap();
-        // Neither has seen the other's State when it promotes.
-        for i in [A, B] {
-            s.w.admin(i, AdminCmd::Primary { force: false });
-        }
-        s.w.discarded_writer = Some(B);
-        s = s.write_on(A, 20).write_on(B, 20).drain();
-        s.w.run_until(20_000, "the connection dropped", |w| {
-            w.standalone[A] || w.standalone[B]
-        });
-        for i in [A, B] {
-            if !s.w.n[i]
-                .logs
-                .iter()
-                .any(|l| l.contains("both nodes became Primary"))
-            {
-                s.w.fail(format!("seed {seed}: node {i} did not notice"));
-            }
-        }
-        let mut s = s.demote(B);
-        s.w.run_for(1_000);
-        for i in [A, B] {
-            s.w.standalone[i] = true;
-        }
-        s.w.reconnect(B, true);
-        s.w.reconnect(A, false);
-        s.w.run_until(120_000, "in sync", |w| w.in_sync());
-        s.w.discarded_writer = None;
-        s.w.check_converged();
+/// Both connected Secondaries are told to promote at the same moment: the cluster-wide state
+/// change lets exactly one become Primary, the other is refused with DRBD's
+/// `(-1) Multiple primaries not allowed by config`, and the connection stays up (the world
+/// checks at every step that both are never Primary while connected).
+fn simultaneous_promotion(seed: u64) {
+    let mut s = Scenario::with_world(World::new(6000 + seed, Protocol::C))
+        .connect()
+        .clear_bitmap();
+    // A random moment within a few milliseconds of each other: the prepares cross on the wire
+    // or not.
+    let first = s.w.rng.below(2) as usize;
+    let gap = s.w.rng.below(4);
+    let before = s.w.admin_results.len();
+    s.w.admin(first, AdminCmd::Primary { force: false });
+    s.w.run_for(gap);
+    s.w.admin(1 - first, AdminCmd::Primary { force: false });
+    s.w.run_until(20_000, "both promotions answered", |w| {
+        w.admin_results.len() >= before + 2
+    });
+    let ok: Vec<usize> = s.w.admin_results[before..]
+        .iter()
+        .filter(|r| r.2.is_ok())
+        .map(|r| r.0)
+        .collect();
+    if ok.len() != 1 {
+        s.w.fail(format!(
+            "exactly one promotion must succeed: {:?}",
+            &s.w.admin_results[before..]
+        ));
     }
+    let refused = &s.w.admin_results[before..]
+        .iter()
+        .find(|r| r.2.is_err())
+        .expect("one refusal")
+        .2;
+    if !matches!(refused, Err(AdminError::State(StateError::TwoPrimaries))) {
+        s.w.fail(format!("the loser got {refused:?}, not (-1)"));
+    }
+    let winner = ok[0];
+    if s.w.standalone[A] || s.w.standalone[B] {
+        s.w.fail("the connection was dropped");
+    }
+    s.write_on(winner, 40).drain().expect_in_sync();
+}
+
+#[test]
+fn simultaneous_promotion_makes_exactly_one_primary_and_keeps_the_connection() {
+    super::for_each_seed(100, simultaneous_promotion);
 }

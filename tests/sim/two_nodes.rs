@@ -44,6 +44,7 @@ fn node(id: u8, peer: u8, seed: u64) -> Node {
         node_id: NodeId(id),
         peers: vec![PeerInfo::new(format!("n{peer}"), NodeId(peer))],
         auto_promote: false,
+        auto_promote_timeout_ms: 2_000,
         uuid_seed: seed ^ u64::from(id),
     });
     engine.handle(
@@ -150,6 +151,9 @@ impl Node {
                 Action::DropLink { node, .. } => log.push(format!("drop link to {node}")),
                 Action::RunHandler { handler, .. } => log.push(format!("handler {handler}")),
                 Action::ReleaseDisk => log.push("disk released".into()),
+                Action::Opened { result, .. } => {
+                    assert!(result.is_ok(), "open failed: {result:?}")
+                }
             }
         }
         done

@@ -15,17 +15,12 @@ impl Engine {
                 if self.fence_before_promote(token, force) {
                     return; // answered once fence-peer has (see `fencing`)
                 }
-                let r = self.try_promote(force, "primary");
-                if r == Err(StateError::InTransientState) && self.handshaking() {
-                    // Refused only while a handshake decides (the peer must judge this node
-                    // by the role it sent): tried again once it has.
-                    self.deferred_promotions.push((token, force));
-                    return;
-                }
-                if r.is_ok() {
-                    self.explicit_primary = true;
-                }
-                r
+                // Answered by `promote` (after the peer agreed, when one replicates).
+                return self.promote(super::twopc::Promotion {
+                    purpose: super::twopc::Purpose::Admin { token },
+                    force,
+                    deadline: None,
+                });
             }
             AdminCmd::Secondary => self.demote("secondary"),
             AdminCmd::NewCurrentUuid { clear_bitmap } => self.new_current_uuid(clear_bitmap),
@@ -68,25 +63,6 @@ impl Engine {
         }
     }
 
-    /// Promotions that waited for a handshake: tried again once none runs.
-    pub(super) fn retry_deferred_promotions(&mut self) {
-        if self.deferred_promotions.is_empty() || self.handshaking() {
-            return;
-        }
-        for (token, force) in std::mem::take(&mut self.deferred_promotions) {
-            match self.try_promote(force, "primary") {
-                Ok(()) => {
-                    self.explicit_primary = true;
-                    self.wait_for_meta(token);
-                }
-                Err(e) => self.actions.push_back(Action::AdminDone {
-                    token,
-                    result: Err(AdminError::State(e)),
-                }),
-            }
-        }
-    }
-
     /// Replies to `token` once the current superblock generation is on disk.
     pub(super) fn wait_for_meta(&mut self, token: u64) {
         if self.meta_persisted >= self.sb_gen && self.meta_inflight.is_none() {
@@ -100,45 +76,6 @@ impl Engine {
                 token,
             });
         }
-    }
-
-    /// Promotion (`primary`, or an opener's auto-promote). A Consistent disk becomes UpToDate
-    /// when no peer can have newer data (fencing has nothing to fear, or fence-peer said so),
-    /// as DRBD 9 does; `--force` makes any disk the UpToDate one. The state rules refuse the
-    /// rest with DRBD's codes (a Primary peer, no UpToDate data, fencing).
-    pub(super) fn try_promote(&mut self, force: bool, tag: &'static str) -> Result<(), StateError> {
-        if self.st.role() == Role::Primary {
-            return Ok(());
-        }
-        let disk = self.st.disk();
-        let forced = force && disk < DiskState::Consistent;
-        let fenced = self.fencing_allows_primary();
-        let new_disk = match disk {
-            DiskState::Consistent if fenced => DiskState::UpToDate,
-            d if force && d >= DiskState::Inconsistent => DiskState::UpToDate,
-            d => d,
-        };
-        let mut c = Change::soft(tag).role(Role::Primary).disk(new_disk);
-        if force {
-            c = c.force();
-        }
-        self.change(c)?;
-        if !fenced && !forced {
-            self.log("Forced into split brain situation!".to_string());
-        }
-        if let Some(d) = self.disk.as_mut() {
-            d.sb.flags |= flags::PRIMARY_IND | flags::CONSISTENT | flags::WAS_UP_TO_DATE;
-        }
-        // Without a peer to replicate to, the next write starts a new data generation (DRBD 9
-        // marks it due and creates it on the first write, so a promotion that never wrote
-        // cannot cause a split brain). With a peer replicating both stay in the same one.
-        self.new_uuid_due = !self.peers.values().any(|p| p.replicating());
-        self.sb_changed();
-        if forced {
-            // A connected peer without good data gets everything from here.
-            self.full_sync_inconsistent_peers();
-        }
-        Ok(())
     }
 
     pub(super) fn invalidate(&mut self, reset_bitmap: bool) -> Result<(), StateError> {

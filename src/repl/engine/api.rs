@@ -15,6 +15,9 @@ pub struct EngineConfig {
     pub peers: Vec<PeerInfo>,
     /// DRBD 9's `auto-promote`: an NBD client's GO promotes a Secondary.
     pub auto_promote: bool,
+    /// `auto-promote-timeout`, in ms: how long an opener's promotion may wait for a handshake
+    /// or a cluster-wide state change to finish.
+    pub auto_promote_timeout_ms: u64,
     /// Seed for new generation UUIDs (the driver draws it from the OS).
     pub uuid_seed: u64,
 }
@@ -175,6 +178,13 @@ pub enum Input {
         token: u64,
         cmd: AdminCmd,
     },
+    /// An NBD client wants to open the device (`NBD_OPT_GO`), answered with
+    /// [`Action::Opened`]. A Primary accepts; a Secondary promotes first when `auto-promote`
+    /// is on and promotion is possible (with a peer, through a cluster-wide change). The
+    /// promotion is persisted before any I/O of the client is served.
+    Open {
+        token: u64,
+    },
     Io {
         id: ReqId,
         op: IoOp,
@@ -252,6 +262,11 @@ pub enum Action {
     AdminDone {
         token: u64,
         result: Result<(), AdminError>,
+    },
+    /// Reply to the open request `token` ([`Input::Open`]).
+    Opened {
+        token: u64,
+        result: Result<(), OpenRefusal>,
     },
     /// A state change, in DRBD's log wording (`role( Secondary -> Primary )`).
     Log(String),

@@ -315,6 +315,7 @@ impl Engine {
         // Before `peer_down` completes the writes that waited for the peer: under
         // resource-and-stonith they must stay unacknowledged until the peer is fenced.
         let known = self.fence_link_lost(node);
+        self.twopc_link_lost(node);
         self.mark_unconfirmed(node);
         let conn = if standalone {
             ConnState::StandAlone

@@ -16,7 +16,7 @@
 //! - A fenced peer is remembered in its metadata slot (`MDF_PEER_OUTDATED`), so a restart does
 //!   not forget it; `unfence-peer` runs once both disks are UpToDate again.
 
-use super::{Action, AdminError, Change, Engine};
+use super::{Change, Engine};
 use crate::config::Fencing;
 use crate::meta::superblock::{flags, peer_flags};
 use crate::repl::handler::Handler;
@@ -34,8 +34,8 @@ pub(super) struct FenceState {
     link_gen: BTreeMap<NodeId, u64>,
     /// Peers whose loss froze I/O and that are neither fenced nor back yet.
     freezing: BTreeSet<NodeId>,
-    /// `primary` commands waiting for fence-peer: (admin token, --force).
-    promotions: Vec<(u64, bool)>,
+    /// `primary` commands waiting for fence-peer.
+    promotions: Vec<super::twopc::Promotion>,
 }
 
 /// How DRBD reads fence-peer's exit code.
@@ -107,7 +107,11 @@ impl Engine {
         for node in need {
             self.call_fence_peer(node);
         }
-        self.fence.promotions.push((token, force));
+        self.fence.promotions.push(super::twopc::Promotion {
+            purpose: super::twopc::Purpose::Admin { token },
+            force,
+            deadline: None,
+        });
         true
     }
 
@@ -290,17 +294,8 @@ impl Engine {
         if !self.fence.pending.is_empty() {
             return;
         }
-        for (token, force) in std::mem::take(&mut self.fence.promotions) {
-            match self.try_promote(force, "primary") {
-                Ok(()) => {
-                    self.explicit_primary = true;
-                    self.wait_for_meta(token);
-                }
-                Err(e) => self.actions.push_back(Action::AdminDone {
-                    token,
-                    result: Err(AdminError::State(e)),
-                }),
-            }
+        for p in std::mem::take(&mut self.fence.promotions) {
+            self.promote(p);
         }
     }
 

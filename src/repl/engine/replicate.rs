@@ -309,6 +309,11 @@ impl Engine {
             Packet::OvRequest { .. } | Packet::OvReply { .. } | Packet::OvResult { .. } => {
                 return self.verify_packet(node, packet);
             }
+            Packet::TwoPcPrepare { .. }
+            | Packet::TwoPcYes { .. }
+            | Packet::TwoPcNo { .. }
+            | Packet::TwoPcCommit { .. }
+            | Packet::TwoPcAbort { .. } => return self.twopc_packet(node, packet),
             Packet::Disconnect => {
                 return self.peer_log(node, "the peer is disconnecting".to_string());
             }

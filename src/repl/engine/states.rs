@@ -230,8 +230,9 @@ impl Engine {
         }
     }
 
-    /// Validates and commits `c` (see the module docs); on refusal nothing changes.
-    pub(super) fn change(&mut self, c: Change) -> Result<(), StateError> {
+    /// What `c` would make of the states: the old and the new view (sanitized), or None when
+    /// nothing would change.
+    fn plan(&self, c: &Change) -> (View, View) {
         let old = self.view();
         let mut new = old.clone();
         if let Some(r) = c.role {
@@ -253,6 +254,28 @@ impl Engine {
             p.repl = pc.repl.unwrap_or(p.repl);
         }
         state_rules::sanitize(&old, &mut new);
+        (old, new)
+    }
+
+    /// Whether `c` would be allowed now, without making it (the first phase of a cluster-wide
+    /// change).
+    pub(super) fn validate(&self, c: &Change) -> Result<(), StateError> {
+        let (old, new) = self.plan(c);
+        if new == old {
+            return Ok(());
+        }
+        let ctx = self.rule_context(c.force);
+        let t = Transition {
+            old: &old,
+            new: &new,
+            ctx: &ctx,
+        };
+        state_rules::check(&t, !c.hard).map_err(|(e, _)| e)
+    }
+
+    /// Validates and commits `c` (see the module docs); on refusal nothing changes.
+    pub(super) fn change(&mut self, c: Change) -> Result<(), StateError> {
+        let (old, new) = self.plan(&c);
         if new == old {
             return Ok(());
         }

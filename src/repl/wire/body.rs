@@ -214,6 +214,17 @@ pub(crate) fn encode_body(p: &Packet, out: &mut Vec<u8>) -> Result<Bytes, WireEr
             w.u32(a.seq);
         }
         Packet::Barrier { epoch } => w.u32(*epoch),
+        Packet::TwoPcPrepare { tid, role } => {
+            w.u32(*tid);
+            w.u8(role.code());
+        }
+        Packet::TwoPcYes { tid } | Packet::TwoPcCommit { tid } | Packet::TwoPcAbort { tid } => {
+            w.u32(*tid)
+        }
+        Packet::TwoPcNo { tid, code } => {
+            w.u32(*tid);
+            w.u32(*code as u32);
+        }
         Packet::BarrierAck { epoch, set_size } => {
             w.u32(*epoch);
             w.u32(*set_size);
@@ -436,6 +447,25 @@ pub(crate) fn decode_body(ty: PacketType, payload: Bytes) -> Result<Packet, Wire
         PacketType::Barrier => Packet::Barrier {
             epoch: r.u32("epoch")?,
         },
+        PacketType::TwoPcPrepare => Packet::TwoPcPrepare {
+            tid: r.u32("tid")?,
+            role: r.code("role")?,
+        },
+        PacketType::TwoPcYes => Packet::TwoPcYes { tid: r.u32("tid")? },
+        PacketType::TwoPcCommit => Packet::TwoPcCommit { tid: r.u32("tid")? },
+        PacketType::TwoPcAbort => Packet::TwoPcAbort { tid: r.u32("tid")? },
+        PacketType::TwoPcNo => {
+            let tid = r.u32("tid")?;
+            let code = r.u32("code")? as i32;
+            if code >= 0 {
+                return Err(bad(
+                    ty,
+                    "code",
+                    FieldError::BadValue(u64::from(code as u32)),
+                ));
+            }
+            Packet::TwoPcNo { tid, code }
+        }
         PacketType::BarrierAck => Packet::BarrierAck {
             epoch: r.u32("epoch")?,
             set_size: r.u32("set_size")?,
@@ -657,8 +687,20 @@ pub fn validate(p: &Packet) -> Result<(), WireError> {
             request(ty, *sector, data.len() as u32)?;
         }
         Packet::BitmapRle { data, .. } => bytes_cap(ty, "data", data, MAX_BITMAP_CHUNK)?,
+        Packet::TwoPcNo { code, .. } if *code >= 0 => {
+            return Err(bad(
+                ty,
+                "code",
+                FieldError::BadValue(u64::from(*code as u32)),
+            ));
+        }
         Packet::Barrier { .. }
         | Packet::BarrierAck { .. }
+        | Packet::TwoPcPrepare { .. }
+        | Packet::TwoPcYes { .. }
+        | Packet::TwoPcNo { .. }
+        | Packet::TwoPcCommit { .. }
+        | Packet::TwoPcAbort { .. }
         | Packet::Ping
         | Packet::PingAck
         | Packet::SyncUuid { .. }

@@ -126,6 +126,16 @@ packet_types! {
     BitmapRle = 0x24, conn = false, max = 4 + 1 + MAX_BITMAP_CHUNK;
     /// Marks a range out of sync on the peer (`P_OUT_OF_SYNC`).
     OutOfSync = 0x28, conn = false, max = 8 + 4;
+    /// A cluster-wide state change: the sender asks to change its role (`P_TWOPC_PREPARE`).
+    TwoPcPrepare = 0x2e, conn = true, max = 4 + 1;
+    /// The sender gives up its prepared change (`P_TWOPC_ABORT`).
+    TwoPcAbort = 0x2f, conn = true, max = 4;
+    /// The receiver may make the prepared change (`P_TWOPC_YES`).
+    TwoPcYes = 0x45, conn = true, max = 4;
+    /// The receiver refuses it, with DRBD's state-change code (`P_TWOPC_NO`).
+    TwoPcNo = 0x46, conn = true, max = 4 + 4;
+    /// The sender makes the prepared change (`P_TWOPC_COMMIT`).
+    TwoPcCommit = 0x47, conn = true, max = 4;
     /// Orderly disconnect (`P_DISCONNECT`).
     Disconnect = 0x4b, conn = true, max = 0;
     /// Connection features, the first packet (`P_CONNECTION_FEATURES`).
@@ -323,6 +333,30 @@ pub enum Packet {
     },
     /// The sender is closing the connection on purpose.
     Disconnect,
+    /// Phase one of a cluster-wide state change: the sender (the initiator) asks to make its
+    /// role `role`. Transaction `tid` is the sender's.
+    TwoPcPrepare {
+        tid: u32,
+        role: Role,
+    },
+    /// The receiver agrees to transaction `tid`, and holds back conflicting changes until the
+    /// commit or abort.
+    TwoPcYes {
+        tid: u32,
+    },
+    /// The receiver refuses transaction `tid`: `code` is DRBD's `enum drbd_state_rv` (< 0).
+    TwoPcNo {
+        tid: u32,
+        code: i32,
+    },
+    /// Phase two: the initiator made the change of transaction `tid`.
+    TwoPcCommit {
+        tid: u32,
+    },
+    /// The initiator gave transaction `tid` up.
+    TwoPcAbort {
+        tid: u32,
+    },
 }
 
 impl Packet {
@@ -392,6 +426,11 @@ impl Packet {
             Packet::OutOfSync { .. } => PacketType::OutOfSync,
             Packet::SyncUuid { .. } => PacketType::SyncUuid,
             Packet::Disconnect => PacketType::Disconnect,
+            Packet::TwoPcPrepare { .. } => PacketType::TwoPcPrepare,
+            Packet::TwoPcYes { .. } => PacketType::TwoPcYes,
+            Packet::TwoPcNo { .. } => PacketType::TwoPcNo,
+            Packet::TwoPcCommit { .. } => PacketType::TwoPcCommit,
+            Packet::TwoPcAbort { .. } => PacketType::TwoPcAbort,
         }
     }
 }

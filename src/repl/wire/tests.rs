@@ -366,6 +366,21 @@ fn arb_packet_of(ty: PacketType) -> BoxedStrategy<Packet> {
         T::Barrier => any::<u32>()
             .prop_map(|epoch| Packet::Barrier { epoch })
             .boxed(),
+        T::TwoPcPrepare => (any::<u32>(), code::<Role>())
+            .prop_map(|(tid, role)| Packet::TwoPcPrepare { tid, role })
+            .boxed(),
+        T::TwoPcYes => any::<u32>()
+            .prop_map(|tid| Packet::TwoPcYes { tid })
+            .boxed(),
+        T::TwoPcCommit => any::<u32>()
+            .prop_map(|tid| Packet::TwoPcCommit { tid })
+            .boxed(),
+        T::TwoPcAbort => any::<u32>()
+            .prop_map(|tid| Packet::TwoPcAbort { tid })
+            .boxed(),
+        T::TwoPcNo => (any::<u32>(), i32::MIN..0)
+            .prop_map(|(tid, code)| Packet::TwoPcNo { tid, code })
+            .boxed(),
         T::BarrierAck => any::<(u32, u32)>()
             .prop_map(|(epoch, set_size)| Packet::BarrierAck { epoch, set_size })
             .boxed(),
