@@ -179,6 +179,31 @@ fn pure_modules_do_no_io() {
     );
 }
 
+/// The engine's outputs must not depend on a hash map's iteration order (a random seed per
+/// process): the simulator replays a seed to the same action trace.
+#[test]
+fn the_engine_uses_no_hash_ordered_collections() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    rust_files(&root.join("src/repl"), &mut files);
+    assert!(!files.is_empty(), "no sources under src/repl");
+    let mut report = Vec::new();
+    for f in &files {
+        let src =
+            std::fs::read_to_string(f).unwrap_or_else(|e| panic!("read {}: {e}", f.display()));
+        for (i, line) in src.lines().enumerate() {
+            if !is_comment(line) && (line.contains("HashMap") || line.contains("HashSet")) {
+                report.push(format!("{}:{}", f.display(), i + 1));
+            }
+        }
+    }
+    assert!(
+        report.is_empty(),
+        "use BTreeMap/BTreeSet in the engine:\n{}",
+        report.join("\n")
+    );
+}
+
 #[test]
 fn checker_flags_forbidden_lines() {
     let sample = "\

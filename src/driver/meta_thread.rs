@@ -3,9 +3,10 @@
 
 use super::Driver;
 use crate::disk::meta_io::MetaIo;
+use crate::disk::metadev::MetaDevError;
 use crate::meta::al::Transaction;
 use crate::meta::superblock::Superblock;
-use crate::repl::Input;
+use crate::repl::{Input, MetaArea, MetaError};
 use std::sync::Weak;
 use std::sync::mpsc::{Sender, channel};
 use std::thread::JoinHandle;
@@ -28,12 +29,37 @@ pub enum MetaJob {
 }
 
 impl MetaJob {
-    /// The engine input reporting this job as failed with `why`.
-    pub fn failed(&self, why: &str) -> Input {
-        self.result(Err(why.to_string()))
+    /// Which area the job writes.
+    fn area(&self) -> MetaArea {
+        match self {
+            MetaJob::Superblock { .. } => MetaArea::Superblock,
+            MetaJob::Al { .. } => MetaArea::ActivityLog,
+            MetaJob::Bitmap { .. } => MetaArea::Bitmap,
+        }
     }
 
-    fn result(&self, result: Result<(), String>) -> Input {
+    /// The engine input reporting that this job was never issued (the thread has stopped).
+    pub fn not_issued(&self) -> Input {
+        self.result(Err(MetaError::Stopped { area: self.area() }))
+    }
+
+    /// The engine's form of a write's outcome.
+    fn outcome(&self, r: Result<(), MetaDevError>) -> Input {
+        let area = self.area();
+        self.result(r.map_err(|e| match e {
+            MetaDevError::Io { source, .. } => MetaError::Io {
+                area,
+                errno: source.raw_os_error().unwrap_or(libc::EIO),
+                detail: source.to_string(),
+            },
+            other => MetaError::Geometry {
+                area,
+                detail: other.to_string(),
+            },
+        }))
+    }
+
+    fn result(&self, result: Result<(), MetaError>) -> Input {
         match self {
             MetaJob::Superblock { generation, .. } => Input::MetaWritten {
                 generation: *generation,
@@ -64,7 +90,7 @@ impl MetaThread {
                         MetaJob::Al { block, tr, .. } => io.write_al(*block, tr),
                         MetaJob::Bitmap { pages } => io.write_bitmap(pages),
                     };
-                    let input = job.result(r.map_err(|e| e.to_string()));
+                    let input = job.outcome(r);
                     match driver.upgrade() {
                         Some(d) => d.feed(input),
                         None => break,

@@ -313,7 +313,7 @@ impl Driver {
         self.exec(actions);
         let result = rx
             .await
-            .unwrap_or_else(|_| Err(AdminError::Meta("the resource went away".into())));
+            .unwrap_or_else(|_| Err(AdminError::Meta(crate::repl::MetaError::Gone)));
         if matches!(cmd, AdminCmd::Detach) && result.is_ok() {
             let (disk, meta) = {
                 let mut g = self.lock();
@@ -482,7 +482,7 @@ impl Driver {
                     };
                     if let Some(job) = rejected {
                         // The metadata thread is gone: fail the write so nothing waits forever.
-                        self.feed(job.failed("the metadata thread has stopped"));
+                        self.feed(job.not_issued());
                     }
                 }
                 Exec::Io(done, result) => done(result),

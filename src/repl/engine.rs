@@ -42,8 +42,8 @@ mod twopc;
 mod verify;
 
 pub use api::{
-    Action, AdminCmd, AdminError, Attached, EngineConfig, Input, IoError, IoOp, OpenRefusal,
-    PeerInfo, PeerStatus, ResyncProgress, Stats, Status,
+    Action, AdminCmd, AdminError, Attached, EngineConfig, Input, IoError, IoOp, MetaArea,
+    MetaError, OpenRefusal, PeerInfo, PeerStatus, ResyncProgress, Stats, Status,
 };
 use disk::{Disk, rotate_current};
 use meta::{MetaWaiter, QueuedAl};

@@ -29,7 +29,7 @@ mod io_error_tests;
 mod tests;
 
 pub use engine::{
-    Action, AdminCmd, AdminError, Attached, Engine, EngineConfig, Input, IoError, IoOp,
-    OpenRefusal, PeerInfo, PeerStatus, ResyncProgress, Stats, Status,
+    Action, AdminCmd, AdminError, Attached, Engine, EngineConfig, Input, IoError, IoOp, MetaArea,
+    MetaError, OpenRefusal, PeerInfo, PeerStatus, ResyncProgress, Stats, Status,
 };
 pub use state::{ConnState, DiskState, ReplState, Role, StateError};

@@ -525,7 +525,11 @@ fn failed_metadata_write_fails_what_waits_on_it() {
         Time::default(),
         Input::MetaWritten {
             generation,
-            result: Err("EIO".into()),
+            result: Err(MetaError::Io {
+                area: MetaArea::Superblock,
+                errno: libc::EIO,
+                detail: "Input/output error".into(),
+            }),
         },
     );
     assert!(matches!(

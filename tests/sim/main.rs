@@ -32,7 +32,8 @@ use udrbd::meta::bm_page;
 use udrbd::meta::layout::{BM_WORDS_PER_PAGE, Layout, Placement};
 use udrbd::meta::superblock::{self, Superblock};
 use udrbd::repl::{
-    Action, AdminCmd, Attached, Engine, EngineConfig, Input, IoError, IoOp, PeerInfo, Role,
+    Action, AdminCmd, Attached, Engine, EngineConfig, Input, IoError, IoOp, MetaArea, MetaError,
+    PeerInfo, Role,
 };
 use udrbd::types::{AL_EXTENT_SIZE, BM_BLOCK_SIZE, NodeId, ReqId, Time};
 
@@ -369,7 +370,13 @@ impl Sim {
     /// Finishes in-flight item `i`; `fail` injects an I/O error.
     fn complete(&mut self, i: usize, fail: bool) {
         let p = self.pending.swap_remove(i);
-        let err = || Err("injected I/O error".to_string());
+        let err = || {
+            Err(MetaError::Io {
+                area: MetaArea::Superblock,
+                errno: libc::EIO,
+                detail: "injected I/O error".into(),
+            })
+        };
         match p {
             Pending::Disk { id, op } => {
                 let result = if fail {

@@ -336,6 +336,9 @@ pub struct World {
     pub recorded: Option<BTreeSet<u64>>,
     /// Per node: an online verify reported blocks out of sync, not resynced since.
     verify_found: [bool; 2],
+    /// When set, a hash of every action either engine emitted, in order (the determinism
+    /// test compares two runs of one seed).
+    pub actions: Option<Vec<u64>>,
 }
 
 fn payload(wid: u64, len: u64) -> Vec<u8> {
@@ -418,6 +421,7 @@ impl World {
             tl_open: [BTreeSet::new(), BTreeSet::new()],
             tl_closed: [Vec::new(), Vec::new()],
             verify_found: [false; 2],
+            actions: None,
         };
         w.pump(A);
         w.pump(B);
@@ -462,6 +466,13 @@ impl World {
     fn pump(&mut self, i: usize) {
         let t = self.time();
         while let Some(a) = self.n[i].engine.poll_action() {
+            if let Some(record) = &mut self.actions {
+                // A hash per action: the whole trace of a run, comparable across runs.
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                (self.now, i, format!("{a:?}")).hash(&mut h);
+                record.push(h.finish());
+            }
             if trace() {
                 match &a {
                     Action::Send { packet, .. } => {

@@ -481,13 +481,19 @@ fn invalidate_remote_resyncs_everything_to_the_peer() {
 
 /// A random mix of the faults on a Primary/Secondary pair; ends healed and in sync.
 fn random_run(seed: u64) {
+    random_run_traced(seed, false);
+}
+
+/// [`random_run`]; with `trace`, returns a hash of every action both engines emitted.
+fn random_run_traced(seed: u64, trace: bool) -> Vec<u64> {
     let mut rng = Rng(seed ^ 0xfa17);
     let protocol = [Protocol::A, Protocol::B, Protocol::C][rng.below(3) as usize];
+    let mut s = Scenario::with_protocol(seed, protocol);
+    if trace {
+        s.w.actions = Some(Vec::new());
+    }
     // Eight outcomes plus the double-primary partition.
-    let mut s = Scenario::with_protocol(seed, protocol)
-        .connect()
-        .clear_bitmap()
-        .promote(A);
+    let mut s = s.connect().clear_bitmap().promote(A);
     s.w.faults.net_delay_max = rng.below(20);
     s.w.faults.disk_lat_max = rng.below(20);
     for _ in 0..6 {
@@ -525,7 +531,8 @@ fn random_run(seed: u64) {
         };
     }
     s = s.reattach_failed(B);
-    s.drain().expect_in_sync();
+    let s = s.drain().expect_in_sync();
+    s.w.actions.unwrap_or_default()
 }
 
 /// The link is cut, B is promoted too and both write: a split brain. The default policies
@@ -560,4 +567,30 @@ fn double_primary_partition(mut s: Scenario, rng: &mut Rng) -> Scenario {
 #[test]
 fn random_faults_converge() {
     super::for_each_seed(200, random_run);
+}
+
+/// The engine's outputs depend only on its inputs: one seed run twice gives the same actions,
+/// in the same order (no `HashMap` iteration order, no clock, no unseeded randomness).
+#[test]
+fn a_seed_replays_the_same_action_trace() {
+    for seed in [3, 17, 42] {
+        let first = random_run_traced(seed, true);
+        let second = random_run_traced(seed, true);
+        assert!(
+            first.len() > 1000,
+            "seed {seed}: only {} actions",
+            first.len()
+        );
+        if let Some(at) = first.iter().zip(&second).position(|(a, b)| a != b) {
+            panic!(
+                "seed {seed}: the traces differ at action {at} of {}",
+                first.len()
+            );
+        }
+        assert_eq!(
+            first.len(),
+            second.len(),
+            "seed {seed}: trace lengths differ"
+        );
+    }
 }

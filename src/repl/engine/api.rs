@@ -148,13 +148,56 @@ pub enum AdminCmd {
     ResumeIo,
 }
 
+/// Which metadata area a write was for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetaArea {
+    Superblock,
+    ActivityLog,
+    Bitmap,
+}
+
+impl std::fmt::Display for MetaArea {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MetaArea::Superblock => "superblock",
+            MetaArea::ActivityLog => "activity log",
+            MetaArea::Bitmap => "bitmap",
+        })
+    }
+}
+
+/// Why a metadata write failed (the driver's report in [`Input::MetaWritten`],
+/// [`Input::AlWritten`], [`Input::BitmapWritten`]), or why what waited for one got no answer.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MetaError {
+    /// The device failed the write or its flush: `errno`, and the device's own words.
+    #[error("{area} write failed (errno {errno}): {detail}")]
+    Io {
+        area: MetaArea,
+        errno: i32,
+        detail: String,
+    },
+    /// What was to be written does not fit the metadata area (a bug or a changed device).
+    #[error("{area} write refused: {detail}")]
+    Geometry { area: MetaArea, detail: String },
+    /// The write was never issued: the metadata writer had stopped.
+    #[error("{area} write not issued: the metadata writer has stopped")]
+    Stopped { area: MetaArea },
+    /// The flush of the data device an activity-log eviction waits for failed.
+    #[error("flushing the data device before an activity-log update failed (errno {errno})")]
+    DataFlush { errno: i32 },
+    /// The resource went away while the command waited.
+    #[error("the resource went away")]
+    Gone,
+}
+
 /// Why an administrative command failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum AdminError {
     #[error("State change failed: {0}")]
     State(#[from] StateError),
     #[error("Failure: (119) {0}")]
-    Meta(String),
+    Meta(MetaError),
     /// DRBD's `ERR_DISCARD_IMPOSSIBLE`.
     #[error("Failure: (123) --discard-my-data not allowed when primary.")]
     DiscardMyDataPrimary,
@@ -195,14 +238,14 @@ pub enum Input {
     },
     MetaWritten {
         generation: u64,
-        result: Result<(), String>,
+        result: Result<(), MetaError>,
     },
     AlWritten {
         seq: u64,
-        result: Result<(), String>,
+        result: Result<(), MetaError>,
     },
     BitmapWritten {
-        result: Result<(), String>,
+        result: Result<(), MetaError>,
     },
     /// The driver is trying to reach `node` (`connection:Connecting`).
     PeerConnecting {

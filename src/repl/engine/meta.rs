@@ -1,7 +1,7 @@
 //! Metadata persistence: the superblock, the activity log and the bitmap pages, one write of
 //! each kind in flight, and everything that waits for them.
 
-use super::{Action, AdminError, AlStep, Engine, IoError, IoOp, Origin};
+use super::{Action, AdminError, AlStep, Engine, IoError, IoOp, MetaError, Origin};
 use crate::meta::al::Transaction;
 use crate::meta::layout::BM_WORDS_PER_PAGE;
 use crate::types::{AL_EXTENT_SIZE, ExtentNr, NodeId};
@@ -44,7 +44,7 @@ impl Engine {
         }
     }
 
-    pub(super) fn meta_written(&mut self, generation: u64, result: Result<(), String>) {
+    pub(super) fn meta_written(&mut self, generation: u64, result: Result<(), MetaError>) {
         if self.meta_inflight != Some(generation) {
             return;
         }
@@ -84,7 +84,7 @@ impl Engine {
 
     /// A metadata write failed: nothing that depends on it may be acknowledged. Fail what
     /// waits, and refuse new I/O (DRBD detaches on a metadata I/O error).
-    pub(super) fn meta_failure(&mut self, e: String) {
+    pub(super) fn meta_failure(&mut self, e: MetaError) {
         self.meta_failed = true;
         self.log(format!("meta data I/O error: {e}"));
         for w in std::mem::take(&mut self.meta_waiters) {
@@ -181,9 +181,11 @@ impl Engine {
         }
         self.al_inflight = None;
         if let Err(e) = result {
-            self.meta_failure(format!(
-                "flushing the data device before an activity-log update failed ({e})"
-            ));
+            let errno = match e {
+                IoError::Disk(errno) => *errno,
+                _ => libc::EIO,
+            };
+            self.meta_failure(MetaError::DataFlush { errno });
         } else {
             self.al_data_flushed = seq;
             self.pump_al();
@@ -221,7 +223,7 @@ impl Engine {
         }
     }
 
-    pub(super) fn bitmap_written(&mut self, result: Result<(), String>) {
+    pub(super) fn bitmap_written(&mut self, result: Result<(), MetaError>) {
         let Some(AlStep::Bitmap { seq }) = self.al_inflight else {
             return;
         };
@@ -240,7 +242,7 @@ impl Engine {
         self.maybe_finish_detach();
     }
 
-    pub(super) fn al_written(&mut self, seq: u64, result: Result<(), String>) {
+    pub(super) fn al_written(&mut self, seq: u64, result: Result<(), MetaError>) {
         if self.al_inflight != Some(AlStep::Transaction { seq }) {
             return;
         }

@@ -111,12 +111,6 @@ impl Engine {
             .and_then(|p| p.session.as_ref())
             .is_some_and(|l| !l.tl.is_empty());
         self.mark_unconfirmed(node);
-        let failed = old == DiskState::UpToDate
-            && matches!(new, DiskState::Failed | DiskState::Inconsistent);
-        if !(unconfirmed || failed) {
-            self.new_uuid_due = true;
-            return;
-        }
         // The generation split off for this peer already (its bitmap UUID is set): the bitmap
         // records everything since, nothing new to start (DRBD makes no UUID when no bitmap
         // slot changes).
@@ -126,6 +120,12 @@ impl Engine {
             .and_then(|d| d.sb.peer(node))
             .is_some_and(|p| !p.bitmap_uuid.is_zero());
         if split {
+            return;
+        }
+        let failed = old == DiskState::UpToDate
+            && matches!(new, DiskState::Failed | DiskState::Inconsistent);
+        if !(unconfirmed || failed) {
+            self.new_uuid_due = true;
             return;
         }
         if let Some(d) = self.disk.as_mut() {

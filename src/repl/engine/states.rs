@@ -426,8 +426,12 @@ impl Engine {
                 && matches!(n.disk, DiskState::Failed | DiskState::Inconsistent)
                 && o.repl == ReplState::Established
                 && n.repl == ReplState::Established;
+            // Only data that was in sight can be lost: a peer remembered Inconsistent while
+            // disconnected, and corrected by a handshake, was not.
+            let in_sight = o.repl >= ReplState::Established;
             if new.role == Role::Primary
                 && new.disk == DiskState::UpToDate
+                && in_sight
                 && (state_rules::lost_peer_data(o, n) || failed)
             {
                 self.lost_peer_data(node, o.disk, n.disk);
