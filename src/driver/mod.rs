@@ -282,8 +282,7 @@ impl Driver {
                 path: disk_path.to_string(),
                 source,
             })?;
-        let external = !matches!(self.spec.meta_disk, crate::types::MetaDisk::Internal);
-        let attached = attached_from(&state, &self.spec, external)?;
+        let attached = attached_from(&state, &self.spec)?;
         let meta = MetaThread::start(&self.spec.name, meta_io, self.me.clone())
             .map_err(|e| AttachError::Internal(format!("cannot start metadata thread: {e}")))?;
         let actions = {
@@ -313,7 +312,7 @@ impl Driver {
         self.exec(actions);
         let result = rx
             .await
-            .unwrap_or_else(|_| Err(AdminError::Meta(crate::repl::MetaError::Gone)));
+            .unwrap_or(Err(AdminError::Meta(crate::repl::MetaError::Gone)));
         if matches!(cmd, AdminCmd::Detach) && result.is_ok() {
             let (disk, meta) = {
                 let mut g = self.lock();
@@ -830,11 +829,7 @@ fn view_of(spec: &ResourceSpec, st: Status) -> ResourceView {
     }
 }
 
-fn attached_from(
-    state: &MetaState,
-    spec: &ResourceSpec,
-    meta_external: bool,
-) -> Result<Attached, AttachError> {
+fn attached_from(state: &MetaState, spec: &ResourceSpec) -> Result<Attached, AttachError> {
     let bits = state.layout.bm_bits();
     let bitmaps = state
         .bitmaps
@@ -855,7 +850,6 @@ fn attached_from(
         al: state.al.as_ref().ok().cloned(),
         al_blocks: state.layout.al_blocks,
         on_io_error: spec.on_io_error,
-        meta_external,
         disk_flushes: spec.disk_flushes,
     })
 }

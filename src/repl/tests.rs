@@ -32,7 +32,6 @@ pub(super) fn attached(flags_or: u32, flags_clear: u32) -> Attached {
         al: None,
         al_blocks: 8,
         on_io_error: crate::config::OnIoError::Detach,
-        meta_external: false,
         disk_flushes: true,
     }
 }

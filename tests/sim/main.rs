@@ -112,6 +112,8 @@ struct Sim {
     disk_failed: bool,
     acked_writes: u64,
     crashes: u64,
+    /// Metadata writes that failed (each run continues after them).
+    meta_failures: u64,
 }
 
 fn cfg(seed: u64) -> EngineConfig {
@@ -162,6 +164,7 @@ impl Sim {
             next_req: 1,
             next_write: 1,
             meta_failed: false,
+            meta_failures: 0,
             disk_failed: false,
             acked_writes: 0,
             crashes: 0,
@@ -185,7 +188,6 @@ impl Sim {
             // Injected disk errors are for the application to see (they would detach the
             // disk otherwise, and the run has no peer to fall back on).
             on_io_error: udrbd::config::OnIoError::PassOn,
-            meta_external: false,
             disk_flushes: true,
         };
         self.engine
@@ -353,9 +355,12 @@ impl Sim {
             }
             (_, Ok(_)) => {}
             (_, Err(IoError::Disk(_))) => {} // stays ambiguous: old or new
+            // After a data error the disk detaches (writes get NoData), and a failed flush
+            // before an activity-log transaction fails the writes waiting for it (Meta).
             (_, Err(e)) => assert!(
-                self.meta_failed || (self.disk_failed && *e == IoError::NoData),
-                "request failed with {e:?} without a metadata failure"
+                self.meta_failed
+                    || (self.disk_failed && matches!(e, IoError::NoData | IoError::Meta)),
+                "request failed with {e:?} without a metadata or disk failure"
             ),
         }
     }
@@ -394,6 +399,7 @@ impl Sim {
             Pending::Meta { generation, sb } => {
                 if fail {
                     self.meta_failed = true;
+                    self.meta_failures += 1;
                     self.engine.handle(
                         Time::default(),
                         Input::MetaWritten {
@@ -415,6 +421,7 @@ impl Sim {
             Pending::Al { seq, block, tr } => {
                 if fail {
                     self.meta_failed = true;
+                    self.meta_failures += 1;
                     self.engine
                         .handle(Time::default(), Input::AlWritten { seq, result: err() });
                 } else {
@@ -432,6 +439,7 @@ impl Sim {
             Pending::Bitmap { pages } => {
                 if fail {
                     self.meta_failed = true;
+                    self.meta_failures += 1;
                     self.engine
                         .handle(Time::default(), Input::BitmapWritten { result: err() });
                 } else {
@@ -687,19 +695,16 @@ impl Sim {
     }
 }
 
-fn run(seed: u64, steps: usize) -> (u64, u64) {
+fn run(seed: u64, steps: usize) -> (u64, u64, u64) {
     let mut sim = Sim::new(seed);
     for _ in 0..steps {
-        if sim.meta_failed {
-            break;
-        }
         sim.step();
     }
-    if !sim.meta_failed {
-        sim.drain();
-        sim.crash_and_recover();
-    }
-    (sim.acked_writes, sim.crashes)
+    // After a metadata error too: the disk was detached, and what the metadata device holds
+    // must still cover every write (checked after the crash that follows).
+    sim.drain();
+    sim.crash_and_recover();
+    (sim.acked_writes, sim.crashes, sim.meta_failures)
 }
 
 /// Runs `f` for seeds `0..UDRBD_SIM_SEEDS` (default `default`), or only `UDRBD_SIM_SEED`; a
@@ -726,13 +731,17 @@ fn for_each_seed(default: u64, mut f: impl FnMut(u64)) {
 
 #[test]
 fn engine_survives_random_crashes_and_faults() {
-    let (mut acked, mut crashes) = (0, 0);
+    let (mut acked, mut crashes, mut meta_failures) = (0, 0, 0);
     for_each_seed(150, |seed| {
-        let (a, c) = run(seed, 600);
+        let (a, c, m) = run(seed, 600);
         acked += a;
         crashes += c;
+        meta_failures += m;
     });
     // The runs must have done real work, or the invariants proved nothing.
     assert!(acked > 1000, "only {acked} writes acknowledged");
     assert!(crashes > 50, "only {crashes} crashes");
+    if std::env::var_os("UDRBD_SIM_SEED").is_none() {
+        assert!(meta_failures > 3, "only {meta_failures} metadata failures");
+    }
 }

@@ -26,7 +26,7 @@ use udrbd::repl::handshake::SbPolicy;
 use udrbd::repl::wire::Packet;
 use udrbd::repl::{
     Action, AdminCmd, AdminError, Attached, ConnState, DiskState, Engine, EngineConfig, Input,
-    IoError, IoOp, PeerInfo, ReplState, Role,
+    IoError, IoOp, MetaArea, MetaError, PeerInfo, ReplState, Role,
 };
 use udrbd::types::{BM_BLOCK_SIZE, GenUuid, NodeId, ReqId, Time};
 
@@ -48,6 +48,8 @@ pub struct Faults {
     pub disk_lat_max: u64,
     /// Per mille of data writes on a Secondary that fail with EIO.
     pub disk_err_secondary: u64,
+    /// Per mille of metadata writes on a Secondary that fail with EIO (it detaches).
+    pub meta_err_secondary: u64,
     /// Internal metadata: the driver's fdatasync after a metadata write flushes the shared
     /// device's cache, data included. False models external metadata on another device.
     pub meta_flushes_data: bool,
@@ -63,6 +65,7 @@ impl Default for Faults {
             net_delay_max: 3,
             disk_lat_max: 4,
             disk_err_secondary: 0,
+            meta_err_secondary: 0,
             meta_flushes_data: true,
             bad_range: [None, None],
             corrupt_next_data: [false, false],
@@ -70,9 +73,28 @@ impl Default for Faults {
     }
 }
 
+/// What a node's devices have not finished yet.
+enum Work {
+    Data {
+        id: ReqId,
+        op: IoOp,
+    },
+    Meta {
+        generation: u64,
+        sb: Box<Superblock>,
+    },
+    Al {
+        seq: u64,
+        block: u32,
+        tr: Box<al::Transaction>,
+    },
+    Bitmap {
+        pages: Vec<(u32, u32, Vec<u64>)>,
+    },
+}
+
 struct PendingIo {
-    id: ReqId,
-    op: IoOp,
+    work: Work,
     at: u64,
     fail: bool,
 }
@@ -100,8 +122,6 @@ pub struct Node {
     uuid_change_ok: bool,
     /// How it sees its peer (policies, algorithms).
     peer: PeerInfo,
-    /// Its metadata is on another device (see `Faults::meta_flushes_data`).
-    pub meta_external: bool,
     /// Handlers the engine asked for, in order.
     pub handlers: Vec<Handler>,
     /// What every handler "exits" with, answered at once (a missing handler exits 0, as
@@ -165,7 +185,6 @@ impl Node {
             uuid_change_ok: false,
             handlers: Vec::new(),
             handler_exit: Some(0),
-            meta_external: false,
         };
         node.attach();
         node
@@ -180,7 +199,6 @@ impl Node {
             al: al::recover(&self.al, self.sb.al_extents).ok(),
             al_blocks: AL_BLOCKS,
             on_io_error: udrbd::config::OnIoError::Detach,
-            meta_external: self.meta_external,
             disk_flushes: true,
         };
         self.engine.handle(self.now, Input::Attach(Box::new(a)));
@@ -245,11 +263,41 @@ impl Node {
         }
     }
 
-    /// Power loss: each unflushed (or in-flight) write survives or not; FUA ones do.
+    /// Power loss: each unflushed (or in-flight) write survives or not; FUA ones do. A
+    /// metadata write in flight lands, is lost, or is torn: a superblock slot keeps the
+    /// previous one valid (two slots), a torn AL block fails its checksum, each bitmap page of
+    /// a flush lands or not.
     fn power_loss(&mut self, rng: &mut Rng) {
         for p in std::mem::take(&mut self.pending) {
-            if rng.chance(500) {
-                self.write_data(&p.op);
+            match p.work {
+                Work::Data { op, .. } => {
+                    if rng.chance(500) {
+                        self.write_data(&op);
+                    }
+                }
+                Work::Meta { sb, .. } => {
+                    if rng.chance(500) {
+                        self.sb = *sb;
+                    }
+                }
+                Work::Al { block, tr, .. } => {
+                    let at = block as usize % AL_BLOCKS as usize * al::AL_BLOCK;
+                    match rng.below(3) {
+                        0 => self.al[at..at + al::AL_BLOCK]
+                            .copy_from_slice(&al::encode_transaction(&tr)),
+                        1 => {
+                            self.al[at + 2000..at + 2008].copy_from_slice(&rng.next().to_le_bytes())
+                        }
+                        _ => {}
+                    }
+                }
+                Work::Bitmap { pages } => {
+                    for (_, page, words) in pages {
+                        if rng.chance(500) {
+                            self.write_bitmap_page(page, &words);
+                        }
+                    }
+                }
             }
         }
         for (offset, data, fua) in std::mem::take(&mut self.unflushed) {
@@ -260,6 +308,12 @@ impl Node {
         }
         self.visible = self.durable.clone();
         self.alive = false;
+    }
+
+    fn write_bitmap_page(&mut self, page: u32, words: &[u64]) {
+        let at = page as usize * BM_WORDS_PER_PAGE;
+        let end = (at + words.len()).min(self.bm_words.len());
+        self.bm_words[at..end].copy_from_slice(&words[..end - at]);
     }
 
     fn restart(&mut self, seed: u64, now: Time) {
@@ -290,6 +344,9 @@ struct Outstanding {
     ack_seq: u64,
     /// Submitted while connected past the handshake (so it is replicated, not marked).
     replicated: bool,
+    /// The peer-disk losses its node had seen so far ([`World::peer_disk_losses`]): if the
+    /// peer's disk went away while this write was out, the write was marked for it instead.
+    peer_disk_losses: u64,
     /// Part of the application model (see [`World::discarded_writer`]).
     modelled: bool,
 }
@@ -339,6 +396,12 @@ pub struct World {
     /// When set, a hash of every action either engine emitted, in order (the determinism
     /// test compares two runs of one seed).
     pub actions: Option<Vec<u64>>,
+    /// Per node: metadata writes that failed.
+    pub meta_failures: [u64; 2],
+    /// Per node: how often it saw its peer's disk go away (below Inconsistent), and whether
+    /// it sees one now.
+    peer_disk_losses: [u64; 2],
+    sees_peer_disk: [bool; 2],
 }
 
 fn payload(wid: u64, len: u64) -> Vec<u8> {
@@ -361,17 +424,11 @@ impl World {
     }
 
     /// A world whose nodes keep their metadata on another device: flushing it does not flush
-    /// the data, and the engines are told so at attach.
+    /// the data. The engine is not told; it must order data before activity-log transactions
+    /// with its own flushes either way.
     pub fn with_external_metadata(seed: u64) -> World {
         let mut w = World::new(seed, Protocol::C);
         w.faults.meta_flushes_data = false;
-        for i in [A, B] {
-            w.n[i].meta_external = true;
-            let s = w.rng.next();
-            let t = w.time();
-            w.n[i].restart(s, t);
-            w.pump(i);
-        }
         w
     }
 
@@ -422,6 +479,9 @@ impl World {
             tl_closed: [Vec::new(), Vec::new()],
             verify_found: [false; 2],
             actions: None,
+            meta_failures: [0; 2],
+            peer_disk_losses: [0; 2],
+            sees_peer_disk: [false; 2],
         };
         w.pump(A);
         w.pump(B);
@@ -499,48 +559,18 @@ impl World {
                             && op.written_range().is_some()
                             && self.rng.chance(self.faults.disk_err_secondary));
                     self.n[i].pending.push(PendingIo {
-                        id,
-                        op,
+                        work: Work::Data { id, op },
                         at: self.now + lat,
                         fail,
                     });
                 }
                 Action::WriteMeta { generation, sb } => {
-                    self.meta_flush(i);
-                    self.n[i].sb = *sb;
-                    self.n[i].engine.handle(
-                        t,
-                        Input::MetaWritten {
-                            generation,
-                            result: Ok(()),
-                        },
-                    );
+                    self.meta_work(i, Work::Meta { generation, sb })
                 }
                 Action::WriteAl { seq, block, tr } => {
-                    self.meta_flush(i);
-                    let at = block as usize % AL_BLOCKS as usize * al::AL_BLOCK;
-                    self.n[i].al[at..at + al::AL_BLOCK]
-                        .copy_from_slice(&al::encode_transaction(&tr));
-                    self.n[i].engine.handle(
-                        t,
-                        Input::AlWritten {
-                            seq,
-                            result: Ok(()),
-                        },
-                    );
+                    self.meta_work(i, Work::Al { seq, block, tr })
                 }
-                Action::WriteBitmap { pages } => {
-                    self.meta_flush(i);
-                    for (_, page, words) in pages {
-                        let at = page as usize * BM_WORDS_PER_PAGE;
-                        let bm = &mut self.n[i].bm_words;
-                        let end = (at + words.len()).min(bm.len());
-                        bm[at..end].copy_from_slice(&words[..end - at]);
-                    }
-                    self.n[i]
-                        .engine
-                        .handle(t, Input::BitmapWritten { result: Ok(()) });
-                }
+                Action::WriteBitmap { pages } => self.meta_work(i, Work::Bitmap { pages }),
                 Action::Send { mut packet, .. } => {
                     if self.up[i] && self.up[1 - i] {
                         match &mut packet {
@@ -606,6 +636,86 @@ impl World {
             }
         }
         self.check_uuid(i);
+        let sees = self.n[i].peer_has_disk();
+        if self.sees_peer_disk[i] && !sees {
+            self.peer_disk_losses[i] += 1;
+        }
+        self.sees_peer_disk[i] = sees;
+    }
+
+    /// Queues a metadata write on node `i`'s metadata device: it completes after a latency,
+    /// and on a Secondary it may fail (`Faults::meta_err_secondary`).
+    fn meta_work(&mut self, i: usize, work: Work) {
+        let lat = self.rng.below(self.faults.disk_lat_max + 1);
+        let secondary = self.n[i].engine.role() != Role::Primary;
+        let fail = secondary && self.rng.chance(self.faults.meta_err_secondary);
+        self.n[i].pending.push(PendingIo {
+            work,
+            at: self.now + lat,
+            fail,
+        });
+    }
+
+    /// Completes metadata work: the write lands (after the cache flush a metadata write does)
+    /// or fails.
+    fn complete_meta(&mut self, i: usize, work: Work, fail: bool) {
+        let t = self.time();
+        let err = |area| {
+            Err(MetaError::Io {
+                area,
+                errno: libc::EIO,
+                detail: "injected metadata I/O error".into(),
+            })
+        };
+        if !fail {
+            self.meta_flush(i);
+        }
+        let input = match work {
+            Work::Meta { generation, sb } => {
+                if !fail {
+                    self.n[i].sb = *sb;
+                }
+                Input::MetaWritten {
+                    generation,
+                    result: if fail {
+                        err(MetaArea::Superblock)
+                    } else {
+                        Ok(())
+                    },
+                }
+            }
+            Work::Al { seq, block, tr } => {
+                if !fail {
+                    let at = block as usize % AL_BLOCKS as usize * al::AL_BLOCK;
+                    self.n[i].al[at..at + al::AL_BLOCK]
+                        .copy_from_slice(&al::encode_transaction(&tr));
+                }
+                Input::AlWritten {
+                    seq,
+                    result: if fail {
+                        err(MetaArea::ActivityLog)
+                    } else {
+                        Ok(())
+                    },
+                }
+            }
+            Work::Bitmap { pages } => {
+                if !fail {
+                    for (_, page, words) in pages {
+                        self.n[i].write_bitmap_page(page, &words);
+                    }
+                }
+                Input::BitmapWritten {
+                    result: if fail { err(MetaArea::Bitmap) } else { Ok(()) },
+                }
+            }
+            Work::Data { .. } => unreachable!("data work is completed by the caller"),
+        };
+        if fail {
+            self.meta_failures[i] += 1;
+        }
+        self.n[i].engine.handle(t, input);
+        self.pump(i);
     }
 
     fn meta_flush(&mut self, i: usize) {
@@ -693,6 +803,7 @@ impl World {
                 }
                 if self.protocol == Protocol::C
                     && o.replicated
+                    && o.peer_disk_losses == self.peer_disk_losses[i]
                     && !self.neg_acked.contains(&id.0)
                     && self.up[i]
                     && self.n[i].status_peer().repl != ReplState::Off
@@ -725,6 +836,7 @@ impl World {
                     wid: 0,
                     ack_seq: self.ack_seq,
                     replicated: false,
+                    peer_disk_losses: self.peer_disk_losses[i],
                     modelled: true,
                 },
             );
@@ -800,6 +912,7 @@ impl World {
                     wid: t,
                     ack_seq: 0,
                     replicated: self.up[i] && self.n[i].connected() && self.n[i].peer_has_disk(),
+                    peer_disk_losses: self.peer_disk_losses[i],
                     modelled,
                 },
             );
@@ -1126,10 +1239,20 @@ impl World {
                     .collect();
                 let k = ready[self.rng.below(ready.len() as u64) as usize];
                 let p = self.n[i].pending.swap_remove(k);
+                let (id, op) = match p.work {
+                    Work::Data { id, op } => (id, op),
+                    meta => {
+                        self.complete_meta(i, meta, p.fail);
+                        self.process_drops();
+                        self.check_roles();
+                        self.check_no_silent_divergence();
+                        return;
+                    }
+                };
                 let result = if p.fail {
                     Err(libc::EIO)
                 } else {
-                    match &p.op {
+                    match &op {
                         IoOp::Read { offset, len } => {
                             let at = *offset as usize;
                             Ok(Some(bytes::Bytes::copy_from_slice(
@@ -1146,7 +1269,7 @@ impl World {
                         }
                     }
                 };
-                self.handle(i, Input::DiskDone { id: p.id, result });
+                self.handle(i, Input::DiskDone { id, result });
             }
             2 | 3 => {
                 let i = (ev - 2) as usize;

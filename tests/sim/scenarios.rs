@@ -513,9 +513,12 @@ fn random_run_traced(seed: u64, trace: bool) -> Vec<u64> {
             }
             3 => s.crash(B).write_random(30).restart(B),
             4 => {
+                // The Secondary's disk fails writes, and sometimes its metadata device too.
                 s.w.faults.disk_err_secondary = 20;
+                s.w.faults.meta_err_secondary = [0, 30][rng.below(2) as usize];
                 let mut s = s.write_random(40).drain();
                 s.w.faults.disk_err_secondary = 0;
+                s.w.faults.meta_err_secondary = 0;
                 // on-io-error detach: the operator fixes the disk and attaches it again.
                 s.reattach_failed(B)
             }
@@ -567,6 +570,26 @@ fn double_primary_partition(mut s: Scenario, rng: &mut Rng) -> Scenario {
 #[test]
 fn random_faults_converge() {
     super::for_each_seed(200, random_run);
+}
+
+/// A Secondary whose metadata device fails detaches (as DRBD does); the Primary marks what it
+/// misses, and the operator's attach resyncs exactly that.
+#[test]
+fn a_secondary_metadata_failure_detaches_and_attach_resyncs() {
+    for seed in 0..20 {
+        let mut s = ready(8000 + seed).write_random(50);
+        s.w.faults.meta_err_secondary = 1000;
+        let mut s = s.write_random(60).drain();
+        s.w.faults.meta_err_secondary = 0;
+        if s.w.meta_failures[B] == 0 {
+            s.w.fail("no metadata write failed");
+        }
+        s.reattach_failed(B)
+            .write_random(30)
+            .drain()
+            .expect_in_sync()
+            .expect_logged_on(B, "meta data I/O error");
+    }
 }
 
 /// The engine's outputs depend only on its inputs: one seed run twice gives the same actions,

@@ -56,7 +56,6 @@ fn node(id: u8, peer: u8, seed: u64) -> Node {
             al: None,
             al_blocks: 8,
             on_io_error: udrbd::config::OnIoError::Detach,
-            meta_external: false,
             disk_flushes: true,
         })),
     );

@@ -74,9 +74,6 @@ pub struct Attached {
     pub al_blocks: u32,
     /// `on-io-error` of the disk (`disk { }`).
     pub on_io_error: crate::config::OnIoError,
-    /// The metadata is on another device (`meta-disk /dev/x`): flushing it does not flush
-    /// the data, so an AL eviction flushes the data device first.
-    pub meta_external: bool,
     /// `disk { disk-flushes }`: a peer's barrier flushes this disk before it is acknowledged.
     /// `no` (only with a battery-backed write cache, as with DRBD) drains the epoch's writes
     /// and acknowledges without a flush.

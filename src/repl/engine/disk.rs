@@ -18,7 +18,6 @@ pub(super) struct Disk {
     pub(super) al_blocks: u32,
     pub(super) bitmaps: Vec<Bitmap>,
     pub(super) on_io_error: crate::config::OnIoError,
-    pub(super) meta_external: bool,
     pub(super) disk_flushes: bool,
     /// Per peer this node is SyncSource for: the ranges marked since the resync began (the
     /// end clears everything else).
@@ -118,6 +117,9 @@ impl Engine {
         if let Err(e) = self.change(Change::soft("attach").disk(DiskState::Attaching)) {
             return self.log(format!("attach refused: {e}"));
         }
+        // A new attach brings a metadata device that has not failed (yet).
+        self.meta_failed = false;
+        self.meta_inflight = None;
         let mut sb = a.sb;
         let mut bitmaps = a.bitmaps;
         let al = match &a.al {
@@ -157,7 +159,6 @@ impl Engine {
             al_blocks: a.al_blocks,
             bitmaps,
             on_io_error: a.on_io_error,
-            meta_external: a.meta_external,
             disk_flushes: a.disk_flushes,
             recording: std::collections::BTreeMap::new(),
             failed: false,
@@ -269,12 +270,16 @@ impl Engine {
         let Some(d) = self.disk.as_mut() else {
             return;
         };
-        if d.sb.flags & flags::AL_CLEAN == 0 {
-            d.sb.flags |= flags::AL_CLEAN;
-            self.sb_changed();
-        }
-        if self.meta_persisted < self.sb_gen || self.meta_inflight.is_some() {
-            return; // `meta_written` calls back here
+        // Clean stop: a superblock that says the AL is clean. Not when the metadata cannot be
+        // written: what is on disk stays, and an unclean AL is replayed at the next attach.
+        if !self.meta_failed {
+            if d.sb.flags & flags::AL_CLEAN == 0 {
+                d.sb.flags |= flags::AL_CLEAN;
+                self.sb_changed();
+            }
+            if self.meta_persisted < self.sb_gen || self.meta_inflight.is_some() {
+                return; // `meta_written` calls back here
+            }
         }
         let waiters = self.take_detach_waiters();
         let failed = self.disk.take().is_some_and(|d| d.failed);

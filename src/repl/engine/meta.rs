@@ -1,9 +1,10 @@
 //! Metadata persistence: the superblock, the activity log and the bitmap pages, one write of
 //! each kind in flight, and everything that waits for them.
 
-use super::{Action, AdminError, AlStep, Engine, IoError, IoOp, MetaError, Origin};
+use super::{Action, AdminError, AlStep, Change, Engine, IoError, IoOp, MetaError, Origin};
 use crate::meta::al::Transaction;
 use crate::meta::layout::BM_WORDS_PER_PAGE;
+use crate::repl::state::DiskState;
 use crate::types::{AL_EXTENT_SIZE, ExtentNr, NodeId};
 
 /// An admin command waiting for a superblock generation to be persisted.
@@ -32,7 +33,7 @@ impl Engine {
     }
 
     pub(super) fn pump_meta(&mut self) {
-        if self.meta_inflight.is_some() || self.meta_persisted >= self.sb_gen {
+        if self.meta_failed || self.meta_inflight.is_some() || self.meta_persisted >= self.sb_gen {
             return;
         }
         if let Some(d) = self.disk.as_ref() {
@@ -82,11 +83,14 @@ impl Engine {
         }
     }
 
-    /// A metadata write failed: nothing that depends on it may be acknowledged. Fail what
-    /// waits, and refuse new I/O (DRBD detaches on a metadata I/O error).
+    /// A metadata write failed: nothing that depends on it may be acknowledged. What waits is
+    /// failed, no metadata is written any more, and the disk is detached as DRBD does (its
+    /// state on disk stays as it last was: the activity log still covers every write that was
+    /// let through, and a peer marks what this node misses from here).
     pub(super) fn meta_failure(&mut self, e: MetaError) {
+        let first = !self.meta_failed;
         self.meta_failed = true;
-        self.log(format!("meta data I/O error: {e}"));
+        self.log(format!("meta data I/O error: {e}. Detaching..."));
         for w in std::mem::take(&mut self.meta_waiters) {
             self.actions.push_back(Action::AdminDone {
                 token: w.token,
@@ -110,14 +114,19 @@ impl Engine {
             };
             match r.origin {
                 Origin::App => self.answer(id, Err(IoError::Meta)),
-                Origin::PeerWrite { node, ack, .. } => self.actions.push_back(Action::Send {
-                    node,
-                    packet: crate::repl::wire::Packet::NegAck(ack),
-                }),
+                // The peer gets its NegAck and the epoch's count goes on.
+                origin @ Origin::PeerWrite { .. } => self.peer_disk_done(origin, Err(libc::EIO)),
                 _ => {}
             }
         }
         self.al_queue.clear();
+        if first && let Some(d) = self.disk.as_mut() {
+            d.failed = true;
+            self.force_change(Change::hard("local-io-error").disk(DiskState::Failed));
+            self.flush_waiters
+                .push((super::FAILURE_DETACH, self.al_next_seq));
+        }
+        self.maybe_finish_detach();
     }
 
     /// Starts the next AL step: a bitmap flush before a transaction, then the transaction.
@@ -147,8 +156,14 @@ impl Engine {
             if unconfirmed || self.reqs.writes_before_eviction(lo, hi, seq) {
                 return; // pumped again by the disk completion
             }
-            let external = self.disk.as_ref().is_some_and(|d| d.meta_external);
-            if external && self.al_data_flushed < seq {
+            // The writes into the evicted extent completed, but nothing has made them stable
+            // yet: once the activity log forgets the extent, a crash would not resync them. So
+            // the data device is flushed before the transaction is written, with internal
+            // metadata too (the transaction's own flush comes after its write, and a volatile
+            // cache may persist the AL block before the data). Skipped with
+            // `disk-flushes no` (a battery-backed cache loses nothing).
+            let flushes = self.disk.as_ref().is_some_and(|d| d.disk_flushes);
+            if flushes && self.al_data_flushed < seq {
                 let id = self.submit_internal(Origin::AlFlush { seq }, IoOp::Flush);
                 self.al_inflight = Some(AlStep::DataFlush { seq, id });
                 return;
@@ -194,6 +209,9 @@ impl Engine {
 
     /// Emits a bitmap write of the dirty pages, if any; true if one was started.
     pub(super) fn start_bitmap_flush(&mut self, seq: u64) -> bool {
+        if self.meta_failed {
+            return false;
+        }
         let Some(d) = self.disk.as_mut() else {
             return false;
         };

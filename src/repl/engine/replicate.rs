@@ -87,6 +87,13 @@ impl Engine {
                 marked += d.mark(node, off, len);
             }
         }
+        // Recorded in the bitmap (flushed before any activity-log eviction): nothing waits
+        // for the peer's confirmation of them any more.
+        if let Some(l) = self.peers.get_mut(&node).and_then(|p| p.session.as_mut()) {
+            l.tl.clear();
+        }
+        // An activity-log eviction may have waited for those confirmations.
+        self.pump_al();
         if marked > 0 {
             self.peer_log(
                 node,
@@ -111,6 +118,16 @@ impl Engine {
             .and_then(|p| p.session.as_ref())
             .is_some_and(|l| !l.tl.is_empty());
         self.mark_unconfirmed(node);
+        // Requests stop waiting for a peer whose disk is gone: what they wrote is marked.
+        let ids: Vec<ReqId> = self
+            .reqs
+            .iter()
+            .filter(|r| r.awaits(node))
+            .map(|r| r.id)
+            .collect();
+        for id in ids {
+            self.peer_event(id, Event::PeerGone { node });
+        }
         // The generation split off for this peer already (its bitmap UUID is set): the bitmap
         // records everything since, nothing new to start (DRBD makes no UUID when no bitmap
         // slot changes).
@@ -579,6 +596,15 @@ impl Engine {
                 epoch,
                 set_size,
             } => {
+                // A flush that failed acknowledges nothing: the epoch's writes may not be on
+                // stable storage here. The disk failure that follows tells the peer, which
+                // marks everything it has not seen confirmed.
+                if result.is_err() {
+                    return self.peer_log(
+                        node,
+                        format!("flushing for the peer's barrier {epoch} failed; not acknowledged"),
+                    );
+                }
                 if self.peers.get(&node).is_some_and(|p| p.replicating()) {
                     self.actions.push_back(Action::Send {
                         node,
@@ -593,6 +619,11 @@ impl Engine {
     /// Flushes for every received barrier whose epoch (and all earlier ones) is written; with
     /// `disk-flushes no`, acknowledges it once drained.
     fn pump_peer_barriers(&mut self, node: NodeId) {
+        if self.st.disk() < DiskState::Inconsistent {
+            // Without a disk there is nothing to make stable: barriers go unanswered, and the
+            // peer, seeing this disk gone, marks what it has not seen confirmed.
+            return;
+        }
         let flushes = self.disk.as_ref().is_none_or(|d| d.disk_flushes);
         loop {
             let Some(link) = self.peers.get_mut(&node).and_then(|p| p.session.as_mut()) else {
