@@ -755,18 +755,10 @@ fn a_peer_write_beyond_the_device_is_refused_and_never_reaches_the_disk() {
     }
 }
 
-#[test]
-fn a_peer_write_counts_as_unacked_until_it_is_answered() {
-    let mut e = connected_in_sync();
-    e.handle(
-        Time::default(),
-        Input::PeerPacket {
-            node: NodeId(1),
-            packet: peer_write(8),
-        },
-    );
-    // Run the metadata it needs, but hold its disk write.
-    let mut disk = None;
+/// Runs the metadata work `e` asks for but holds its disk requests: returns their ids and
+/// the other actions.
+fn hold_disk(e: &mut Engine) -> (Vec<ReqId>, Vec<Action>) {
+    let (mut disk, mut other) = (Vec::new(), Vec::new());
     while let Some(a) = e.poll_action() {
         match a {
             Action::WriteMeta { generation, .. } => e.handle(
@@ -786,12 +778,110 @@ fn a_peer_write_counts_as_unacked_until_it_is_answered() {
             Action::WriteBitmap { .. } => {
                 e.handle(Time::default(), Input::BitmapWritten { result: Ok(()) })
             }
-            Action::SubmitDisk { id, .. } => disk = Some(id),
-            _ => {}
+            Action::SubmitDisk { id, .. } => disk.push(id),
+            a => other.push(a),
         }
     }
+    (disk, other)
+}
+
+fn from_peer(e: &mut Engine, packet: Packet) {
+    e.handle(
+        Time::default(),
+        Input::PeerPacket {
+            node: NodeId(1),
+            packet,
+        },
+    );
+}
+
+/// A peer's write still at the disk when its link went belongs to that link: when it
+/// finishes on the next one it is not acknowledged there, and it does not count toward that
+/// link's epoch 1 (whose barrier would otherwise be acknowledged before its own write is on
+/// disk). DRBD drains such writes before it reconnects.
+#[test]
+fn a_peer_write_from_a_lost_link_is_not_answered_on_the_next_one() {
+    let mut e = connected_in_sync();
+    from_peer(&mut e, peer_write(8));
+    let (old, _) = hold_disk(&mut e);
+    let old = *old
+        .first()
+        .expect("the first link's write reached the disk");
+    e.handle(
+        Time::default(),
+        Input::PeerDown {
+            node: NodeId(1),
+            standalone: false,
+        },
+    );
+    e.handle(
+        Time::default(),
+        Input::PeerUp {
+            node: NodeId(1),
+            protocol: crate::config::Protocol::C,
+        },
+    );
+    peer_handshake(&mut e);
+    hold_disk(&mut e);
+    assert_eq!(
+        e.status().peers[0].repl,
+        crate::repl::ReplState::Established
+    );
+    // The new link's epoch 1: one write, then its barrier.
+    from_peer(&mut e, peer_write(64));
+    from_peer(&mut e, Packet::Barrier { epoch: 1 });
+    let (new, _) = hold_disk(&mut e);
+    let new = *new
+        .first()
+        .expect("the second link's write reached the disk");
+    e.handle(
+        Time::default(),
+        Input::DiskDone {
+            id: old,
+            result: Ok(None),
+        },
+    );
+    let (flushes, acts) = hold_disk(&mut e);
+    assert!(flushes.is_empty(), "epoch 1 flushed early: {acts:?}");
+    assert!(
+        !acts.iter().any(|a| matches!(a, Action::Send { .. })),
+        "the lost link's write was answered on the new one: {acts:?}"
+    );
+    e.handle(
+        Time::default(),
+        Input::DiskDone {
+            id: new,
+            result: Ok(None),
+        },
+    );
+    let (flushes, acts) = hold_disk(&mut e);
+    assert!(
+        acts.iter().any(|a| matches!(
+            a,
+            Action::Send {
+                packet: Packet::WriteAck(_),
+                ..
+            }
+        )),
+        "{acts:?}"
+    );
+    assert_eq!(flushes.len(), 1, "the barrier's flush: {acts:?}");
+}
+
+#[test]
+fn a_peer_write_counts_as_unacked_until_it_is_answered() {
+    let mut e = connected_in_sync();
+    e.handle(
+        Time::default(),
+        Input::PeerPacket {
+            node: NodeId(1),
+            packet: peer_write(8),
+        },
+    );
+    // Run the metadata it needs, but hold its disk write.
+    let (disk, _) = hold_disk(&mut e);
     assert_eq!(e.status().peers[0].unacked, 1);
-    let id = disk.expect("the peer's write reached the disk");
+    let id = *disk.first().expect("the peer's write reached the disk");
     e.handle(
         Time::default(),
         Input::DiskDone {

@@ -15,7 +15,7 @@
 //!   adopting the peer's.
 
 use super::Rng;
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use udrbd::bitmap::Bitmap;
 use udrbd::config::Protocol;
 use udrbd::meta::al;
@@ -57,6 +57,9 @@ pub struct Faults {
     pub bad_range: [Option<(u64, u64)>; 2],
     /// Per sender: flip a byte in the next Data packet's payload on the wire.
     pub corrupt_next_data: [bool; 2],
+    /// Per node: its data disk answers nothing while set (a slow disk, frozen on purpose);
+    /// its metadata device goes on.
+    pub hold_disk: [bool; 2],
 }
 
 impl Default for Faults {
@@ -69,6 +72,7 @@ impl Default for Faults {
             meta_flushes_data: true,
             bad_range: [None, None],
             corrupt_next_data: [false, false],
+            hold_disk: [false, false],
         }
     }
 }
@@ -325,13 +329,24 @@ impl Node {
     }
 }
 
+/// Where an acknowledged write was written: its node, and, if the peer got it (replicated,
+/// not refused, no peer-disk loss while it was out), the peer-disk losses seen at its ack.
+#[derive(Clone, Copy, Debug)]
+struct Origin {
+    node: usize,
+    replica: Option<u64>,
+}
+
 /// What the application may find in each sector.
 #[derive(Clone, Debug, Default)]
 struct Sector {
-    /// The last acknowledged write, while the Primary did not crash since.
+    /// The acknowledged write committed last (overlapping writes are committed in the order
+    /// the engine submits them), while the Primary did not crash since.
     exact: Option<u64>,
     /// The ack sequence number of `exact`.
     acked_at: u64,
+    /// Where `exact` was written.
+    exact_from: Option<Origin>,
     /// Every write the sector may hold after crashes.
     cands: BTreeSet<u64>,
 }
@@ -349,6 +364,12 @@ struct Outstanding {
     peer_disk_losses: u64,
     /// Part of the application model (see [`World::discarded_writer`]).
     modelled: bool,
+    /// Its node's role and disk when it was submitted, and the failures injected on that
+    /// node so far: what a failure may be blamed on.
+    role: Role,
+    disk: DiskState,
+    data_failures: u64,
+    meta_failures: u64,
 }
 
 pub struct World {
@@ -372,8 +393,8 @@ pub struct World {
     pub protocol: Protocol,
     pub faults: Faults,
     drops: Vec<(usize, bool)>,
-    outstanding: HashMap<ReqId, Outstanding>,
-    sectors: HashMap<u64, Sector>,
+    outstanding: BTreeMap<ReqId, Outstanding>,
+    sectors: BTreeMap<u64, Sector>,
     next_req: u64,
     next_wid: u64,
     ack_seq: u64,
@@ -382,6 +403,8 @@ pub struct World {
     pub admin_results: Vec<(usize, AdminCmd, Result<(), AdminError>)>,
     admin_cmds: HashMap<u64, (usize, AdminCmd)>,
     pub acked_writes: u64,
+    /// Writes submitted over a write still in flight.
+    pub overlapping_writes: u64,
     pub failed_writes: u64,
     /// Per sender: blocks of Data sent in the open epoch, and per closed epoch until its
     /// BarrierAck arrives (what the transfer log must mark when the link goes).
@@ -398,6 +421,23 @@ pub struct World {
     pub actions: Option<Vec<u64>>,
     /// Per node: metadata writes that failed.
     pub meta_failures: [u64; 2],
+    /// Per node: data writes (and flushes) that failed.
+    pub data_failures: [u64; 2],
+    /// Per application write: its place in the order the engines committed writes (the
+    /// order its node submitted it to the disk). Overlapping writes land in this order.
+    commit: HashMap<u64, u64>,
+    next_commit: u64,
+    /// The same order per application request (trims included).
+    req_order: HashMap<ReqId, u64>,
+    /// Per sector: the commit order of the last trim submitted over it (trims all read back
+    /// as write 0, so their order is kept per sector).
+    trimmed: BTreeMap<u64, u64>,
+    /// Per node: the request ids of the peer's Data packets it received (protocol B acks).
+    received: [BTreeSet<u64>; 2],
+    /// The outcome of every finished application request, by id.
+    pub results: HashMap<ReqId, Result<(), IoError>>,
+    /// What each application request's sectors hold once it lands.
+    wids: HashMap<ReqId, u64>,
     /// Per node: how often it saw its peer's disk go away (below Inconsistent), and whether
     /// it sees one now.
     peer_disk_losses: [u64; 2],
@@ -463,8 +503,8 @@ impl World {
             protocol,
             faults: Faults::default(),
             drops: Vec::new(),
-            outstanding: HashMap::new(),
-            sectors: HashMap::new(),
+            outstanding: BTreeMap::new(),
+            sectors: BTreeMap::new(),
             next_req: 1,
             next_wid: 1,
             ack_seq: 0,
@@ -472,6 +512,7 @@ impl World {
             admin_results: Vec::new(),
             admin_cmds: HashMap::new(),
             acked_writes: 0,
+            overlapping_writes: 0,
             failed_writes: 0,
             recorded: None,
             neg_acked: Default::default(),
@@ -480,6 +521,14 @@ impl World {
             verify_found: [false; 2],
             actions: None,
             meta_failures: [0; 2],
+            data_failures: [0; 2],
+            commit: HashMap::new(),
+            next_commit: 0,
+            req_order: HashMap::new(),
+            trimmed: BTreeMap::new(),
+            received: [BTreeSet::new(), BTreeSet::new()],
+            results: HashMap::new(),
+            wids: HashMap::new(),
             peer_disk_losses: [0; 2],
             sees_peer_disk: [false; 2],
         };
@@ -548,6 +597,26 @@ impl World {
             }
             match a {
                 Action::SubmitDisk { id, op } => {
+                    if let Some(o) = self.outstanding.get(&id)
+                        && o.node == i
+                    {
+                        match &o.op {
+                            IoOp::Write { .. } if !self.commit.contains_key(&o.wid) => {
+                                self.next_commit += 1;
+                                self.commit.insert(o.wid, self.next_commit);
+                                self.req_order.insert(id, self.next_commit);
+                            }
+                            IoOp::Trim { offset, len, .. } if !self.req_order.contains_key(&id) => {
+                                self.next_commit += 1;
+                                self.req_order.insert(id, self.next_commit);
+                                let (a, l) = (*offset, u64::from(*len));
+                                for s in a / SECTOR..(a + l) / SECTOR {
+                                    self.trimmed.insert(s, self.next_commit);
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
                     let lat = self.rng.below(self.faults.disk_lat_max + 1);
                     let secondary = self.n[i].engine.role() != Role::Primary;
                     let bad = match (op.written_range(), self.faults.bad_range[i]) {
@@ -755,117 +824,265 @@ impl World {
             self.fail(format!("completion for unknown or completed {id:?}"));
         };
         assert_eq!(o.node, i);
+        self.results
+            .insert(id, result.as_ref().map(|_| ()).map_err(Clone::clone));
         match (&o.op, &result) {
-            (IoOp::Flush, Ok(_)) => {
-                let inflight: Vec<(u64, u64, u64)> = self
-                    .outstanding
-                    .values()
-                    .filter_map(|o| o.op.written_range().map(|(a, l)| (a, l, o.wid)))
-                    .collect();
-                for (s, st) in self.sectors.iter_mut() {
-                    if let Some(e) = st.exact
-                        && st.acked_at <= o.ack_seq
-                    {
-                        st.cands = BTreeSet::from([e]);
-                        for (a, l, wid) in &inflight {
-                            if *a <= s * SECTOR && s * SECTOR < a + l {
-                                st.cands.insert(*wid);
-                            }
-                        }
-                    }
-                }
+            (IoOp::Flush, Ok(_)) => self.flush_acked(i, &o, id),
+            (_, Ok(_)) if o.role != Role::Primary => {
+                self.fail(format!("{id:?} acknowledged, submitted on a {:?}", o.role))
             }
             (IoOp::Write { .. } | IoOp::Trim { .. }, Ok(_)) if !o.modelled => {
                 self.acked_writes += 1;
             }
-            (IoOp::Write { .. } | IoOp::Trim { .. }, Ok(_)) => {
-                let (offset, len) = o.op.written_range().expect("range");
-                self.acked_writes += 1;
-                self.ack_seq += 1;
-                let tagv = if matches!(o.op, IoOp::Write { .. }) {
-                    o.wid
+            (IoOp::Write { .. } | IoOp::Trim { .. }, Ok(_)) => self.write_acked(i, &o, id),
+            (_, Ok(_)) => {}
+            (_, Err(e)) => {
+                self.failed_writes += 1;
+                self.check_failure(i, &o, id, e);
+            }
+        }
+    }
+
+    /// A failed request is failed for a reason the world caused: a Secondary was written,
+    /// the disk was not UpToDate, or a disk or metadata error was injected while it was out.
+    fn check_failure(&self, i: usize, o: &Outstanding, id: ReqId, e: &IoError) {
+        let data_failed = self.data_failures[i] > o.data_failures;
+        let meta_failed = self.meta_failures[i] > o.meta_failures;
+        let disk_now = self.n[i].engine.disk_state();
+        let explained = match e {
+            IoError::NotPrimary => {
+                o.role != Role::Primary || self.n[i].engine.role() != Role::Primary
+            }
+            IoError::NoData => {
+                o.disk < DiskState::UpToDate
+                    || disk_now < DiskState::UpToDate
+                    || data_failed
+                    || meta_failed
+            }
+            IoError::Disk(_) => data_failed,
+            IoError::Meta => meta_failed || data_failed,
+        };
+        if !explained {
+            self.fail(format!(
+                "{id:?} ({:?}) failed with {e:?}; submitted as {:?}/{:?}, no fault injected since",
+                o.op.written_range(),
+                o.role,
+                o.disk
+            ));
+        }
+    }
+
+    /// The peer got `o` and still holds what it got: the write was sent while connected to
+    /// a peer disk, the peer did not refuse it, and neither the link nor the peer's disk went
+    /// away since.
+    fn peer_promised(&self, i: usize, o: &Outstanding, id: ReqId) -> bool {
+        o.replicated
+            && o.peer_disk_losses == self.peer_disk_losses[i]
+            // (A loss in the very batch of actions that completes it is not counted yet.)
+            && self.n[i].peer_has_disk()
+            && !self.neg_acked.contains(&id.0)
+            && self.up[i]
+            && self.n[i].status_peer().repl != ReplState::Off
+            && self.n[1 - i].engine.disk_state() >= DiskState::Inconsistent
+    }
+
+    /// The place of write `wid` in the commit order (0: the initial content or a trim).
+    fn order(&self, wid: u64) -> u64 {
+        if wid == 0 {
+            0
+        } else {
+            self.commit.get(&wid).copied().unwrap_or(u64::MAX)
+        }
+    }
+
+    /// Sector `s` of `data` holds write `wid` intact, or one committed after it.
+    fn holds_at_least(&self, data: &[u8], s: u64, wid: u64) -> bool {
+        let t = tag(data, s);
+        let at = (s * SECTOR) as usize;
+        let intact = data[at..at + SECTOR as usize] == payload(t, SECTOR)[..]
+            || (t == 0 && data[at..at + SECTOR as usize].iter().all(|b| *b == 0));
+        let later = if t == 0 {
+            self.trimmed.get(&s).is_some_and(|o| *o > self.order(wid))
+        } else {
+            self.order(t) > self.order(wid)
+        };
+        intact && (t == wid || later)
+    }
+
+    fn all_hold(&self, data: &[u8], offset: u64, len: u64, wid: u64) -> bool {
+        (offset / SECTOR..(offset + len) / SECTOR).all(|s| self.holds_at_least(data, s, wid))
+    }
+
+    /// What a write's acknowledgement promises, at the moment it happens: it is on the local
+    /// disk (durable if FUA); under protocol B the peer received it, under C the peer wrote it
+    /// (durably if FUA). The model records it as the sector's content unless a write
+    /// committed after it was acknowledged first.
+    fn write_acked(&mut self, i: usize, o: &Outstanding, id: ReqId) {
+        let (offset, len) = o.op.written_range().expect("range");
+        self.acked_writes += 1;
+        self.ack_seq += 1;
+        let wid = o.wid;
+        let fua = matches!(
+            o.op,
+            IoOp::Write { fua: true, .. } | IoOp::Trim { fua: true, .. }
+        );
+        let local_disk = self.n[i].engine.disk_state() == DiskState::UpToDate
+            && self.data_failures[i] == o.data_failures;
+        if local_disk && !self.all_hold(&self.n[i].visible, offset, len, wid) {
+            self.fail(format!("{id:?} acknowledged before the local write"));
+        }
+        if local_disk && fua && !self.all_hold(&self.n[i].durable, offset, len, wid) {
+            self.fail(format!(
+                "FUA {id:?} acknowledged before it was durable locally"
+            ));
+        }
+        let promised = self.peer_promised(i, o, id);
+        let peer = &self.n[1 - i];
+        match self.protocol {
+            Protocol::B if promised && !self.received[1 - i].contains(&id.0) => self.fail(format!(
+                "{id:?} acknowledged under protocol B before the peer received it"
+            )),
+            Protocol::C if promised && !self.all_hold(&peer.visible, offset, len, wid) => self
+                .fail(format!(
+                    "{id:?} acknowledged under protocol C but not on the peer's disk"
+                )),
+            Protocol::C if promised && fua && !self.all_hold(&peer.durable, offset, len, wid) => {
+                self.fail(format!(
+                    "FUA {id:?} acknowledged under protocol C but not durable on the peer"
+                ))
+            }
+            _ => {}
+        }
+        let replica = promised.then_some(self.peer_disk_losses[i]);
+        let mine = self.req_order.get(&id).copied().unwrap_or(0);
+        for s in offset / SECTOR..(offset + len) / SECTOR {
+            let newer = self.sectors.get(&s).and_then(|st| st.exact).map(|e| {
+                if e == 0 {
+                    0 // a trim: acknowledged, so committed before anything in flight over it
                 } else {
-                    0
-                };
-                for s in offset / SECTOR..(offset + len) / SECTOR {
-                    let st = self.sectors.entry(s).or_default();
-                    st.exact = Some(tagv);
-                    st.acked_at = self.ack_seq;
+                    self.order(e)
                 }
-                // What an acknowledgement promises, at the moment it happens.
-                let r = offset as usize..(offset + len) as usize;
-                let want = match &o.op {
-                    IoOp::Write { data, .. } => data.to_vec(),
-                    _ => vec![0; len as usize],
-                };
-                if self.n[i].visible[r.clone()] != want[..] {
-                    self.fail(format!("{id:?} acknowledged before the local write"));
-                }
-                if self.protocol == Protocol::C
-                    && o.replicated
-                    && o.peer_disk_losses == self.peer_disk_losses[i]
-                    && !self.neg_acked.contains(&id.0)
-                    && self.up[i]
-                    && self.n[i].status_peer().repl != ReplState::Off
-                    && self.n[1 - i].engine.disk_state() >= DiskState::Inconsistent
-                    && self.n[1 - i].visible[r] != want[..]
-                {
-                    self.fail(format!(
-                        "{id:?} acknowledged under protocol C but not on the peer's disk"
-                    ));
+            });
+            if newer.is_some_and(|e| e > mine) {
+                continue; // a write committed after this one was acknowledged first
+            }
+            let st = self.sectors.entry(s).or_default();
+            st.exact = Some(wid);
+            st.acked_at = self.ack_seq;
+            st.exact_from = Some(Origin { node: i, replica });
+        }
+    }
+
+    /// A FLUSH acknowledged: every write acknowledged before it was submitted is durable on
+    /// this node's disk, and under protocol C on the peer's too (the Barrier's flush). After a
+    /// crash, such a sector holds that write or one in flight.
+    fn flush_acked(&mut self, i: usize, o: &Outstanding, id: ReqId) {
+        let local_disk = self.n[i].engine.disk_state() == DiskState::UpToDate
+            && self.data_failures[i] == o.data_failures;
+        let peer_flushed = self.protocol == Protocol::C && self.peer_promised(i, o, id);
+        let covered: Vec<(u64, u64, Option<Origin>)> = self
+            .sectors
+            .iter()
+            .filter(|(_, st)| st.acked_at <= o.ack_seq)
+            .filter_map(|(s, st)| st.exact.map(|e| (*s, e, st.exact_from)))
+            .collect();
+        for (s, e, from) in covered {
+            let Some(Origin {
+                node: writer,
+                replica,
+            }) = from
+            else {
+                continue;
+            };
+            if writer != i {
+                continue;
+            }
+            if local_disk && !self.holds_at_least(&self.n[i].durable, s, e) {
+                self.fail(format!(
+                    "FLUSH {id:?} acknowledged but sector {s} (write {e}) is not durable locally \
+                     (it holds {}, reads {})",
+                    tag(&self.n[i].durable, s),
+                    tag(&self.n[i].visible, s)
+                ));
+            }
+            if peer_flushed
+                && replica == Some(self.peer_disk_losses[i])
+                && !self.holds_at_least(&self.n[1 - i].durable, s, e)
+            {
+                self.fail(format!(
+                    "FLUSH {id:?} acknowledged under protocol C but sector {s} (write {e}) is \
+                     not durable on the peer"
+                ));
+            }
+        }
+        let inflight: Vec<(u64, u64, u64)> = self
+            .outstanding
+            .values()
+            .filter_map(|o| o.op.written_range().map(|(a, l)| (a, l, o.wid)))
+            .collect();
+        for (s, st) in self.sectors.iter_mut() {
+            if let Some(e) = st.exact
+                && st.acked_at <= o.ack_seq
+            {
+                st.cands = BTreeSet::from([e]);
+                for (a, l, wid) in &inflight {
+                    if *a <= s * SECTOR && s * SECTOR < a + l {
+                        st.cands.insert(*wid);
+                    }
                 }
             }
-            (_, Ok(_)) => {}
-            (_, Err(_)) => self.failed_writes += 1,
         }
     }
 
     // ----- the application -----
 
-    /// Submits one random write (or trim, flush) on node `i`, at a range no outstanding write
-    /// overlaps. Returns false when none was free.
+    /// Submits one random write (or trim, flush) on node `i`. A write may overlap writes
+    /// of the same node still in flight (then the engine orders them); a trim overlaps
+    /// nothing in flight (it reads back as zeroes, which carry no order). Returns false when
+    /// no range was free.
     pub fn app_write(&mut self, i: usize) -> bool {
         let r = self.rng.below(100);
         if r < 6 {
-            let id = self.new_req();
-            self.outstanding.insert(
-                id,
-                Outstanding {
-                    node: i,
-                    op: IoOp::Flush,
-                    wid: 0,
-                    ack_seq: self.ack_seq,
-                    replicated: false,
-                    peer_disk_losses: self.peer_disk_losses[i],
-                    modelled: true,
-                },
-            );
-            self.handle(
-                i,
-                Input::Io {
-                    id,
-                    op: IoOp::Flush,
-                },
-            );
+            self.submit(i, IoOp::Flush, 0, true);
             return true;
         }
+        let trim = r < 10;
+        let overlap = !trim && self.rng.chance(300);
         let data_bytes = self.n[i].layout.data_bytes;
+        let mine: Vec<u64> = self
+            .outstanding
+            .values()
+            .filter(|o| o.node == i && matches!(o.op, IoOp::Write { .. }))
+            .filter_map(|o| o.op.written_range().map(|(a, _)| a))
+            .collect();
         for _ in 0..20 {
             let len = (1 + self.rng.below(24)) * SECTOR;
-            let offset = self.rng.below((data_bytes - len) / SECTOR) * SECTOR;
-            let busy = self
-                .outstanding
-                .values()
-                .any(|o| match o.op.written_range() {
-                    Some((a, l)) => a < offset + len && offset < a + l,
-                    None => false,
-                });
+            let max = (data_bytes - len) / SECTOR;
+            let offset = match mine.len() {
+                n if overlap && n > 0 => {
+                    // Next to a write in flight: a few sectors before or after its start.
+                    let near = mine[self.rng.below(n as u64) as usize] / SECTOR;
+                    (near + self.rng.below(16)).saturating_sub(8).min(max) * SECTOR
+                }
+                _ => self.rng.below(max) * SECTOR,
+            };
+            let busy = self.outstanding.values().any(|o| {
+                let hits =
+                    o.op.written_range()
+                        .is_some_and(|(a, l)| a < offset + len && offset < a + l);
+                hits && (trim || o.node != i || !matches!(o.op, IoOp::Write { .. }))
+            });
             if busy {
                 continue;
             }
+            let overlaps = self.outstanding.values().any(|o| {
+                o.op.written_range()
+                    .is_some_and(|(a, l)| a < offset + len && offset < a + l)
+            });
+            self.overlapping_writes += u64::from(overlaps);
             let wid = self.next_wid;
             self.next_wid += 1;
-            let op = if r < 10 {
+            let op = if trim {
                 IoOp::Trim {
                     offset,
                     len: len as u32,
@@ -878,48 +1095,91 @@ impl World {
                     fua: self.rng.chance(80),
                 }
             };
-            let t = if matches!(op, IoOp::Write { .. }) {
-                wid
-            } else {
-                0
-            };
+            // What the sectors hold once it lands: a trim reads back as zeroes.
+            let t = if trim { 0 } else { wid };
             let modelled = self.discarded_writer != Some(i);
-            for s in offset / SECTOR..(offset + len) / SECTOR {
-                if !modelled {
-                    break;
-                }
-                let st = self.sectors.entry(s).or_insert_with(|| Sector {
-                    exact: Some(0),
-                    acked_at: 0,
-                    cands: BTreeSet::from([0]),
-                });
-                st.cands.insert(t);
-            }
-            if let Some(rec) = &mut self.recorded
-                && modelled
-            {
-                for b in offset / BM_BLOCK_SIZE..(offset + len).div_ceil(BM_BLOCK_SIZE) {
-                    rec.insert(b);
-                }
-            }
-            let id = self.new_req();
-            self.outstanding.insert(
-                id,
-                Outstanding {
-                    node: i,
-                    op: op.clone(),
-                    // What the sectors hold once it lands: a trim reads back as zeroes.
-                    wid: t,
-                    ack_seq: 0,
-                    replicated: self.up[i] && self.n[i].connected() && self.n[i].peer_has_disk(),
-                    peer_disk_losses: self.peer_disk_losses[i],
-                    modelled,
-                },
-            );
-            self.handle(i, Input::Io { id, op });
+            self.submit(i, op, t, modelled);
             return true;
         }
         false
+    }
+
+    /// Submits application request `op` on node `i`; `wid` is what its sectors hold once it
+    /// lands. Returns its id.
+    pub fn submit(&mut self, i: usize, op: IoOp, wid: u64, modelled: bool) -> ReqId {
+        if let Some((offset, len)) = op.written_range()
+            && modelled
+        {
+            for s in offset / SECTOR..(offset + len) / SECTOR {
+                let st = self.sectors.entry(s).or_insert_with(|| Sector {
+                    exact: Some(0),
+                    cands: BTreeSet::from([0]),
+                    ..Sector::default()
+                });
+                st.cands.insert(wid);
+            }
+            if let Some(rec) = &mut self.recorded {
+                rec.extend(offset / BM_BLOCK_SIZE..(offset + len).div_ceil(BM_BLOCK_SIZE));
+            }
+        }
+        let id = self.new_req();
+        self.wids.insert(id, wid);
+        let node = &self.n[i];
+        let written = op.written_range().is_some();
+        self.outstanding.insert(
+            id,
+            Outstanding {
+                node: i,
+                op: op.clone(),
+                wid,
+                ack_seq: self.ack_seq,
+                replicated: written && self.up[i] && node.connected() && node.peer_has_disk(),
+                peer_disk_losses: self.peer_disk_losses[i],
+                modelled,
+                role: node.engine.role(),
+                disk: node.engine.disk_state(),
+                data_failures: self.data_failures[i],
+                meta_failures: self.meta_failures[i],
+            },
+        );
+        self.handle(i, Input::Io { id, op });
+        id
+    }
+
+    /// A write of `len` bytes at `offset` on node `i`, with a fresh write id as content.
+    pub fn write_at(&mut self, i: usize, offset: u64, len: u64, fua: bool) -> ReqId {
+        let wid = self.next_wid;
+        self.next_wid += 1;
+        let op = IoOp::Write {
+            offset,
+            data: payload(wid, len).into(),
+            fua,
+        };
+        self.submit(i, op, wid, true)
+    }
+
+    /// Node `i`'s data (what a read would see) holds write `id` in `[offset, offset+len)`.
+    pub fn holds(&self, i: usize, offset: u64, len: u64, id: ReqId, durable: bool) -> bool {
+        let Some(wid) = self.wid_of(id) else {
+            return false;
+        };
+        let n = &self.n[i];
+        let data = if durable { &n.durable } else { &n.visible };
+        (offset / SECTOR..(offset + len) / SECTOR).all(|s| tag(data, s) == wid)
+    }
+
+    /// Node `i` received the Data packet of request `id`.
+    pub fn received(&self, i: usize, id: ReqId) -> bool {
+        self.received[i].contains(&id.0)
+    }
+
+    /// Request `id` finished successfully.
+    pub fn acked(&self, id: ReqId) -> bool {
+        matches!(self.results.get(&id), Some(Ok(())))
+    }
+
+    fn wid_of(&self, id: ReqId) -> Option<u64> {
+        self.wids.get(&id).copied()
     }
 
     fn new_req(&mut self) -> ReqId {
@@ -1197,7 +1457,7 @@ impl World {
     pub fn step(&mut self) {
         let mut due: Vec<u8> = Vec::new();
         for i in [A, B] {
-            if self.n[i].alive && self.n[i].pending.iter().any(|p| p.at <= self.now) {
+            if self.n[i].alive && !self.ready_io(i).is_empty() {
                 due.push(i as u8);
             }
             let blocked = matches!(self.partition, Some((f, _)) if f == i || f == 2);
@@ -1234,9 +1494,7 @@ impl World {
         match ev {
             0 | 1 => {
                 let i = ev as usize;
-                let ready: Vec<usize> = (0..self.n[i].pending.len())
-                    .filter(|k| self.n[i].pending[*k].at <= self.now)
-                    .collect();
+                let ready = self.ready_io(i);
                 let k = ready[self.rng.below(ready.len() as u64) as usize];
                 let p = self.n[i].pending.swap_remove(k);
                 let (id, op) = match p.work {
@@ -1250,6 +1508,7 @@ impl World {
                     }
                 };
                 let result = if p.fail {
+                    self.data_failures[i] += 1;
                     Err(libc::EIO)
                 } else {
                     match &op {
@@ -1274,6 +1533,9 @@ impl World {
             2 | 3 => {
                 let i = (ev - 2) as usize;
                 let (_, packet) = self.net[i].pop_front().expect("packet");
+                if let Packet::Data { block_id, .. } = &packet {
+                    self.received[1 - i].insert(*block_id);
+                }
                 if let Packet::NegAck(a) = &packet {
                     // The peer failed this write (its disk error): the Primary completes it on
                     // local success and marks it out of sync, as DRBD does.
@@ -1313,6 +1575,16 @@ impl World {
         self.process_drops();
         self.check_roles();
         self.check_no_silent_divergence();
+    }
+
+    /// Node `i`'s disk work due now (data work waits while its disk is held).
+    fn ready_io(&self, i: usize) -> Vec<usize> {
+        let held = self.faults.hold_disk[i];
+        let n = &self.n[i];
+        (0..n.pending.len())
+            .filter(|k| n.pending[*k].at <= self.now)
+            .filter(|k| !(held && matches!(n.pending[*k].work, Work::Data { .. })))
+            .collect()
     }
 
     /// Never two Primaries while connected, from the global view: both nodes' roles and both

@@ -312,6 +312,9 @@ impl Engine {
         if c.st.conn() == ConnState::StandAlone && standalone {
             return; // already down and staying down
         }
+        if let Some(c) = self.peers.get_mut(&node) {
+            c.link_gen += 1;
+        }
         // Before `peer_down` completes the writes that waited for the peer: under
         // resource-and-stonith they must stay unacknowledged until the peer is fenced.
         let known = self.fence_link_lost(node);

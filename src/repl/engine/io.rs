@@ -15,7 +15,7 @@ impl Engine {
             // The driver's ids are unique; a reused one would corrupt the table.
             return self.log(format!("BUG: request id {} reused; refused", id.0));
         }
-        self.reqs.insert(id, Origin::App, op, Event::Freeze);
+        self.reqs.insert(id, Origin::App, op, Event::Freeze, None);
         self.admit(id);
     }
 
@@ -102,6 +102,7 @@ impl Engine {
     /// activity-log transaction `al_seq`); it goes to the disk when the table allows.
     pub(super) fn queue_internal(&mut self, origin: Origin, op: IoOp, al_seq: u64) -> ReqId {
         let id = self.internal_id();
+        let link = self.link_of(&origin);
         self.reqs.insert(
             id,
             origin,
@@ -110,6 +111,7 @@ impl Engine {
                 meta_gen: 0,
                 al_seq,
             },
+            link,
         );
         self.release();
         id
@@ -118,6 +120,7 @@ impl Engine {
     /// Submits an internal op at once (a flush: it has no range to wait for).
     pub(super) fn submit_internal(&mut self, origin: Origin, op: IoOp) -> ReqId {
         let id = self.internal_id();
+        let link = self.link_of(&origin);
         self.reqs.insert(
             id,
             origin,
@@ -126,9 +129,22 @@ impl Engine {
                 meta_gen: 0,
                 al_seq: 0,
             },
+            link,
         );
         self.submit(id);
         id
+    }
+
+    /// The peer a request works for and its current link generation.
+    fn link_of(&self, origin: &Origin) -> Option<(NodeId, u64)> {
+        let node = origin.peer()?;
+        Some((node, self.peers.get(&node)?.link_gen))
+    }
+
+    /// The link a request was made for is gone (or it was made for none).
+    pub(super) fn link_gone(&self, r: &Request) -> bool {
+        r.link
+            .is_some_and(|(node, at)| self.peers.get(&node).is_none_or(|p| p.link_gen != at))
     }
 
     pub(super) fn internal_id(&mut self) -> ReqId {
@@ -270,6 +286,7 @@ impl Engine {
 
     /// A request has everything it waited for: answer whoever asked.
     pub(super) fn finished(&mut self, r: Request) {
+        let gone = self.link_gone(&r);
         let local = r.local.unwrap_or(Err(IoError::NoData));
         match r.origin {
             Origin::App => {
@@ -289,6 +306,8 @@ impl Engine {
                 }
             }
             Origin::AlFlush { seq } => self.al_flush_done(seq, &local),
+            // Done for a link that went since: whoever asked is gone (see `Request::link`).
+            _ if gone => {}
             origin => {
                 let raw = local.map_err(|e| match e {
                     IoError::Disk(errno) => errno,

@@ -112,8 +112,10 @@ impl Engine {
             let Some(r) = self.reqs.take_unsubmitted(id) else {
                 continue;
             };
+            let gone = self.link_gone(&r);
             match r.origin {
                 Origin::App => self.answer(id, Err(IoError::Meta)),
+                Origin::PeerWrite { .. } if gone => {}
                 // The peer gets its NegAck and the epoch's count goes on.
                 origin @ Origin::PeerWrite { .. } => self.peer_disk_done(origin, Err(libc::EIO)),
                 _ => {}

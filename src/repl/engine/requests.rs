@@ -62,6 +62,24 @@ pub(super) enum Origin {
 }
 
 impl Origin {
+    /// The peer this request works for (its answer goes to that peer, or its result feeds
+    /// the resync or verify with it).
+    pub fn peer(&self) -> Option<NodeId> {
+        match self {
+            Origin::PeerWrite { node, .. } | Origin::PeerFlush { node, .. } => Some(*node),
+            Origin::Resync(
+                ResyncOp::Read { node, .. }
+                | ResyncOp::CsumRead { node, .. }
+                | ResyncOp::Write { node, .. }
+                | ResyncOp::Flush { node },
+            ) => Some(*node),
+            Origin::Verify(
+                VerifyOp::TargetRead { node, .. } | VerifyOp::SourceRead { node, .. },
+            ) => Some(*node),
+            Origin::App | Origin::AlFlush { .. } => None,
+        }
+    }
+
     /// An answer to `node` is due when it finishes (a write, flush, resync or verify read it
     /// asked for): DRBD's `unacked`.
     pub fn serves(&self, node: NodeId) -> bool {
@@ -123,6 +141,10 @@ pub(super) struct Request {
     pub local: Option<IoResult>,
     /// A peer has the data (acknowledged, not NegAck'ed).
     pub peer_ok: bool,
+    /// For a request done for a peer: that peer and its link generation at the time. Once
+    /// the link went, the answer has nobody to go to, and its effects on the resync (bits
+    /// cleared, progress) would land in a later connection's resync, which does not own it.
+    pub link: Option<(NodeId, u64)>,
 }
 
 impl Request {
@@ -184,7 +206,14 @@ pub(super) struct Requests {
 
 impl Requests {
     /// Adds a request in `state` (Frozen, Suspended or Queued).
-    pub fn insert(&mut self, id: ReqId, origin: Origin, op: IoOp, ev: Event) {
+    pub fn insert(
+        &mut self,
+        id: ReqId,
+        origin: Origin,
+        op: IoOp,
+        ev: Event,
+        link: Option<(NodeId, u64)>,
+    ) {
         debug_assert!(!self.reqs.contains_key(&id), "request ids are unique");
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -198,6 +227,7 @@ impl Requests {
             owed: Vec::new(),
             local: None,
             peer_ok: false,
+            link,
         };
         self.reqs.insert(id, r);
         self.waiting.insert(seq, id);
@@ -448,9 +478,9 @@ mod tests {
     #[test]
     fn overlapping_writes_go_in_arrival_order_and_others_do_not_wait() {
         let mut t = Requests::default();
-        t.insert(ReqId(1), Origin::App, write(0, 8192), queue());
-        t.insert(ReqId(2), Origin::App, write(4096, 4096), queue());
-        t.insert(ReqId(3), Origin::App, write(1 << 20, 4096), queue());
+        t.insert(ReqId(1), Origin::App, write(0, 8192), queue(), None);
+        t.insert(ReqId(2), Origin::App, write(4096, 4096), queue(), None);
+        t.insert(ReqId(3), Origin::App, write(1 << 20, 4096), queue(), None);
         assert_eq!(t.releasable(0, 0), [ReqId(1), ReqId(3)]);
         for id in [ReqId(1), ReqId(3)] {
             t.modify(id, Event::Submit { now: Time(0) });
@@ -463,7 +493,7 @@ mod tests {
     #[test]
     fn a_request_finishes_when_the_disk_and_every_peer_answered() {
         let mut t = Requests::default();
-        t.insert(ReqId(1), Origin::App, write(0, 4096), queue());
+        t.insert(ReqId(1), Origin::App, write(0, 4096), queue(), None);
         t.modify(ReqId(1), Event::Submit { now: Time(0) });
         t.modify(
             ReqId(1),
@@ -499,7 +529,7 @@ mod tests {
     #[test]
     fn a_freeze_holds_answers_until_released() {
         let mut t = Requests::default();
-        t.insert(ReqId(1), Origin::App, write(0, 4096), queue());
+        t.insert(ReqId(1), Origin::App, write(0, 4096), queue(), None);
         t.modify(ReqId(1), Event::Submit { now: Time(0) });
         t.hold_answers(true);
         assert!(t.modify(ReqId(1), Event::LocalDone(Ok(None))).is_none());
@@ -512,7 +542,7 @@ mod tests {
     #[test]
     fn a_lost_peer_owes_nothing() {
         let mut t = Requests::default();
-        t.insert(ReqId(1), Origin::App, IoOp::Flush, queue());
+        t.insert(ReqId(1), Origin::App, IoOp::Flush, queue(), None);
         t.modify(ReqId(1), Event::Submit { now: Time(0) });
         t.modify(
             ReqId(1),
