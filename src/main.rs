@@ -43,6 +43,16 @@ struct Args {
     )]
     metrics_listen: Option<std::net::SocketAddr>,
 
+    /// NBD clients one resource serves at once; one more is refused (the client is told
+    /// why, and the daemon logs it). Each client holds buffers for its requests in flight.
+    #[arg(
+        long = "nbd-max-clients",
+        env = "UDRBD_NBD_MAX_CLIENTS",
+        default_value_t = 1000,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    nbd_max_clients: u32,
+
     /// Threads serving the network side (NBD, control socket). Disk I/O has its own threads.
     #[arg(
         long = "worker-threads",
@@ -125,7 +135,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let ctl_path = args.run_dir.join("ctl.sock");
     let ctl = udrbd::ctl::server::bind(&ctl_path)
         .with_context(|| format!("cannot listen on {}", ctl_path.display()))?;
-    let nbd = udrbd::daemon::nbd::start(&daemon, &args.run_dir)
+    let nbd = udrbd::daemon::nbd::start(&daemon, &args.run_dir, args.nbd_max_clients)
         .await
         .context("cannot start the NBD server")?;
     tracing::info!(

@@ -363,6 +363,63 @@ fn auto_promote_on_open_and_demote_when_the_last_client_leaves() {
     assert_eq!(n.adm(&["role", "r0"]).ok().stdout, "Secondary\n");
 }
 
+/// `--nbd-max-clients`: an export serves that many clients at once; one more is refused with
+/// a message saying why (and logged), and a slot that frees up is usable again.
+#[test]
+fn an_export_refuses_clients_beyond_its_limit_with_a_reason() {
+    let dir = scratch();
+    let config = config(dir.path(), "");
+    let mut n = Node::new(dir.path(), "alpha", &config);
+    n.daemon_args = vec!["--nbd-max-clients".into(), "2".into()];
+    n.adm(&["create-md", "r0"]).ok();
+    n.start();
+    n.adm(&["up", "r0"]).ok();
+    n.adm(&["primary", "--force", "r0"]).ok();
+    let uri = n.nbd_uri("r0");
+    let mut holders = vec![holder(&uri), holder(&uri)];
+    // libnbd prints the server's message for a refused GO only in its debug output.
+    let debug = [("LIBNBD_DEBUG", "1")];
+    let open_once = [
+        "-c",
+        "import nbd,sys\nnbd.NBD().connect_uri(sys.argv[1])",
+        &uri,
+    ];
+    let o = tool_env("/usr/bin/python3", &open_once, &debug);
+    assert!(!o.status.success(), "a third client was served");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("already serves 2 NBD clients") && err.contains("--nbd-max-clients"),
+        "{err}"
+    );
+    assert!(
+        n.log_text()
+            .contains("NBD client refused: 2 clients hold it open"),
+        "{}",
+        n.log_text()
+    );
+    let mut first = holders.remove(0);
+    drop(first.stdin.take());
+    let _ = first.kill();
+    let _ = first.wait();
+    let t0 = Instant::now();
+    loop {
+        let o = tool("/usr/bin/python3", &open_once);
+        if o.status.success() {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the freed slot was not reused"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for mut h in holders {
+        drop(h.stdin.take());
+        let _ = h.kill();
+        let _ = h.wait();
+    }
+}
+
 #[test]
 fn without_auto_promote_go_on_a_secondary_is_refused_with_a_hint() {
     let dir = scratch();

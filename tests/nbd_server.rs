@@ -852,6 +852,37 @@ fn garbage_handshakes_cost_only_their_connection() {
     h.wait_idle();
 }
 
+/// `max_connections`: one connection beyond the limit is closed before the greeting; once a
+/// connection ends, a new one is served again.
+#[test]
+fn connections_beyond_the_limit_are_closed_at_once() {
+    let h = Harness::start(ServerConfig {
+        max_connections: 2,
+        ..ServerConfig::default()
+    });
+    let first = handshake(&h.sock);
+    let second = handshake(&h.sock);
+    let mut third = UnixStream::connect(&h.sock).unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut sink = Vec::new();
+    third.read_to_end(&mut sink).unwrap();
+    assert!(sink.is_empty(), "the third connection got a greeting");
+    drop(first);
+    let t = Instant::now();
+    while h.server.connections() > 1 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the first never closed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let again = handshake(&h.sock);
+    drop((second, again));
+    h.wait_idle();
+}
+
 #[test]
 fn vanishing_client_with_reads_in_flight() {
     let h = Harness::start(ServerConfig::default());

@@ -432,13 +432,16 @@ async fn close_sends_disconnect_after_queued_data() {
     for i in 0..10 {
         a.send(0, &data(i)).await.unwrap();
     }
-    a.close().await;
+    // The receiver reads while the sender closes (its read-ahead holds fewer frames than
+    // were sent: the rest waits in the socket until read).
+    let closing = tokio::spawn(a.close());
     for i in 0..10 {
         assert_eq!(recv(&mut b).await.packet, data(i));
     }
     assert_eq!(recv(&mut b).await.packet, Packet::Disconnect);
     let e = timeout(UP, b.recv()).await.unwrap().unwrap_err();
     assert!(matches!(e, LinkError::PeerClosed), "{e}");
+    closing.await.unwrap();
 }
 
 #[tokio::test]
@@ -510,6 +513,44 @@ async fn control_frames_overtake_blocked_bulk_data() {
     }
     bulk.await.unwrap();
     drop(a);
+}
+
+/// `max-buffers`: a receiver that pauses its data stream gets control frames only, its peer's
+/// writers are held back once the read-ahead and the socket buffers are full, and after the
+/// pause everything arrives, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_data_stream_pushes_back_while_control_flows() {
+    const N: u64 = 400;
+    let big = |i: u64| Packet::Data {
+        sector: Sector(i * 128),
+        block_id: i,
+        seq: i as u32,
+        flags: DataFlags::empty(),
+        size: 64 * 1024,
+        digest: Bytes::new(),
+        data: Bytes::from(vec![i as u8; 64 * 1024]),
+    };
+    let (a, mut b) = pair(cfg(1, 0), cfg(0, 1)).await;
+    b.set_data_paused(true);
+    let tx = a.sender();
+    let bulk = tokio::spawn(async move {
+        for i in 0..N {
+            tx.send(0, &big(i)).await.unwrap();
+        }
+    });
+    a.send(0, &ack(9)).await.unwrap();
+    // Only the control frame comes through while paused.
+    assert_eq!(recv(&mut b).await.packet, ack(9));
+    assert!(
+        timeout(Duration::from_millis(300), b.recv()).await.is_err(),
+        "a data frame arrived while paused"
+    );
+    assert!(!bulk.is_finished(), "25 MiB went out to a paused receiver");
+    b.set_data_paused(false);
+    for i in 0..N {
+        assert!(recv(&mut b).await.packet == big(i), "bulk frame {i}");
+    }
+    bulk.await.unwrap();
 }
 
 /// The peer process of [`a_sigstopped_peer_process_is_detected`]: the test binary runs itself

@@ -22,8 +22,13 @@ pub struct NbdFront {
 }
 
 /// Starts the NBD server on `run_dir/nbd.sock` and tells `daemon` about it (for `nbd-listen`).
-pub async fn start(daemon: &Arc<Daemon>, run_dir: &Path) -> std::io::Result<Arc<NbdFront>> {
-    let backend = Arc::new(DaemonBackend::new(daemon.clone()));
+/// An export takes at most `max_clients` clients at once (`--nbd-max-clients`).
+pub async fn start(
+    daemon: &Arc<Daemon>,
+    run_dir: &Path,
+    max_clients: u32,
+) -> std::io::Result<Arc<NbdFront>> {
+    let backend = Arc::new(DaemonBackend::new(daemon.clone(), max_clients));
     let server = NbdServer::new(backend, ServerConfig::default());
     let unix = run_dir.join("nbd.sock");
     server.serve_unix(bind_unix(&unix)?);

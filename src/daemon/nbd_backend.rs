@@ -32,11 +32,16 @@ const FLAGS: u16 = FLAG_SEND_FLUSH
 #[derive(Debug, Clone)]
 pub struct DaemonBackend {
     daemon: Arc<Daemon>,
+    /// Clients one export serves at once (`--nbd-max-clients`).
+    max_clients: u32,
 }
 
 impl DaemonBackend {
-    pub fn new(daemon: Arc<Daemon>) -> Self {
-        DaemonBackend { daemon }
+    pub fn new(daemon: Arc<Daemon>, max_clients: u32) -> Self {
+        DaemonBackend {
+            daemon,
+            max_clients,
+        }
     }
 
     /// The driver for an export name; "" (the default export) is the only resource, if there is
@@ -101,6 +106,21 @@ impl NbdBackend for DaemonBackend {
             Err(e) => return done(Err(e)),
         };
         let res = d.spec().name.clone();
+        let open = d.open_count();
+        if open >= self.max_clients {
+            tracing::warn!(
+                "{res}: NBD client refused: {open} clients hold it open, the limit \
+                 (--nbd-max-clients {})",
+                self.max_clients
+            );
+            return done(Err(GoRefusal::new(
+                RepError::Policy,
+                format!(
+                    "resource {res} already serves {open} NBD clients, its limit; close some \
+                     or start the daemon with a higher --nbd-max-clients"
+                ),
+            )));
+        }
         let driver = d.clone();
         d.open_waiting(move |r| match r {
             Ok(()) => {
@@ -154,6 +174,10 @@ impl ExportIo for Handle {
         if !ops.is_empty() {
             self.driver.submit_batch(ops);
         }
+    }
+
+    fn write_room(&self) -> Option<crate::nbd::server::RoomWait> {
+        self.driver.write_room()
     }
 }
 

@@ -160,6 +160,9 @@ async fn peer_loop(
     };
     let name = d.spec.name.clone();
     let me = NodeId(d.spec.node_id);
+    let Some(mut paused) = d.lock().receive_paused.get(&node).map(|t| t.subscribe()) else {
+        return;
+    };
     drop(d);
     let standalone = |why: String| {
         tracing::error!("{name}: peer {}: {why}; connection:StandAlone", peer.name);
@@ -226,6 +229,7 @@ async fn peer_loop(
             protocol: peer.net.protocol,
         });
         drop(d);
+        link.set_data_paused(*paused.borrow_and_update());
         let ended = loop {
             tokio::select! {
                 f = link.recv() => match f {
@@ -234,6 +238,10 @@ async fn peer_loop(
                         None => return,
                     },
                     Err(e) => break Ended::Failed(e),
+                },
+                r = paused.changed() => match r {
+                    Ok(()) => link.set_data_paused(*paused.borrow_and_update()),
+                    Err(_) => return, // the driver is gone
                 },
                 c = cmd.recv() => break match c {
                     Some(LinkCmd::Drop { standalone }) => Ended::Dropped { standalone },

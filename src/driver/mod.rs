@@ -110,6 +110,9 @@ struct Inner {
     deadline: tokio::sync::watch::Sender<Option<Time>>,
     timer: Option<tokio::task::JoinHandle<()>>,
     events: Publisher,
+    /// Per configured peer: reading its data stream is paused (`max-buffers`, the engine's
+    /// [`Action::ReceiveData`]); each link of that peer follows it.
+    receive_paused: HashMap<NodeId, tokio::sync::watch::Sender<bool>>,
 }
 
 /// Where state changes go for `drbdsetup events2` (the daemon's event bus).
@@ -212,6 +215,7 @@ impl Driver {
                         .as_deref()
                         .and_then(DigestAlg::from_name),
                     fencing: p.net.fencing,
+                    max_buffers: p.net.max_buffers,
                     ..PeerInfo::new(p.name.clone(), NodeId(p.node_id))
                 })
                 .collect(),
@@ -225,6 +229,11 @@ impl Driver {
             spec: spec.clone(),
             tx: events,
         };
+        let receive_paused = spec
+            .peers
+            .iter()
+            .map(|p| (NodeId(p.node_id), tokio::sync::watch::Sender::new(false)))
+            .collect();
         Arc::new_cyclic(|me| Driver {
             handlers,
             // Handlers run as tokio tasks; completions that trigger them come from disk threads.
@@ -244,6 +253,7 @@ impl Driver {
                 deadline: tokio::sync::watch::Sender::new(None),
                 timer: None,
                 events: publisher,
+                receive_paused,
             }),
             batch_key: NEXT_BATCH_KEY.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             origin: std::time::Instant::now(),
@@ -374,6 +384,29 @@ impl Driver {
             take_actions(&mut g)
         };
         self.exec(actions);
+    }
+
+    /// `None` if every peer link has room for more replicated data, or a future that waits
+    /// until they all have: an application write waits there before its payload is taken in,
+    /// so a slow peer bounds what queues for it (see `net::outbox`).
+    pub fn write_room(
+        &self,
+    ) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'static>>> {
+        let full: Vec<crate::net::LinkSender> = self
+            .lock()
+            .senders
+            .values()
+            .filter(|s| !s.tx.has_room())
+            .map(|s| s.tx.clone())
+            .collect();
+        if full.is_empty() {
+            return None;
+        }
+        Some(Box::pin(async move {
+            for tx in full {
+                tx.wait_room().await;
+            }
+        }))
     }
 
     /// Allocation status from the backing device (NBD `base:allocation`).
@@ -705,6 +738,11 @@ fn take_actions(g: &mut Inner) -> Vec<Exec> {
             }
             Action::ReleaseDisk => out.push(Exec::ReleaseDisk(g.disk.take(), g.meta.take())),
             Action::DropLink { node, standalone } => out.push(Exec::DropLink(node, standalone)),
+            Action::ReceiveData { node, paused } => {
+                if let Some(tx) = g.receive_paused.get(&node) {
+                    tx.send_replace(paused);
+                }
+            }
             // Written (or queued) under the lock: the order the engine emitted is the order on
             // the wire. Written here rather than by a writer task, so a replicated write leaves
             // before this thread goes on to submit the local disk write (see `net::outbox`).

@@ -24,7 +24,9 @@ mod listen;
 mod transmit;
 mod writer;
 
-pub use backend::{ExportIo, IoCmd, IoDone, IoError, IoReply, NbdBackend, OpenDone, OpenExport};
+pub use backend::{
+    ExportIo, IoCmd, IoDone, IoError, IoReply, NbdBackend, OpenDone, OpenExport, RoomWait,
+};
 pub use listen::bind_unix;
 
 use crate::nbd::proto::DEFAULT_MAX_OPTION_LEN;
@@ -54,6 +56,10 @@ pub struct ServerConfig {
     /// A reply (at most one maximum-size READ, 32 MiB) not written within this long drops the
     /// connection: the client stopped reading (default 60 s).
     pub write_timeout: Duration,
+    /// Connections open at once, haggling or transmitting (default 4096); one more is closed
+    /// at once, with a warning in the log. Each costs a task and its buffers, so this bounds
+    /// the memory clients can make the server use.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -64,6 +70,7 @@ impl Default for ServerConfig {
             max_option_len: DEFAULT_MAX_OPTION_LEN,
             handshake_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(60),
+            max_connections: 4096,
         }
     }
 }
@@ -161,6 +168,15 @@ impl NbdServer {
         let rx = self.shared.state.subscribe();
         if *rx.borrow() != RunState::Running {
             tracing::info!("NBD server shutting down; refusing a new connection");
+            return;
+        }
+        let (open, max) = (self.connections(), self.shared.config.max_connections);
+        if open >= max {
+            let peer = peer.into();
+            tracing::warn!(
+                %peer,
+                "NBD connection refused: {open} connections are open, the server's limit"
+            );
             return;
         }
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);

@@ -138,6 +138,18 @@ impl LinkSender {
         bad.map_or(Ok(()), Err)
     }
 
+    /// The data stream has room for more: fewer than [`super::outbox`]'s high-water mark of
+    /// bytes are queued for the peer (or the link failed, which the next send reports).
+    pub fn has_room(&self) -> bool {
+        self.data.has_room()
+    }
+
+    /// Waits until [`LinkSender::has_room`]. Writers wait here before taking in more data to
+    /// replicate, so a slow peer pushes back on them instead of growing the queue.
+    pub async fn wait_room(&self) {
+        self.data.wait_room().await
+    }
+
     /// Takes `packet`'s place in its stream now, for [`Reservation::fill`] to encode and send
     /// later, outside whatever lock fixed the order (the driver's, for a large write).
     pub fn reserve(&self, packet: &Packet) -> Reservation {
@@ -236,6 +248,8 @@ pub struct Link {
     control_rx: mpsc::Receiver<Frame>,
     data_open: bool,
     control_open: bool,
+    /// [`Link::set_data_paused`].
+    data_paused: bool,
     closing: watch::Sender<bool>,
     /// The supervisor; dropping the set aborts it, and with it every task of the link.
     supervisor: JoinSet<()>,
@@ -312,6 +326,7 @@ impl Link {
             control_rx,
             data_open: true,
             control_open: true,
+            data_paused: false,
             closing,
             supervisor,
         }
@@ -346,6 +361,13 @@ impl Link {
         self.sender.clone()
     }
 
+    /// While paused, [`Link::recv`] returns control-stream frames only: the data stream's
+    /// frames stay in the socket, and once the link's small read-ahead is full the peer's TCP
+    /// window closes (`max-buffers`). Pings and acks go on.
+    pub fn set_data_paused(&mut self, paused: bool) {
+        self.data_paused = paused;
+    }
+
     /// The next received frame, control stream first when both have one. After a failure,
     /// returns what was received before it, then the error (every call after that returns it
     /// again). Cancellation-safe.
@@ -357,7 +379,9 @@ impl Link {
                     Some(f) => return Ok(f),
                     None => self.control_open = false,
                 },
-                f = self.data_rx.recv(), if self.data_open => match f {
+                // Once the control stream is gone the link is ending: what the data stream
+                // still has (a Disconnect) is delivered, paused or not.
+                f = self.data_rx.recv(), if self.data_open && (!self.data_paused || !self.control_open) => match f {
                     Some(f) => return Ok(f),
                     None => self.data_open = false,
                 },

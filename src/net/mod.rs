@@ -96,6 +96,10 @@ pub fn stream_for(ty: PacketType) -> Stream {
     }
 }
 
+/// Data-stream frames read ahead of the engine: a write is at most 1 MiB, so this bounds
+/// what a link buffers beyond `max-buffers` while the engine has the data stream paused.
+const DATA_QUEUE: usize = 8;
+
 /// What a link needs to know. [`LinkConfig::from_net_options`] builds it from the resource's
 /// `net` section; tests set the durations directly.
 #[derive(Clone, Debug)]
@@ -155,7 +159,7 @@ impl LinkConfig {
                 net.cram_hmac_alg.as_deref(),
                 net.shared_secret.as_deref(),
             )?,
-            data_queue: 256,
+            data_queue: DATA_QUEUE,
             control_queue: 8192,
         };
         cfg.check()?;
@@ -176,7 +180,7 @@ impl LinkConfig {
             timeout: Duration::from_secs(6),
             ko_count: 7,
             auth: None,
-            data_queue: 256,
+            data_queue: DATA_QUEUE,
             control_queue: 8192,
         }
     }

@@ -30,6 +30,12 @@ use tokio::sync::{Notify, watch};
 
 /// Queued bytes above which [`Outbox::wait_room`] waits.
 pub(crate) const HIGH_WATER: usize = 8 << 20;
+/// Queued bytes beyond which the stream fails: the peer stopped reading while senders that
+/// cannot wait (answers to the peer's own requests, sent under the driver's lock) went on.
+/// Writers wait at [`HIGH_WATER`] and the peer's requests are bounded by `max-buffers` on
+/// both sides, so only a peer that stops reading for good gets here; ko-count would drop it
+/// too, this only makes sure memory does not grow until then.
+pub(crate) const HARD_LIMIT: usize = 8 * HIGH_WATER;
 /// Frames handed to one vectored write.
 const MAX_IOV: usize = 64;
 /// Bytes the drain task gathers before it writes.
@@ -80,9 +86,14 @@ struct State {
     /// Bytes of the first entry already written (by a fast path that wrote part of it).
     head_written: usize,
     next_ticket: u64,
+    /// Bytes queued, including those the drain task took and has not written yet.
     queued_bytes: usize,
+    /// Of those, the bytes of the batch the drain task is writing (counted until it is done).
+    writing_bytes: usize,
     /// The drain task took frames and is writing them.
     busy: bool,
+    /// [`HARD_LIMIT`] was exceeded: the stream failed for that reason.
+    overflowed: bool,
     /// Set on the first write error, or once the stream is shut down; pushes fail from then on.
     failed: Option<io::ErrorKind>,
 }
@@ -138,6 +149,7 @@ impl Outbox {
             // Everything was written.
             return Ok(());
         }
+        self.check_limit(&mut st)?;
         drop(st);
         self.more.notify_one();
         Ok(())
@@ -193,6 +205,7 @@ impl Outbox {
             Some(Fill::Later { encode, size_hint }) => {
                 st.queued_bytes += size_hint;
                 st.entries[idx] = Entry::Deferred { encode, size_hint };
+                self.check_limit(&mut st)?;
             }
             Some(Fill::Now(frame)) => {
                 let written =
@@ -205,6 +218,7 @@ impl Outbox {
                     }
                     st.queued_bytes += frame.len() - written;
                     st.entries[idx] = Entry::Ready(frame);
+                    self.check_limit(&mut st)?;
                 }
             }
         }
@@ -212,6 +226,23 @@ impl Outbox {
         // Frames queued behind this place may be writable now.
         self.more.notify_one();
         Ok(())
+    }
+
+    /// Fails the stream once more than [`HARD_LIMIT`] bytes are queued (see there). The
+    /// socket is shut down so that a drain task stuck writing to the silent peer ends too.
+    fn check_limit(&self, st: &mut State) -> io::Result<()> {
+        if st.queued_bytes <= HARD_LIMIT {
+            return Ok(());
+        }
+        if !st.overflowed {
+            st.overflowed = true;
+            st.failed = Some(io::ErrorKind::OutOfMemory);
+            tracing::error!("{}; dropping the link", overflow_error());
+            // SAFETY: as in `shutdown_write`.
+            unsafe { libc::shutdown(self.sock.as_ref().as_raw_fd(), libc::SHUT_RDWR) };
+            self.more.notify_one();
+        }
+        Err(overflow_error())
     }
 
     /// The fast path, taken only for frames that are next on the wire (`at_head`) while the
@@ -265,16 +296,21 @@ impl Outbox {
         Ok(written)
     }
 
-    /// Waits until fewer than [`HIGH_WATER`] bytes are queued (or the stream failed, which the
-    /// following push reports).
+    /// Fewer than [`HIGH_WATER`] bytes are queued, or the stream failed (which the next push
+    /// reports).
+    pub(crate) fn has_room(&self) -> bool {
+        let st = self.lock();
+        st.queued_bytes < HIGH_WATER || st.failed.is_some()
+    }
+
+    /// Waits until [`Outbox::has_room`].
     pub(crate) async fn wait_room(&self) {
         loop {
             let room = self.room.notified();
             tokio::pin!(room);
             room.as_mut().enable();
             {
-                let st = self.lock();
-                if st.queued_bytes < HIGH_WATER || st.failed.is_some() {
+                if self.has_room() {
                     return;
                 }
             }
@@ -296,6 +332,9 @@ impl Outbox {
             let closing_now = *closing.borrow_and_update();
             let work = {
                 let mut st = self.lock();
+                if st.overflowed {
+                    return Err(overflow_error());
+                }
                 if let Some(kind) = st.failed {
                     return Err(io::Error::from(kind));
                 }
@@ -317,7 +356,9 @@ impl Outbox {
                     };
                 }
                 debug_assert!(counted <= st.queued_bytes, "outbox byte count");
-                st.queued_bytes = st.queued_bytes.saturating_sub(counted);
+                // Still queued until written: a peer that stops reading stalls the batch, and
+                // what it holds must keep counting toward `HIGH_WATER` and `HARD_LIMIT`.
+                st.writing_bytes = counted;
                 st.busy = !batch.is_empty();
                 if batch.is_empty() && closing_now && st.entries.is_empty() {
                     // Decided under the lock that saw the queue empty, so no push can slip in
@@ -330,14 +371,27 @@ impl Outbox {
                 (!batch.is_empty()).then(|| (batch, std::mem::take(&mut st.head_written)))
             };
             let Some((batch, head_written)) = work else {
+                self.room.notify_waiters();
                 tokio::select! {
                     () = self.more.notified() => {}
                     _ = closing.changed() => {}
                 }
                 continue;
             };
+            if let Err(e) = self.write_batch(batch, head_written).await {
+                return Err(if self.lock().overflowed {
+                    overflow_error()
+                } else {
+                    e
+                });
+            }
+            {
+                // The batch is out: its bytes no longer count.
+                let mut st = self.lock();
+                st.queued_bytes = st.queued_bytes.saturating_sub(st.writing_bytes);
+                st.writing_bytes = 0;
+            }
             self.room.notify_waiters();
-            self.write_batch(batch, head_written).await?;
         }
     }
 
@@ -422,6 +476,13 @@ impl Outbox {
     }
 }
 
+fn overflow_error() -> io::Error {
+    io::Error::other(format!(
+        "the peer stopped reading: more than {} MiB queued for it",
+        HARD_LIMIT >> 20
+    ))
+}
+
 /// Adds the parts of `frame` from byte `from` on to `out` (empty parts left out).
 fn unwritten<'a>(frame: &'a SplitFrame, from: usize, out: &mut Vec<IoSlice<'a>>) {
     let head = frame.head.len();
@@ -454,6 +515,7 @@ impl Drop for DrainEnded<'_> {
             st.failed.get_or_insert(io::ErrorKind::BrokenPipe);
             st.entries.clear();
             st.queued_bytes = 0;
+            st.writing_bytes = 0;
         }
         ob.room.notify_waiters();
         // SAFETY: as in `shutdown_write`.
@@ -594,6 +656,52 @@ mod tests {
             .expect("wait_room still waiting after the drain task died")
             .unwrap();
         assert!(ob.push(vec![1]).is_err());
+    }
+
+    /// A peer that stops reading: what the drain task took but cannot write still counts, so
+    /// writers wait for room; senders that do not wait fail the stream past `HARD_LIMIT`, and
+    /// the drain task stuck on the silent socket ends with that reason.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_peer_that_stops_reading_bounds_the_queue() {
+        let (ob, _rd) = pair().await;
+        let ob = std::sync::Arc::new(ob);
+        let (_close_tx, close_rx) = watch::channel(false);
+        let drain = tokio::spawn({
+            let ob = ob.clone();
+            async move { ob.drain(close_rx).await }
+        });
+        // Fill the socket buffers and give the drain task a batch it cannot finish.
+        let mut pushed = 0;
+        while ob.has_room() {
+            ob.push(vec![0; 1 << 20]).unwrap();
+            pushed += 1;
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            assert!(pushed < 1000, "the queue never filled");
+        }
+        let waiter = tokio::spawn({
+            let ob = ob.clone();
+            async move { ob.wait_room().await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(
+            !waiter.is_finished(),
+            "a writer got room while nothing was read"
+        );
+        // Pushes that do not wait hit the hard limit.
+        let err = loop {
+            match ob.push(vec![0; 1 << 20]) {
+                Ok(()) => {}
+                Err(e) => break e,
+            }
+        };
+        assert!(err.to_string().contains("stopped reading"), "{err}");
+        let end = tokio::time::timeout(std::time::Duration::from_secs(5), drain)
+            .await
+            .expect("the drain task stayed stuck on the silent peer")
+            .unwrap();
+        let e = end.expect_err("the drain task must fail");
+        assert!(e.to_string().contains("stopped reading"), "{e}");
+        waiter.await.unwrap();
     }
 
     /// A peer that went away fails pushes and ends the drain task with the error.

@@ -419,6 +419,7 @@ impl Engine {
         self.resume_suspended();
         self.retry_deferred();
         self.maybe_broadcast();
+        self.throttle_receive();
     }
 
     /// Tells the peers when the role or disk state changed since they last heard.

@@ -868,6 +868,56 @@ fn a_peer_write_from_a_lost_link_is_not_answered_on_the_next_one() {
     assert_eq!(flushes.len(), 1, "the barrier's flush: {acts:?}");
 }
 
+/// `max-buffers` (default 2048 pages): once the peer's writes at the disk hold that much, the
+/// engine pauses reading the peer's data stream, and resumes as soon as they hold less.
+#[test]
+fn max_buffers_pauses_the_data_stream_until_the_disk_catches_up() {
+    let mut e = connected_in_sync();
+    let mut held = Vec::new();
+    let mut paused_after = None;
+    for k in 0..2100u64 {
+        from_peer(&mut e, peer_write(k * 8));
+        let (disk, acts) = hold_disk(&mut e);
+        held.extend(disk);
+        assert!(
+            !acts
+                .iter()
+                .any(|a| matches!(a, Action::ReceiveData { paused: false, .. })),
+            "{acts:?}"
+        );
+        if acts
+            .iter()
+            .any(|a| matches!(a, Action::ReceiveData { paused: true, .. }))
+        {
+            paused_after = Some(k + 1);
+            break;
+        }
+    }
+    assert_eq!(
+        paused_after,
+        Some(2048),
+        "paused after 2048 writes of 4 KiB"
+    );
+    e.handle(
+        Time::default(),
+        Input::DiskDone {
+            id: held[0],
+            result: Ok(None),
+        },
+    );
+    let (_, acts) = hold_disk(&mut e);
+    assert!(
+        acts.iter().any(|a| matches!(
+            a,
+            Action::ReceiveData {
+                node: NodeId(1),
+                paused: false
+            }
+        )),
+        "{acts:?}"
+    );
+}
+
 #[test]
 fn a_peer_write_counts_as_unacked_until_it_is_answered() {
     let mut e = connected_in_sync();

@@ -277,7 +277,10 @@ impl Sim {
                 | Action::Opened { .. }
                 | Action::Log(_)
                 | Action::ReleaseDisk => {}
-                Action::Send { .. } | Action::DropLink { .. } | Action::RunHandler { .. } => {
+                Action::Send { .. }
+                | Action::DropLink { .. }
+                | Action::RunHandler { .. }
+                | Action::ReceiveData { .. } => {
                     panic!("no peer is connected in the one-node simulation")
                 }
             }

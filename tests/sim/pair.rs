@@ -21,6 +21,7 @@ use udrbd::config::Protocol;
 use udrbd::meta::al;
 use udrbd::meta::layout::{BM_WORDS_PER_PAGE, Layout, Placement};
 use udrbd::meta::superblock::Superblock;
+use udrbd::net::{Stream, stream_for};
 use udrbd::repl::handler::Handler;
 use udrbd::repl::handshake::SbPolicy;
 use udrbd::repl::wire::Packet;
@@ -438,10 +439,15 @@ pub struct World {
     pub results: HashMap<ReqId, Result<(), IoError>>,
     /// What each application request's sectors hold once it lands.
     wids: HashMap<ReqId, u64>,
-    /// Per node: how often it saw its peer's disk go away (below Inconsistent), and whether
-    /// it sees one now.
+    /// Per node: its engine has the data stream from its peer paused (`max-buffers`), and how
+    /// often any engine paused one.
+    receive_paused: [bool; 2],
+    pub receive_pauses: u64,
+    /// Per node: how often it saw its peer's disk state drop (a failed write makes it
+    /// Inconsistent, a detach Diskless, a lost link DUnknown: the writes out then complete
+    /// without the peer, marked for it), and the state it saw last.
     peer_disk_losses: [u64; 2],
-    sees_peer_disk: [bool; 2],
+    seen_peer_disk: [DiskState; 2],
 }
 
 fn payload(wid: u64, len: u64) -> Vec<u8> {
@@ -530,7 +536,9 @@ impl World {
             results: HashMap::new(),
             wids: HashMap::new(),
             peer_disk_losses: [0; 2],
-            sees_peer_disk: [false; 2],
+            receive_paused: [false; 2],
+            receive_pauses: 0,
+            seen_peer_disk: [DiskState::DUnknown; 2],
         };
         w.pump(A);
         w.pump(B);
@@ -702,14 +710,18 @@ impl World {
                     );
                 }
                 Action::ReleaseDisk => self.n[i].logs.push("driver: disk released".into()),
+                Action::ReceiveData { paused, .. } => {
+                    self.receive_paused[i] = paused;
+                    self.receive_pauses += u64::from(paused);
+                }
             }
         }
         self.check_uuid(i);
-        let sees = self.n[i].peer_has_disk();
-        if self.sees_peer_disk[i] && !sees {
+        let sees = self.n[i].status_peer().disk;
+        if sees < self.seen_peer_disk[i] {
             self.peer_disk_losses[i] += 1;
         }
-        self.sees_peer_disk[i] = sees;
+        self.seen_peer_disk[i] = sees;
     }
 
     /// Queues a metadata write on node `i`'s metadata device: it completes after a latency,
@@ -873,13 +885,13 @@ impl World {
     }
 
     /// The peer got `o` and still holds what it got: the write was sent while connected to
-    /// a peer disk, the peer did not refuse it, and neither the link nor the peer's disk went
-    /// away since.
+    /// a peer disk, the peer did not refuse it, and neither the link nor the peer's disk
+    /// state dropped since.
     fn peer_promised(&self, i: usize, o: &Outstanding, id: ReqId) -> bool {
         o.replicated
             && o.peer_disk_losses == self.peer_disk_losses[i]
-            // (A loss in the very batch of actions that completes it is not counted yet.)
-            && self.n[i].peer_has_disk()
+            // (A drop in the very batch of actions that completes it is not counted yet.)
+            && self.n[i].status_peer().disk >= self.seen_peer_disk[i]
             && !self.neg_acked.contains(&id.0)
             && self.up[i]
             && self.n[i].status_peer().repl != ReplState::Off
@@ -1379,6 +1391,7 @@ impl World {
             eprintln!("{} CRASH {i}", self.now);
         }
         let was_primary = self.n[i].engine.role() == Role::Primary;
+        self.receive_paused[i] = false;
         // Under protocol C the connected peer has every acknowledged write: nothing is lost.
         let peer_has_all = self.protocol == Protocol::C
             && self.up[i]
@@ -1465,7 +1478,7 @@ impl World {
                 && self.up[1 - i]
                 && !blocked
                 && self.stall_until[i] <= self.now
-                && self.net[i].front().is_some_and(|p| p.0 <= self.now)
+                && self.deliverable(i).is_some()
             {
                 due.push(2 + i as u8);
             }
@@ -1532,7 +1545,8 @@ impl World {
             }
             2 | 3 => {
                 let i = (ev - 2) as usize;
-                let (_, packet) = self.net[i].pop_front().expect("packet");
+                let k = self.deliverable(i).expect("a packet");
+                let (_, packet) = self.net[i].remove(k).expect("packet");
                 if let Packet::Data { block_id, .. } = &packet {
                     self.received[1 - i].insert(*block_id);
                 }
@@ -1575,6 +1589,19 @@ impl World {
         self.process_drops();
         self.check_roles();
         self.check_no_silent_divergence();
+    }
+
+    /// The index in sender `i`'s queue of the packet its peer receives next: the first, or,
+    /// while the peer has its data stream paused (`max-buffers`), the first control-stream
+    /// packet (the two streams are separate connections: acks and pings overtake data).
+    fn deliverable(&self, i: usize) -> Option<usize> {
+        let q = &self.net[i];
+        if !self.receive_paused[1 - i] {
+            return q.front().is_some_and(|p| p.0 <= self.now).then_some(0);
+        }
+        q.iter()
+            .take_while(|p| p.0 <= self.now)
+            .position(|p| stream_for(p.1.packet_type()) == Stream::Control)
     }
 
     /// Node `i`'s disk work due now (data work waits while its disk is held).

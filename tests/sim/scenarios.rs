@@ -589,16 +589,27 @@ fn a_write_held_across_a_primary_crash_converges() {
 }
 
 /// A random mix of the faults on a Primary/Secondary pair; ends healed and in sync.
-/// Returns how many writes overlapped one in flight.
-fn random_run(seed: u64) -> u64 {
+/// What a random run exercised: writes that overlapped one in flight, and how often a node
+/// paused reading its peer's data stream (`max-buffers`).
+#[derive(Default)]
+struct Exercised {
+    overlapping_writes: u64,
+    receive_pauses: u64,
+}
+
+fn random_run(seed: u64) -> Exercised {
     random_run_traced(seed, false).1
 }
 
 /// [`random_run`]; with `trace`, also returns a hash of every action both engines emitted.
-fn random_run_traced(seed: u64, trace: bool) -> (Vec<u64>, u64) {
+fn random_run_traced(seed: u64, trace: bool) -> (Vec<u64>, Exercised) {
     let mut rng = Rng(seed ^ 0xfa17);
     let protocol = [Protocol::A, Protocol::B, Protocol::C][rng.below(3) as usize];
-    let mut s = Scenario::with_protocol(seed, protocol);
+    // DRBD's default max-buffers, or its minimum (128 KiB: the receiver pauses often).
+    let max_buffers = [2048, 32][rng.below(2) as usize];
+    let mut s = Scenario::with_world(World::with_peers(seed, protocol, |_, p| {
+        p.max_buffers = max_buffers
+    }));
     if trace {
         s.w.actions = Some(Vec::new());
     }
@@ -645,7 +656,11 @@ fn random_run_traced(seed: u64, trace: bool) -> (Vec<u64>, u64) {
     }
     s = s.reattach_failed(B);
     let s = s.drain().expect_in_sync();
-    (s.w.actions.unwrap_or_default(), s.w.overlapping_writes)
+    let exercised = Exercised {
+        overlapping_writes: s.w.overlapping_writes,
+        receive_pauses: s.w.receive_pauses,
+    };
+    (s.w.actions.unwrap_or_default(), exercised)
 }
 
 /// The link is cut, B is promoted too and both write: a split brain. The default policies
@@ -679,11 +694,24 @@ fn double_primary_partition(mut s: Scenario, rng: &mut Rng) -> Scenario {
 
 #[test]
 fn random_faults_converge() {
-    let mut overlapping = 0;
-    super::for_each_seed(200, |seed| overlapping += random_run(seed));
-    // Overlapping writes in flight are part of the mix, or their ordering went unchecked.
+    let mut total = Exercised::default();
+    super::for_each_seed(200, |seed| {
+        let e = random_run(seed);
+        total.overlapping_writes += e.overlapping_writes;
+        total.receive_pauses += e.receive_pauses;
+    });
+    // Overlapping writes in flight and a paused data stream are part of the mix, or what
+    // they risk went unchecked.
     if std::env::var_os("UDRBD_SIM_SEED").is_none() {
-        assert!(overlapping > 2000, "only {overlapping} overlapping writes");
+        let Exercised {
+            overlapping_writes,
+            receive_pauses,
+        } = total;
+        assert!(
+            overlapping_writes > 2000,
+            "only {overlapping_writes} overlapping writes"
+        );
+        assert!(receive_pauses > 100, "only {receive_pauses} receive pauses");
     }
 }
 

@@ -150,6 +150,11 @@ impl Node {
                 Action::DropLink { node, .. } => log.push(format!("drop link to {node}")),
                 Action::RunHandler { handler, .. } => log.push(format!("handler {handler}")),
                 Action::ReleaseDisk => log.push("disk released".into()),
+                // This harness delivers every packet at once; pausing the data stream is the
+                // pair world's to model (`pair.rs`).
+                Action::ReceiveData { node, paused } => {
+                    log.push(format!("receive data from {node}: paused {paused}"))
+                }
                 Action::Opened { result, .. } => {
                     assert!(result.is_ok(), "open failed: {result:?}")
                 }

@@ -135,7 +135,17 @@ pub trait ExportIo: Send + Sync + 'static {
             self.submit(cmd, done);
         }
     }
+    /// Whether a write's payload may be read in now: `None` if so, or what to wait for first
+    /// (the export's outgoing queues are full, e.g. replication to a slow peer). The reader
+    /// waits before reading the payload, so the client is pushed back by TCP instead of the
+    /// server buffering its data. Default: always room.
+    fn write_room(&self) -> Option<RoomWait> {
+        None
+    }
 }
+
+/// What [`ExportIo::write_room`] waits on.
+pub type RoomWait = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'static>>;
 
 /// An opened export: its description (as [`ExportCatalog::lookup`] would return it) and the
 /// I/O handle. The export stays open while any clone of `io` lives.

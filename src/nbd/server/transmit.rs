@@ -151,6 +151,17 @@ async fn read_requests<R: AsyncRead + Unpin>(
         };
         let (io_cmd, shape) = match cmd {
             Command::Write { offset, len, fua } => {
+                if let Some(wait) = io.write_room() {
+                    // What is held may be what the backend needs to make room: hand it on.
+                    if !batch.is_empty() {
+                        io.submit_batch(std::mem::take(batch));
+                    }
+                    tokio::select! {
+                        biased;
+                        _ = not_running(&mut state) => return ReadEnd::Shutdown,
+                        () = wait => {}
+                    }
+                }
                 let data = match read_payload(r, len as usize).await {
                     Ok(data) => data,
                     Err(e) => return ReadEnd::Io(e),

@@ -41,6 +41,10 @@ pub struct PeerInfo {
     pub integrity_alg: Option<crate::repl::digest::DigestAlg>,
     /// `fencing` toward this peer (`net { }`): see `engine::fencing`.
     pub fencing: crate::config::Fencing,
+    /// `max-buffers` (`net { }`), in 4 KiB pages: how much the requests done for this peer
+    /// (its writes, the resync and verify reads it asked for) may hold before this node stops
+    /// reading its data stream ([`Action::ReceiveData`]).
+    pub max_buffers: u32,
 }
 
 impl PeerInfo {
@@ -56,6 +60,7 @@ impl PeerInfo {
             csums_alg: None,
             integrity_alg: None,
             fencing: crate::config::Fencing::DontCare,
+            max_buffers: 2048,
         }
     }
 }
@@ -327,6 +332,11 @@ pub enum Action {
         handler: crate::repl::handler::Handler,
         node: Option<NodeId>,
     },
+    /// Stop (`paused`) or resume reading `node`'s data stream: the requests done for it hold
+    /// `max-buffers` (DRBD's receiver blocks the same way), so TCP pushes back on the peer
+    /// instead of its writes and resync requests queueing here without limit. The control
+    /// stream (acks, pings) is read on either way. Applies to later links too until resumed.
+    ReceiveData { node: NodeId, paused: bool },
 }
 
 /// A snapshot for status and events.

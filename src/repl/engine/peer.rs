@@ -48,6 +48,8 @@ pub(super) struct Peer {
     /// after its link went does not answer or feed a later connection (DRBD drains them
     /// before it reconnects; here they may finish any time, and are ignored).
     pub link_gen: u64,
+    /// Reading this peer's data stream is paused (`max-buffers`, [`super::Action::ReceiveData`]).
+    pub receive_paused: bool,
 }
 
 impl Peer {
@@ -69,6 +71,7 @@ impl Peer {
             peer_current: GenUuid::ZERO,
             discard_my_data: false,
             link_gen: 0,
+            receive_paused: false,
         }
     }
 

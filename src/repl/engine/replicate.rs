@@ -191,6 +191,25 @@ impl Engine {
         self.pump_al();
     }
 
+    /// Pauses reading a peer's data stream while the requests done for it hold `max-buffers`
+    /// pages, and resumes it once they hold less (DRBD's receiver waits for free pages the
+    /// same way). What is already buffered in the link still arrives; the bound is soft by
+    /// that much.
+    pub(super) fn throttle_receive(&mut self) {
+        let mut changes = Vec::new();
+        for (node, p) in self.peers.iter_mut() {
+            let limit = u64::from(p.info.max_buffers) * 4096;
+            let full = self.reqs.peer_bytes(*node) >= limit;
+            if full != p.receive_paused {
+                p.receive_paused = full;
+                changes.push((*node, full));
+            }
+        }
+        for (node, paused) in changes {
+            self.actions.push_back(Action::ReceiveData { node, paused });
+        }
+    }
+
     /// Sends a submitted application write or flush to every peer that gets writes, and
     /// records in the request what each owes it (protocol B/C acks, a flush's barrier).
     pub(super) fn replicate(&mut self, id: ReqId, op: &IoOp) {

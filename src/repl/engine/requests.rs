@@ -202,9 +202,36 @@ pub(super) struct Requests {
     /// Fencing holds application answers.
     hold: bool,
     submitted: u64,
+    /// Per peer: the bytes of buffer the requests done for it hold (`max-buffers`).
+    peer_bytes: BTreeMap<NodeId, u64>,
+}
+
+/// Bytes of buffer a request holds until it is gone: a write's data, a read's result.
+fn held_bytes(op: &IoOp) -> u64 {
+    match op {
+        IoOp::Read { len, .. } => u64::from(*len),
+        IoOp::Write { data, .. } => data.len() as u64,
+        _ => 0,
+    }
 }
 
 impl Requests {
+    /// The bytes of buffer held by requests done for `node` (see [`Requests::insert`]).
+    pub fn peer_bytes(&self, node: NodeId) -> u64 {
+        self.peer_bytes.get(&node).copied().unwrap_or(0)
+    }
+
+    /// Takes request `id` out of the table (its other indexes are the caller's).
+    fn remove(&mut self, id: ReqId) -> Option<Request> {
+        let r = self.reqs.remove(&id)?;
+        if let Some(node) = r.origin.peer()
+            && let Some(n) = self.peer_bytes.get_mut(&node)
+        {
+            *n = n.saturating_sub(held_bytes(&r.op));
+        }
+        Some(r)
+    }
+
     /// Adds a request in `state` (Frozen, Suspended or Queued).
     pub fn insert(
         &mut self,
@@ -229,6 +256,9 @@ impl Requests {
             peer_ok: false,
             link,
         };
+        if let Some(node) = r.origin.peer() {
+            *self.peer_bytes.entry(node).or_default() += held_bytes(&r.op);
+        }
         self.reqs.insert(id, r);
         self.waiting.insert(seq, id);
         self.modify(id, ev);
@@ -344,7 +374,7 @@ impl Requests {
             r.state = State::Held;
             return None;
         }
-        self.reqs.remove(&id)
+        self.remove(id)
     }
 
     /// Holds (fencing froze I/O) or releases application answers; returns those released, in
@@ -362,7 +392,7 @@ impl Requests {
             .collect();
         held.sort_unstable();
         held.into_iter()
-            .filter_map(|(_, id)| self.reqs.remove(&id))
+            .filter_map(|(_, id)| self.remove(id))
             .collect()
     }
 
@@ -376,7 +406,7 @@ impl Requests {
         ) {
             return None;
         }
-        let r = self.reqs.remove(&id)?;
+        let r = self.remove(id)?;
         self.waiting.remove(&r.seq);
         if let (State::Queued { .. }, Some((off, _, _))) = (r.state, r.range()) {
             self.ranges.remove(off, r.seq);
