@@ -9,6 +9,8 @@
 //! `Bytes` over the buffer the kernel filled. The allocation never moves while the buffer lives,
 //! which is what io_uring needs: the engine keeps the buffer alive until its completion.
 //!
+//! Large buffers come from a bounded pool of their own mappings ([`pool`]), not the heap.
+//!
 //! This module does no I/O of its own ([`AlignedFill::read_from`] reads from the caller's
 //! stream); the I/O shells (`disk`, `net`, `nbd::server`) share it.
 
@@ -19,6 +21,8 @@ use std::io;
 use std::ops::Range;
 use std::ptr::NonNull;
 use tokio::io::{AsyncRead, AsyncReadExt};
+
+pub mod pool;
 
 /// Alignment of every [`AlignedBuf`].
 pub const BUF_ALIGN: usize = 4096;
@@ -37,7 +41,14 @@ pub fn is_aligned(data: &[u8]) -> bool {
 pub struct AlignedBuf {
     ptr: NonNull<u8>,
     len: usize,
-    layout: Layout,
+    from: Source,
+}
+
+/// Where an [`AlignedBuf`]'s memory came from, and so where it goes back to.
+enum Source {
+    Heap(Layout),
+    /// A pooled mapping of this size class.
+    Pool(usize),
 }
 
 // SAFETY: the buffer exclusively owns its allocation (like a `Box<[u8]>`); nothing else aliases
@@ -50,6 +61,15 @@ impl AlignedBuf {
     /// Allocates `len` bytes (at least one, so every buffer has a real, aligned address),
     /// zeroed or not.
     fn alloc(len: usize, zeroed: bool) -> AlignedBuf {
+        if len >= pool::POOL_MIN {
+            let size = pool::class_of(len);
+            let ptr = pool::take(size, zeroed);
+            return AlignedBuf {
+                ptr,
+                len,
+                from: Source::Pool(size),
+            };
+        }
         let layout = match Layout::from_size_align(len.max(1), BUF_ALIGN) {
             Ok(l) => l,
             Err(_) => alloc::handle_alloc_error(Layout::new::<u8>()),
@@ -65,7 +85,11 @@ impl AlignedBuf {
         let Some(ptr) = NonNull::new(raw) else {
             alloc::handle_alloc_error(layout)
         };
-        AlignedBuf { ptr, len, layout }
+        AlignedBuf {
+            ptr,
+            len,
+            from: Source::Heap(layout),
+        }
     }
 
     /// A buffer of `len` zero bytes.
@@ -141,8 +165,12 @@ impl AsRef<[u8]> for AlignedBuf {
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
-        // SAFETY: allocated in `alloc` with exactly this layout, freed only here.
-        unsafe { alloc::dealloc(self.ptr.as_ptr(), self.layout) }
+        match self.from {
+            // SAFETY: allocated in `alloc` with exactly this layout, freed only here.
+            Source::Heap(layout) => unsafe { alloc::dealloc(self.ptr.as_ptr(), layout) },
+            // SAFETY: taken from the pool for this size in `alloc`, given back only here.
+            Source::Pool(size) => unsafe { pool::give(self.ptr, size) },
+        }
     }
 }
 

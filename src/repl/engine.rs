@@ -16,8 +16,16 @@
 //! - **One metadata write of each kind in flight.** Superblock writes, AL transactions and bitmap
 //!   flushes are serialised here, so a driver that executes actions from several threads can never
 //!   write an older superblock over a newer one.
-//! - While a configured peer is not connected (in this build: always), every write marks its
-//!   4 KiB blocks in that peer's bitmap, so the later resync copies only what changed.
+//! - While a configured peer is not connected, or its disk is not UpToDate, every write marks its
+//!   4 KiB blocks in that peer's bitmap, so the later resync copies only what changed; a status
+//!   never shows `peer-disk:UpToDate` with bits set (the simulator asserts it).
+//! - **One home for a request.** Every application, peer, resync and verify request lives in
+//!   one table (`requests.rs`) with an explicit state, indexed by sector range for overlap
+//!   checks; overlapping writes are committed in one order, which both nodes follow.
+//! - **One path for a state change.** Role, disk, peer-disk, connection and replication states
+//!   change only through `states.rs`, checked against DRBD's rules (`super::state_rules`).
+//! - **Time is an input.** Every input carries `now`; [`Engine::poll_timeout`] says when the
+//!   next timer is due and the driver calls [`Engine::handle_timeout`] then.
 
 use super::state::{ConnState, DiskState, ReplState, Role};
 use super::uuid::UuidGen;

@@ -1,14 +1,18 @@
 //! The replication core, PURE: no I/O, no threads, no clock, no unseeded RNG (`tests/purity.rs`).
 //!
 //! - [`state`]: DRBD's state names and state-change results.
-//! - [`state_rules`]: DRBD's state-change validity rules and what every change implies.
+//! - [`state_rules`]: DRBD's state-change validity rules and what every change implies, as a
+//!   table; every change of role, disk, peer-disk, connection and replication state is checked
+//!   against it in one place (`engine/states.rs`).
 //! - [`engine`]: one resource's state machine: roles, disk state, generation UUIDs, the request
-//!   lifecycle, the activity log and the out-of-sync bitmap. The driver (`crate::driver`) feeds
-//!   it and executes its actions.
+//!   table (`engine/requests.rs`, one state per request, one transition function), the activity
+//!   log, the out-of-sync bitmaps, the peers' connections, resync, verify and cluster-wide state
+//!   changes. The driver (`crate::driver`) feeds it and executes its actions.
+//! - [`interval`]: the index of requests in flight by sector range (overlaps and conflicts).
+//! - [`handshake`]: the UUID comparison that decides sync direction and detects split brain.
+//! - [`resync`], [`digest`]: resync and verify planning and checksums.
+//! - [`wire`]: the peer protocol's packets.
 //! - [`uuid`]: seeded generation-UUID source.
-//!
-//! This build knows one node; the peer link, the handshake and resync arrive on top of the same
-//! engine (its peers already exist, as `StandAlone` connections whose bitmaps record every write).
 
 pub mod digest;
 pub mod engine;

@@ -1044,3 +1044,41 @@ proptest! {
         );
     }
 }
+
+/// Equal generations with blocks marked on one side: DRBD logs `No resync, but N bits in
+/// bitmap!` and leaves them; udrbd resyncs them from the side that marked them, and the other
+/// side agrees. With marks on both sides the Primary is the source.
+#[test]
+fn equal_generations_with_marked_blocks_resync_them() {
+    let mut a = me(X);
+    let b = peer(X);
+    a.dirty_bits = 5;
+    let o = resolve(&a, &b, SbPolicy::default());
+    assert_eq!(o.strategy, S::SourceUseBitmap, "{:?}", o.log);
+    assert!(
+        texts(&o)
+            .iter()
+            .any(|t| t.starts_with("No resync, but 5 bits in bitmap!")),
+        "{:?}",
+        o.log
+    );
+    let back = resolve(&b, &a, SbPolicy::default());
+    assert_eq!(back.strategy, S::TargetUseBitmap, "{:?}", back.log);
+
+    let mut b = b;
+    b.dirty_bits = 2;
+    b.role = Role::Primary;
+    assert_eq!(
+        resolve(&a, &b, SbPolicy::default()).strategy,
+        S::TargetUseBitmap
+    );
+    assert_eq!(
+        resolve(&b, &a, SbPolicy::default()).strategy,
+        S::SourceUseBitmap
+    );
+
+    // Nothing marked anywhere: no resync.
+    a.dirty_bits = 0;
+    b.dirty_bits = 0;
+    assert_eq!(resolve(&a, &b, SbPolicy::default()).strategy, S::NoSync);
+}
