@@ -33,20 +33,6 @@ fn in_sync(p: &Pair) -> bool {
         && !status(&p.a).contains("replication:")
 }
 
-/// `drbdadm verify` on node-1 until it is done; its result line.
-fn verify(p: &Pair) -> String {
-    p.a.adm(&["verify", RES]).ok();
-    p.eventually(60, "the verify to finish", || {
-        p.a.log_text().contains("Online verify found")
-    });
-    p.a.log_text()
-        .lines()
-        .rev()
-        .find(|l| l.contains("Online verify found"))
-        .unwrap_or_default()
-        .to_string()
-}
-
 #[test]
 fn detach_and_attach_while_connected_resyncs_what_the_primary_wrote_meanwhile() {
     let mut p = pair(SETUP);
@@ -82,7 +68,8 @@ fn detach_and_attach_while_connected_resyncs_what_the_primary_wrote_meanwhile() 
     p.b.adm(&["connect", RES]).ok();
     p.eventually(20, "connected again", || in_sync(&p));
     assert!(
-        verify(&p).ends_with("Online verify found 0 4k block out of sync!"),
+        p.verify()
+            .ends_with("Online verify found 0 4k block out of sync!"),
         "{}",
         p.logs()
     );

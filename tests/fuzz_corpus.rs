@@ -103,6 +103,7 @@ fn write_repl_wire_seeds() {
         sector: Sector(2048),
         block_id: 77,
         seq: 3,
+        seen: 2,
         flags: DataFlags::FUA | DataFlags::SEND_WRITE_ACK,
         size: 1024,
         digest: Bytes::from_static(&[0xD1; 20]),
@@ -112,6 +113,7 @@ fn write_repl_wire_seeds() {
         sector: Sector(0),
         block_id: 78,
         seq: 4,
+        seen: 2,
         flags: DataFlags::DISCARD,
         size: 1 << 20,
         digest: Bytes::new(),
@@ -146,6 +148,21 @@ fn write_repl_wire_seeds() {
         data.clone(),
         trim.clone(),
         ack.clone(),
+        Packet::Superseded(BlockAck {
+            sector: Sector(2048),
+            block_id: 79,
+            size: 512,
+            seq: 5,
+        }),
+        Packet::RetryWrite {
+            ack: BlockAck {
+                sector: Sector(4096),
+                block_id: 80,
+                size: 4096,
+                seq: 6,
+            },
+            after: 9,
+        },
         Packet::Barrier { epoch: 1 },
         Packet::BarrierAck {
             epoch: 1,

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Node, backing_file, scratch, tool, tool_env};
+use common::{Node, backing_file, http_get, scratch, tool, tool_env};
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -327,6 +327,13 @@ fn held_open_refuses_secondary_and_down_until_the_client_leaves() {
             r.stderr.contains("(-12) Device is held open by someone"),
             "{cmd}: {r:#?}"
         );
+        // drbdadm's line, which the how-tos quote.
+        assert!(
+            r.stderr.contains(&format!(
+                "Command 'drbdsetup {cmd} r0' terminated with exit code 11"
+            )),
+            "{cmd}: {r:#?}"
+        );
     }
     drop(h.stdin.take());
     let _ = h.kill();
@@ -567,15 +574,6 @@ fn sigterm_with_a_client_attached_finishes_and_writes_clean_metadata() {
         n.log_text()
     );
     qemu_io(&n.nbd_uri("r0"), &["read -P 0x44 0 64k"]);
-}
-
-/// One HTTP GET to loopback; returns the whole response.
-fn http_get(port: u16, request: &str) -> String {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect metrics");
-    s.write_all(request.as_bytes()).expect("send");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read");
-    out
 }
 
 #[test]

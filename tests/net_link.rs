@@ -11,7 +11,7 @@ use tokio::time::timeout;
 use udrbd::net::connect;
 use udrbd::net::framed::{FrameReader, FrameWriter};
 use udrbd::net::{AuthConfig, HmacAlg, Link, LinkConfig, LinkError};
-use udrbd::repl::wire::{BlockAck, DataFlags, Frame, Packet, features};
+use udrbd::repl::wire::{self, BlockAck, DataFlags, Frame, Packet, features};
 use udrbd::types::{NodeId, Sector};
 
 const UP: Duration = Duration::from_secs(5);
@@ -75,6 +75,7 @@ fn data(i: u64) -> Packet {
         sector: Sector(i * 8),
         block_id: i,
         seq: i as u32,
+        seen: 0,
         flags: DataFlags::SEND_WRITE_ACK,
         size: 4096,
         digest: Bytes::new(),
@@ -452,6 +453,7 @@ async fn invalid_packets_are_refused_without_hurting_the_link() {
         sector: Sector(0),
         block_id: 0,
         seq: 0,
+        seen: 0,
         flags: DataFlags::empty(),
         size: 4096,
         digest: Bytes::new(),
@@ -480,6 +482,7 @@ async fn control_frames_overtake_blocked_bulk_data() {
         sector: Sector(i * 128),
         block_id: i,
         seq: i as u32,
+        seen: 0,
         flags: DataFlags::empty(),
         size: 64 * 1024,
         digest: Bytes::new(),
@@ -525,6 +528,7 @@ async fn a_paused_data_stream_pushes_back_while_control_flows() {
         sector: Sector(i * 128),
         block_id: i,
         seq: i as u32,
+        seen: 0,
         flags: DataFlags::empty(),
         size: 64 * 1024,
         digest: Bytes::new(),
@@ -710,7 +714,10 @@ async fn a_reflected_challenge_is_refused() {
     let b = tokio::spawn(async move { Link::establish(&cb, &lb, idle_addr).await });
     let (mut r, mut w) = fake_dialer(
         ab,
-        hello_from_1((1, 1), features::SUPPORTED | connect::HELLO_AUTH),
+        hello_from_1(
+            (wire::PROTOCOL_MIN, wire::PROTOCOL_MAX),
+            features::SUPPORTED | connect::HELLO_AUTH,
+        ),
     )
     .await;
     // Echo B's own challenge back as ours.
@@ -760,10 +767,20 @@ async fn a_peer_closing_one_stream_only_ends_the_link() {
     cb.handshake_timeout = Duration::from_millis(500);
     let b = tokio::spawn(async move { Link::establish(&cb, &lb, idle_addr).await });
     // A hand-driven higher node: data stream, then control stream.
-    let data = fake_dialer(ab, hello_from_1((1, 1), features::SUPPORTED)).await;
+    let data = fake_dialer(
+        ab,
+        hello_from_1(
+            (wire::PROTOCOL_MIN, wire::PROTOCOL_MAX),
+            features::SUPPORTED,
+        ),
+    )
+    .await;
     let _control = fake_dialer(
         ab,
-        hello_from_1((1, 1), features::SUPPORTED | connect::HELLO_CONTROL_STREAM),
+        hello_from_1(
+            (wire::PROTOCOL_MIN, wire::PROTOCOL_MAX),
+            features::SUPPORTED | connect::HELLO_CONTROL_STREAM,
+        ),
     )
     .await;
     let mut b = timeout(UP, b).await.unwrap().unwrap().unwrap();

@@ -385,6 +385,25 @@ fn meta_data_is_ocf_1_0() {
     assert!(r.stdout.contains("<version>1.0</version>"));
 }
 
+/// A resource that allows two primaries may run as a clone with two promoted instances (the
+/// dual-primary live-migration setup); the agent checks the config through `drbdadm dump`.
+#[test]
+fn validate_all_accepts_two_promoted_with_allow_two_primaries() {
+    if !have(PCMK) {
+        return;
+    }
+    let p = pair("net { allow-two-primaries yes; }");
+    let bin = BinDir::fixture();
+    bin.events2("exists -\n");
+    let cib = Cib::walkthrough();
+    let a = agent(&p.a, &bin, &cib);
+    let r = a.run(
+        "validate-all",
+        &clone_with("OCF_RESKEY_CRM_meta_promoted_max", Some("2")),
+    );
+    assert_eq!(r.code, OCF_SUCCESS, "promoted-max=2: {r:#?}");
+}
+
 #[test]
 fn validate_all_refuses_unworkable_clones() {
     if !have(PCMK) {

@@ -96,7 +96,7 @@ fn conn(n: &Node, peer: &str) -> String {
 /// Both nodes up in their namespaces, node-1 Primary with P0 replicated; the cable pulled;
 /// node-2 promoted; PA written on node-1, PB on node-2; the cable back in; both StandAlone.
 fn split_brain(net: &NetnsPair, handler_log: &std::path::Path) -> Pair {
-    let p = partitioned(net, handler_log, "");
+    let p = partitioned(net, handler_log, "", false);
     net.heal();
     p.eventually(20, "StandAlone on both nodes after the heal", || {
         conn(&p.a, "node-2") == "StandAlone" && conn(&p.b, "node-1") == "StandAlone"
@@ -104,8 +104,14 @@ fn split_brain(net: &NetnsPair, handler_log: &std::path::Path) -> Pair {
     p
 }
 
-/// [`split_brain`] up to the heal, with `policy` added to `net { }`.
-fn partitioned(net: &NetnsPair, handler_log: &std::path::Path, policy: &str) -> Pair {
+/// [`split_brain`] up to the heal, with `policy` added to `net { }`. With `dual`, the resource
+/// allows two primaries and node-2 is promoted before the cut (the live-migration setup).
+fn partitioned(net: &NetnsPair, handler_log: &std::path::Path, policy: &str, dual: bool) -> Pair {
+    let policy = if dual {
+        format!("{policy} allow-two-primaries yes;")
+    } else {
+        policy.to_string()
+    };
     // The split-brain handlers leave a line per call (DRBD's environment) in `handler_log`.
     let log = handler_log.display();
     let extra = format!(
@@ -139,6 +145,13 @@ fn partitioned(net: &NetnsPair, handler_log: &std::path::Path, policy: &str) -> 
         status(&p.a).contains("    peer-disk:UpToDate")
             && status(&p.b).starts_with("res0 role:Secondary\n  disk:UpToDate\n")
     });
+    if dual {
+        p.b.adm(&["primary", RES]).ok();
+        p.eventually(10, "both Primary", || {
+            status(&p.a).contains("node-2 role:Primary")
+                && status(&p.b).contains("node-1 role:Primary")
+        });
+    }
     write(&p, &p.a, &[(0..4 * MIB, P0)]);
     assert_data(&p, &p.disk_b, &expected(&[]), "P0 on node-2 before the cut");
 
@@ -149,6 +162,11 @@ fn partitioned(net: &NetnsPair, handler_log: &std::path::Path, policy: &str) -> 
     p.eventually(10, "both nodes Connecting", || {
         conn(&p.a, "node-2") == "Connecting" && conn(&p.b, "node-1") == "Connecting"
     });
+    if dual {
+        write(&p, &p.a, &PA);
+        write(&p, &p.b, &PB);
+        return p;
+    }
     // The how-to's `fencing resource-only` with no fence-peer handler: fence-peer "returns 0"
     // (helper broken), so a plain promote is refused (-7) and --force makes the split brain.
     let r = p.b.adm(&["primary", RES]);
@@ -180,7 +198,7 @@ fn after_sb_policies_resolve_automatically() {
     ] {
         let Some(net) = NetnsPair::new() else { return };
         let hl = handler_log(&format!("auto-{loser}"));
-        let p = partitioned(&net, &hl, row);
+        let p = partitioned(&net, &hl, row, false);
         for n in [&p.a, &p.b] {
             if demote.contains(&n.name.as_str()) {
                 n.adm(&["secondary", RES]).ok();
@@ -332,16 +350,74 @@ fn split_brain_manual_recovery() {
         p.logs()
     );
     // And online verify agrees: no block differs.
-    p.a.adm(&["verify", RES]).ok();
-    p.eventually(60, "the verify to finish", || {
-        p.a.log_text().contains("Online verify found")
-    });
     assert!(
-        p.a.log_text()
-            .contains("Online verify found 0 4k block out of sync!"),
+        p.verify()
+            .ends_with("Online verify found 0 4k block out of sync!"),
         "{}",
         p.logs()
     );
+}
+
+/// Two Primaries before the cut (`allow-two-primaries`), both writing during it: the default
+/// `after-sb-2pri disconnect` leaves both StandAlone, and the Proxmox how-to's recovery runs
+/// verbatim on the victim (`disconnect`, `secondary`, `-- --discard-my-data connect`) and the
+/// survivor (`connect`); once both are UpToDate the victim is promoted again and online verify
+/// finds nothing.
+#[test]
+fn split_brain_with_two_primaries_and_the_how_to_recovery() {
+    let Some(net) = NetnsPair::new() else { return };
+    let hl = handler_log("dual");
+    let p = partitioned(&net, &hl, "", true);
+    net.heal();
+    p.eventually(20, "StandAlone on both nodes after the heal", || {
+        conn(&p.a, "node-2") == "StandAlone" && conn(&p.b, "node-1") == "StandAlone"
+    });
+    for n in [&p.a, &p.b] {
+        assert!(
+            n.log_text().contains("Split-Brain detected but unresolved"),
+            "{}: {}",
+            n.name,
+            p.logs()
+        );
+        assert!(status(n).starts_with("res0 role:Primary\n  disk:UpToDate\n"));
+    }
+    for args in [
+        &["disconnect", RES][..],
+        &["secondary", RES],
+        &["--", "--discard-my-data", "connect", RES],
+    ] {
+        let r = p.b.adm(args);
+        assert_eq!(
+            r.code,
+            0,
+            "drbdadm {args:?} on the victim: {r:#?}\n{}",
+            p.logs()
+        );
+    }
+    p.a.adm(&["connect", RES]).ok();
+    p.wait_sync();
+    p.eventually(20, "UpToDate/UpToDate", || {
+        status(&p.a).contains("peer-disk:UpToDate") && status(&p.b).contains("peer-disk:UpToDate")
+    });
+    p.b.adm(&["primary", RES]).ok();
+    p.eventually(10, "both Primary again", || {
+        status(&p.a).contains("node-2 role:Primary")
+            && status(&p.b).starts_with("res0 role:Primary")
+    });
+    p.assert_identical();
+    assert_data(
+        &p,
+        &p.disk_b,
+        &expected(&PA),
+        "node-2's data after the recovery",
+    );
+    assert!(
+        p.verify()
+            .ends_with("Online verify found 0 4k block out of sync!"),
+        "{}",
+        p.logs()
+    );
+    let _ = std::fs::remove_file(&hl);
 }
 
 /// The older how-to's form (`drbdadm -- --discard-my-data connect data2`) means the same as

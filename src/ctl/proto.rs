@@ -79,6 +79,15 @@ impl ResourceSpec {
             ));
         };
         for p in &r.peers {
+            if p.net.allow_two_primaries && p.net.protocol != crate::config::Protocol::C {
+                // drbdsetup's ERR_NOT_PROTO_C: concurrent writes of two Primaries are only
+                // resolved with protocol C's write acks.
+                return Err(format!(
+                    "{}: Failure: (139) Protocol C required (allow-two-primaries in the \
+                     connection to {} runs protocol {:?}; set `protocol C;`)",
+                    r.name, p.name, p.net.protocol
+                ));
+            }
             for (what, alg) in [
                 ("verify-alg", &p.net.verify_alg),
                 ("csums-alg", &p.net.csums_alg),
@@ -318,6 +327,9 @@ pub struct VolumeView {
     pub written_kib: u64,
     pub al_writes: u64,
     pub bm_writes: u64,
+    /// Two primaries: peer writes found concurrent with local ones.
+    #[serde(default)]
+    pub concurrent_writes: u64,
     pub upper_pending: u64,
     pub lower_pending: u64,
     /// Current generation UUID, hex.

@@ -85,6 +85,11 @@ pub fn render(daemon: &Daemon) -> String {
         "Activity-log transactions written.",
     );
     counter(&mut out, "bm_writes_total", "Bitmap pages written.");
+    counter(
+        &mut out,
+        "concurrent_writes_total",
+        "Two primaries: peer writes that met a concurrent local write (superseded, retried or held).",
+    );
     for v in &views {
         for d in &v.volumes {
             let l = format!("resource=\"{}\",volume=\"{}\"", v.name, d.volume);
@@ -108,6 +113,11 @@ pub fn render(daemon: &Daemon) -> String {
             );
             let _ = writeln!(out, "udrbd_al_writes_total{{{l}}} {}", d.al_writes);
             let _ = writeln!(out, "udrbd_bm_writes_total{{{l}}} {}", d.bm_writes);
+            let _ = writeln!(
+                out,
+                "udrbd_concurrent_writes_total{{{l}}} {}",
+                d.concurrent_writes
+            );
         }
     }
     gauge(

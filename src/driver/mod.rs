@@ -216,6 +216,7 @@ impl Driver {
                         .and_then(DigestAlg::from_name),
                     fencing: p.net.fencing,
                     max_buffers: p.net.max_buffers,
+                    two_primaries: p.net.allow_two_primaries,
                     ..PeerInfo::new(p.name.clone(), NodeId(p.node_id))
                 })
                 .collect(),
@@ -827,6 +828,7 @@ fn view_of(spec: &ResourceSpec, st: Status) -> ResourceView {
             read_kib: st.stats.read_kib,
             written_kib: st.stats.written_kib,
             al_writes: st.stats.al_writes,
+            concurrent_writes: st.stats.concurrent_writes,
             bm_writes: st.stats.bm_writes,
             upper_pending: st.stats.upper_pending,
             lower_pending: st.stats.lower_pending,

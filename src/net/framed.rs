@@ -324,6 +324,7 @@ mod tests {
                     sector: Sector(8),
                     block_id: 1,
                     seq: 2,
+                    seen: 0,
                     flags: DataFlags(0),
                     size: 8192,
                     digest: digest.clone(),

@@ -86,6 +86,8 @@ pub fn stream_for(ty: PacketType) -> Stream {
         | PacketType::WriteAck
         | PacketType::ResyncWriteAck
         | PacketType::NegAck
+        | PacketType::Superseded
+        | PacketType::RetryWrite
         | PacketType::NegResyncReply
         | PacketType::ResyncIsInSync
         | PacketType::BarrierAck

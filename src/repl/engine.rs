@@ -36,6 +36,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 mod admin;
 mod api;
+mod conflicts;
 mod connection;
 mod disk;
 mod fencing;
@@ -119,6 +120,8 @@ pub struct Engine {
     twopc: Option<twopc::TwoPc>,
     prepared: Option<twopc::Prepared>,
     next_tid: u32,
+    /// Peer writes whose wait for a concurrent local write was logged (two primaries).
+    concurrent_logged: std::collections::BTreeSet<ReqId>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -177,6 +180,7 @@ impl Engine {
             twopc: None,
             prepared: None,
             next_tid,
+            concurrent_logged: std::collections::BTreeSet::new(),
         }
     }
 

@@ -502,6 +502,25 @@ fn unclean_attach_marks_the_hot_extents_and_detach_marks_clean() {
     assert_eq!(e.disk_state(), DiskState::Diskless);
 }
 
+/// The generation of the superblock write among `acts`.
+fn meta_generation(acts: &[Action]) -> u64 {
+    acts.iter()
+        .find_map(|a| match a {
+            Action::WriteMeta { generation, .. } => Some(*generation),
+            _ => None,
+        })
+        .expect("a superblock write")
+}
+
+/// An EIO on metadata `area`.
+fn eio(area: MetaArea) -> MetaError {
+    MetaError::Io {
+        area,
+        errno: libc::EIO,
+        detail: "Input/output error".into(),
+    }
+}
+
 #[test]
 fn failed_metadata_write_fails_what_waits_on_it() {
     let mut e = up(true, attached(0, 0));
@@ -512,23 +531,12 @@ fn failed_metadata_write_fails_what_waits_on_it() {
             cmd: AdminCmd::Primary { force: true },
         },
     );
-    let acts = drain(&mut e);
-    let generation = acts
-        .iter()
-        .find_map(|a| match a {
-            Action::WriteMeta { generation, .. } => Some(*generation),
-            _ => None,
-        })
-        .expect("meta write");
+    let generation = meta_generation(&drain(&mut e));
     e.handle(
         Time::default(),
         Input::MetaWritten {
             generation,
-            result: Err(MetaError::Io {
-                area: MetaArea::Superblock,
-                errno: libc::EIO,
-                detail: "Input/output error".into(),
-            }),
+            result: Err(eio(MetaArea::Superblock)),
         },
     );
     assert!(matches!(
@@ -546,6 +554,56 @@ fn failed_metadata_write_fails_what_waits_on_it() {
         id: ReqId(5),
         result: Err(IoError::NoData)
     }));
+}
+
+/// A second metadata failure while the first one's detach is under way must not forget that
+/// detach (the simulator found a disk left Failed for good).
+#[test]
+fn a_second_metadata_failure_still_finishes_the_detach() {
+    let mut e = up(true, attached(0, 0));
+    e.handle(
+        Time::default(),
+        Input::Admin {
+            token: 1,
+            cmd: AdminCmd::Primary { force: true },
+        },
+    );
+    let mut acts = drain(&mut e);
+    e.handle(
+        Time::default(),
+        Input::Io {
+            id: ReqId(5),
+            op: write(0, 4096),
+        },
+    );
+    acts.extend(drain(&mut e));
+    let generation = meta_generation(&acts);
+    let al_seq = acts
+        .iter()
+        .find_map(|a| match a {
+            Action::WriteAl { seq, .. } => Some(*seq),
+            _ => None,
+        })
+        .expect("the write's activity-log transaction");
+    e.handle(
+        Time::default(),
+        Input::MetaWritten {
+            generation,
+            result: Err(eio(MetaArea::Superblock)),
+        },
+    );
+    drain(&mut e);
+    assert_eq!(e.disk_state(), DiskState::Failed);
+    e.handle(
+        Time::default(),
+        Input::AlWritten {
+            seq: al_seq,
+            result: Err(eio(MetaArea::ActivityLog)),
+        },
+    );
+    let acts = drain(&mut e);
+    assert_eq!(e.disk_state(), DiskState::Diskless, "{acts:?}");
+    assert!(acts.contains(&Action::ReleaseDisk));
 }
 
 #[test]
@@ -719,6 +777,7 @@ fn peer_write(sector: u64) -> Packet {
         sector: crate::types::Sector(sector),
         block_id: 7,
         seq: 1,
+        seen: 0,
         flags: crate::repl::wire::DataFlags::SEND_WRITE_ACK,
         size: 4096,
         digest: bytes::Bytes::new(),

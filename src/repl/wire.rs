@@ -65,13 +65,15 @@ use bytes::Bytes;
 
 /// First four header bytes, `"uDRB"`. Differs from all of DRBD's magics on purpose.
 pub const MAGIC: u32 = 0x7544_5242;
-/// The framing version this build writes and accepts. Changing the header or any payload layout
-/// bumps it (the golden-bytes tests pin both).
+/// The framing version this build writes and accepts. Changing the header bumps it; changing a
+/// payload layout bumps the protocol version ([`PROTOCOL_MAX`]; the golden-bytes tests pin
+/// both).
 pub const WIRE_VERSION: u8 = 1;
-/// Lowest protocol version (in [`Packet::Hello`]) this build speaks.
-pub const PROTOCOL_MIN: u32 = 1;
+/// Lowest protocol version (in [`Packet::Hello`]) this build speaks. 2: Data carries `seen`,
+/// Superseded and RetryWrite exist (two primaries).
+pub const PROTOCOL_MIN: u32 = 2;
 /// Highest protocol version (in [`Packet::Hello`]) this build speaks.
-pub const PROTOCOL_MAX: u32 = 1;
+pub const PROTOCOL_MAX: u32 = 2;
 /// Header flag: a receiver that does not know this type may skip the frame instead of failing.
 pub const FLAG_MAY_IGNORE: u8 = 0x01;
 /// Header size in bytes.

@@ -161,6 +161,22 @@ impl Pair {
         }
     }
 
+    /// `drbdadm verify` on node-1 until it is done; its result line (`Online verify found N
+    /// 4k block out of sync!`).
+    pub fn verify(&self) -> String {
+        self.a.adm(&["verify", RES]).ok();
+        self.eventually(120, "the verify to finish", || {
+            self.a.log_text().contains("Online verify found")
+        });
+        self.a
+            .log_text()
+            .lines()
+            .rev()
+            .find(|l| l.contains("Online verify found"))
+            .unwrap_or_default()
+            .to_string()
+    }
+
     pub fn wait_sync(&self) {
         let r = self.a.adm(&["wait-sync", "--wfc-timeout", "60", RES]);
         assert_eq!(r.code, 0, "wait-sync: {r:#?}\nlogs:\n{}", self.logs());

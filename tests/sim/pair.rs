@@ -448,6 +448,28 @@ pub struct World {
     /// without the peer, marked for it), and the state it saw last.
     peer_disk_losses: [u64; 2],
     seen_peer_disk: [DiskState; 2],
+    /// Two primaries (`allow-two-primaries`): both nodes write; see [`DualModel`].
+    pub dual: Option<DualModel>,
+}
+
+/// What two Primaries' writes did: per node and sector, the writes (ids) in the order that
+/// node's disk applied them, and every acknowledged write. The order each node applied is
+/// the conflict order the nodes agreed on, if the final content is the same.
+#[derive(Default)]
+pub struct DualModel {
+    pub history: [BTreeMap<u64, Vec<u64>>; 2],
+    /// (node, write id, offset, len) of every acknowledged write.
+    pub acked: Vec<(usize, u64, u64, u64)>,
+    /// Answers seen on the wire: Superseded, RetryWrite.
+    pub superseded: u64,
+    pub retried: u64,
+}
+
+impl DualModel {
+    /// The last place of write `wid` in node `k`'s history of sector `s`.
+    fn last_at(&self, k: usize, s: u64, wid: u64) -> Option<usize> {
+        self.history[k].get(&s)?.iter().rposition(|w| *w == wid)
+    }
 }
 
 fn payload(wid: u64, len: u64) -> Vec<u8> {
@@ -539,6 +561,7 @@ impl World {
             receive_paused: [false; 2],
             receive_pauses: 0,
             seen_peer_disk: [DiskState::DUnknown; 2],
+            dual: None,
         };
         w.pump(A);
         w.pump(B);
@@ -838,6 +861,10 @@ impl World {
         assert_eq!(o.node, i);
         self.results
             .insert(id, result.as_ref().map(|_| ()).map_err(Clone::clone));
+        if let (Some(d), IoOp::Write { offset, data, .. }, Ok(_)) = (&mut self.dual, &o.op, &result)
+        {
+            d.acked.push((i, o.wid, *offset, data.len() as u64));
+        }
         match (&o.op, &result) {
             (IoOp::Flush, Ok(_)) => self.flush_acked(i, &o, id),
             (_, Ok(_)) if o.role != Role::Primary => {
@@ -1160,6 +1187,10 @@ impl World {
 
     /// A write of `len` bytes at `offset` on node `i`, with a fresh write id as content.
     pub fn write_at(&mut self, i: usize, offset: u64, len: u64, fua: bool) -> ReqId {
+        self.fresh_write(i, offset, len, fua, true)
+    }
+
+    fn fresh_write(&mut self, i: usize, offset: u64, len: u64, fua: bool, modelled: bool) -> ReqId {
         let wid = self.next_wid;
         self.next_wid += 1;
         let op = IoOp::Write {
@@ -1167,7 +1198,12 @@ impl World {
             data: payload(wid, len).into(),
             fua,
         };
-        self.submit(i, op, wid, true)
+        self.submit(i, op, wid, modelled)
+    }
+
+    /// A write outside the single-writer model (two primaries: [`DualModel`] checks it).
+    pub fn write_free(&mut self, i: usize, offset: u64, len: u64, fua: bool) -> ReqId {
+        self.fresh_write(i, offset, len, fua, false)
     }
 
     /// Node `i`'s data (what a read would see) holds write `id` in `[offset, offset+len)`.
@@ -1537,6 +1573,20 @@ impl World {
                         }
                         op => {
                             self.n[i].write_data(op);
+                            if let (Some(d), IoOp::Write { offset, data, .. }) =
+                                (&mut self.dual, op)
+                            {
+                                for (k, s) in (offset / SECTOR..).enumerate() {
+                                    let at = k * SECTOR as usize;
+                                    if at >= data.len() {
+                                        break;
+                                    }
+                                    let t = u64::from_le_bytes(
+                                        data[at..at + 8].try_into().expect("8 bytes"),
+                                    );
+                                    d.history[i].entry(s).or_default().push(t);
+                                }
+                            }
                             Ok(None)
                         }
                     }
@@ -1549,6 +1599,13 @@ impl World {
                 let (_, packet) = self.net[i].remove(k).expect("packet");
                 if let Packet::Data { block_id, .. } = &packet {
                     self.received[1 - i].insert(*block_id);
+                }
+                if let Some(d) = &mut self.dual {
+                    match &packet {
+                        Packet::Superseded(_) => d.superseded += 1,
+                        Packet::RetryWrite { .. } => d.retried += 1,
+                        _ => {}
+                    }
                 }
                 if let Packet::NegAck(a) = &packet {
                     // The peer failed this write (its disk error): the Primary completes it on
@@ -1618,6 +1675,9 @@ impl World {
     /// sides' connection, whatever either has heard of the other (the cluster-wide state
     /// change closes the window in which both could promote).
     fn check_roles(&self) {
+        if self.dual.is_some() {
+            return; // allow-two-primaries
+        }
         if self.up[A]
             && self.up[B]
             && self.n[A].connected()
@@ -1724,6 +1784,42 @@ impl World {
             ));
         }
         self.check_data_model(A);
+        self.check_dual_model();
+    }
+
+    /// Two primaries, both converged: every acknowledged write is still what its sectors
+    /// hold, or a write that came after it in the order both nodes applied.
+    pub fn check_dual_model(&self) {
+        let Some(d) = &self.dual else {
+            return;
+        };
+        for &(i, wid, offset, len) in &d.acked {
+            for s in offset / SECTOR..(offset + len) / SECTOR {
+                let f = tag(&self.n[A].visible, s);
+                if f == wid {
+                    continue;
+                }
+                if d.last_at(i, s, wid).is_none() {
+                    self.fail(format!(
+                        "write {wid} acknowledged on node {i} but never written there (sector {s})"
+                    ));
+                }
+                for k in [A, B] {
+                    let (Some(w), f_at) = (d.last_at(k, s, wid), d.last_at(k, s, f)) else {
+                        continue;
+                    };
+                    if f_at.is_none_or(|fa| fa < w) {
+                        self.fail(format!(
+                            "sector {s} ends with write {f}, which node {k} applied before \
+                             write {wid} (acknowledged on node {i}): the nodes disagree on the \
+                             order (history {:?} / {:?})",
+                            d.history[A].get(&s),
+                            d.history[B].get(&s)
+                        ));
+                    }
+                }
+            }
+        }
     }
 
     /// Every sector holds what the application model allows.

@@ -674,6 +674,15 @@ fn double_primary_partition(mut s: Scenario, rng: &mut Rng) -> Scenario {
         .write_on(B, 5 + rng.below(40) as usize)
         .drain()
         .demote(B);
+    s = recover_split_brain(s, B);
+    s.w.discarded_writer = None;
+    s
+}
+
+/// Heals a partition that made a split brain and recovers as the how-to does: both refuse the
+/// connection, `victim` (a Secondary by now) connects with `--discard-my-data`, the other
+/// plainly; both converge.
+pub fn recover_split_brain(mut s: Scenario, victim: usize) -> Scenario {
     s.w.heal();
     s.w.run_until(60_000, "the split brain refused", |w| {
         w.standalone[A] || w.standalone[B]
@@ -682,12 +691,11 @@ fn double_primary_partition(mut s: Scenario, rng: &mut Rng) -> Scenario {
     for i in [A, B] {
         s.w.standalone[i] = true;
     }
-    s.w.reconnect(B, true);
-    s.w.reconnect(A, false);
+    s.w.reconnect(victim, true);
+    s.w.reconnect(1 - victim, false);
     s.w.run_until(MAX_SYNC_MS, "in sync after --discard-my-data", |w| {
         w.in_sync()
     });
-    s.w.discarded_writer = None;
     s.w.check_converged();
     s
 }

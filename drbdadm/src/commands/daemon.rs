@@ -102,6 +102,31 @@ pub enum StateCmd {
     ResumeIo,
 }
 
+impl StateCmd {
+    /// The drbdsetup command DRBD's drbdadm runs for it (the last one, for `up`).
+    fn drbdsetup_verb(self) -> &'static str {
+        match self {
+            StateCmd::Up => "attach",
+            StateCmd::Down => "down",
+            StateCmd::Attach => "attach",
+            StateCmd::Detach => "detach",
+            StateCmd::Primary { force: false } => "primary",
+            StateCmd::Primary { force: true } => "primary --force",
+            StateCmd::Secondary => "secondary",
+            StateCmd::NewCurrentUuid { .. } => "new-current-uuid",
+            StateCmd::Connect { .. } => "connect",
+            StateCmd::Disconnect => "disconnect",
+            StateCmd::Invalidate { .. } => "invalidate",
+            StateCmd::InvalidateRemote { .. } => "invalidate-remote",
+            StateCmd::Verify { .. } => "verify",
+            StateCmd::PauseSync => "pause-sync",
+            StateCmd::ResumeSync => "resume-sync",
+            StateCmd::Outdate => "outdate",
+            StateCmd::ResumeIo => "resume-io",
+        }
+    }
+}
+
 /// Runs `cmd` on every resource the operands name; reports each failure and returns the first.
 pub fn run_state(
     cfg: &Config,
@@ -163,6 +188,16 @@ pub fn run_state(
         }
         if let Err(e) = daemon.expect_ok(&req) {
             eprintln!("{e}");
+            if e.code >= 10 {
+                // drbdadm's line after a drbdsetup call that failed (exit code 10 and up),
+                // which how-tos and scripts quote.
+                eprintln!(
+                    "Command 'drbdsetup {} {}' terminated with exit code {}",
+                    cmd.drbdsetup_verb(),
+                    t.resource,
+                    e.code
+                );
+            }
             first_err.get_or_insert(e);
         }
     }

@@ -201,6 +201,7 @@ pub(crate) fn sample_view(
             written_kib: 0,
             al_writes: 0,
             bm_writes: 0,
+            concurrent_writes: 0,
             upper_pending: 0,
             lower_pending: 0,
             current_uuid: "0".into(),

@@ -45,6 +45,10 @@ pub struct PeerInfo {
     /// (its writes, the resync and verify reads it asked for) may hold before this node stops
     /// reading its data stream ([`Action::ReceiveData`]).
     pub max_buffers: u32,
+    /// `allow-two-primaries` (`net { }`): both nodes may be Primary while connected (protocol
+    /// C only), and concurrent writes are resolved as in `engine::conflicts`. Both nodes must
+    /// agree.
+    pub two_primaries: bool,
 }
 
 impl PeerInfo {
@@ -61,6 +65,7 @@ impl PeerInfo {
             integrity_alg: None,
             fencing: crate::config::Fencing::DontCare,
             max_buffers: 2048,
+            two_primaries: false,
         }
     }
 }
@@ -423,6 +428,9 @@ pub struct Stats {
     pub upper_pending: u64,
     /// Backing-device requests in flight.
     pub lower_pending: u64,
+    /// Two primaries: peer writes found concurrent with local ones (superseded, retried or
+    /// held for the peer's decision).
+    pub concurrent_writes: u64,
 }
 
 /// Why an NBD open was refused.

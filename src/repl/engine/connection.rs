@@ -115,7 +115,7 @@ impl Engine {
             after_sb_0pri: policy.after_sb_0pri,
             after_sb_1pri: policy.after_sb_1pri,
             after_sb_2pri: policy.after_sb_2pri,
-            two_primaries: false,
+            two_primaries: info.is_some_and(|p| p.two_primaries),
             discard_my_data,
             dry_run: false,
             integrity_alg: DigestAlg::name_of(info.and_then(|p| p.integrity_alg)).to_string(),
@@ -368,8 +368,18 @@ impl Engine {
                 after_sb_1pri,
                 after_sb_2pri,
                 integrity_alg,
+                two_primaries,
                 ..
             } => {
+                if self.peer_info(node).is_some_and(|p| p.two_primaries) != two_primaries {
+                    // DRBD's `receive_protocol()`: "incompatible allow-two-primaries settings".
+                    self.peer_log(
+                        node,
+                        "incompatible allow-two-primaries settings; set the same                          allow-two-primaries on both nodes"
+                            .to_string(),
+                    );
+                    return self.drop_link(node, true);
+                }
                 let mine = DigestAlg::name_of(self.peer_info(node).and_then(|p| p.integrity_alg));
                 if mine != integrity_alg {
                     // DRBD's `receive_protocol()`: both ends must digest the same way.
@@ -614,11 +624,15 @@ impl Engine {
             )
             .demote_first
         };
-        if self.st.role() == Role::Primary && peer_role == Role::Primary && !peer_demotes() {
+        let two_primaries = self.peer_info(node).is_some_and(|p| p.two_primaries);
+        if self.st.role() == Role::Primary
+            && peer_role == Role::Primary
+            && !two_primaries
+            && !peer_demotes()
+        {
             self.peer_log(
                 node,
-                "both nodes are Primary and allow-two-primaries is not supported; \
-                 dropping connection"
+                "both nodes are Primary and allow-two-primaries is not set; dropping connection"
                     .to_string(),
             );
             return self.drop_link(node, true);
@@ -725,7 +739,12 @@ impl Engine {
         // A handshake run again on an open link (a disk attached) keeps its session: epochs
         // and barriers in flight go on.
         if c.session.is_none() {
-            c.session = Some(Session::new(protocol));
+            let two_primaries = c.info.two_primaries;
+            c.session = Some(Session::new(
+                protocol,
+                two_primaries,
+                self.cfg.node_id > node,
+            ));
         }
     }
 
@@ -943,11 +962,11 @@ impl Engine {
         ) {
             Ok(()) => {}
             Err(StateError::TwoPrimaries) => {
-                // Both promoted before either heard of the other (DRBD prevents this with a
-                // cluster-wide two-phase state change; udrbd does not have one yet). Two
-                // Primaries must not stay connected: each refuses the other's writes, and
-                // what each wrote alone makes the next handshake a split brain, decided as
-                // any other.
+                // A second Primary without allow-two-primaries (the cluster-wide change
+                // prevents it while connected; a peer state that says so anyway is a
+                // protocol breach). Two Primaries must not stay connected: each refuses the
+                // other's writes, and what each wrote alone makes the next handshake a split
+                // brain, decided as any other.
                 self.peer_log(
                     node,
                     "both nodes became Primary at the same time; dropping the connection \

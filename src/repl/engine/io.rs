@@ -74,21 +74,71 @@ impl Engine {
         }
         let (mut meta_gen, mut al_seq) = (0, 0);
         if let Some((offset, len)) = written {
-            if self.new_uuid_due {
-                self.new_uuid_due = false;
-                if let Some(d) = self.disk.as_mut() {
-                    rotate_current(&mut d.sb, &mut self.uuids, true);
-                    let uuid = d.sb.current_uuid;
-                    self.log(format!("new current UUID: {uuid}"));
-                }
-                self.sb_changed();
-            }
+            self.new_uuid_if_due();
             meta_gen = self.sb_gen;
             al_seq = self.activate_extents(offset, len);
             self.mark_out_of_sync(offset, len);
         }
         self.reqs.modify(id, Event::Queue { meta_gen, al_seq });
+        if written.is_some() {
+            let seen = self.admission_seen();
+            self.reqs.set_seen(id, seen);
+        }
         self.release();
+    }
+
+    /// Admits again a write the peer asked for again (two primaries): it goes behind every
+    /// request that arrived meanwhile, the peer's concurrent writes among them.
+    pub(super) fn readmit(&mut self, id: ReqId) {
+        let Some(r) = self.reqs.get(id) else {
+            return;
+        };
+        let Some((offset, len)) = r.op.written_range() else {
+            return;
+        };
+        if self.disk.is_none() || self.st.disk() < DiskState::UpToDate || self.meta_failed {
+            // Written here once, not on the peer, and this disk is gone: the blocks are
+            // marked for every peer already (the local failure marked them).
+            if let Some(d) = self.disk.as_mut() {
+                for node in self.peers.keys() {
+                    d.mark(*node, offset, len);
+                }
+            }
+            let r = self.reqs.modify(
+                id,
+                Event::Readmit {
+                    meta_gen: 0,
+                    al_seq: 0,
+                },
+            );
+            debug_assert!(r.is_none());
+            if let Some(r) = self.reqs.take_unsubmitted(id) {
+                self.answer(r.id, Err(IoError::NoData));
+            }
+            return;
+        }
+        self.new_uuid_if_due();
+        let meta_gen = self.sb_gen;
+        let al_seq = self.activate_extents(offset, len);
+        self.mark_out_of_sync(offset, len);
+        self.reqs.modify(id, Event::Readmit { meta_gen, al_seq });
+        let seen = self.admission_seen();
+        self.reqs.set_seen(id, seen);
+        self.release();
+    }
+
+    /// A write starts the new data generation a promotion or a lost peer made due.
+    fn new_uuid_if_due(&mut self) {
+        if !self.new_uuid_due {
+            return;
+        }
+        self.new_uuid_due = false;
+        if let Some(d) = self.disk.as_mut() {
+            rotate_current(&mut d.sb, &mut self.uuids, true);
+            let uuid = d.sb.current_uuid;
+            self.log(format!("new current UUID: {uuid}"));
+        }
+        self.sb_changed();
     }
 
     /// Answers a request that never reached the disk.
@@ -211,10 +261,22 @@ impl Engine {
         }
     }
 
-    /// Submits every queued request the table allows now, in arrival order.
+    /// Submits every queued request the table allows now, in arrival order. A peer write
+    /// that two primaries' conflict rules answer without writing it may let later ones go:
+    /// then the table is asked again.
     pub(super) fn release(&mut self) {
-        for id in self.reqs.releasable(self.meta_persisted, self.al_persisted) {
-            self.submit(id);
+        loop {
+            let mut again = false;
+            for id in self.reqs.releasable(self.meta_persisted, self.al_persisted) {
+                match self.conflict_release(id) {
+                    super::conflicts::Release::Go => self.submit(id),
+                    super::conflicts::Release::Wait => {}
+                    super::conflicts::Release::Resolved => again = true,
+                }
+            }
+            if !again {
+                return;
+            }
         }
     }
 
@@ -222,6 +284,7 @@ impl Engine {
     /// peers.
     fn submit(&mut self, id: ReqId) {
         let now = self.now;
+        self.concurrent_logged.remove(&id);
         self.reqs.modify(id, Event::Submit { now });
         let Some(r) = self.reqs.get(id) else {
             return;
@@ -276,6 +339,16 @@ impl Engine {
         let result = result.map_err(IoError::Disk);
         if let Some(done) = self.reqs.modify(id, Event::LocalDone(result)) {
             self.finished(done);
+        }
+        // A write the peer asked for again is postponed now that its local write is done.
+        let asked: std::collections::BTreeSet<NodeId> = self
+            .reqs
+            .postponed()
+            .into_iter()
+            .map(|(_, n, _)| n)
+            .collect();
+        for node in asked {
+            self.readmit_postponed(node);
         }
         // Requests the finished one held back go only after its own results are out: a
         // resync read's reply must be on the wire before a newer write to the same blocks.

@@ -125,6 +125,10 @@ impl Engine {
         if first && let Some(d) = self.disk.as_mut() {
             d.failed = true;
             self.force_change(Change::hard("local-io-error").disk(DiskState::Failed));
+        }
+        // The detach of the failed disk is still to finish, after a second failure too (which
+        // took every waiter above): the simulator found a disk left Failed forever.
+        if self.disk.as_ref().is_some_and(|d| d.failed) {
             self.flush_waiters
                 .push((super::FAILURE_DETACH, self.al_next_seq));
         }

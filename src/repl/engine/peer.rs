@@ -109,11 +109,21 @@ pub(super) struct Session {
     /// Peer side: barriers received whose writes are not all done: (epoch, set size).
     pub rx_barriers: Vec<(u32, u32)>,
     pub rx_epoch: u32,
+    /// The `seq` of the last Data received (two primaries: what our writes have seen).
+    pub rx_seq: u32,
+    /// `allow-two-primaries`: writes arrive while this node is Primary, and concurrent ones
+    /// are resolved (`engine::conflicts`).
+    pub two_primaries: bool,
+    /// This node decides concurrent writes (DRBD's `RESOLVE_CONFLICTS`: the higher node id).
+    pub resolves: bool,
 }
 
 impl Session {
-    pub fn new(protocol: Protocol) -> Session {
+    pub fn new(protocol: Protocol, two_primaries: bool, resolves: bool) -> Session {
         Session {
+            rx_seq: 0,
+            two_primaries,
+            resolves,
             protocol,
             epoch: 1,
             epoch_writes: 0,

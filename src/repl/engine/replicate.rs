@@ -185,6 +185,8 @@ impl Engine {
         for id in ids {
             self.peer_event(id, Event::PeerGone { node });
         }
+        // Writes the peer asked for again are written here now, and marked for it.
+        self.readmit_postponed(node);
         // The marks must survive a crash that follows: persist them now.
         self.flush_bitmap_if_dirty();
         // An AL eviction may have waited for the transfer log; the bitmap covers it now.
@@ -214,6 +216,12 @@ impl Engine {
     /// records in the request what each owes it (protocol B/C acks, a flush's barrier).
     pub(super) fn replicate(&mut self, id: ReqId, op: &IoOp) {
         let mut owed: Vec<(NodeId, Owed)> = Vec::new();
+        let mut attempts: Vec<(NodeId, u32, u32)> = Vec::new();
+        let seen_at_admission = self
+            .reqs
+            .get(id)
+            .map(|r| r.seen.clone())
+            .unwrap_or_default();
         let nodes: Vec<NodeId> = self
             .peers
             .keys()
@@ -231,6 +239,10 @@ impl Engine {
             let Some(link) = peer.session.as_mut() else {
                 continue;
             };
+            let seen = seen_at_admission
+                .iter()
+                .find(|(n, _)| *n == node)
+                .map_or(link.rx_seq, |&(_, s)| s);
             match op {
                 IoOp::Read { .. } => return,
                 IoOp::Flush => {
@@ -272,6 +284,8 @@ impl Engine {
                     if link.protocol != Protocol::A {
                         owed.push((node, Owed::Acks(parts as u32)));
                     }
+                    let first = link.seq.wrapping_add(1);
+                    attempts.push((node, first, first.wrapping_add(parts as u32 - 1)));
                     for i in 0..parts {
                         let at = i * MAX_DATA_LEN as u64;
                         let n = (len - at).min(MAX_DATA_LEN as u64);
@@ -295,6 +309,7 @@ impl Engine {
                             sector: Sector((offset + at) / SECTOR_SIZE),
                             block_id: id.0,
                             seq: link.seq,
+                            seen,
                             flags,
                             size: n as u32,
                             digest,
@@ -319,6 +334,9 @@ impl Engine {
         }
         for (node, owed) in owed {
             self.reqs.modify(id, Event::Expect { node, owed });
+        }
+        for (node, first, last) in attempts {
+            self.reqs.set_attempt(id, node, first, last);
         }
     }
 
@@ -358,9 +376,33 @@ impl Engine {
         if !self.peers.get(&node).is_some_and(|p| p.replicating()) {
             return;
         }
+        let two_primaries = self
+            .peers
+            .get(&node)
+            .and_then(|p| p.session.as_ref())
+            .is_some_and(|s| s.two_primaries);
+        if two_primaries
+            && let Some(a) = packet.as_ack()
+            && !matches!(
+                packet,
+                Packet::ResyncWriteAck(_) | Packet::NegResyncReply(_) | Packet::ResyncIsInSync(_)
+            )
+            && !self.current_attempt(ReqId(a.block_id), node, a.seq)
+        {
+            // For a write sent again since (RetryWrite): the old attempt's answer.
+            return;
+        }
         match packet {
-            Packet::WriteAck(a) | Packet::RecvAck(a) => {
-                self.peer_acked(node, ReqId(a.block_id), true)
+            Packet::WriteAck(a) | Packet::RecvAck(a) | Packet::Superseded(a) => {
+                self.peer_acked(node, ReqId(a.block_id), true);
+                if two_primaries {
+                    // A peer write may have waited for the peer's decision on this one.
+                    self.release();
+                }
+            }
+            Packet::RetryWrite { ack, after } => {
+                self.retry_write(node, &ack, after);
+                self.release();
             }
             Packet::NegAck(a) => {
                 // The peer could not write it: that range differs now, and the peer's disk is
@@ -402,11 +444,15 @@ impl Engine {
                 sector,
                 block_id,
                 seq,
+                seen,
                 flags,
                 size,
                 data,
                 digest,
             } => {
+                if let Some(link) = self.peers.get_mut(&node).and_then(|p| p.session.as_mut()) {
+                    link.rx_seq = seq;
+                }
                 if !self.integrity_ok(node, &data, &digest) {
                     // DRBD's words; the data is not written and the link is reset (the peer
                     // marks what it did not get confirmed and resyncs it after reconnecting).
@@ -416,7 +462,11 @@ impl Engine {
                     );
                     return self.drop_link(node, false);
                 }
-                self.peer_write(node, sector, block_id, seq, flags, size, data)
+                self.peer_write(node, sector, block_id, (seq, seen), flags, size, data);
+                // Our writes postponed until this Data arrived go behind it.
+                if two_primaries {
+                    self.readmit_postponed(node);
+                }
             }
             Packet::Barrier { epoch } => {
                 if let Some(link) = self.peers.get_mut(&node).and_then(|p| p.session.as_mut()) {
@@ -472,7 +522,7 @@ impl Engine {
         node: NodeId,
         sector: Sector,
         block_id: u64,
-        seq: u32,
+        (seq, seen): (u32, u32),
         flags: DataFlags,
         size: u32,
         data: bytes::Bytes,
@@ -485,7 +535,12 @@ impl Engine {
         };
         // Replicated writes compete with the resync like local application I/O does.
         self.last_app_io = Some(self.now);
-        let usable = self.st.role() != Role::Primary
+        let two_primaries = self
+            .peers
+            .get(&node)
+            .and_then(|p| p.session.as_ref())
+            .is_some_and(|s| s.two_primaries);
+        let usable = (self.st.role() != Role::Primary || two_primaries)
             && self.disk.is_some()
             && self.st.disk() >= DiskState::Inconsistent
             && !self.meta_failed;
@@ -553,6 +608,7 @@ impl Engine {
                 ack,
                 epoch,
                 write_ack: flags.contains(DataFlags::SEND_WRITE_ACK),
+                seen,
             },
             op,
             al_seq,
@@ -587,6 +643,7 @@ impl Engine {
                 ack,
                 epoch,
                 write_ack,
+                ..
             } => {
                 if result.is_ok() {
                     let offset = ack.sector.bytes();
@@ -637,7 +694,7 @@ impl Engine {
 
     /// Flushes for every received barrier whose epoch (and all earlier ones) is written; with
     /// `disk-flushes no`, acknowledges it once drained.
-    fn pump_peer_barriers(&mut self, node: NodeId) {
+    pub(super) fn pump_peer_barriers(&mut self, node: NodeId) {
         if self.st.disk() < DiskState::Inconsistent {
             // Without a disk there is nothing to make stable: barriers go unanswered, and the
             // peer, seeing this disk gone, marks what it has not seen confirmed.

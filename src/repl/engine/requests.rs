@@ -14,6 +14,8 @@
 //!                                                        └───── all answered ──────────┴─> done
 //!                                                                          (Held while fencing
 //!                                                                           holds answers)
+//!   Two primaries: a write the peer answered with RetryWrite goes, once its local write is
+//!   done, to Postponed, and from there back to Queued (Readmit) as a new arrival.
 //! ```
 //!
 //! Overlaps: a request that writes, and a resync or verify read, takes its byte range in an
@@ -45,6 +47,9 @@ pub(super) enum Origin {
         ack: BlockAck,
         epoch: u32,
         write_ack: bool,
+        /// The sender's `seen` (two primaries: which of our writes it had when it admitted
+        /// this one).
+        seen: u32,
     },
     /// The flush that closes the peer's epoch (answered with BarrierAck).
     PeerFlush {
@@ -111,6 +116,9 @@ pub(super) enum State {
     Submitted,
     AwaitingPeers,
     Held,
+    /// Two primaries: the peer asked for the write again (RetryWrite); it waits for the
+    /// peer's Data it named to arrive, then is admitted again.
+    Postponed,
 }
 
 /// What a peer still owes a request.
@@ -145,6 +153,13 @@ pub(super) struct Request {
     /// the link went, the answer has nobody to go to, and its effects on the resync (bits
     /// cleared, progress) would land in a later connection's resync, which does not own it.
     pub link: Option<(NodeId, u64)>,
+    /// Two primaries, an application write: per peer, the `seq` of the last Data received
+    /// from it when the write was admitted (sent along as `seen`).
+    pub seen: Vec<(NodeId, u32)>,
+    /// Per peer: the `seq` of the first and the last Data packet of the current attempt.
+    pub attempt: Vec<(NodeId, u32, u32)>,
+    /// The peer that asked for this write again, and the seq of its Data to wait for.
+    pub retry: Option<(NodeId, u32)>,
 }
 
 impl Request {
@@ -165,6 +180,26 @@ impl Request {
     pub fn awaits(&self, node: NodeId) -> bool {
         self.owed.iter().any(|(n, _)| *n == node)
     }
+
+    /// The seq range of the Data packets of the current attempt sent to `node`.
+    pub fn attempt_to(&self, node: NodeId) -> Option<(u32, u32)> {
+        self.attempt
+            .iter()
+            .find(|(n, _, _)| *n == node)
+            .map(|&(_, first, last)| (first, last))
+    }
+
+    /// Whether `node` had not received all of this write when it admitted a write of its own
+    /// after seeing our Data up to `seen`: the two writes are concurrent.
+    pub fn unseen_by(&self, node: NodeId, seen: u32) -> bool {
+        self.attempt_to(node)
+            .is_some_and(|(_, last)| seq_after(last, seen))
+    }
+}
+
+/// `a` comes after `b` in a wrapping u32 sequence (DRBD's `seq_greater`).
+pub(super) fn seq_after(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) > 0
 }
 
 /// What changes a request (DRBD's `drbd_req_event`).
@@ -188,6 +223,12 @@ pub(super) enum Event {
     BarrierAcked { node: NodeId, epoch: u32 },
     /// `node` went away: it owes nothing any more.
     PeerGone { node: NodeId },
+    /// Two primaries: `node` did not write it (a concurrent write of its own overlaps) and
+    /// asks for it again once its Data `after` has arrived here.
+    RetryWrite { node: NodeId, after: u32 },
+    /// A postponed write is admitted again: it waits for this metadata, and goes behind every
+    /// request that arrived meanwhile.
+    Readmit { meta_gen: u64, al_seq: u64 },
 }
 
 /// The table.
@@ -204,6 +245,13 @@ pub(super) struct Requests {
     submitted: u64,
     /// Per peer: the bytes of buffer the requests done for it hold (`max-buffers`).
     peer_bytes: BTreeMap<NodeId, u64>,
+    /// Application writes from their submission until they leave the table or are
+    /// postponed, keyed by arrival: a peer's write is checked against them for concurrency
+    /// (two primaries).
+    replicated: IntervalIndex<u64, ReqId>,
+    /// Postponed writes: the peer that asked for them again and the seq of its Data they
+    /// wait for.
+    postponed: BTreeMap<ReqId, (NodeId, u32)>,
 }
 
 /// Bytes of buffer a request holds until it is gone: a write's data, a read's result.
@@ -224,6 +272,10 @@ impl Requests {
     /// Takes request `id` out of the table (its other indexes are the caller's).
     fn remove(&mut self, id: ReqId) -> Option<Request> {
         let r = self.reqs.remove(&id)?;
+        if let Some((off, _, true)) = r.range() {
+            self.replicated.remove(off, r.seq);
+        }
+        self.postponed.remove(&id);
         if let Some(node) = r.origin.peer()
             && let Some(n) = self.peer_bytes.get_mut(&node)
         {
@@ -255,6 +307,9 @@ impl Requests {
             local: None,
             peer_ok: false,
             link,
+            seen: Vec::new(),
+            attempt: Vec::new(),
+            retry: None,
         };
         if let Some(node) = r.origin.peer() {
             *self.peer_bytes.entry(node).or_default() += held_bytes(&r.op);
@@ -266,6 +321,40 @@ impl Requests {
 
     pub fn get(&self, id: ReqId) -> Option<&Request> {
         self.reqs.get(&id)
+    }
+
+    /// Records what the peers had sent when request `id` was admitted (two primaries).
+    pub fn set_seen(&mut self, id: ReqId, seen: Vec<(NodeId, u32)>) {
+        if let Some(r) = self.reqs.get_mut(&id) {
+            r.seen = seen;
+        }
+    }
+
+    /// Records the seq range of the Data packets that carry request `id` to `node`.
+    pub fn set_attempt(&mut self, id: ReqId, node: NodeId, first: u32, last: u32) {
+        if let Some(r) = self.reqs.get_mut(&id) {
+            r.attempt.retain(|(n, _, _)| *n != node);
+            r.attempt.push((node, first, last));
+        }
+    }
+
+    /// Application writes that overlap `[off, off+len)`, arrived before `before` and were
+    /// sent to `node` (at least in part) after `node` had last seen our Data at `seen`:
+    /// writes concurrent with the one `node` sent with that `seen` (two primaries).
+    pub fn concurrent_with(
+        &self,
+        node: NodeId,
+        off: u64,
+        len: u64,
+        before: u64,
+        seen: u32,
+    ) -> Vec<&Request> {
+        self.replicated
+            .overlapping(off, len)
+            .filter(|(_, _, seq, _)| *seq < before)
+            .filter_map(|(_, _, _, id)| self.reqs.get(id))
+            .filter(|r| r.unseen_by(node, seen))
+            .collect()
     }
 
     /// Every request, in id order.
@@ -300,7 +389,12 @@ impl Requests {
         match (old, ev) {
             (State::Frozen | State::Suspended, Event::Freeze) => r.state = State::Frozen,
             (State::Frozen | State::Suspended, Event::Suspend) => r.state = State::Suspended,
-            (State::Frozen | State::Suspended, Event::Queue { meta_gen, al_seq }) => {
+            (State::Frozen | State::Suspended, Event::Queue { meta_gen, al_seq })
+            | (State::Postponed, Event::Readmit { meta_gen, al_seq }) => {
+                self.postponed.remove(&id);
+                r.retry = None;
+                r.local = None;
+                r.attempt.clear();
                 // Ordered by admission: a request frozen or suspended for a while goes behind
                 // those admitted meanwhile (they took their metadata first, and an activity-log
                 // eviction waits only for writes admitted before its transaction).
@@ -318,6 +412,9 @@ impl Requests {
                 r.sent = Some(now);
                 self.waiting.remove(&r.seq);
                 self.submitted += 1;
+                if let (Origin::App, Some((off, len, true))) = (&r.origin, r.range()) {
+                    self.replicated.insert(off, len, r.seq, id);
+                }
             }
             (State::Submitted, Event::Expect { node, owed }) => r.owed.push((node, owed)),
             (State::Submitted, Event::LocalDone(result)) => {
@@ -347,6 +444,10 @@ impl Requests {
                 r.owed
                     .retain(|(n, o)| !(*n == node && matches!(o, Owed::Barrier(e) if *e <= epoch)));
             }
+            (State::Submitted | State::AwaitingPeers, Event::RetryWrite { node, after }) => {
+                r.owed.retain(|(n, _)| *n != node);
+                r.retry = Some((node, after));
+            }
             (_, Event::PeerGone { node }) => r.owed.retain(|(n, _)| *n != node),
             (state, ev) => {
                 // A late or duplicate event (an ack for a request the link loss already
@@ -354,7 +455,10 @@ impl Requests {
                 debug_assert!(
                     matches!(
                         ev,
-                        Event::PeerAcked { .. } | Event::BarrierAcked { .. } | Event::LocalDone(_)
+                        Event::PeerAcked { .. }
+                            | Event::BarrierAcked { .. }
+                            | Event::LocalDone(_)
+                            | Event::RetryWrite { .. }
                     ),
                     "request {id:?}: {ev:?} in {state:?}"
                 );
@@ -368,6 +472,15 @@ impl Requests {
     fn finish_if_done(&mut self, id: ReqId) -> Option<Request> {
         let r = self.reqs.get_mut(&id)?;
         if r.state != State::AwaitingPeers || !r.owed.is_empty() {
+            return None;
+        }
+        if let Some(retry) = r.retry {
+            // Written here, not on the peer: it goes again (see `Event::Readmit`).
+            r.state = State::Postponed;
+            self.postponed.insert(id, retry);
+            if let Some((off, _, _)) = r.range() {
+                self.replicated.remove(off, r.seq);
+            }
             return None;
         }
         if self.hold && matches!(r.origin, Origin::App) {
@@ -402,7 +515,7 @@ impl Requests {
         let r = self.reqs.get(&id)?;
         if matches!(
             r.state,
-            State::Submitted | State::AwaitingPeers | State::Held
+            State::Submitted | State::AwaitingPeers | State::Held | State::Postponed
         ) {
             return None;
         }
@@ -474,6 +587,15 @@ impl Requests {
                 })
             })
             .copied()
+            .collect()
+    }
+
+    /// The postponed writes: (id, the peer that asked for them again, the seq of its Data
+    /// they wait for).
+    pub fn postponed(&self) -> Vec<(ReqId, NodeId, u32)> {
+        self.postponed
+            .iter()
+            .map(|(id, &(node, after))| (*id, node, after))
             .collect()
     }
 

@@ -222,7 +222,7 @@ impl Engine {
                 .peers
                 .values()
                 .map(|p| PeerContext {
-                    two_primaries: false,
+                    two_primaries: p.info.two_primaries,
                     fencing: p.info.fencing != crate::config::Fencing::DontCare,
                     verify_alg: p.info.verify_alg.is_some(),
                 })

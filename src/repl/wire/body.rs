@@ -12,8 +12,9 @@
 //! | Sizes | backing u64, user u64, current u64, max_bio_size u32, flags u16 |
 //! | Uuids | current u64, bitmap u64, dirty_bits u64, flags u64, count u8 (<= 32), history u64 × count |
 //! | State | role, peer_role, disk, peer_disk, conn, repl, flags: u8 each |
-//! | Data | sector u64, block_id u64, seq u32, flags u32, size u32, digest bytes8, data rest |
-//! | RecvAck, WriteAck, ResyncWriteAck, NegAck, NegResyncReply, ResyncIsInSync | sector u64, block_id u64, size u32, seq u32 |
+//! | Data | sector u64, block_id u64, seq u32, seen u32, flags u32, size u32, digest bytes8, data rest |
+//! | RecvAck, WriteAck, ResyncWriteAck, NegAck, Superseded, NegResyncReply, ResyncIsInSync | sector u64, block_id u64, size u32, seq u32 |
+//! | RetryWrite | sector u64, block_id u64, size u32, seq u32, after u32 |
 //! | Barrier | epoch u32 |
 //! | BarrierAck | epoch u32, set_size u32 |
 //! | Ping, PingAck, Disconnect | (empty) |
@@ -189,6 +190,7 @@ pub(crate) fn encode_body(p: &Packet, out: &mut Vec<u8>) -> Result<Bytes, WireEr
             sector,
             block_id,
             seq,
+            seen,
             flags,
             size,
             digest,
@@ -197,6 +199,7 @@ pub(crate) fn encode_body(p: &Packet, out: &mut Vec<u8>) -> Result<Bytes, WireEr
             w.u64(sector.0);
             w.u64(*block_id);
             w.u32(*seq);
+            w.u32(*seen);
             w.u32(flags.0);
             w.u32(*size);
             w.bytes8(digest);
@@ -206,12 +209,20 @@ pub(crate) fn encode_body(p: &Packet, out: &mut Vec<u8>) -> Result<Bytes, WireEr
         | Packet::WriteAck(a)
         | Packet::ResyncWriteAck(a)
         | Packet::NegAck(a)
+        | Packet::Superseded(a)
         | Packet::NegResyncReply(a)
         | Packet::ResyncIsInSync(a) => {
             w.u64(a.sector.0);
             w.u64(a.block_id);
             w.u32(a.size);
             w.u32(a.seq);
+        }
+        Packet::RetryWrite { ack: a, after } => {
+            w.u64(a.sector.0);
+            w.u64(a.block_id);
+            w.u32(a.size);
+            w.u32(a.seq);
+            w.u32(*after);
         }
         Packet::Barrier { epoch } => w.u32(*epoch),
         Packet::TwoPcPrepare { tid, role } => {
@@ -303,8 +314,8 @@ pub(crate) fn encode_body(p: &Packet, out: &mut Vec<u8>) -> Result<Bytes, WireEr
 /// by it; see `net::framed`. Must match [`decode_body`] below.
 pub fn block_digest_len_at(ty: PacketType) -> Option<usize> {
     match ty {
-        // sector, block_id, seq, flags, size
-        PacketType::Data => Some(8 + 8 + 4 + 4 + 4),
+        // sector, block_id, seq, seen, flags, size
+        PacketType::Data => Some(8 + 8 + 4 + 4 + 4 + 4),
         // sector, block_id
         PacketType::ResyncReply => Some(8 + 8),
         _ => None,
@@ -422,6 +433,7 @@ pub(crate) fn decode_body(ty: PacketType, payload: Bytes) -> Result<Packet, Wire
             sector: Sector(r.u64("sector")?),
             block_id: r.u64("block_id")?,
             seq: r.u32("seq")?,
+            seen: r.u32("seen")?,
             flags: DataFlags(r.u32("flags")?),
             size: r.u32("size")?,
             digest: r.bytes8("digest")?,
@@ -431,6 +443,7 @@ pub(crate) fn decode_body(ty: PacketType, payload: Bytes) -> Result<Packet, Wire
         | PacketType::WriteAck
         | PacketType::ResyncWriteAck
         | PacketType::NegAck
+        | PacketType::Superseded
         | PacketType::NegResyncReply
         | PacketType::ResyncIsInSync => {
             let a = BlockAck {
@@ -444,6 +457,15 @@ pub(crate) fn decode_body(ty: PacketType, payload: Bytes) -> Result<Packet, Wire
                 None => unreachable!("the arm matches ack types only"),
             }
         }
+        PacketType::RetryWrite => Packet::RetryWrite {
+            ack: BlockAck {
+                sector: Sector(r.u64("sector")?),
+                block_id: r.u64("block_id")?,
+                size: r.u32("size")?,
+                seq: r.u32("seq")?,
+            },
+            after: r.u32("after")?,
+        },
         PacketType::Barrier => Packet::Barrier {
             epoch: r.u32("epoch")?,
         },
@@ -654,6 +676,8 @@ pub fn validate(p: &Packet) -> Result<(), WireError> {
         | Packet::WriteAck(a)
         | Packet::ResyncWriteAck(a)
         | Packet::NegAck(a)
+        | Packet::Superseded(a)
+        | Packet::RetryWrite { ack: a, .. }
         | Packet::NegResyncReply(a)
         | Packet::ResyncIsInSync(a) => extent(ty, a.sector, a.size)?,
         Packet::OutOfSync { sector, size } => extent(ty, *sector, *size)?,

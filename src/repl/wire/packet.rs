@@ -73,7 +73,7 @@ const BLOCK: usize = 8 + 8 + 4 + 4;
 
 packet_types! {
     /// A replicated write (`P_DATA`).
-    Data = 0x00, conn = false, max = 8 + 8 + 4 + 4 + 4 + 1 + MAX_DIGEST_LEN + MAX_DATA_LEN;
+    Data = 0x00, conn = false, max = 8 + 8 + 4 + 4 + 4 + 4 + 1 + MAX_DIGEST_LEN + MAX_DATA_LEN;
     /// Resync data from the SyncSource (`P_RS_DATA_REPLY`).
     ResyncReply = 0x02, conn = false, max = 8 + 8 + 1 + MAX_DIGEST_LEN + MAX_DATA_LEN;
     /// Closes a write epoch (`P_BARRIER`).
@@ -104,6 +104,9 @@ packet_types! {
     WriteAck = 0x16, conn = false, max = BLOCK;
     /// Resync write on disk (`P_RS_WRITE_ACK`).
     ResyncWriteAck = 0x17, conn = false, max = BLOCK;
+    /// Two primaries: a concurrent write of the receiver's covers this one, which it did
+    /// not write (`P_SUPERSEDED`).
+    Superseded = 0x18, conn = false, max = BLOCK;
     /// Write failed on the peer (`P_NEG_ACK`).
     NegAck = 0x19, conn = false, max = BLOCK;
     /// The SyncSource could not read a resync block (`P_NEG_RS_DREPLY`).
@@ -126,6 +129,10 @@ packet_types! {
     BitmapRle = 0x24, conn = false, max = 4 + 1 + MAX_BITMAP_CHUNK;
     /// Marks a range out of sync on the peer (`P_OUT_OF_SYNC`).
     OutOfSync = 0x28, conn = false, max = 8 + 4;
+    /// Two primaries: a concurrent write of the receiver's overlaps this one, which it did
+    /// not write; write it again once the receiver's Data up to `after` has arrived
+    /// (`P_RETRY_WRITE`).
+    RetryWrite = 0x2c, conn = false, max = BLOCK + 4;
     /// A cluster-wide state change: the sender asks to change its role (`P_TWOPC_PREPARE`).
     TwoPcPrepare = 0x2e, conn = true, max = 4 + 1;
     /// The sender gives up its prepared change (`P_TWOPC_ABORT`).
@@ -247,6 +254,9 @@ pub enum Packet {
         sector: Sector,
         block_id: u64,
         seq: u32,
+        /// Two primaries: the `seq` of the last Data the sender had received from the
+        /// receiver when it admitted this write (which of the receiver's writes it had seen).
+        seen: u32,
         flags: DataFlags,
         size: u32,
         digest: Bytes,
@@ -260,6 +270,14 @@ pub enum Packet {
     ResyncWriteAck(BlockAck),
     /// The write failed on the peer: the range is out of sync.
     NegAck(BlockAck),
+    /// Two primaries: superseded by a concurrent write of the peer's (not written there).
+    Superseded(BlockAck),
+    /// Two primaries: not written because of a concurrent write of the peer's; to be written
+    /// again once the peer's Data with seq `after` has arrived.
+    RetryWrite {
+        ack: BlockAck,
+        after: u32,
+    },
     /// The SyncSource failed to read the requested block.
     NegResyncReply(BlockAck),
     /// Digests matched: the requested block is already in sync.
@@ -367,6 +385,7 @@ impl Packet {
             PacketType::WriteAck => Packet::WriteAck(a),
             PacketType::ResyncWriteAck => Packet::ResyncWriteAck(a),
             PacketType::NegAck => Packet::NegAck(a),
+            PacketType::Superseded => Packet::Superseded(a),
             PacketType::NegResyncReply => Packet::NegResyncReply(a),
             PacketType::ResyncIsInSync => Packet::ResyncIsInSync(a),
             _ => return None,
@@ -380,6 +399,8 @@ impl Packet {
             | Packet::WriteAck(a)
             | Packet::ResyncWriteAck(a)
             | Packet::NegAck(a)
+            | Packet::Superseded(a)
+            | Packet::RetryWrite { ack: a, .. }
             | Packet::NegResyncReply(a)
             | Packet::ResyncIsInSync(a) => Some(a),
             _ => None,
@@ -410,6 +431,8 @@ impl Packet {
             Packet::WriteAck(_) => PacketType::WriteAck,
             Packet::ResyncWriteAck(_) => PacketType::ResyncWriteAck,
             Packet::NegAck(_) => PacketType::NegAck,
+            Packet::Superseded(_) => PacketType::Superseded,
+            Packet::RetryWrite { .. } => PacketType::RetryWrite,
             Packet::NegResyncReply(_) => PacketType::NegResyncReply,
             Packet::ResyncIsInSync(_) => PacketType::ResyncIsInSync,
             Packet::Barrier { .. } => PacketType::Barrier,

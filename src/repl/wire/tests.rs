@@ -45,6 +45,7 @@ fn data_packet(data: &[u8], digest: &[u8]) -> Packet {
         sector: Sector(8),
         block_id: 0x1122_3344_5566_7788,
         seq: 5,
+        seen: 3,
         flags: DataFlags::FUA | DataFlags::SEND_WRITE_ACK,
         size: data.len() as u32,
         digest: Bytes::copy_from_slice(digest),
@@ -91,15 +92,16 @@ fn golden_data_with_digest_on_volume_3() {
     encode_to(3, &data_packet(&[0xAB; 512], &[1, 2, 3, 4]), &mut f).unwrap();
     let head = concat!(
         "75445242", "01", "00", "0000", "0003", "0000",
-        "00000221",                                          // 33 + 512 payload bytes
-        "4e9eb9f0", "dc6e8daf",                              // payload CRC, header CRC
+        "00000225",                                          // 37 + 512 payload bytes
+        "6b903430", "5cfb9223",                              // payload CRC, header CRC
         "0000000000000008", "1122334455667788", "00000005",  // sector, block id, seq
+        "00000003",                                          // seen
         "00000110", "00000200",                              // flags FUA|SEND_WRITE_ACK, size 512
         "04", "01020304",                                    // digest
     );
-    assert_eq!(hex(&f[..HEADER_LEN + 33]), head);
-    assert!(f[HEADER_LEN + 33..].iter().all(|&b| b == 0xAB));
-    assert_eq!(f.len(), HEADER_LEN + 33 + 512);
+    assert_eq!(hex(&f[..HEADER_LEN + 37]), head);
+    assert!(f[HEADER_LEN + 37..].iter().all(|&b| b == 0xAB));
+    assert_eq!(f.len(), HEADER_LEN + 37 + 512);
 }
 
 #[rustfmt::skip]
@@ -307,43 +309,49 @@ fn arb_packet_of(ty: PacketType) -> BoxedStrategy<Packet> {
             let write = (
                 sector(),
                 any::<u64>(),
-                any::<u32>(),
+                (any::<u32>(), any::<u32>()),
                 flags(DATA_FLAGS),
                 bytes(0, MAX_DIGEST_LEN),
                 block(),
             )
-                .prop_map(|(sector, block_id, seq, f, digest, data)| Packet::Data {
-                    sector,
-                    block_id,
-                    seq,
-                    flags: f.into_iter().fold(DataFlags::empty(), |a, b| a | b),
-                    size: data.len() as u32,
-                    digest,
-                    data,
+                .prop_map(|(sector, block_id, (seq, seen), f, digest, data)| {
+                    Packet::Data {
+                        sector,
+                        block_id,
+                        seq,
+                        seen,
+                        flags: f.into_iter().fold(DataFlags::empty(), |a, b| a | b),
+                        size: data.len() as u32,
+                        digest,
+                        data,
+                    }
                 });
             let trim = (
                 sector(),
                 any::<u64>(),
-                any::<u32>(),
+                (any::<u32>(), any::<u32>()),
                 flags(DATA_FLAGS),
                 any::<bool>(),
                 extent_size(),
             )
-                .prop_map(|(sector, block_id, seq, f, zeroes, size)| Packet::Data {
-                    sector,
-                    block_id,
-                    seq,
-                    flags: f.into_iter().fold(
-                        if zeroes {
-                            DataFlags::ZEROES
-                        } else {
-                            DataFlags::DISCARD
-                        },
-                        |a, b| a | b,
-                    ),
-                    size,
-                    digest: Bytes::new(),
-                    data: Bytes::new(),
+                .prop_map(|(sector, block_id, (seq, seen), f, zeroes, size)| {
+                    Packet::Data {
+                        sector,
+                        block_id,
+                        seq,
+                        seen,
+                        flags: f.into_iter().fold(
+                            if zeroes {
+                                DataFlags::ZEROES
+                            } else {
+                                DataFlags::DISCARD
+                            },
+                            |a, b| a | b,
+                        ),
+                        size,
+                        digest: Bytes::new(),
+                        data: Bytes::new(),
+                    }
                 });
             prop_oneof![3 => write, 1 => trim].boxed()
         }
@@ -351,6 +359,7 @@ fn arb_packet_of(ty: PacketType) -> BoxedStrategy<Packet> {
         | T::WriteAck
         | T::ResyncWriteAck
         | T::NegAck
+        | T::Superseded
         | T::NegResyncReply
         | T::ResyncIsInSync => ack
             .prop_map(move |(sector, block_id, size, seq)| {
@@ -362,6 +371,19 @@ fn arb_packet_of(ty: PacketType) -> BoxedStrategy<Packet> {
                 };
                 Packet::ack(ty, a).expect("an ack type")
             })
+            .boxed(),
+        T::RetryWrite => (ack, any::<u32>())
+            .prop_map(
+                |((sector, block_id, size, seq), after)| Packet::RetryWrite {
+                    ack: BlockAck {
+                        sector,
+                        block_id,
+                        size,
+                        seq,
+                    },
+                    after,
+                },
+            )
             .boxed(),
         T::Barrier => any::<u32>()
             .prop_map(|epoch| Packet::Barrier { epoch })
@@ -827,6 +849,7 @@ fn encode_refuses_what_decode_would_refuse_and_leaves_out_alone() {
                 sector: Sector(0),
                 block_id: 1,
                 seq: 1,
+                seen: 0,
                 flags: DataFlags::DISCARD,
                 size: 4096,
                 digest: Bytes::new(),
@@ -840,6 +863,7 @@ fn encode_refuses_what_decode_would_refuse_and_leaves_out_alone() {
                 sector: Sector(0),
                 block_id: 1,
                 seq: 1,
+                seen: 0,
                 flags: DataFlags::DISCARD | DataFlags::ZEROES,
                 size: 4096,
                 digest: Bytes::new(),
@@ -853,6 +877,7 @@ fn encode_refuses_what_decode_would_refuse_and_leaves_out_alone() {
                 sector: Sector(0),
                 block_id: 1,
                 seq: 1,
+                seen: 0,
                 flags: DataFlags(2),
                 size: 0,
                 digest: Bytes::new(),
@@ -866,6 +891,7 @@ fn encode_refuses_what_decode_would_refuse_and_leaves_out_alone() {
                 sector: Sector(0),
                 block_id: 1,
                 seq: 1,
+                seen: 0,
                 flags: DataFlags::empty(),
                 size: 1024,
                 digest: Bytes::new(),
