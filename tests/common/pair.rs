@@ -177,6 +177,16 @@ impl Pair {
             .to_string()
     }
 
+    /// Online verify from node-1 finds no block out of sync.
+    pub fn assert_verify_clean(&self) {
+        let line = self.verify();
+        assert!(
+            line.ends_with("Online verify found 0 4k block out of sync!"),
+            "verify: {line}; logs:\n{}",
+            self.logs()
+        );
+    }
+
     pub fn wait_sync(&self) {
         let r = self.a.adm(&["wait-sync", "--wfc-timeout", "60", RES]);
         assert_eq!(r.code, 0, "wait-sync: {r:#?}\nlogs:\n{}", self.logs());

@@ -521,7 +521,9 @@ fn rr_conflict(ctx: &SbContext, out: &mut SbOutcome) {
     }
 }
 
-/// After a missed end of resync, only an UpToDate source is worth syncing from.
+/// After a missed end of resync, only an UpToDate source is worth syncing from. Blocks marked
+/// on either side are still resynced ([`stray_bits`]: a crashed Primary's activity-log extents
+/// marked at its restart; the simulator found them left behind, both sides UpToDate).
 fn missed_finish(ctx: &SbContext, out: &mut SbOutcome) {
     if !out.rule.is_missed_finish() {
         return;
@@ -538,5 +540,8 @@ fn missed_finish(ctx: &SbContext, out: &mut SbOutcome) {
             msg::missed_finish_skipped(out.rule, true, ctx.peer.disk),
         );
         out.strategy = S::NoSync;
+    } else {
+        return;
     }
+    stray_bits(out, ctx.me, ctx.peer);
 }

@@ -824,6 +824,23 @@ fn missed_finish_needs_an_up_to_date_source() {
         texts(&o),
         vec!["Resync (rule=sync-target-missed-finish) skipped: peer sync-source (Outdated)"]
     );
+    // Blocks the skipped source marked since (a crashed Primary's activity log) are still
+    // resynced, from the UpToDate side.
+    a.disk = DiskState::Consistent;
+    a.dirty_bits = 3051;
+    let o = resolve(&a, &b, SbPolicy::default());
+    assert_eq!(o.strategy, S::TargetUseBitmap, "{:?}", o.log);
+    assert!(
+        texts(&o)
+            .iter()
+            .any(|t| t.starts_with("No resync, but 3051 bits in bitmap!")),
+        "{:?}",
+        o.log
+    );
+    assert_eq!(
+        resolve(&b, &a, SbPolicy::default()).strategy,
+        S::SourceUseBitmap
+    );
 }
 
 // ---- sizes ----
