@@ -521,20 +521,29 @@ fn rr_conflict(ctx: &SbContext, out: &mut SbOutcome) {
     }
 }
 
-/// After a missed end of resync, only an UpToDate source is worth syncing from. Blocks marked
-/// on either side are still resynced ([`stray_bits`]: a crashed Primary's activity-log extents
-/// marked at its restart; the simulator found them left behind, both sides UpToDate).
+/// After a missed end of resync, only an UpToDate source is worth syncing from, unless the
+/// source marked blocks since: it wrote them as Primary after the link went (its generation
+/// had split off for the resync already, so its current UUID did not move), or it crashed as
+/// Primary and marked its activity log. Those are resynced from it (the simulator found them
+/// left behind, or overwritten with the target's older data). Blocks marked only on the side
+/// that is not synced from are still resynced ([`stray_bits`]).
 fn missed_finish(ctx: &SbContext, out: &mut SbOutcome) {
     if !out.rule.is_missed_finish() {
         return;
     }
-    if out.strategy == S::SourceUseBitmap && ctx.me.disk != DiskState::UpToDate {
+    if out.strategy == S::SourceUseBitmap
+        && ctx.me.disk != DiskState::UpToDate
+        && ctx.me.dirty_bits == 0
+    {
         out.say(
             Level::Info,
             msg::missed_finish_skipped(out.rule, false, ctx.me.disk),
         );
         out.strategy = S::NoSync;
-    } else if out.strategy == S::TargetUseBitmap && ctx.peer.disk != DiskState::UpToDate {
+    } else if out.strategy == S::TargetUseBitmap
+        && ctx.peer.disk != DiskState::UpToDate
+        && ctx.peer.dirty_bits == 0
+    {
         out.say(
             Level::Info,
             msg::missed_finish_skipped(out.rule, true, ctx.peer.disk),

@@ -824,22 +824,28 @@ fn missed_finish_needs_an_up_to_date_source() {
         texts(&o),
         vec!["Resync (rule=sync-target-missed-finish) skipped: peer sync-source (Outdated)"]
     );
-    // Blocks the skipped source marked since (a crashed Primary's activity log) are still
-    // resynced, from the UpToDate side.
+    // A source that marked blocks since (it wrote as Primary after the link went, or crashed as
+    // Primary and marked its activity log) is synced from, Consistent or not.
     a.disk = DiskState::Consistent;
     a.dirty_bits = 3051;
+    let o = resolve(&a, &b, SbPolicy::default());
+    assert_eq!(o.strategy, S::SourceUseBitmap, "{:?}", o.log);
+    assert_eq!(
+        resolve(&b, &a, SbPolicy::default()).strategy,
+        S::TargetUseBitmap
+    );
+    // Marks only on the side not synced from: resynced from the UpToDate side.
+    a.dirty_bits = 0;
+    let mut b = b;
+    b.dirty_bits = 7;
     let o = resolve(&a, &b, SbPolicy::default());
     assert_eq!(o.strategy, S::TargetUseBitmap, "{:?}", o.log);
     assert!(
         texts(&o)
             .iter()
-            .any(|t| t.starts_with("No resync, but 3051 bits in bitmap!")),
+            .any(|t| t.starts_with("No resync, but 7 bits in bitmap!")),
         "{:?}",
         o.log
-    );
-    assert_eq!(
-        resolve(&b, &a, SbPolicy::default()).strategy,
-        S::SourceUseBitmap
     );
 }
 
