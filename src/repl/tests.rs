@@ -1077,3 +1077,78 @@ fn peer_barriers_flush_unless_disk_flushes_is_off() {
         );
     }
 }
+
+/// RetryWrite and Superseded decide over our writes only when both nodes allow two primaries;
+/// from any other peer they are a protocol breach: logged and ignored, the write still waits
+/// for its WriteAck.
+#[test]
+fn a_retry_write_without_two_primaries_is_ignored() {
+    let mut e = connected_in_sync();
+    e.handle(
+        Time::default(),
+        Input::Admin {
+            token: 2,
+            cmd: AdminCmd::Primary { force: false },
+        },
+    );
+    settle(&mut e);
+    e.handle(
+        Time::default(),
+        Input::Io {
+            id: ReqId(9),
+            op: write(0, 4096),
+        },
+    );
+    let acts = settle(&mut e);
+    let ack = acts
+        .iter()
+        .find_map(|a| match a {
+            Action::Send {
+                packet:
+                    Packet::Data {
+                        sector,
+                        block_id,
+                        seq,
+                        size,
+                        ..
+                    },
+                ..
+            } => Some(crate::repl::wire::BlockAck {
+                sector: *sector,
+                block_id: *block_id,
+                size: *size,
+                seq: *seq,
+            }),
+            _ => None,
+        })
+        .expect("the write replicated");
+    e.handle(
+        Time::default(),
+        Input::PeerPacket {
+            node: NodeId(1),
+            packet: Packet::RetryWrite { ack, after: 99 },
+        },
+    );
+    let acts = settle(&mut e);
+    assert!(
+        acts.iter()
+            .any(|a| matches!(a, Action::Log(l) if l.contains("unexpected RetryWrite"))),
+        "{acts:?}"
+    );
+    assert!(
+        !acts
+            .iter()
+            .any(|a| matches!(a, Action::Complete { .. } | Action::SubmitDisk { .. }))
+    );
+    e.handle(
+        Time::default(),
+        Input::PeerPacket {
+            node: NodeId(1),
+            packet: Packet::WriteAck(ack),
+        },
+    );
+    assert!(settle(&mut e).contains(&Action::Complete {
+        id: ReqId(9),
+        result: Ok(None)
+    }));
+}

@@ -128,7 +128,7 @@ impl Engine {
     }
 
     /// A write starts the new data generation a promotion or a lost peer made due.
-    fn new_uuid_if_due(&mut self) {
+    pub(super) fn new_uuid_if_due(&mut self) {
         if !self.new_uuid_due {
             return;
         }
@@ -341,14 +341,17 @@ impl Engine {
             self.finished(done);
         }
         // A write the peer asked for again is postponed now that its local write is done.
-        let asked: std::collections::BTreeSet<NodeId> = self
-            .reqs
-            .postponed()
-            .into_iter()
-            .map(|(_, n, _)| n)
-            .collect();
-        for node in asked {
-            self.readmit_postponed(node);
+        // (Checked first: this runs for every disk completion.)
+        if self.reqs.has_postponed() {
+            let asked: std::collections::BTreeSet<NodeId> = self
+                .reqs
+                .postponed()
+                .into_iter()
+                .map(|(_, n, _)| n)
+                .collect();
+            for node in asked {
+                self.readmit_postponed(node);
+            }
         }
         // Requests the finished one held back go only after its own results are out: a
         // resync read's reply must be on the wire before a newer write to the same blocks.

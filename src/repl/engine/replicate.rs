@@ -119,15 +119,7 @@ impl Engine {
             .is_some_and(|l| !l.tl.is_empty());
         self.mark_unconfirmed(node);
         // Requests stop waiting for a peer whose disk is gone: what they wrote is marked.
-        let ids: Vec<ReqId> = self
-            .reqs
-            .iter()
-            .filter(|r| r.awaits(node))
-            .map(|r| r.id)
-            .collect();
-        for id in ids {
-            self.peer_event(id, Event::PeerGone { node });
-        }
+        self.stop_waiting_for(node);
         // The generation split off for this peer already (its bitmap UUID is set): the bitmap
         // records everything since, nothing new to start (DRBD makes no UUID when no bitmap
         // slot changes).
@@ -145,13 +137,32 @@ impl Engine {
             self.new_uuid_due = true;
             return;
         }
-        if let Some(d) = self.disk.as_mut() {
-            super::rotate_current(&mut d.sb, &mut self.uuids, true);
-            let uuid = d.sb.current_uuid;
-            self.log(format!("new current UUID: {uuid}"));
-            self.new_uuid_due = false;
-            self.sb_changed();
+        if self.disk.is_some() {
+            self.new_uuid_due = true;
+            self.new_uuid_if_due();
         }
+    }
+
+    /// Every request waiting for `node` stops waiting (it went, or its disk did); they
+    /// complete on local success, in the order of their ids.
+    fn stop_waiting_for(&mut self, node: NodeId) {
+        let ids: Vec<ReqId> = self
+            .reqs
+            .iter()
+            .filter(|r| r.awaits(node))
+            .map(|r| r.id)
+            .collect();
+        for id in ids {
+            self.peer_event(id, Event::PeerGone { node });
+        }
+    }
+
+    /// The session with `node` runs with two primaries allowed.
+    pub(super) fn two_primaries_with(&self, node: NodeId) -> bool {
+        self.peers
+            .get(&node)
+            .and_then(|p| p.session.as_ref())
+            .is_some_and(|s| s.two_primaries)
     }
 
     /// Whether application writes go to `node` (otherwise they are marked in its bitmap): from
@@ -174,17 +185,8 @@ impl Engine {
         if p.session.take().is_none() {
             return;
         }
-        // Application requests stop waiting for it: they complete on local success, in the
-        // order of their ids.
-        let ids: Vec<ReqId> = self
-            .reqs
-            .iter()
-            .filter(|r| r.awaits(node))
-            .map(|r| r.id)
-            .collect();
-        for id in ids {
-            self.peer_event(id, Event::PeerGone { node });
-        }
+        // Application requests stop waiting for it.
+        self.stop_waiting_for(node);
         // Writes the peer asked for again are written here now, and marked for it.
         self.readmit_postponed(node);
         // The marks must survive a crash that follows: persist them now.
@@ -376,11 +378,18 @@ impl Engine {
         if !self.peers.get(&node).is_some_and(|p| p.replicating()) {
             return;
         }
-        let two_primaries = self
-            .peers
-            .get(&node)
-            .and_then(|p| p.session.as_ref())
-            .is_some_and(|s| s.two_primaries);
+        let two_primaries = self.two_primaries_with(node);
+        if matches!(packet, Packet::Superseded(_) | Packet::RetryWrite { .. }) && !two_primaries {
+            // Only a peer that may write concurrently decides over our writes; from any other
+            // it is a protocol breach, and acting on it would write a block again.
+            return self.peer_log(
+                node,
+                format!(
+                    "unexpected {:?} without allow-two-primaries ignored",
+                    packet.packet_type()
+                ),
+            );
+        }
         if two_primaries
             && let Some(a) = packet.as_ack()
             && !matches!(
@@ -535,11 +544,7 @@ impl Engine {
         };
         // Replicated writes compete with the resync like local application I/O does.
         self.last_app_io = Some(self.now);
-        let two_primaries = self
-            .peers
-            .get(&node)
-            .and_then(|p| p.session.as_ref())
-            .is_some_and(|s| s.two_primaries);
+        let two_primaries = self.two_primaries_with(node);
         let usable = (self.st.role() != Role::Primary || two_primaries)
             && self.disk.is_some()
             && self.st.disk() >= DiskState::Inconsistent

@@ -590,6 +590,10 @@ impl Requests {
             .collect()
     }
 
+    pub fn has_postponed(&self) -> bool {
+        !self.postponed.is_empty()
+    }
+
     /// The postponed writes: (id, the peer that asked for them again, the seq of its Data
     /// they wait for).
     pub fn postponed(&self) -> Vec<(ReqId, NodeId, u32)> {
