@@ -322,3 +322,52 @@ fn outdate_is_persisted_and_refuses_primary_until_forced() {
         status(&p.b)
     );
 }
+
+/// DRBD 9's planned disconnect under fencing: node-2 (Secondary) disconnects from node-1
+/// (Primary) and is Outdated by the agreement; node-1 records it and calls no fence-peer, so
+/// its I/O never freezes (resource-and-stonith). node-2 cannot be promoted until it has
+/// reconnected; a reconnect brings it back UpToDate. On loopback: nothing is cut.
+#[test]
+fn a_planned_disconnect_outdates_the_secondary_and_fences_nobody() {
+    let h = Handler::new(0, 4);
+    let mut p = pair(&h.config());
+    p.up();
+    p.a.adm(&["--clear-bitmap", "new-current-uuid", RES]).ok();
+    p.a.adm(&["primary", RES]).ok();
+    p.eventually(10, "node-2 UpToDate next to the Primary", || {
+        let s = status(&p.b);
+        s.starts_with("res0 role:Secondary\n  disk:UpToDate\n") && s.contains("role:Primary")
+    });
+    p.b.adm(&["disconnect", RES]).ok();
+    let s = status(&p.b);
+    assert!(s.contains("  disk:Outdated\n"), "{s}\n{}", p.logs());
+    p.eventually(10, "node-1 to record node-2 Outdated", || {
+        p.a.log_text()
+            .contains("node-2: pdsk( UpToDate -> Outdated ) [disconnect]")
+    });
+    assert!(
+        p.b.log_text()
+            .contains("Preparing cluster-wide state change"),
+        "{}",
+        p.logs()
+    );
+    // node-1 goes on writing: nothing froze, nobody was fenced.
+    assert_eq!(
+        write_one(&p).recv_timeout(Duration::from_secs(20)),
+        Ok(true)
+    );
+    assert!(!suspended(&p), "{}", p.logs());
+    assert_eq!(h.calls(), "", "fence-peer was called\n{}", p.logs());
+    let r = p.b.adm(&["primary", RES]);
+    assert_eq!(r.code, 17, "{r:#?}");
+    assert!(
+        r.stderr.contains("(-2) Need access to UpToDate data"),
+        "{r:#?}"
+    );
+    p.b.adm(&["connect", RES]).ok();
+    p.eventually(20, "node-2 UpToDate again", || {
+        let s = status(&p.b);
+        s.starts_with("res0 role:Secondary\n  disk:UpToDate\n") && s.contains("peer-disk:UpToDate")
+    });
+    assert_eq!(h.calls(), "", "{}", p.logs());
+}

@@ -944,11 +944,13 @@ fn monitor_and_scores_on_real_daemons() {
     });
     a.expect("monitor", OCF_RUNNING_MASTER);
     assert_eq!(cib.score("node-1"), Some(10000));
-    // Demoted with the peer away: UpToDate but the peer unknown, 1000.
+    // Demoted with the peer away: UpToDate, and the peer known Outdated (its `stop` was a
+    // disconnect agreed under fencing, as in DRBD 9), so still 10000: node-1 is the one to
+    // promote.
     a.expect("demote", OCF_SUCCESS);
     a.expect("demote", OCF_SUCCESS);
     a.expect("monitor", OCF_SUCCESS);
-    assert_eq!(cib.score("node-1"), Some(1000));
+    assert_eq!(cib.score("node-1"), Some(10000));
     // A post notification re-reads the state; reload is harmless.
     let r = a.run(
         "notify",

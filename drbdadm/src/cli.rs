@@ -238,8 +238,16 @@ pub enum Command {
     },
 
     /// Close the connections and stay StandAlone (writes go on here and are marked in the
-    /// bitmap, so the next connect resyncs only what changed).
+    /// bitmap, so the next connect resyncs only what changed). The peer agrees first, as in
+    /// DRBD 9: under `fencing`, of a Primary and a Secondary the Secondary becomes Outdated
+    /// (it cannot be promoted without --force until it has resynced) and the Primary knows
+    /// it, so nobody calls fence-peer. A Primary next to another Primary under fencing is
+    /// refused ("(-7) Refusing to be Primary while peer is not outdated", exit code 11).
     Disconnect {
+        /// Close at once: no agreement with the peer, nobody outdated (the peer sees a lost
+        /// connection and fences as configured).
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         targets: Targets,
     },

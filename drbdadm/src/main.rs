@@ -85,7 +85,9 @@ fn run(cli: Cli) -> Result<(), AdmError> {
                 discard_my_data: *discard_my_data,
             },
         ),
-        Command::Disconnect { targets } => state(targets, StateCmd::Disconnect),
+        Command::Disconnect { force, targets } => {
+            state(targets, StateCmd::Disconnect { force: *force })
+        }
         Command::Invalidate {
             reset_bitmap,
             targets,

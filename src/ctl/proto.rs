@@ -196,6 +196,9 @@ pub enum Request {
     /// Close the peer links and stay StandAlone.
     Disconnect {
         resource: String,
+        /// `--force`: close at once, without the peer's agreement.
+        #[serde(default)]
+        force: bool,
     },
     /// `reset_bitmap: false` (`--reset-bitmap=no`): resync only the marked blocks.
     Invalidate {

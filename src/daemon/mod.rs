@@ -172,6 +172,19 @@ impl Daemon {
         Response::Ok
     }
 
+    /// `disconnect`: agreed with the peer first (the engine's cluster-wide change), then the
+    /// links close; `--force` closes them at once.
+    async fn disconnect(&self, name: &str, force: bool) -> Response {
+        let Some(d) = self.get(name) else {
+            return unknown_resource(name);
+        };
+        if !force && let Err(e) = d.admin(AdminCmd::Disconnect).await {
+            return admin_failure(name, &e, &d);
+        }
+        d.stop_links().await;
+        Response::Ok
+    }
+
     async fn down(&self, name: &str) -> Response {
         let Some(d) = self.get(name) else {
             // drbdsetup down succeeds for a resource that is not up.
@@ -183,6 +196,11 @@ impl Daemon {
                 &AdminError::State(crate::repl::StateError::DeviceInUse),
                 &d,
             );
+        }
+        // As DRBD's `down`: a disconnect the peer agrees to (a Secondary leaving a Primary
+        // under fencing is Outdated, and the Primary does not call fence-peer for it).
+        if let Err(e) = d.admin(AdminCmd::Disconnect).await {
+            return admin_failure(name, &e, &d);
         }
         d.stop_links().await;
         if let Err(e) = d.admin(AdminCmd::Detach).await {
@@ -375,13 +393,7 @@ impl Daemon {
                     resource,
                     discard_my_data,
                 } => self.connect(&resource, discard_my_data).await,
-                Request::Disconnect { resource } => match self.get(&resource) {
-                    Some(d) => {
-                        d.stop_links().await;
-                        Response::Ok
-                    }
-                    None => unknown_resource(&resource),
-                },
+                Request::Disconnect { resource, force } => self.disconnect(&resource, force).await,
                 Request::Invalidate {
                     resource,
                     reset_bitmap,

@@ -38,11 +38,13 @@ mod admin;
 mod api;
 mod conflicts;
 mod connection;
+mod disconnect;
 mod disk;
 mod fencing;
 mod io;
 mod meta;
 mod peer;
+mod remote_read;
 mod replicate;
 mod requests;
 mod resync;
@@ -115,7 +117,7 @@ pub struct Engine {
     /// fence-peer calls in flight, the I/O freeze of resource-and-stonith (see `fencing`).
     fence: fencing::FenceState,
     /// Promotions that wait for a handshake to decide or a cluster-wide change to end.
-    deferred: Vec<twopc::Promotion>,
+    deferred: Vec<twopc::Proposal>,
     /// The cluster-wide state change this node started, and the one it agreed to.
     twopc: Option<twopc::TwoPc>,
     prepared: Option<twopc::Prepared>,

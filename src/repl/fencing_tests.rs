@@ -508,3 +508,111 @@ fn outdate_is_refused_while_primary_connected_or_inconsistent() {
     );
     let _ = drain(&mut e);
 }
+
+fn sent_commit_before_answer(acts: &[Action], token: u64) -> bool {
+    let commit = acts.iter().position(|a| {
+        matches!(
+            a,
+            Action::Send {
+                packet: crate::repl::wire::Packet::TwoPcCommit { .. },
+                ..
+            }
+        )
+    });
+    let answer = acts
+        .iter()
+        .position(|a| matches!(a, Action::AdminDone { token: t, .. } if *t == token));
+    matches!((commit, answer), (Some(c), Some(a)) if c < a)
+}
+
+#[test]
+fn a_planned_disconnect_from_the_primary_outdates_the_peer_and_fences_nobody() {
+    let mut e = connected_primary(Fencing::ResourceOnly);
+    let acts = admin(&mut e, 3, AdminCmd::Disconnect);
+    assert!(logged(
+        &acts,
+        "conn( Disconnecting ) (the Secondary outdated)"
+    ));
+    assert_eq!(admin_result(&acts, 3), Some(Ok(())));
+    assert!(
+        sent_commit_before_answer(&acts, 3),
+        "the driver closes the link on the answer: the commit goes first: {acts:?}"
+    );
+    assert_eq!(peer_disk(&e), DiskState::Outdated);
+    let sb = last_sb(&acts).expect("the outdated peer is persisted");
+    assert!(
+        sb.peer(PEER)
+            .is_some_and(|p| p.flags & peer_flags::OUTDATED != 0)
+    );
+    e.handle(
+        Time::default(),
+        Input::PeerDown {
+            node: PEER,
+            standalone: true,
+        },
+    );
+    let acts = settle(&mut e);
+    assert_eq!(fence_calls(&acts, Handler::FencePeer), 0, "{acts:?}");
+    assert_eq!(peer_disk(&e), DiskState::Outdated);
+}
+
+#[test]
+fn the_secondary_disconnecting_on_purpose_is_recorded_outdated_not_fenced() {
+    use crate::repl::wire::{Packet, TwoPcChange};
+    let mut e = connected_primary(Fencing::ResourceAndStonith);
+    let prepare = Packet::TwoPcPrepare {
+        tid: 7,
+        change: TwoPcChange::Disconnect { outdate: true },
+    };
+    e.handle(
+        Time::default(),
+        Input::PeerPacket {
+            node: PEER,
+            packet: prepare,
+        },
+    );
+    let acts = settle(&mut e);
+    assert!(
+        acts.iter().any(|a| matches!(
+            a,
+            Action::Send {
+                packet: Packet::TwoPcYes { tid: 7 },
+                ..
+            }
+        )),
+        "{acts:?}"
+    );
+    e.handle(
+        Time::default(),
+        Input::PeerPacket {
+            node: PEER,
+            packet: Packet::TwoPcCommit { tid: 7 },
+        },
+    );
+    settle(&mut e);
+    assert_eq!(peer_disk(&e), DiskState::Outdated);
+    let acts = lose_link_with_write_in_flight(&mut e);
+    assert_eq!(fence_calls(&acts, Handler::FencePeer), 0, "{acts:?}");
+    assert!(!e.status().suspended_fencing, "nothing to freeze for");
+    assert_eq!(completed(&acts, ReqId(10)), Some(Ok(None)));
+}
+
+#[test]
+fn without_the_commit_a_lost_link_is_fenced_as_before() {
+    use crate::repl::wire::{Packet, TwoPcChange};
+    let mut e = connected_primary(Fencing::ResourceOnly);
+    e.handle(
+        Time::default(),
+        Input::PeerPacket {
+            node: PEER,
+            packet: Packet::TwoPcPrepare {
+                tid: 8,
+                change: TwoPcChange::Disconnect { outdate: true },
+            },
+        },
+    );
+    settle(&mut e);
+    // The Secondary may have died before it outdated itself: only a commit proves it did.
+    let acts = lose_link_with_write_in_flight(&mut e);
+    assert_eq!(fence_calls(&acts, Handler::FencePeer), 1);
+}

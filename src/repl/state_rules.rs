@@ -11,8 +11,9 @@
 //! (`H2`, `S13`, ...) follow the reference notes; the `drbd` column quotes the C condition.
 //!
 //! Left out until their issues: quorum (`SS_NO_QUORUM`), read-only openers, intentional
-//! diskless peers, multiple volumes. "Access to UpToDate data" is the local disk only: a
-//! Diskless Primary served by its peer is not supported yet.
+//! diskless peers, multiple volumes. "Access to UpToDate data" is the local disk, or a
+//! connected peer's UpToDate disk while this node still has a disk of its own (reads it
+//! lacks are served by that peer): a Diskless Primary is not supported yet.
 
 use super::state::{ConnState, DiskState, ReplState, Role, StateError};
 use crate::types::NodeId;
@@ -112,9 +113,15 @@ impl std::fmt::Debug for Rule {
     }
 }
 
-/// The local disk gives access to UpToDate data (DRBD's `drbd_data_accessible()`, local part).
+/// Access to UpToDate data (DRBD's `drbd_data_accessible()`): the local disk, or a connected
+/// peer's while this node has a disk to write to (see the module docs).
 fn accessible(v: &View) -> bool {
-    v.disk == DiskState::UpToDate
+    let peer_has_it = || {
+        v.peers
+            .iter()
+            .any(|p| p.disk == DiskState::UpToDate && p.repl >= ReplState::Established)
+    };
+    v.disk == DiskState::UpToDate || (v.disk >= DiskState::Inconsistent && peer_has_it())
 }
 
 fn sync_source(r: ReplState) -> bool {
@@ -593,7 +600,7 @@ mod tests {
         let old = view(
             Role::Secondary,
             D::Consistent,
-            connected(Role::Secondary, D::UpToDate),
+            connected(Role::Secondary, D::Outdated),
         );
         let new = View {
             role: Role::Primary,
@@ -601,6 +608,58 @@ mod tests {
         };
         assert_eq!(
             try_change(&old, &new, &ctx()),
+            Err(StateError::NoUpToDateDisk)
+        );
+    }
+
+    #[test]
+    fn a_node_with_a_disk_reaches_uptodate_data_through_its_peer() {
+        // DRBD 9 promotes a SyncTarget: what its disk lacks, the UpToDate peer serves.
+        let old = view(
+            Role::Secondary,
+            D::Inconsistent,
+            peer(
+                ConnState::Connected,
+                Role::Secondary,
+                D::UpToDate,
+                ReplState::SyncTarget,
+            ),
+        );
+        let new = View {
+            role: Role::Primary,
+            ..old.clone()
+        };
+        assert!(try_change(&old, &new, &ctx()).is_ok());
+        // Not without a disk of its own (a Diskless Primary is not supported yet)...
+        let diskless = View {
+            disk: D::Diskless,
+            ..old.clone()
+        };
+        let new = View {
+            role: Role::Primary,
+            ..diskless.clone()
+        };
+        assert_eq!(
+            try_change(&diskless, &new, &ctx()),
+            Err(StateError::NoUpToDateDisk)
+        );
+        // ...and not once the peer has gone.
+        let gone = view(
+            Role::Secondary,
+            D::Inconsistent,
+            peer(
+                ConnState::Connecting,
+                Role::Unknown,
+                D::DUnknown,
+                ReplState::Off,
+            ),
+        );
+        let new = View {
+            role: Role::Primary,
+            ..gone.clone()
+        };
+        assert_eq!(
+            try_change(&gone, &new, &ctx()),
             Err(StateError::NoUpToDateDisk)
         );
     }

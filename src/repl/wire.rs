@@ -59,7 +59,7 @@ mod tests;
 pub use body::{block_digest_len_at, validate};
 pub use codes::{DataFlags, OvOutcome, SizesFlags, StateFlags, UuidFlags, WireCode, features};
 pub use error::{FieldError, WireError};
-pub use packet::{BlockAck, Packet, PacketType};
+pub use packet::{BlockAck, Packet, PacketType, TwoPcChange};
 
 use bytes::Bytes;
 
@@ -70,10 +70,11 @@ pub const MAGIC: u32 = 0x7544_5242;
 /// both).
 pub const WIRE_VERSION: u8 = 1;
 /// Lowest protocol version (in [`Packet::Hello`]) this build speaks. 2: Data carries `seen`,
-/// Superseded and RetryWrite exist (two primaries).
-pub const PROTOCOL_MIN: u32 = 2;
+/// Superseded and RetryWrite exist (two primaries). 3: DataRequest, DataReply and
+/// NegDataReply exist (reads served by the peer).
+pub const PROTOCOL_MIN: u32 = 3;
 /// Highest protocol version (in [`Packet::Hello`]) this build speaks.
-pub const PROTOCOL_MAX: u32 = 2;
+pub const PROTOCOL_MAX: u32 = 3;
 /// Header flag: a receiver that does not know this type may skip the frame instead of failing.
 pub const FLAG_MAY_IGNORE: u8 = 0x01;
 /// Header size in bytes.

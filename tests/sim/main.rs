@@ -21,6 +21,7 @@
 
 mod dual_primary;
 mod pair;
+mod remote_read;
 mod scenarios;
 mod split_brain;
 mod two_nodes;

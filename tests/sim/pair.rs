@@ -407,6 +407,18 @@ pub struct World {
     /// Writes submitted over a write still in flight.
     pub overlapping_writes: u64,
     pub failed_writes: u64,
+    /// Application reads in flight: first sector, per sector what it may return (see
+    /// [`World::read_allowed`]), and the first write id submitted after it.
+    reads: BTreeMap<ReqId, (u64, Vec<BTreeSet<u64>>, u64)>,
+    /// Reads that returned data (each checked against the model).
+    pub reads_ok: u64,
+    /// Per node: reads it sent to its peer (DataRequest).
+    pub remote_reads: [u64; 2],
+    /// Per sector: the write id drawn for the last trim over it (trims read back as 0, so a
+    /// read checks by this whether one was submitted after it).
+    trimmed_at: BTreeMap<u64, u64>,
+    /// Both nodes allow two primaries.
+    two_primaries: bool,
     /// Per sender: blocks of Data sent in the open epoch, and per closed epoch until its
     /// BarrierAck arrives (what the transfer log must mark when the link goes).
     tl_open: [BTreeSet<u64>; 2],
@@ -542,6 +554,11 @@ impl World {
             acked_writes: 0,
             overlapping_writes: 0,
             failed_writes: 0,
+            reads: BTreeMap::new(),
+            reads_ok: 0,
+            remote_reads: [0; 2],
+            trimmed_at: BTreeMap::new(),
+            two_primaries: peer(A).two_primaries && peer(B).two_primaries,
             recorded: None,
             neg_acked: Default::default(),
             tl_open: [BTreeSet::new(), BTreeSet::new()],
@@ -861,6 +878,12 @@ impl World {
         assert_eq!(o.node, i);
         self.results
             .insert(id, result.as_ref().map(|_| ()).map_err(Clone::clone));
+        if let Some((first, allowed, later)) = self.reads.remove(&id)
+            && let Ok(Some(data)) = &result
+        {
+            self.check_read(i, first, &allowed, later, data);
+            self.reads_ok += 1;
+        }
         if let (Some(d), IoOp::Write { offset, data, .. }, Ok(_)) = (&mut self.dual, &o.op, &result)
         {
             d.acked.push((i, o.wid, *offset, data.len() as u64));
@@ -1136,11 +1159,77 @@ impl World {
             };
             // What the sectors hold once it lands: a trim reads back as zeroes.
             let t = if trim { 0 } else { wid };
+            if trim {
+                for s in offset / SECTOR..(offset + len) / SECTOR {
+                    self.trimmed_at.insert(s, wid);
+                }
+            }
             let modelled = self.discarded_writer != Some(i);
             self.submit(i, op, t, modelled);
             return true;
         }
         false
+    }
+
+    /// Submits a random read on node `i`: what it returns is checked against the
+    /// application model (a write acknowledged before it, or one in flight meanwhile).
+    pub fn app_read(&mut self, i: usize) -> ReqId {
+        let data_bytes = self.n[i].layout.data_bytes;
+        // Now and then larger than one packet (a remote read in parts).
+        let sectors = if self.rng.chance(50) { 6144 } else { 24 };
+        let len = (1 + self.rng.below(sectors)) * SECTOR;
+        let offset = self.rng.below((data_bytes - len) / SECTOR) * SECTOR;
+        let first = offset / SECTOR;
+        let allowed = (first..first + len / SECTOR)
+            .map(|s| self.read_allowed(s))
+            .collect();
+        let later = self.next_wid;
+        let op = IoOp::Read {
+            offset,
+            len: len as u32,
+        };
+        let id = self.submit(i, op, 0, true);
+        if self.outstanding.contains_key(&id) {
+            self.reads.insert(id, (first, allowed, later));
+        }
+        id
+    }
+
+    /// What a read of sector `s` submitted now may return: the write acknowledged there last
+    /// (or, after crashes, any candidate) and every write in flight over it; writes submitted
+    /// after the read are allowed too (by their ids, see `check_read`).
+    fn read_allowed(&self, s: u64) -> BTreeSet<u64> {
+        let mut set = match self.sectors.get(&s) {
+            Some(st) => st
+                .exact
+                .map_or_else(|| st.cands.clone(), |e| BTreeSet::from([e])),
+            None => BTreeSet::from([0]),
+        };
+        let at = s * SECTOR;
+        set.extend(
+            self.outstanding
+                .values()
+                .filter(|o| {
+                    o.op.written_range()
+                        .is_some_and(|(a, l)| a <= at && at < a + l)
+                })
+                .map(|o| o.wid),
+        );
+        set
+    }
+
+    fn check_read(&self, i: usize, first: u64, allowed: &[BTreeSet<u64>], later: u64, data: &[u8]) {
+        for (k, ok) in allowed.iter().enumerate() {
+            let t = tag(data, k as u64);
+            let s = first + k as u64;
+            let trimmed_since = t == 0 && self.trimmed_at.get(&s).is_some_and(|w| *w >= later);
+            if !ok.contains(&t) && t < later && !trimmed_since {
+                self.fail(format!(
+                    "a read on node {i} returned write {t} at sector {s}; allowed {ok:?} or a \
+                     write from {later} on"
+                ));
+            }
+        }
     }
 
     /// Submits application request `op` on node `i`; `wid` is what its sectors hold once it
@@ -1600,6 +1689,9 @@ impl World {
                 if let Packet::Data { block_id, .. } = &packet {
                     self.received[1 - i].insert(*block_id);
                 }
+                if matches!(packet, Packet::DataRequest { .. }) {
+                    self.remote_reads[i] += 1;
+                }
                 if let Some(d) = &mut self.dual {
                     match &packet {
                         Packet::Superseded(_) => d.superseded += 1,
@@ -1675,7 +1767,7 @@ impl World {
     /// sides' connection, whatever either has heard of the other (the cluster-wide state
     /// change closes the window in which both could promote).
     fn check_roles(&self) {
-        if self.dual.is_some() {
+        if self.dual.is_some() || self.two_primaries {
             return; // allow-two-primaries
         }
         if self.up[A]

@@ -22,7 +22,17 @@ impl Engine {
                     deadline: None,
                 });
             }
-            AdminCmd::Secondary => self.demote("secondary"),
+            AdminCmd::Secondary => {
+                // Answered by `demote_cluster_wide` (after the peers agreed).
+                return self.propose(super::twopc::Proposal::Demote { token });
+            }
+            AdminCmd::Disconnect => {
+                // Answered by `disconnect_cluster_wide` (after the peers agreed).
+                return self.propose(super::twopc::Proposal::Disconnect {
+                    token,
+                    outdate: false,
+                });
+            }
             AdminCmd::NewCurrentUuid { clear_bitmap } => self.new_current_uuid(clear_bitmap),
             AdminCmd::Verify { start, stop } => self.verify_start(start, stop),
             AdminCmd::Connect { discard_my_data } => {

@@ -150,6 +150,11 @@ pub enum AdminCmd {
     },
     /// `drbdadm outdate`: mark this node's (consistent, disconnected) data Outdated, persisted.
     Outdate,
+    /// `drbdadm disconnect` (and `down`): agreed with the connected peers as a cluster-wide
+    /// change (under fencing the Secondary of a Primary/Secondary pair is outdated); the
+    /// driver closes the links once this succeeded. Without a connected peer it succeeds at
+    /// once.
+    Disconnect,
     /// `drbdadm resume-io`: lift the freeze of `fencing resource-and-stonith` (after a
     /// fence-peer handler that failed).
     ResumeIo,

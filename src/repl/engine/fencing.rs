@@ -51,7 +51,7 @@ enum Answer {
 }
 
 impl Engine {
-    fn fencing_policy(&self, node: NodeId) -> Fencing {
+    pub(super) fn fencing_policy(&self, node: NodeId) -> Fencing {
         self.peer_info(node)
             .map_or(Fencing::DontCare, |p| p.fencing)
     }
@@ -331,7 +331,7 @@ impl Engine {
 
     /// Outdated, persisted the way DRBD encodes it: consistent, but not up to date when it
     /// stopped (`MDF_CONSISTENT` set, `MDF_WAS_UP_TO_DATE` clear).
-    fn outdate_self(&mut self, c: Change) -> Result<(), StateError> {
+    pub(super) fn outdate_self(&mut self, c: Change) -> Result<(), StateError> {
         if self.st.disk() == DiskState::Outdated {
             return Ok(());
         }
@@ -344,7 +344,7 @@ impl Engine {
     }
 
     /// Records in `node`'s metadata slot that it is fenced (`MDF_PEER_OUTDATED`), or not.
-    fn set_peer_outdated_flag(&mut self, node: NodeId, on: bool) {
+    pub(super) fn set_peer_outdated_flag(&mut self, node: NodeId, on: bool) {
         let Some(d) = self.disk.as_mut() else {
             return;
         };

@@ -1,10 +1,11 @@
 //! Requests on the local disk: admission of application requests, the activity log, release
 //! to the disk in the order the request table allows, and what a disk answer finishes.
 
+use super::remote_read::ReadFrom;
 use super::replicate::INTERNAL;
 use super::requests::{IoResult, Request};
 use super::{Action, AlStep, Engine, Event, IoError, IoOp, Origin, QueuedAl, rotate_current};
-use crate::repl::state::{DiskState, Role};
+use crate::repl::state::Role;
 use crate::types::{AL_EXTENT_SIZE, ExtentNr, NodeId, ReqId};
 
 impl Engine {
@@ -69,8 +70,14 @@ impl Engine {
         if self.st.role() != Role::Primary {
             return self.refuse(id, IoError::NotPrimary);
         }
-        if self.disk.is_none() || self.st.disk() < DiskState::UpToDate || self.meta_failed {
-            return self.refuse(id, IoError::NoData);
+        match r.op {
+            IoOp::Read { offset, len } => match self.read_from(offset, u64::from(len)) {
+                None => return self.refuse(id, IoError::NoData),
+                Some(ReadFrom::Peer(node)) => self.reqs.set_remote(id, node, len),
+                Some(ReadFrom::Local) => {}
+            },
+            _ if !self.writable() => return self.refuse(id, IoError::NoData),
+            _ => {}
         }
         let (mut meta_gen, mut al_seq) = (0, 0);
         if let Some((offset, len)) = written {
@@ -78,6 +85,7 @@ impl Engine {
             meta_gen = self.sb_gen;
             al_seq = self.activate_extents(offset, len);
             self.mark_out_of_sync(offset, len);
+            self.resync_overwritten(offset, len);
         }
         self.reqs.modify(id, Event::Queue { meta_gen, al_seq });
         if written.is_some() {
@@ -96,7 +104,7 @@ impl Engine {
         let Some((offset, len)) = r.op.written_range() else {
             return;
         };
-        if self.disk.is_none() || self.st.disk() < DiskState::UpToDate || self.meta_failed {
+        if !self.writable() {
             // Written here once, not on the peer, and this disk is gone: the blocks are
             // marked for every peer already (the local failure marked them).
             if let Some(d) = self.disk.as_mut() {
@@ -121,6 +129,7 @@ impl Engine {
         let meta_gen = self.sb_gen;
         let al_seq = self.activate_extents(offset, len);
         self.mark_out_of_sync(offset, len);
+        self.resync_overwritten(offset, len);
         self.reqs.modify(id, Event::Readmit { meta_gen, al_seq });
         let seen = self.admission_seen();
         self.reqs.set_seen(id, seen);
@@ -289,13 +298,16 @@ impl Engine {
         let Some(r) = self.reqs.get(id) else {
             return;
         };
-        let (op, app) = (r.op.clone(), matches!(r.origin, Origin::App));
+        let (op, app, remote) = (r.op.clone(), matches!(r.origin, Origin::App), r.remote);
         if let Some((offset, len)) = op.written_range() {
             self.verify_note_write(offset, len);
             if app {
                 // A peer that is no longer linked does not get this write: it differs.
                 self.mark_out_of_sync(offset, len);
             }
+        }
+        if let (Some(node), IoOp::Read { offset, len }) = (remote, &op) {
+            return self.request_remote_read(id, node, *offset, *len);
         }
         if app {
             self.replicate(id, &op);

@@ -185,8 +185,9 @@ impl Engine {
         if p.session.take().is_none() {
             return;
         }
-        // Application requests stop waiting for it.
+        // Application requests stop waiting for it; the reads it served fail.
         self.stop_waiting_for(node);
+        self.remote_reads_lost(node);
         // Writes the peer asked for again are written here now, and marked for it.
         self.readmit_postponed(node);
         // The marks must survive a crash that follows: persist them now.
@@ -394,7 +395,10 @@ impl Engine {
             && let Some(a) = packet.as_ack()
             && !matches!(
                 packet,
-                Packet::ResyncWriteAck(_) | Packet::NegResyncReply(_) | Packet::ResyncIsInSync(_)
+                Packet::ResyncWriteAck(_)
+                    | Packet::NegResyncReply(_)
+                    | Packet::ResyncIsInSync(_)
+                    | Packet::NegDataReply(_)
             )
             && !self.current_attempt(ReqId(a.block_id), node, a.seq)
         {
@@ -402,6 +406,12 @@ impl Engine {
             return;
         }
         match packet {
+            Packet::DataRequest {
+                sector,
+                block_id,
+                size,
+            } => self.serve_data_request(node, sector, block_id, size),
+            Packet::DataReply { .. } | Packet::NegDataReply(_) => self.data_reply(node, packet),
             Packet::WriteAck(a) | Packet::RecvAck(a) | Packet::Superseded(a) => {
                 self.peer_acked(node, ReqId(a.block_id), true);
                 if two_primaries {
@@ -643,6 +653,7 @@ impl Engine {
         match origin {
             Origin::Resync(op) => self.resync_disk_done(op, result),
             Origin::Verify(op) => self.verify_disk_done(op, &result),
+            Origin::PeerRead { node, ack } => self.peer_read_done(node, ack, result),
             Origin::PeerWrite {
                 node,
                 ack,

@@ -51,6 +51,12 @@ pub(super) enum Origin {
         /// this one).
         seen: u32,
     },
+    /// An application read of the peer `node` that its own disk cannot serve (DataRequest,
+    /// answered with DataReply).
+    PeerRead {
+        node: NodeId,
+        ack: BlockAck,
+    },
     /// The flush that closes the peer's epoch (answered with BarrierAck).
     PeerFlush {
         node: NodeId,
@@ -71,7 +77,9 @@ impl Origin {
     /// the resync or verify with it).
     pub fn peer(&self) -> Option<NodeId> {
         match self {
-            Origin::PeerWrite { node, .. } | Origin::PeerFlush { node, .. } => Some(*node),
+            Origin::PeerWrite { node, .. }
+            | Origin::PeerFlush { node, .. }
+            | Origin::PeerRead { node, .. } => Some(*node),
             Origin::Resync(
                 ResyncOp::Read { node, .. }
                 | ResyncOp::CsumRead { node, .. }
@@ -89,16 +97,22 @@ impl Origin {
     /// asked for): DRBD's `unacked`.
     pub fn serves(&self, node: NodeId) -> bool {
         match self {
-            Origin::PeerWrite { node: n, .. } | Origin::PeerFlush { node: n, .. } => *n == node,
+            Origin::PeerWrite { node: n, .. }
+            | Origin::PeerFlush { node: n, .. }
+            | Origin::PeerRead { node: n, .. } => *n == node,
             Origin::Resync(ResyncOp::Read { node: n, .. }) => *n == node,
             Origin::Verify(VerifyOp::TargetRead { node: n, .. }) => *n == node,
             _ => false,
         }
     }
 
-    /// Reads of a resync or verify take a range too: they must not see half of a write.
+    /// Reads of a resync or verify, and reads for a peer, take a range too: they must not
+    /// see half of a write (a peer's read must see the writes it sent before it).
     fn gated_read(&self) -> bool {
-        matches!(self, Origin::Resync(_) | Origin::Verify(_))
+        matches!(
+            self,
+            Origin::Resync(_) | Origin::Verify(_) | Origin::PeerRead { .. }
+        )
     }
 }
 
@@ -160,7 +174,22 @@ pub(super) struct Request {
     pub attempt: Vec<(NodeId, u32, u32)>,
     /// The peer that asked for this write again, and the seq of its Data to wait for.
     pub retry: Option<(NodeId, u32)>,
+    /// An application read this node's disk cannot serve: the peer that does (its
+    /// DataReply is the request's "local" answer; it never goes to the local disk).
+    pub remote: Option<NodeId>,
+    /// A remote read larger than one packet: the parts that arrived.
+    pub parts: Option<Box<Parts>>,
 }
+
+/// A read served by the peer in several DataRequests (one per [`PART`] bytes).
+#[derive(Debug, Clone)]
+pub(super) struct Parts {
+    buf: Vec<u8>,
+    got: Vec<bool>,
+}
+
+/// The bytes one DataRequest asks for at most (a frame's data).
+pub(super) const PART: u32 = crate::repl::wire::MAX_DATA_LEN as u32;
 
 impl Request {
     /// The range it takes in the overlap index, and whether it writes.
@@ -310,6 +339,8 @@ impl Requests {
             seen: Vec::new(),
             attempt: Vec::new(),
             retry: None,
+            remote: None,
+            parts: None,
         };
         if let Some(node) = r.origin.peer() {
             *self.peer_bytes.entry(node).or_default() += held_bytes(&r.op);
@@ -328,6 +359,65 @@ impl Requests {
         if let Some(r) = self.reqs.get_mut(&id) {
             r.seen = seen;
         }
+    }
+
+    /// Has application read `id` (of `len` bytes) served by `node` instead of the local
+    /// disk.
+    pub fn set_remote(&mut self, id: ReqId, node: NodeId, len: u32) {
+        if let Some(r) = self.reqs.get_mut(&id) {
+            r.remote = Some(node);
+            if len > PART {
+                r.parts = Some(Box::new(Parts {
+                    buf: vec![0; len as usize],
+                    got: vec![false; len.div_ceil(PART) as usize],
+                }));
+            }
+        }
+    }
+
+    /// Part `at` (bytes from the start) of remote read `id` arrived: the whole read once
+    /// every part has. None while parts are missing, or for a part that does not fit (not at
+    /// a part boundary, the wrong length, or a duplicate: `Err`).
+    pub fn remote_part(
+        &mut self,
+        id: ReqId,
+        at: u64,
+        data: bytes::Bytes,
+    ) -> Result<Option<bytes::Bytes>, ()> {
+        let r = self.reqs.get_mut(&id).ok_or(())?;
+        let IoOp::Read { len, .. } = r.op else {
+            return Err(());
+        };
+        let Some(p) = r.parts.as_mut() else {
+            return if at == 0 && data.len() == len as usize {
+                Ok(Some(data))
+            } else {
+                Err(())
+            };
+        };
+        let part = at / u64::from(PART);
+        let want = u64::from(len).saturating_sub(at).min(u64::from(PART));
+        let fits = at.is_multiple_of(u64::from(PART))
+            && data.len() as u64 == want
+            && p.got.get(part as usize) == Some(&false);
+        if !fits {
+            return Err(());
+        }
+        p.got[part as usize] = true;
+        p.buf[at as usize..at as usize + data.len()].copy_from_slice(&data);
+        if p.got.iter().all(|g| *g) {
+            return Ok(Some(bytes::Bytes::from(std::mem::take(&mut p.buf))));
+        }
+        Ok(None)
+    }
+
+    /// The reads `node` serves that it has not answered yet.
+    pub fn remote_reads_of(&self, node: NodeId) -> Vec<ReqId> {
+        self.reqs
+            .values()
+            .filter(|r| r.remote == Some(node) && r.state == State::Submitted)
+            .map(|r| r.id)
+            .collect()
     }
 
     /// Records the seq range of the Data packets that carry request `id` to `node`.
@@ -355,6 +445,20 @@ impl Requests {
             .filter_map(|(_, _, _, id)| self.reqs.get(id))
             .filter(|r| r.unseen_by(node, seen))
             .collect()
+    }
+
+    /// An application write overlapping `[off, off+len)` is in the table (admitted, not yet
+    /// answered).
+    pub fn app_write_overlaps(&self, off: u64, len: u64) -> bool {
+        let app_write = |id: &ReqId| {
+            self.reqs
+                .get(id)
+                .is_some_and(|r| matches!(r.origin, Origin::App))
+        };
+        self.ranges
+            .overlapping(off, len)
+            .any(|(_, _, _, (id, writes))| *writes && app_write(id))
+            || self.replicated.overlapping(off, len).next().is_some()
     }
 
     /// Every request, in id order.
@@ -411,7 +515,9 @@ impl Requests {
                 r.state = State::Submitted;
                 r.sent = Some(now);
                 self.waiting.remove(&r.seq);
-                self.submitted += 1;
+                if r.remote.is_none() {
+                    self.submitted += 1;
+                }
                 if let (Origin::App, Some((off, len, true))) = (&r.origin, r.range()) {
                     self.replicated.insert(off, len, r.seq, id);
                 }
@@ -420,7 +526,9 @@ impl Requests {
             (State::Submitted, Event::LocalDone(result)) => {
                 r.local = Some(result);
                 r.state = State::AwaitingPeers;
-                self.submitted -= 1;
+                if r.remote.is_none() {
+                    self.submitted -= 1;
+                }
                 if let Some((off, _, _)) = r.range() {
                     self.ranges.remove(off, r.seq);
                 }

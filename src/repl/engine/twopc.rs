@@ -1,5 +1,5 @@
-//! Promotion, and the cluster-wide state change that makes it safe (DRBD 9's two-phase commit,
-//! `change_cluster_wide_state()`).
+//! Promotion, and the cluster-wide state changes that make role changes and disconnects
+//! safe (DRBD 9's two-phase commit, `change_cluster_wide_state()`).
 //!
 //! A node that replicates to a peer may not simply become Primary: the peer might be promoting
 //! at the same moment, and two Primaries would each refuse the other's writes. So the
@@ -15,12 +15,17 @@
 //! A promotion that arrives while a handshake decides, or while a cluster-wide change runs, is
 //! deferred until neither does; an opener's (auto-promote) waits at most
 //! `auto-promote-timeout`. Without a peer to ask, the change is made at once.
+//!
+//! `drbdadm secondary` and `drbdadm disconnect` go the same way (DRBD 9 makes every role
+//! change and every disconnect cluster-wide): the peer learns of a demotion before it
+//! happens, and a disconnect is agreed, with the Secondary of the two Outdated and the
+//! Primary knowing it (see `disconnect.rs`), instead of looking like a lost link to fence.
 
 use super::states::Change;
 use super::{Action, AdminError, Engine, OpenRefusal};
 use crate::meta::superblock::flags;
 use crate::repl::state::{DiskState, Role, StateError};
-use crate::repl::wire::Packet;
+use crate::repl::wire::{Packet, TwoPcChange};
 use crate::types::{NodeId, Time};
 use std::collections::BTreeSet;
 
@@ -28,7 +33,7 @@ use std::collections::BTreeSet;
 #[derive(Debug)]
 pub(super) struct TwoPc {
     tid: u32,
-    promotion: Promotion,
+    proposal: Proposal,
     /// Peers asked.
     asked: BTreeSet<NodeId>,
     /// Peers that have not answered yet.
@@ -41,8 +46,45 @@ pub(super) struct TwoPc {
 pub(super) struct Prepared {
     node: NodeId,
     tid: u32,
-    role: Role,
+    change: TwoPcChange,
     since: Time,
+}
+
+/// What a cluster-wide change of this node's makes, and who gets the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Proposal {
+    Promote(Promotion),
+    /// `drbdadm secondary`.
+    Demote {
+        token: u64,
+    },
+    /// `drbdadm disconnect` (see `disconnect.rs`).
+    Disconnect {
+        token: u64,
+        outdate: bool,
+    },
+}
+
+impl Proposal {
+    /// The change as the peers are asked for it.
+    fn change(self) -> TwoPcChange {
+        match self {
+            Proposal::Promote(_) => TwoPcChange::Role(Role::Primary),
+            Proposal::Demote { .. } => TwoPcChange::Role(Role::Secondary),
+            Proposal::Disconnect { outdate, .. } => TwoPcChange::Disconnect { outdate },
+        }
+    }
+}
+
+/// How a change is written in the log lines (`role( Primary )`, `conn( Disconnecting )`).
+fn describe(change: TwoPcChange) -> String {
+    match change {
+        TwoPcChange::Role(r) => format!("role( {r} )"),
+        TwoPcChange::Disconnect { outdate: false } => "conn( Disconnecting )".to_string(),
+        TwoPcChange::Disconnect { outdate: true } => {
+            "conn( Disconnecting ) (the Secondary outdated)".to_string()
+        }
+    }
 }
 
 /// Who asked for a promotion, and so who gets the answer.
@@ -69,8 +111,48 @@ const TWOPC_TIMEOUT_MS: u64 = 30_000;
 
 impl Engine {
     /// A handshake decides, or a cluster-wide change runs: promotions wait.
-    fn transient(&self) -> bool {
+    pub(super) fn transient(&self) -> bool {
         self.handshaking() || self.twopc.is_some() || self.prepared.is_some()
+    }
+
+    /// Starts `proposal`, or defers it while something transient runs.
+    pub(super) fn propose(&mut self, proposal: Proposal) {
+        match proposal {
+            Proposal::Promote(p) => self.promote(p),
+            Proposal::Demote { token } => self.demote_cluster_wide(token),
+            Proposal::Disconnect { token, .. } => self.disconnect_cluster_wide(token),
+        }
+    }
+
+    /// The peers a cluster-wide change asks: every one that replicates.
+    pub(super) fn twopc_peers(&self) -> BTreeSet<NodeId> {
+        self.peers
+            .iter()
+            .filter(|(_, c)| c.replicating())
+            .map(|(n, _)| *n)
+            .collect()
+    }
+
+    /// Asks `asked` to agree to `proposal` (phase one).
+    pub(super) fn start_twopc(&mut self, proposal: Proposal, asked: BTreeSet<NodeId>) {
+        self.next_tid = self.next_tid.wrapping_add(1);
+        let tid = self.next_tid;
+        let change = proposal.change();
+        self.log(format!(
+            "Preparing cluster-wide state change {tid}: {}->all {}",
+            self.cfg.node_id,
+            describe(change)
+        ));
+        for &node in &asked {
+            self.send(node, Packet::TwoPcPrepare { tid, change });
+        }
+        self.twopc = Some(TwoPc {
+            tid,
+            proposal,
+            waiting: asked.clone(),
+            asked,
+            started: self.now,
+        });
     }
 
     /// Promotes, through a cluster-wide change if a peer replicates; answers `p` when done.
@@ -81,44 +163,53 @@ impl Engine {
         if self.transient() {
             // Refused only for now (DRBD's `SS_IN_TRANSIENT_STATE`): tried again once the
             // handshake has decided and no cluster-wide change runs.
-            return self.deferred.push(p);
+            return self.deferred.push(Proposal::Promote(p));
         }
         let change = match self.promotion_change(p.force) {
             Ok(c) => c,
             Err(e) => return self.promotion_failed(p, e),
         };
-        let asked: BTreeSet<NodeId> = self
-            .peers
-            .iter()
-            .filter(|(_, c)| c.replicating())
-            .map(|(n, _)| *n)
-            .collect();
+        let asked = self.twopc_peers();
         if asked.is_empty() {
             // Answered either way.
             let _ = self.commit_promotion(p, change);
             return;
         }
-        self.next_tid = self.next_tid.wrapping_add(1);
-        let tid = self.next_tid;
-        self.log(format!(
-            "Preparing cluster-wide state change {tid}: {}->all role( Primary )",
-            self.cfg.node_id
-        ));
-        for &node in &asked {
-            self.send(
-                node,
-                Packet::TwoPcPrepare {
-                    tid,
-                    role: Role::Primary,
-                },
-            );
+        self.start_twopc(Proposal::Promote(p), asked);
+    }
+
+    /// `drbdadm secondary`: a demotion the peers agree to first (they refuse nothing; the
+    /// point is that none of them is halfway through a change that assumes this Primary).
+    fn demote_cluster_wide(&mut self, token: u64) {
+        if self.st.role() != Role::Primary {
+            return self.wait_for_meta(token);
         }
-        self.twopc = Some(TwoPc {
-            tid,
-            promotion: p,
-            waiting: asked.clone(),
-            asked,
-            started: self.now,
+        if self.transient() {
+            return self.deferred.push(Proposal::Demote { token });
+        }
+        if let Err(e) = self.validate(&Change::soft("secondary").role(Role::Secondary)) {
+            return self.admin_failed(token, e);
+        }
+        let asked = self.twopc_peers();
+        if asked.is_empty() {
+            return self.finish_demotion(token);
+        }
+        self.start_twopc(Proposal::Demote { token }, asked);
+    }
+
+    /// Demotes and answers `token`.
+    fn finish_demotion(&mut self, token: u64) {
+        match self.demote("secondary") {
+            Ok(()) => self.wait_for_meta(token),
+            Err(e) => self.admin_failed(token, e),
+        }
+    }
+
+    /// Answers an admin command with a refusal.
+    pub(super) fn admin_failed(&mut self, token: u64, e: StateError) {
+        self.actions.push_back(Action::AdminDone {
+            token,
+            result: Err(AdminError::State(e)),
         });
     }
 
@@ -202,28 +293,38 @@ impl Engine {
         }
     }
 
-    /// Promotions that waited: tried again once nothing is transient (in order; one may start
-    /// a cluster-wide change the others then wait for). An opener's that waited too long is
-    /// refused.
+    /// Changes that waited: tried again once nothing is transient (in order; one may start
+    /// a cluster-wide change the others then wait for). An opener's promotion that waited
+    /// too long is refused.
     pub(super) fn retry_deferred(&mut self) {
         let now = self.now;
+        let late = |p: &Proposal| matches!(p, Proposal::Promote(p) if p.deadline.is_some_and(|d| d <= now));
         let (late, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.deferred)
             .into_iter()
-            .partition(|p| p.deadline.is_some_and(|d| d <= now));
+            .partition(late);
         self.deferred = waiting;
         for p in late {
-            self.promotion_failed(p, StateError::InTransientState);
+            if let Proposal::Promote(p) = p {
+                self.promotion_failed(p, StateError::InTransientState);
+            }
         }
         while !self.transient() && !self.deferred.is_empty() {
             let p = self.deferred.remove(0);
-            self.promote(p);
+            self.propose(p);
         }
     }
 
     /// The earliest of: an opener's deadline, the running transaction's or a prepared one's
     /// timeout.
     pub(super) fn twopc_deadline(&self) -> Option<Time> {
-        let opens = self.deferred.iter().filter_map(|p| p.deadline).min();
+        let opens = self
+            .deferred
+            .iter()
+            .filter_map(|p| match p {
+                Proposal::Promote(p) => p.deadline,
+                _ => None,
+            })
+            .min();
         let mine = self
             .twopc
             .as_ref()
@@ -259,7 +360,7 @@ impl Engine {
     }
 
     /// Gives the running transaction up (a peer refused, or time ran out): the others are
-    /// told, and the promotion answered (or, for a concurrent change, deferred).
+    /// told, and the change answered (or, for a concurrent change, deferred).
     fn abort_twopc(&mut self, refused_by: Option<NodeId>, e: StateError) {
         let Some(t) = self.twopc.take() else {
             return;
@@ -276,9 +377,13 @@ impl Engine {
             }
         }
         if e == StateError::ConcurrentChange {
-            self.deferred.push(t.promotion);
-        } else {
-            self.promotion_failed(t.promotion, e);
+            return self.deferred.push(t.proposal);
+        }
+        match t.proposal {
+            Proposal::Promote(p) => self.promotion_failed(p, e),
+            Proposal::Demote { token } | Proposal::Disconnect { token, .. } => {
+                self.admin_failed(token, e);
+            }
         }
     }
 
@@ -288,36 +393,47 @@ impl Engine {
             return;
         };
         let ms = self.now.0.saturating_sub(t.started.0) / 1_000_000;
-        let change = match self.promotion_change(t.promotion.force) {
-            Ok(c) => c,
-            Err(e) => {
-                self.twopc = Some(t);
-                return self.abort_twopc(None, e);
-            }
-        };
         let tid = t.tid;
-        let promotion = t.promotion;
-        match self.commit_promotion(promotion, change) {
+        let result = match t.proposal {
+            Proposal::Promote(promotion) => match self.promotion_change(promotion.force) {
+                Ok(change) => self.commit_promotion(promotion, change),
+                Err(e) => {
+                    self.twopc = Some(t);
+                    return self.abort_twopc(None, e);
+                }
+            },
+            Proposal::Demote { token } => {
+                self.finish_demotion(token);
+                Ok(())
+            }
+            Proposal::Disconnect { outdate, .. } => self.commit_disconnect(outdate, &t.asked),
+        };
+        let packet = match result {
             Ok(()) => {
                 self.log(format!(
                     "Committing cluster-wide state change {tid} ({ms}ms)"
                 ));
-                for node in t.asked {
-                    if self.peers.get(&node).is_some_and(|c| c.replicating()) {
-                        self.send(node, Packet::TwoPcCommit { tid });
-                    }
-                }
+                Packet::TwoPcCommit { tid }
             }
             Err(e) => {
                 self.log(format!(
                     "Aborting cluster-wide state change {tid} ({ms}ms) rv = {}",
                     e.code()
                 ));
-                for node in t.asked {
-                    if self.peers.get(&node).is_some_and(|c| c.replicating()) {
-                        self.send(node, Packet::TwoPcAbort { tid });
-                    }
-                }
+                Packet::TwoPcAbort { tid }
+            }
+        };
+        for &node in &t.asked {
+            if self.peers.get(&node).is_some_and(|c| c.replicating()) {
+                self.send(node, packet.clone());
+            }
+        }
+        // A disconnect is answered after the commit is queued: the driver closes the links on
+        // the answer, and the commit must be on the wire before that.
+        if let Proposal::Disconnect { token, .. } = t.proposal {
+            match result {
+                Ok(()) => self.wait_for_meta(token),
+                Err(e) => self.admin_failed(token, e),
             }
         }
     }
@@ -325,7 +441,7 @@ impl Engine {
     /// A packet of a cluster-wide change, from `node`.
     pub(super) fn twopc_packet(&mut self, node: NodeId, packet: Packet) {
         match packet {
-            Packet::TwoPcPrepare { tid, role } => self.remote_prepare(node, tid, role),
+            Packet::TwoPcPrepare { tid, change } => self.remote_prepare(node, tid, change),
             Packet::TwoPcYes { tid } => {
                 if let Some(t) = self.twopc.as_mut().filter(|t| t.tid == tid) {
                     t.waiting.remove(&node);
@@ -341,7 +457,14 @@ impl Engine {
                     return;
                 };
                 self.peer_log(node, format!("Committing remote state change {tid}"));
-                self.force_change(Change::hard("remote").peer_role(node, p.role));
+                match p.change {
+                    TwoPcChange::Role(role) => {
+                        self.force_change(Change::hard("remote").peer_role(node, role));
+                    }
+                    TwoPcChange::Disconnect { outdate } => {
+                        self.remote_disconnect_committed(node, outdate);
+                    }
+                }
             }
             Packet::TwoPcAbort { tid }
                 if self
@@ -356,12 +479,15 @@ impl Engine {
         self.retry_deferred();
     }
 
-    /// `node` asks to become `role`: answered from this node's state rules; a Yes holds back
-    /// this node's own promotions until the outcome.
-    fn remote_prepare(&mut self, node: NodeId, tid: u32, role: Role) {
+    /// `node` asks to make `change`: answered from this node's state rules; a Yes holds back
+    /// this node's own changes until the outcome.
+    fn remote_prepare(&mut self, node: NodeId, tid: u32, change: TwoPcChange) {
         self.peer_log(
             node,
-            format!("Preparing remote state change {tid}: {node}->all role( {role} )"),
+            format!(
+                "Preparing remote state change {tid}: {node}->all {}",
+                describe(change)
+            ),
         );
         let no = |e: StateError| Packet::TwoPcNo {
             tid,
@@ -377,15 +503,18 @@ impl Engine {
         if self.prepared.is_some() || self.handshaking() {
             return self.send(node, no(StateError::ConcurrentChange));
         }
-        let change = Change::soft("remote").peer_role(node, role);
-        if let Err(e) = self.validate(&change) {
+        let mine = match change {
+            TwoPcChange::Role(role) => Change::soft("remote").peer_role(node, role),
+            TwoPcChange::Disconnect { outdate } => self.remote_disconnect_change(node, outdate),
+        };
+        if let Err(e) = self.validate(&mine) {
             self.peer_log(node, format!("Declined remote state change {tid}: {e}"));
             return self.send(node, no(e));
         }
         self.prepared = Some(Prepared {
             node,
             tid,
-            role,
+            change,
             since: self.now,
         });
         self.send(node, Packet::TwoPcYes { tid });

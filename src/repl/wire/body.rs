@@ -13,14 +13,14 @@
 //! | Uuids | current u64, bitmap u64, dirty_bits u64, flags u64, count u8 (<= 32), history u64 × count |
 //! | State | role, peer_role, disk, peer_disk, conn, repl, flags: u8 each |
 //! | Data | sector u64, block_id u64, seq u32, seen u32, flags u32, size u32, digest bytes8, data rest |
-//! | RecvAck, WriteAck, ResyncWriteAck, NegAck, Superseded, NegResyncReply, ResyncIsInSync | sector u64, block_id u64, size u32, seq u32 |
+//! | RecvAck, WriteAck, ResyncWriteAck, NegAck, Superseded, NegDataReply, NegResyncReply, ResyncIsInSync | sector u64, block_id u64, size u32, seq u32 |
 //! | RetryWrite | sector u64, block_id u64, size u32, seq u32, after u32 |
 //! | Barrier | epoch u32 |
 //! | BarrierAck | epoch u32, set_size u32 |
 //! | Ping, PingAck, Disconnect | (empty) |
 //! | BitmapRle | chunk u32, flags u8 (1 = last), data rest |
-//! | ResyncRequest, OvRequest | sector u64, block_id u64, size u32 |
-//! | ResyncReply | sector u64, block_id u64, digest bytes8, data rest |
+//! | DataRequest, ResyncRequest, OvRequest | sector u64, block_id u64, size u32 |
+//! | DataReply, ResyncReply | sector u64, block_id u64, digest bytes8, data rest |
 //! | CsumResyncRequest, OvReply | sector u64, block_id u64, size u32, digest bytes8 |
 //! | OvResult | sector u64, block_id u64, size u32, outcome u8 (1 in sync, 2 out of sync) |
 //! | OutOfSync | sector u64, size u32 |
@@ -31,7 +31,7 @@
 
 use super::codes::{DataFlags, OvOutcome, SizesFlags, StateFlags, UuidFlags, WireCode};
 use super::error::{FieldError, WireError};
-use super::packet::{BlockAck, Packet, PacketType};
+use super::packet::{BlockAck, Packet, PacketType, TwoPcChange};
 use super::{
     MAX_ALG_NAME_LEN, MAX_AUTH_LEN, MAX_BITMAP_CHUNK, MAX_DATA_LEN, MAX_DIGEST_LEN,
     MAX_RESOURCE_NAME_LEN,
@@ -44,6 +44,9 @@ const PP_DRY_RUN: u8 = 2;
 const PP_TWO_PRIMARIES: u8 = 4;
 const PP_KNOWN: u8 = PP_DISCARD_MY_DATA | PP_DRY_RUN | PP_TWO_PRIMARIES;
 const RLE_LAST: u8 = 1;
+/// TwoPcPrepare kinds.
+const TWOPC_ROLE: u8 = 1;
+const TWOPC_DISCONNECT: u8 = 2;
 
 /// Refuses bits outside `known` in a flags field: decoding is canonical, so a flag this
 /// version does not know is an error, not something to drop.
@@ -210,6 +213,7 @@ pub(crate) fn encode_body(p: &Packet, out: &mut Vec<u8>) -> Result<Bytes, WireEr
         | Packet::ResyncWriteAck(a)
         | Packet::NegAck(a)
         | Packet::Superseded(a)
+        | Packet::NegDataReply(a)
         | Packet::NegResyncReply(a)
         | Packet::ResyncIsInSync(a) => {
             w.u64(a.sector.0);
@@ -225,9 +229,18 @@ pub(crate) fn encode_body(p: &Packet, out: &mut Vec<u8>) -> Result<Bytes, WireEr
             w.u32(*after);
         }
         Packet::Barrier { epoch } => w.u32(*epoch),
-        Packet::TwoPcPrepare { tid, role } => {
+        Packet::TwoPcPrepare { tid, change } => {
             w.u32(*tid);
-            w.u8(role.code());
+            match change {
+                TwoPcChange::Role(role) => {
+                    w.u8(TWOPC_ROLE);
+                    w.u8(role.code());
+                }
+                TwoPcChange::Disconnect { outdate } => {
+                    w.u8(TWOPC_DISCONNECT);
+                    w.u8(u8::from(*outdate));
+                }
+            }
         }
         Packet::TwoPcYes { tid } | Packet::TwoPcCommit { tid } | Packet::TwoPcAbort { tid } => {
             w.u32(*tid)
@@ -251,6 +264,11 @@ pub(crate) fn encode_body(p: &Packet, out: &mut Vec<u8>) -> Result<Bytes, WireEr
             block_id,
             size,
         }
+        | Packet::DataRequest {
+            sector,
+            block_id,
+            size,
+        }
         | Packet::OvRequest {
             sector,
             block_id,
@@ -261,6 +279,12 @@ pub(crate) fn encode_body(p: &Packet, out: &mut Vec<u8>) -> Result<Bytes, WireEr
             w.u32(*size);
         }
         Packet::ResyncReply {
+            sector,
+            block_id,
+            digest,
+            data,
+        }
+        | Packet::DataReply {
             sector,
             block_id,
             digest,
@@ -317,7 +341,7 @@ pub fn block_digest_len_at(ty: PacketType) -> Option<usize> {
         // sector, block_id, seq, seen, flags, size
         PacketType::Data => Some(8 + 8 + 4 + 4 + 4 + 4),
         // sector, block_id
-        PacketType::ResyncReply => Some(8 + 8),
+        PacketType::ResyncReply | PacketType::DataReply => Some(8 + 8),
         _ => None,
     }
 }
@@ -444,6 +468,7 @@ pub(crate) fn decode_body(ty: PacketType, payload: Bytes) -> Result<Packet, Wire
         | PacketType::ResyncWriteAck
         | PacketType::NegAck
         | PacketType::Superseded
+        | PacketType::NegDataReply
         | PacketType::NegResyncReply
         | PacketType::ResyncIsInSync => {
             let a = BlockAck {
@@ -469,10 +494,19 @@ pub(crate) fn decode_body(ty: PacketType, payload: Bytes) -> Result<Packet, Wire
         PacketType::Barrier => Packet::Barrier {
             epoch: r.u32("epoch")?,
         },
-        PacketType::TwoPcPrepare => Packet::TwoPcPrepare {
-            tid: r.u32("tid")?,
-            role: r.code("role")?,
-        },
+        PacketType::TwoPcPrepare => {
+            let tid = r.u32("tid")?;
+            let change = match r.u8("kind")? {
+                TWOPC_ROLE => TwoPcChange::Role(r.code("role")?),
+                TWOPC_DISCONNECT => match r.u8("outdate")? {
+                    0 => TwoPcChange::Disconnect { outdate: false },
+                    1 => TwoPcChange::Disconnect { outdate: true },
+                    v => return Err(bad(ty, "outdate", FieldError::BadValue(v.into()))),
+                },
+                k => return Err(bad(ty, "kind", FieldError::BadValue(k.into()))),
+            };
+            Packet::TwoPcPrepare { tid, change }
+        }
         PacketType::TwoPcYes => Packet::TwoPcYes { tid: r.u32("tid")? },
         PacketType::TwoPcCommit => Packet::TwoPcCommit { tid: r.u32("tid")? },
         PacketType::TwoPcAbort => Packet::TwoPcAbort { tid: r.u32("tid")? },
@@ -505,12 +539,18 @@ pub(crate) fn decode_body(ty: PacketType, payload: Bytes) -> Result<Packet, Wire
                 data: r.rest(),
             }
         }
-        PacketType::ResyncRequest | PacketType::OvRequest => {
+        PacketType::ResyncRequest | PacketType::DataRequest | PacketType::OvRequest => {
             let sector = Sector(r.u64("sector")?);
             let block_id = r.u64("block_id")?;
             let size = r.u32("size")?;
             if ty == PacketType::OvRequest {
                 Packet::OvRequest {
+                    sector,
+                    block_id,
+                    size,
+                }
+            } else if ty == PacketType::DataRequest {
+                Packet::DataRequest {
                     sector,
                     block_id,
                     size,
@@ -524,6 +564,12 @@ pub(crate) fn decode_body(ty: PacketType, payload: Bytes) -> Result<Packet, Wire
             }
         }
         PacketType::ResyncReply => Packet::ResyncReply {
+            sector: Sector(r.u64("sector")?),
+            block_id: r.u64("block_id")?,
+            digest: r.bytes8("digest")?,
+            data: r.rest(),
+        },
+        PacketType::DataReply => Packet::DataReply {
             sector: Sector(r.u64("sector")?),
             block_id: r.u64("block_id")?,
             digest: r.bytes8("digest")?,
@@ -678,10 +724,12 @@ pub fn validate(p: &Packet) -> Result<(), WireError> {
         | Packet::NegAck(a)
         | Packet::Superseded(a)
         | Packet::RetryWrite { ack: a, .. }
+        | Packet::NegDataReply(a)
         | Packet::NegResyncReply(a)
         | Packet::ResyncIsInSync(a) => extent(ty, a.sector, a.size)?,
         Packet::OutOfSync { sector, size } => extent(ty, *sector, *size)?,
         Packet::ResyncRequest { sector, size, .. }
+        | Packet::DataRequest { sector, size, .. }
         | Packet::OvRequest { sector, size, .. }
         | Packet::OvResult { sector, size, .. } => request(ty, *sector, *size)?,
         Packet::CsumResyncRequest {
@@ -700,6 +748,12 @@ pub fn validate(p: &Packet) -> Result<(), WireError> {
             non_empty_bytes(ty, "digest", digest, MAX_DIGEST_LEN)?;
         }
         Packet::ResyncReply {
+            sector,
+            digest,
+            data,
+            ..
+        }
+        | Packet::DataReply {
             sector,
             digest,
             data,

@@ -10,6 +10,18 @@ use crate::repl::state::{ConnState, DiskState, ReplState, Role};
 use crate::types::{GenUuid, HISTORY_UUIDS, NodeId, Sector};
 use bytes::Bytes;
 
+/// What a cluster-wide state change proposes (the sender's side of it; the receiver applies
+/// its own side on commit).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TwoPcChange {
+    /// The sender's role becomes this.
+    Role(Role),
+    /// The sender closes the connection on purpose. `outdate`: the Secondary of the two
+    /// outdates its disk, and the Primary records it (DRBD's `outdate_on_disconnect()`,
+    /// under fencing), so that the link's end fences nobody.
+    Disconnect { outdate: bool },
+}
+
 /// The body every block acknowledgement shares (the six ack packets differ only in meaning).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BlockAck {
@@ -74,10 +86,15 @@ const BLOCK: usize = 8 + 8 + 4 + 4;
 packet_types! {
     /// A replicated write (`P_DATA`).
     Data = 0x00, conn = false, max = 8 + 8 + 4 + 4 + 4 + 4 + 1 + MAX_DIGEST_LEN + MAX_DATA_LEN;
+    /// The data an application read asked the peer for (`P_DATA_REPLY`).
+    DataReply = 0x01, conn = false, max = 8 + 8 + 1 + MAX_DIGEST_LEN + MAX_DATA_LEN;
     /// Resync data from the SyncSource (`P_RS_DATA_REPLY`).
     ResyncReply = 0x02, conn = false, max = 8 + 8 + 1 + MAX_DIGEST_LEN + MAX_DATA_LEN;
     /// Closes a write epoch (`P_BARRIER`).
     Barrier = 0x03, conn = true, max = 4;
+    /// An application read served by the peer: the sender's disk does not have the blocks
+    /// (`P_DATA_REQUEST`).
+    DataRequest = 0x08, conn = false, max = 8 + 8 + 4;
     /// A resync block request from the SyncTarget (`P_RS_DATA_REQUEST`).
     ResyncRequest = 0x09, conn = false, max = 8 + 8 + 4;
     /// Replication protocol and split-brain policies (`P_PROTOCOL`).
@@ -109,6 +126,8 @@ packet_types! {
     Superseded = 0x18, conn = false, max = BLOCK;
     /// Write failed on the peer (`P_NEG_ACK`).
     NegAck = 0x19, conn = false, max = BLOCK;
+    /// The peer could not read the blocks a DataRequest asked for (`P_NEG_DREPLY`).
+    NegDataReply = 0x1a, conn = false, max = BLOCK;
     /// The SyncSource could not read a resync block (`P_NEG_RS_DREPLY`).
     NegResyncReply = 0x1b, conn = false, max = BLOCK;
     /// Acknowledges a whole epoch (`P_BARRIER_ACK`).
@@ -134,7 +153,7 @@ packet_types! {
     /// (`P_RETRY_WRITE`).
     RetryWrite = 0x2c, conn = false, max = BLOCK + 4;
     /// A cluster-wide state change: the sender asks to change its role (`P_TWOPC_PREPARE`).
-    TwoPcPrepare = 0x2e, conn = true, max = 4 + 1;
+    TwoPcPrepare = 0x2e, conn = true, max = 4 + 1 + 1;
     /// The sender gives up its prepared change (`P_TWOPC_ABORT`).
     TwoPcAbort = 0x2f, conn = true, max = 4;
     /// The receiver may make the prepared change (`P_TWOPC_YES`).
@@ -278,6 +297,8 @@ pub enum Packet {
         ack: BlockAck,
         after: u32,
     },
+    /// The peer failed to read the blocks of a DataRequest.
+    NegDataReply(BlockAck),
     /// The SyncSource failed to read the requested block.
     NegResyncReply(BlockAck),
     /// Digests matched: the requested block is already in sync.
@@ -298,6 +319,20 @@ pub enum Packet {
     BitmapRle {
         chunk: u32,
         last: bool,
+        data: Bytes,
+    },
+    /// An application read on a node whose disk does not have current data for these
+    /// blocks asks for `size` bytes at `sector` (`0 < size <= MAX_DATA_LEN`).
+    DataRequest {
+        sector: Sector,
+        block_id: u64,
+        size: u32,
+    },
+    /// The peer's data for a DataRequest; `data` is non-empty and sector-aligned.
+    DataReply {
+        sector: Sector,
+        block_id: u64,
+        digest: Bytes,
         data: Bytes,
     },
     /// SyncTarget asks for `size` bytes at `sector` (`0 < size <= MAX_DATA_LEN`).
@@ -351,11 +386,11 @@ pub enum Packet {
     },
     /// The sender is closing the connection on purpose.
     Disconnect,
-    /// Phase one of a cluster-wide state change: the sender (the initiator) asks to make its
-    /// role `role`. Transaction `tid` is the sender's.
+    /// Phase one of a cluster-wide state change: the sender (the initiator) asks to make
+    /// `change`. Transaction `tid` is the sender's.
     TwoPcPrepare {
         tid: u32,
-        role: Role,
+        change: TwoPcChange,
     },
     /// The receiver agrees to transaction `tid`, and holds back conflicting changes until the
     /// commit or abort.
@@ -386,6 +421,7 @@ impl Packet {
             PacketType::ResyncWriteAck => Packet::ResyncWriteAck(a),
             PacketType::NegAck => Packet::NegAck(a),
             PacketType::Superseded => Packet::Superseded(a),
+            PacketType::NegDataReply => Packet::NegDataReply(a),
             PacketType::NegResyncReply => Packet::NegResyncReply(a),
             PacketType::ResyncIsInSync => Packet::ResyncIsInSync(a),
             _ => return None,
@@ -401,6 +437,7 @@ impl Packet {
             | Packet::NegAck(a)
             | Packet::Superseded(a)
             | Packet::RetryWrite { ack: a, .. }
+            | Packet::NegDataReply(a)
             | Packet::NegResyncReply(a)
             | Packet::ResyncIsInSync(a) => Some(a),
             _ => None,
@@ -410,7 +447,9 @@ impl Packet {
     /// Bytes of block data the packet carries (writes and resync replies; 0 for the rest).
     pub fn data_len(&self) -> usize {
         match self {
-            Packet::Data { data, .. } | Packet::ResyncReply { data, .. } => data.len(),
+            Packet::Data { data, .. }
+            | Packet::ResyncReply { data, .. }
+            | Packet::DataReply { data, .. } => data.len(),
             _ => 0,
         }
     }
@@ -434,6 +473,9 @@ impl Packet {
             Packet::Superseded(_) => PacketType::Superseded,
             Packet::RetryWrite { .. } => PacketType::RetryWrite,
             Packet::NegResyncReply(_) => PacketType::NegResyncReply,
+            Packet::NegDataReply(_) => PacketType::NegDataReply,
+            Packet::DataRequest { .. } => PacketType::DataRequest,
+            Packet::DataReply { .. } => PacketType::DataReply,
             Packet::ResyncIsInSync(_) => PacketType::ResyncIsInSync,
             Packet::Barrier { .. } => PacketType::Barrier,
             Packet::BarrierAck { .. } => PacketType::BarrierAck,

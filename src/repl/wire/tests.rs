@@ -360,6 +360,7 @@ fn arb_packet_of(ty: PacketType) -> BoxedStrategy<Packet> {
         | T::ResyncWriteAck
         | T::NegAck
         | T::Superseded
+        | T::NegDataReply
         | T::NegResyncReply
         | T::ResyncIsInSync => ack
             .prop_map(move |(sector, block_id, size, seq)| {
@@ -388,8 +389,14 @@ fn arb_packet_of(ty: PacketType) -> BoxedStrategy<Packet> {
         T::Barrier => any::<u32>()
             .prop_map(|epoch| Packet::Barrier { epoch })
             .boxed(),
-        T::TwoPcPrepare => (any::<u32>(), code::<Role>())
-            .prop_map(|(tid, role)| Packet::TwoPcPrepare { tid, role })
+        T::TwoPcPrepare => (
+            any::<u32>(),
+            prop_oneof![
+                code::<Role>().prop_map(TwoPcChange::Role),
+                any::<bool>().prop_map(|outdate| TwoPcChange::Disconnect { outdate }),
+            ],
+        )
+            .prop_map(|(tid, change)| Packet::TwoPcPrepare { tid, change })
             .boxed(),
         T::TwoPcYes => any::<u32>()
             .prop_map(|tid| Packet::TwoPcYes { tid })
@@ -412,10 +419,16 @@ fn arb_packet_of(ty: PacketType) -> BoxedStrategy<Packet> {
         T::BitmapRle => (any::<u32>(), any::<bool>(), bytes(0, 300))
             .prop_map(|(chunk, last, data)| Packet::BitmapRle { chunk, last, data })
             .boxed(),
-        T::ResyncRequest | T::OvRequest => req
+        T::ResyncRequest | T::DataRequest | T::OvRequest => req
             .prop_map(move |(sector, block_id, size)| {
                 if ty == T::OvRequest {
                     Packet::OvRequest {
+                        sector,
+                        block_id,
+                        size,
+                    }
+                } else if ty == T::DataRequest {
+                    Packet::DataRequest {
                         sector,
                         block_id,
                         size,
@@ -429,17 +442,28 @@ fn arb_packet_of(ty: PacketType) -> BoxedStrategy<Packet> {
                 }
             })
             .boxed(),
-        T::ResyncReply => (
+        T::ResyncReply | T::DataReply => (
             sector(),
             any::<u64>(),
             bytes(0, MAX_DIGEST_LEN),
             (1usize..=8).prop_flat_map(|s| bytes(s * 512, s * 512)),
         )
-            .prop_map(|(sector, block_id, digest, data)| Packet::ResyncReply {
-                sector,
-                block_id,
-                digest,
-                data,
+            .prop_map(move |(sector, block_id, digest, data)| {
+                if ty == T::DataReply {
+                    Packet::DataReply {
+                        sector,
+                        block_id,
+                        digest,
+                        data,
+                    }
+                } else {
+                    Packet::ResyncReply {
+                        sector,
+                        block_id,
+                        digest,
+                        data,
+                    }
+                }
             })
             .boxed(),
         T::CsumResyncRequest | T::OvReply => (req, bytes(1, MAX_DIGEST_LEN))
@@ -522,7 +546,9 @@ proptest! {
         joined.extend_from_slice(&split.block);
         prop_assert_eq!(&joined, &bytes);
         match &frame.packet {
-            Packet::Data { data, .. } | Packet::ResyncReply { data, .. } => {
+            Packet::Data { data, .. }
+            | Packet::ResyncReply { data, .. }
+            | Packet::DataReply { data, .. } => {
                 prop_assert_eq!(split.block.as_ptr(), data.as_ptr());
                 prop_assert_eq!(split.block.len(), data.len());
             }
@@ -573,7 +599,10 @@ proptest! {
         let bytes = enc(&packet);
         let body = &bytes[HEADER_LEN..];
         let ty = packet.packet_type();
-        let has_rest = matches!(ty, PacketType::ResyncReply | PacketType::BitmapRle);
+        let has_rest = matches!(
+            ty,
+            PacketType::ResyncReply | PacketType::DataReply | PacketType::BitmapRle
+        );
         for cut in 0..body.len() {
             let r = decode_body(ty, Bytes::copy_from_slice(&body[..cut]));
             if !has_rest {
