@@ -247,3 +247,89 @@ fn violently_as0p_keeps_the_losing_primary_serving_during_its_resync() {
     // (Online verify would run at this test's slow resync rate: the files are compared.)
     p.assert_identical();
 }
+
+/// Two Primaries split, both write, node-1 more; they reconnect.
+fn two_primary_split(p: &Pair) {
+    let (uri_a, uri_b) = (p.a.nbd_uri(RES), p.b.nbd_uri(RES));
+    p.a.adm(&["disconnect", "--force", RES]).ok();
+    p.b.adm(&["disconnect", "--force", RES]).ok();
+    qemu_io(p, &uri_a, "write -P 0xa1 0 2M");
+    qemu_io(p, &uri_b, "write -P 0xb1 4M 64k");
+}
+
+/// The issue's `after-sb-2pri call-pri-lost-after-sb`: the after-sb-0pri decision
+/// (`discard-least-changes`) picks node-2's data; node-2, a Primary, gives up its role and
+/// becomes SyncTarget ("Successfully gave up primary role."). Split again with node-2's
+/// export held open by a client, it cannot: it calls the `pri-lost-after-sb` handler and
+/// refuses the connection, as DRBD does.
+#[test]
+fn call_pri_lost_after_sb_demotes_the_losing_primary_or_calls_its_handler() {
+    let dir = common::scratch();
+    let calls = dir.path().join("pri-lost");
+    let mut p = pair(&format!(
+        "net {{ allow-two-primaries yes; after-sb-0pri discard-least-changes; \
+         after-sb-1pri discard-secondary; after-sb-2pri call-pri-lost-after-sb; }} \
+         handlers {{ pri-lost-after-sb \"echo $DRBD_PEER_NODE_ID >> {}\"; }}",
+        calls.display()
+    ));
+    p.up();
+    p.a.adm(&["--clear-bitmap", "new-current-uuid", RES]).ok();
+    p.a.adm(&["primary", RES]).ok();
+    p.b.adm(&["primary", RES]).ok();
+    p.eventually(10, "both Primary, UpToDate/UpToDate", || {
+        both_primary_in_sync(&p)
+    });
+    two_primary_split(&p);
+    p.a.adm(&["connect", RES]).ok();
+    p.b.adm(&["connect", RES]).ok();
+    p.eventually(30, "node-2 Secondary, in sync with node-1", || {
+        let s = status(&p.b);
+        s.starts_with("res0 role:Secondary\n  disk:UpToDate\n") && s.contains("peer-disk:UpToDate")
+    });
+    assert!(
+        p.b.log_text()
+            .contains("Successfully gave up primary role."),
+        "{}",
+        p.logs()
+    );
+    assert!(
+        !calls.exists(),
+        "the handler ran although the demotion worked"
+    );
+    qemu_io(&p, &p.b.nbd_uri(RES), "read -P 0 4M 64k");
+    p.assert_identical();
+
+    // Again, with node-2's export held open: it cannot demote.
+    p.b.adm(&["primary", RES]).ok();
+    p.eventually(10, "both Primary, UpToDate/UpToDate", || {
+        both_primary_in_sync(&p)
+    });
+    two_primary_split(&p);
+    let mut holder = Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import nbd, sys, time\nh = nbd.NBD()\nh.connect_uri(sys.argv[1])\nprint('open', flush=True)\ntime.sleep(60)",
+            &p.b.nbd_uri(RES),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3-libnbd (.ci/apt-packages) holds the export open");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("the holder's line");
+    assert_eq!(line, "open\n");
+    p.a.adm(&["connect", RES]).ok();
+    p.b.adm(&["connect", RES]).ok();
+    p.eventually(20, "the pri-lost-after-sb handler", || {
+        std::fs::read_to_string(&calls).is_ok_and(|c| c == "0\n")
+    });
+    p.eventually(10, "node-2 StandAlone and still Primary", || {
+        let s = status(&p.b);
+        s.starts_with("res0 role:Primary\n") && s.contains("connection:StandAlone")
+    });
+    let _ = holder.kill();
+    let _ = holder.wait();
+}

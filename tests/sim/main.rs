@@ -19,6 +19,7 @@
 //! `UDRBD_SIM_SEEDS=N` runs N seeds instead of the default (a soak); a failure prints its seed,
 //! and `UDRBD_SIM_SEED=S` replays one.
 
+mod disconnect;
 mod dual_primary;
 mod pair;
 mod remote_read;

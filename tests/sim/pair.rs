@@ -724,6 +724,10 @@ impl World {
                 Action::AdminDone { token, result } => {
                     let (node, cmd) = self.admin_cmds.remove(&token).expect("admin token");
                     assert_eq!(node, i);
+                    if matches!(cmd, AdminCmd::Disconnect) && result.is_ok() {
+                        // The driver closes the link once the peers agreed (`stop_links`).
+                        self.drops.push((i, true));
+                    }
                     self.admin_results.push((i, cmd, result));
                 }
                 // The simulated application opens nothing (auto-promote is off).

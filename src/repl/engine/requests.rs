@@ -16,6 +16,8 @@
 //!                                                                           holds answers)
 //!   Two primaries: a write the peer answered with RetryWrite goes, once its local write is
 //!   done, to Postponed, and from there back to Queued (Readmit) as a new arrival.
+//!   A read the local disk cannot serve (`Request::remote`) is Submitted to the peer instead
+//!   of the disk: its DataReply (all parts of it) is its LocalDone.
 //! ```
 //!
 //! Overlaps: a request that writes, and a resync or verify read, takes its byte range in an
