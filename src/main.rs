@@ -120,8 +120,17 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    let existed = args.run_dir.exists();
     std::fs::create_dir_all(&args.run_dir)
         .with_context(|| format!("cannot create the run directory {}", args.run_dir.display()))?;
+    if !existed {
+        // Ours alone, whatever the umask: it holds the control and NBD sockets. (A directory
+        // that existed is the operator's; the sockets' own modes and the control socket's
+        // check of the caller protect them there.)
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&args.run_dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot restrict {}", args.run_dir.display()))?;
+    }
     let kind = args.io_engine;
     // Fault injection for tests of on-io-error (see `udrbd::disk::faulty`).
     let faults = std::env::var_os(udrbd::disk::faulty::FAULT_FILE_ENV).map(PathBuf::from);

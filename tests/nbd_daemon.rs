@@ -620,3 +620,89 @@ fn metrics_endpoint_reports_role_disk_io_and_out_of_sync() {
     let _ = http_get(port, "\u{1}\u{2}garbage\r\n\r\n");
     assert!(http_get(port, "GET /metrics HTTP/1.0\r\n\r\n").starts_with("HTTP/1.1 200"));
 }
+
+/// The issue's attack: 20 clients each send a 32 MiB WRITE header and 31 MiB of its payload,
+/// then stall. The server-wide payload budget keeps what they make the daemon hold bounded
+/// (its peak RSS under 128 MiB), and a well-behaved client is served meanwhile.
+#[test]
+fn twenty_stalled_writers_neither_bloat_the_daemon_nor_block_other_clients() {
+    let dir = scratch();
+    let n = node(dir.path(), "", true);
+    let sock = n.nbd_sock();
+    let attack = r#"
+import socket, struct, sys, threading, time
+path = sys.argv[1]
+def one():
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(path)
+    def need(k):
+        b = b""
+        while len(b) < k:
+            c = s.recv(k - len(b))
+            if not c:
+                raise SystemExit("closed")
+            b += c
+        return b
+    need(18)                                   # NBDMAGIC IHAVEOPT flags
+    s.sendall(struct.pack(">I", 3))            # fixed newstyle, no zeroes
+    name = b"r0"
+    s.sendall(b"IHAVEOPT" + struct.pack(">II", 1, len(name)) + name)
+    need(10)                                   # size, transmission flags
+    s.sendall(struct.pack(">IHHQQI", 0x25609513, 0, 1, 7, 0, 32 << 20))
+    chunk = b"\xa5" * (1 << 20)
+    try:
+        for _ in range(31):
+            s.sendall(chunk)
+    except OSError:
+        return
+    time.sleep(600)
+for _ in range(20):
+    threading.Thread(target=one, daemon=True).start()
+print("started", flush=True)
+time.sleep(600)
+"#;
+    let mut attackers = Command::new("/usr/bin/python3")
+        .args(["-c", attack])
+        .arg(&sock)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = [0u8; 8];
+    attackers
+        .stdout
+        .as_mut()
+        .expect("stdout")
+        .read_exact(&mut line)
+        .expect("the attackers started");
+    // Let them push what the daemon lets them.
+    std::thread::sleep(Duration::from_secs(3));
+    let t0 = Instant::now();
+    let out = qemu_io(
+        &n.nbd_uri("r0"),
+        &[
+            "write -P 0x3c 64M 4k",
+            "write -P 0x3d 65M 1M",
+            "read -P 0x3c 64M 4k",
+        ],
+    );
+    assert!(out.contains("wrote 1048576/1048576"), "{out}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(20),
+        "the honest client waited {:?}",
+        t0.elapsed()
+    );
+    let pid = n.daemon.as_ref().expect("daemon").id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let peak_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    let _ = attackers.kill();
+    let _ = attackers.wait();
+    assert!(
+        peak_kib < 128 * 1024,
+        "peak RSS {} MiB with 20 stalled writers",
+        peak_kib / 1024
+    );
+}

@@ -1095,3 +1095,30 @@ fn graceful_shutdown_finishes_in_flight_requests() {
     h.rt.block_on(stop).unwrap();
     assert_eq!(h.server.connections(), 0);
 }
+
+/// A client that stops sending a write's payload is dropped once `payload_timeout` passes
+/// without a byte, which frees what it held; another client is served meanwhile.
+#[test]
+fn a_write_payload_that_stops_arriving_drops_its_client() {
+    let h = Harness::start(ServerConfig {
+        payload_timeout: Duration::from_secs(1),
+        ..ServerConfig::default()
+    });
+    let mut stalled = handshake(&h.sock);
+    stalled
+        .write_all(&request(CMD_WRITE, 1, 0, 1 << 20))
+        .unwrap();
+    stalled.write_all(&vec![0x5a; 4096]).unwrap();
+    assert_served(&h);
+    let t = Instant::now();
+    let mut rest = Vec::new();
+    // The server closes it: the read ends (EOF or reset) without a reply.
+    let _ = stalled.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "a reply to a write that never arrived");
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "not dropped: {:?}",
+        t.elapsed()
+    );
+    h.wait_idle();
+}

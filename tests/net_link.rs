@@ -163,38 +163,6 @@ async fn simultaneous_connect_resolves_to_one_link() {
 }
 
 #[tokio::test]
-async fn wrong_secret_fails_on_both_sides_without_retrying() {
-    let t0 = Instant::now();
-    let (a, b) = establish_both(
-        with_auth(cfg(1, 0), HmacAlg::Sha256, "secret-one"),
-        with_auth(cfg(0, 1), HmacAlg::Sha256, "secret-two"),
-    )
-    .await;
-    // establish returned (it did not retry every 100 ms until the 5 s timeout).
-    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
-    for r in [a, b] {
-        let e = r.unwrap_err();
-        assert!(matches!(e, LinkError::AuthFailed(_)), "{e}");
-        assert!(e.is_fatal());
-        assert!(
-            e.to_string().starts_with("Authentication of peer failed"),
-            "{e}"
-        );
-    }
-}
-
-#[tokio::test]
-async fn different_algorithms_fail_auth() {
-    let (a, b) = establish_both(
-        with_auth(cfg(1, 0), HmacAlg::Sha1, "s"),
-        with_auth(cfg(0, 1), HmacAlg::Sha512, "s"),
-    )
-    .await;
-    assert!(matches!(a.unwrap_err(), LinkError::AuthFailed(_)));
-    assert!(matches!(b.unwrap_err(), LinkError::AuthFailed(_)));
-}
-
-#[tokio::test]
 async fn every_hmac_algorithm_works() {
     for alg in HmacAlg::ALL {
         let (mut a, mut b) = pair(
@@ -228,22 +196,6 @@ async fn secret_on_one_side_only_fails_clearly() {
             without.to_string().contains("we have no shared-secret"),
             "{without}"
         );
-    }
-}
-
-#[tokio::test]
-async fn wrong_resource_or_node_id_is_fatal() {
-    let mut other = cfg(0, 1);
-    other.resource = "r1".into();
-    let (a, b) = establish_both(cfg(1, 0), other).await;
-    for e in [a.unwrap_err(), b.unwrap_err()] {
-        assert!(matches!(e, LinkError::Mismatch(_)) && e.is_fatal(), "{e}");
-        assert!(e.to_string().contains("resource"), "{e}");
-    }
-    // A expects node 0 at the other end, which says it is node 2.
-    let (a, b) = establish_both(cfg(1, 0), cfg(2, 1)).await;
-    for e in [a.unwrap_err(), b.unwrap_err()] {
-        assert!(matches!(e, LinkError::Mismatch(_)), "{e}");
     }
 }
 
@@ -696,43 +648,6 @@ fn hello_from_1(protocol: (u32, u32), features: u64) -> Packet {
 }
 
 #[tokio::test]
-async fn no_common_protocol_version_is_a_mismatch() {
-    let (_idle, idle_addr) = bind().await;
-    let (lb, ab) = bind().await;
-    let b = tokio::spawn(async move { Link::establish(&cfg(0, 1), &lb, idle_addr).await });
-    let _fake = fake_dialer(ab, hello_from_1((7, 9), features::SUPPORTED)).await;
-    let e = timeout(UP, b).await.unwrap().unwrap().unwrap_err();
-    assert!(matches!(e, LinkError::Mismatch(_)), "{e}");
-    assert!(e.to_string().contains("incompatible udrbd dialects"), "{e}");
-}
-
-#[tokio::test]
-async fn a_reflected_challenge_is_refused() {
-    let (_idle, idle_addr) = bind().await;
-    let (lb, ab) = bind().await;
-    let cb = with_auth(cfg(0, 1), HmacAlg::Sha256, "s");
-    let b = tokio::spawn(async move { Link::establish(&cb, &lb, idle_addr).await });
-    let (mut r, mut w) = fake_dialer(
-        ab,
-        hello_from_1(
-            (wire::PROTOCOL_MIN, wire::PROTOCOL_MAX),
-            features::SUPPORTED | connect::HELLO_AUTH,
-        ),
-    )
-    .await;
-    // Echo B's own challenge back as ours.
-    let Packet::AuthChallenge { challenge } = r.read_frame().await.unwrap().unwrap().packet else {
-        panic!("B did not send a challenge");
-    };
-    w.write_frame(0, &Packet::AuthChallenge { challenge })
-        .await
-        .unwrap();
-    let e = timeout(UP, b).await.unwrap().unwrap().unwrap_err();
-    assert!(matches!(e, LinkError::AuthFailed(_)), "{e}");
-    assert!(e.to_string().contains("same challenge"), "{e}");
-}
-
-#[tokio::test]
 async fn transient_failures_are_retried_every_connect_int_without_spinning() {
     // A "peer" that accepts and hangs up at once: every attempt fails, transiently.
     let (counter, counter_addr) = bind().await;
@@ -789,4 +704,205 @@ async fn a_peer_closing_one_stream_only_ends_the_link() {
     let e = timeout(UP, b.recv()).await.unwrap().unwrap_err();
     assert!(matches!(e, LinkError::PeerClosed), "{e}");
     assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+}
+
+/// `a` (node 1, the higher id: it dials and authenticates) against `b` (node 0): a's own
+/// dial fails fatally; b only accepted, and an unauthenticated connection decides nothing
+/// there, so b is still establishing afterwards.
+async fn auth_fails_for_the_dialer_only(ca: LinkConfig, cb: LinkConfig) -> LinkError {
+    let (la, aa) = bind().await;
+    let (lb, ab) = bind().await;
+    let b = tokio::spawn(async move { Link::establish(&cb, &lb, aa).await });
+    let t0 = Instant::now();
+    let e = timeout(UP, Link::establish(&ca, &la, ab))
+        .await
+        .expect("the dialer gave up in time")
+        .unwrap_err();
+    // It did not retry every 100 ms until the 5 s timeout.
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    assert!(e.is_fatal(), "{e}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !b.is_finished(),
+        "the acceptor's state changed: {:?}",
+        b.await
+    );
+    b.abort();
+    e
+}
+
+#[tokio::test]
+async fn a_wrong_secret_is_fatal_to_the_dialer_and_changes_nothing_for_the_acceptor() {
+    let e = auth_fails_for_the_dialer_only(
+        with_auth(cfg(1, 0), HmacAlg::Sha256, "secret-one"),
+        with_auth(cfg(0, 1), HmacAlg::Sha256, "secret-two"),
+    )
+    .await;
+    assert!(matches!(e, LinkError::AuthFailed(_)), "{e}");
+    assert!(
+        e.to_string().starts_with("Authentication of peer failed"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn different_algorithms_fail_auth() {
+    let e = auth_fails_for_the_dialer_only(
+        with_auth(cfg(1, 0), HmacAlg::Sha1, "s"),
+        with_auth(cfg(0, 1), HmacAlg::Sha512, "s"),
+    )
+    .await;
+    assert!(matches!(e, LinkError::AuthFailed(_)), "{e}");
+}
+
+#[tokio::test]
+async fn a_wrong_resource_or_node_id_connects_nobody_and_stops_nobody() {
+    // The acceptor answers no Hello from a node it does not expect: the dialer sees a closed
+    // connection, both keep trying (the acceptor logs the mismatch every time).
+    let mut other = cfg(0, 1);
+    other.resource = "r1".into();
+    for (ca, cb) in [(cfg(1, 0), other), (cfg(1, 0), cfg(2, 1))] {
+        let (la, aa) = bind().await;
+        let (lb, ab) = bind().await;
+        let a = tokio::spawn(async move { Link::establish(&ca, &la, ab).await });
+        let b = tokio::spawn(async move { Link::establish(&cb, &lb, aa).await });
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert!(!a.is_finished() && !b.is_finished());
+        a.abort();
+        b.abort();
+    }
+}
+
+/// A dialer from `from` (bound there) that sends `hello`; returns what it read back: the
+/// acceptor's first frame, or None when the connection was closed without one.
+async fn stranger(to: SocketAddr, from: &str, hello: Packet) -> Option<Packet> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    let (r, w) = socket.connect(to).await.unwrap().into_split();
+    let (mut r, mut w) = (FrameReader::new(r), FrameWriter::new(w));
+    // The acceptor may have closed already: a failed write is part of the answer.
+    let _ = w.write_frame(0, &hello).await;
+    match timeout(UP, r.read_frame())
+        .await
+        .expect("answered or closed")
+    {
+        Ok(Some(f)) => Some(f.packet),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn a_connection_from_another_address_is_closed_unanswered() {
+    let (la, aa) = bind().await;
+    let (lb, ab) = bind().await;
+    let b = tokio::spawn(async move { Link::establish(&cfg(0, 1), &lb, aa).await });
+    // The impostor claims to be node 1 with everything right, from 127.0.0.2.
+    let hello = hello_from_1(
+        (wire::PROTOCOL_MIN, wire::PROTOCOL_MAX),
+        features::SUPPORTED,
+    );
+    assert_eq!(stranger(ab, "127.0.0.2", hello).await, None);
+    assert!(!b.is_finished());
+    // The real node 1, from 127.0.0.1, connects.
+    let ca = cfg(1, 0);
+    let a = Link::establish(&ca, &la, ab);
+    let (a, b) = tokio::join!(timeout(UP, a), timeout(UP, b));
+    let (mut a, mut b) = (a.unwrap().unwrap(), b.unwrap().unwrap().unwrap());
+    exchange(&mut a, &mut b).await;
+}
+
+#[tokio::test]
+async fn a_forged_hello_is_not_answered_and_does_not_stop_the_real_peer() {
+    let (la, aa) = bind().await;
+    let (lb, ab) = bind().await;
+    let b = tokio::spawn(async move { Link::establish(&cfg(0, 1), &lb, aa).await });
+    for forged in [
+        Packet::Hello {
+            protocol_min: wire::PROTOCOL_MIN,
+            protocol_max: wire::PROTOCOL_MAX,
+            features: features::SUPPORTED,
+            sender: NodeId(3),
+            receiver: NodeId(0),
+            resource: "r0".into(),
+        },
+        Packet::Hello {
+            protocol_min: wire::PROTOCOL_MIN,
+            protocol_max: wire::PROTOCOL_MAX,
+            features: features::SUPPORTED,
+            sender: NodeId(1),
+            receiver: NodeId(0),
+            resource: "guess".into(),
+        },
+        Packet::Ping,
+    ] {
+        assert_eq!(stranger(ab, "127.0.0.1", forged).await, None);
+    }
+    // One that knows the names but not the protocol gets our Hello (it says nothing new),
+    // and is dropped; so is one that reflects our challenge.
+    let wrong_version = hello_from_1((7, 9), features::SUPPORTED);
+    assert!(matches!(
+        stranger(ab, "127.0.0.1", wrong_version).await,
+        Some(Packet::Hello { .. })
+    ));
+    assert!(
+        !b.is_finished(),
+        "a forged Hello changed the acceptor's state"
+    );
+    let ca = cfg(1, 0);
+    let a = Link::establish(&ca, &la, ab);
+    let (a, b) = tokio::join!(timeout(UP, a), timeout(UP, b));
+    let (mut a, mut b) = (a.unwrap().unwrap(), b.unwrap().unwrap().unwrap());
+    exchange(&mut a, &mut b).await;
+}
+
+#[tokio::test]
+async fn a_peer_without_a_common_protocol_is_fatal_to_our_dial() {
+    // A fake node 1 at the address node 0 dials: it answers with a Hello of versions 7-9.
+    let (fake, fake_addr) = bind().await;
+    let (lb, _) = bind().await;
+    let b = tokio::spawn(async move { Link::establish(&cfg(0, 1), &lb, fake_addr).await });
+    let (stream, _) = fake.accept().await.unwrap();
+    let (r, w) = stream.into_split();
+    let (mut r, mut w) = (FrameReader::new(r), FrameWriter::new(w));
+    assert!(matches!(
+        r.read_frame().await.unwrap().unwrap().packet,
+        Packet::Hello { .. }
+    ));
+    w.write_frame(0, &hello_from_1((7, 9), features::SUPPORTED))
+        .await
+        .unwrap();
+    let e = timeout(UP, b).await.unwrap().unwrap().unwrap_err();
+    assert!(matches!(e, LinkError::Mismatch(_)), "{e}");
+    assert!(e.to_string().contains("incompatible udrbd dialects"), "{e}");
+}
+
+#[tokio::test]
+async fn a_reflected_challenge_is_refused_and_changes_nothing() {
+    let (la, aa) = bind().await;
+    let (lb, ab) = bind().await;
+    let cb = with_auth(cfg(0, 1), HmacAlg::Sha256, "s");
+    let b = tokio::spawn(async move { Link::establish(&cb, &lb, aa).await });
+    let (mut r, mut w) = fake_dialer(
+        ab,
+        hello_from_1(
+            (wire::PROTOCOL_MIN, wire::PROTOCOL_MAX),
+            features::SUPPORTED | connect::HELLO_AUTH,
+        ),
+    )
+    .await;
+    // Echo B's own challenge back as ours: B closes the connection.
+    let Packet::AuthChallenge { challenge } = r.read_frame().await.unwrap().unwrap().packet else {
+        panic!("B did not send a challenge");
+    };
+    w.write_frame(0, &Packet::AuthChallenge { challenge })
+        .await
+        .unwrap();
+    let rest = timeout(UP, r.read_frame()).await.unwrap();
+    assert!(!matches!(rest, Ok(Some(_))), "{rest:?}");
+    assert!(!b.is_finished());
+    let ca = with_auth(cfg(1, 0), HmacAlg::Sha256, "s");
+    let a = Link::establish(&ca, &la, ab);
+    let (a, b) = tokio::join!(timeout(UP, a), timeout(UP, b));
+    let (mut a, mut b) = (a.unwrap().unwrap(), b.unwrap().unwrap().unwrap());
+    exchange(&mut a, &mut b).await;
 }

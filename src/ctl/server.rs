@@ -27,14 +27,41 @@ pub trait Handler: Send + Sync + 'static {
     ) -> Result<tokio::sync::mpsc::Receiver<Event>, Response>;
 }
 
-/// Binds `path` (replacing a stale socket file) and serves until the task is dropped.
+/// Binds `path` (replacing a stale socket file), readable and writable by the owner only
+/// whatever the umask.
 pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
     match std::fs::remove_file(path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    UnixListener::bind(path)
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Who may use the control socket: root, and the user the daemon runs as. Anyone else is
+/// answered with why, whatever the socket file's mode says (`SO_PEERCRED`).
+fn caller_allowed(stream: &tokio::net::UnixStream) -> Result<(), String> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    match stream.peer_cred() {
+        Ok(c) if c.uid() == 0 || c.uid() == me => Ok(()),
+        Ok(c) => Err(format!(
+            "permission denied: the control socket serves root{} only, not uid {}; run \
+             drbdadm as root",
+            if me == 0 {
+                String::new()
+            } else {
+                format!(" and uid {me}")
+            },
+            c.uid()
+        )),
+        Err(e) => Err(format!(
+            "permission denied: cannot identify the caller: {e}"
+        )),
+    }
 }
 
 /// Serves connections from `listener` forever.
@@ -49,6 +76,27 @@ pub async fn serve<H: Handler>(listener: UnixListener, handler: Arc<H>) {
             }
         };
         let handler = handler.clone();
+        if let Err(why) = caller_allowed(&stream) {
+            tracing::warn!("control socket: {why}");
+            tokio::spawn(async move {
+                let answer = Response::Error {
+                    code: 20,
+                    message: why,
+                };
+                // The request is read (and ignored) first, so the client, which writes its
+                // line before it reads, gets the answer rather than a broken pipe.
+                let (rd, mut wr) = stream.into_split();
+                let mut rd = BufReader::new(rd.take(MAX_REQUEST as u64));
+                let mut line = String::new();
+                let read = rd.read_line(&mut line);
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(5), read).await;
+                if let Ok(mut out) = serde_json::to_vec(&answer) {
+                    out.push(b'\n');
+                    let _ = wr.write_all(&out).await;
+                }
+            });
+            continue;
+        }
         tokio::spawn(async move {
             let (rd, mut wr) = stream.into_split();
             let mut rd = BufReader::new(rd.take(MAX_REQUEST as u64));

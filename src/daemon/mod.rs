@@ -120,6 +120,17 @@ impl Daemon {
         self.table().insert(spec.name.clone(), driver.clone());
         driver.publish_state();
         for p in &spec.peers {
+            if p.net.shared_secret.is_none() && p.address.is_some_and(|a| !a.ip().is_loopback()) {
+                // The link accepts only the peer's address, but whoever holds that address (or
+                // can spoof it on the segment) is taken for the peer without a secret.
+                tracing::warn!(
+                    "{}: the link to {} is not authenticated: anyone who controls its address \
+                     can replicate with this node; set `net {{ cram-hmac-alg sha256; \
+                     shared-secret \"...\"; }}`",
+                    spec.name,
+                    p.name
+                );
+            }
             if p.net.fencing != crate::config::Fencing::DontCare
                 && !spec.handlers.contains_key("fence-peer")
             {

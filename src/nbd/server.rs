@@ -6,9 +6,13 @@
 //! (that task: headers, payloads, validation, submission) and a writer task that serialises
 //! replies in completion order. Up to [`ServerConfig::max_in_flight`] requests (and
 //! [`ServerConfig::max_in_flight_bytes`] of READ/WRITE payload) are outstanding per connection;
-//! beyond that the reader stops reading. A client that stops reading replies stalls only its
-//! own writer, which drops it once a reply cannot be written within
-//! [`ServerConfig::write_timeout`].
+//! beyond that the reader stops reading. Across all connections, READ/WRITE payloads in flight
+//! share [`ServerConfig::max_payload_bytes`]: once it is spent no connection reads a new
+//! request's payload until some is freed, so many clients cannot add up to unbounded memory.
+//! A client that stops reading replies stalls only its own writer, which drops it once a reply
+//! cannot be written within [`ServerConfig::write_timeout`]; one that stops sending a write's
+//! payload is dropped after [`ServerConfig::payload_timeout`] without a byte, which frees its
+//! share.
 //!
 //! Shutdown ([`NbdServer::shutdown`]): listeners stop accepting, connections still haggling are
 //! closed, connections in transmission stop reading new requests, answer those in flight and
@@ -56,6 +60,13 @@ pub struct ServerConfig {
     /// A reply (at most one maximum-size READ, 32 MiB) not written within this long drops the
     /// connection: the client stopped reading (default 60 s).
     pub write_timeout: Duration,
+    /// READ/WRITE payload bytes in flight across all connections (default 64 MiB; a request
+    /// larger than that is admitted alone). Requests above 1 MiB leave an eighth of it to
+    /// smaller ones, so clients that stall large writes cannot starve everyone else.
+    pub max_payload_bytes: u32,
+    /// A write's payload that stops arriving (no byte for this long) drops the connection
+    /// (default 30 s).
+    pub payload_timeout: Duration,
     /// Connections open at once, haggling or transmitting (default 4096); one more is closed
     /// at once, with a warning in the log. Each costs a task and its buffers, so this bounds
     /// the memory clients can make the server use.
@@ -70,6 +81,8 @@ impl Default for ServerConfig {
             max_option_len: DEFAULT_MAX_OPTION_LEN,
             handshake_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(60),
+            max_payload_bytes: 64 << 20,
+            payload_timeout: Duration::from_secs(30),
             max_connections: 4096,
         }
     }
@@ -88,6 +101,8 @@ enum RunState {
 struct Shared {
     backend: Arc<dyn NbdBackend>,
     config: ServerConfig,
+    /// [`ServerConfig::max_payload_bytes`], shared by all connections.
+    payload_budget: Arc<tokio::sync::Semaphore>,
     state: watch::Sender<RunState>,
     next_id: AtomicU64,
     open: AtomicUsize,
@@ -137,6 +152,9 @@ impl NbdServer {
         NbdServer {
             shared: Arc::new(Shared {
                 backend,
+                payload_budget: Arc::new(tokio::sync::Semaphore::new(
+                    config.max_payload_bytes.max(1) as usize,
+                )),
                 config,
                 state,
                 next_id: AtomicU64::new(1),

@@ -1,10 +1,18 @@
 //! Establishing a link: listen, dial every `connect-int`, Hello, authenticate, pair the two
 //! streams, resolve simultaneous connects.
 //!
+//! # Who may connect
+//!
+//! A connection is accepted only from the IP address configured for the peer (DRBD does the
+//! same), and our own dials leave from our configured address, so the peer sees us come from
+//! it. Anyone else is logged and closed before a byte is read or written.
+//!
 //! # One stream's handshake
 //!
-//! Both ends send a `Hello` at once and then read the peer's: resource, sender and receiver
-//! node ids, protocol range, feature bits. Checked, in this order:
+//! The dialer sends its `Hello` first; the acceptor reads and checks it before it says
+//! anything, so a stranger learns nothing (not even the resource name) from our port. The
+//! Hello carries resource, sender and receiver node ids, protocol range, feature bits.
+//! Checked, in this order:
 //!
 //! 1. The first frame is a `Hello` (else: not a udrbd peer, a transient error; the connection
 //!    is dropped and establishing goes on).
@@ -43,11 +51,12 @@
 //!
 //! # Known limits
 //!
-//! - The checks of steps 2 and 4 come before authentication (as in DRBD, whose features
-//!   exchange precedes `drbd_do_auth()`), so anyone who can reach our port and knows the
-//!   resource name can make establishing fail fatally with a crafted Hello, and a failed
-//!   authentication is fatal too (DRBD's StandAlone). Reachability of the replication port is
-//!   the operator's to restrict, as with DRBD.
+//! - Only what the configured peer address says on a connection *we dialed* is fatal (a wrong
+//!   secret, a mismatching resource or node id: StandAlone, as in DRBD). The same failures on
+//!   a connection we accepted are logged and the connection dropped: it is not authenticated
+//!   yet, so a forged Hello or a failed authentication from someone at the peer's address
+//!   cannot stop the real peer from connecting. Whoever controls the peer's address itself can
+//!   still be refused only by `cram-hmac-alg`.
 //! - The lower node pairs the newest data stream with the newest control stream; if the
 //!   higher node's dial failed between its two streams, a stale data stream could be paired
 //!   with the next control stream, and that link then fails at once on the dead stream (and is
@@ -57,7 +66,7 @@ use super::framed::{FrameReader, FrameWriter};
 use super::link::{Link, LinkInfo};
 use super::{LinkConfig, LinkError, auth};
 use crate::repl::wire::{self, Packet, features};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
@@ -111,7 +120,14 @@ pub async fn establish(
 ) -> Result<Link, LinkError> {
     cfg.check()?;
     let cfg = Arc::new(cfg.clone());
-    let mut handshakes: JoinSet<Result<Shake, LinkError>> = JoinSet::new();
+    // Our dials leave from the address we listen on (when it is a specific one), so that the
+    // peer, which accepts only from our configured address, recognises them.
+    let local_ip = listener
+        .local_addr()
+        .ok()
+        .map(|a| a.ip())
+        .filter(|ip| !ip.is_unspecified());
+    let mut handshakes: JoinSet<(SocketAddr, Result<Shake, LinkError>)> = JoinSet::new();
     let mut dials: JoinSet<Result<Dialed, LinkError>> = JoinSet::new();
     let mut next_dial = Instant::now();
     let mut data: Option<(TcpStream, PeerHello, Instant)> = None;
@@ -134,12 +150,19 @@ pub async fn establish(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, from)) => {
-                    if handshakes.len() >= MAX_PENDING_HANDSHAKES {
+                    if !same_host(from.ip(), peer.ip()) {
+                        tracing::warn!(
+                            %from,
+                            "connection refused: not from the address configured for peer {} ({})",
+                            cfg.peer,
+                            peer.ip()
+                        );
+                    } else if handshakes.len() >= MAX_PENDING_HANDSHAKES {
                         tracing::warn!(%from, "too many connections in their handshake; closing");
                     } else {
                         tracing::debug!(%from, "accepted a connection");
                         let cfg = cfg.clone();
-                        handshakes.spawn(async move { accept_one(stream, &cfg).await });
+                        handshakes.spawn(async move { (from, accept_one(stream, &cfg).await) });
                     }
                 }
                 Err(e) => {
@@ -150,13 +173,13 @@ pub async fn establish(
                 }
             },
             Some(done) = handshakes.join_next(), if !handshakes.is_empty() => match done {
-                Ok(Ok(Shake::WakeUp)) => {
+                Ok((_, Ok(Shake::WakeUp))) => {
                     if dials.is_empty() {
                         tracing::debug!(peer = %cfg.peer, "woken up by the peer: dialing now");
                         next_dial = Instant::now();
                     }
                 }
-                Ok(Ok(Shake::Keep { stream, hello })) => {
+                Ok((_, Ok(Shake::Keep { stream, hello }))) => {
                     let now = Instant::now();
                     if hello.control {
                         control = Some((stream, now));
@@ -164,8 +187,13 @@ pub async fn establish(
                         data = Some((stream, hello, now));
                     }
                 }
-                Ok(Err(e)) if e.is_fatal() => return Err(e),
-                Ok(Err(e)) => tracing::info!(peer = %cfg.peer, "rejected a connection: {e}"),
+                // Not authenticated: whatever it said changes nothing here (module doc).
+                Ok((from, Err(e))) if e.is_fatal() => {
+                    tracing::warn!(peer = %cfg.peer, %from, "refused a connection: {e}");
+                }
+                Ok((from, Err(e))) => {
+                    tracing::info!(peer = %cfg.peer, %from, "rejected a connection: {e}");
+                }
                 Err(e) => tracing::warn!("handshake task failed: {e}"),
             },
             Some(done) = dials.join_next(), if !dials.is_empty() => {
@@ -186,7 +214,7 @@ pub async fn establish(
             () = sleep_until(next_dial), if dials.is_empty() => {
                 let cfg = cfg.clone();
                 // The branch stays off while the dial runs; its end sets the next time.
-                dials.spawn(async move { dial(&cfg, peer).await });
+                dials.spawn(async move { dial(&cfg, peer, local_ip).await });
             }
             () = sleep_until(half_pair_deadline.unwrap_or_else(Instant::now)),
                 if half_pair_deadline.is_some() =>
@@ -224,14 +252,23 @@ fn start(
     Ok(Link::start(cfg, data, control, info))
 }
 
+/// The same host: equal addresses, an IPv4 address and its IPv6-mapped form included.
+fn same_host(a: IpAddr, b: IpAddr) -> bool {
+    a.to_canonical() == b.to_canonical()
+}
+
 /// One dial: the data stream, then (if we win the tie-break) the control stream.
-async fn dial(cfg: &LinkConfig, peer: SocketAddr) -> Result<Dialed, LinkError> {
-    let stream = connect_one(cfg, peer).await?;
+async fn dial(
+    cfg: &LinkConfig,
+    peer: SocketAddr,
+    local_ip: Option<IpAddr>,
+) -> Result<Dialed, LinkError> {
+    let stream = connect_one(cfg, peer, local_ip).await?;
     let (data, hello) = match handshake(stream, cfg, true, false).await? {
         Shake::WakeUp => return Ok(Dialed::WokeUp),
         Shake::Keep { stream, hello } => (stream, hello),
     };
-    let stream = connect_one(cfg, peer).await?;
+    let stream = connect_one(cfg, peer, local_ip).await?;
     match handshake(stream, cfg, true, true).await? {
         Shake::Keep { stream, .. } => Ok(Dialed::Pair {
             data,
@@ -245,8 +282,24 @@ async fn dial(cfg: &LinkConfig, peer: SocketAddr) -> Result<Dialed, LinkError> {
     }
 }
 
-async fn connect_one(cfg: &LinkConfig, peer: SocketAddr) -> Result<TcpStream, LinkError> {
-    let stream = timeout(cfg.handshake_timeout, TcpStream::connect(peer))
+/// Connects to `peer`, from `local_ip` when given (an ephemeral port on it).
+async fn connect_one(
+    cfg: &LinkConfig,
+    peer: SocketAddr,
+    local_ip: Option<IpAddr>,
+) -> Result<TcpStream, LinkError> {
+    let connect = async {
+        let socket = if peer.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        if let Some(ip) = local_ip.filter(|ip| ip.is_ipv4() == peer.is_ipv4()) {
+            socket.bind(SocketAddr::new(ip, 0))?;
+        }
+        socket.connect(peer).await
+    };
+    let stream = timeout(cfg.handshake_timeout, connect)
         .await
         .map_err(|_| LinkError::Timeout("connect"))??;
     stream.set_nodelay(true)?;
@@ -295,20 +348,26 @@ async fn handshake_on(
     if dialed && control {
         our_features |= HELLO_CONTROL_STREAM;
     }
-    writer
-        .write_frame(
-            0,
-            &Packet::Hello {
-                protocol_min: wire::PROTOCOL_MIN,
-                protocol_max: wire::PROTOCOL_MAX,
-                features: our_features,
-                sender: cfg.me,
-                receiver: cfg.peer,
-                resource: cfg.resource.clone(),
-            },
-        )
-        .await?;
+    let ours = Packet::Hello {
+        protocol_min: wire::PROTOCOL_MIN,
+        protocol_max: wire::PROTOCOL_MAX,
+        features: our_features,
+        sender: cfg.me,
+        receiver: cfg.peer,
+        resource: cfg.resource.clone(),
+    };
+    // The dialer speaks first; the acceptor answers only a Hello from the peer it expects
+    // (the right resource and node ids: nothing a stranger does not know already). It does
+    // answer one that differs in protocol range or authentication, so that both sides say
+    // clearly what is misconfigured.
+    if dialed {
+        writer.write_frame(0, &ours).await?;
+    }
     let first = reader.read_frame().await?.ok_or(LinkError::PeerClosed)?;
+    if !dialed {
+        check_identity(cfg, &first.packet)?;
+        writer.write_frame(0, &ours).await?;
+    }
     let mut hello = check_hello(cfg, first.packet)?;
     if dialed {
         // Only the dialer's bit means anything.
@@ -324,14 +383,13 @@ async fn handshake_on(
     Ok(Some(hello))
 }
 
-fn check_hello(cfg: &LinkConfig, packet: Packet) -> Result<PeerHello, LinkError> {
+/// The first frame is a Hello from the node we expect, for our resource.
+fn check_identity(cfg: &LinkConfig, packet: &Packet) -> Result<(), LinkError> {
     let Packet::Hello {
-        protocol_min,
-        protocol_max,
-        features,
         sender,
         receiver,
         resource,
+        ..
     } = packet
     else {
         return Err(LinkError::Protocol(format!(
@@ -339,24 +397,38 @@ fn check_hello(cfg: &LinkConfig, packet: Packet) -> Result<PeerHello, LinkError>
             packet.packet_type()
         )));
     };
-    if resource != cfg.resource {
+    if *resource != cfg.resource {
         return Err(LinkError::Mismatch(format!(
             "the peer connects for resource '{resource}', we are '{}'",
             cfg.resource
         )));
     }
-    if sender != cfg.peer {
+    if *sender != cfg.peer {
         return Err(LinkError::Mismatch(format!(
             "Peer presented a node_id of {sender} instead of {}",
             cfg.peer
         )));
     }
-    if receiver != cfg.me {
+    if *receiver != cfg.me {
         return Err(LinkError::Mismatch(format!(
             "the peer expects us to be node {receiver}, we are node {}",
             cfg.me
         )));
     }
+    Ok(())
+}
+
+fn check_hello(cfg: &LinkConfig, packet: Packet) -> Result<PeerHello, LinkError> {
+    check_identity(cfg, &packet)?;
+    let Packet::Hello {
+        protocol_min,
+        protocol_max,
+        features,
+        ..
+    } = packet
+    else {
+        return Err(LinkError::Protocol("expected a Hello first".into()));
+    };
     if protocol_max < wire::PROTOCOL_MIN || protocol_min > wire::PROTOCOL_MAX {
         return Err(LinkError::Mismatch(format!(
             "incompatible udrbd dialects: I support {}-{}, peer supports {protocol_min}-{protocol_max}",

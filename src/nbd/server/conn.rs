@@ -91,6 +91,9 @@ where
         count: Arc::new(Semaphore::new(cfg.max_in_flight.max(1))),
         bytes: Arc::new(Semaphore::new(budget as usize)),
         byte_budget: budget,
+        shared: Arc::clone(&shared.payload_budget),
+        shared_budget: cfg.max_payload_bytes.max(1),
+        payload_timeout: cfg.payload_timeout,
     };
     // Buffered: at high queue depth many 28-byte headers (and small write payloads) arrive in
     // one read. Large payloads bypass the buffer once it is empty.

@@ -39,13 +39,42 @@ pub(super) enum ReadEnd {
     Io(io::Error),
 }
 
-/// Per-connection bounds.
+/// Per-connection bounds, and the server-wide payload budget.
 #[derive(Debug, Clone)]
 pub(super) struct Bounds {
     pub count: Arc<Semaphore>,
     pub bytes: Arc<Semaphore>,
     /// Total byte permits; a single request never asks for more than this.
     pub byte_budget: u32,
+    /// Payload bytes of all connections together ([`super::ServerConfig::max_payload_bytes`]).
+    pub shared: Arc<Semaphore>,
+    pub shared_budget: u32,
+    /// No payload byte for this long drops the connection.
+    pub payload_timeout: std::time::Duration,
+}
+
+/// How often a request waiting for the server-wide budget looks again. Polled rather than
+/// queued: a queue is first come, first served, and a small request must not wait behind a
+/// large one for budget that stalled clients hold (they are dropped at the payload timeout).
+const SHARED_RETRY: std::time::Duration = std::time::Duration::from_millis(5);
+/// Requests above this leave [`Bounds::shared_reserve`] of the server-wide budget free.
+const SMALL_REQUEST: u32 = 1 << 20;
+
+impl Bounds {
+    /// What a large request must leave of the server-wide budget (an eighth).
+    fn shared_reserve(&self) -> usize {
+        self.shared_budget as usize / 8
+    }
+
+    /// `bytes` of the server-wide budget, now, if there is room for a request of that size.
+    fn try_shared(&self, bytes: u32) -> Result<OwnedSemaphorePermit, tokio::sync::TryAcquireError> {
+        let want = bytes.min(self.shared_budget);
+        let large = bytes > SMALL_REQUEST && want < self.shared_budget;
+        if large && self.shared.available_permits() < want as usize + self.shared_reserve() {
+            return Err(tokio::sync::TryAcquireError::NoPermits);
+        }
+        Arc::clone(&self.shared).try_acquire_many_owned(want)
+    }
 }
 
 /// Reads and submits requests until one of the [`ReadEnd`]s.
@@ -162,7 +191,7 @@ async fn read_requests<R: AsyncRead + Unpin>(
                         () = wait => {}
                     }
                 }
-                let data = match read_payload(r, len as usize).await {
+                let data = match read_payload(r, len as usize, bounds.payload_timeout).await {
                     Ok(data) => data,
                     Err(e) => return ReadEnd::Io(e),
                 };
@@ -200,9 +229,64 @@ async fn read_requests<R: AsyncRead + Unpin>(
 }
 
 /// Reads a write's payload into aligned memory, so the disk can take it as it is (O_DIRECT)
-/// instead of copying it into an aligned buffer of its own (see [`crate::buf`]).
-async fn read_payload<R: AsyncRead + Unpin>(r: &mut R, len: usize) -> io::Result<Bytes> {
-    AlignedFill::new(len).read_from(r).await
+/// instead of copying it into an aligned buffer of its own (see [`crate::buf`]). Fails with
+/// `TimedOut` once no byte has come for `stall`.
+async fn read_payload<R: AsyncRead + Unpin>(
+    r: &mut R,
+    len: usize,
+    stall: std::time::Duration,
+) -> io::Result<Bytes> {
+    let mut guarded = StallGuard::new(r, stall);
+    AlignedFill::new(len).read_from(&mut guarded).await
+}
+
+/// A reader that fails when its inner reader has produced nothing for `limit`.
+struct StallGuard<'a, R> {
+    inner: &'a mut R,
+    limit: std::time::Duration,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<'a, R> StallGuard<'a, R> {
+    fn new(inner: &'a mut R, limit: std::time::Duration) -> Self {
+        StallGuard {
+            inner,
+            limit,
+            deadline: Box::pin(tokio::time::sleep(limit)),
+        }
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for StallGuard<'_, R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        use std::future::Future;
+        use std::task::Poll;
+        let before = buf.filled().len();
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut *this.inner).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                if buf.filled().len() > before {
+                    let next = tokio::time::Instant::now() + this.limit;
+                    this.deadline.as_mut().reset(next);
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => match this.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "a write's payload stopped arriving ({} s without a byte)",
+                        this.limit.as_secs()
+                    ),
+                ))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
 }
 
 /// Bytes of buffer a request pins until its reply is written.
@@ -215,22 +299,39 @@ fn payload_cost(cmd: &Command) -> u32 {
 
 /// [`acquire`] without waiting: `None` if the permits are not all free now.
 fn try_acquire(b: &Bounds, bytes: u32) -> Option<Vec<OwnedSemaphorePermit>> {
-    let mut permits = Vec::with_capacity(2);
+    let mut permits = Vec::with_capacity(3);
     permits.push(Arc::clone(&b.count).try_acquire_owned().ok()?);
-    let bytes = bytes.min(b.byte_budget);
+    let mine = bytes.min(b.byte_budget);
+    if mine > 0 {
+        permits.push(Arc::clone(&b.bytes).try_acquire_many_owned(mine).ok()?);
+    }
     if bytes > 0 {
-        permits.push(Arc::clone(&b.bytes).try_acquire_many_owned(bytes).ok()?);
+        permits.push(b.try_shared(bytes).ok()?);
     }
     Some(permits)
 }
 
 async fn acquire(b: &Bounds, bytes: u32) -> Option<Vec<OwnedSemaphorePermit>> {
-    let mut permits = Vec::with_capacity(2);
+    let mut permits = Vec::with_capacity(3);
     // The semaphores are never closed, so these only fail if that invariant breaks.
     permits.push(Arc::clone(&b.count).acquire_owned().await.ok()?);
-    let bytes = bytes.min(b.byte_budget);
+    let mine = bytes.min(b.byte_budget);
+    if mine > 0 {
+        permits.push(Arc::clone(&b.bytes).acquire_many_owned(mine).await.ok()?);
+    }
     if bytes > 0 {
-        permits.push(Arc::clone(&b.bytes).acquire_many_owned(bytes).await.ok()?);
+        loop {
+            match b.try_shared(bytes) {
+                Ok(p) => {
+                    permits.push(p);
+                    break;
+                }
+                Err(tokio::sync::TryAcquireError::Closed) => return None,
+                Err(tokio::sync::TryAcquireError::NoPermits) => {
+                    tokio::time::sleep(SHARED_RETRY).await;
+                }
+            }
+        }
     }
     Some(permits)
 }
