@@ -93,3 +93,19 @@ pub fn bitmap_rle(data: &[u8]) {
 pub fn wire(data: &[u8]) {
     crate::repl::wire::fuzz_decode(data);
 }
+
+/// A control-socket request line, as the daemon reads it: whatever decodes re-encodes to a
+/// line that decodes to the same request (what drbdadm sends is what the daemon runs).
+pub fn ctl_request(data: &[u8]) {
+    let Ok(req) = serde_json::from_slice::<crate::ctl::proto::Request>(data) else {
+        return;
+    };
+    let line = match serde_json::to_vec(&req) {
+        Ok(l) => l,
+        Err(e) => panic!("a decoded request does not encode: {e}"),
+    };
+    match serde_json::from_slice::<crate::ctl::proto::Request>(&line) {
+        Ok(again) => assert_eq!(again, req, "control request round trip"),
+        Err(e) => panic!("a re-encoded request does not decode: {e}"),
+    }
+}

@@ -219,3 +219,8 @@ fn write_repl_wire_seeds() {
     bad_body[3 + 32] = 200;
     put("bad_body_history_count", &bad_body);
 }
+
+#[test]
+fn ctl_request_corpus() {
+    replay("ctl_request", udrbd::fuzzing::ctl_request);
+}
