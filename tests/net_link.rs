@@ -906,3 +906,33 @@ async fn a_reflected_challenge_is_refused_and_changes_nothing() {
     let (mut a, mut b) = (a.unwrap().unwrap(), b.unwrap().unwrap().unwrap());
     exchange(&mut a, &mut b).await;
 }
+
+#[test]
+fn silent_connections_do_not_keep_the_real_peer_out() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (la, aa) = bind().await;
+        let (lb, ab) = bind().await;
+        // b waits up to 5 s for a handshake: long enough for silent connections to matter.
+        let mut cb = cfg(0, 1);
+        cb.handshake_timeout = Duration::from_secs(5);
+        let b = tokio::spawn(async move { Link::establish(&cb, &lb, aa).await });
+        let mut silent = Vec::new();
+        for _ in 0..20 {
+            silent.push(TcpStream::connect(ab).await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let t0 = Instant::now();
+        let ca = cfg(1, 0);
+        let a = Link::establish(&ca, &la, ab);
+        let (a, b) = tokio::join!(timeout(UP, a), timeout(UP, b));
+        let (mut a, mut b) = (a.unwrap().unwrap(), b.unwrap().unwrap().unwrap());
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "the real peer waited {:?} behind silent connections",
+            t0.elapsed()
+        );
+        exchange(&mut a, &mut b).await;
+        drop(silent);
+    });
+}

@@ -79,7 +79,8 @@ pub const HELLO_CONTROL_STREAM: u64 = 1 << 63;
 pub const HELLO_AUTH: u64 = 1 << 62;
 /// The bits of the Hello features word that belong to the link layer.
 pub const TRANSPORT_BITS: u64 = HELLO_CONTROL_STREAM | HELLO_AUTH;
-/// Accepted connections still in their handshake at once; more are closed at once.
+/// Accepted connections still in their handshake at once; one more evicts the oldest (a
+/// silent connection must not keep the real peer out until its handshake deadline).
 pub const MAX_PENDING_HANDSHAKES: usize = 16;
 
 /// What the peer said in its Hello (transport bits split off).
@@ -128,6 +129,9 @@ pub async fn establish(
         .map(|a| a.ip())
         .filter(|ip| !ip.is_unspecified());
     let mut handshakes: JoinSet<(SocketAddr, Result<Shake, LinkError>)> = JoinSet::new();
+    // Their abort handles, oldest first.
+    let mut pending: std::collections::VecDeque<tokio::task::AbortHandle> =
+        std::collections::VecDeque::new();
     let mut dials: JoinSet<Result<Dialed, LinkError>> = JoinSet::new();
     let mut next_dial = Instant::now();
     let mut data: Option<(TcpStream, PeerHello, Instant)> = None;
@@ -157,12 +161,22 @@ pub async fn establish(
                             cfg.peer,
                             peer.ip()
                         );
-                    } else if handshakes.len() >= MAX_PENDING_HANDSHAKES {
-                        tracing::warn!(%from, "too many connections in their handshake; closing");
                     } else {
+                        pending.retain(|h| !h.is_finished());
+                        if pending.len() >= MAX_PENDING_HANDSHAKES
+                            && let Some(oldest) = pending.pop_front()
+                        {
+                            tracing::warn!(
+                                %from,
+                                "too many connections in their handshake; closing the oldest"
+                            );
+                            oldest.abort();
+                        }
                         tracing::debug!(%from, "accepted a connection");
                         let cfg = cfg.clone();
-                        handshakes.spawn(async move { (from, accept_one(stream, &cfg).await) });
+                        pending.push_back(
+                            handshakes.spawn(async move { (from, accept_one(stream, &cfg).await) }),
+                        );
                     }
                 }
                 Err(e) => {
@@ -194,6 +208,7 @@ pub async fn establish(
                 Ok((from, Err(e))) => {
                     tracing::info!(peer = %cfg.peer, %from, "rejected a connection: {e}");
                 }
+                Err(e) if e.is_cancelled() => {} // evicted (MAX_PENDING_HANDSHAKES)
                 Err(e) => tracing::warn!("handshake task failed: {e}"),
             },
             Some(done) = dials.join_next(), if !dials.is_empty() => {
