@@ -1,15 +1,16 @@
-//! Torture trials with real daemons on loopback: a writer (libnbd, protocol C) puts a counter
-//! and a checksum in every 4 KiB block it writes and records each write once it is
-//! acknowledged; meanwhile a trial kills the Primary (kill -9) and fails over, kills the
-//! Secondary and restarts it, or detaches and attaches the Secondary's disk. After each trial
-//! every acknowledged write reads back from the Primary (its block holds that write or a later
-//! one), and once the resync is done the replicas are identical; at the end online verify finds
-//! nothing. `UDRBD_TORTURE_TRIALS=N` runs N trials (default 3, one of each kind);
-//! `UDRBD_TORTURE_SEED` picks the sequence.
+//! Torture trials with real daemons in two network namespaces: a writer (libnbd, protocol C)
+//! puts a counter and a checksum in every 4 KiB block it writes and records each write once it
+//! is acknowledged; meanwhile a trial kills the Primary (kill -9) and fails over, kills the
+//! Secondary and restarts it, detaches and attaches the Secondary's disk, or cuts the link for
+//! a while. After each trial every acknowledged write reads back from the Primary (its block
+//! holds that write or a later one), and once the resync is done the replicas are identical;
+//! at the end online verify finds nothing. `UDRBD_TORTURE_TRIALS=N` runs N trials (default 4,
+//! one of each kind); `UDRBD_TORTURE_SEED` picks the sequence.
 
 mod common;
 
-use common::pair::{Pair, RES, pair, status};
+use common::netns::NetnsPair;
+use common::pair::{Pair, RES, Setup, pair_setup, status};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -119,6 +120,9 @@ fn in_sync(p: &Pair) -> bool {
     })
 }
 
+/// Trial kinds: Primary killed, Secondary killed, Secondary detached, link cut.
+const KINDS: u64 = 4;
+
 /// A tiny deterministic generator (the sequence of trials and writer seeds).
 struct Rng(u64);
 
@@ -136,15 +140,24 @@ fn acknowledged_writes_survive_crashes_failover_and_detach() {
     let trials: u64 = std::env::var("UDRBD_TORTURE_TRIALS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+        .unwrap_or(KINDS);
     let seed: u64 = std::env::var("UDRBD_TORTURE_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0x5eed);
     let mut rng = Rng(seed | 1);
+    let Some(net) = NetnsPair::new() else { return };
     // Fencing resource-only without a handler (the how-to's shape): the survivor of a crashed
-    // Primary is promoted with --force, as an operator (or Pacemaker's agent) would.
-    let mut p = pair("net { connect-int 1; verify-alg crc32c; }");
+    // Primary is promoted with --force, as an operator (or Pacemaker's agent) would. A cut is
+    // noticed within about 1.5 s (ko-count x timeout).
+    let mut p = pair_setup(&Setup {
+        extra: "net { connect-int 1; verify-alg crc32c; ping-int 1; ping-timeout 5; timeout 5; \
+                ko-count 2; }",
+        addresses: Some([net.address(0, 7789), net.address(1, 7789)]),
+        ..Setup::default()
+    });
+    net.host(&mut p.a, 0);
+    net.host(&mut p.b, 1);
     p.up();
     p.a.adm(&["--clear-bitmap", "new-current-uuid", RES]).ok();
     p.a.adm(&["primary", RES]).ok();
@@ -153,10 +166,10 @@ fn acknowledged_writes_survive_crashes_failover_and_detach() {
     let mut primary = 0;
     let mut checked = 0;
     for trial in 0..trials {
-        let kind = if trials <= 3 {
-            trial % 3
+        let kind = if trials <= KINDS {
+            trial % KINDS
         } else {
-            rng.next() % 3
+            rng.next() % KINDS
         };
         let base = (trial + 1) * 1_000_000_000;
         let uri = node(&p, primary).nbd_uri(RES);
@@ -191,12 +204,21 @@ fn acknowledged_writes_survive_crashes_failover_and_detach() {
                 let _ = w.wait();
                 "Secondary killed and restarted"
             }
-            _ => {
+            2 => {
                 node(&p, secondary).adm(&["detach", RES]).ok();
                 std::thread::sleep(Duration::from_millis(300));
                 node(&p, secondary).adm(&["attach", RES]).ok();
                 let _ = w.wait();
                 "Secondary detached and attached"
+            }
+            _ => {
+                // The cable: the Primary goes on alone (resource-only fencing without a
+                // handler does not freeze), then the Secondary catches up.
+                net.cut();
+                std::thread::sleep(Duration::from_millis(2500));
+                net.heal();
+                let _ = w.wait();
+                "link cut and healed"
             }
         };
         p.eventually(60, &format!("trial {trial} ({what}): in sync"), || {
