@@ -1,10 +1,11 @@
 //! Torture trials with real daemons in two network namespaces: a writer (libnbd, protocol C)
 //! puts a counter and a checksum in every 4 KiB block it writes and records each write once it
 //! is acknowledged; meanwhile a trial kills the Primary (kill -9) and fails over, kills the
-//! Secondary and restarts it, detaches and attaches the Secondary's disk, or cuts the link for
+//! Secondary and restarts it, detaches and attaches the Secondary's disk, makes it fail
+//! (`UDRBD_FAULT_FILE`: on-io-error detach, then mended and attached), or cuts the link for
 //! a while. After each trial every acknowledged write reads back from the Primary (its block
 //! holds that write or a later one), and once the resync is done the replicas are identical;
-//! at the end online verify finds nothing. `UDRBD_TORTURE_TRIALS=N` runs N trials (default 4,
+//! at the end online verify finds nothing. `UDRBD_TORTURE_TRIALS=N` runs N trials (default 5,
 //! one of each kind); `UDRBD_TORTURE_SEED` picks the sequence.
 
 mod common;
@@ -120,8 +121,9 @@ fn in_sync(p: &Pair) -> bool {
     })
 }
 
-/// Trial kinds: Primary killed, Secondary killed, Secondary detached, link cut.
-const KINDS: u64 = 4;
+/// Trial kinds: Primary killed, Secondary killed, Secondary detached, Secondary's disk
+/// failing, link cut.
+const KINDS: u64 = 5;
 
 /// A tiny deterministic generator (the sequence of trials and writer seeds).
 struct Rng(u64);
@@ -158,6 +160,14 @@ fn acknowledged_writes_survive_crashes_failover_and_detach() {
     });
     net.host(&mut p.a, 0);
     net.host(&mut p.b, 1);
+    // Each node's disk fails where its fault file says (`UDRBD_FAULT_FILE`; empty: never).
+    let faults = [0, 1].map(|i| p.a.run_dir.with_file_name(format!("faults-{i}")));
+    for (i, f) in faults.iter().enumerate() {
+        std::fs::write(f, "").expect("fault file");
+        node_mut(&mut p, i)
+            .daemon_env
+            .push(("UDRBD_FAULT_FILE".into(), f.display().to_string()));
+    }
     p.up();
     p.a.adm(&["--clear-bitmap", "new-current-uuid", RES]).ok();
     p.a.adm(&["primary", RES]).ok();
@@ -203,6 +213,21 @@ fn acknowledged_writes_survive_crashes_failover_and_detach() {
                 s.adm(&["up", RES]).ok();
                 let _ = w.wait();
                 "Secondary killed and restarted"
+            }
+            3 => {
+                // The Secondary's disk fails under the writes (on-io-error detach): it goes
+                // Diskless, is mended, attached, and resynced.
+                let rule = "write 0 16777216\n";
+                std::fs::write(&faults[secondary], rule).expect("fault file");
+                p.eventually(20, "the failing Secondary Diskless", || {
+                    status(node(&p, secondary)).contains("  disk:Diskless\n")
+                });
+                // The fault file is read again at most once a second.
+                std::thread::sleep(Duration::from_millis(1100));
+                std::fs::write(&faults[secondary], "").expect("fault file");
+                node(&p, secondary).adm(&["attach", RES]).ok();
+                let _ = w.wait();
+                "Secondary's disk failed, mended and attached"
             }
             2 => {
                 node(&p, secondary).adm(&["detach", RES]).ok();
