@@ -213,11 +213,8 @@ fn violently_as0p_keeps_the_losing_primary_serving_during_its_resync() {
             .contains("(-7) Refusing to be Primary while peer is not outdated"),
         "{r:#?}"
     );
-    p.a.adm(&["disconnect", "--force", RES]).ok();
-    p.b.adm(&["disconnect", "--force", RES]).ok();
+    two_primary_split(&p, "write -P 0xaa 0 4M", "write -P 0xbb 8M 256k");
     let (uri_a, uri_b) = (p.a.nbd_uri(RES), p.b.nbd_uri(RES));
-    qemu_io(&p, &uri_a, "write -P 0xaa 0 4M");
-    qemu_io(&p, &uri_b, "write -P 0xbb 8M 256k");
     p.a.adm(&["connect", RES]).ok();
     p.b.adm(&["connect", RES]).ok();
     p.eventually(20, "node-2 Primary and SyncTarget", || {
@@ -248,13 +245,13 @@ fn violently_as0p_keeps_the_losing_primary_serving_during_its_resync() {
     p.assert_identical();
 }
 
-/// Two Primaries split, both write, node-1 more; they reconnect.
-fn two_primary_split(p: &Pair) {
-    let (uri_a, uri_b) = (p.a.nbd_uri(RES), p.b.nbd_uri(RES));
+/// Two Primaries part (by force: under fencing nothing else lets them) and write, node-1
+/// `on_a`, node-2 `on_b`.
+fn two_primary_split(p: &Pair, on_a: &str, on_b: &str) {
     p.a.adm(&["disconnect", "--force", RES]).ok();
     p.b.adm(&["disconnect", "--force", RES]).ok();
-    qemu_io(p, &uri_a, "write -P 0xa1 0 2M");
-    qemu_io(p, &uri_b, "write -P 0xb1 4M 64k");
+    qemu_io(p, &p.a.nbd_uri(RES), on_a);
+    qemu_io(p, &p.b.nbd_uri(RES), on_b);
 }
 
 /// The issue's `after-sb-2pri call-pri-lost-after-sb`: the after-sb-0pri decision
@@ -279,7 +276,7 @@ fn call_pri_lost_after_sb_demotes_the_losing_primary_or_calls_its_handler() {
     p.eventually(10, "both Primary, UpToDate/UpToDate", || {
         both_primary_in_sync(&p)
     });
-    two_primary_split(&p);
+    two_primary_split(&p, "write -P 0xa1 0 2M", "write -P 0xb1 4M 64k");
     p.a.adm(&["connect", RES]).ok();
     p.b.adm(&["connect", RES]).ok();
     p.eventually(30, "node-2 Secondary, in sync with node-1", || {
@@ -304,7 +301,7 @@ fn call_pri_lost_after_sb_demotes_the_losing_primary_or_calls_its_handler() {
     p.eventually(10, "both Primary, UpToDate/UpToDate", || {
         both_primary_in_sync(&p)
     });
-    two_primary_split(&p);
+    two_primary_split(&p, "write -P 0xa1 0 2M", "write -P 0xb1 4M 64k");
     let mut holder = Command::new("/usr/bin/python3")
         .args([
             "-c",

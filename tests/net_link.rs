@@ -773,6 +773,20 @@ async fn a_wrong_resource_or_node_id_connects_nobody_and_stops_nobody() {
     }
 }
 
+/// The real node 1 (`ca`, listening on `la`) establishes with node 0 at `ab`, which is still
+/// establishing in `b` after whatever came before: both get the link, and it carries data.
+async fn real_peer_links(
+    ca: LinkConfig,
+    la: &TcpListener,
+    ab: SocketAddr,
+    b: tokio::task::JoinHandle<Result<Link, LinkError>>,
+) {
+    let a = Link::establish(&ca, la, ab);
+    let (a, b) = tokio::join!(timeout(UP, a), timeout(UP, b));
+    let (mut a, mut b) = (a.unwrap().unwrap(), b.unwrap().unwrap().unwrap());
+    exchange(&mut a, &mut b).await;
+}
+
 /// A dialer from `from` (bound there) that sends `hello`; returns what it read back: the
 /// acceptor's first frame, or None when the connection was closed without one.
 async fn stranger(to: SocketAddr, from: &str, hello: Packet) -> Option<Packet> {
@@ -804,11 +818,7 @@ async fn a_connection_from_another_address_is_closed_unanswered() {
     assert_eq!(stranger(ab, "127.0.0.2", hello).await, None);
     assert!(!b.is_finished());
     // The real node 1, from 127.0.0.1, connects.
-    let ca = cfg(1, 0);
-    let a = Link::establish(&ca, &la, ab);
-    let (a, b) = tokio::join!(timeout(UP, a), timeout(UP, b));
-    let (mut a, mut b) = (a.unwrap().unwrap(), b.unwrap().unwrap().unwrap());
-    exchange(&mut a, &mut b).await;
+    real_peer_links(cfg(1, 0), &la, ab, b).await;
 }
 
 #[tokio::test]
@@ -848,11 +858,7 @@ async fn a_forged_hello_is_not_answered_and_does_not_stop_the_real_peer() {
         !b.is_finished(),
         "a forged Hello changed the acceptor's state"
     );
-    let ca = cfg(1, 0);
-    let a = Link::establish(&ca, &la, ab);
-    let (a, b) = tokio::join!(timeout(UP, a), timeout(UP, b));
-    let (mut a, mut b) = (a.unwrap().unwrap(), b.unwrap().unwrap().unwrap());
-    exchange(&mut a, &mut b).await;
+    real_peer_links(cfg(1, 0), &la, ab, b).await;
 }
 
 #[tokio::test]
@@ -901,10 +907,7 @@ async fn a_reflected_challenge_is_refused_and_changes_nothing() {
     assert!(!matches!(rest, Ok(Some(_))), "{rest:?}");
     assert!(!b.is_finished());
     let ca = with_auth(cfg(1, 0), HmacAlg::Sha256, "s");
-    let a = Link::establish(&ca, &la, ab);
-    let (a, b) = tokio::join!(timeout(UP, a), timeout(UP, b));
-    let (mut a, mut b) = (a.unwrap().unwrap(), b.unwrap().unwrap().unwrap());
-    exchange(&mut a, &mut b).await;
+    real_peer_links(ca, &la, ab, b).await;
 }
 
 #[test]
@@ -923,16 +926,12 @@ fn silent_connections_do_not_keep_the_real_peer_out() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
         let t0 = Instant::now();
-        let ca = cfg(1, 0);
-        let a = Link::establish(&ca, &la, ab);
-        let (a, b) = tokio::join!(timeout(UP, a), timeout(UP, b));
-        let (mut a, mut b) = (a.unwrap().unwrap(), b.unwrap().unwrap().unwrap());
+        real_peer_links(cfg(1, 0), &la, ab, b).await;
         assert!(
             t0.elapsed() < Duration::from_secs(2),
             "the real peer waited {:?} behind silent connections",
             t0.elapsed()
         );
-        exchange(&mut a, &mut b).await;
         drop(silent);
     });
 }
