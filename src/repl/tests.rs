@@ -608,19 +608,11 @@ fn a_second_metadata_failure_still_finishes_the_detach() {
 
 #[test]
 fn a_connected_primary_keeps_its_generation_and_losing_the_peer_starts_a_new_one() {
-    let mut e = connected_in_sync();
+    let mut e = connected_in_sync_primary();
     assert_eq!(
         e.status().peers[0].repl,
         crate::repl::ReplState::Established
     );
-    e.handle(
-        Time::default(),
-        Input::Admin {
-            token: 2,
-            cmd: AdminCmd::Primary { force: false },
-        },
-    );
-    settle(&mut e);
     let gen0 = e.status().current_uuid;
     // A write while connected: same generation, sent to the peer, nothing out of sync.
     e.handle(
@@ -708,6 +700,20 @@ fn a_connected_primary_keeps_its_generation_and_losing_the_peer_starts_a_new_one
 /// UpToDate (new-current-uuid --clear-bitmap) and connected to node 1, in sync.
 pub(super) fn connected_in_sync() -> Engine {
     connected_in_sync_on(attached(flags::CONSISTENT | flags::WAS_UP_TO_DATE, 0))
+}
+
+/// [`connected_in_sync`], then promoted (admin token 2).
+fn connected_in_sync_primary() -> Engine {
+    let mut e = connected_in_sync();
+    e.handle(
+        Time::default(),
+        Input::Admin {
+            token: 2,
+            cmd: AdminCmd::Primary { force: false },
+        },
+    );
+    settle(&mut e);
+    e
 }
 
 /// [`connected_in_sync`] on disk `a`.
@@ -1083,15 +1089,7 @@ fn peer_barriers_flush_unless_disk_flushes_is_off() {
 /// for its WriteAck.
 #[test]
 fn a_retry_write_without_two_primaries_is_ignored() {
-    let mut e = connected_in_sync();
-    e.handle(
-        Time::default(),
-        Input::Admin {
-            token: 2,
-            cmd: AdminCmd::Primary { force: false },
-        },
-    );
-    settle(&mut e);
+    let mut e = connected_in_sync_primary();
     e.handle(
         Time::default(),
         Input::Io {

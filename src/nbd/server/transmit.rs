@@ -240,11 +240,13 @@ async fn read_payload<R: AsyncRead + Unpin>(
     AlignedFill::new(len).read_from(&mut guarded).await
 }
 
-/// A reader that fails when its inner reader has produced nothing for `limit`.
+/// A reader that fails when its inner reader has produced nothing for `limit`. The timer is
+/// made only once a read has to wait: a payload that is already buffered (most small writes
+/// at queue depth) costs neither a clock read nor an allocation.
 struct StallGuard<'a, R> {
     inner: &'a mut R,
     limit: std::time::Duration,
-    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+    deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<'a, R> StallGuard<'a, R> {
@@ -252,7 +254,7 @@ impl<'a, R> StallGuard<'a, R> {
         StallGuard {
             inner,
             limit,
-            deadline: Box::pin(tokio::time::sleep(limit)),
+            deadline: None,
         }
     }
 }
@@ -270,21 +272,27 @@ impl<R: AsyncRead + Unpin> AsyncRead for StallGuard<'_, R> {
         match std::pin::Pin::new(&mut *this.inner).poll_read(cx, buf) {
             Poll::Ready(r) => {
                 if buf.filled().len() > before {
-                    let next = tokio::time::Instant::now() + this.limit;
-                    this.deadline.as_mut().reset(next);
+                    // Progress: the next wait gets a whole `limit` again.
+                    this.deadline = None;
                 }
                 Poll::Ready(r)
             }
-            Poll::Pending => match this.deadline.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!(
-                        "a write's payload stopped arriving ({} s without a byte)",
-                        this.limit.as_secs()
-                    ),
-                ))),
-                Poll::Pending => Poll::Pending,
-            },
+            Poll::Pending => {
+                let limit = this.limit;
+                let deadline = this
+                    .deadline
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                match deadline.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "a write's payload stopped arriving ({} s without a byte)",
+                            limit.as_secs()
+                        ),
+                    ))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
     }
 }

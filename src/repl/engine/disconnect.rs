@@ -57,20 +57,46 @@ impl Engine {
         })
     }
 
-    /// This node's side: every connected peer gone, and with `outdate` the Secondary's disk
-    /// (or the Primary's record of its peer) Outdated. For the rules only: the link's end
-    /// makes the connection states.
+    /// This node's side, for the rules: every connected peer gone, and with `outdate` the
+    /// Secondary's disk (or the Primary's record of its peer) Outdated. The link's end makes
+    /// the connection states.
     fn own_disconnect_change(&self, outdate: bool) -> Change {
+        let peers = self.twopc_peers();
+        self.parting_change("disconnect", &peers, ConnState::Disconnecting, outdate)
+    }
+
+    /// The change a peer's disconnect makes here, checked before agreeing: the peer gone
+    /// (this side keeps trying, `Connecting`), and with `outdate` this node's disk (as the
+    /// Secondary) or the peer's (as the Primary) Outdated.
+    pub(super) fn remote_disconnect_change(&self, node: NodeId, outdate: bool) -> Change {
+        self.parting_change(
+            "remote",
+            &BTreeSet::from([node]),
+            ConnState::Connecting,
+            outdate,
+        )
+    }
+
+    /// Parting from `nodes` on purpose, as a change to check: their connections become
+    /// `conn`, and with `outdate` (DRBD's `outdate_on_disconnect()`) the Primary records them
+    /// Outdated, or the Secondary outdates its own disk.
+    fn parting_change(
+        &self,
+        tag: &'static str,
+        nodes: &BTreeSet<NodeId>,
+        conn: ConnState,
+        outdate: bool,
+    ) -> Change {
         let primary = self.st.role() == Role::Primary;
-        let mut c = Change::soft("disconnect");
         let pdsk = if outdate && primary {
             DiskState::Outdated
         } else {
             DiskState::DUnknown
         };
-        for node in self.twopc_peers() {
+        let mut c = Change::soft(tag);
+        for &node in nodes {
             c = c
-                .conn(node, ConnState::Disconnecting)
+                .conn(node, conn)
                 .repl(node, ReplState::Off)
                 .pdsk(node, pdsk);
         }
@@ -89,58 +115,36 @@ impl Engine {
         if !outdate {
             return Ok(());
         }
+        self.part_outdated(asked, "disconnect")
+    }
+
+    /// The peer's disconnect is committed: this node's side of it (the link's end follows).
+    pub(super) fn remote_disconnect_committed(&mut self, node: NodeId, outdate: bool) {
+        if outdate && let Err(e) = self.part_outdated(&BTreeSet::from([node]), "remote") {
+            self.peer_log(node, format!("could not outdate the disk: {e}"));
+        }
+    }
+
+    /// The outdate part of an agreed disconnect from `nodes`: as the Primary, each is
+    /// recorded Outdated; as the Secondary, this disk becomes Outdated. Hard: it was checked
+    /// with the connection's end before the prepare (`parting_change`), and the link is still
+    /// up here, which the soft rules alone would refuse (-6).
+    fn part_outdated(
+        &mut self,
+        nodes: &BTreeSet<NodeId>,
+        tag: &'static str,
+    ) -> Result<(), StateError> {
         if self.st.role() == Role::Primary {
-            for &node in asked {
+            for &node in nodes {
                 self.peer_outdated_on_disconnect(node);
             }
             return Ok(());
         }
         if self.st.disk() > DiskState::Outdated {
-            self.log("Outdating this disk: disconnecting from a Primary under fencing".into());
-            // Checked with the connection's end before the prepare (`own_disconnect_change`);
-            // the link is still up here, which the soft rules alone would refuse (-6).
-            self.outdate_self(Change::hard("disconnect"))?;
+            self.log("Outdating this disk: parting from a Primary under fencing".into());
+            self.outdate_self(Change::hard(tag))?;
         }
         Ok(())
-    }
-
-    /// The change a peer's disconnect makes here, checked before agreeing: the peer gone, and
-    /// with `outdate` this node's disk (as the Secondary) or the peer's (as the Primary)
-    /// Outdated.
-    pub(super) fn remote_disconnect_change(&self, node: NodeId, outdate: bool) -> Change {
-        let primary = self.st.role() == Role::Primary;
-        let pdsk = if outdate && primary {
-            DiskState::Outdated
-        } else {
-            DiskState::DUnknown
-        };
-        let mut c = Change::soft("remote")
-            .conn(node, ConnState::Connecting)
-            .repl(node, ReplState::Off)
-            .pdsk(node, pdsk);
-        if outdate && !primary && self.st.disk() > DiskState::Outdated {
-            c = c.disk(DiskState::Outdated);
-        }
-        c
-    }
-
-    /// The peer's disconnect is committed: this node's side of it (the link's end follows).
-    pub(super) fn remote_disconnect_committed(&mut self, node: NodeId, outdate: bool) {
-        if !outdate {
-            return;
-        }
-        if self.st.role() == Role::Primary {
-            return self.peer_outdated_on_disconnect(node);
-        }
-        if self.st.disk() > DiskState::Outdated {
-            self.peer_log(
-                node,
-                "Outdating this disk: the Primary disconnects under fencing".to_string(),
-            );
-            if let Err(e) = self.outdate_self(Change::hard("remote")) {
-                self.peer_log(node, format!("could not outdate the disk: {e}"));
-            }
-        }
     }
 
     /// As the Primary: `node` parts Outdated, recorded as fence-peer's answer would be, so
