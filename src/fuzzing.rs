@@ -109,3 +109,9 @@ pub fn ctl_request(data: &[u8]) {
         Err(e) => panic!("a re-encoded request does not decode: {e}"),
     }
 }
+
+/// The peer link's handshake as the accepting node runs it (Hello checks, CRAM-HMAC): see
+/// [`crate::net::connect::fuzz_accept`].
+pub fn peer_handshake(data: &[u8]) {
+    crate::net::connect::fuzz_accept(data);
+}

@@ -17,4 +17,5 @@ pub mod meta;
 pub mod nbd;
 pub mod net;
 pub mod repl;
+pub mod tls;
 pub mod types;

@@ -224,3 +224,87 @@ fn write_repl_wire_seeds() {
 fn ctl_request_corpus() {
     replay("ctl_request", udrbd::fuzzing::ctl_request);
 }
+
+#[test]
+fn peer_handshake_corpus() {
+    replay("peer_handshake", udrbd::fuzzing::peer_handshake);
+}
+
+/// Writes the seed corpus for the `peer_handshake` target: byte 0 bit 0 turns CRAM-HMAC on, the
+/// rest is what a dialer (node 1, for resource r0, to node 0) sends. Run by hand after a format
+/// change: `cargo test --test fuzz_corpus -- --ignored write_peer_handshake_seeds`.
+#[test]
+#[ignore]
+fn write_peer_handshake_seeds() {
+    use udrbd::net::connect::{HELLO_AUTH, HELLO_CONTROL_STREAM};
+    use udrbd::repl::wire::{self, Packet, features};
+    use udrbd::types::NodeId;
+
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/peer_handshake");
+    std::fs::create_dir_all(&dir).unwrap();
+    let put = |name: &str, mode: u8, ps: &[Packet]| {
+        let mut s = vec![mode];
+        for p in ps {
+            wire::encode(p, &mut s).unwrap();
+        }
+        std::fs::write(dir.join(name), s).unwrap();
+    };
+    let hello = |features: u64, resource: &str, sender: u8| Packet::Hello {
+        protocol_min: wire::PROTOCOL_MIN,
+        protocol_max: wire::PROTOCOL_MAX,
+        features,
+        sender: NodeId(sender),
+        receiver: NodeId(0),
+        resource: resource.into(),
+    };
+    put("hello", 0, &[hello(features::SUPPORTED, "r0", 1)]);
+    put(
+        "hello_control",
+        0,
+        &[hello(features::SUPPORTED | HELLO_CONTROL_STREAM, "r0", 1)],
+    );
+    put(
+        "hello_wrong_resource",
+        0,
+        &[hello(features::SUPPORTED, "r1", 1)],
+    );
+    put(
+        "hello_wrong_node",
+        0,
+        &[hello(features::SUPPORTED, "r0", 2)],
+    );
+    put(
+        "hello_auth_one_sided",
+        0,
+        &[hello(features::SUPPORTED | HELLO_AUTH, "r0", 1)],
+    );
+    put(
+        "auth_exchange",
+        1,
+        &[
+            hello(features::SUPPORTED | HELLO_AUTH, "r0", 1),
+            Packet::AuthChallenge {
+                challenge: vec![7; 64].into(),
+            },
+            Packet::AuthResponse {
+                response: vec![9; 32].into(),
+            },
+        ],
+    );
+    put(
+        "auth_reflected",
+        1,
+        &[
+            hello(features::SUPPORTED | HELLO_AUTH, "r0", 1),
+            Packet::AuthChallenge {
+                challenge: vec![0; 64].into(),
+            },
+        ],
+    );
+    put("garbage", 0, &[]);
+    std::fs::write(
+        dir.join("tls_client_hello"),
+        [0u8, 0x16, 0x03, 0x01, 0x00, 0x05, 1, 0, 0, 1, 0],
+    )
+    .unwrap();
+}

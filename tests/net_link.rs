@@ -935,3 +935,84 @@ fn silent_connections_do_not_keep_the_real_peer_out() {
         drop(silent);
     });
 }
+
+#[path = "common/certs.rs"]
+mod certs;
+
+/// `c` with TLS: our identity `files`, the peer's certificate must name `peer_name`.
+fn with_tls(mut c: LinkConfig, files: &udrbd::tls::X509Files, peer_name: &str) -> LinkConfig {
+    c.tls = Some(std::sync::Arc::new(
+        udrbd::tls::PeerTls::new(files, peer_name).expect("TLS identity"),
+    ));
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_link_carries_data_both_ways_and_closes_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = certs::Pki::new(dir.path(), "ca");
+    let (alice, bob) = (pki.issue("alice"), pki.issue("bob"));
+    let (mut a, mut b) = pair(
+        with_tls(cfg(0, 1), &alice, "bob"),
+        with_tls(cfg(1, 0), &bob, "alice"),
+    )
+    .await;
+    assert_same_connection(&a, &b);
+    exchange(&mut a, &mut b).await;
+    // Bulk through the relay, in order, with acks coming back on the control stream.
+    for i in 0..2000 {
+        a.send(0, &data(i)).await.unwrap();
+        if i % 7 == 0 {
+            b.send(0, &ack(i)).await.unwrap();
+        }
+    }
+    for i in 0..2000 {
+        assert_eq!(recv(&mut b).await.packet, data(i));
+    }
+    for i in (0..2000).step_by(7) {
+        assert_eq!(recv(&mut a).await.packet, ack(i));
+    }
+    a.close().await;
+    assert_eq!(recv(&mut b).await.packet, Packet::Disconnect);
+    let e = timeout(UP, b.recv()).await.unwrap().unwrap_err();
+    assert!(matches!(e, LinkError::PeerClosed), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_refuses_a_wrong_certificate_or_no_tls_and_the_real_peer_connects_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = certs::Pki::new(dir.path(), "ca");
+    let other = certs::Pki::new(dir.path(), "other");
+    let (alice, bob) = (pki.issue("alice"), pki.issue("bob"));
+    let (la, aa) = bind().await;
+    let la = std::sync::Arc::new(la);
+    let (lb, ab) = bind().await;
+    let real_b = with_tls(cfg(1, 0), &bob, "alice");
+    let ca = with_tls(cfg(0, 1), &alice, "bob");
+    let a = tokio::spawn(async move { Link::establish(&ca, &lb, aa).await });
+    // Node 1 impostors, from the peer's own address: a certificate from another CA, one from
+    // the right CA for another host name, and no TLS at all.
+    for impostor in [
+        with_tls(cfg(1, 0), &other.issue("bob"), "alice"),
+        with_tls(cfg(1, 0), &pki.issue("mallory"), "alice"),
+        cfg(1, 0),
+    ] {
+        let la = la.clone();
+        let i = tokio::spawn(async move { Link::establish(&impostor, &la, ab).await });
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert!(!i.is_finished(), "the impostor got a link: {:?}", i.await);
+        assert!(!a.is_finished(), "node 0 changed state: {:?}", a.await);
+        i.abort();
+        let _ = i.await;
+    }
+    // Node 0 with a certificate that does not name itself is refused by the real node 1 too.
+    let la2 = la.clone();
+    let wrong_name = with_tls(cfg(1, 0), &bob, "alice-not");
+    let i = tokio::spawn(async move { Link::establish(&wrong_name, &la2, ab).await });
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(!i.is_finished() && !a.is_finished());
+    i.abort();
+    let _ = i.await;
+    let la = std::sync::Arc::try_unwrap(la).expect("one listener handle left");
+    real_peer_links(real_b, &la, ab, a).await;
+}

@@ -419,6 +419,7 @@ fn differing_protocols_are_refused() {
         secrets: [s, s],
         protocols: ["C", "A"],
         addresses: None,
+        per_node: Default::default(),
     });
     p.start_both();
     eventually(10, "the protocol refusal", || {
@@ -430,4 +431,60 @@ fn differing_protocols_are_refused() {
     });
     let logs = format!("{}{}", p.a.log_text(), p.b.log_text());
     assert!(!logs.contains("uuid_compare"), "{logs}");
+}
+
+#[path = "common/certs.rs"]
+mod certs;
+
+/// `net { }` lines for one node's TLS identity.
+fn tls_net(files: &udrbd::tls::X509Files) -> String {
+    format!(
+        "net {{ tls yes; tls-ca-file \"{}\"; tls-certificate-file \"{}\"; tls-privkey-file \"{}\"; }}",
+        files.ca, files.certificate, files.privkey
+    )
+}
+
+#[test]
+fn replication_runs_over_tls_and_a_node_without_tls_is_refused_with_a_clear_message() {
+    let pki_dir = tempfile::tempdir().expect("tempdir");
+    let pki = certs::Pki::new(pki_dir.path(), "ca");
+    let mut p = pair_setup(&Setup {
+        extra: "net { connect-int 1; verify-alg sha256; }",
+        per_node: [tls_net(&pki.issue("node-1")), tls_net(&pki.issue("node-2"))],
+        ..Setup::default()
+    });
+    p.up();
+    p.a.adm(&["primary", "--force", RES]).ok();
+    p.wait_sync();
+    let st = status(&p.a);
+    assert!(st.contains("node-2 role:Secondary tls:yes"), "{st}");
+    let (acked, done) = write_blocks(&p.a, 7, 0, 2000, 1);
+    assert!(done && acked.len() == 2000, "{} acked", acked.len());
+    p.assert_identical();
+    p.assert_verify_clean();
+
+    // The same pair with TLS on node-1 only: they never connect, and each log says which
+    // side to fix.
+    let mut q = pair_setup(&Setup {
+        extra: "net { connect-int 1; }",
+        per_node: [tls_net(&pki.issue("node-1")), String::new()],
+        ..Setup::default()
+    });
+    q.start_both();
+    eventually(15, "both sides name the TLS mismatch", || {
+        q.a.log_text().contains("the peer does not speak TLS")
+            && q.b.log_text().contains("the peer speaks TLS")
+    });
+    assert!(
+        q.a.adm(&["cstate", RES])
+            .ok()
+            .stdout
+            .starts_with("Connecting")
+    );
+    assert!(
+        q.b.adm(&["cstate", RES])
+            .ok()
+            .stdout
+            .starts_with("Connecting")
+    );
 }

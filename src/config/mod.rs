@@ -52,7 +52,7 @@ pub use options::{Kind, NumError, OPTIONS, OptDef, Sect, Unit, Value, parse_numb
 pub use resolve::{Host, HostQuery, Peer, PeerVolume, Resolved, Volume, resolve};
 pub use source::{MemSource, Source, load, parse_str};
 pub use typed::{
-    AfterSb0Pri, AfterSb1Pri, AfterSb2Pri, DiskOptions, Fencing, NetOptions, OnCongestion,
-    OnIoError, OnNoData, PeerDeviceOptions, Protocol, Quorum, ResourceOptions, RrConflict,
-    StartupOptions,
+    AfterSb0Pri, AfterSb1Pri, AfterSb2Pri, DiskOptions, Fencing, NbdTlsMode, NetOptions,
+    OnCongestion, OnIoError, OnNoData, PeerDeviceOptions, Protocol, Quorum, ResourceOptions,
+    RrConflict, StartupOptions,
 };

@@ -148,6 +148,7 @@ const FENCING: &[&str] = &["dont-care", "resource-only", "resource-and-stonith"]
 const ON_IO_ERROR: &[&str] = &["pass_on", "call-local-io-error", "detach"];
 const ON_NO_DATA: &[&str] = &["io-error", "suspend-io"];
 const ON_CONGESTION: &[&str] = &["block", "pull-ahead", "disconnect"];
+const NBD_TLS: &[&str] = &["off", "on", "require"];
 const READ_BALANCING: &[&str] = &[
     "prefer-local",
     "prefer-remote",
@@ -306,6 +307,16 @@ pub static OPTIONS: &[OptDef] = &[
     opt!(Net, "csums-after-crash-only", Kind::Bool, Some("no")),
     opt!(Net, "verify-alg", STR, None),
     opt!(Net, "use-rle", Kind::Bool, Some("yes")),
+    // DRBD 9.2's TLS switch; its key options name kernel keyring entries (tlshd), which udrbd
+    // refuses with a pointer to its own `-file` keywords below.
+    opt!(Net, "tls", Kind::Bool, Some("no")),
+    opt!(Net, "tls-keyring", STR, None),
+    opt!(Net, "tls-privkey", STR, None),
+    opt!(Net, "tls-certificate", STR, None),
+    // udrbd: PEM files for `tls yes` (see net/tls.rs).
+    opt!(Net, "tls-ca-file", STR, None),
+    opt!(Net, "tls-certificate-file", STR, None),
+    opt!(Net, "tls-privkey-file", STR, None),
     opt!(
         Net,
         "socket-check-timeout",
@@ -454,6 +465,13 @@ pub static OPTIONS: &[OptDef] = &[
     ),
     // udrbd: where this node serves the resource over NBD/TCP (see the module docs).
     opt!(Options, "nbd-listen", Kind::SockAddr, None),
+    // udrbd: who may use the NBD export over TCP, and TLS for it (see nbd/server/access.rs).
+    opt!(Options, "nbd-tls", Kind::Enum(NBD_TLS), Some("off")),
+    opt!(Options, "nbd-tls-certificate-file", STR, None),
+    opt!(Options, "nbd-tls-privkey-file", STR, None),
+    opt!(Options, "nbd-tls-ca-file", STR, None),
+    opt!(Options, "nbd-tls-psk-file", STR, None),
+    opt!(Options, "nbd-allow", STR, None),
     // startup
     opt!(
         Startup,

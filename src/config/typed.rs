@@ -65,6 +65,10 @@ word_enum!(Fencing {
 word_enum!(OnCongestion { Block = "block", PullAhead = "pull-ahead", Disconnect = "disconnect" } default Block);
 word_enum!(OnIoError { PassOn = "pass_on", CallLocalIoError = "call-local-io-error", Detach = "detach" } default Detach);
 word_enum!(OnNoData { IoError = "io-error", SuspendIo = "suspend-io" } default IoError);
+word_enum!(
+    /// udrbd's `nbd-tls`: STARTTLS not offered, offered, or required for the export.
+    NbdTlsMode { Off = "off", On = "on", Require = "require" } default Off
+);
 
 /// `quorum` / `quorum-minimum-redundancy`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -165,6 +169,14 @@ pub struct NetOptions {
     pub congestion_fill: u64,
     pub congestion_extents: u32,
     pub use_rle: bool,
+    /// `tls`: the peer link runs over mutually authenticated TLS.
+    pub tls: bool,
+    /// udrbd's `tls-ca-file`: PEM CA certificates the peer's certificate must chain to.
+    pub tls_ca_file: Option<String>,
+    /// udrbd's `tls-certificate-file`: our PEM certificate (chain).
+    pub tls_certificate_file: Option<String>,
+    /// udrbd's `tls-privkey-file`: our PEM private key.
+    pub tls_privkey_file: Option<String>,
     /// Options kept but not acted on (transport, socket-check-timeout, ...).
     pub extra: BTreeMap<String, String>,
 }
@@ -200,6 +212,10 @@ impl Default for NetOptions {
             congestion_fill: 0,
             congestion_extents: 1237,
             use_rle: true,
+            tls: false,
+            tls_ca_file: None,
+            tls_certificate_file: None,
+            tls_privkey_file: None,
             extra: BTreeMap::new(),
         }
     }
@@ -256,6 +272,10 @@ impl NetOptions {
             "congestion-fill" => congestion_fill: as_u64,
             "congestion-extents" => congestion_extents: as_u32,
             "use-rle" => use_rle: as_bool,
+            "tls" => tls: as_bool,
+            "tls-ca-file" => tls_ca_file: some_str,
+            "tls-certificate-file" => tls_certificate_file: some_str,
+            "tls-privkey-file" => tls_privkey_file: some_str,
         });
         s
     }
@@ -409,6 +429,23 @@ pub struct ResourceOptions {
     pub max_io_depth: u32,
     /// udrbd: the resource-wide NBD/TCP listen address (a host's own `nbd-listen` wins).
     pub nbd_listen: Option<String>,
+    /// udrbd: `nbd-tls off|on|require`.
+    #[serde(default)]
+    pub nbd_tls: NbdTlsMode,
+    /// udrbd: the NBD server's PEM certificate and key, the CA client certificates must chain
+    /// to (when set, clients must present one), and a PSK file (`identity:hexkey` lines, as
+    /// `psktool` writes them).
+    #[serde(default)]
+    pub nbd_tls_certificate_file: Option<String>,
+    #[serde(default)]
+    pub nbd_tls_privkey_file: Option<String>,
+    #[serde(default)]
+    pub nbd_tls_ca_file: Option<String>,
+    #[serde(default)]
+    pub nbd_tls_psk_file: Option<String>,
+    /// udrbd: `nbd-allow "ADDR[/PREFIX] NAME ..."`: TCP clients allowed to use the export.
+    #[serde(default)]
+    pub nbd_allow: Option<String>,
     pub extra: BTreeMap<String, String>,
 }
 
@@ -424,6 +461,12 @@ impl Default for ResourceOptions {
             cpu_mask: None,
             max_io_depth: 8000,
             nbd_listen: None,
+            nbd_tls: NbdTlsMode::Off,
+            nbd_tls_certificate_file: None,
+            nbd_tls_privkey_file: None,
+            nbd_tls_ca_file: None,
+            nbd_tls_psk_file: None,
+            nbd_allow: None,
             extra: BTreeMap::new(),
         }
     }
@@ -442,6 +485,12 @@ impl ResourceOptions {
             "cpu-mask" => cpu_mask: some_str,
             "max-io-depth" => max_io_depth: as_u32,
             "nbd-listen" => nbd_listen: some_str,
+            "nbd-tls" => nbd_tls: word(NbdTlsMode::from_word),
+            "nbd-tls-certificate-file" => nbd_tls_certificate_file: some_str,
+            "nbd-tls-privkey-file" => nbd_tls_privkey_file: some_str,
+            "nbd-tls-ca-file" => nbd_tls_ca_file: some_str,
+            "nbd-tls-psk-file" => nbd_tls_psk_file: some_str,
+            "nbd-allow" => nbd_allow: some_str,
         });
         s
     }

@@ -31,6 +31,9 @@ pub struct ResourceSpec {
     pub fencing_dont_care: bool,
     /// udrbd's `nbd-listen`: serve the export over TCP here too.
     pub nbd_listen: Option<SocketAddr>,
+    /// udrbd's `nbd-tls*` and `nbd-allow` (the `options { }` they come from).
+    #[serde(default)]
+    pub nbd_access: crate::config::ResourceOptions,
     /// `disk { on-io-error }` of the volume.
     #[serde(default)]
     pub on_io_error: crate::config::OnIoError,
@@ -136,6 +139,7 @@ impl ResourceSpec {
                 .iter()
                 .all(|p| p.net.fencing == crate::config::Fencing::DontCare),
             nbd_listen: r.me.nbd_listen,
+            nbd_access: r.options.clone(),
             on_io_error: vol.disk_opts.on_io_error,
             disk_flushes: vol.disk_opts.disk_flushes,
             md_flushes: vol.disk_opts.md_flushes,
@@ -378,6 +382,9 @@ pub struct ConnectionView {
     pub local_address: Option<SocketAddr>,
     #[serde(default)]
     pub peer_address: Option<SocketAddr>,
+    /// The link runs over TLS (`tls yes`).
+    #[serde(default)]
+    pub tls: bool,
 }
 
 fn yes() -> bool {

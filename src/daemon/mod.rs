@@ -104,8 +104,12 @@ impl Daemon {
                 )
             };
         }
+        let nbd_tls = match nbd::export_tls(&spec.nbd_access, spec.nbd_listen.is_some()) {
+            Ok(t) => t,
+            Err(e) => return error(E_CONFIG, format!("{}: {e}", spec.name)),
+        };
         if let (Some(addr), Some(front)) = (spec.nbd_listen, self.nbd.get())
-            && let Err(e) = front.listen_tcp(addr).await
+            && let Err(e) = front.listen_tcp(addr, nbd_tls).await
         {
             return error(
                 E_CONFIG,

@@ -3,8 +3,11 @@
 
 use super::Daemon;
 use super::nbd_backend::DaemonBackend;
+use crate::config::{NbdTlsMode, ResourceOptions};
+use crate::nbd::server::access::{ExportPolicy, parse_allow_list};
 use crate::nbd::server::{NbdServer, ServerConfig, bind_unix};
-use std::collections::BTreeSet;
+use crate::tls::{NbdTls, NbdTlsFiles};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -18,7 +21,60 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 pub struct NbdFront {
     server: NbdServer,
     unix: PathBuf,
-    tcp: Mutex<BTreeSet<SocketAddr>>,
+    /// Each TCP listener and the TLS files it offers.
+    tcp: Mutex<BTreeMap<SocketAddr, Option<NbdTlsFiles>>>,
+}
+
+/// The TLS files of a resource's `nbd-tls-*` options.
+fn tls_files(o: &ResourceOptions) -> NbdTlsFiles {
+    NbdTlsFiles {
+        certificate: o.nbd_tls_certificate_file.clone(),
+        privkey: o.nbd_tls_privkey_file.clone(),
+        ca: o.nbd_tls_ca_file.clone(),
+        psk: o.nbd_tls_psk_file.clone(),
+    }
+}
+
+/// The rules for a resource's TCP clients (its options were checked by [`export_tls`]).
+pub fn export_policy(o: &ResourceOptions) -> ExportPolicy {
+    ExportPolicy {
+        tls_required: o.nbd_tls == NbdTlsMode::Require,
+        allow: o
+            .nbd_allow
+            .as_deref()
+            .and_then(|a| parse_allow_list(a).ok())
+            .unwrap_or_default(),
+    }
+}
+
+/// Checks a resource's `nbd-tls*` and `nbd-allow` options and makes its TLS server, if any.
+/// `tcp` says whether the resource has an `nbd-listen` (they apply only there).
+pub fn export_tls(o: &ResourceOptions, tcp: bool) -> Result<Option<Arc<NbdTls>>, String> {
+    if let Some(a) = &o.nbd_allow {
+        parse_allow_list(a).map_err(|e| format!("nbd-allow: {e}"))?;
+    }
+    let files = tls_files(o);
+    let uses_tls = o.nbd_tls != NbdTlsMode::Off;
+    if !tcp && (uses_tls || o.nbd_allow.is_some()) {
+        return Err(
+            "nbd-tls and nbd-allow apply to the TCP export: set nbd-listen too (the Unix \
+             socket is local and root's only)"
+                .into(),
+        );
+    }
+    if !uses_tls {
+        if files != NbdTlsFiles::default() {
+            return Err(
+                "nbd-tls-* files are set but nbd-tls is off (say `nbd-tls on;` or \
+                        `nbd-tls require;`)"
+                    .into(),
+            );
+        }
+        return Ok(None);
+    }
+    NbdTls::new(&files)
+        .map(|t| Some(Arc::new(t)))
+        .map_err(|e| format!("nbd-tls: {e}"))
 }
 
 /// Starts the NBD server on `run_dir/nbd.sock` and tells `daemon` about it (for `nbd-listen`).
@@ -35,31 +91,42 @@ pub async fn start(
     let front = Arc::new(NbdFront {
         server,
         unix,
-        tcp: Mutex::new(BTreeSet::new()),
+        tcp: Mutex::new(BTreeMap::new()),
     });
     daemon.set_nbd(front.clone());
     Ok(front)
 }
 
 impl NbdFront {
-    /// Serves every export on `addr` too (idempotent: resources may share an address; the export
-    /// name picks the resource).
-    pub async fn listen_tcp(&self, addr: SocketAddr) -> std::io::Result<()> {
-        if self
+    /// Serves every export on `addr` too, offering `tls` (idempotent: resources may share an
+    /// address, the export name picks the resource, and they must agree on the TLS files).
+    pub async fn listen_tcp(
+        &self,
+        addr: SocketAddr,
+        tls: Option<Arc<NbdTls>>,
+    ) -> std::io::Result<()> {
+        let files = tls.as_ref().map(|t| t.files().clone());
+        if let Some(existing) = self
             .tcp
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .contains(&addr)
+            .get(&addr)
         {
-            return Ok(());
+            if *existing == files {
+                return Ok(());
+            }
+            return Err(std::io::Error::other(
+                "another resource serves this address with other nbd-tls settings; resources \
+                 that share an nbd-listen address must have the same nbd-tls files",
+            ));
         }
         let l = tokio::net::TcpListener::bind(addr).await?;
-        tracing::info!("NBD listening on {addr}");
+        tracing::info!(tls = files.is_some(), "NBD listening on {addr}");
         self.tcp
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(addr);
-        self.server.serve_tcp(l);
+            .insert(addr, files);
+        self.server.serve_tcp_tls(l, tls);
         Ok(())
     }
 

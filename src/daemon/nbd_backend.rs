@@ -13,6 +13,7 @@ use crate::nbd::proto::{
     FLAG_SEND_FLUSH, FLAG_SEND_FUA, FLAG_SEND_TRIM, FLAG_SEND_WRITE_ZEROES, GoRefusal, Purpose,
     RepError, STATE_HOLE, STATE_ZERO,
 };
+use crate::nbd::server::access::ExportPolicy;
 use crate::nbd::server::{
     ExportIo, IoCmd, IoDone, IoError as NbdIoError, IoReply, NbdBackend, OpenDone, OpenExport,
 };
@@ -100,6 +101,14 @@ impl ExportCatalog for DaemonBackend {
 }
 
 impl NbdBackend for DaemonBackend {
+    fn policy(&self, name: &str) -> ExportPolicy {
+        match self.driver(name) {
+            Ok(d) => super::nbd::export_policy(&d.spec().nbd_access),
+            // No such export: the lookup says so.
+            Err(_) => ExportPolicy::default(),
+        }
+    }
+
     fn open(&self, name: &str, done: OpenDone) {
         let d = match self.driver(name) {
             Ok(d) => d,

@@ -625,6 +625,7 @@ mod tests {
             auto_promote_timeout: 20,
             fencing_dont_care: true,
             nbd_listen: None,
+            nbd_access: Default::default(),
             on_io_error: crate::config::OnIoError::Detach,
             disk_flushes: true,
             md_flushes: true,

@@ -176,7 +176,7 @@ async fn peer_loop(
     let (Some(local), Some(remote)) = (peer.local_address, peer.address) else {
         return standalone("no address for this connection in the configuration".into());
     };
-    let cfg = match LinkConfig::from_net_options(&name, me, node, &peer.net) {
+    let cfg = match LinkConfig::from_net_options(&name, me, node, &peer.name, &peer.net) {
         Ok(c) => c,
         Err(e) => return standalone(e.to_string()),
     };

@@ -863,6 +863,7 @@ fn view_of(spec: &ResourceSpec, st: Status) -> ResourceView {
                     unacked: p.unacked,
                     local_address: cfg.and_then(|c| c.local_address),
                     peer_address: cfg.and_then(|c| c.address),
+                    tls: cfg.is_some_and(|c| c.net.tls),
                 }
             })
             .collect(),

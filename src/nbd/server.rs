@@ -21,6 +21,7 @@
 //! Logging: connection open/close at `info`, protocol violations at `warn`, backend contract
 //! violations at `error`, refused (but answered) requests at `debug`.
 
+pub mod access;
 mod backend;
 mod conn;
 mod handshake;
@@ -34,6 +35,8 @@ pub use backend::{
 pub use listen::bind_unix;
 
 use crate::nbd::proto::DEFAULT_MAX_OPTION_LEN;
+use crate::tls::NbdTls;
+use access::ClientInfo;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -173,14 +176,33 @@ impl NbdServer {
     /// Accepts clients on a TCP socket until shutdown; accepted sockets get `TCP_NODELAY`
     /// (replies are small and latency-bound).
     pub fn serve_tcp(&self, listener: TcpListener) {
+        self.serve_tcp_tls(listener, None);
+    }
+
+    /// [`NbdServer::serve_tcp`], offering STARTTLS with `tls` when given; the exports'
+    /// [`access::ExportPolicy`] decides who must use it.
+    pub fn serve_tcp_tls(&self, listener: TcpListener, tls: Option<Arc<NbdTls>>) {
         let rx = self.shared.state.subscribe();
-        tokio::spawn(listen::accept_tcp(self.clone(), listener, rx));
+        tokio::spawn(listen::accept_tcp(self.clone(), listener, tls, rx));
     }
 
     /// Serves one already-connected stream (a socketpair, an accepted socket from elsewhere);
     /// `peer` names it in logs.
     pub fn serve_stream<S>(&self, stream: S, peer: impl Into<String>)
     where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        self.serve_client(stream, peer, ClientInfo::default(), None);
+    }
+
+    /// Serves one connected client that `client` describes, offering `tls`.
+    fn serve_client<S>(
+        &self,
+        stream: S,
+        peer: impl Into<String>,
+        client: ClientInfo,
+        tls: Option<Arc<NbdTls>>,
+    ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let rx = self.shared.state.subscribe();
@@ -199,7 +221,7 @@ impl NbdServer {
         }
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let shared = Arc::clone(&self.shared);
-        tokio::spawn(conn::run(stream, id, peer.into(), shared, rx));
+        tokio::spawn(conn::run(stream, id, peer.into(), client, tls, shared, rx));
     }
 
     /// Connections currently open (handshaking or transmitting).

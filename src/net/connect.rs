@@ -64,10 +64,12 @@
 
 use super::framed::{FrameReader, FrameWriter};
 use super::link::{Link, LinkInfo};
+use super::stream::PeerStream;
 use super::{LinkConfig, LinkError, auth};
 use crate::repl::wire::{self, Packet, features};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until, timeout};
@@ -94,7 +96,10 @@ struct PeerHello {
 /// How one stream's handshake ended, when it did not fail.
 enum Shake {
     /// An authenticated stream to keep.
-    Keep { stream: TcpStream, hello: PeerHello },
+    Keep {
+        stream: PeerStream,
+        hello: PeerHello,
+    },
     /// Dialed by the lower node id: closed after the Hello (a wake-up call).
     WakeUp,
 }
@@ -103,8 +108,8 @@ enum Shake {
 enum Dialed {
     /// Both streams, authenticated.
     Pair {
-        data: TcpStream,
-        control: TcpStream,
+        data: PeerStream,
+        control: PeerStream,
         hello: PeerHello,
     },
     /// We are the lower node: the peer has been woken up and will dial us.
@@ -134,8 +139,8 @@ pub async fn establish(
         std::collections::VecDeque::new();
     let mut dials: JoinSet<Result<Dialed, LinkError>> = JoinSet::new();
     let mut next_dial = Instant::now();
-    let mut data: Option<(TcpStream, PeerHello, Instant)> = None;
-    let mut control: Option<(TcpStream, Instant)> = None;
+    let mut data: Option<(PeerStream, PeerHello, Instant)> = None;
+    let mut control: Option<(PeerStream, Instant)> = None;
     loop {
         if data.is_some()
             && control.is_some()
@@ -222,6 +227,7 @@ pub async fn establish(
                     }
                     Ok(Ok(Dialed::WokeUp)) => {}
                     Ok(Err(e)) if e.is_fatal() => return Err(e),
+                    Ok(Err(e @ LinkError::Tls(_))) => tracing::warn!(%peer, "{e}"),
                     Ok(Err(e)) => tracing::debug!(%peer, "dial failed: {e}"),
                     Err(e) => tracing::warn!("dial task failed: {e}"),
                 }
@@ -244,8 +250,8 @@ pub async fn establish(
 
 fn start(
     cfg: &LinkConfig,
-    data: TcpStream,
-    control: TcpStream,
+    data: PeerStream,
+    control: PeerStream,
     hello: PeerHello,
     dialed: bool,
 ) -> Result<Link, LinkError> {
@@ -253,10 +259,10 @@ fn start(
         protocol: hello.protocol,
         peer_features: hello.features,
         dialed,
-        data_local: data.local_addr()?,
-        data_peer: data.peer_addr()?,
-        control_local: control.local_addr()?,
-        control_peer: control.peer_addr()?,
+        data_local: data.tcp().local_addr()?,
+        data_peer: data.tcp().peer_addr()?,
+        control_local: control.tcp().local_addr()?,
+        control_peer: control.tcp().peer_addr()?,
     };
     tracing::info!(
         peer = %cfg.peer,
@@ -264,7 +270,7 @@ fn start(
         cfg.peer,
         info.protocol
     );
-    Ok(Link::start(cfg, data, control, info))
+    Link::start(cfg, data, control, info)
 }
 
 /// The same host: equal addresses, an IPv4 address and its IPv6-mapped form included.
@@ -326,34 +332,87 @@ async fn accept_one(stream: TcpStream, cfg: &LinkConfig) -> Result<Shake, LinkEr
     handshake(stream, cfg, false, false).await
 }
 
-/// One stream's handshake (module doc). `control` is what the dialer declares; an acceptor
-/// learns it from the peer's Hello.
+/// One stream's handshake (module doc), TLS first when configured. `control` is what the
+/// dialer declares; an acceptor learns it from the peer's Hello.
 async fn handshake(
-    mut stream: TcpStream,
+    stream: TcpStream,
     cfg: &LinkConfig,
     dialed: bool,
     control: bool,
 ) -> Result<Shake, LinkError> {
-    let verdict = timeout(
-        cfg.handshake_timeout,
-        handshake_on(&mut stream, cfg, dialed, control),
-    )
-    .await
-    .map_err(|_| LinkError::Timeout("handshake"))??;
-    Ok(match verdict {
-        Some(hello) => Shake::Keep { stream, hello },
-        None => Shake::WakeUp,
-    })
+    let shake = async {
+        let mut stream = secure(stream, cfg, dialed).await?;
+        let verdict = handshake_on(&mut stream, cfg, dialed, control).await?;
+        Ok(match verdict {
+            Some(hello) => Shake::Keep { stream, hello },
+            None => Shake::WakeUp,
+        })
+    };
+    timeout(cfg.handshake_timeout, shake)
+        .await
+        .map_err(|_| LinkError::Timeout("handshake"))?
+}
+
+/// Runs the TLS handshake when `tls yes` (the dialer is the TLS client). Either way, a peer
+/// that disagrees about TLS is recognised by its first bytes and named in the error, so that
+/// the log says which side to fix.
+async fn secure(
+    stream: TcpStream,
+    cfg: &LinkConfig,
+    dialed: bool,
+) -> Result<PeerStream, LinkError> {
+    let Some(tls) = &cfg.tls else {
+        if !dialed && peek_is_tls(&stream).await? {
+            return Err(LinkError::Tls(
+                "the peer speaks TLS; this node has no `tls yes` in net { } (set it on both nodes \
+                 or on neither)"
+                    .into(),
+            ));
+        }
+        return Ok(PeerStream::Plain(stream));
+    };
+    let tls_err = |e: crate::tls::TlsError| LinkError::Tls(e.to_string());
+    if dialed {
+        return Ok(PeerStream::Tls(Box::new(
+            tls.connect(stream).await.map_err(tls_err)?,
+        )));
+    }
+    if !peek_is_tls(&stream).await? {
+        return Err(LinkError::Tls(
+            "the peer does not speak TLS; this node has `tls yes` in net { } (set it on both \
+             nodes or on neither)"
+                .into(),
+        ));
+    }
+    Ok(PeerStream::Tls(Box::new(
+        tls.accept(stream).await.map_err(tls_err)?,
+    )))
+}
+
+/// Waits for the first two bytes the dialer sends and tells whether they start TLS.
+async fn peek_is_tls(stream: &TcpStream) -> Result<bool, LinkError> {
+    let mut first = [0u8; 2];
+    loop {
+        let n = stream.peek(&mut first).await?;
+        if n == 0 {
+            return Err(LinkError::PeerClosed);
+        }
+        if n >= first.len() || first[0] != 0x16 {
+            return Ok(crate::tls::looks_like_tls(&first[..n]));
+        }
+        // One byte so far: wait for the second.
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
 }
 
 /// `None`: the connection loses the tie-break.
-async fn handshake_on(
-    stream: &mut TcpStream,
+async fn handshake_on<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
     cfg: &LinkConfig,
     dialed: bool,
     control: bool,
 ) -> Result<Option<PeerHello>, LinkError> {
-    let (rd, wr) = stream.split();
+    let (rd, wr) = tokio::io::split(stream);
     let mut reader = FrameReader::new(rd);
     let mut writer = FrameWriter::new(wr);
     let mut our_features = features::SUPPORTED;
@@ -472,4 +531,42 @@ fn check_hello(cfg: &LinkConfig, packet: Packet) -> Result<PeerHello, LinkError>
         features: features & !TRANSPORT_BITS,
         control: features & HELLO_CONTROL_STREAM != 0,
     })
+}
+
+/// The fuzzing entry for the peer handshake ([`crate::fuzzing::peer_handshake`]): runs the
+/// acceptor's side of one stream's handshake with `data[1..]` as everything the dialer sends
+/// (bit 0 of `data[0]` turns CRAM-HMAC on). It must fail cleanly on anything, and with
+/// CRAM-HMAC on it must never accept: the dialer cannot know the random challenge's answer.
+#[doc(hidden)]
+pub fn fuzz_accept(data: &[u8]) {
+    use tokio::io::AsyncWriteExt;
+    thread_local! {
+        static RT: Option<tokio::runtime::Runtime> =
+            tokio::runtime::Builder::new_current_thread().build().ok();
+    }
+    let Some((&mode, sent)) = data.split_first() else {
+        return;
+    };
+    let mut cfg = LinkConfig::new("r0", crate::types::NodeId(0), crate::types::NodeId(1));
+    let with_auth = mode & 1 == 1;
+    if with_auth {
+        cfg.auth = Some(auth::AuthConfig::new(
+            auth::HmacAlg::Sha256,
+            b"secret".to_vec(),
+        ));
+    }
+    RT.with(|rt| {
+        let Some(rt) = rt else { return };
+        rt.block_on(async {
+            let (mut ours, mut theirs) = tokio::io::duplex(sent.len() + (1 << 16));
+            if theirs.write_all(sent).await.is_err() || theirs.shutdown().await.is_err() {
+                return;
+            }
+            let verdict = handshake_on(&mut ours, &cfg, false, false).await;
+            assert!(
+                !(with_auth && matches!(verdict, Ok(Some(_)))),
+                "a dialer that cannot know the secret passed CRAM-HMAC"
+            );
+        });
+    });
 }

@@ -31,6 +31,10 @@ pub enum LinkError {
     /// A step (connect, handshake, pairing of the two streams) did not finish in time.
     #[error("timed out: {0}")]
     Timeout(&'static str),
+    /// The TLS handshake failed (a certificate refused, a peer without TLS, ...). Not fatal:
+    /// nobody is authenticated yet, so a stranger must not be able to stop the link with it.
+    #[error("{0}")]
+    Tls(String),
     /// A socket error.
     #[error("network error: {0}")]
     Io(Arc<std::io::Error>),

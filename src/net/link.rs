@@ -16,6 +16,7 @@
 use super::framed::FrameReader;
 use super::keepalive::{self, PingCounters};
 use super::outbox::Outbox;
+use super::stream::{PeerStream, SockRead};
 use super::{LinkConfig, LinkError, Stream, stream_for};
 use crate::repl::wire::{self, Frame, Packet, SplitFrame};
 use std::net::SocketAddr;
@@ -23,8 +24,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::BufReader;
-use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
@@ -269,10 +268,10 @@ impl Link {
     /// Starts the tasks on two handshaken streams. Must run inside a tokio runtime.
     pub(crate) fn start(
         cfg: &LinkConfig,
-        data: TcpStream,
-        control: TcpStream,
+        data: PeerStream,
+        control: PeerStream,
         info: LinkInfo,
-    ) -> Link {
+    ) -> Result<Link, LinkError> {
         let (acks, acks_rx) = watch::channel(0u64);
         let shared = Arc::new(Shared {
             error: Mutex::new(None),
@@ -283,13 +282,16 @@ impl Link {
         let (data_in, data_rx) = mpsc::channel(cfg.data_queue);
         let (control_in, control_rx) = mpsc::channel(cfg.control_queue);
         let (closing, closing_rx) = watch::channel(false);
-        let (data_r, data_w) = data.into_split();
-        let (control_r, control_w) = control.into_split();
+        let (data_r, data_w, data_relay) = data.into_halves()?;
+        let (control_r, control_w, control_relay) = control.into_halves()?;
 
         let data_out = Arc::new(Outbox::new(data_w));
         let control_out = Arc::new(Outbox::new(control_w));
 
         let mut tasks: JoinSet<Result<(), LinkError>> = JoinSet::new();
+        for relay in [data_relay, control_relay].into_iter().flatten() {
+            tasks.spawn(relay);
+        }
         tasks.spawn(drain(data_out.clone(), closing_rx.clone()));
         tasks.spawn(drain(control_out.clone(), closing_rx.clone()));
         tasks.spawn(read_loop(
@@ -315,7 +317,7 @@ impl Link {
 
         let mut supervisor = JoinSet::new();
         supervisor.spawn(supervise(tasks, shared.clone(), cfg.handshake_timeout));
-        Link {
+        Ok(Link {
             info,
             sender: LinkSender {
                 data: data_out,
@@ -329,7 +331,7 @@ impl Link {
             data_paused: false,
             closing,
             supervisor,
-        }
+        })
     }
 
     /// What the handshake established.
@@ -458,7 +460,7 @@ async fn drain(outbox: Arc<Outbox>, closing: watch::Receiver<bool>) -> Result<()
 }
 
 async fn read_loop(
-    r: OwnedReadHalf,
+    r: SockRead,
     tx: mpsc::Sender<Frame>,
     control: Arc<Outbox>,
     shared: Arc<Shared>,

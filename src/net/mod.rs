@@ -58,6 +58,7 @@ pub mod framed;
 pub mod keepalive;
 mod link;
 mod outbox;
+mod stream;
 
 pub use auth::{AuthConfig, HmacAlg};
 pub use error::LinkError;
@@ -65,7 +66,9 @@ pub use link::{LARGE_FRAME_DATA, Link, LinkInfo, LinkSender, LinkStats, Reservat
 
 use crate::config::NetOptions;
 use crate::repl::wire::PacketType;
+use crate::tls::{PeerTls, X509Files};
 use crate::types::NodeId;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The two streams of a link.
@@ -128,6 +131,8 @@ pub struct LinkConfig {
     pub ko_count: u32,
     /// CRAM-HMAC, or none.
     pub auth: Option<AuthConfig>,
+    /// TLS (`tls yes`), or none.
+    pub tls: Option<Arc<PeerTls>>,
     /// Received data-stream frames buffered before the link stops reading the data stream.
     pub data_queue: usize,
     /// Received control-stream frames buffered (acks are bounded by requests in flight, so this
@@ -144,6 +149,7 @@ impl LinkConfig {
         resource: &str,
         me: NodeId,
         peer: NodeId,
+        peer_name: &str,
         net: &NetOptions,
     ) -> Result<LinkConfig, LinkError> {
         let tenths = |t: u32| Duration::from_millis(u64::from(t) * 100);
@@ -161,6 +167,7 @@ impl LinkConfig {
                 net.cram_hmac_alg.as_deref(),
                 net.shared_secret.as_deref(),
             )?,
+            tls: peer_tls(net, peer_name)?,
             data_queue: DATA_QUEUE,
             control_queue: 8192,
         };
@@ -182,6 +189,7 @@ impl LinkConfig {
             timeout: Duration::from_secs(6),
             ko_count: 7,
             auth: None,
+            tls: None,
             data_queue: DATA_QUEUE,
             control_queue: 8192,
         }
@@ -227,14 +235,62 @@ impl LinkConfig {
     }
 }
 
+/// The peer link's TLS from the `net` options: `None` without `tls yes`; an error for a
+/// half-configured TLS, for DRBD's keyring keywords (udrbd reads PEM files), and for files
+/// that cannot be used. `peer_name` is the name the peer's certificate must carry.
+fn peer_tls(net: &NetOptions, peer_name: &str) -> Result<Option<Arc<PeerTls>>, LinkError> {
+    for (keyring, file) in [
+        ("tls-keyring", "tls-ca-file"),
+        ("tls-privkey", "tls-privkey-file"),
+        ("tls-certificate", "tls-certificate-file"),
+    ] {
+        if net.extra.contains_key(keyring) {
+            return Err(LinkError::Config(format!(
+                "{keyring} names a key in the kernel keyring (DRBD's tlshd); udrbd reads PEM \
+                 files: use {file} instead"
+            )));
+        }
+    }
+    let files = (
+        &net.tls_ca_file,
+        &net.tls_certificate_file,
+        &net.tls_privkey_file,
+    );
+    if !net.tls {
+        if files.0.is_some() || files.1.is_some() || files.2.is_some() {
+            return Err(LinkError::Config(
+                "tls-ca-file, tls-certificate-file or tls-privkey-file is set but not `tls yes` \
+                 (the files would not be used)"
+                    .into(),
+            ));
+        }
+        return Ok(None);
+    }
+    let (Some(ca), Some(certificate), Some(privkey)) = files else {
+        return Err(LinkError::Config(
+            "`tls yes` needs tls-ca-file, tls-certificate-file and tls-privkey-file in net { }"
+                .into(),
+        ));
+    };
+    let files = X509Files {
+        ca: ca.clone(),
+        certificate: certificate.clone(),
+        privkey: privkey.clone(),
+    };
+    PeerTls::new(&files, peer_name)
+        .map(|t| Some(Arc::new(t)))
+        .map_err(|e| LinkError::Config(e.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn from_net_options_units_and_defaults() {
-        let c = LinkConfig::from_net_options("r0", NodeId(0), NodeId(1), &NetOptions::default())
-            .unwrap();
+        let c =
+            LinkConfig::from_net_options("r0", NodeId(0), NodeId(1), "bob", &NetOptions::default())
+                .unwrap();
         assert_eq!(c.connect_int, Duration::from_secs(10));
         assert_eq!(c.ping_int, Duration::from_secs(10));
         assert_eq!(c.ping_timeout, Duration::from_millis(500));
@@ -250,21 +306,22 @@ mod tests {
             shared_secret: Some("x".into()),
             ..NetOptions::default()
         };
-        let e = LinkConfig::from_net_options("r0", NodeId(0), NodeId(1), &net).unwrap_err();
+        let e = LinkConfig::from_net_options("r0", NodeId(0), NodeId(1), "bob", &net).unwrap_err();
         assert!(e.is_fatal() && e.to_string().contains("md4"), "{e}");
-        let e = LinkConfig::from_net_options("r0", NodeId(1), NodeId(1), &NetOptions::default())
-            .unwrap_err();
+        let e =
+            LinkConfig::from_net_options("r0", NodeId(1), NodeId(1), "bob", &NetOptions::default())
+                .unwrap_err();
         assert!(matches!(e, LinkError::Config(_)), "{e}");
         let net = NetOptions {
             ping_int: 0,
             ..NetOptions::default()
         };
-        assert!(LinkConfig::from_net_options("r0", NodeId(0), NodeId(1), &net).is_err());
+        assert!(LinkConfig::from_net_options("r0", NodeId(0), NodeId(1), "bob", &net).is_err());
         let net = NetOptions {
             ko_count: 0,
             ..NetOptions::default()
         };
-        let c = LinkConfig::from_net_options("r0", NodeId(0), NodeId(1), &net).unwrap();
+        let c = LinkConfig::from_net_options("r0", NodeId(0), NodeId(1), "bob", &net).unwrap();
         assert_eq!(c.ko_deadline(), None);
     }
 

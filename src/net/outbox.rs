@@ -21,11 +21,10 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
-use std::os::fd::AsRawFd;
 use std::sync::{Mutex, MutexGuard};
 
+use super::stream::SockWrite;
 use crate::repl::wire::SplitFrame;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{Notify, watch};
 
 /// Queued bytes above which [`Outbox::wait_room`] waits.
@@ -44,7 +43,7 @@ const WRITE_CHUNK: usize = 256 * 1024;
 /// See the [module doc](self).
 #[derive(Debug)]
 pub(crate) struct Outbox {
-    sock: OwnedWriteHalf,
+    sock: SockWrite,
     state: Mutex<State>,
     /// Wakes the drain task: something was queued, or the stream failed.
     more: Notify,
@@ -99,9 +98,9 @@ struct State {
 }
 
 impl Outbox {
-    pub(crate) fn new(sock: OwnedWriteHalf) -> Outbox {
+    pub(crate) fn new(sock: impl Into<SockWrite>) -> Outbox {
         Outbox {
-            sock,
+            sock: sock.into(),
             state: Mutex::default(),
             more: Notify::new(),
             room: Notify::new(),
@@ -239,7 +238,7 @@ impl Outbox {
             st.failed = Some(io::ErrorKind::OutOfMemory);
             tracing::error!("{}; dropping the link", overflow_error());
             // SAFETY: as in `shutdown_write`.
-            unsafe { libc::shutdown(self.sock.as_ref().as_raw_fd(), libc::SHUT_RDWR) };
+            unsafe { libc::shutdown(self.sock.raw_fd(), libc::SHUT_RDWR) };
             self.more.notify_one();
         }
         Err(overflow_error())
@@ -465,7 +464,7 @@ impl Outbox {
     /// Shuts our sending side down (TCP FIN) once everything is written.
     fn shutdown_write(&self) -> io::Result<()> {
         // SAFETY: the fd is the socket `self.sock` owns, open for as long as `self` lives.
-        if unsafe { libc::shutdown(self.sock.as_ref().as_raw_fd(), libc::SHUT_WR) } != 0 {
+        if unsafe { libc::shutdown(self.sock.raw_fd(), libc::SHUT_WR) } != 0 {
             let e = io::Error::last_os_error();
             // The peer may have closed first; that is not a failure of ours.
             if e.kind() != io::ErrorKind::NotConnected {
@@ -519,7 +518,7 @@ impl Drop for DrainEnded<'_> {
         }
         ob.room.notify_waiters();
         // SAFETY: as in `shutdown_write`.
-        unsafe { libc::shutdown(ob.sock.as_ref().as_raw_fd(), libc::SHUT_RDWR) };
+        unsafe { libc::shutdown(ob.sock.raw_fd(), libc::SHUT_RDWR) };
     }
 }
 

@@ -30,6 +30,8 @@ pub struct Setup<'a> {
     pub protocols: [&'a str; 2],
     /// `address` of node-1 and node-2 (`IP:PORT`); `None`: two free ports on 127.0.0.1.
     pub addresses: Option<[String; 2]>,
+    /// Inserted into `common { }` of node-1's and node-2's copy only (their own TLS files).
+    pub per_node: [String; 2],
 }
 
 impl Default for Setup<'_> {
@@ -39,6 +41,7 @@ impl Default for Setup<'_> {
             secrets: ["Abcd1234Password", "Abcd1234Password"],
             protocols: ["C", "C"],
             addresses: None,
+            per_node: Default::default(),
         }
     }
 }
@@ -46,6 +49,7 @@ impl Default for Setup<'_> {
 /// The how-to's config for one node's copy (`which` 0 or 1 picks the secret and protocol).
 fn write_config(path: &Path, s: &Setup, which: usize, addrs: &[String; 2], disks: [&Path; 2]) {
     let (secret, protocol, extra) = (s.secrets[which], s.protocols[which], s.extra);
+    let own = &s.per_node[which];
     std::fs::write(
         path,
         format!(
@@ -60,6 +64,7 @@ common {{
         fencing resource-only;
     }}
     {extra}
+    {own}
 }}
 resource res0 {{
     connection-mesh {{ hosts node-1 node-2; }}

@@ -73,6 +73,10 @@ fn render_connection(out: &mut String, c: &ConnectionView, o: StatusOpts) {
     }
     if connected || o.verbose {
         let _ = write!(out, " role:{}", c.role);
+        // drbdsetup prints it when TLS is on, or always with --verbose.
+        if c.tls || o.verbose {
+            let _ = write!(out, " tls:{}", if c.tls { "yes" } else { "no" });
+        }
     }
     out.push('\n');
     if !(connected || o.verbose || o.statistics) {
@@ -229,6 +233,7 @@ pub(crate) fn sample_view(
             unacked: 0,
             local_address: None,
             peer_address: None,
+            tls: false,
         }],
     }
 }

@@ -72,6 +72,10 @@ pub fn fuzz_options(data: &[u8]) {
         return;
     };
     let mut neg = Negotiation::new(client, FuzzCatalog);
+    // Whether TLS is offered: inputs of odd length (so the corpus reaches both).
+    if data.len() % 2 == 1 {
+        neg.offer_tls();
+    }
     while let Some((hdr, after)) = rest.split_first_chunk::<OPTION_HEADER_LEN>() {
         let Ok(hdr) = OptionHeader::decode(hdr) else {
             return;
@@ -97,7 +101,8 @@ pub fn fuzz_options(data: &[u8]) {
         };
         assert!(ok, "server produced undecodable option replies");
         match outcome.next {
-            Next::Continue => {}
+            // The TLS handshake is below this layer: haggling goes on over it.
+            Next::Continue | Next::StartTls => {}
             Next::Close(_) => return,
             Next::Transmission(n) => return fuzz_requests_with(rest, &n.limits()),
         }

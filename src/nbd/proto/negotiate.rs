@@ -14,8 +14,11 @@
 //! - A GO without an `NBD_INFO_BLOCK_SIZE` request, and `NBD_OPT_EXPORT_NAME`, are not refused;
 //!   misaligned requests then fail with `EINVAL` ("SHOULD NOT refuse clients that do not request
 //!   sizing information"). [`Negotiated::block_size_requested`] records which it was.
-//! - `NBD_OPT_STARTTLS` gets `NBD_REP_ERR_UNSUP` (NOTLS mode); so do `PEEK_EXPORT`,
-//!   `EXTENDED_HEADERS` and unknown options.
+//! - `NBD_OPT_STARTTLS` gets `NBD_REP_ERR_UNSUP` unless the server offers TLS
+//!   ([`Negotiation::offer_tls`]); then it is SELECTIVETLS mode: the server decides per export
+//!   (`NBD_REP_ERR_TLS_REQD` from its lookup). Whatever was negotiated before STARTTLS
+//!   (structured replies, a meta context) is forgotten, as the spec requires. `PEEK_EXPORT`,
+//!   `EXTENDED_HEADERS` and unknown options get `NBD_REP_ERR_UNSUP`.
 //! - `NBD_OPT_LIST_META_CONTEXT` before structured replies is `NBD_REP_ERR_INVALID` (a MAY).
 //! - Clients without `NBD_FLAG_C_FIXED_NEWSTYLE` are still answered the fixed-newstyle way.
 
@@ -41,6 +44,8 @@ pub struct Negotiation<C> {
     structured: bool,
     meta: Option<MetaSelection>,
     finished: bool,
+    tls_offered: bool,
+    tls_active: bool,
 }
 
 impl<C: ExportCatalog> Negotiation<C> {
@@ -52,7 +57,19 @@ impl<C: ExportCatalog> Negotiation<C> {
             structured: false,
             meta: None,
             finished: false,
+            tls_offered: false,
+            tls_active: false,
         }
+    }
+
+    /// Makes `NBD_OPT_STARTTLS` succeed (the server has TLS credentials for this connection).
+    pub fn offer_tls(&mut self) {
+        self.tls_offered = true;
+    }
+
+    /// TLS was negotiated on this connection.
+    pub fn tls_active(&self) -> bool {
+        self.tls_active
     }
 
     /// The client's flags.
@@ -172,11 +189,7 @@ impl<C: ExportCatalog> Negotiation<C> {
                     Err(e) => done(invalid(option, &e)),
                 }
             }
-            OPT_STARTTLS => done(OptionOutcome::error(
-                option,
-                RepError::Unsup,
-                "TLS is not supported by this server",
-            )),
+            OPT_STARTTLS => done(self.start_tls(option, payload)),
             _ => done(OptionOutcome::error(
                 option,
                 RepError::Unsup,
@@ -288,6 +301,33 @@ impl<C: ExportCatalog> Negotiation<C> {
         }
         encode_rep_ack(&mut reply, pending.option);
         OptionOutcome::cont(reply)
+    }
+
+    fn start_tls(&mut self, option: u32, payload: &[u8]) -> OptionOutcome {
+        if !self.tls_offered {
+            return OptionOutcome::error(
+                option,
+                RepError::Unsup,
+                "TLS is not configured for this export address (nbd-tls)",
+            );
+        }
+        if let Err(e) = expect_empty(payload) {
+            return invalid(option, &e);
+        }
+        if self.tls_active {
+            return OptionOutcome::error(option, RepError::Invalid, "TLS is already negotiated");
+        }
+        // "the server MUST NOT preserve any negotiation state ... from before the TLS
+        // handshake": a man in the middle could have chosen it.
+        self.tls_active = true;
+        self.structured = false;
+        self.meta = None;
+        let mut reply = Vec::new();
+        encode_rep_ack(&mut reply, option);
+        OptionOutcome {
+            reply,
+            next: Next::StartTls,
+        }
     }
 
     fn structured_reply(&mut self, option: u32, payload: &[u8]) -> OptionOutcome {

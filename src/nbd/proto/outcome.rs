@@ -70,6 +70,9 @@ pub enum CloseReason {
 pub enum Next {
     /// Read the next option.
     Continue,
+    /// Write the reply (the ACK), then run the TLS handshake as the server and go on reading
+    /// options over TLS.
+    StartTls,
     /// Write the reply, then switch to the transmission phase.
     Transmission(Box<Negotiated>),
     /// Write the reply (possibly empty), then close the connection.

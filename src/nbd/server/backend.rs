@@ -178,4 +178,9 @@ pub trait NbdBackend: ExportCatalog + Send + Sync + 'static {
     /// [`GoRefusal::unknown`] for a missing export and [`RepError::Policy`](crate::nbd::proto::RepError)
     /// for one that cannot be opened now.
     fn open(&self, name: &str, done: OpenDone);
+
+    /// The rules TCP clients of export `name` must meet ([`super::access`]); by default none.
+    fn policy(&self, _name: &str) -> super::access::ExportPolicy {
+        super::access::ExportPolicy::default()
+    }
 }

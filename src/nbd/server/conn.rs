@@ -2,33 +2,38 @@
 //! (this task) and a writer task sharing the socket. Every way a connection can fail ends here,
 //! costing only this connection.
 
+use super::access::ClientInfo;
 use super::backend::ExportIo;
-use super::handshake::{Handshake, HandshakeFailure, negotiate};
+use super::handshake::{ClientStream, Handshake, HandshakeFailure, negotiate};
 use super::transmit::{Bounds, ReadEnd, read_loop};
 use super::writer::{WireParams, write_loop};
 use super::{RunState, Shared, aborted, not_running};
 use crate::nbd::proto::Negotiated;
+use crate::tls::NbdTls;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Semaphore, mpsc, watch};
 
 /// Runs one connection to completion. `state` also keeps the server's shutdown waiting for us.
 pub(super) async fn run<S>(
-    mut stream: S,
+    stream: S,
     id: u64,
     peer: String,
+    mut client: ClientInfo,
+    tls: Option<Arc<NbdTls>>,
     shared: Arc<Shared>,
     mut state: watch::Receiver<RunState>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let mut stream = ClientStream::Plain(stream);
     let _open = shared.count_connection();
     tracing::info!(conn = id, %peer, "NBD connection opened");
     let cfg = &shared.config;
     let hs = tokio::select! {
         hs = tokio::time::timeout(
             cfg.handshake_timeout,
-            negotiate(&mut stream, &shared.backend, cfg.max_option_len),
+            negotiate(&mut stream, &shared.backend, cfg.max_option_len, &mut client, tls.as_deref()),
         ) => hs,
         _ = not_running(&mut state) => {
             tracing::info!(conn = id, "NBD connection closed: server shutting down");
@@ -59,6 +64,7 @@ pub(super) async fn run<S>(
         export = %neg.export,
         size = neg.size,
         structured = neg.structured,
+        tls = client.tls_names.is_some(),
         "NBD transmission started"
     );
     let why = transmission(stream, &neg, io, &shared, state).await;

@@ -3,15 +3,93 @@
 //! [`Negotiation::begin`]/[`Negotiation::resume_lookup`] API so that `Purpose::Go` goes through
 //! [`NbdBackend::open`] (asynchronous, and atomic with the lookup).
 
+use super::access::ClientInfo;
 use super::backend::{ExportIo, NbdBackend, OpenExport};
 use crate::nbd::proto::{
     CLIENT_FLAGS_LEN, CloseReason, GoRefusal, Negotiated, Negotiation, Next, OPTION_HEADER_LEN,
     OptionHeader, PayloadPlan, Purpose, RepError, SERVER_HANDSHAKE_FLAGS, Step,
     decode_client_flags, server_greeting,
 };
+use crate::tls::NbdTls;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio_openssl::SslStream;
+
+/// A client's stream: plain until STARTTLS, TLS after.
+pub(super) enum ClientStream<S> {
+    Plain(S),
+    Tls(Box<SslStream<S>>),
+    /// Only while the TLS handshake owns the stream; a failed handshake leaves it here and
+    /// the connection ends.
+    Gone,
+}
+
+fn gone() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "the TLS handshake failed")
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientStream<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            ClientStream::Gone => Poll::Ready(Err(gone())),
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClientStream<S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_write(cx, b),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, b),
+            ClientStream::Gone => Poll::Ready(Err(gone())),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            ClientStream::Gone => Poll::Ready(Err(gone())),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            ClientStream::Plain(s) => s.is_write_vectored(),
+            ClientStream::Tls(s) => s.is_write_vectored(),
+            ClientStream::Gone => false,
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            ClientStream::Gone => Poll::Ready(Err(gone())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            ClientStream::Gone => Poll::Ready(Ok(())),
+        }
+    }
+}
 
 /// How option haggling ended.
 pub(super) enum Handshake {
@@ -32,19 +110,26 @@ pub(super) enum HandshakeFailure {
     Protocol(String),
 }
 
-/// Runs the handshake on `s`. `max_option_len` is the largest option payload read.
+/// Runs the handshake on `s`. `max_option_len` is the largest option payload read. With `tls`,
+/// STARTTLS is offered; once it succeeds `s` is the TLS stream and `client` has its names.
+/// Every export lookup first checks the export's policy for `client`.
 pub(super) async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
-    s: &mut S,
+    s: &mut ClientStream<S>,
     backend: &Arc<dyn NbdBackend>,
     max_option_len: u32,
+    client: &mut ClientInfo,
+    tls: Option<&NbdTls>,
 ) -> Result<Handshake, HandshakeFailure> {
     s.write_all(&server_greeting()).await?;
     s.flush().await?;
     let mut flags = [0u8; CLIENT_FLAGS_LEN];
     s.read_exact(&mut flags).await?;
-    let client = decode_client_flags(&flags, SERVER_HANDSHAKE_FLAGS)
+    let client_flags = decode_client_flags(&flags, SERVER_HANDSHAKE_FLAGS)
         .map_err(|e| HandshakeFailure::Protocol(e.to_string()))?;
-    let mut neg = Negotiation::new(client, Arc::clone(backend));
+    let mut neg = Negotiation::new(client_flags, Arc::clone(backend));
+    if tls.is_some() {
+        neg.offer_tls();
+    }
     loop {
         let mut hb = [0u8; OPTION_HEADER_LEN];
         s.read_exact(&mut hb).await?;
@@ -57,17 +142,28 @@ pub(super) async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
                 s.read_exact(&mut payload).await?;
                 match neg.begin(header.option, &payload) {
                     Step::Done(o) => o,
-                    Step::List(p) => neg.resume_list(p, backend.list()),
-                    Step::Lookup(p) if p.purpose() == Purpose::Go => {
-                        let found = open(backend.as_ref(), p.name()).await.map(|o| {
-                            opened = Some(o.io);
-                            o.info
-                        });
-                        neg.resume_lookup(p, found)
+                    Step::List(p) => {
+                        let visible = backend
+                            .list()
+                            .into_iter()
+                            .filter(|(name, _)| backend.policy(name).check(name, client).is_ok())
+                            .collect();
+                        neg.resume_list(p, visible)
                     }
                     Step::Lookup(p) => {
-                        let found = backend.lookup(p.name(), Purpose::Info);
-                        neg.resume_lookup(p, found)
+                        let name = p.name().to_string();
+                        if let Err(refusal) = backend.policy(&name).check(&name, client) {
+                            neg.resume_lookup(p, Err(refusal))
+                        } else if p.purpose() == Purpose::Go {
+                            let found = open(backend.as_ref(), &name).await.map(|o| {
+                                opened = Some(o.io);
+                                o.info
+                            });
+                            neg.resume_lookup(p, found)
+                        } else {
+                            let found = backend.lookup(&name, Purpose::Info);
+                            neg.resume_lookup(p, found)
+                        }
                     }
                 }
             }
@@ -86,6 +182,20 @@ pub(super) async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
         s.flush().await?;
         match outcome.next {
             Next::Continue => {}
+            Next::StartTls => {
+                let Some(tls) = tls else {
+                    return Err(HandshakeFailure::Protocol("STARTTLS without TLS".into()));
+                };
+                let ClientStream::Plain(plain) = std::mem::replace(s, ClientStream::Gone) else {
+                    return Err(HandshakeFailure::Protocol("STARTTLS twice".into()));
+                };
+                let (secured, names) = tls
+                    .accept(plain)
+                    .await
+                    .map_err(|e| HandshakeFailure::Io(crate::tls::io_error(e)))?;
+                *s = ClientStream::Tls(Box::new(secured));
+                client.tls_names = Some(names);
+            }
             Next::Transmission(n) => {
                 // Only a Go lookup leads here, and only after `open` succeeded.
                 let Some(io) = opened else {

@@ -1,9 +1,12 @@
 //! Accept loops and the Unix socket's setup.
 
+use super::access::ClientInfo;
 use super::{NbdServer, RunState, not_running};
+use crate::tls::NbdTls;
 use std::io;
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
@@ -62,6 +65,7 @@ pub(super) async fn accept_unix(
 pub(super) async fn accept_tcp(
     server: NbdServer,
     listener: TcpListener,
+    tls: Option<Arc<NbdTls>>,
     mut state: watch::Receiver<RunState>,
 ) {
     loop {
@@ -74,7 +78,11 @@ pub(super) async fn accept_tcp(
                 if let Err(e) = stream.set_nodelay(true) {
                     tracing::warn!(%peer, "cannot set TCP_NODELAY: {e}");
                 }
-                server.serve_stream(stream, peer.to_string());
+                let client = ClientInfo {
+                    addr: Some(peer.ip()),
+                    tls_names: None,
+                };
+                server.serve_client(stream, peer.to_string(), client, tls.clone());
             }
             Err(e) => backoff(e).await,
         }
