@@ -62,7 +62,7 @@ fio_run() { # fio arguments...; prints fio_json's line
 fio_nbd() { fio_run --name=t --ioengine=nbd --uri="$1" --rw="$4" --bs="$2" --iodepth="$3"; }
 drop_caches() { sync; [[ -w /proc/sys/vm/drop_caches ]] && echo 1 >/proc/sys/vm/drop_caches || true; }
 
-# A resource on one or two nodes. setup NAME PROTO SIZE_MIB [single]: config $w/NAME.conf,
+# A resource on one or two nodes. setup NAME PROTO SIZE_MIB [single|tls]: config $w/NAME.conf,
 # nodes NAME-alice (and NAME-bob), backing files written in full, daemons up, connected and in
 # sync without a resync (--clear-bitmap), alice Primary, NBD socket in $w/run-NAME-alice.
 adm() { local conf=$1 n=$2; shift 2; UDRBD_CONFIG=$conf UDRBD_NODE=$n UDRBD_RUN_DIR=$w/run-$n $bin/drbdadm "$@"; }
@@ -84,14 +84,22 @@ setup() {
         adm "$conf" "$a" primary --force r0 >/dev/null
     else
         fill "$w/$b.img" "$size"
-        cat >"$conf" <<CONF
-resource r0 { device minor 0; meta-disk internal; net { protocol $proto; }
+        local pa pb n tls
+        pa=$(port); pb=$(port)
+        # Each node's own copy: with `tls`, each names its own certificate (tls_pki).
+        for n in "$a" "$b"; do
+            tls=""
+            [[ $single == tls ]] && tls="tls yes; tls-ca-file \"$w/ca.pem\"; tls-certificate-file \"$w/$n.crt\"; tls-privkey-file \"$w/$n.key\";"
+            cat >"$w/$n.conf" <<CONF
+resource r0 { device minor 0; meta-disk internal; net { protocol $proto; $tls }
   disk { c-plan-ahead 0; resync-rate 4G; c-max-rate 0; c-min-rate 0; }
-  on $a { node-id 0; address 127.0.0.1:$(port); disk "$w/$a.img"; }
-  on $b { node-id 1; address 127.0.0.1:$(port); disk "$w/$b.img"; } }
+  on $a { node-id 0; address 127.0.0.1:$pa; disk "$w/$a.img"; }
+  on $b { node-id 1; address 127.0.0.1:$pb; disk "$w/$b.img"; } }
 CONF
+        done
+        cp "$w/$a.conf" "$conf"
         start_node "$conf" "$a"
-        start_node "$conf" "$b"
+        start_node "$w/$b.conf" "$b"
         adm "$conf" "$a" wait-connect r0
         adm "$conf" "$a" --clear-bitmap new-current-uuid r0
         adm "$conf" "$a" primary r0
@@ -105,8 +113,23 @@ declare -A uri
 log "writing the baseline files and the backing files in full (1 GiB each)"
 fill "$w/f1" 1024
 fill "$w/f2" 1024
+# TLS identities for the T pair (protocol C over TLS): a CA and a certificate per node, named
+# after it (the peer link checks the name).
+tls_pki() {
+    local n
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$w/ca.key" \
+        -out "$w/ca.pem" -subj /CN=bench-ca -days 2 2>/dev/null
+    for n in T-alice T-bob; do
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$w/$n.key" \
+            -out "$w/$n.csr" -subj "/CN=$n" 2>/dev/null
+        openssl x509 -req -in "$w/$n.csr" -CA "$w/ca.pem" -CAkey "$w/ca.key" -CAcreateserial \
+            -out "$w/$n.crt" -days 2 -extfile <(printf 'subjectAltName=DNS:%s' "$n") 2>/dev/null
+    done
+}
+tls_pki
 setup C C 1024
 setup A A 1024
+setup T C 1024 tls
 setup S C 1024 single
 
 # One measurement: KEY -> "iops p50 MBps" (appended to $w/samples as "round key line").
@@ -129,10 +152,12 @@ measure() {
         A_qd1) fio_nbd "${uri[A]}" 4k 1 randwrite ;;
         single_qd1) fio_nbd "${uri[S]}" 4k 1 randwrite ;;
         C_1m) fio_nbd "${uri[C]}" 1M 8 write ;;
+        T_qd32) fio_nbd "${uri[T]}" 4k 32 randwrite ;;
+        T_1m) fio_nbd "${uri[T]}" 1M 8 write ;;
         rtt) set -- $($bin/examples/ceiling rtt 20000); echo "0 $3 0" ;;
     esac
 }
-keys=(floor4k C_qd32 A_qd32 single_qd1 C_qd1 A_qd1 rtt raw1m C_1m)
+keys=(floor4k C_qd32 A_qd32 single_qd1 C_qd1 A_qd1 rtt raw1m C_1m T_qd32 T_1m)
 : >"$w/samples"
 for ((r = 0; r < ROUNDS; r++)); do
     n=${#keys[@]}
@@ -211,6 +236,8 @@ rows = [
     ("4 KiB randwrite QD1 p50, protocol A (µs)", "A_qd1", "p50", "single_qd1", "p50", "single node", "", None),
     ("loopback TCP round trip p50, two processes (µs)", "rtt", "p50", "single_qd1", "p50", "single node", "", None),
     ("1 MiB seq write QD8, protocol C (MB/s)", "C_1m", "mbps", "raw1m", "mbps", "raw file", ">= 0.45x", lambda r: r >= 0.45),
+    ("4 KiB randwrite QD32, protocol C over TLS (IOPS)", "T_qd32", "iops", "C_qd32", "iops", "plain C pair", "", None),
+    ("1 MiB seq write QD8, protocol C over TLS (MB/s)", "T_1m", "mbps", "C_1m", "mbps", "plain C pair", "", None),
     ("initial full sync, 4 GiB written (MB/s)", "sync4g", "mbps", "raw4g", "mbps", "raw seq write", ">= 0.45x", lambda r: r >= 0.45),
     ("RSS, 1 TiB sparse resource (MiB)", "rss_mib", "mbps", None, None, "64 + 32 bitmap", "<= 1.00x", lambda r: r <= 1.0),
 ]

@@ -239,8 +239,19 @@ impl std::fmt::Debug for NbdTls {
     }
 }
 
+/// Where the PSK callback leaves the identity it accepted, on the connection's `Ssl`.
+fn psk_identity_slot() -> Result<openssl::ex_data::Index<Ssl, String>, TlsError> {
+    static SLOT: std::sync::OnceLock<Option<openssl::ex_data::Index<Ssl, String>>> =
+        std::sync::OnceLock::new();
+    SLOT.get_or_init(|| Ssl::new_ex_index().ok())
+        .ok_or_else(|| TlsError::Config("OpenSSL has no ex_data slot left".into()))
+}
+
+/// One PSK: identity and key.
+pub type Psk = (Vec<u8>, Vec<u8>);
+
 /// Reads a PSK file: `identity:hexkey` per line; blank lines and `#` comments skipped.
-pub fn read_psk_file(path: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>, TlsError> {
+pub fn read_psk_file(path: &str) -> Result<Vec<Psk>, TlsError> {
     let bad = |why: String| TlsError::Load {
         what: "the TLS PSK file",
         path: path.into(),
@@ -268,7 +279,7 @@ pub fn read_psk_file(path: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>, TlsError> {
 }
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
@@ -324,11 +335,14 @@ impl NbdTls {
                  PSK-AES128-GCM-SHA256",
             )
             .map_err(ossl)?;
-            a.set_psk_server_callback(move |_ssl, identity, out| {
+            let slot = psk_identity_slot()?;
+            a.set_psk_server_callback(move |ssl, identity, out| {
                 let key = identity.and_then(|id| keys.iter().find(|(i, _)| i == id));
                 match key {
-                    Some((_, k)) if k.len() <= out.len() => {
+                    Some((id, k)) if k.len() <= out.len() => {
                         out[..k.len()].copy_from_slice(k);
+                        // OpenSSL does not keep a TLS 1.3 PSK's identity for later; we do.
+                        ssl.set_ex_data(slot, String::from_utf8_lossy(id).into_owned());
                         Ok(k.len())
                     }
                     // 0: unknown identity, the handshake fails.
@@ -366,8 +380,8 @@ impl NbdTls {
             return Err(handshake_error(st.ssl(), e));
         }
         let mut names = Vec::new();
-        if let Some(id) = st.ssl().psk_identity() {
-            names.push(String::from_utf8_lossy(id).into_owned());
+        if let Some(id) = psk_identity_slot().ok().and_then(|i| st.ssl().ex_data(i)) {
+            names.push(id.clone());
         }
         if let Some(cert) = st.ssl().peer_certificate() {
             if let Some(sans) = cert.subject_alt_names() {

@@ -59,6 +59,20 @@ fn commands_md_single_node_sequence() {
     let mut n = node1(dir.path());
     let dump = n.adm(&["dump", "all"]).ok();
     assert!(dump.stdout.contains("resource res0"), "{}", dump.stdout);
+    // The how-to's secret is hidden unless asked for.
+    assert!(!dump.stdout.contains("Abcd1234Password"), "{}", dump.stdout);
+    assert!(
+        dump.stdout
+            .contains("shared-secret    \"<hidden: drbdadm dump --show-secrets>\";"),
+        "{}",
+        dump.stdout
+    );
+    let shown = n.adm(&["dump", "--show-secrets", "all"]).ok();
+    assert!(
+        shown.stdout.contains("Abcd1234Password"),
+        "{}",
+        shown.stdout
+    );
     n.adm(&["create-md", "res0"]).ok();
     n.start();
     n.adm(&["up", "res0"]).ok();
@@ -75,6 +89,15 @@ fn commands_md_single_node_sequence() {
         r.stderr
             .contains("res0: State change failed: (-2) Need access to UpToDate data"),
         "{r:#?}"
+    );
+
+    // The secret reaches the daemon, and neither its log nor status shows it.
+    let verbose = n.adm(&["status", "--verbose", "--statistics", "res0"]).ok();
+    assert!(!verbose.stdout.contains("Abcd1234Password"));
+    assert!(
+        !n.log_text().contains("Abcd1234Password"),
+        "{}",
+        n.log_text()
     );
 
     n.adm(&["primary", "--force", "res0"]).ok();

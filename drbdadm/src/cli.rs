@@ -84,6 +84,9 @@ pub enum Command {
         /// Resource(s) to print (default: all).
         #[arg(value_name = "RESOURCE")]
         targets: Vec<String>,
+        /// Print `shared-secret` as written; by default it is hidden, so a dump can be shared.
+        #[arg(long)]
+        show_secrets: bool,
     },
 
     /// Write fresh udrbd metadata (generation UUIDs, activity log, bitmap) for a resource.

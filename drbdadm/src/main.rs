@@ -47,7 +47,10 @@ fn run(cli: Cli) -> Result<(), AdmError> {
         commands::meta::run(&cfg, node, targets, op, &args)
     };
     match &command {
-        Command::Dump { targets } => commands::dump::dump(&cfg, targets),
+        Command::Dump {
+            targets,
+            show_secrets,
+        } => commands::dump::dump(&cfg, targets, *show_secrets),
         Command::ShResources => {
             commands::dump::sh_resources(&cfg);
             Ok(())

@@ -42,7 +42,12 @@ fn quote_path(s: &str, keyword: &str) -> String {
 struct Out {
     s: String,
     depth: usize,
+    /// Print `shared-secret` as [`HIDDEN_SECRET`] (`drbdadm dump` without `--show-secrets`).
+    hide_secrets: bool,
 }
+
+/// What `drbdadm dump` prints instead of a `shared-secret` unless asked for it.
+pub const HIDDEN_SECRET: &str = "<hidden: drbdadm dump --show-secrets>";
 
 impl Out {
     fn line(&mut self, text: &str) {
@@ -76,6 +81,8 @@ impl Out {
                 .any(|d| d.kind == Kind::Flag);
             if flag {
                 self.line(&format!("{};", e.name));
+            } else if self.hide_secrets && e.name == "shared-secret" {
+                self.param(16, e.name, &quote(HIDDEN_SECRET));
             } else {
                 self.param(16, e.name, &quote(&e.text));
             }
@@ -217,9 +224,20 @@ fn resource(o: &mut Out, r: &Resource) {
 
 /// The configuration (`None`: global, common and every resource) or one resource, normalised.
 pub fn dump(cfg: &Config, resource_name: Option<&str>) -> Result<String, ConfigError> {
+    dump_with(cfg, resource_name, false)
+}
+
+/// [`dump`], with every `shared-secret` replaced by [`HIDDEN_SECRET`] when `hide_secrets`, so
+/// that a dump pasted into a ticket or a log does not give the peer link's secret away.
+pub fn dump_with(
+    cfg: &Config,
+    resource_name: Option<&str>,
+    hide_secrets: bool,
+) -> Result<String, ConfigError> {
     let mut o = Out {
         s: String::new(),
         depth: 0,
+        hide_secrets,
     };
     match resource_name {
         Some(name) => {

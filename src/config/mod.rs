@@ -42,7 +42,7 @@ mod typed;
 mod validate;
 
 pub use addr::Family;
-pub use dump::dump;
+pub use dump::{HIDDEN_SECRET, dump, dump_with};
 pub use error::{ConfigError, Pos};
 pub use model::{
     Common, Config, ConnCfg, ConnHost, DeviceCfg, DiskCfg, HostCfg, MeshCfg, OptBlock, OptEntry,

@@ -1,5 +1,5 @@
 //! A throwaway PKI for TLS tests: a CA and certificates it issues, as PEM files in a directory.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use openssl::asn1::Asn1Time;
 use openssl::bn::{BigNum, MsbOption};

@@ -4,15 +4,20 @@ use crate::context::expand_targets;
 use crate::error::{AdmError, E_CONFIG_INVALID};
 use udrbd::config::{self, Config};
 
-/// Prints the whole configuration (no operands or `all`) or the named resources.
-pub fn dump(cfg: &Config, words: &[String]) -> Result<(), AdmError> {
+/// Prints the whole configuration (no operands or `all`) or the named resources; every
+/// `shared-secret` hidden unless `show_secrets`.
+pub fn dump(cfg: &Config, words: &[String], show_secrets: bool) -> Result<(), AdmError> {
     let to_err = |e: config::ConfigError| AdmError::new(E_CONFIG_INVALID, e.to_string());
+    let hide = !show_secrets;
     if words.is_empty() || words.iter().any(|w| w == "all") {
-        print!("{}", config::dump(cfg, None).map_err(to_err)?);
+        print!("{}", config::dump_with(cfg, None, hide).map_err(to_err)?);
         return Ok(());
     }
     for t in expand_targets(cfg, words)? {
-        print!("{}", config::dump(cfg, Some(&t.resource)).map_err(to_err)?);
+        print!(
+            "{}",
+            config::dump_with(cfg, Some(&t.resource), hide).map_err(to_err)?
+        );
     }
     Ok(())
 }

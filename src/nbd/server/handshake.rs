@@ -153,6 +153,11 @@ pub(super) async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
                     Step::Lookup(p) => {
                         let name = p.name().to_string();
                         if let Err(refusal) = backend.policy(&name).check(&name, client) {
+                            tracing::info!(
+                                client = ?client.addr,
+                                "NBD client refused: {}",
+                                refusal.message
+                            );
                             neg.resume_lookup(p, Err(refusal))
                         } else if p.purpose() == Purpose::Go {
                             let found = open(backend.as_ref(), &name).await.map(|o| {

@@ -149,6 +149,8 @@ proptest! {
                     prop_assert!(!reps.is_empty());
                     prop_assert!(reps.iter().all(|r| r.option == opt));
                 }
+                // TLS is not offered here.
+                Next::StartTls => prop_assert!(false, "STARTTLS accepted without TLS"),
                 Next::Transmission(t) => {
                     prop_assert!(opt == OPT_GO || opt == OPT_EXPORT_NAME);
                     prop_assert!(t.meta_context.is_none() || t.structured);
