@@ -77,7 +77,7 @@ start_node() { # CONF NODE
 setup() {
     local name=$1 proto=$2 size=$3 single=${4:-} conf=$w/$1.conf a=$1-alice b=$1-bob
     fill "$w/$a.img" "$size"
-    if [[ -n $single ]]; then
+    if [[ $single == single ]]; then
         printf 'resource r0 { device minor 0; meta-disk internal;\n  on %s { node-id 0; address 127.0.0.1:%s; disk "%s"; } }\n' \
             "$a" "$(port)" "$w/$a.img" >"$conf"
         start_node "$conf" "$a"

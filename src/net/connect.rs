@@ -67,6 +67,7 @@ use super::link::{Link, LinkInfo};
 use super::stream::PeerStream;
 use super::{LinkConfig, LinkError, auth};
 use crate::repl::wire::{self, Packet, features};
+use crate::tls::MaybeTls;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -259,10 +260,10 @@ fn start(
         protocol: hello.protocol,
         peer_features: hello.features,
         dialed,
-        data_local: data.tcp().local_addr()?,
-        data_peer: data.tcp().peer_addr()?,
-        control_local: control.tcp().local_addr()?,
-        control_peer: control.tcp().peer_addr()?,
+        data_local: data.tcp()?.local_addr()?,
+        data_peer: data.tcp()?.peer_addr()?,
+        control_local: control.tcp()?.local_addr()?,
+        control_peer: control.tcp()?.peer_addr()?,
     };
     tracing::info!(
         peer = %cfg.peer,
@@ -369,11 +370,11 @@ async fn secure(
                     .into(),
             ));
         }
-        return Ok(PeerStream::Plain(stream));
+        return Ok(MaybeTls::Plain(stream));
     };
     let tls_err = |e: crate::tls::TlsError| LinkError::Tls(e.to_string());
     if dialed {
-        return Ok(PeerStream::Tls(Box::new(
+        return Ok(MaybeTls::Tls(Box::new(
             tls.connect(stream).await.map_err(tls_err)?,
         )));
     }
@@ -384,7 +385,7 @@ async fn secure(
                 .into(),
         ));
     }
-    Ok(PeerStream::Tls(Box::new(
+    Ok(MaybeTls::Tls(Box::new(
         tls.accept(stream).await.map_err(tls_err)?,
     )))
 }

@@ -9,11 +9,12 @@
 //! measures it).
 
 use super::LinkError;
+use crate::tls::MaybeTls;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::{TcpStream, UnixStream, tcp, unix};
 use tokio_openssl::SslStream;
 
@@ -21,21 +22,18 @@ use tokio_openssl::SslStream;
 const RELAY_BUFFER: usize = 256 * 1024;
 
 /// A handshaken stream of a link.
-#[derive(Debug)]
-pub(crate) enum PeerStream {
-    Plain(TcpStream),
-    Tls(Box<SslStream<TcpStream>>),
-}
+pub(crate) type PeerStream = MaybeTls<TcpStream>;
 
 /// The future that relays a TLS stream for a running link; it ends when either side closes.
 pub(crate) type Relay = Pin<Box<dyn Future<Output = Result<(), LinkError>> + Send>>;
 
 impl PeerStream {
     /// The TCP socket underneath.
-    pub(crate) fn tcp(&self) -> &TcpStream {
+    pub(crate) fn tcp(&self) -> io::Result<&TcpStream> {
         match self {
-            PeerStream::Plain(s) => s,
-            PeerStream::Tls(s) => s.get_ref(),
+            MaybeTls::Plain(s) => Ok(s),
+            MaybeTls::Tls(s) => Ok(s.get_ref()),
+            MaybeTls::Gone => Err(io::ErrorKind::NotConnected.into()),
         }
     }
 
@@ -43,11 +41,12 @@ impl PeerStream {
     /// as the link does.
     pub(crate) fn into_halves(self) -> io::Result<(SockRead, SockWrite, Option<Relay>)> {
         match self {
-            PeerStream::Plain(s) => {
+            MaybeTls::Plain(s) => {
                 let (r, w) = s.into_split();
                 Ok((SockRead::Tcp(r), SockWrite::Tcp(w), None))
             }
-            PeerStream::Tls(tls) => {
+            MaybeTls::Gone => Err(io::ErrorKind::NotConnected.into()),
+            MaybeTls::Tls(tls) => {
                 let (ours, theirs) = UnixStream::pair()?;
                 let (r, w) = ours.into_split();
                 let relay: Relay = Box::pin(relay(tls, theirs));
@@ -80,31 +79,6 @@ macro_rules! delegate_io {
             }
         }
     };
-}
-
-delegate_io!(PeerStream { Plain, Tls });
-
-impl AsyncWrite for PeerStream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            PeerStream::Plain(s) => Pin::new(s).poll_write(cx, b),
-            PeerStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, b),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            PeerStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            PeerStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            PeerStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            PeerStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
 }
 
 /// The reading half of a running link's stream.

@@ -10,86 +10,14 @@ use crate::nbd::proto::{
     OptionHeader, PayloadPlan, Purpose, RepError, SERVER_HANDSHAKE_FLAGS, Step,
     decode_client_flags, server_greeting,
 };
-use crate::tls::NbdTls;
+use crate::tls::{MaybeTls, NbdTls};
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio_openssl::SslStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// A client's stream: plain until STARTTLS, TLS after.
-pub(super) enum ClientStream<S> {
-    Plain(S),
-    Tls(Box<SslStream<S>>),
-    /// Only while the TLS handshake owns the stream; a failed handshake leaves it here and
-    /// the connection ends.
-    Gone,
-}
-
-fn gone() -> io::Error {
-    io::Error::new(io::ErrorKind::NotConnected, "the TLS handshake failed")
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientStream<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-            ClientStream::Gone => Poll::Ready(Err(gone())),
-        }
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClientStream<S> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_write(cx, b),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, b),
-            ClientStream::Gone => Poll::Ready(Err(gone())),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-            ClientStream::Gone => Poll::Ready(Err(gone())),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            ClientStream::Plain(s) => s.is_write_vectored(),
-            ClientStream::Tls(s) => s.is_write_vectored(),
-            ClientStream::Gone => false,
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-            ClientStream::Gone => Poll::Ready(Err(gone())),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-            ClientStream::Gone => Poll::Ready(Ok(())),
-        }
-    }
-}
+/// A client's stream: plain until STARTTLS, TLS after ([`MaybeTls::Gone`] only while a failed
+/// handshake ends the connection).
+pub(super) type ClientStream<S> = MaybeTls<S>;
 
 /// How option haggling ended.
 pub(super) enum Handshake {
@@ -191,14 +119,14 @@ pub(super) async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
                 let Some(tls) = tls else {
                     return Err(HandshakeFailure::Protocol("STARTTLS without TLS".into()));
                 };
-                let ClientStream::Plain(plain) = std::mem::replace(s, ClientStream::Gone) else {
+                let MaybeTls::Plain(plain) = std::mem::replace(s, MaybeTls::Gone) else {
                     return Err(HandshakeFailure::Protocol("STARTTLS twice".into()));
                 };
                 let (secured, names) = tls
                     .accept(plain)
                     .await
                     .map_err(|e| HandshakeFailure::Io(crate::tls::io_error(e)))?;
-                *s = ClientStream::Tls(Box::new(secured));
+                *s = MaybeTls::Tls(Box::new(secured));
                 client.tls_names = Some(names);
             }
             Next::Transmission(n) => {
