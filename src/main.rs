@@ -53,6 +53,12 @@ struct Args {
     )]
     nbd_max_clients: u32,
 
+    /// Also serve the control socket to this group's members (drbdadm without root, e.g. for
+    /// monitoring): the socket becomes 0660 and the run directory it creates 0710, both owned
+    /// by the group. Without it only root and the daemon's own user are served.
+    #[arg(long = "ctl-group", env = "UDRBD_CTL_GROUP", value_name = "GROUP")]
+    ctl_group: Option<String>,
+
     /// Threads serving the network side (NBD, control socket). Disk I/O has its own threads.
     #[arg(
         long = "worker-threads",
@@ -119,16 +125,49 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// The id of group `name` (`getgrnam_r`).
+fn group_id(name: &str) -> anyhow::Result<u32> {
+    let c_name = std::ffi::CString::new(name).context("a group name without NUL bytes")?;
+    let mut grp: libc::group = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 16384];
+    let mut found: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call; `buf` outlives it and `found` points into
+    // `grp` or is null.
+    let rc = unsafe {
+        libc::getgrnam_r(
+            c_name.as_ptr(),
+            &mut grp,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut found,
+        )
+    };
+    if rc != 0 || found.is_null() {
+        anyhow::bail!("--ctl-group {name}: no such group (see getent group)");
+    }
+    Ok(grp.gr_gid)
+}
+
 async fn run(args: Args) -> anyhow::Result<()> {
+    let ctl_group = args.ctl_group.as_deref().map(group_id).transpose()?;
     let existed = args.run_dir.exists();
     std::fs::create_dir_all(&args.run_dir)
         .with_context(|| format!("cannot create the run directory {}", args.run_dir.display()))?;
     if !existed {
-        // Ours alone, whatever the umask: it holds the control and NBD sockets. (A directory
-        // that existed is the operator's; the sockets' own modes and the control socket's
-        // check of the caller protect them there.)
+        // Ours alone, whatever the umask: it holds the control and NBD sockets (the control
+        // group may pass through to its socket, not list it). A directory that existed is the
+        // operator's; the sockets' own modes and the control socket's check of the caller
+        // protect them there.
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&args.run_dir, std::fs::Permissions::from_mode(0o700))
+        let mode = match ctl_group {
+            Some(gid) => {
+                std::os::unix::fs::chown(&args.run_dir, None, Some(gid))
+                    .with_context(|| format!("cannot chown {}", args.run_dir.display()))?;
+                0o710
+            }
+            None => 0o700,
+        };
+        std::fs::set_permissions(&args.run_dir, std::fs::Permissions::from_mode(mode))
             .with_context(|| format!("cannot restrict {}", args.run_dir.display()))?;
     }
     let kind = args.io_engine;
@@ -144,7 +183,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let daemon = Daemon::new(opener);
 
     let ctl_path = args.run_dir.join("ctl.sock");
-    let ctl = udrbd::ctl::server::bind(&ctl_path)
+    let ctl = udrbd::ctl::server::bind(&ctl_path, ctl_group)
         .with_context(|| format!("cannot listen on {}", ctl_path.display()))?;
     let nbd = udrbd::daemon::nbd::start(&daemon, &args.run_dir, args.nbd_max_clients)
         .await
@@ -155,7 +194,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ctl_path.display(),
         args.run_dir.join("nbd.sock").display()
     );
-    let ctl_task = tokio::spawn(udrbd::ctl::server::serve(ctl, daemon.clone()));
+    let ctl_task = tokio::spawn(udrbd::ctl::server::serve(ctl, daemon.clone(), ctl_group));
     let metrics_task = match args.metrics_listen {
         Some(addr) => {
             let l = tokio::net::TcpListener::bind(addr)

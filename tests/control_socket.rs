@@ -85,3 +85,72 @@ fn a_user_other_than_root_is_refused_by_the_control_socket_under_umask_000() {
     let _ = daemon.kill();
     let _ = daemon.wait();
 }
+
+#[test]
+fn ctl_group_members_are_served_and_other_users_are_not() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let drbdsetup = dir.path().join("drbdsetup");
+    std::fs::copy(common::udrbd_bin().with_file_name("drbdsetup"), &drbdsetup)
+        .expect("drbdsetup is built next to udrbd");
+    let run = dir.path().join("run");
+    // nobody's group on Debian is nogroup (65534).
+    let mut daemon = Command::new(common::udrbd_bin())
+        .args(["--ctl-group", "nogroup", "--run-dir"])
+        .arg(&run)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("udrbd");
+    let ctl = run.join("ctl.sock");
+    let t0 = Instant::now();
+    while std::os::unix::net::UnixStream::connect(&ctl).is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "udrbd did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(mode(&run), 0o710, "the run directory");
+    assert_eq!(mode(&ctl), 0o660, "the control socket");
+    // nobody, in group nogroup: served.
+    let o = status(&drbdsetup, &run, true);
+    assert!(o.status.success(), "{o:?}");
+    // uid 65534 in another group (daemon, 1): refused, told why.
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=1", "--clear-groups"])
+        .arg(&drbdsetup)
+        .arg("--run-dir")
+        .arg(&run)
+        .arg("status")
+        .output()
+        .expect("setpriv");
+    assert!(!o.status.success(), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("ermission denied"), "{o:?}");
+    // ... unless nogroup is among its supplementary groups.
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=1", "--groups=65534"])
+        .arg(&drbdsetup)
+        .arg("--run-dir")
+        .arg(&run)
+        .arg("status")
+        .output()
+        .expect("setpriv");
+    assert!(o.status.success(), "{o:?}");
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+
+    // An unknown group is refused at start, with the reason.
+    let o = Command::new(common::udrbd_bin())
+        .args(["--ctl-group", "no-such-group-here", "--run-dir"])
+        .arg(dir.path().join("run2"))
+        .output()
+        .expect("udrbd");
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no such group"),
+        "{o:?}"
+    );
+}

@@ -2,11 +2,12 @@
 //! puts a counter and a checksum in every 4 KiB block it writes and records each write once it
 //! is acknowledged; meanwhile a trial kills the Primary (kill -9) and fails over, kills the
 //! Secondary and restarts it, detaches and attaches the Secondary's disk, makes it fail
-//! (`UDRBD_FAULT_FILE`: on-io-error detach, then mended and attached), or cuts the link for
-//! a while. After each trial every acknowledged write reads back from the Primary (its block
+//! (`UDRBD_FAULT_FILE`: on-io-error detach, then mended and attached), cuts the link for
+//! a while, or cuts it and kills the Secondary while it catches up (a random moment after the
+//! heal: during the resync in most trials, the log says which). After each trial every acknowledged write reads back from the Primary (its block
 //! holds that write or a later one), and once the resync is done the replicas are identical;
-//! at the end online verify finds nothing. `UDRBD_TORTURE_TRIALS=N` runs N trials (default 5,
-//! one of each kind); `UDRBD_TORTURE_SEED` picks the sequence.
+//! at the end online verify finds nothing. `UDRBD_TORTURE_TRIALS=N` runs N trials (default 6,
+//! one of each kind); `UDRBD_TORTURE_SEED` picks the sequence. Each trial prints one line.
 
 mod common;
 
@@ -123,7 +124,7 @@ fn in_sync(p: &Pair) -> bool {
 
 /// Trial kinds: Primary killed, Secondary killed, Secondary detached, Secondary's disk
 /// failing, link cut.
-const KINDS: u64 = 5;
+const KINDS: u64 = 6;
 
 /// A tiny deterministic generator (the sequence of trials and writer seeds).
 struct Rng(u64);
@@ -236,6 +237,27 @@ fn acknowledged_writes_survive_crashes_failover_and_detach() {
                 let _ = w.wait();
                 "Secondary detached and attached"
             }
+            5 => {
+                // The Secondary misses the writes, then dies while it catches up.
+                net.cut();
+                let _ = w.wait();
+                net.heal();
+                let mut during = false;
+                let until = std::time::Instant::now() + Duration::from_millis(rng.next() % 1500);
+                while std::time::Instant::now() < until && !during {
+                    during = status(node(&p, primary)).contains("replication:SyncSource");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                node_mut(&mut p, secondary).crash();
+                let s = node_mut(&mut p, secondary);
+                s.start();
+                s.adm(&["up", RES]).ok();
+                if during {
+                    "Secondary killed during its resync"
+                } else {
+                    "Secondary killed after a cut (no resync seen yet)"
+                }
+            }
             _ => {
                 // The cable: the Primary goes on alone (resource-only fencing without a
                 // handler does not freeze), then the Secondary catches up.
@@ -252,6 +274,10 @@ fn acknowledged_writes_survive_crashes_failover_and_detach() {
         checked = checked.max(check(&p, primary, &log, what));
         // The other replica holds the same bytes.
         p.assert_identical();
+        eprintln!(
+            "torture trial {}/{trials}: {what}: ok ({checked} writes checked)",
+            trial + 1
+        );
     }
     assert!(checked > 0, "the writer acknowledged nothing");
     p.assert_verify_clean();

@@ -28,8 +28,8 @@ pub trait Handler: Send + Sync + 'static {
 }
 
 /// Binds `path` (replacing a stale socket file), readable and writable by the owner only
-/// whatever the umask.
-pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+/// whatever the umask, or by the owner and `group` (`udrbd --ctl-group`).
+pub fn bind(path: &Path, group: Option<u32>) -> std::io::Result<UnixListener> {
     use std::os::unix::fs::PermissionsExt;
     match std::fs::remove_file(path) {
         Ok(()) => {}
@@ -37,35 +37,71 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
         Err(e) => return Err(e),
     }
     let listener = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    let mode = match group {
+        Some(gid) => {
+            std::os::unix::fs::chown(path, None, Some(gid))?;
+            0o660
+        }
+        None => 0o600,
+    };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     Ok(listener)
 }
 
-/// Who may use the control socket: root, and the user the daemon runs as. Anyone else is
-/// answered with why, whatever the socket file's mode says (`SO_PEERCRED`).
-fn caller_allowed(stream: &tokio::net::UnixStream) -> Result<(), String> {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
-    match stream.peer_cred() {
-        Ok(c) if c.uid() == 0 || c.uid() == me => Ok(()),
-        Ok(c) => Err(format!(
-            "permission denied: the control socket serves root{} only, not uid {}; run \
-             drbdadm as root",
-            if me == 0 {
-                String::new()
-            } else {
-                format!(" and uid {me}")
-            },
-            c.uid()
-        )),
-        Err(e) => Err(format!(
-            "permission denied: cannot identify the caller: {e}"
-        )),
-    }
+/// The supplementary groups of process `pid` (`Groups:` in `/proc/PID/status`).
+fn supplementary_groups(pid: i32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("Groups:")).map(|g| {
+                g.split_whitespace()
+                    .filter_map(|n| n.parse().ok())
+                    .collect()
+            })
+        })
+        .unwrap_or_default()
 }
 
-/// Serves connections from `listener` forever.
-pub async fn serve<H: Handler>(listener: UnixListener, handler: Arc<H>) {
+/// Who may use the control socket: root, the user the daemon runs as, and members of `group`
+/// (`--ctl-group`: the caller's group or one of its supplementary groups). Anyone else is
+/// answered with why, whatever the socket file's mode says (`SO_PEERCRED`).
+fn caller_allowed(stream: &tokio::net::UnixStream, group: Option<u32>) -> Result<(), String> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let c = stream
+        .peer_cred()
+        .map_err(|e| format!("permission denied: cannot identify the caller: {e}"))?;
+    if c.uid() == 0 || c.uid() == me {
+        return Ok(());
+    }
+    if let Some(g) = group
+        && (c.gid() == g
+            || c.pid()
+                .is_some_and(|pid| supplementary_groups(pid).contains(&g)))
+    {
+        return Ok(());
+    }
+    let who = match (me, group) {
+        (0, None) => String::from("root"),
+        (0, Some(g)) => format!("root and group {g}"),
+        (u, None) => format!("root and uid {u}"),
+        (u, Some(g)) => format!("root, uid {u} and group {g}"),
+    };
+    Err(format!(
+        "permission denied: the control socket serves {who} only, not uid {} (gid {}); run \
+         drbdadm as root{}",
+        c.uid(),
+        c.gid(),
+        if group.is_some() {
+            " or as a member of that group"
+        } else {
+            ", or start udrbd with --ctl-group GROUP"
+        }
+    ))
+}
+
+/// Serves connections from `listener` forever; `group` as for [`bind`].
+pub async fn serve<H: Handler>(listener: UnixListener, handler: Arc<H>, group: Option<u32>) {
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(s) => s,
@@ -76,7 +112,7 @@ pub async fn serve<H: Handler>(listener: UnixListener, handler: Arc<H>) {
             }
         };
         let handler = handler.clone();
-        if let Err(why) = caller_allowed(&stream) {
+        if let Err(why) = caller_allowed(&stream, group) {
             tracing::warn!("control socket: {why}");
             tokio::spawn(async move {
                 let answer = Response::Error {
