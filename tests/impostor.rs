@@ -5,6 +5,9 @@
 
 mod common;
 
+#[path = "common/certs.rs"]
+mod certs;
+
 use common::{Node, backing_file, free_port, scratch, tool};
 use std::path::Path;
 use std::time::Duration;
@@ -96,4 +99,60 @@ fn an_impostor_from_another_address_is_refused_and_writes_nothing() {
     );
     drop(imp);
     drop(n1);
+}
+
+#[test]
+fn up_warns_about_an_unauthenticated_peer_on_a_real_network_and_not_with_a_secret_or_tls() {
+    // The peer's address must be a real (non-loopback) one: a network namespace pair of ours.
+    let Some(net) = common::netns::NetnsPair::new() else {
+        return;
+    };
+    let dir = scratch();
+    let (d1, d2) = (dir.path().join("n1.img"), dir.path().join("n2.img"));
+    backing_file(&d1, DISK);
+    backing_file(&d2, DISK);
+    let pki = certs::Pki::new(dir.path(), "ca");
+    let id = pki.issue("node-1");
+    let tls = format!(
+        "connect-int 1; tls yes; tls-ca-file \"{}\"; tls-certificate-file \"{}\"; \
+         tls-privkey-file \"{}\";",
+        id.ca, id.certificate, id.privkey
+    );
+    for (net_opts, warned) in [
+        ("connect-int 1;", true),
+        (
+            "connect-int 1; cram-hmac-alg sha256; shared-secret \"s3cret\";",
+            false,
+        ),
+        (tls.as_str(), false),
+    ] {
+        let case = tempfile::tempdir_in(dir.path()).expect("case dir");
+        let cfg = case.path().join("drbd.conf");
+        std::fs::write(
+            &cfg,
+            format!(
+                "resource r0 {{\n  net {{ {net_opts} }}\n  meta-disk internal;\n  device minor 0;\n  \
+                 on node-1 {{ node-id 0; address {}; disk \"{}\"; }}\n  \
+                 on node-2 {{ node-id 1; address {}; disk \"{}\"; }}\n}}\n",
+                net.address(0, 7789),
+                d1.display(),
+                net.address(1, 7789),
+                d2.display()
+            ),
+        )
+        .expect("config");
+        let mut n = Node::new(case.path(), "node-1", &cfg);
+        net.host(&mut n, 0);
+        n.adm(&["create-md", "--force", "r0"]).ok();
+        n.start();
+        n.adm(&["up", "r0"]).ok();
+        let log = n.log_text();
+        assert_eq!(
+            log.contains("the link to node-2 is not authenticated"),
+            warned,
+            "{net_opts}: {log}"
+        );
+        n.adm(&["down", "r0"]).ok();
+        n.stop();
+    }
 }

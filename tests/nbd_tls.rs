@@ -214,6 +214,19 @@ fn bad_nbd_tls_settings_are_refused_at_up_with_the_reason() {
             "/nonexistent",
         ),
         ("nbd-allow \"10.0.0.0/40\";", "0 to 32"),
+        // The peer link's TLS is checked at `up` too.
+        (
+            "} net { tls yes;",
+            "`tls yes` needs tls-ca-file, tls-certificate-file and tls-privkey-file",
+        ),
+        (
+            "} net { tls yes; tls-ca-file \"/nonexistent\"; tls-certificate-file \"/x\"; tls-privkey-file \"/y\";",
+            "cannot use the TLS certificate '/x'",
+        ),
+        (
+            "} net { tls-privkey \"key-1\";",
+            "tls-privkey names a key in the kernel keyring",
+        ),
     ] {
         let text = format!(
             "resource r0 {{ device minor 0; meta-disk internal;\n options {{ nbd-listen 127.0.0.1:{port}; {options} }}\n \

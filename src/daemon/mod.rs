@@ -104,6 +104,19 @@ impl Daemon {
                 )
             };
         }
+        // A link configuration that cannot work (TLS files, an unknown cram-hmac-alg) fails
+        // `up` now, not the connection later.
+        for p in &spec.peers {
+            let (me, peer) = (
+                crate::types::NodeId(spec.node_id),
+                crate::types::NodeId(p.node_id),
+            );
+            if let Err(e) =
+                crate::net::LinkConfig::from_net_options(&spec.name, me, peer, &p.name, &p.net)
+            {
+                return error(E_CONFIG, format!("{}: peer {}: {e}", spec.name, p.name));
+            }
+        }
         let nbd_tls = match nbd::export_tls(&spec.nbd_access, spec.nbd_listen.is_some()) {
             Ok(t) => t,
             Err(e) => return error(E_CONFIG, format!("{}: {e}", spec.name)),
@@ -124,13 +137,16 @@ impl Daemon {
         self.table().insert(spec.name.clone(), driver.clone());
         driver.publish_state();
         for p in &spec.peers {
-            if p.net.shared_secret.is_none() && p.address.is_some_and(|a| !a.ip().is_loopback()) {
+            if p.net.shared_secret.is_none()
+                && !p.net.tls
+                && p.address.is_some_and(|a| !a.ip().is_loopback())
+            {
                 // The link accepts only the peer's address, but whoever holds that address (or
                 // can spoof it on the segment) is taken for the peer without a secret.
                 tracing::warn!(
                     "{}: the link to {} is not authenticated: anyone who controls its address \
                      can replicate with this node; set `net {{ cram-hmac-alg sha256; \
-                     shared-secret \"...\"; }}`",
+                     shared-secret \"...\"; }}` or `net {{ tls yes; ... }}`",
                     spec.name,
                     p.name
                 );
