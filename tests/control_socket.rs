@@ -31,19 +31,20 @@ fn status(drbdsetup: &Path, run: &Path, unprivileged: bool) -> Output {
         .expect("drbdsetup runs (setpriv is in util-linux)")
 }
 
-#[test]
-fn a_user_other_than_root_is_refused_by_the_control_socket_under_umask_000() {
-    // Under /tmp, so that `nobody` can reach what we open up for it.
+/// A world-readable scratch directory (under /tmp, so that `nobody` can reach what a test opens
+/// up for it) with a copy of drbdsetup in it.
+fn scratch_with_drbdsetup() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let drbdsetup = dir.path().join("drbdsetup");
     std::fs::copy(common::udrbd_bin().with_file_name("drbdsetup"), &drbdsetup)
         .expect("drbdsetup is built next to udrbd");
-    let run = dir.path().join("run");
-    let mut daemon = Command::new("sh")
-        .args(["-c", "umask 000; exec \"$0\" --run-dir \"$1\""])
-        .arg(common::udrbd_bin())
-        .arg(&run)
+    (dir, drbdsetup)
+}
+
+/// Starts `cmd` (a udrbd) and waits until its control socket in `run` answers.
+fn start_daemon(mut cmd: Command, run: &Path) -> std::process::Child {
+    let daemon = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -58,6 +59,19 @@ fn a_user_other_than_root_is_refused_by_the_control_socket_under_umask_000() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    daemon
+}
+
+#[test]
+fn a_user_other_than_root_is_refused_by_the_control_socket_under_umask_000() {
+    let (dir, drbdsetup) = scratch_with_drbdsetup();
+    let run = dir.path().join("run");
+    let mut sh = Command::new("sh");
+    sh.args(["-c", "umask 000; exec \"$0\" --run-dir \"$1\""])
+        .arg(common::udrbd_bin())
+        .arg(&run);
+    let mut daemon = start_daemon(sh, &run);
+    let ctl = run.join("ctl.sock");
     assert_eq!(mode(&run), 0o700, "the run directory");
     assert_eq!(mode(&ctl), 0o600, "the control socket");
 
@@ -88,56 +102,37 @@ fn a_user_other_than_root_is_refused_by_the_control_socket_under_umask_000() {
 
 #[test]
 fn ctl_group_members_are_served_and_other_users_are_not() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let drbdsetup = dir.path().join("drbdsetup");
-    std::fs::copy(common::udrbd_bin().with_file_name("drbdsetup"), &drbdsetup)
-        .expect("drbdsetup is built next to udrbd");
+    let (dir, drbdsetup) = scratch_with_drbdsetup();
     let run = dir.path().join("run");
     // nobody's group on Debian is nogroup (65534).
-    let mut daemon = Command::new(common::udrbd_bin())
+    let mut udrbd = Command::new(common::udrbd_bin());
+    udrbd
         .args(["--ctl-group", "nogroup", "--run-dir"])
-        .arg(&run)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("udrbd");
+        .arg(&run);
+    let mut daemon = start_daemon(udrbd, &run);
     let ctl = run.join("ctl.sock");
-    let t0 = Instant::now();
-    while std::os::unix::net::UnixStream::connect(&ctl).is_err() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "udrbd did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
     assert_eq!(mode(&run), 0o710, "the run directory");
     assert_eq!(mode(&ctl), 0o660, "the control socket");
     // nobody, in group nogroup: served.
     let o = status(&drbdsetup, &run, true);
     assert!(o.status.success(), "{o:?}");
+    let as_uid_65534 = |groups: &str| {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=1", groups])
+            .arg(&drbdsetup)
+            .arg("--run-dir")
+            .arg(&run)
+            .arg("status")
+            .output()
+            .expect("setpriv")
+    };
     // uid 65534 in another group (daemon, 1): refused, told why.
-    let o = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=1", "--clear-groups"])
-        .arg(&drbdsetup)
-        .arg("--run-dir")
-        .arg(&run)
-        .arg("status")
-        .output()
-        .expect("setpriv");
+    let o = as_uid_65534("--clear-groups");
     assert!(!o.status.success(), "{o:?}");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("ermission denied"), "{o:?}");
     // ... unless nogroup is among its supplementary groups.
-    let o = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=1", "--groups=65534"])
-        .arg(&drbdsetup)
-        .arg("--run-dir")
-        .arg(&run)
-        .arg("status")
-        .output()
-        .expect("setpriv");
+    let o = as_uid_65534("--groups=65534");
     assert!(o.status.success(), "{o:?}");
     let _ = daemon.kill();
     let _ = daemon.wait();

@@ -13,8 +13,9 @@ use std::path::Path;
 
 const SIZE: u64 = 64 << 20;
 
-/// A one-node resource (its peer never runs) serving NBD on `port` with `options`.
-fn node(dir: &Path, port: u16, options: &str) -> Node {
+/// Writes a one-resource config (node alpha, its peer beta never runs) serving NBD on `port`
+/// with `options` in `options { }`; returns its path.
+fn config(dir: &Path, port: u16, options: &str) -> std::path::PathBuf {
     let (disk_a, disk_b) = (dir.join("alpha.img"), dir.join("beta.img"));
     backing_file(&disk_a, SIZE);
     backing_file(&disk_b, SIZE);
@@ -30,6 +31,12 @@ fn node(dir: &Path, port: u16, options: &str) -> Node {
     );
     let cfg = dir.join("drbd.conf");
     std::fs::write(&cfg, text).expect("config");
+    cfg
+}
+
+/// [`config`], up and Primary.
+fn node(dir: &Path, port: u16, options: &str) -> Node {
+    let cfg = config(dir, port, options);
     let mut n = Node::new(dir, "alpha", &cfg);
     n.adm(&["create-md", "r0"]).ok();
     n.start();
@@ -200,9 +207,6 @@ fn psk_tls_and_allow_lists_by_address_and_by_tls_name() {
 fn bad_nbd_tls_settings_are_refused_at_up_with_the_reason() {
     let dir = scratch();
     let port = common::free_port();
-    let (disk_a, disk_b) = (dir.path().join("a.img"), dir.path().join("b.img"));
-    backing_file(&disk_a, SIZE);
-    backing_file(&disk_b, SIZE);
     for (options, expect) in [
         ("nbd-tls require;", "nbd-tls needs"),
         (
@@ -228,17 +232,7 @@ fn bad_nbd_tls_settings_are_refused_at_up_with_the_reason() {
             "tls-privkey names a key in the kernel keyring",
         ),
     ] {
-        let text = format!(
-            "resource r0 {{ device minor 0; meta-disk internal;\n options {{ nbd-listen 127.0.0.1:{port}; {options} }}\n \
-             on alpha {{ node-id 0; address 127.0.0.1:{}; disk \"{}\"; }}\n \
-             on beta {{ node-id 1; address 127.0.0.1:{}; disk \"{}\"; }} }}\n",
-            common::free_port(),
-            disk_a.display(),
-            common::free_port(),
-            disk_b.display()
-        );
-        let cfg = dir.path().join("drbd.conf");
-        std::fs::write(&cfg, text).unwrap();
+        let cfg = config(dir.path(), port, options);
         let mut n = Node::new(dir.path(), "alpha", &cfg);
         n.adm(&["create-md", "--force", "r0"]).ok();
         n.start();
