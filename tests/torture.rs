@@ -3,8 +3,8 @@
 //! is acknowledged; meanwhile a trial kills the Primary (kill -9) and fails over, kills the
 //! Secondary and restarts it, detaches and attaches the Secondary's disk, makes it fail
 //! (`UDRBD_FAULT_FILE`: on-io-error detach, then mended and attached), cuts the link for
-//! a while, or cuts it and kills the Secondary while it catches up (a random moment after the
-//! heal: during the resync in most trials, the log says which). After each trial every acknowledged write reads back from the Primary (its block
+//! a while, or cuts it and kills the Secondary while it catches up (within 100 ms of the
+//! resync's start; a resync that ends sooner is killed after it, and the line says which). After each trial every acknowledged write reads back from the Primary (its block
 //! holds that write or a later one), and once the resync is done the replicas are identical;
 //! at the end online verify finds nothing. `UDRBD_TORTURE_TRIALS=N` runs N trials (default 6,
 //! one of each kind); `UDRBD_TORTURE_SEED` picks the sequence. Each trial prints one line.
@@ -252,12 +252,15 @@ fn acknowledged_writes_survive_crashes_failover_and_detach() {
                 net.cut();
                 let _ = w.wait();
                 net.heal();
+                // Wait for the resync to start (the reconnect takes up to connect-int), then
+                // kill at a random moment within its first 100 ms.
                 let mut during = false;
-                let until = std::time::Instant::now() + Duration::from_millis(rng.next() % 1500);
+                let until = std::time::Instant::now() + Duration::from_secs(5);
                 while std::time::Instant::now() < until && !during {
                     during = status(node(&p, primary)).contains("replication:SyncSource");
-                    std::thread::sleep(Duration::from_millis(20));
+                    std::thread::sleep(Duration::from_millis(5));
                 }
+                std::thread::sleep(Duration::from_millis(rng.next() % 100));
                 node_mut(&mut p, secondary).crash();
                 let s = node_mut(&mut p, secondary);
                 s.start();
@@ -265,7 +268,7 @@ fn acknowledged_writes_survive_crashes_failover_and_detach() {
                 if during {
                     "Secondary killed during its resync"
                 } else {
-                    "Secondary killed after a cut (no resync seen yet)"
+                    "Secondary killed after a cut (its resync was not seen running)"
                 }
             }
             _ => {
