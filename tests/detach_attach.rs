@@ -52,6 +52,15 @@ fn detach_and_attach_while_connected_resyncs_what_the_primary_wrote_meanwhile() 
     assert_eq!(out_of_sync_kib(&p.a), 1024, "{}", p.logs());
 
     p.b.adm(&["attach", RES]).ok();
+    // A second attach is refused with drbdsetup's text and exit code.
+    let again = p.b.adm(&["attach", RES]);
+    assert_eq!(again.code, 10, "{again:?}");
+    assert!(
+        again
+            .stderr
+            .contains("(124) Device is attached to a disk (use detach first)"),
+        "{again:?}"
+    );
     p.eventually(30, "the attach's resync to end", || in_sync(&p));
     assert_eq!(out_of_sync_kib(&p.a), 0, "{}", p.logs());
     assert_eq!(out_of_sync_kib(&p.b), 0, "{}", p.logs());

@@ -34,7 +34,7 @@ fn create(disk: &Path, meta: &MetaDisk, o: &CreateMdOptions) -> (Result<(), Meta
 
 fn dump(disk: &Path, meta: &MetaDisk) -> String {
     let mut out = Vec::new();
-    metadev::dump_md(disk, meta, &mut out).unwrap();
+    metadev::dump_md(disk, meta, false, &mut out).unwrap();
     String::from_utf8(out).unwrap()
 }
 

@@ -263,8 +263,35 @@ fn detach_and_attach_and_json_status() {
     let st = n.adm(&["status", "res0"]).ok();
     assert!(st.stdout.contains("disk:Diskless"), "{}", st.stdout);
     // Detached: the metadata is the operator's again.
-    n.adm(&["dump-md", "res0"]).ok();
+    let dump = n.adm(&["dump-md", "res0"]).ok();
+    assert!(!dump.stderr.contains("might be stale"), "{dump:?}");
     n.adm(&["attach", "res0"]).ok();
+    // Attached: the metadata is unclean, so dump-md wants --force (as drbdmeta does), then
+    // prints it marked as such, with drbdmeta's warning; create-md is refused.
+    let refused = n.adm(&["dump-md", "res0"]);
+    assert_eq!(refused.code, 255, "{refused:?}");
+    assert!(
+        refused.stderr.contains("please apply-al first"),
+        "{refused:?}"
+    );
+    let dump = n.adm(&["dump-md", "--force", "res0"]).ok();
+    assert!(dump.stdout.contains("current-uuid"), "{dump:?}");
+    assert!(
+        dump.stdout
+            .contains("This_is_an_unclean_meta_data_dump._Don't_trust_the_bitmap."),
+        "{dump:?}"
+    );
+    assert!(
+        dump.stderr
+            .contains("# Output might be stale, since minor 0 is attached"),
+        "{dump:?}"
+    );
+    let create = n.adm(&["create-md", "--force", "res0"]);
+    assert_eq!(create.code, 20, "{create:?}");
+    assert!(
+        create.stderr.contains("Device 'res0' is configured!"),
+        "{create:?}"
+    );
     let json = n.adm(&["status", "--json", "res0"]).ok().stdout;
     let v: serde_json::Value = serde_json::from_str(&json).expect("json");
     assert_eq!(v[0]["name"], "res0", "{json}");

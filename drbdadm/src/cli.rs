@@ -106,7 +106,12 @@ pub enum Command {
     },
 
     /// Print the metadata as text (generation UUIDs, flags, bitmap). Exit code 255 if none.
+    /// Unclean metadata (the activity log not applied, or the resource up) is refused unless
+    /// --force, which prints it marked as such.
     DumpMd {
+        /// Print unclean metadata too.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         targets: Targets,
     },

@@ -36,7 +36,10 @@ fn run(cli: Cli) -> Result<(), AdmError> {
         commands::daemon::run_state(&cfg, node, &daemon, &targets.targets, cmd, cli.dry_run)
     };
     let meta = |targets: &[String], op, force, max_peers| {
-        if op != MetaOp::GetGi && op != MetaOp::ShowGi {
+        // Reading is allowed while the daemon has the disk (drbdmeta's dump-md and get-gi are),
+        // with drbdmeta's warning; writing is not.
+        let reads = matches!(op, MetaOp::GetGi | MetaOp::ShowGi | MetaOp::Dump);
+        if !reads {
             refuse_while_up(&cfg, &daemon, targets)?;
         }
         let args = MetaArgs {
@@ -44,7 +47,18 @@ fn run(cli: Cli) -> Result<(), AdmError> {
             max_peers,
             dry_run: cli.dry_run,
         };
-        commands::meta::run(&cfg, node, targets, op, &args)
+        commands::meta::run(&cfg, node, targets, op, &args)?;
+        if op == MetaOp::Dump {
+            for t in context::expand_targets(&cfg, targets)? {
+                if daemon.is_attached(&t.resource) {
+                    eprintln!(
+                        "# Output might be stale, since minor {} is attached",
+                        minor_of(&cfg, &t.resource)
+                    );
+                }
+            }
+        }
+        Ok(())
     };
     match &command {
         Command::Dump {
@@ -60,7 +74,7 @@ fn run(cli: Cli) -> Result<(), AdmError> {
             max_peers,
             targets,
         } => meta(&targets.targets, MetaOp::Create, *force, *max_peers),
-        Command::DumpMd { targets } => meta(&targets.targets, MetaOp::Dump, false, None),
+        Command::DumpMd { force, targets } => meta(&targets.targets, MetaOp::Dump, *force, None),
         Command::WipeMd { force, targets } => meta(&targets.targets, MetaOp::Wipe, *force, None),
         Command::GetGi { targets } => meta(&targets.targets, MetaOp::GetGi, false, None),
         Command::ShowGi { targets } => meta(&targets.targets, MetaOp::ShowGi, false, None),
@@ -171,6 +185,13 @@ fn run(cli: Cli) -> Result<(), AdmError> {
             *wfc_timeout,
         ),
     }
+}
+
+/// The resource's first minor as the config writes it (`device minor N`), else its name.
+fn minor_of(cfg: &udrbd::config::Config, resource: &str) -> String {
+    cfg.resource(resource)
+        .and_then(|r| r.volumes.iter().find_map(|v| v.device.as_ref()))
+        .map_or_else(|| resource.to_string(), |d| d.minor.to_string())
 }
 
 /// drbdmeta refuses to touch the metadata of a device that is attached ("Device '0' is

@@ -671,11 +671,21 @@ fn host_name() -> String {
         .unwrap_or_else(|_| "localhost".into())
 }
 
-/// dump-md: the metadata as text (drbdmeta's layout). Refuses unclean metadata.
-pub fn dump_md(disk: &Path, meta: &MetaDisk, out: &mut dyn Write) -> Result<(), MetaDevError> {
+/// dump-md: the metadata as text (drbdmeta's layout). Refuses unclean metadata (an activity
+/// log not applied, or the device attached) unless `force`; then the text says so.
+pub fn dump_md(
+    disk: &Path,
+    meta: &MetaDisk,
+    force: bool,
+    out: &mut dyn Write,
+) -> Result<(), MetaDevError> {
     let st = read_md(disk, meta)?;
     if st.sb.flags & flags::AL_CLEAN == 0 {
-        return Err(MetaDevError::Unclean);
+        // drbdmeta says it on stderr either way; without --force it stops there.
+        if !force {
+            return Err(MetaDevError::Unclean);
+        }
+        eprintln!("{}", MetaDevError::Unclean);
     }
     let la_words = (st.sb.la_size_sect * 512 / BLOCK).div_ceil(64) as usize;
     let bitmaps: Vec<Vec<u64>> = st

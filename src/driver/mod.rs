@@ -54,7 +54,8 @@ pub enum AttachError {
     },
     #[error("the resource has no disk configured on this node")]
     NoDisk,
-    #[error("already attached")]
+    /// drbdsetup's text for `attach` on a node with a disk.
+    #[error("(124) Device is attached to a disk (use detach first)")]
     Attached,
     #[error("{0}")]
     Internal(String),
@@ -64,7 +65,7 @@ impl AttachError {
     /// drbdsetup's exit code: 10 for a metadata/config failure ("Failure: (119) ..."), 20 else.
     pub fn exit_code(&self) -> i32 {
         match self {
-            AttachError::Meta(_) | AttachError::NoDisk => 10,
+            AttachError::Meta(_) | AttachError::NoDisk | AttachError::Attached => 10,
             _ => 20,
         }
     }

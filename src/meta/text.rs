@@ -115,6 +115,15 @@ pub fn dump_md(d: &DumpInput<'_>) -> String {
         }
     );
     let _ = writeln!(s, "version \"{FORMAT_NAME}\";\n");
+    if sb.flags & crate::meta::superblock::flags::AL_CLEAN == 0 {
+        // drbdmeta's words for a forced dump of unclean metadata; the first line makes the
+        // text fail to parse for a restore on purpose.
+        let _ = writeln!(
+            s,
+            "This_is_an_unclean_meta_data_dump._Don't_trust_the_bitmap.\n\
+             # You should \"apply-al\" first, if you plan to restore this.\n"
+        );
+    }
     let _ = writeln!(s, "max-peers {};", sb.geometry.max_peers);
     let _ = writeln!(s, "# md_size_sect {}", d.md_size_sect);
     let _ = writeln!(s, "# md_offset {}", d.md_offset);

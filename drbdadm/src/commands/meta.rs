@@ -130,7 +130,7 @@ fn run_one(
             };
             metadev::create_md(disk, meta, &opts, &mut confirm, &mut out)
         }
-        MetaOp::Dump => metadev::dump_md(disk, meta, &mut out),
+        MetaOp::Dump => metadev::dump_md(disk, meta, force, &mut out),
         MetaOp::Wipe => metadev::wipe_md(disk, meta, &mut confirm, &mut out),
         MetaOp::GetGi | MetaOp::ShowGi => {
             let peer = pick_peer(res, target)?;
