@@ -309,3 +309,36 @@ fn detach_and_attach_and_json_status() {
         st.stdout
     );
 }
+
+#[test]
+fn dstate_and_outdate_of_a_resource_that_is_down_use_the_metadata() {
+    let dir = scratch();
+    let mut n = node1(dir.path());
+    n.adm(&["create-md", "res0"]).ok();
+    n.start();
+    // Down (never up): what the metadata says, as drbdmeta prints it.
+    assert_eq!(n.adm(&["dstate", "res0"]).ok().stdout, "Inconsistent\n");
+    let r = n.adm(&["outdate", "res0"]);
+    assert_eq!(r.code, 5, "{r:?}");
+    assert!(r.stderr.contains("Device is inconsistent."), "{r:?}");
+    // UpToDate while up, then down: recorded as "was UpToDate".
+    n.adm(&["up", "res0"]).ok();
+    n.adm(&["primary", "--force", "res0"]).ok();
+    n.adm(&["secondary", "res0"]).ok();
+    n.adm(&["down", "res0"]).ok();
+    assert_eq!(n.adm(&["dstate", "res0"]).ok().stdout, "Consistent\n");
+    // Outdated while down: the next up comes up Outdated.
+    n.adm(&["outdate", "res0"]).ok();
+    assert_eq!(n.adm(&["dstate", "res0"]).ok().stdout, "Outdated\n");
+    n.adm(&["up", "res0"]).ok();
+    let st = n.adm(&["status", "res0"]).ok().stdout;
+    assert!(st.contains("disk:Outdated"), "{st}");
+    // Up: dstate asks the daemon.
+    assert!(
+        n.adm(&["dstate", "res0"])
+            .ok()
+            .stdout
+            .starts_with("Outdated/"),
+        "{st}"
+    );
+}

@@ -136,7 +136,17 @@ fn run(cli: Cli) -> Result<(), AdmError> {
         ),
         Command::PauseSync { targets } => state(targets, StateCmd::PauseSync),
         Command::ResumeSync { targets } => state(targets, StateCmd::ResumeSync),
-        Command::Outdate { targets } => state(targets, StateCmd::Outdate),
+        // A resource that is down: its metadata, as drbdadm falls back to drbdmeta.
+        Command::Outdate { targets } => {
+            for word in &targets.targets {
+                if resource_up(&cfg, &daemon, word)? {
+                    state(&single(word), StateCmd::Outdate)?;
+                } else {
+                    meta(std::slice::from_ref(word), MetaOp::Outdate, false, None)?;
+                }
+            }
+            Ok(())
+        }
         Command::ResumeIo { targets } => state(targets, StateCmd::ResumeIo),
         Command::Role { targets } => {
             commands::daemon::query(&cfg, &daemon, &targets.targets, Query::Role)
@@ -145,7 +155,19 @@ fn run(cli: Cli) -> Result<(), AdmError> {
             commands::daemon::query(&cfg, &daemon, &targets.targets, Query::CState)
         }
         Command::Dstate { targets } => {
-            commands::daemon::query(&cfg, &daemon, &targets.targets, Query::DState)
+            for word in &targets.targets {
+                if resource_up(&cfg, &daemon, word)? {
+                    commands::daemon::query(
+                        &cfg,
+                        &daemon,
+                        std::slice::from_ref(word),
+                        Query::DState,
+                    )?;
+                } else {
+                    meta(std::slice::from_ref(word), MetaOp::DState, false, None)?;
+                }
+            }
+            Ok(())
         }
         Command::Status {
             statistics,
@@ -184,6 +206,23 @@ fn run(cli: Cli) -> Result<(), AdmError> {
             WaitFor::Sync,
             *wfc_timeout,
         ),
+    }
+}
+
+/// Whether the daemon has every resource `word` names up (false also when no daemon runs).
+fn resource_up(cfg: &udrbd::config::Config, daemon: &Daemon, word: &str) -> Result<bool, AdmError> {
+    let targets = context::expand_targets(cfg, std::slice::from_ref(&word.to_string()))?;
+    Ok(targets.iter().all(|t| {
+        daemon
+            .status(Some(&t.resource))
+            .is_ok_and(|v| !v.is_empty())
+    }))
+}
+
+/// Operands of just `word`.
+fn single(word: &str) -> Targets {
+    Targets {
+        targets: vec![word.to_string()],
     }
 }
 

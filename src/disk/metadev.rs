@@ -39,6 +39,9 @@ pub struct CreateMdOptions {
 /// Errors of the metadata operations.
 #[derive(Debug, thiserror::Error)]
 pub enum MetaDevError {
+    /// `outdate` of metadata that is not even consistent (drbdmeta's text and exit code 5).
+    #[error("Device is inconsistent.")]
+    Inconsistent,
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -72,6 +75,7 @@ impl MetaDevError {
         match self {
             MetaDevError::NoMetadata { .. } | MetaDevError::Unclean => 255,
             MetaDevError::Cancelled => 1,
+            MetaDevError::Inconsistent => 5,
             MetaDevError::WouldDestroyData(_) => 40,
             MetaDevError::Layout(_)
             | MetaDevError::Shrunk { .. }
@@ -729,4 +733,38 @@ pub fn show_gi(
 ) -> Result<(), MetaDevError> {
     let st = read_md(disk, meta)?;
     say(out, &text::show_gi(&st.sb, peer))
+}
+
+/// The disk state the metadata records, as drbdmeta's `dstate` prints it for a resource that is
+/// down: `Consistent` (it was UpToDate when last up; whether it still is, only a connection can
+/// tell), `Outdated`, or `Inconsistent`.
+pub fn dstate_offline(disk: &Path, meta: &MetaDisk) -> Result<&'static str, MetaDevError> {
+    let st = read_md(disk, meta)?;
+    Ok(recorded_dstate(st.sb.flags))
+}
+
+fn recorded_dstate(f: u32) -> &'static str {
+    if f & flags::CONSISTENT == 0 {
+        "Inconsistent"
+    } else if f & flags::WAS_UP_TO_DATE != 0 {
+        "Consistent"
+    } else {
+        "Outdated"
+    }
+}
+
+/// drbdmeta's `outdate` for a resource that is down: clears "was UpToDate" in the metadata, so
+/// the next `up` comes up Outdated. Inconsistent data cannot be outdated
+/// ([`MetaDevError::Inconsistent`], exit 5).
+pub fn outdate_offline(disk: &Path, meta: &MetaDisk) -> Result<(), MetaDevError> {
+    let st = read_md(disk, meta)?;
+    if st.sb.flags & flags::CONSISTENT == 0 {
+        return Err(MetaDevError::Inconsistent);
+    }
+    if st.sb.flags & flags::WAS_UP_TO_DATE == 0 {
+        return Ok(());
+    }
+    let mut sb = st.sb.clone();
+    sb.flags &= !flags::WAS_UP_TO_DATE;
+    write_superblock(disk, meta, &sb).map(|_| ())
 }

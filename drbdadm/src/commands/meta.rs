@@ -26,6 +26,10 @@ pub enum MetaOp {
     Wipe,
     GetGi,
     ShowGi,
+    /// `dstate` of a resource that is down (drbdmeta's).
+    DState,
+    /// `outdate` of a resource that is down (drbdmeta's).
+    Outdate,
 }
 
 impl MetaOp {
@@ -36,6 +40,8 @@ impl MetaOp {
             MetaOp::Wipe => "wipe-md",
             MetaOp::GetGi => "get-gi",
             MetaOp::ShowGi => "show-gi",
+            MetaOp::DState => "dstate",
+            MetaOp::Outdate => "outdate",
         }
     }
 }
@@ -132,6 +138,13 @@ fn run_one(
         }
         MetaOp::Dump => metadev::dump_md(disk, meta, force, &mut out),
         MetaOp::Wipe => metadev::wipe_md(disk, meta, &mut confirm, &mut out),
+        MetaOp::DState => metadev::dstate_offline(disk, meta).and_then(|d| {
+            writeln!(out, "{d}").map_err(|e| MetaDevError::Io {
+                path: "stdout".into(),
+                source: e,
+            })
+        }),
+        MetaOp::Outdate => metadev::outdate_offline(disk, meta),
         MetaOp::GetGi | MetaOp::ShowGi => {
             let peer = pick_peer(res, target)?;
             if op == MetaOp::GetGi {
