@@ -81,6 +81,15 @@ fn commands_md_single_node_sequence() {
         st.stdout,
         "res0 role:Secondary\n  disk:Inconsistent\n  node-2 connection:Connecting\n"
     );
+    // up again: drbdsetup's answer for a minor that exists.
+    let again = n.adm(&["up", "res0"]);
+    assert_eq!(again.code, 10, "{again:?}");
+    assert!(
+        again
+            .stderr
+            .contains("0: Failure: (161) Minor or volume exists already (delete it first)"),
+        "{again:?}"
+    );
 
     // Without UpToDate data a plain promotion is refused, with DRBD's text and exit code.
     let r = n.adm(&["primary", "res0"]);

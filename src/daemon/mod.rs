@@ -92,7 +92,15 @@ impl Daemon {
         };
         if let Some(d) = self.get(&spec.name) {
             return if d.spec().same_except_handlers(&spec) {
-                Response::Ok
+                // drbdsetup's new-minor on a minor that exists (drbdadm up of a resource that is
+                // up): scripts tell "already up" from "up failed" by it.
+                let who = spec.minor.map_or(spec.name.clone(), |m| m.to_string());
+                error(
+                    10,
+                    format!(
+                        "{who}: Failure: (161) Minor or volume exists already (delete it first)"
+                    ),
+                )
             } else {
                 error(
                     E_CONFIG,
