@@ -85,25 +85,33 @@ fn load(
     })
 }
 
-/// Loads key, certificate chain and CA into a context builder and checks the key matches.
-fn load_identity(
+/// Loads a certificate chain and its key into a context builder and checks they belong
+/// together.
+fn load_cert_and_key(
     b: &mut openssl::ssl::SslContextBuilder,
-    files: &X509Files,
+    certificate: &str,
+    privkey: &str,
 ) -> Result<(), TlsError> {
-    load("the TLS certificate", &files.certificate, |p| {
+    load("the TLS certificate", certificate, |p| {
         b.set_certificate_chain_file(p)
     })?;
-    load("the TLS private key", &files.privkey, |p| {
+    load("the TLS private key", privkey, |p| {
         b.set_private_key_file(p, SslFiletype::PEM)
     })?;
     b.check_private_key().map_err(|e| {
         TlsError::Config(format!(
-            "the private key '{}' does not belong to the certificate '{}': {}",
-            files.privkey,
-            files.certificate,
+            "the private key '{privkey}' does not belong to the certificate '{certificate}': {}",
             stack(e)
         ))
-    })?;
+    })
+}
+
+/// Loads our identity and the CA into a context builder.
+fn load_identity(
+    b: &mut openssl::ssl::SslContextBuilder,
+    files: &X509Files,
+) -> Result<(), TlsError> {
+    load_cert_and_key(b, &files.certificate, &files.privkey)?;
     load("the TLS CA file", &files.ca, |p| b.set_ca_file(p))
 }
 
@@ -295,19 +303,7 @@ impl NbdTls {
         let mut a = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).map_err(ossl)?;
         let x509 = match (&files.certificate, &files.privkey) {
             (Some(certificate), Some(privkey)) => {
-                load("the TLS certificate", certificate, |p| {
-                    a.set_certificate_chain_file(p)
-                })?;
-                load("the TLS private key", privkey, |p| {
-                    a.set_private_key_file(p, SslFiletype::PEM)
-                })?;
-                a.check_private_key().map_err(|e| {
-                    TlsError::Config(format!(
-                        "the private key '{privkey}' does not belong to the certificate \
-                         '{certificate}': {}",
-                        stack(e)
-                    ))
-                })?;
+                load_cert_and_key(&mut a, certificate, privkey)?;
                 true
             }
             (None, None) => false,
