@@ -27,6 +27,9 @@ First steps on a new resource (the udrbd daemon must be running for `up` and aft
 The device is then the NBD export r0 on $UDRBD_RUN_DIR/nbd.sock, e.g.
     qemu-img info 'nbd+unix:///r0?socket=/run/udrbd/nbd.sock'";
 
+/// Where the configuration is read from without `-c`.
+pub const DEFAULT_CONFIG: &str = "/etc/drbd.conf";
+
 /// `drbdadm [GLOBAL OPTIONS] COMMAND [OPTIONS] RESOURCE...`
 #[derive(Debug, Parser)]
 #[command(name = "drbdadm", about = ABOUT, long_about = LONG_ABOUT, disable_version_flag = true)]
@@ -38,7 +41,7 @@ pub struct Cli {
         global = true,
         env = "UDRBD_CONFIG",
         value_name = "FILE",
-        default_value = "/etc/drbd.conf"
+        default_value = DEFAULT_CONFIG
     )]
     pub config: PathBuf,
 

@@ -1,7 +1,7 @@
 //! What every command needs before it acts: the parsed configuration, which host is "me", and
 //! the resources or volumes the operands name.
 
-use crate::error::{AdmError, E_CONFIG_INVALID, E_USAGE};
+use crate::error::{AdmError, E_CONFIG_INVALID, E_EXEC, E_USAGE};
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -30,6 +30,20 @@ impl Source for FsSource {
 
 /// Loads the configuration named by `-c` (or `UDRBD_CONFIG`), following includes.
 pub fn load_config(path: &Path) -> Result<Config, AdmError> {
+    // drbdadm's words and codes for a file it cannot open: a file named with -c is an
+    // execution error (20), the default location a configuration error (10).
+    if let Err(e) = std::fs::File::open(path) {
+        let e = e.to_string();
+        let e = e.split(" (os error").next().unwrap_or(&e);
+        return Err(if path == Path::new(crate::cli::DEFAULT_CONFIG) {
+            AdmError::new(
+                E_CONFIG_INVALID,
+                format!("Can not open '{}': {e}", path.display()),
+            )
+        } else {
+            AdmError::new(E_EXEC, format!("Can not open '{}'.", path.display()))
+        });
+    }
     config::load(&FsSource, path).map_err(|e| AdmError::new(E_CONFIG_INVALID, e.to_string()))
 }
 

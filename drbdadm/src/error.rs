@@ -2,8 +2,8 @@
 
 use std::fmt;
 
-/// Bad command line (drbdadm's `E_USAGE`).
-pub const E_USAGE: i32 = 3;
+/// Bad command line (drbdadm's `E_USAGE`, 1 since drbd-utils 9.x; it was 3).
+pub const E_USAGE: i32 = 1;
 /// The configuration is invalid or does not name the resource (`E_CONFIG_INVALID`).
 pub const E_CONFIG_INVALID: i32 = 10;
 /// drbdsetup's exit code when it cannot talk to the kernel (here: the daemon), and for other
@@ -50,6 +50,24 @@ pub fn exit(
     use std::process::ExitCode;
     let code = |c: i32| ExitCode::from(u8::try_from(c).unwrap_or(u8::MAX));
     match result {
+        Err(e) if e.kind() == clap::error::ErrorKind::InvalidSubcommand => {
+            // drbdadm's words; clap's suggestion of a similar command is worth keeping.
+            let word = match e.get(clap::error::ContextKind::InvalidSubcommand) {
+                Some(clap::error::ContextValue::String(w)) => w.clone(),
+                _ => String::new(),
+            };
+            let prog = std::env::args()
+                .next()
+                .and_then(|a| a.rsplit('/').next().map(str::to_string))
+                .unwrap_or_else(|| "drbdadm".into());
+            eprintln!("{prog}: Unknown command '{word}'");
+            if let Some(clap::error::ContextValue::Strings(s)) =
+                e.get(clap::error::ContextKind::SuggestedSubcommand)
+            {
+                eprintln!("  (did you mean '{}'?)", s.join("', '"));
+            }
+            code(usage_code)
+        }
         Err(e) => {
             let _ = e.print();
             if e.use_stderr() {

@@ -266,3 +266,30 @@ fn help_teaches() {
         "{out}"
     );
 }
+
+#[test]
+fn an_unknown_command_and_a_missing_config_file_get_drbdadms_words_and_codes() {
+    let mut c = Command::cargo_bin("drbdadm").expect("bin");
+    let out = c.args(["statsu", "r0"]).output().expect("run");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("drbdadm: Unknown command 'statsu'"),
+        "{err}"
+    );
+    assert!(
+        err.contains("did you mean") && err.contains("'status'"),
+        "{err}"
+    );
+
+    let mut c = Command::cargo_bin("drbdadm").expect("bin");
+    let out = c
+        .args(["-c", "/nonexistent/drbd.conf", "status", "r0"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(20), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim_end(),
+        "Can not open '/nonexistent/drbd.conf'."
+    );
+}
