@@ -259,6 +259,15 @@ fn wait_connect_times_out_without_a_peer() {
     let r = n.adm(&["wait-connect", "--wfc-timeout", "1", "res0"]);
     assert_eq!(r.code, 5, "{r:#?}");
     assert!(r.stderr.contains("node-2 Connecting"), "{r:#?}");
+    // DRBD 9's spellings.
+    for cmd in [
+        "wait-connect-resource",
+        "wait-sync-resource",
+        "wait-connect-volume",
+    ] {
+        let r = n.adm(&[cmd, "--wfc-timeout", "1", "res0"]);
+        assert_eq!(r.code, 5, "{cmd}: {r:#?}");
+    }
 }
 
 #[test]

@@ -325,7 +325,13 @@ pub enum Command {
         targets: Targets,
     },
 
-    /// Wait until every connection of the resource is Connected.
+    /// Wait until every connection of the resource is Connected (also spelt as DRBD 9's
+    /// `wait-connect-resource`, `-connection` and `-volume`: one peer and one volume here).
+    #[command(
+        alias = "wait-connect-resource",
+        alias = "wait-connect-connection",
+        alias = "wait-connect-volume"
+    )]
     WaitConnect {
         /// Seconds to wait (0: forever). Default: the resource's startup { wfc-timeout }.
         #[arg(long = "wfc-timeout", value_name = "S")]
@@ -339,7 +345,13 @@ pub enum Command {
     /// `response helper`). Same as `drbdsetup events2`.
     Events2(Events2Args),
 
-    /// Wait until the resource is connected and no resync remains.
+    /// Wait until the resource is connected and no resync remains (also `wait-sync-resource`,
+    /// `-connection` and `-volume`).
+    #[command(
+        alias = "wait-sync-resource",
+        alias = "wait-sync-connection",
+        alias = "wait-sync-volume"
+    )]
     WaitSync {
         /// Seconds to wait (0: forever). Default: the resource's startup { wfc-timeout }.
         #[arg(long = "wfc-timeout", value_name = "S")]
