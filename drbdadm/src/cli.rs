@@ -206,7 +206,8 @@ pub enum Command {
         targets: Targets,
     },
 
-    /// Print the disk states, local first: `UpToDate/DUnknown`.
+    /// Print the disk states, local first: `UpToDate/DUnknown`. Of a resource that is down:
+    /// what its metadata records (`Consistent`, `Outdated` or `Inconsistent`), as drbdmeta.
     Dstate {
         #[command(flatten)]
         targets: Targets,
@@ -313,7 +314,8 @@ pub enum Command {
     },
 
     /// Mark this node's data Outdated (refused while Primary or connected); it then refuses
-    /// `primary` without --force and resyncs from an UpToDate peer on connect.
+    /// `primary` without --force and resyncs from an UpToDate peer on connect. A resource that
+    /// is down is outdated in its metadata (refused if Inconsistent, exit code 5).
     Outdate {
         #[command(flatten)]
         targets: Targets,
