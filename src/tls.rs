@@ -41,6 +41,12 @@ pub enum TlsError {
     Handshake(String),
 }
 
+impl From<openssl::error::ErrorStack> for TlsError {
+    fn from(e: openssl::error::ErrorStack) -> Self {
+        TlsError::Config(stack(e))
+    }
+}
+
 /// The PEM files of one node's x509 identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct X509Files {
@@ -136,6 +142,23 @@ fn handshake_error(ssl: &SslRef, e: openssl::ssl::Error) -> TlsError {
     TlsError::Handshake(text)
 }
 
+/// Runs the TLS handshake on `s` with `ssl`, as the server (`accept`) or the client.
+async fn handshake<S>(ssl: Ssl, s: S, accept: bool) -> Result<SslStream<S>, TlsError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut st = SslStream::new(ssl, s)?;
+    let done = if accept {
+        Pin::new(&mut st).accept().await
+    } else {
+        Pin::new(&mut st).connect().await
+    };
+    match done {
+        Ok(()) => Ok(st),
+        Err(e) => Err(handshake_error(st.ssl(), e)),
+    }
+}
+
 /// The peer link's TLS: one per connection to a peer (the certificate name it expects is that
 /// peer's host name).
 #[derive(Clone)]
@@ -156,16 +179,14 @@ impl std::fmt::Debug for PeerTls {
 impl PeerTls {
     /// Loads our identity and the CA; `peer_name` is the name the peer's certificate must carry.
     pub fn new(files: &X509Files, peer_name: &str) -> Result<PeerTls, TlsError> {
-        let ossl = |e| TlsError::Config(stack(e));
-        let mut a = SslAcceptor::mozilla_modern_v5(SslMethod::tls_server()).map_err(ossl)?;
+        let mut a = SslAcceptor::mozilla_modern_v5(SslMethod::tls_server())?;
         load_identity(&mut a, files)?;
         a.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
-        a.set_num_tickets(0).map_err(ossl)?;
+        a.set_num_tickets(0)?;
         let server = a.build().into_context();
 
-        let mut c = SslConnector::builder(SslMethod::tls_client()).map_err(ossl)?;
-        c.set_min_proto_version(Some(SslVersion::TLS1_3))
-            .map_err(ossl)?;
+        let mut c = SslConnector::builder(SslMethod::tls_client())?;
+        c.set_min_proto_version(Some(SslVersion::TLS1_3))?;
         load_identity(&mut c, files)?;
         c.set_verify(SslVerifyMode::PEER);
         Ok(PeerTls {
@@ -180,16 +201,10 @@ impl PeerTls {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let mut ssl = Ssl::new(&self.server).map_err(|e| TlsError::Config(stack(e)))?;
+        let mut ssl = Ssl::new(&self.server)?;
         // The client's certificate must name the peer we expect on this port.
-        ssl.param_mut()
-            .set_host(&self.peer_name)
-            .map_err(|e| TlsError::Config(stack(e)))?;
-        let mut st = SslStream::new(ssl, s).map_err(|e| TlsError::Config(stack(e)))?;
-        if let Err(e) = Pin::new(&mut st).accept().await {
-            return Err(handshake_error(st.ssl(), e));
-        }
-        Ok(st)
+        ssl.param_mut().set_host(&self.peer_name)?;
+        handshake(ssl, s, true).await
     }
 
     /// The TLS client side of a connection we dialed.
@@ -197,16 +212,8 @@ impl PeerTls {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let ssl = self
-            .client
-            .configure()
-            .and_then(|c| c.into_ssl(&self.peer_name))
-            .map_err(|e| TlsError::Config(stack(e)))?;
-        let mut st = SslStream::new(ssl, s).map_err(|e| TlsError::Config(stack(e)))?;
-        if let Err(e) = Pin::new(&mut st).connect().await {
-            return Err(handshake_error(st.ssl(), e));
-        }
-        Ok(st)
+        let ssl = self.client.configure()?.into_ssl(&self.peer_name)?;
+        handshake(ssl, s, false).await
     }
 }
 
@@ -299,8 +306,7 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
 
 impl NbdTls {
     pub fn new(files: &NbdTlsFiles) -> Result<NbdTls, TlsError> {
-        let ossl = |e| TlsError::Config(stack(e));
-        let mut a = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).map_err(ossl)?;
+        let mut a = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())?;
         let x509 = match (&files.certificate, &files.privkey) {
             (Some(certificate), Some(privkey)) => {
                 load_cert_and_key(&mut a, certificate, privkey)?;
@@ -330,8 +336,7 @@ impl NbdTls {
                 "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE-PSK-AES256-GCM-SHA384:\
                  DHE-PSK-AES128-GCM-SHA256:ECDHE-PSK-CHACHA20-POLY1305:PSK-AES256-GCM-SHA384:\
                  PSK-AES128-GCM-SHA256",
-            )
-            .map_err(ossl)?;
+            )?;
             let slot = psk_identity_slot()?;
             a.set_psk_server_callback(move |ssl, identity, out| {
                 let key = identity.and_then(|id| keys.iter().find(|(i, _)| i == id));
@@ -353,7 +358,7 @@ impl NbdTls {
                     .into(),
             ));
         }
-        a.set_num_tickets(0).map_err(ossl)?;
+        a.set_num_tickets(0)?;
         Ok(NbdTls {
             ctx: a.build().into_context(),
             files: files.clone(),
@@ -371,11 +376,7 @@ impl NbdTls {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let ssl = Ssl::new(&self.ctx).map_err(|e| TlsError::Config(stack(e)))?;
-        let mut st = SslStream::new(ssl, s).map_err(|e| TlsError::Config(stack(e)))?;
-        if let Err(e) = Pin::new(&mut st).accept().await {
-            return Err(handshake_error(st.ssl(), e));
-        }
+        let st = handshake(Ssl::new(&self.ctx)?, s, true).await?;
         let mut names = Vec::new();
         if let Some(id) = psk_identity_slot().ok().and_then(|i| st.ssl().ex_data(i)) {
             names.push(id.clone());

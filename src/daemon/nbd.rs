@@ -35,24 +35,23 @@ fn tls_files(o: &ResourceOptions) -> NbdTlsFiles {
     }
 }
 
-/// The rules for a resource's TCP clients (its options were checked by [`export_tls`]).
-pub fn export_policy(o: &ResourceOptions) -> ExportPolicy {
-    ExportPolicy {
+/// The rules for a resource's TCP clients, or why its `nbd-allow` cannot be used.
+pub fn export_policy(o: &ResourceOptions) -> Result<ExportPolicy, String> {
+    let allow = match &o.nbd_allow {
+        Some(a) => parse_allow_list(a).map_err(|e| format!("nbd-allow: {e}"))?,
+        None => Vec::new(),
+    };
+    Ok(ExportPolicy {
         tls_required: o.nbd_tls == NbdTlsMode::Require,
-        allow: o
-            .nbd_allow
-            .as_deref()
-            .and_then(|a| parse_allow_list(a).ok())
-            .unwrap_or_default(),
-    }
+        allow,
+        closed: false,
+    })
 }
 
 /// Checks a resource's `nbd-tls*` and `nbd-allow` options and makes its TLS server, if any.
 /// `tcp` says whether the resource has an `nbd-listen` (they apply only there).
 pub fn export_tls(o: &ResourceOptions, tcp: bool) -> Result<Option<Arc<NbdTls>>, String> {
-    if let Some(a) = &o.nbd_allow {
-        parse_allow_list(a).map_err(|e| format!("nbd-allow: {e}"))?;
-    }
+    export_policy(o)?;
     let files = tls_files(o);
     let uses_tls = o.nbd_tls != NbdTlsMode::Off;
     if !tcp && (uses_tls || o.nbd_allow.is_some()) {

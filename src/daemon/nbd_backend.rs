@@ -103,7 +103,10 @@ impl ExportCatalog for DaemonBackend {
 impl NbdBackend for DaemonBackend {
     fn policy(&self, name: &str) -> ExportPolicy {
         match self.driver(name) {
-            Ok(d) => super::nbd::export_policy(&d.spec().nbd_access),
+            // `up` refused an unusable nbd-allow; should one get here anyway, no TCP client is
+            // let in rather than every one.
+            Ok(d) => super::nbd::export_policy(&d.spec().nbd_access)
+                .unwrap_or_else(|_| ExportPolicy::closed()),
             // No such export: the lookup says so.
             Err(_) => ExportPolicy::default(),
         }

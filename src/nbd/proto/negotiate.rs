@@ -67,11 +67,6 @@ impl<C: ExportCatalog> Negotiation<C> {
         self.tls_offered = true;
     }
 
-    /// TLS was negotiated on this connection.
-    pub fn tls_active(&self) -> bool {
-        self.tls_active
-    }
-
     /// The client's flags.
     pub fn client_flags(&self) -> ClientFlags {
         self.client

@@ -88,14 +88,31 @@ pub struct ExportPolicy {
     pub tls_required: bool,
     /// `nbd-allow`; empty: every client.
     pub allow: Vec<Allow>,
+    /// No TCP client at all: the export's rules could not be read ([`ExportPolicy::closed`]).
+    pub closed: bool,
 }
 
 impl ExportPolicy {
+    /// Refuses every TCP client: for an export whose rules cannot be read, which must fail
+    /// closed rather than open.
+    pub fn closed() -> ExportPolicy {
+        ExportPolicy {
+            closed: true,
+            ..ExportPolicy::default()
+        }
+    }
+
     /// May `client` use `export`? The refusal is what the client is told.
     pub fn check(&self, export: &str, client: &ClientInfo) -> Result<(), GoRefusal> {
         let Some(addr) = client.addr else {
             return Ok(());
         };
+        if self.closed {
+            return Err(GoRefusal::new(
+                RepError::Policy,
+                format!("export '{export}' takes no TCP clients: its nbd-allow cannot be used"),
+            ));
+        }
         if self.tls_required && client.tls_names.is_none() {
             return Err(GoRefusal::new(
                 RepError::TlsReqd,
@@ -127,8 +144,8 @@ mod tests {
     #[test]
     fn allow_lists_match_addresses_networks_and_tls_names() {
         let p = ExportPolicy {
-            tls_required: false,
             allow: parse_allow_list("192.0.2.7, 10.0.0.0/8 fd00::/16 qemu-host").unwrap(),
+            ..ExportPolicy::default()
         };
         for ok in [
             tcp("192.0.2.7", None),
@@ -157,11 +174,19 @@ mod tests {
     fn tls_required_refuses_plain_tcp_clients_only() {
         let p = ExportPolicy {
             tls_required: true,
-            allow: Vec::new(),
+            ..ExportPolicy::default()
         };
         let e = p.check("r0", &tcp("127.0.0.1", None)).unwrap_err();
         assert_eq!(e.error, RepError::TlsReqd);
         assert!(p.check("r0", &tcp("127.0.0.1", Some(&[]))).is_ok());
+        assert!(p.check("r0", &ClientInfo::default()).is_ok());
+    }
+
+    #[test]
+    fn a_closed_policy_refuses_every_tcp_client() {
+        let p = ExportPolicy::closed();
+        let e = p.check("r0", &tcp("127.0.0.1", Some(&["x"]))).unwrap_err();
+        assert_eq!(e.error, RepError::Policy);
         assert!(p.check("r0", &ClientInfo::default()).is_ok());
     }
 
