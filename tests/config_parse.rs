@@ -466,3 +466,32 @@ fn quoting_survives_dump() {
         "a quoted \"none\" is a path"
     );
 }
+
+/// The README's "Options without effect" table lists exactly the options of
+/// `udrbd::config::effect::NO_EFFECT`, so what it promises is what `up` warns about.
+#[test]
+fn the_readme_lists_every_option_without_effect() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let start = readme
+        .find("## Options without effect")
+        .expect("the README has the section");
+    let section = &readme[start..];
+    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |i| i + 3)];
+    let rows: Vec<(String, String)> = section
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            (
+                cells[1].trim_matches('`').to_string(),
+                cells[2].trim_matches('`').to_string(),
+            )
+        })
+        .collect();
+    let table: Vec<(String, String)> = udrbd::config::effect::NO_EFFECT
+        .iter()
+        .map(|n| (n.sect.keyword().to_string(), n.name.to_string()))
+        .collect();
+    assert_eq!(rows, table);
+}

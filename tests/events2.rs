@@ -8,24 +8,12 @@ mod common;
 use common::pair::{Pair, RES, Setup, pair_setup, poll_until};
 use common::{Node, free_port};
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// The `drbdsetup` binary, built next to `udrbd`.
-fn drbdsetup_bin() -> PathBuf {
-    let p = common::udrbd_bin().with_file_name("drbdsetup");
-    assert!(
-        p.exists(),
-        "{} is missing: run `cargo build --workspace` first",
-        p.display()
-    );
-    p
-}
-
 fn setup_cmd(n: &Node, args: &[&str]) -> Command {
-    let mut c = Command::new(drbdsetup_bin());
+    let mut c = Command::new(common::drbdsetup_bin());
     c.args(args)
         .env("UDRBD_RUN_DIR", &n.run_dir)
         .stdin(Stdio::null());

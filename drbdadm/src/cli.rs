@@ -92,6 +92,23 @@ pub enum Command {
         show_secrets: bool,
     },
 
+    /// Bring running resources to what the configuration files say, without down/up.
+    ///
+    /// A resource that is not up is brought up. On one that is: changed resource, disk and
+    /// peer-device options, ko-count, fencing, max-buffers, the after-sb policies and
+    /// handlers apply at once (a running resync takes a new rate from its next step); a
+    /// changed protocol, timeout, digest, authentication, TLS or address closes the connection
+    /// as `disconnect` does and reconnects with the new settings (I/O goes on; what was written
+    /// meanwhile is resynced); a disk the configuration no longer names is detached, one it
+    /// names is attached; a StandAlone connection is connected. Another node id, other peers,
+    /// minor, nbd-listen or NBD TLS files need `down` and `up`.
+    /// With -d (--dry-run) prints the drbdsetup commands it would run and changes nothing;
+    /// with -v prints those it ran.
+    Adjust {
+        #[command(flatten)]
+        targets: Targets,
+    },
+
     /// Write fresh udrbd metadata (generation UUIDs, activity log, bitmap) for a resource.
     ///
     /// Internal metadata takes the end of the backing device, so the exported size is a little

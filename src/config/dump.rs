@@ -73,8 +73,15 @@ impl Out {
         if b.is_empty() {
             return;
         }
+        let sect = OPT_SECTS.iter().copied().find(|s| s.keyword() == name);
         self.open(name);
         for e in &b.entries {
+            if let Some(n) = sect.and_then(|s| super::effect::no_effect(s, e)) {
+                self.line(&format!(
+                    "# {}: accepted but has no effect in udrbd ({})",
+                    e.name, n.why
+                ));
+            }
             let flag = OPT_SECTS
                 .iter()
                 .filter_map(|s| options::lookup(*s, e.name))

@@ -31,6 +31,7 @@ mod addr;
 mod ast;
 mod build;
 mod dump;
+pub mod effect;
 mod error;
 mod lexer;
 mod model;
@@ -48,7 +49,7 @@ pub use model::{
     Common, Config, ConnCfg, ConnHost, DeviceCfg, DiskCfg, HostCfg, MeshCfg, OptBlock, OptEntry,
     Resource, Sections, VolumeCfg,
 };
-pub use options::{Kind, NumError, OPTIONS, OptDef, Sect, Unit, Value, parse_number};
+pub use options::{Kind, NumError, OPTIONS, OptDef, Sect, Unit, Value, lookup, parse_number};
 pub use resolve::{Host, HostQuery, Peer, PeerVolume, Resolved, Volume, resolve};
 pub use source::{MemSource, Source, load, parse_str};
 pub use typed::{

@@ -8,6 +8,7 @@
 //! - [`server`]: the daemon's listener (tokio).
 //! - [`client`]: the blocking client `drbdadm` uses.
 
+pub mod adjust;
 pub mod client;
 pub mod proto;
 pub mod server;

@@ -169,6 +169,13 @@ pub enum Request {
     Up {
         resource: Box<Resolved>,
     },
+    /// `drbdadm adjust`: bring the resource to `resource` (up when it is not), answered with
+    /// the steps taken ([`Response::Adjusted`]); `dry_run`: only say what they would be.
+    Adjust {
+        resource: Box<Resolved>,
+        #[serde(default)]
+        dry_run: bool,
+    },
     /// Demote, detach and forget the resource.
     Down {
         resource: String,
@@ -237,6 +244,11 @@ pub enum Request {
     ResumeIo {
         resource: String,
     },
+    /// What a resource runs (all with `None`), for `drbdsetup show`.
+    Show {
+        #[serde(default)]
+        resource: Option<String>,
+    },
     /// One resource, or all with `None`.
     Status {
         resource: Option<String>,
@@ -286,7 +298,7 @@ pub struct HelperEvent {
 }
 
 /// What an event-stream reader gets per line: an event, or the refusal.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum StreamLine {
     Event(Event),
@@ -294,10 +306,18 @@ pub enum StreamLine {
 }
 
 /// The daemon's answer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "kebab-case")]
 pub enum Response {
     Ok,
+    /// The steps an adjust took (or would take), as drbdsetup commands.
+    Adjusted {
+        steps: Vec<String>,
+    },
+    /// What the resources run (`Request::Show`).
+    Show {
+        resources: Vec<ResourceSpec>,
+    },
     Status {
         resources: Vec<ResourceView>,
     },

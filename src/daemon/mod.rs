@@ -4,6 +4,7 @@
 //! - [`nbd`]: the NBD listeners; [`nbd_backend`]: resources as NBD exports.
 //! - [`metrics`]: the Prometheus endpoint.
 
+mod adjust;
 pub mod metrics;
 pub mod nbd;
 pub mod nbd_backend;
@@ -105,25 +106,15 @@ impl Daemon {
                 error(
                     E_CONFIG,
                     format!(
-                        "{}: is already up with a different configuration; run `drbdadm down {}` \
-                         and `drbdadm up {}` to apply the new one",
-                        spec.name, spec.name, spec.name
+                        "{}: is already up with a different configuration; run `drbdadm adjust \
+                         {}` to apply the new one",
+                        spec.name, spec.name
                     ),
                 )
             };
         }
-        // A link configuration that cannot work (TLS files, an unknown cram-hmac-alg) fails
-        // `up` now, not the connection later.
-        for p in &spec.peers {
-            let (me, peer) = (
-                crate::types::NodeId(spec.node_id),
-                crate::types::NodeId(p.node_id),
-            );
-            if let Err(e) =
-                crate::net::LinkConfig::from_net_options(&spec.name, me, peer, &p.name, &p.net)
-            {
-                return error(E_CONFIG, format!("{}: peer {}: {e}", spec.name, p.name));
-            }
+        if let Err(r) = check_links(&spec) {
+            return r;
         }
         let nbd_tls = match nbd::export_tls(&spec.nbd_access, spec.nbd_listen.is_some()) {
             Ok(t) => t,
@@ -195,7 +186,7 @@ impl Daemon {
         let r = tokio::task::spawn_blocking(move || d.attach_blocking(&*opener)).await;
         match r {
             Ok(Ok(())) => Response::Ok,
-            Ok(Err(e)) => attach_failure(driver.spec(), &e),
+            Ok(Err(e)) => attach_failure(&driver.spec(), &e),
             Err(e) => error(20, format!("attach failed: {e}")),
         }
     }
@@ -337,6 +328,26 @@ impl Daemon {
     }
 }
 
+/// A link configuration that cannot work (TLS files, an unknown cram-hmac-alg) fails `up`
+/// and `adjust` now, not the connection later.
+fn check_links(spec: &ResourceSpec) -> Result<(), Response> {
+    for p in &spec.peers {
+        let (me, peer) = (
+            crate::types::NodeId(spec.node_id),
+            crate::types::NodeId(p.node_id),
+        );
+        if let Err(e) =
+            crate::net::LinkConfig::from_net_options(&spec.name, me, peer, &p.name, &p.net)
+        {
+            return Err(error(
+                E_CONFIG,
+                format!("{}: peer {}: {e}", spec.name, p.name),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn admin_failure(name: &str, e: &AdminError, d: &Driver) -> Response {
     match e {
         AdminError::State(s) => {
@@ -411,6 +422,7 @@ impl Daemon {
         Box::pin(async move {
             match req {
                 Request::Up { resource } => self.up(&resource).await,
+                Request::Adjust { resource, dry_run } => self.adjust(&resource, dry_run).await,
                 Request::Down { resource } => self.down(&resource).await,
                 Request::Attach { resource } => match self.get(&resource) {
                     Some(d) => self.attach(&d).await,
@@ -465,6 +477,17 @@ impl Daemon {
                 Request::Outdate { resource } => self.admin(&resource, AdminCmd::Outdate).await,
                 Request::ResumeIo { resource } => self.admin(&resource, AdminCmd::ResumeIo).await,
                 Request::Status { resource } => self.status(resource.as_deref()),
+                Request::Show { resource } => match resource {
+                    Some(n) => match self.get(&n) {
+                        Some(d) => Response::Show {
+                            resources: vec![(*d.spec()).clone()],
+                        },
+                        None => error(E_CONFIG, format!("{n}: No such resource")),
+                    },
+                    None => Response::Show {
+                        resources: self.all().iter().map(|d| (*d.spec()).clone()).collect(),
+                    },
+                },
                 // Served by `Handler::events`; the server never hands it here.
                 Request::Events { .. } => error(20, "events are a stream: use the event request"),
             }

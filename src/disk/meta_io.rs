@@ -14,6 +14,8 @@ use crate::meta::superblock::{self, Superblock};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The open metadata device of one attached volume.
 #[derive(Debug)]
@@ -23,8 +25,9 @@ pub struct MetaIo {
     layout: Layout,
     /// Slot and sequence number of the newest superblock on disk.
     current: (usize, u64),
-    /// `md-flushes`: fdatasync after each write.
-    flushes: bool,
+    /// `md-flushes`: fdatasync after each write. Shared so that `drbdadm adjust` can switch it
+    /// while the metadata thread owns this.
+    flushes: Arc<AtomicBool>,
     /// fdatasyncs issued so far.
     syncs: u64,
 }
@@ -45,9 +48,14 @@ impl MetaIo {
             path: state.meta_path.clone(),
             layout: state.layout.clone(),
             current: (state.slot, state.seq),
-            flushes,
+            flushes: Arc::new(AtomicBool::new(flushes)),
             syncs: 0,
         })
+    }
+
+    /// The `md-flushes` switch, to change it later.
+    pub fn flush_switch(&self) -> Arc<AtomicBool> {
+        self.flushes.clone()
     }
 
     /// Writes `sb` into the slot not holding the newest generation (so a torn write leaves the
@@ -95,7 +103,7 @@ impl MetaIo {
     }
 
     fn sync(&mut self) -> Result<(), MetaDevError> {
-        if !self.flushes {
+        if !self.flushes.load(Ordering::Relaxed) {
             return Ok(());
         }
         self.syncs += 1;

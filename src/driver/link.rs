@@ -35,7 +35,7 @@ impl Driver {
     /// Must run inside the tokio runtime.
     pub fn start_links(self: &Arc<Self>) {
         // Connecting from the moment `up`/`connect` returns, as DRBD shows it.
-        for p in &self.spec.peers {
+        for p in &self.spec().peers {
             let node = NodeId(p.node_id);
             let running = self
                 .lock()
@@ -51,7 +51,7 @@ impl Driver {
             let deadline = g.deadline.subscribe();
             g.timer = Some(tokio::spawn(timer_loop(Arc::downgrade(self), deadline)));
         }
-        for p in &self.spec.peers {
+        for p in &self.spec().peers {
             let node = NodeId(p.node_id);
             if g.peer_tasks
                 .get(&node)
@@ -75,7 +75,7 @@ impl Driver {
                 .await
                 .is_err()
             {
-                tracing::warn!("{}: a peer link did not close in time", self.spec.name);
+                tracing::warn!("{}: a peer link did not close in time", self.spec().name);
             }
         }
     }
@@ -158,8 +158,8 @@ async fn peer_loop(
     let Some(d) = driver.upgrade() else {
         return;
     };
-    let name = d.spec.name.clone();
-    let me = NodeId(d.spec.node_id);
+    let name = d.spec().name.clone();
+    let me = NodeId(d.spec().node_id);
     let Some(mut paused) = d.lock().receive_paused.get(&node).map(|t| t.subscribe()) else {
         return;
     };

@@ -23,13 +23,13 @@ use crate::net::LinkError;
 use crate::repl::digest::DigestAlg;
 use crate::repl::{
     Action, AdminCmd, AdminError, Attached, Engine, EngineConfig, Input, IoError, IoOp,
-    OpenRefusal, PeerInfo, Role, Status,
+    OpenRefusal, PeerInfo, Role, Settings, Status,
 };
 use crate::types::{NodeId, ReqId, Time};
 use meta_thread::{MetaJob, MetaThread};
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use tokio::sync::oneshot;
 
 /// The answer to an open (NBD GO).
@@ -75,8 +75,9 @@ static NEXT_BATCH_KEY: std::sync::atomic::AtomicUsize = std::sync::atomic::Atomi
 
 /// One resource.
 pub struct Driver {
-    spec: ResourceSpec,
-    handlers: handlers::HandlerRunner,
+    /// What the resource runs; `drbdadm adjust` replaces it (see [`Driver::reconfigure`]).
+    spec: RwLock<Arc<ResourceSpec>>,
+    handlers: RwLock<Arc<handlers::HandlerRunner>>,
     rt: Option<tokio::runtime::Handle>,
     inner: Mutex<Inner>,
     /// Groups this driver's deferred disk completions (see [`Driver::disk_done`]): unique for
@@ -90,7 +91,7 @@ pub struct Driver {
 impl std::fmt::Debug for Driver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Driver")
-            .field("resource", &self.spec.name)
+            .field("resource", &self.spec().name)
             .finish()
     }
 }
@@ -111,6 +112,8 @@ struct Inner {
     deadline: tokio::sync::watch::Sender<Option<Time>>,
     timer: Option<tokio::task::JoinHandle<()>>,
     events: Publisher,
+    /// The attached metadata's `md-flushes` switch (see [`Driver::reconfigure`]).
+    md_flushes: Option<Arc<std::sync::atomic::AtomicBool>>,
     /// Per configured peer: reading its data stream is paused (`max-buffers`, the engine's
     /// [`Action::ReceiveData`]); each link of that peer follows it.
     receive_paused: HashMap<NodeId, tokio::sync::watch::Sender<bool>>,
@@ -119,7 +122,7 @@ struct Inner {
 /// Where state changes go for `drbdsetup events2` (the daemon's event bus).
 struct Publisher {
     /// For the view: minor, backing device, peer addresses.
-    spec: ResourceSpec,
+    spec: Arc<ResourceSpec>,
     tx: tokio::sync::broadcast::Sender<Event>,
 }
 
@@ -196,37 +199,21 @@ enum Exec {
 impl Driver {
     /// A resource that is up but not yet attached; its state changes go to `events`.
     pub fn new(spec: ResourceSpec, events: tokio::sync::broadcast::Sender<Event>) -> Arc<Driver> {
+        let settings = settings_of(&spec);
         let cfg = EngineConfig {
             resource: spec.name.clone(),
             node_id: NodeId(spec.node_id),
-            peers: spec
-                .peers
-                .iter()
-                .map(|p| PeerInfo {
-                    ko_deadline_ms: (p.net.ko_count > 0)
-                        .then(|| u64::from(p.net.timeout) * 100 * u64::from(p.net.ko_count)),
-                    sync: p.sync.clone(),
-                    sb_policy: crate::repl::handshake::SbPolicy::from_net(&p.net),
-                    // Names were checked by `ResourceSpec::from_resolved`.
-                    verify_alg: p.net.verify_alg.as_deref().and_then(DigestAlg::from_name),
-                    csums_alg: p.net.csums_alg.as_deref().and_then(DigestAlg::from_name),
-                    integrity_alg: p
-                        .net
-                        .data_integrity_alg
-                        .as_deref()
-                        .and_then(DigestAlg::from_name),
-                    fencing: p.net.fencing,
-                    max_buffers: p.net.max_buffers,
-                    two_primaries: p.net.allow_two_primaries,
-                    ..PeerInfo::new(p.name.clone(), NodeId(p.node_id))
-                })
-                .collect(),
-            auto_promote: spec.auto_promote,
-            auto_promote_timeout_ms: u64::from(spec.auto_promote_timeout) * 100,
+            peers: settings.peers,
+            auto_promote: settings.auto_promote,
+            auto_promote_timeout_ms: settings.auto_promote_timeout_ms,
             // Any value works for determinism; the OS makes the two nodes' UUIDs differ.
             uuid_seed: getrandom::u64().unwrap_or(0x5eed_f00d_u64),
         };
-        let handlers = handlers::HandlerRunner::new(&spec, handlers::handler_timeout());
+        let spec = Arc::new(spec);
+        let handlers = Arc::new(handlers::HandlerRunner::new(
+            &spec,
+            handlers::handler_timeout(),
+        ));
         let publisher = Publisher {
             spec: spec.clone(),
             tx: events,
@@ -237,10 +224,10 @@ impl Driver {
             .map(|p| (NodeId(p.node_id), tokio::sync::watch::Sender::new(false)))
             .collect();
         Arc::new_cyclic(|me| Driver {
-            handlers,
+            handlers: RwLock::new(handlers),
             // Handlers run as tokio tasks; completions that trigger them come from disk threads.
             rt: tokio::runtime::Handle::try_current().ok(),
-            spec,
+            spec: RwLock::new(spec),
             inner: Mutex::new(Inner {
                 engine: Engine::new(cfg),
                 disk: None,
@@ -255,6 +242,7 @@ impl Driver {
                 deadline: tokio::sync::watch::Sender::new(None),
                 timer: None,
                 events: publisher,
+                md_flushes: None,
                 receive_paused,
             }),
             batch_key: NEXT_BATCH_KEY.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
@@ -269,8 +257,18 @@ impl Driver {
     }
 
     /// The resource as `up` pushed it.
-    pub fn spec(&self) -> &ResourceSpec {
-        &self.spec
+    pub fn spec(&self) -> Arc<ResourceSpec> {
+        self.spec
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn handlers(&self) -> Arc<handlers::HandlerRunner> {
+        self.handlers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Locks the state. A poisoned lock means a panic while holding it; with `panic = abort`
@@ -279,28 +277,63 @@ impl Driver {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// `drbdadm adjust`: runs `spec` from now on. The engine takes the options it acts on
+    /// (see [`settings_of`]), the metadata thread `md-flushes`, the handler runner its
+    /// commands, and status the rest. What only a new link or disk applies (addresses, the
+    /// handshake's agreements, the backing device) is the caller's: it reconnects or
+    /// re-attaches after this. The name, node id and set of peers must be unchanged.
+    pub fn reconfigure(&self, spec: ResourceSpec) {
+        let settings = settings_of(&spec);
+        let spec = Arc::new(spec);
+        *self
+            .handlers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(
+            handlers::HandlerRunner::new(&spec, handlers::handler_timeout()),
+        );
+        *self
+            .spec
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = spec.clone();
+        let actions = {
+            let mut g = self.lock();
+            if let Some(f) = &g.md_flushes {
+                f.store(spec.md_flushes, std::sync::atomic::Ordering::Relaxed);
+            }
+            g.events.spec = spec;
+            g.engine
+                .handle(self.now(), Input::Reconfigure(Box::new(settings)));
+            take_actions(&mut g)
+        };
+        self.exec(actions);
+        self.publish_state();
+    }
+
     /// Reads the metadata, opens the disk and hands both to the engine (`drbdadm attach`, and
     /// the attach step of `up`). Blocking: call it from a blocking context.
     pub fn attach_blocking(&self, opener: &DiskOpener) -> Result<(), AttachError> {
-        let disk_path = self.spec.disk.as_deref().ok_or(AttachError::NoDisk)?;
+        let spec = self.spec();
+        let disk_path = spec.disk.as_deref().ok_or(AttachError::NoDisk)?;
         if self.lock().disk.is_some() {
             return Err(AttachError::Attached);
         }
-        let state = metadev::read_md(Path::new(disk_path), &self.spec.meta_disk)?;
-        let meta_io = crate::disk::meta_io::MetaIo::open(&state, self.spec.md_flushes)?;
+        let state = metadev::read_md(Path::new(disk_path), &spec.meta_disk)?;
+        let meta_io = crate::disk::meta_io::MetaIo::open(&state, spec.md_flushes)?;
+        let md_flushes = meta_io.flush_switch();
         let data_bytes = state.layout.data_bytes;
         let disk =
             opener(Path::new(disk_path), data_bytes).map_err(|source| AttachError::Disk {
                 path: disk_path.to_string(),
                 source,
             })?;
-        let attached = attached_from(&state, &self.spec)?;
-        let meta = MetaThread::start(&self.spec.name, meta_io, self.me.clone())
+        let attached = attached_from(&state, &spec)?;
+        let meta = MetaThread::start(&spec.name, meta_io, self.me.clone())
             .map_err(|e| AttachError::Internal(format!("cannot start metadata thread: {e}")))?;
         let actions = {
             let mut g = self.lock();
             g.disk = Some(disk);
             g.meta = Some(meta);
+            g.md_flushes = Some(md_flushes);
             g.engine
                 .handle(self.now(), Input::Attach(Box::new(attached)));
             take_actions(&mut g)
@@ -442,7 +475,7 @@ impl Driver {
 
     /// The status in control-socket form.
     pub fn view(&self) -> ResourceView {
-        view_of(&self.spec, self.status())
+        view_of(&self.spec(), self.status())
     }
 
     /// Publishes the current state (a resource that was just created).
@@ -530,7 +563,7 @@ impl Driver {
                 Exec::ReleaseDisk(disk, meta) => {
                     drop(disk);
                     if let Some(m) = meta {
-                        let name = self.spec.name.clone();
+                        let name = self.spec().name.clone();
                         let joined = std::thread::Builder::new()
                             .name(format!("{name}-detach"))
                             .spawn(move || m.stop());
@@ -541,8 +574,8 @@ impl Driver {
                     tracing::warn!(
                         "{}: the backing device failed and was detached; fix it, then `drbdadm \
                          attach {}` resyncs what it missed",
-                        self.spec.name,
-                        self.spec.name
+                        self.spec().name,
+                        self.spec().name
                     );
                 }
             }
@@ -557,8 +590,8 @@ impl Driver {
         // DRBD's kernel always calls drbdadm, which runs nothing for a handler the config
         // lacks: events2 shows the call (published with the batch that asked for it) and its
         // response either way.
-        if !self.handlers.is_configured(name) {
-            tracing::debug!("{}: no {name} handler configured", self.spec.name);
+        if !self.handlers().is_configured(name) {
+            tracing::debug!("{}: no {name} handler configured", self.spec().name);
             self.publish_helper(handler, node, Some(0));
             // drbdadm runs nothing and exits 0 for a handler the config lacks; DRBD reads
             // that exit code like any other (for fence-peer: "helper broken, returned 0").
@@ -571,7 +604,7 @@ impl Driver {
         let Some(rt) = self.rt.as_ref() else {
             tracing::warn!(
                 "{}: cannot run the {name} handler: no runtime",
-                self.spec.name
+                self.spec().name
             );
             self.publish_helper(handler, node, Some(0));
             return self.feed(Input::HandlerDone {
@@ -599,9 +632,9 @@ impl Driver {
         }
         let _enter = rt.enter();
         let task = self
-            .handlers
+            .handlers()
             .spawn(name, node, cstate.as_deref(), up_to_date);
-        let res = self.spec.name.clone();
+        let res = self.spec().name.clone();
         let me = self.me.clone();
         rt.spawn(async move {
             let exit = match task.await {
@@ -814,6 +847,38 @@ struct PeerSender {
 }
 
 /// A status in control-socket form.
+/// What the engine runs of `spec`.
+fn settings_of(spec: &ResourceSpec) -> Settings {
+    Settings {
+        peers: spec
+            .peers
+            .iter()
+            .map(|p| PeerInfo {
+                ko_deadline_ms: (p.net.ko_count > 0)
+                    .then(|| u64::from(p.net.timeout) * 100 * u64::from(p.net.ko_count)),
+                sync: p.sync.clone(),
+                sb_policy: crate::repl::handshake::SbPolicy::from_net(&p.net),
+                // Names were checked by `ResourceSpec::from_resolved`.
+                verify_alg: p.net.verify_alg.as_deref().and_then(DigestAlg::from_name),
+                csums_alg: p.net.csums_alg.as_deref().and_then(DigestAlg::from_name),
+                integrity_alg: p
+                    .net
+                    .data_integrity_alg
+                    .as_deref()
+                    .and_then(DigestAlg::from_name),
+                fencing: p.net.fencing,
+                max_buffers: p.net.max_buffers,
+                two_primaries: p.net.allow_two_primaries,
+                ..PeerInfo::new(p.name.clone(), NodeId(p.node_id))
+            })
+            .collect(),
+        auto_promote: spec.auto_promote,
+        auto_promote_timeout_ms: u64::from(spec.auto_promote_timeout) * 100,
+        on_io_error: spec.on_io_error,
+        disk_flushes: spec.disk_flushes,
+    }
+}
+
 fn view_of(spec: &ResourceSpec, st: Status) -> ResourceView {
     ResourceView {
         name: st.resource.clone(),

@@ -54,7 +54,7 @@ mod verify;
 
 pub use api::{
     Action, AdminCmd, AdminError, Attached, EngineConfig, Input, IoError, IoOp, MetaArea,
-    MetaError, OpenRefusal, PeerInfo, PeerStatus, ResyncProgress, Stats, Status,
+    MetaError, OpenRefusal, PeerInfo, PeerStatus, ResyncProgress, Settings, Stats, Status,
 };
 use disk::{Disk, rotate_current};
 use meta::{MetaWaiter, QueuedAl};
@@ -423,6 +423,7 @@ impl Engine {
                 node,
                 exit,
             } => self.handler_done(handler, node, exit),
+            Input::Reconfigure(s) => self.reconfigure(*s),
         }
         self.after_input();
     }

@@ -34,6 +34,6 @@ mod tests;
 
 pub use engine::{
     Action, AdminCmd, AdminError, Attached, Engine, EngineConfig, Input, IoError, IoOp, MetaArea,
-    MetaError, OpenRefusal, PeerInfo, PeerStatus, ResyncProgress, Stats, Status,
+    MetaError, OpenRefusal, PeerInfo, PeerStatus, ResyncProgress, Settings, Stats, Status,
 };
 pub use state::{ConnState, DiskState, ReplState, Role, StateError};

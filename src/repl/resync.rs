@@ -190,6 +190,11 @@ impl Pacer {
         }
     }
 
+    /// New controller settings (`drbdadm adjust`), from the next step on.
+    pub fn set_options(&mut self, opts: PeerDeviceOptions) {
+        self.ctl = Controller::new(opts);
+    }
+
     /// When the current step ends.
     pub fn next_step(&self) -> Time {
         self.next_step

@@ -28,6 +28,17 @@ pub fn drbdadm_bin() -> PathBuf {
     p
 }
 
+/// The `drbdsetup` binary, built next to `udrbd`.
+pub fn drbdsetup_bin() -> PathBuf {
+    let p = udrbd_bin().with_file_name("drbdsetup");
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace` first",
+        p.display()
+    );
+    p
+}
+
 /// A scratch directory on a real disk.
 pub fn scratch() -> tempfile::TempDir {
     tempfile::Builder::new()
@@ -177,6 +188,19 @@ impl Node {
             .stdin(Stdio::null())
             .output()
             .expect("run drbdadm");
+        Run::from(out)
+    }
+}
+
+impl Node {
+    /// Runs drbdsetup against this node's daemon.
+    pub fn setup(&self, args: &[&str]) -> Run {
+        let out = Command::new(drbdsetup_bin())
+            .args(args)
+            .env("UDRBD_RUN_DIR", &self.run_dir)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run drbdsetup");
         Run::from(out)
     }
 }

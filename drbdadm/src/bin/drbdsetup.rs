@@ -40,6 +40,18 @@ enum Command {
     /// The state as `exists` lines, then (without --now) every change as it happens:
     /// `change`, `create`, `destroy`, `call helper`, `response helper`.
     Events2(events2::Args),
+    /// What a resource runs, in drbdsetup's configuration layout: the options that differ
+    /// from DRBD's defaults (after `drbdadm adjust`, the new ones).
+    Show {
+        /// A resource name; every resource when omitted (or `all`).
+        resource: Option<String>,
+        /// Print every option, the defaults marked `# default`.
+        #[arg(long = "show-defaults")]
+        show_defaults: bool,
+        /// Print `shared-secret` in clear (hidden by default).
+        #[arg(long = "show-secrets")]
+        show_secrets: bool,
+    },
     /// Take the resource down (what the Pacemaker agent tries when all else failed).
     Down { resource: String },
 }
@@ -70,6 +82,24 @@ fn run(cli: Cli) -> Result<(), AdmError> {
             Ok(())
         }
         Command::Events2(args) => events2::stream(&daemon, &args),
+        Command::Show {
+            resource,
+            show_defaults,
+            show_secrets,
+        } => {
+            let specs = daemon.show(filter(resource).as_deref())?;
+            print!(
+                "{}",
+                drbdadm::commands::show::render(
+                    &specs,
+                    drbdadm::commands::show::ShowOpts {
+                        show_defaults,
+                        show_secrets,
+                    },
+                )
+            );
+            Ok(())
+        }
         Command::Down { resource } => daemon.expect_ok(&Request::Down { resource }),
     }
 }

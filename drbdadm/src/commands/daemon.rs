@@ -49,12 +49,23 @@ impl Daemon {
     /// Sends `req`; an error answer becomes the command's error.
     pub fn expect_ok(&self, req: &Request) -> Result<(), AdmError> {
         match self.call(req)? {
-            Response::Ok => Ok(()),
+            Response::Ok | Response::Adjusted { .. } => Ok(()),
             Response::Error { code, message } => Err(AdmError::new(code, message)),
-            Response::Status { .. } => Err(AdmError::new(
+            Response::Status { .. } | Response::Show { .. } => Err(AdmError::new(
                 E_EXEC,
-                "the daemon answered with a status where an acknowledgement was expected",
+                "the daemon answered with data where an acknowledgement was expected",
             )),
+        }
+    }
+
+    /// What one resource runs, or all with `None` (`drbdsetup show`).
+    pub fn show(&self, resource: Option<&str>) -> Result<Vec<udrbd::ctl::ResourceSpec>, AdmError> {
+        match self.call(&Request::Show {
+            resource: resource.map(str::to_string),
+        })? {
+            Response::Show { resources } => Ok(resources),
+            Response::Error { code, message } => Err(AdmError::new(code, message)),
+            _ => Ok(Vec::new()),
         }
     }
 
@@ -65,7 +76,7 @@ impl Daemon {
         })? {
             Response::Status { resources } => Ok(resources),
             Response::Error { code, message } => Err(AdmError::new(code, message)),
-            Response::Ok => Ok(Vec::new()),
+            Response::Ok | Response::Adjusted { .. } | Response::Show { .. } => Ok(Vec::new()),
         }
     }
 
@@ -138,7 +149,11 @@ pub fn run_state(
     dry_run: bool,
 ) -> Result<(), AdmError> {
     let mut first_err = None;
-    for t in expand_targets(cfg, words)? {
+    let targets = expand_targets(cfg, words)?;
+    if cmd == StateCmd::Up {
+        warn_no_effect(cfg, targets.iter().map(|t| t.resource.as_str()));
+    }
+    for t in targets {
         let name = t.resource.clone();
         let req = match cmd {
             StateCmd::Up => Request::Up {
@@ -209,6 +224,69 @@ pub fn run_state(
         // Already printed; main prints the error again unless it is empty.
         Some(e) => Err(AdmError::new(e.code, String::new())),
         None => Ok(()),
+    }
+}
+
+/// `drbdadm adjust RES|all`: each resource brought to its configuration by the daemon (up
+/// when it is not). `dry_run` (`-d`) prints the drbdsetup commands that would run and
+/// changes nothing; `verbose` prints those that ran.
+pub fn adjust(
+    cfg: &Config,
+    node: Option<&str>,
+    daemon: &Daemon,
+    words: &[String],
+    dry_run: bool,
+    verbose: bool,
+) -> Result<(), AdmError> {
+    let mut first_err = None;
+    let targets = expand_targets(cfg, words)?;
+    warn_no_effect(cfg, targets.iter().map(|t| t.resource.as_str()));
+    for t in targets {
+        let req = Request::Adjust {
+            resource: Box::new(resolve(cfg, &t.resource, node)?),
+            dry_run,
+        };
+        match daemon.call(&req) {
+            Ok(Response::Adjusted { steps }) => {
+                if dry_run || verbose {
+                    for s in steps {
+                        println!("{s}");
+                    }
+                }
+            }
+            Ok(Response::Ok | Response::Status { .. } | Response::Show { .. }) => {}
+            Ok(Response::Error { code, message }) => {
+                eprintln!("{message}");
+                if code >= 10 {
+                    eprintln!(
+                        "Command 'drbdsetup adjust {}' terminated with exit code {code}",
+                        t.resource
+                    );
+                }
+                first_err.get_or_insert(AdmError::new(code, String::new()));
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                first_err.get_or_insert(AdmError::new(e.code, String::new()));
+            }
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Prints, once each, the options the resources (and `global`/`common`) set that udrbd
+/// does not act on (see [`udrbd::config::effect`]).
+fn warn_no_effect<'a>(cfg: &Config, resources: impl Iterator<Item = &'a str>) {
+    let mut seen = std::collections::BTreeSet::new();
+    for r in resources {
+        for w in udrbd::config::effect::warnings(cfg, r) {
+            if seen.insert(w.clone()) {
+                eprintln!("{w}");
+            }
+        }
     }
 }
 

@@ -3,4 +3,5 @@
 pub mod daemon;
 pub mod dump;
 pub mod meta;
+pub mod show;
 pub mod status;

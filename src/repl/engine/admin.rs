@@ -225,4 +225,33 @@ impl Engine {
         }
         Ok(())
     }
+
+    /// `drbdadm adjust`: new option values for the running resource. What the handshake
+    /// agreed with a peer (protocol, two primaries, the digests, the split-brain policies) is
+    /// not changed here: the driver reconnects that peer, and the new handshake agrees anew.
+    pub(super) fn reconfigure(&mut self, s: super::api::Settings) {
+        for info in s.peers {
+            let node = info.node_id;
+            let Some(p) = self.peers.get_mut(&node) else {
+                continue;
+            };
+            if let Some(rs) = p.rs.as_mut() {
+                rs.set_options(info.sync.clone());
+            }
+            if let Some(ov) = p.ov.as_mut() {
+                ov.set_options(info.sync.clone());
+            }
+            if let Some(c) = self.cfg.peers.iter_mut().find(|c| c.node_id == node) {
+                *c = info.clone();
+            }
+            p.info = info;
+        }
+        self.cfg.auto_promote = s.auto_promote;
+        self.cfg.auto_promote_timeout_ms = s.auto_promote_timeout_ms;
+        if let Some(d) = self.disk.as_mut() {
+            d.on_io_error = s.on_io_error;
+            d.disk_flushes = s.disk_flushes;
+        }
+        self.log("configuration adjusted".to_string());
+    }
 }

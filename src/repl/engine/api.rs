@@ -22,6 +22,18 @@ pub struct EngineConfig {
     pub uuid_seed: u64,
 }
 
+/// The options `drbdadm adjust` can change on a running resource.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    pub peers: Vec<PeerInfo>,
+    pub auto_promote: bool,
+    pub auto_promote_timeout_ms: u64,
+    /// `disk { on-io-error }` and `disk { disk-flushes }` of the attached disk (kept for the
+    /// next attach by the driver, which builds [`Attached`] from its configuration).
+    pub on_io_error: crate::config::OnIoError,
+    pub disk_flushes: bool,
+}
+
 /// A configured peer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerInfo {
@@ -280,6 +292,10 @@ pub enum Input {
         node: NodeId,
         packet: crate::repl::wire::Packet,
     },
+    /// `drbdadm adjust`: the options that changed in the configuration, applied to the running
+    /// resource. Peers are matched by node id (adjust refuses to add or remove one); a running
+    /// resync or verify takes the new controller settings at once, as DRBD's do.
+    Reconfigure(Box<Settings>),
     /// A handler the engine asked for ([`Action::RunHandler`]) finished. `exit`: its exit code,
     /// or None when it did not exit by itself (killed at the deadline, died of a signal, could
     /// not be started). A handler missing from the config "exits" 0, as drbdadm's does.

@@ -99,6 +99,11 @@ impl Resync {
         self.pace.rate()
     }
 
+    /// New controller settings (`drbdadm adjust`).
+    pub(super) fn set_options(&mut self, opts: crate::config::PeerDeviceOptions) {
+        self.pace.set_options(opts);
+    }
+
     /// The answer to request `block_id` came, and an application write overlapped the
     /// request while it was out: the request is done without its data (its blocks stay
     /// marked). Returns whether it was such a request.

@@ -91,6 +91,11 @@ impl Verify {
         self.pace.rate()
     }
 
+    /// New controller settings (`drbdadm adjust`).
+    pub(super) fn set_options(&mut self, opts: crate::config::PeerDeviceOptions) {
+        self.pace.set_options(opts);
+    }
+
     fn finished(&self) -> bool {
         self.cursor >= self.stop
             && self.again.is_empty()
