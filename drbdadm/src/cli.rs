@@ -145,6 +145,15 @@ pub enum Command {
         targets: Targets,
     },
 
+    /// Find internal metadata a backing device that grew while the resource was down left at
+    /// its old end, move it to the new end, and record the device's size (as drbdmeta's
+    /// check-resize; the daemon does the same at every attach). The size grows once the peers
+    /// can hold it too: the new area is then resynced.
+    CheckResize {
+        #[command(flatten)]
+        targets: Targets,
+    },
+
     /// Print the data generation identifiers: CURRENT:BITMAP:HIST1:HIST2:flags.
     GetGi {
         #[command(flatten)]

@@ -77,6 +77,19 @@ fn run(cli: Cli) -> Result<(), AdmError> {
         Command::DumpMd { force, targets } => meta(&targets.targets, MetaOp::Dump, *force, None),
         Command::WipeMd { force, targets } => meta(&targets.targets, MetaOp::Wipe, *force, None),
         Command::GetGi { targets } => meta(&targets.targets, MetaOp::GetGi, false, None),
+        Command::CheckResize { targets } => {
+            // The daemon checks at attach and records then: nothing to do for an attached disk.
+            let down: Vec<String> = context::expand_targets(&cfg, &targets.targets)?
+                .into_iter()
+                .filter(|t| !daemon.is_attached(&t.resource))
+                .map(|t| t.resource)
+                .collect();
+            if down.is_empty() {
+                Ok(())
+            } else {
+                meta(&down, MetaOp::CheckResize, false, None)
+            }
+        }
         Command::ShowGi { targets } => meta(&targets.targets, MetaOp::ShowGi, false, None),
         Command::Up { targets } => state(targets, StateCmd::Up),
         Command::Adjust { targets } => commands::daemon::adjust(

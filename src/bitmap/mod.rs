@@ -241,6 +241,30 @@ impl Bitmap {
                 theirs: other.nbits,
             });
         }
+        self.union_prefix(other)
+    }
+
+    /// The first `nbits` bits as a bitmap of their own (the part of the bitmap a device of that
+    /// size uses: what the handshake exchanges once both sides agreed on the size).
+    pub fn prefix(&self, nbits: u64) -> Bitmap {
+        let nbits = nbits.min(self.nbits);
+        let n = (nbits.div_ceil(64)) as usize;
+        match Bitmap::from_words(nbits, self.words[..n].to_vec()) {
+            Ok(b) => b,
+            // Unreachable: `n` words are exactly what `nbits` needs.
+            Err(_) => Bitmap::new(nbits),
+        }
+    }
+
+    /// ORs `other` into the first `other.len_bits()` bits; returns the newly set bits. `other`
+    /// may be shorter (a peer's bitmap of the agreed size against ours of the whole disk).
+    pub fn union_prefix(&mut self, other: &Bitmap) -> Result<u64, BitmapError> {
+        if other.nbits > self.nbits {
+            return Err(BitmapError::SizeMismatch {
+                ours: self.nbits,
+                theirs: other.nbits,
+            });
+        }
         let mut added = 0u64;
         for (i, (mine, theirs)) in self.words.iter_mut().zip(&other.words).enumerate() {
             let new = *mine | *theirs;

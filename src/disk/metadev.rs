@@ -102,15 +102,15 @@ pub fn backing_size(path: &Path) -> Result<u64, MetaDevError> {
 
 /// Where the metadata of `disk` is, before anything is read.
 #[derive(Clone, Debug)]
-struct Located {
-    meta_path: PathBuf,
-    backing: u64,
-    placement: Placement,
+pub(super) struct Located {
+    pub(super) meta_path: PathBuf,
+    pub(super) backing: u64,
+    pub(super) placement: Placement,
     /// Superblock slot offsets on `meta_path`.
-    sb_offsets: [u64; 2],
+    pub(super) sb_offsets: [u64; 2],
 }
 
-fn locate(disk: &Path, meta: &MetaDisk) -> Result<Located, MetaDevError> {
+pub(super) fn locate(disk: &Path, meta: &MetaDisk) -> Result<Located, MetaDevError> {
     let backing = backing_size(disk)?;
     let (meta_path, placement, start) = match meta {
         MetaDisk::Internal => (disk.to_path_buf(), Placement::Internal, None),
@@ -151,7 +151,7 @@ fn locate(disk: &Path, meta: &MetaDisk) -> Result<Located, MetaDevError> {
     })
 }
 
-fn open_rw(path: &Path) -> Result<File, MetaDevError> {
+pub(super) fn open_rw(path: &Path) -> Result<File, MetaDevError> {
     OpenOptions::new()
         .read(true)
         .write(true)
@@ -159,21 +159,26 @@ fn open_rw(path: &Path) -> Result<File, MetaDevError> {
         .map_err(io_err(path))
 }
 
-fn read_at(f: &File, path: &Path, off: u64, len: usize) -> Result<Vec<u8>, MetaDevError> {
+pub(super) fn read_at(
+    f: &File,
+    path: &Path,
+    off: u64,
+    len: usize,
+) -> Result<Vec<u8>, MetaDevError> {
     let mut buf = vec![0u8; len];
     f.read_exact_at(&mut buf, off).map_err(io_err(path))?;
     Ok(buf)
 }
 
-fn write_at(f: &File, path: &Path, off: u64, buf: &[u8]) -> Result<(), MetaDevError> {
+pub(super) fn write_at(f: &File, path: &Path, off: u64, buf: &[u8]) -> Result<(), MetaDevError> {
     f.write_all_at(buf, off).map_err(io_err(path))
 }
 
-fn sync(f: &File, path: &Path) -> Result<(), MetaDevError> {
+pub(super) fn sync(f: &File, path: &Path) -> Result<(), MetaDevError> {
     f.sync_data().map_err(io_err(path))
 }
 
-fn read_slots(f: &File, loc: &Located) -> Result<[Vec<u8>; 2], MetaDevError> {
+pub(super) fn read_slots(f: &File, loc: &Located) -> Result<[Vec<u8>; 2], MetaDevError> {
     Ok([
         read_at(f, &loc.meta_path, loc.sb_offsets[0], superblock::SLOT_SIZE)?,
         read_at(f, &loc.meta_path, loc.sb_offsets[1], superblock::SLOT_SIZE)?,
@@ -208,7 +213,7 @@ fn no_md(dev: &Path, e: impl std::fmt::Display) -> MetaDevError {
 }
 
 /// The newest valid superblock and the layout it describes on the devices as they are now.
-fn read_superblock(loc: &Located, f: &File) -> Result<(Chosen, Layout), MetaDevError> {
+pub(super) fn read_superblock(loc: &Located, f: &File) -> Result<(Chosen, Layout), MetaDevError> {
     let [a, b] = read_slots(f, loc)?;
     let chosen = superblock::choose(&a, &b).map_err(|e| no_md(&loc.meta_path, e))?;
     let g = chosen.sb.geometry;
@@ -262,7 +267,7 @@ fn read_superblock(loc: &Located, f: &File) -> Result<(Chosen, Layout), MetaDevE
 }
 
 /// Reads one peer's bitmap; bad pages become all ones. Bits beyond `bits` are zero.
-fn read_bitmap(
+pub(super) fn read_bitmap(
     f: &File,
     path: &Path,
     l: &Layout,

@@ -18,6 +18,7 @@ pub mod device;
 pub mod engine;
 pub mod faulty;
 pub mod fs_sig;
+pub mod md_move;
 pub mod mem;
 pub mod meta_io;
 pub mod metadev;

@@ -317,7 +317,42 @@ impl Driver {
         if self.lock().disk.is_some() {
             return Err(AttachError::Attached);
         }
+        // A backing device that grew while detached still has its internal metadata at the
+        // old end: moved first (DRBD's check-resize), and the size attached with recorded.
+        let record =
+            crate::disk::md_move::lkbd_path(&crate::disk::md_move::state_dir(), &spec.name);
+        if let Some(old) = crate::disk::md_move::recorded_size(&record, Path::new(disk_path)) {
+            match crate::disk::md_move::check_resize(Path::new(disk_path), &spec.meta_disk, old) {
+                Ok(Some(m)) => tracing::info!(
+                    "{}: {disk_path} grew from {} to {} bytes: moved the meta data to its new end",
+                    spec.name,
+                    m.old_backing,
+                    m.new_backing
+                ),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(
+                    "{}: {disk_path} was {old} bytes when last attached; no meta data found at \
+                     that end either: {e}",
+                    spec.name
+                ),
+            }
+        }
         let state = metadev::read_md(Path::new(disk_path), &spec.meta_disk)?;
+        match metadev::backing_size(Path::new(disk_path)) {
+            Ok(bytes) => {
+                if let Err(e) =
+                    crate::disk::md_move::record_size(&record, Path::new(disk_path), bytes)
+                {
+                    tracing::warn!(
+                        "{}: cannot record the size of {disk_path} in {}: {e}; should it grow \
+                         while detached, its meta data will not be found",
+                        spec.name,
+                        record.display()
+                    );
+                }
+            }
+            Err(e) => tracing::warn!("{}: {e}", spec.name),
+        }
         let meta_io = crate::disk::meta_io::MetaIo::open(&state, spec.md_flushes)?;
         let md_flushes = meta_io.flush_switch();
         let data_bytes = state.layout.data_bytes;

@@ -136,6 +136,7 @@ impl Node {
             .arg(&self.run_dir)
             .args(&self.daemon_args)
             .env("UDRBD_LOG", "info")
+            .env("UDRBD_STATE_DIR", &self.run_dir)
             .envs(self.daemon_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -185,6 +186,7 @@ impl Node {
             .env("UDRBD_CONFIG", &self.config)
             .env("UDRBD_NODE", &self.name)
             .env("UDRBD_RUN_DIR", &self.run_dir)
+            .env("UDRBD_STATE_DIR", &self.run_dir)
             .stdin(Stdio::null())
             .output()
             .expect("run drbdadm");

@@ -30,6 +30,9 @@ pub enum MetaOp {
     DState,
     /// `outdate` of a resource that is down (drbdmeta's).
     Outdate,
+    /// `check-resize`: move internal metadata a grown backing device left at its old end,
+    /// and record the device's size (drbdmeta's check-resize).
+    CheckResize,
 }
 
 impl MetaOp {
@@ -42,6 +45,7 @@ impl MetaOp {
             MetaOp::ShowGi => "show-gi",
             MetaOp::DState => "dstate",
             MetaOp::Outdate => "outdate",
+            MetaOp::CheckResize => "check-resize",
         }
     }
 }
@@ -145,6 +149,7 @@ fn run_one(
             })
         }),
         MetaOp::Outdate => metadev::outdate_offline(disk, meta),
+        MetaOp::CheckResize => check_resize(&res.name, disk, meta, &mut out),
         MetaOp::GetGi | MetaOp::ShowGi => {
             let peer = pick_peer(res, target)?;
             if op == MetaOp::GetGi {
@@ -156,6 +161,36 @@ fn run_one(
     };
     let _ = out.flush();
     result.map_err(|e: MetaDevError| AdmError::new(e.exit_code(), e.to_string()))
+}
+
+/// drbdmeta's check-resize: with a recorded size for `disk` (see `udrbd::disk::md_move`),
+/// moves internal metadata left at the old end of a grown device; then records the size.
+fn check_resize(
+    resource: &str,
+    disk: &Path,
+    meta: &MetaDisk,
+    out: &mut dyn Write,
+) -> Result<(), MetaDevError> {
+    use udrbd::disk::md_move;
+    let record = md_move::lkbd_path(&md_move::state_dir(), resource);
+    if let Some(old) = md_move::recorded_size(&record, disk)
+        && let Some(m) = md_move::check_resize(disk, meta, old)?
+    {
+        let _ = writeln!(
+            out,
+            "{}: grew from {} to {} bytes: moved the meta data to its new end",
+            disk.display(),
+            m.old_backing,
+            m.new_backing
+        );
+    }
+    // Only a device whose metadata is where it belongs is recorded.
+    metadev::read_md(disk, meta)?;
+    let bytes = metadev::backing_size(disk)?;
+    md_move::record_size(&record, disk, bytes).map_err(|source| MetaDevError::Io {
+        path: record.clone(),
+        source,
+    })
 }
 
 /// get-gi shows one peer's bitmap UUID: the one named as `RES:PEER`, else the only peer.

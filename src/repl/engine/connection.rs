@@ -163,8 +163,9 @@ impl Engine {
     /// This node's `Sizes`, `Uuids` and `State` (a Diskless node sends size 0 and no UUIDs).
     fn send_handshake(&mut self, node: NodeId) {
         let sectors = self.size_bytes() / SECTOR_SIZE;
+        let max = self.disk.as_ref().map_or(0, |d| d.max_bytes) / SECTOR_SIZE;
         let sizes = Packet::Sizes {
-            backing: Sector(sectors),
+            backing: Sector(max),
             user: Sector(0),
             current: Sector(sectors),
             max_bio_size: crate::repl::wire::MAX_DATA_LEN as u32,
@@ -525,7 +526,7 @@ impl Engine {
         }
         // Sizes: never shrink a device that holds data.
         let size = match handshake::check_sizes(&SizeInput {
-            my_max: Sector(d.data_bytes / SECTOR_SIZE),
+            my_max: Sector(d.max_bytes / SECTOR_SIZE),
             peer_max: peer_size,
             user_size: Sector(0),
             last_agreed: Sector(d.sb.la_size_sect),
@@ -537,14 +538,20 @@ impl Engine {
                 return self.drop_link(node, true);
             }
         };
+        // Blocks both sides just marked for the area a growth added: counted on both sides
+        // of the decision below, so that it resyncs them and both sides pick the same source.
+        let mut grown_bits = 0;
         if size.bytes() < d.data_bytes {
             self.shrink_to(size.bytes());
+        } else if size.bytes() > d.data_bytes {
+            grown_bits = self.grow_to(size.bytes());
         }
         let Some(info) = self.peer_info(node).cloned() else {
             return;
         };
         let protocol = self.peers.get(&node).map_or(Protocol::C, |c| c.protocol);
-        let me = self.my_uuid_set(node, protocol);
+        let mut me = self.my_uuid_set(node, protocol);
+        me.dirty_bits += grown_bits;
         let peer = UuidSet {
             node_id: node,
             current: pu.current,
@@ -556,7 +563,7 @@ impl Engine {
             role: peer_role,
             disk: peer_disk,
             discard_my_data: pu.flags.contains(UuidFlags::DISCARD_MY_DATA),
-            dirty_bits: pu.dirty_bits,
+            dirty_bits: pu.dirty_bits + grown_bits,
             protocol,
         };
         let decision = handshake::uuid_compare(&me, &peer);
@@ -837,11 +844,47 @@ impl Engine {
         }
     }
 
+    /// Both disks can hold more than the device's size (both backing devices grew): the
+    /// device grows to `bytes`, and the new area is marked out of sync for every peer, so it
+    /// is resynced like any other difference (DRBD's `drbd_bm_resize(.., set_new_bits)`):
+    /// what the two backing devices hold there was never replicated.
+    /// Returns the 4 KiB blocks the new area has.
+    fn grow_to(&mut self, bytes: u64) -> u64 {
+        let Some(d) = self.disk.as_mut() else {
+            return 0;
+        };
+        let new = (bytes - bytes % BM_BLOCK_SIZE).min(d.max_bytes);
+        let old = d.data_bytes;
+        if new <= old {
+            return 0;
+        }
+        d.data_bytes = new;
+        let mut marked = 0;
+        for bm in d.bitmaps.iter_mut() {
+            marked += bm.set_bytes(old, new - old);
+        }
+        d.sb.la_size_sect = new / SECTOR_SIZE;
+        self.actions.push_back(Action::Log(format!(
+            "{}: both disks grew: device size {} -> {} KiB, {} KiB marked out of sync",
+            self.cfg.resource,
+            old / 1024,
+            new / 1024,
+            marked * BM_BLOCK_SIZE / 1024
+        )));
+        self.sb_changed();
+        self.flush_bitmap_if_dirty();
+        (new - old) / BM_BLOCK_SIZE
+    }
+
     fn send_bitmap(&mut self, node: NodeId) {
-        let Some(bm) = self.disk.as_ref().and_then(|d| d.bitmap(node)) else {
+        let Some(d) = self.disk.as_ref() else {
             return;
         };
-        let enc = crate::bitmap::rle::encode(bm);
+        let Some(bm) = d.bitmap(node) else {
+            return;
+        };
+        // The agreed size's part: the peer's bitmap may cover a larger backing device.
+        let enc = crate::bitmap::rle::encode(&bm.prefix(d.data_bytes / BM_BLOCK_SIZE));
         let chunks: Vec<Vec<u8>> = enc
             .chunks(crate::repl::wire::MAX_BITMAP_CHUNK)
             .map(<[u8]>::to_vec)
@@ -888,11 +931,7 @@ impl Engine {
         }
         let enc = std::mem::take(buf);
         let strategy = hs.strategy;
-        let nbits = self
-            .disk
-            .as_ref()
-            .and_then(|d| d.bitmap(node))
-            .map_or(0, |b| b.len_bits());
+        let nbits = self.size_bytes() / BM_BLOCK_SIZE;
         let theirs = match crate::bitmap::rle::decode(&enc, nbits) {
             Ok(b) => b,
             Err(e) => {
@@ -901,7 +940,7 @@ impl Engine {
             }
         };
         if let Some(bm) = self.disk.as_mut().and_then(|d| d.bitmap_mut(node))
-            && bm.union_with(&theirs).is_err()
+            && bm.union_prefix(&theirs).is_err()
         {
             self.peer_log(node, "peer bitmap has the wrong size".to_string());
             return self.drop_link(node, false);

@@ -13,7 +13,11 @@ use crate::types::{AL_EXTENT_SIZE, BM_BLOCK_SIZE, GenUuid, NodeId};
 #[derive(Debug)]
 pub(super) struct Disk {
     pub(super) sb: Superblock,
+    /// The device's size: the size last agreed with the peers (`la_size_sect`), at most
+    /// `max_bytes`. It grows only when the peers agree (see `connection::agree_size`).
     pub(super) data_bytes: u64,
+    /// What the backing device can hold after its metadata.
+    pub(super) max_bytes: u64,
     pub(super) al: ActivityLog,
     pub(super) al_blocks: u32,
     pub(super) bitmaps: Vec<Bitmap>,
@@ -152,9 +156,27 @@ impl Engine {
         }
         let disk = disk_state_from_flags(sb.flags);
         sb.flags &= !flags::AL_CLEAN;
+        // As DRBD's `drbd_new_dev_size()` without a peer: the last agreed size, also when the
+        // backing device grew meanwhile (the peers' disks may not have); the handshake grows
+        // it once both sides can hold more.
+        let la = sb.la_size_sect * crate::types::SECTOR_SIZE;
+        let data_bytes = if la == 0 {
+            a.data_bytes
+        } else {
+            la.min(a.data_bytes)
+        };
+        if data_bytes < a.data_bytes {
+            self.log(format!(
+                "backing device can hold {} KiB, the device keeps its last agreed size of {} KiB \
+                 until a peer can hold more",
+                a.data_bytes / 1024,
+                data_bytes / 1024
+            ));
+        }
         self.disk = Some(Disk {
             sb,
-            data_bytes: a.data_bytes,
+            data_bytes,
+            max_bytes: a.data_bytes,
             al,
             al_blocks: a.al_blocks,
             bitmaps,
