@@ -128,3 +128,57 @@ fn a_grown_node_keeps_the_agreed_size_while_its_peer_did_not_grow() {
     assert_eq!(export_size(&p.b), old_size);
     assert!(!p.a.log_text().contains("both disks grew"), "{}", p.logs());
 }
+
+#[test]
+fn resize_grows_a_running_pair_while_a_client_writes() {
+    let mut p = pair("net { verify-alg crc32c; }");
+    p.up();
+    p.a.adm(&["primary", "--force", RES]).ok();
+    p.wait_sync();
+    qemu_io(&p.a, "write -P 0x5a 1M 4M");
+    let old_size = export_size(&p.a);
+    grow(&p.disk_a);
+    grow(&p.disk_b);
+    // Nothing changes by itself while up: the device keeps its size.
+    assert_eq!(export_size(&p.a), old_size);
+    p.a.adm(&["resize", RES]).ok();
+    p.eventually(30, "grown and in sync", || {
+        in_sync(&p) && export_size(&p.a) > old_size + (30 << 20)
+    });
+    for n in [&p.a, &p.b] {
+        assert!(
+            n.log_text().contains("the backing device grew"),
+            "{}",
+            p.logs()
+        );
+        assert!(
+            n.log_text().contains("both disks grew: device size"),
+            "{}",
+            p.logs()
+        );
+    }
+    let new_size = export_size(&p.a);
+    let out = qemu_io(&p.a, "read -P 0x5a 1M 4M");
+    assert!(!out.contains("Pattern verification failed"), "{out}");
+    qemu_io(&p.a, &format!("write -P 0x77 {} 1M", new_size - (1 << 20)));
+    p.wait_sync();
+    let a = std::fs::read(&p.disk_a).expect("read a");
+    let b = std::fs::read(&p.disk_b).expect("read b");
+    let n = new_size as usize;
+    if let Some(i) = (0..n).find(|&i| a[i] != b[i]) {
+        panic!("the replicas differ at byte {i}; logs:\n{}", p.logs());
+    }
+    p.assert_verify_clean();
+    // The metadata is at the new end: a restart finds it.
+    p.a.adm(&["secondary", RES]).ok();
+    for n in [&p.a, &p.b] {
+        n.adm(&["down", RES]).ok();
+        n.adm(&["up", RES]).ok();
+    }
+    p.eventually(30, "connected again at the new size", || in_sync(&p));
+    assert_eq!(export_size(&p.b), new_size);
+    // --size is refused with a reason, not ignored.
+    let r = p.a.adm(&["resize", "--size", "80M", RES]);
+    assert_eq!(r.code, 1, "{r:#?}");
+    assert!(r.stderr.contains("--size"), "{r:#?}");
+}

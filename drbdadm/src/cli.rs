@@ -145,6 +145,27 @@ pub enum Command {
         targets: Targets,
     },
 
+    /// Grow the device after the backing devices of both nodes grew (lvextend, a larger file).
+    ///
+    /// Run it on one node: each node moves its internal metadata to the new end of its backing
+    /// device (I/O goes on), the nodes agree on the smaller of the two disks, and the new area
+    /// is resynced (with --assume-clean it is taken as equal, e.g. both zeroed). Without a
+    /// connected peer the metadata moves now and the device grows once the peer connects.
+    /// NBD clients see the new size on their next connection.
+    Resize {
+        /// The new area holds the same data on both nodes: do not resync it.
+        #[arg(long = "assume-clean")]
+        assume_clean: bool,
+        /// DRBD's limit for the new size: not supported (use the whole device).
+        #[arg(long = "size", value_name = "SIZE")]
+        size: Option<String>,
+        /// DRBD's grow without the peer: not supported (the device grows when the peer connects).
+        #[arg(long = "assume-peer-has-space")]
+        assume_peer_has_space: bool,
+        #[command(flatten)]
+        targets: Targets,
+    },
+
     /// Find internal metadata a backing device that grew while the resource was down left at
     /// its old end, move it to the new end, and record the device's size (as drbdmeta's
     /// check-resize; the daemon does the same at every attach). The size grows once the peers

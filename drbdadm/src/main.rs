@@ -92,6 +92,35 @@ fn run(cli: Cli) -> Result<(), AdmError> {
         }
         Command::ShowGi { targets } => meta(&targets.targets, MetaOp::ShowGi, false, None),
         Command::Up { targets } => state(targets, StateCmd::Up),
+        Command::Resize {
+            assume_clean,
+            size,
+            assume_peer_has_space,
+            targets,
+        } => {
+            if let Some(s) = size {
+                return Err(AdmError::new(
+                    E_USAGE,
+                    format!(
+                        "resize --size {s}: udrbd grows to the whole backing device; to stay \
+                         smaller, give the backing device that size"
+                    ),
+                ));
+            }
+            if *assume_peer_has_space {
+                return Err(AdmError::new(
+                    E_USAGE,
+                    "resize --assume-peer-has-space: udrbd grows only with both disks known; \
+                     run resize while connected (or up the peer: the size grows when it connects)",
+                ));
+            }
+            state(
+                targets,
+                StateCmd::Resize {
+                    assume_clean: *assume_clean,
+                },
+            )
+        }
         Command::Adjust { targets } => commands::daemon::adjust(
             &cfg,
             node,

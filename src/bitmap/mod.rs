@@ -244,6 +244,19 @@ impl Bitmap {
         self.union_prefix(other)
     }
 
+    /// Grows to `nbits` bits (a larger backing device); the new bits start clear. Never
+    /// shrinks.
+    pub fn grow(&mut self, nbits: u64) -> Result<(), BitmapError> {
+        if nbits <= self.nbits {
+            return Ok(());
+        }
+        let need = word_count(nbits)?;
+        self.words.resize(need, 0);
+        self.dirty.resize(words_for(need as u64) as usize, 0);
+        self.nbits = nbits;
+        Ok(())
+    }
+
     /// The first `nbits` bits as a bitmap of their own (the part of the bitmap a device of that
     /// size uses: what the handshake exchanges once both sides agreed on the size).
     pub fn prefix(&self, nbits: u64) -> Bitmap {

@@ -236,6 +236,12 @@ pub enum Request {
     ResumeSync {
         resource: String,
     },
+    /// `drbdadm resize [--assume-clean]`: the backing devices grew.
+    Resize {
+        resource: String,
+        #[serde(default)]
+        assume_clean: bool,
+    },
     /// Mark this node's data Outdated (`drbdadm outdate`).
     Outdate {
         resource: String,

@@ -475,6 +475,18 @@ impl Daemon {
                     self.admin(&resource, AdminCmd::ResumeSync).await
                 }
                 Request::Outdate { resource } => self.admin(&resource, AdminCmd::Outdate).await,
+                Request::Resize {
+                    resource,
+                    assume_clean,
+                } => {
+                    self.admin(
+                        &resource,
+                        AdminCmd::Resize {
+                            no_resync: assume_clean,
+                        },
+                    )
+                    .await
+                }
                 Request::ResumeIo { resource } => self.admin(&resource, AdminCmd::ResumeIo).await,
                 Request::Status { resource } => self.status(resource.as_deref()),
                 Request::Show { resource } => match resource {

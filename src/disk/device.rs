@@ -18,11 +18,23 @@ pub struct Device {
     /// Opened with O_DIRECT: I/O must be [`BUF_ALIGN`]-aligned in offset, length and memory.
     pub direct: bool,
     pub block_dev: bool,
-    /// Usable bytes (the data area).
-    pub size: u64,
+    /// Usable bytes (the data area); grows with `drbdadm resize` (see [`Device::set_size`]).
+    size: std::sync::atomic::AtomicU64,
 }
 
 impl Device {
+    /// Usable bytes (the data area).
+    pub fn size(&self) -> u64 {
+        self.size.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// A larger data area (the backing device grew and the metadata moved past it). Never
+    /// shrinks: requests already checked against the old size stay valid.
+    pub fn set_size(&self, bytes: u64) {
+        self.size
+            .fetch_max(bytes, std::sync::atomic::Ordering::AcqRel);
+    }
+
     /// Opens `path` read-write. `data_bytes` limits the usable size (the data area ends where
     /// internal metadata starts); `None` uses the whole device. O_DIRECT is used only when the
     /// usable size is 4 KiB aligned (otherwise the last aligned span would reach past the data
@@ -79,7 +91,7 @@ impl Device {
             file,
             direct,
             block_dev,
-            size,
+            size: std::sync::atomic::AtomicU64::new(size),
         }))
     }
 
@@ -95,7 +107,7 @@ impl Device {
     /// Allocation runs of `[offset, offset+len)` clipped to the device. Block devices (and
     /// filesystems without SEEK_DATA) answer one allocated run.
     pub fn block_status(&self, offset: u64, len: u64) -> io::Result<Vec<AllocRun>> {
-        let end = offset.saturating_add(len).min(self.size);
+        let end = offset.saturating_add(len).min(self.size());
         if offset >= end {
             return Ok(Vec::new());
         }

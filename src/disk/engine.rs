@@ -47,6 +47,11 @@ pub struct AllocRun {
 pub trait DiskEngine: Send + Sync + 'static {
     /// Usable size in bytes.
     fn size(&self) -> u64;
+    /// The data area grew to `bytes` (`drbdadm resize`); engines that check ranges accept
+    /// the larger size from now on. The default keeps the size.
+    fn grow_to(&self, bytes: u64) {
+        let _ = bytes;
+    }
     /// Starts `op`; `done` is called once when it finishes.
     fn submit(&self, op: DiskOp, done: Completion);
     /// Starts several ops, as [`DiskEngine::submit`] would one after another. An engine that

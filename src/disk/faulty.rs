@@ -115,6 +115,10 @@ impl DiskEngine for FaultyDisk {
         self.inner.size()
     }
 
+    fn grow_to(&self, bytes: u64) {
+        self.inner.grow_to(bytes);
+    }
+
     fn submit(&self, op: DiskOp, done: Completion) {
         if self.fails(&op) {
             return done(Err(io::Error::from_raw_os_error(libc::EIO)));

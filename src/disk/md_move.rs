@@ -87,17 +87,42 @@ pub fn check_resize(
         sb_offsets: [old_end - 2 * BLOCK, old_end - BLOCK],
     };
     let (chosen, old) = read_superblock(&old_loc, &f)?;
+    relocate(&f, &loc.meta_path, &old, chosen, loc.backing)?;
+    Ok(Some(Moved {
+        old_backing,
+        new_backing: loc.backing,
+    }))
+}
+
+/// Moves internal metadata described by `old` (whose newest superblock is `chosen`) to the
+/// end of a backing device of `new_backing` bytes: the bitmap pages (new ones clear), the
+/// activity-log ring, then the superblock with the new geometry (slot A, one sequence number
+/// on), and last the old slots are cleared. Returns the new layout and the new superblock's
+/// slot and sequence number. Used offline ([`check_resize`]) and by the metadata thread of an
+/// attached disk (`drbdadm resize`), which serialises it with the engine's metadata writes.
+pub(crate) fn relocate(
+    f: &std::fs::File,
+    path: &Path,
+    old: &Layout,
+    chosen: superblock::Chosen,
+    new_backing: u64,
+) -> Result<(Layout, (usize, u64)), MetaDevError> {
     let new = Layout::compute(
-        loc.backing,
+        new_backing,
         Placement::Internal,
         old.max_peers,
         old.al_blocks,
     )?;
-    let path = &loc.meta_path;
+    if new.data_bytes < old.data_bytes {
+        return Err(MetaDevError::Geometry(format!(
+            "the device shrank ({} -> {} data bytes): meta data is not moved",
+            old.data_bytes, new.data_bytes
+        )));
+    }
     // The bitmaps, page by page in their new place; the pages the larger device adds are clear.
     let mut bad = Vec::new();
     for peer in 0..old.max_peers {
-        let words = read_bitmap(&f, path, &old, peer, old.bm_bits(), &mut bad)?;
+        let words = read_bitmap(f, path, old, peer, old.bm_bits(), &mut bad)?;
         let mut run = Vec::with_capacity(new.bm_pages_per_peer as usize * bm_page::PAGE_SIZE);
         for page in 0..new.bm_pages_per_peer {
             let from = page as usize * layout::BM_WORDS_PER_PAGE;
@@ -106,34 +131,32 @@ pub fn check_resize(
                 .unwrap_or(&[]);
             run.extend_from_slice(&bm_page::encode_page(peer as u16, page, part));
         }
-        write_at(&f, path, new.bm_page_offset(peer, 0), &run)?;
+        write_at(f, path, new.bm_page_offset(peer, 0), &run)?;
     }
     // The activity log's transactions do not depend on where the ring is.
     let ring = read_at(
-        &f,
+        f,
         path,
         old.al_offset,
         old.al_blocks as usize * crate::meta::al::AL_BLOCK,
     )?;
-    write_at(&f, path, new.al_offset, &ring)?;
-    sync(&f, path)?;
+    write_at(f, path, new.al_offset, &ring)?;
+    sync(f, path)?;
     let mut sb = chosen.sb;
     sb.geometry = Geometry::of(&new);
-    write_at(&f, path, new.sb_offsets[1], &[0u8; superblock::SLOT_SIZE])?;
+    let seq = chosen.seq + 1;
+    write_at(f, path, new.sb_offsets[1], &[0u8; superblock::SLOT_SIZE])?;
     write_at(
-        &f,
+        f,
         path,
         new.sb_offsets[0],
-        &superblock::encode_slot(&sb, chosen.seq + 1),
+        &superblock::encode_slot(&sb, seq),
     )?;
-    sync(&f, path)?;
+    sync(f, path)?;
     // Only now can the old copy go: found before the new one was whole, it was the valid one.
-    for off in old_loc.sb_offsets {
-        write_at(&f, path, off, &[0u8; superblock::SLOT_SIZE])?;
+    for off in old.sb_offsets {
+        write_at(f, path, off, &[0u8; superblock::SLOT_SIZE])?;
     }
-    sync(&f, path)?;
-    Ok(Some(Moved {
-        old_backing,
-        new_backing: loc.backing,
-    }))
+    sync(f, path)?;
+    Ok((new, (0, seq)))
 }

@@ -13,7 +13,7 @@ use crate::meta::layout::Layout;
 use crate::meta::superblock::{self, Superblock};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -62,13 +62,63 @@ impl MetaIo {
     /// previous one valid), then syncs.
     pub fn write_superblock(&mut self, sb: &Superblock) -> Result<(), MetaDevError> {
         let (slot, seq) = superblock::next_write(Some(self.current));
-        let bytes = superblock::encode_slot(sb, seq);
+        // Where the metadata is is this writer's to say: after a move (`grow`) the engine's
+        // copy of the geometry may still be the old one.
+        let mut sb = sb.clone();
+        sb.geometry = superblock::Geometry::of(&self.layout);
+        let bytes = superblock::encode_slot(&sb, seq);
         // Never write what we could not read back.
         superblock::decode_slot(&bytes).map_err(|e| MetaDevError::Geometry(e.to_string()))?;
         let off = self.layout.sb_offsets[slot.min(1)];
         self.write_synced(off, &bytes)?;
         self.current = (slot, seq);
         Ok(())
+    }
+
+    /// `drbdadm resize`: the backing device `disk` may have grown. Internal metadata is moved
+    /// to the new end (see [`super::md_move::relocate`]; the writes queued before this one are
+    /// on disk, those after go to the new place); external metadata stays and the data area
+    /// may grow up to what its bitmap covers. Returns the bytes the data area can now hold.
+    pub fn grow(&mut self, disk: &Path) -> Result<u64, MetaDevError> {
+        let backing = super::metadev::backing_size(disk)?;
+        let capacity = u64::from(self.layout.bm_pages_per_peer)
+            * crate::meta::layout::BM_BITS_PER_PAGE
+            * crate::meta::layout::BLOCK;
+        match self.layout.placement {
+            crate::meta::layout::Placement::Internal => {
+                let block = crate::meta::layout::BLOCK;
+                if backing / block * block <= self.layout.sb_offsets[1] + block {
+                    return Ok(self.layout.data_bytes);
+                }
+                let mut slots = [Vec::new(), Vec::new()];
+                for (i, off) in self.layout.sb_offsets.iter().enumerate() {
+                    let mut b = vec![0u8; superblock::SLOT_SIZE];
+                    self.file
+                        .read_exact_at(&mut b, *off)
+                        .map_err(|source| self.io(source))?;
+                    slots[i] = b;
+                }
+                let chosen = superblock::choose(&slots[0], &slots[1])
+                    .map_err(|e| MetaDevError::Geometry(e.to_string()))?;
+                let (layout, current) = super::md_move::relocate(
+                    &self.file,
+                    &self.path,
+                    &self.layout,
+                    chosen,
+                    backing,
+                )?;
+                self.layout = layout;
+                self.current = current;
+                Ok(self.layout.data_bytes)
+            }
+            _ => {
+                let grown = (backing / crate::meta::layout::BLOCK * crate::meta::layout::BLOCK)
+                    .min(capacity)
+                    .max(self.layout.data_bytes);
+                self.layout.data_bytes = grown;
+                Ok(grown)
+            }
+        }
     }
 
     /// Writes one AL transaction at ring block `block`, then syncs.

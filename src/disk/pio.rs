@@ -117,11 +117,15 @@ fn run_chain(shared: &Shared, job: Job) {
 
 impl DiskEngine for PioEngine {
     fn size(&self) -> u64 {
-        self.shared.dev.size
+        self.shared.dev.size()
+    }
+
+    fn grow_to(&self, bytes: u64) {
+        self.shared.dev.set_size(bytes);
     }
 
     fn submit(&self, op: DiskOp, done: Completion) {
-        if let Err(e) = validate(&op, self.shared.dev.size) {
+        if let Err(e) = validate(&op, self.shared.dev.size()) {
             return done(Err(e));
         }
         let lock = match extent(&op) {

@@ -315,7 +315,11 @@ async fn reap_loop(core_m: Arc<Mutex<Ring>>, fd: AsyncFd<Arc<File>>) {
 
 impl DiskEngine for UringEngine {
     fn size(&self) -> u64 {
-        self.dev.size
+        self.dev.size()
+    }
+
+    fn grow_to(&self, bytes: u64) {
+        self.dev.set_size(bytes);
     }
 
     fn submit_batch(&self, ops: Vec<(DiskOp, Completion)>) {
@@ -683,7 +687,7 @@ impl Ring {
     }
 
     fn accept(&mut self, req: Request) {
-        if let Err(e) = validate(&req.op, self.dev.size) {
+        if let Err(e) = validate(&req.op, self.dev.size()) {
             return self.ready.push((req.done, Err(e)));
         }
         self.active += 1;

@@ -26,13 +26,17 @@ pub enum MetaJob {
     Bitmap {
         pages: Vec<(u32, u32, Vec<u64>)>,
     },
+    /// `drbdadm resize`: the backing device `disk` may have grown (see `MetaIo::grow`).
+    Grow {
+        disk: std::path::PathBuf,
+    },
 }
 
 impl MetaJob {
     /// Which area the job writes.
     fn area(&self) -> MetaArea {
         match self {
-            MetaJob::Superblock { .. } => MetaArea::Superblock,
+            MetaJob::Superblock { .. } | MetaJob::Grow { .. } => MetaArea::Superblock,
             MetaJob::Al { .. } => MetaArea::ActivityLog,
             MetaJob::Bitmap { .. } => MetaArea::Bitmap,
         }
@@ -46,17 +50,7 @@ impl MetaJob {
     /// The engine's form of a write's outcome.
     fn outcome(&self, r: Result<(), MetaDevError>) -> Input {
         let area = self.area();
-        self.result(r.map_err(|e| match e {
-            MetaDevError::Io { source, .. } => MetaError::Io {
-                area,
-                errno: source.raw_os_error().unwrap_or(libc::EIO),
-                detail: source.to_string(),
-            },
-            other => MetaError::Geometry {
-                area,
-                detail: other.to_string(),
-            },
-        }))
+        self.result(r.map_err(|e| meta_error(area, e)))
     }
 
     fn result(&self, result: Result<(), MetaError>) -> Input {
@@ -67,7 +61,26 @@ impl MetaJob {
             },
             MetaJob::Al { seq, .. } => Input::AlWritten { seq: *seq, result },
             MetaJob::Bitmap { .. } => Input::BitmapWritten { result },
+            // Only a failure comes this way (`not_issued`); a success carries the new size.
+            MetaJob::Grow { .. } => Input::DiskGrew {
+                result: result.map(|()| 0),
+            },
         }
+    }
+}
+
+/// The engine's form of a metadata failure in `area`.
+fn meta_error(area: MetaArea, e: MetaDevError) -> MetaError {
+    match e {
+        MetaDevError::Io { source, .. } => MetaError::Io {
+            area,
+            errno: source.raw_os_error().unwrap_or(libc::EIO),
+            detail: source.to_string(),
+        },
+        other => MetaError::Geometry {
+            area,
+            detail: other.to_string(),
+        },
     }
 }
 
@@ -89,6 +102,23 @@ impl MetaThread {
                         MetaJob::Superblock { sb, .. } => io.write_superblock(sb),
                         MetaJob::Al { block, tr, .. } => io.write_al(*block, tr),
                         MetaJob::Bitmap { pages } => io.write_bitmap(pages),
+                        MetaJob::Grow { disk } => {
+                            let result = io
+                                .grow(disk)
+                                .map_err(|e| meta_error(MetaArea::Superblock, e));
+                            match driver.upgrade() {
+                                Some(d) => {
+                                    if let Ok(bytes) = result {
+                                        // Before the engine may ask for the new blocks.
+                                        d.grow_disk_engine(bytes);
+                                        d.record_backing_size();
+                                    }
+                                    d.feed(Input::DiskGrew { result });
+                                    continue;
+                                }
+                                None => break,
+                            }
+                        }
                     };
                     let input = job.outcome(r);
                     match driver.upgrade() {

@@ -114,6 +114,8 @@ struct Inner {
     events: Publisher,
     /// The attached metadata's `md-flushes` switch (see [`Driver::reconfigure`]).
     md_flushes: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// The attached backing device (what `drbdadm resize` measures).
+    disk_path: Option<std::path::PathBuf>,
     /// Per configured peer: reading its data stream is paused (`max-buffers`, the engine's
     /// [`Action::ReceiveData`]); each link of that peer follows it.
     receive_paused: HashMap<NodeId, tokio::sync::watch::Sender<bool>>,
@@ -243,6 +245,7 @@ impl Driver {
                 timer: None,
                 events: publisher,
                 md_flushes: None,
+                disk_path: None,
                 receive_paused,
             }),
             batch_key: NEXT_BATCH_KEY.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
@@ -275,6 +278,39 @@ impl Driver {
     /// in release that cannot happen, and in tests the state is still the best we have.
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The data engine accepts requests up to `bytes` (`drbdadm resize` moved the metadata).
+    pub(super) fn grow_disk_engine(&self, bytes: u64) {
+        if let Some(disk) = self.lock().disk.clone() {
+            disk.grow_to(bytes);
+        }
+    }
+
+    /// Records the backing device's size (see `disk::md_move`), after an attach and after
+    /// `drbdadm resize` moved the metadata.
+    pub fn record_backing_size(&self) {
+        let spec = self.spec();
+        let Some(disk) = spec.disk.as_deref() else {
+            return;
+        };
+        let record =
+            crate::disk::md_move::lkbd_path(&crate::disk::md_move::state_dir(), &spec.name);
+        let recorded = metadev::backing_size(Path::new(disk)).and_then(|bytes| {
+            crate::disk::md_move::record_size(&record, Path::new(disk), bytes).map_err(|source| {
+                metadev::MetaDevError::Io {
+                    path: record.clone(),
+                    source,
+                }
+            })
+        });
+        if let Err(e) = recorded {
+            tracing::warn!(
+                "{}: cannot record the size of {disk}: {e}; should it grow while detached, its \
+                 meta data will not be found",
+                spec.name
+            );
+        }
     }
 
     /// `drbdadm adjust`: runs `spec` from now on. The engine takes the options it acts on
@@ -338,21 +374,7 @@ impl Driver {
             }
         }
         let state = metadev::read_md(Path::new(disk_path), &spec.meta_disk)?;
-        match metadev::backing_size(Path::new(disk_path)) {
-            Ok(bytes) => {
-                if let Err(e) =
-                    crate::disk::md_move::record_size(&record, Path::new(disk_path), bytes)
-                {
-                    tracing::warn!(
-                        "{}: cannot record the size of {disk_path} in {}: {e}; should it grow \
-                         while detached, its meta data will not be found",
-                        spec.name,
-                        record.display()
-                    );
-                }
-            }
-            Err(e) => tracing::warn!("{}: {e}", spec.name),
-        }
+        self.record_backing_size();
         let meta_io = crate::disk::meta_io::MetaIo::open(&state, spec.md_flushes)?;
         let md_flushes = meta_io.flush_switch();
         let data_bytes = state.layout.data_bytes;
@@ -369,6 +391,7 @@ impl Driver {
             g.disk = Some(disk);
             g.meta = Some(meta);
             g.md_flushes = Some(md_flushes);
+            g.disk_path = Some(std::path::PathBuf::from(disk_path));
             g.engine
                 .handle(self.now(), Input::Attach(Box::new(attached)));
             take_actions(&mut g)
@@ -779,6 +802,9 @@ fn take_actions(g: &mut Inner) -> Vec<Exec> {
                 out.push(Exec::Meta(MetaJob::Al { seq, block, tr }))
             }
             Action::WriteBitmap { pages } => out.push(Exec::Meta(MetaJob::Bitmap { pages })),
+            Action::GrowDisk => out.push(Exec::Meta(MetaJob::Grow {
+                disk: g.disk_path.clone().unwrap_or_default(),
+            })),
             Action::Complete { id, result } => {
                 if let Some(done) = g.io_waiters.remove(&id) {
                     out.push(Exec::Io(done, result));

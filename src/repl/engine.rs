@@ -41,6 +41,7 @@ mod connection;
 mod disconnect;
 mod disk;
 mod fencing;
+mod grow;
 mod io;
 mod meta;
 mod peer;
@@ -124,6 +125,8 @@ pub struct Engine {
     next_tid: u32,
     /// Peer writes whose wait for a concurrent local write was logged (two primaries).
     concurrent_logged: std::collections::BTreeSet<ReqId>,
+    /// A `drbdadm resize` (here, or a peer's) waiting for [`Input::DiskGrew`].
+    grow: Option<grow::GrowOp>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -183,6 +186,7 @@ impl Engine {
             prepared: None,
             next_tid,
             concurrent_logged: std::collections::BTreeSet::new(),
+            grow: None,
         }
     }
 
@@ -424,6 +428,7 @@ impl Engine {
                 exit,
             } => self.handler_done(handler, node, exit),
             Input::Reconfigure(s) => self.reconfigure(*s),
+            Input::DiskGrew { result } => self.disk_grew(result),
         }
         self.after_input();
     }

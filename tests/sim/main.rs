@@ -275,6 +275,9 @@ impl Sim {
                     self.pending.push(Pending::Al { seq, block, tr })
                 }
                 Action::WriteBitmap { pages } => self.pending.push(Pending::Bitmap { pages }),
+                // Only `drbdadm resize` (or a peer's) asks for it, and no scenario resizes:
+                // the growth is tested with real daemons (tests/resize.rs).
+                Action::GrowDisk => panic!("the simulation does not model resize"),
                 Action::Complete { id, result } => self.completed(id, result),
                 Action::AdminDone { .. }
                 | Action::Opened { .. }

@@ -688,6 +688,9 @@ impl World {
                     self.meta_work(i, Work::Al { seq, block, tr })
                 }
                 Action::WriteBitmap { pages } => self.meta_work(i, Work::Bitmap { pages }),
+                // Only `drbdadm resize` (or a peer's) asks for it, and no scenario resizes:
+                // the growth is tested with real daemons (tests/resize.rs).
+                Action::GrowDisk => panic!("the simulation does not model resize"),
                 Action::Send { mut packet, .. } => {
                     if self.up[i] && self.up[1 - i] {
                         match &mut packet {

@@ -111,6 +111,7 @@ pub enum StateCmd {
     ResumeSync,
     Outdate,
     ResumeIo,
+    Resize { assume_clean: bool },
 }
 
 impl StateCmd {
@@ -135,6 +136,7 @@ impl StateCmd {
             StateCmd::ResumeSync => "resume-sync",
             StateCmd::Outdate => "outdate",
             StateCmd::ResumeIo => "resume-io",
+            StateCmd::Resize { .. } => "resize",
         }
     }
 }
@@ -196,6 +198,10 @@ pub fn run_state(
             StateCmd::ResumeSync => Request::ResumeSync { resource: name },
             StateCmd::Outdate => Request::Outdate { resource: name },
             StateCmd::ResumeIo => Request::ResumeIo { resource: name },
+            StateCmd::Resize { assume_clean } => Request::Resize {
+                resource: name,
+                assume_clean,
+            },
         };
         if dry_run {
             // What would be sent, one JSON line per request (drbdadm -d prints its drbdsetup calls).

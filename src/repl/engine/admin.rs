@@ -58,6 +58,10 @@ impl Engine {
                 StateError::NeedConnection
             }),
             AdminCmd::Outdate => self.outdate(),
+            AdminCmd::Resize { no_resync } => {
+                // Answered by `disk_grew`, once the metadata has moved.
+                return self.resize_start(token, no_resync);
+            }
             AdminCmd::ResumeIo => {
                 self.resume_io();
                 Ok(())

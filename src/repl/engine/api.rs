@@ -162,6 +162,13 @@ pub enum AdminCmd {
     },
     /// `drbdadm outdate`: mark this node's (consistent, disconnected) data Outdated, persisted.
     Outdate,
+    /// `drbdadm resize [--assume-clean]`: the backing devices grew; this disk's metadata is
+    /// moved to the new end ([`Action::GrowDisk`]), then the connected peers are asked to do
+    /// the same and the size is agreed anew (see `engine::grow`). `no_resync`: the new area
+    /// is not resynced.
+    Resize {
+        no_resync: bool,
+    },
     /// `drbdadm disconnect` (and `down`): agreed with the connected peers as a cluster-wide
     /// change (under fencing the Secondary of a Primary/Secondary pair is outdated); the
     /// driver closes the links once this succeeded. Without a connected peer it succeeds at
@@ -292,6 +299,10 @@ pub enum Input {
         node: NodeId,
         packet: crate::repl::wire::Packet,
     },
+    /// What [`Action::GrowDisk`] found: the bytes the data area can hold now.
+    DiskGrew {
+        result: Result<u64, MetaError>,
+    },
     /// `drbdadm adjust`: the options that changed in the configuration, applied to the running
     /// resource. Peers are matched by node id (adjust refuses to add or remove one); a running
     /// resync or verify takes the new controller settings at once, as DRBD's do.
@@ -358,6 +369,10 @@ pub enum Action {
         handler: crate::repl::handler::Handler,
         node: Option<NodeId>,
     },
+    /// The backing device may have grown (`drbdadm resize` here or on a peer): move internal
+    /// metadata to its new end (after the metadata writes already asked for) and answer with
+    /// [`Input::DiskGrew`].
+    GrowDisk,
     /// Stop (`paused`) or resume reading `node`'s data stream: the requests done for it hold
     /// `max-buffers` (DRBD's receiver blocks the same way), so TCP pushes back on the peer
     /// instead of its writes and resync requests queueing here without limit. The control

@@ -47,6 +47,10 @@ pub(super) struct Handshake {
     /// The dirty bits this node reported in its `Uuids`: the decision uses what the peer saw,
     /// not a count that moved since, so both sides decide from the same facts.
     sent_dirty_bits: u64,
+    /// The flags of this node's `Sizes` (`drbdadm resize` here: RESIZE, NO_RESYNC).
+    pub(super) own_sizes_flags: SizesFlags,
+    /// The peer's `Sizes` said NO_RESYNC (`resize --assume-clean` there).
+    peer_no_resync: bool,
 }
 
 /// A handshake that has not decided by then is given up (and retried).
@@ -142,6 +146,11 @@ impl Engine {
     /// peer did (its `Sizes` arrived outside a handshake). Writes wait while it runs, as at
     /// connect time; replication with the peer goes on afterwards in the same session.
     pub(super) fn handshake_again(&mut self, node: NodeId) {
+        self.handshake_again_with(node, SizesFlags::empty(), "a disk was attached");
+    }
+
+    /// [`Engine::handshake_again`], with `flags` in this node's `Sizes` and `why` in the log.
+    pub(super) fn handshake_again_with(&mut self, node: NodeId, flags: SizesFlags, why: &str) {
         let now = self.now;
         let Some(c) = self.peers.get_mut(&node) else {
             return;
@@ -151,12 +160,10 @@ impl Engine {
         }
         c.hs = Some(Handshake {
             started: now,
+            own_sizes_flags: flags,
             ..Handshake::default()
         });
-        self.peer_log(
-            node,
-            "a disk was attached: running the handshake again".to_string(),
-        );
+        self.peer_log(node, format!("{why}: running the handshake again"));
         self.send_handshake(node);
     }
 
@@ -164,12 +171,17 @@ impl Engine {
     fn send_handshake(&mut self, node: NodeId) {
         let sectors = self.size_bytes() / SECTOR_SIZE;
         let max = self.disk.as_ref().map_or(0, |d| d.max_bytes) / SECTOR_SIZE;
+        let flags = self
+            .peers
+            .get(&node)
+            .and_then(|c| c.hs.as_ref())
+            .map_or(SizesFlags::empty(), |h| h.own_sizes_flags);
         let sizes = Packet::Sizes {
             backing: Sector(max),
             user: Sector(0),
             current: Sector(sectors),
             max_bio_size: crate::repl::wire::MAX_DATA_LEN as u32,
-            flags: SizesFlags::empty(),
+            flags,
         };
         let discard_my_data = self.peers.get(&node).is_some_and(|c| c.discard_my_data);
         let extra = if discard_my_data {
@@ -346,12 +358,21 @@ impl Engine {
 
     /// A handshake packet, or a state update once connected.
     pub(super) fn handshake_packet(&mut self, node: NodeId, packet: Packet) {
+        let Some(packet) = self.hold_for_resize(node, packet) else {
+            return;
+        };
         let Some(c) = self.peers.get_mut(&node) else {
             return;
         };
         if c.hs.is_none() {
             if !matches!(packet, Packet::Sizes { .. }) {
                 return self.connected_packet(node, packet);
+            }
+            if let Packet::Sizes { flags, .. } = &packet
+                && flags.contains(SizesFlags::RESIZE)
+            {
+                // The peer grew: this disk checks its own backing device before answering.
+                return self.resize_requested(node, packet);
             }
             // The peer attached its disk and runs the handshake again: our side too.
             self.handshake_again(node);
@@ -461,13 +482,14 @@ impl Engine {
                 }
                 return;
             }
-            Packet::Sizes { backing, .. } => {
+            Packet::Sizes { backing, flags, .. } => {
                 // A round of the handshake begins with Sizes: what came before is stale.
                 if hs.strategy.is_none() {
                     hs.uuids = None;
                     hs.state = None;
                 }
                 hs.sizes = Some(backing);
+                hs.peer_no_resync = flags.contains(SizesFlags::NO_RESYNC);
             }
             Packet::Uuids {
                 current,
@@ -515,6 +537,8 @@ impl Engine {
         else {
             return;
         };
+        // `resize --assume-clean` on either side: a new area is taken as equal.
+        let clean = hs.peer_no_resync || hs.own_sizes_flags.contains(SizesFlags::NO_RESYNC);
         if let Some(c) = self.peers.get_mut(&node) {
             c.peer_current = pu.current;
         }
@@ -544,7 +568,7 @@ impl Engine {
         if size.bytes() < d.data_bytes {
             self.shrink_to(size.bytes());
         } else if size.bytes() > d.data_bytes {
-            grown_bits = self.grow_to(size.bytes());
+            grown_bits = self.grow_to(size.bytes(), !clean);
         }
         let Some(info) = self.peer_info(node).cloned() else {
             return;
@@ -848,8 +872,8 @@ impl Engine {
     /// device grows to `bytes`, and the new area is marked out of sync for every peer, so it
     /// is resynced like any other difference (DRBD's `drbd_bm_resize(.., set_new_bits)`):
     /// what the two backing devices hold there was never replicated.
-    /// Returns the 4 KiB blocks the new area has.
-    fn grow_to(&mut self, bytes: u64) -> u64 {
+    /// Returns the 4 KiB blocks marked (none when `!mark`: `--assume-clean`).
+    fn grow_to(&mut self, bytes: u64, mark: bool) -> u64 {
         let Some(d) = self.disk.as_mut() else {
             return 0;
         };
@@ -860,8 +884,10 @@ impl Engine {
         }
         d.data_bytes = new;
         let mut marked = 0;
-        for bm in d.bitmaps.iter_mut() {
-            marked += bm.set_bytes(old, new - old);
+        if mark {
+            for bm in d.bitmaps.iter_mut() {
+                marked += bm.set_bytes(old, new - old);
+            }
         }
         d.sb.la_size_sect = new / SECTOR_SIZE;
         self.actions.push_back(Action::Log(format!(
@@ -873,7 +899,7 @@ impl Engine {
         )));
         self.sb_changed();
         self.flush_bitmap_if_dirty();
-        (new - old) / BM_BLOCK_SIZE
+        if mark { (new - old) / BM_BLOCK_SIZE } else { 0 }
     }
 
     fn send_bitmap(&mut self, node: NodeId) {

@@ -30,6 +30,9 @@ pub(super) struct Peer {
     /// The replication state the peer last reported (its `State`): a SyncSource ends its
     /// resync when its target, having been SyncTarget, reports Established.
     pub peer_repl: ReplState,
+    /// The peer's `Sizes` asking to grow (`drbdadm resize` there) and the handshake packets
+    /// after it, held until this disk has checked its own backing device (see `grow`).
+    pub pending_resize: Option<Vec<crate::repl::wire::Packet>>,
     /// `pause-sync` here / on the peer.
     pub user_paused: bool,
     pub peer_paused: bool,
@@ -63,6 +66,7 @@ impl Peer {
             ov: None,
             session: None,
             peer_repl: ReplState::Off,
+            pending_resize: None,
             user_paused: false,
             peer_paused: false,
             received: 0,

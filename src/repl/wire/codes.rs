@@ -217,6 +217,8 @@ flag_set!(
         FORCED = 1,
         /// Grow without resyncing the new area (`--assume-clean`).
         NO_RESYNC = 2,
+        /// The sender's backing device grew (`drbdadm resize`): check yours, then agree anew.
+        RESIZE = 4,
     }
 );
 
