@@ -113,6 +113,20 @@ fn write_through(n: &Node, pattern: u8, offset: &str) {
 #[test]
 fn adjust_brings_up_applies_live_options_and_connects_standalone() {
     let p = adjusted_pair("");
+    // drbdsetup's state queries and waits, as scripts call them.
+    assert_eq!(p.a.setup(&["role", RES]).ok().stdout, "Primary\n");
+    assert_eq!(p.b.setup(&["role", RES]).ok().stdout, "Secondary\n");
+    assert_eq!(p.a.setup(&["cstate", RES, "1"]).ok().stdout, "Connected\n");
+    assert_eq!(
+        p.a.setup(&["dstate", RES]).ok().stdout,
+        "UpToDate/UpToDate\n"
+    );
+    p.a.setup(&["wait-connect-resource", "--wfc-timeout", "5", RES])
+        .ok();
+    p.a.setup(&["wait-sync-resource", "--wfc-timeout", "5", RES])
+        .ok();
+    let r = p.b.setup(&["primary", RES]);
+    assert_eq!(r.code, 11, "two primaries refused: {r:#?}");
     let before = handshakes(&p.a);
     edit(&p.a, |t| {
         t.replace(

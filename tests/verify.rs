@@ -80,7 +80,13 @@ fn verify(p: &Pair) -> String {
 
 #[test]
 fn verify_finds_a_corrupted_block_and_invalidate_repairs_it() {
-    let p = ready(&format!("net {{ verify-alg sha256; }} {PACE}"), 8);
+    // DRBD 9's out-of-sync and before-resync-source handlers run where DRBD runs them.
+    let p = ready(
+        &format!(
+            "net {{ verify-alg sha256; }} {PACE} handlers {{ out-of-sync \"echo oos-handler-$DRBD_RESOURCE\"; before-resync-source \"echo brs-handler-$DRBD_PEER_NODE_ID\"; }}"
+        ),
+        8,
+    );
     // The Secondary's disk silently changes one byte in block 1283 (5 MiB + 3 blocks).
     let block = 5 * MIB / 4096 + 3;
     corrupt(&p.disk_b, block * 4096 + 1234);
@@ -112,6 +118,9 @@ fn verify_finds_a_corrupted_block_and_invalidate_repairs_it() {
             p.logs()
         );
     }
+    p.eventually(10, "the out-of-sync handler", || {
+        p.a.log_text().contains("oos-handler-res0")
+    });
     // Marked, not resynced (DRBD 9): 4 KiB out of sync on both sides.
     for n in [&p.a, &p.b] {
         let st = n.adm(&["status", "--statistics", RES]).ok().stdout;
@@ -129,6 +138,11 @@ fn verify_finds_a_corrupted_block_and_invalidate_repairs_it() {
         p.a.log_text()
             .contains("Began resync as SyncSource (will sync 4 KB [1 bits set])."),
         "not a 4 KiB resync:\n{}",
+        p.logs()
+    );
+    assert!(
+        p.a.log_text().contains("brs-handler-1"),
+        "before-resync-source did not run on the source:\n{}",
         p.logs()
     );
     assert!(

@@ -189,6 +189,26 @@ pub enum Command {
 
     /// List the names of the resources in the configuration, one per line.
     ShResources,
+    /// Exit 0 when the configuration is valid (10 otherwise), printing nothing.
+    ShNop,
+    /// Print the resource's name (for scripts).
+    ShResource(Targets),
+    /// Print each volume's device, /dev/drbdN (for scripts).
+    ShDev(Targets),
+    /// Print each volume's minor number (for scripts).
+    ShMinor(Targets),
+    /// Print each volume's backing device, or `none` (for scripts).
+    ShLlDev(Targets),
+    /// Print each volume's metadata device (the backing device for internal metadata).
+    ShMdDev(Targets),
+    /// Print each volume's metadata index: internal, flexible or N.
+    ShMdIdx(Targets),
+    /// Print this node's address toward each peer (or the one RES:PEER names).
+    ShIp(Targets),
+    /// Print FILE:LINE:RES where the resource is defined.
+    ShListConfigFile(Targets),
+    /// Print the udev environment of each volume (DEVICE=, SYMLINK_BY_RES=, ...).
+    ShUdev(Targets),
 
     /// Hand the resource to the daemon and attach its backing disk (needs metadata: create-md).
     ///

@@ -4,6 +4,7 @@ use clap::{CommandFactory, Parser};
 use drbdadm::cli::{Cli, Command, Targets};
 use drbdadm::commands::daemon::{Daemon, Query, StateCmd, StatusOpts, WaitFor};
 use drbdadm::commands::meta::{MetaArgs, MetaOp};
+use drbdadm::commands::sh::Sh;
 use drbdadm::error::{AdmError, E_USAGE};
 use drbdadm::{argv, commands, context};
 use std::process::ExitCode;
@@ -65,6 +66,19 @@ fn run(cli: Cli) -> Result<(), AdmError> {
             targets,
             show_secrets,
         } => commands::dump::dump(&cfg, targets, *show_secrets),
+        // Loading the configuration above already failed for an invalid one.
+        Command::ShNop => Ok(()),
+        Command::ShResource(t) => commands::sh::run(&cfg, node, &t.targets, Sh::Resource),
+        Command::ShDev(t) => commands::sh::run(&cfg, node, &t.targets, Sh::Dev),
+        Command::ShMinor(t) => commands::sh::run(&cfg, node, &t.targets, Sh::Minor),
+        Command::ShLlDev(t) => commands::sh::run(&cfg, node, &t.targets, Sh::LlDev),
+        Command::ShMdDev(t) => commands::sh::run(&cfg, node, &t.targets, Sh::MdDev),
+        Command::ShMdIdx(t) => commands::sh::run(&cfg, node, &t.targets, Sh::MdIdx),
+        Command::ShIp(t) => commands::sh::run(&cfg, node, &t.targets, Sh::Ip),
+        Command::ShListConfigFile(t) => {
+            commands::sh::run(&cfg, node, &t.targets, Sh::ListConfigFile)
+        }
+        Command::ShUdev(t) => commands::sh::run(&cfg, node, &t.targets, Sh::Udev),
         Command::ShResources => {
             commands::dump::sh_resources(&cfg);
             Ok(())

@@ -616,3 +616,20 @@ fn without_the_commit_a_lost_link_is_fenced_as_before() {
     let acts = lose_link_with_write_in_flight(&mut e);
     assert_eq!(fence_calls(&acts, Handler::FencePeer), 1);
 }
+
+/// DRBD 9's `disconnected` handler runs when an established connection goes down (whatever
+/// the fencing policy), and not for a link that never got established.
+#[test]
+fn the_disconnected_handler_runs_when_an_established_link_goes_down() {
+    let mut e = connected_primary(Fencing::DontCare);
+    let acts = lose_link_with_write_in_flight(&mut e);
+    assert_eq!(fence_calls(&acts, Handler::Disconnected), 1);
+    e.handle(
+        Time::default(),
+        Input::PeerDown {
+            node: PEER,
+            standalone: true,
+        },
+    );
+    assert_eq!(fence_calls(&settle(&mut e), Handler::Disconnected), 0);
+}

@@ -17,6 +17,12 @@ pub enum Handler {
     BeforeResyncTarget,
     /// After this node finished a resync as the target.
     AfterResyncTarget,
+    /// Before this node starts a resync as the source.
+    BeforeResyncSource,
+    /// An online verify ended with blocks found out of sync.
+    OutOfSync,
+    /// An established connection went down.
+    Disconnected,
     /// The peer must be fenced before this node may go on (`fencing resource-only` and up).
     FencePeer,
     /// The peer is reachable again and UpToDate: remove the fence.
@@ -35,6 +41,9 @@ impl Handler {
             Handler::PriLostAfterSb => "pri-lost-after-sb",
             Handler::BeforeResyncTarget => "before-resync-target",
             Handler::AfterResyncTarget => "after-resync-target",
+            Handler::BeforeResyncSource => "before-resync-source",
+            Handler::OutOfSync => "out-of-sync",
+            Handler::Disconnected => "disconnected",
             Handler::FencePeer => "fence-peer",
             Handler::UnfencePeer => "unfence-peer",
             Handler::LocalIoError => "local-io-error",

@@ -1,9 +1,12 @@
 //! drbdsetup for udrbd: the commands scripts and Pacemaker call on DRBD's low-level tool
-//! (`status`, `events2`, `down`), speaking to the daemon's control socket as drbdsetup speaks
+//! (`status`, `events2`, `show`, `down`, `primary`, `secondary`, `role`, `cstate`, `dstate`,
+//! `wait-connect-resource`, `wait-sync-resource`), speaking to the daemon's control socket as drbdsetup speaks
 //! to the kernel. It reads no configuration.
 
 use clap::{Parser, Subcommand};
-use drbdadm::commands::daemon::{Daemon, RunDirArg, StatusOpts, print_status};
+use drbdadm::commands::daemon::{
+    Daemon, Query, RunDirArg, StatusOpts, WaitFor, print_query, print_status, wait_resource,
+};
 use drbdadm::error::AdmError;
 use drbdadm::events2;
 use std::process::ExitCode;
@@ -54,6 +57,38 @@ enum Command {
     },
     /// Take the resource down (what the Pacemaker agent tries when all else failed).
     Down { resource: String },
+    /// Promote the resource (`--force`: with data that is not known UpToDate).
+    Primary {
+        resource: String,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Demote the resource.
+    Secondary { resource: String },
+    /// The resource's role.
+    Role { resource: String },
+    /// The connection state of each peer (drbdsetup takes `RES PEER_NODE_ID`; the peer is
+    /// optional here).
+    Cstate {
+        resource: String,
+        peer_node_id: Option<u8>,
+    },
+    /// The local disk state, then each peer's (`UpToDate/UpToDate`).
+    Dstate { resource: String },
+    /// Wait until every connection of the resource is established.
+    WaitConnectResource {
+        resource: String,
+        /// Seconds; 0 (the default) waits for ever. Exit code 5 on timeout.
+        #[arg(long = "wfc-timeout", default_value_t = 0)]
+        wfc_timeout: u64,
+    },
+    /// Wait until every connection is established and no resync remains.
+    WaitSyncResource {
+        resource: String,
+        /// Seconds; 0 (the default) waits for ever. Exit code 5 on timeout.
+        #[arg(long = "wfc-timeout", default_value_t = 0)]
+        wfc_timeout: u64,
+    },
 }
 
 /// `all` means no filter, as in drbdsetup.
@@ -101,6 +136,38 @@ fn run(cli: Cli) -> Result<(), AdmError> {
             Ok(())
         }
         Command::Down { resource } => daemon.expect_ok(&Request::Down { resource }),
+        Command::Primary { resource, force } => {
+            daemon.expect_ok(&Request::Primary { resource, force })
+        }
+        Command::Secondary { resource } => daemon.expect_ok(&Request::Secondary { resource }),
+        Command::Role { resource } => {
+            print_query(&daemon.status(Some(&resource))?, Query::Role);
+            Ok(())
+        }
+        Command::Cstate {
+            resource,
+            peer_node_id,
+        } => {
+            let mut views = daemon.status(Some(&resource))?;
+            for v in &mut views {
+                v.connections
+                    .retain(|c| peer_node_id.is_none_or(|n| c.node_id == n));
+            }
+            print_query(&views, Query::CState);
+            Ok(())
+        }
+        Command::Dstate { resource } => {
+            print_query(&daemon.status(Some(&resource))?, Query::DState);
+            Ok(())
+        }
+        Command::WaitConnectResource {
+            resource,
+            wfc_timeout,
+        } => wait_resource(&daemon, &resource, WaitFor::Connect, wfc_timeout),
+        Command::WaitSyncResource {
+            resource,
+            wfc_timeout,
+        } => wait_resource(&daemon, &resource, WaitFor::Sync, wfc_timeout),
     }
 }
 

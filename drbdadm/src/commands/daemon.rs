@@ -346,24 +346,29 @@ pub enum Query {
 /// `drbdadm role|cstate|dstate RES...`.
 pub fn query(cfg: &Config, daemon: &Daemon, words: &[String], q: Query) -> Result<(), AdmError> {
     for t in expand_targets(cfg, words)? {
-        for v in daemon.status(Some(&t.resource))? {
-            match q {
-                Query::Role => println!("{}", v.role),
-                Query::CState => {
-                    for c in &v.connections {
-                        println!("{}", c.connection);
-                    }
+        print_query(&daemon.status(Some(&t.resource))?, q);
+    }
+    Ok(())
+}
+
+/// Prints `role`, `cstate` or `dstate` of `views` (drbdadm's and drbdsetup's).
+pub fn print_query(views: &[ResourceView], q: Query) {
+    for v in views {
+        match q {
+            Query::Role => println!("{}", v.role),
+            Query::CState => {
+                for c in &v.connections {
+                    println!("{}", c.connection);
                 }
-                Query::DState => {
-                    let local = v.volumes.first().map(|d| d.disk.to_string());
-                    let mut parts = vec![local.unwrap_or_else(|| "Diskless".into())];
-                    parts.extend(v.connections.iter().map(|c| c.peer_disk.to_string()));
-                    println!("{}", parts.join("/"));
-                }
+            }
+            Query::DState => {
+                let local = v.volumes.first().map(|d| d.disk.to_string());
+                let mut parts = vec![local.unwrap_or_else(|| "Diskless".into())];
+                parts.extend(v.connections.iter().map(|c| c.peer_disk.to_string()));
+                println!("{}", parts.join("/"));
             }
         }
     }
-    Ok(())
 }
 
 /// What `wait-connect` and `wait-sync` wait for.
@@ -390,55 +395,66 @@ pub fn wait(
             Some(s) => s,
             None => u64::from(resolve(cfg, &t.resource, node)?.startup.wfc_timeout),
         };
-        let deadline = (timeout > 0).then(|| Instant::now() + Duration::from_secs(timeout));
-        loop {
-            let views = daemon.status(Some(&t.resource))?;
-            let done = views.iter().all(|v| {
-                v.connections.iter().all(|c| {
-                    // Connected, and the handshake has decided (DRBD reports Connected only
-                    // after the sync handshake).
-                    c.connection == ConnState::Connected
-                        && c.replication != ReplState::Off
-                        && (what == WaitFor::Connect
-                            || (c.out_of_sync_kib == 0
-                                && !matches!(
-                                    c.replication,
-                                    ReplState::SyncSource
-                                        | ReplState::SyncTarget
-                                        | ReplState::WFBitMapS
-                                        | ReplState::WFBitMapT
-                                        | ReplState::StartingSyncS
-                                        | ReplState::StartingSyncT
-                                        | ReplState::PausedSyncS
-                                        | ReplState::PausedSyncT
-                                )))
-                })
-            });
-            if done {
-                break;
-            }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Err(AdmError::new(
-                    E_TIMEOUT,
-                    format!(
-                        "{}: timed out after {timeout} s waiting for the peer{} (connections: {})",
-                        t.resource,
-                        if what == WaitFor::Sync {
-                            " and the resync"
-                        } else {
-                            ""
-                        },
-                        views
-                            .iter()
-                            .flat_map(|v| v.connections.iter())
-                            .map(|c| format!("{} {}", c.name, c.connection))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(100));
+        wait_resource(daemon, &t.resource, what, timeout)?;
+    }
+    Ok(())
+}
+
+/// Waits for `resource` (see [`wait`]); `timeout` seconds, 0 for ever.
+pub fn wait_resource(
+    daemon: &Daemon,
+    resource: &str,
+    what: WaitFor,
+    timeout: u64,
+) -> Result<(), AdmError> {
+    let deadline = (timeout > 0).then(|| Instant::now() + Duration::from_secs(timeout));
+    loop {
+        let views = daemon.status(Some(resource))?;
+        let done = views.iter().all(|v| {
+            v.connections.iter().all(|c| {
+                // Connected, and the handshake has decided (DRBD reports Connected only
+                // after the sync handshake).
+                c.connection == ConnState::Connected
+                    && c.replication != ReplState::Off
+                    && (what == WaitFor::Connect
+                        || (c.out_of_sync_kib == 0
+                            && !matches!(
+                                c.replication,
+                                ReplState::SyncSource
+                                    | ReplState::SyncTarget
+                                    | ReplState::WFBitMapS
+                                    | ReplState::WFBitMapT
+                                    | ReplState::StartingSyncS
+                                    | ReplState::StartingSyncT
+                                    | ReplState::PausedSyncS
+                                    | ReplState::PausedSyncT
+                            )))
+            })
+        });
+        if done {
+            break;
         }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(AdmError::new(
+                E_TIMEOUT,
+                format!(
+                    "{}: timed out after {timeout} s waiting for the peer{} (connections: {})",
+                    resource,
+                    if what == WaitFor::Sync {
+                        " and the resync"
+                    } else {
+                        ""
+                    },
+                    views
+                        .iter()
+                        .flat_map(|v| v.connections.iter())
+                        .map(|c| format!("{} {}", c.name, c.connection))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
     Ok(())
 }

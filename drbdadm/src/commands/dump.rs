@@ -22,8 +22,9 @@ pub fn dump(cfg: &Config, words: &[String], show_secrets: bool) -> Result<(), Ad
     Ok(())
 }
 
-/// Prints every resource name, one per line (drbdadm's `sh-resources` prints them space-separated
-/// on one line; scripts split on whitespace either way).
+/// Prints every resource name, one per line, as drbd-utils 9's `sh-resources` does.
 pub fn sh_resources(cfg: &Config) {
-    println!("{}", cfg.resource_names().join(" "));
+    for r in cfg.resource_names() {
+        println!("{r}");
+    }
 }

@@ -3,5 +3,6 @@
 pub mod daemon;
 pub mod dump;
 pub mod meta;
+pub mod sh;
 pub mod show;
 pub mod status;

@@ -328,6 +328,13 @@ impl Engine {
         if let Some(c) = self.peers.get_mut(&node) {
             c.link_gen += 1;
         }
+        if self
+            .peers
+            .get(&node)
+            .is_some_and(|c| c.st.conn() == ConnState::Connected)
+        {
+            self.run_handler(crate::repl::handler::Handler::Disconnected, Some(node));
+        }
         // Before `peer_down` completes the writes that waited for the peer: under
         // resource-and-stonith they must stay unacknowledged until the peer is fenced.
         let known = self.fence_link_lost(node);

@@ -196,6 +196,12 @@ impl Engine {
             self.sb_changed();
             self.flush_bitmap_if_dirty();
         }
+        if source {
+            self.run_handler(
+                crate::repl::handler::Handler::BeforeResyncSource,
+                Some(node),
+            );
+        }
         if source && let Some(d) = self.disk.as_mut() {
             // The end clears what the resync covered, never a mark made while it runs.
             d.start_recording(node);

@@ -544,6 +544,9 @@ impl Engine {
                 v.found_blocks
             ),
         );
+        if v.found_blocks > 0 {
+            self.run_handler(crate::repl::handler::Handler::OutOfSync, Some(node));
+        }
         self.flush_bitmap_if_dirty();
         if v.source {
             let p = self.my_state_packet(node);
