@@ -23,6 +23,16 @@ fn adjust(n: &Node, args: &[&str]) -> common::Run {
     n.adm(&all)
 }
 
+/// `drbdadm -d adjust` on `n` prints exactly `want` (one drbdsetup command per line).
+fn assert_dry_run(n: &Node, want: &[String]) {
+    let dry = adjust(n, &["-d"]).ok();
+    assert_eq!(lines(&dry.stdout), want, "{dry:#?}");
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
 /// Lines of `s` in order, trimmed, without blank ones.
 fn lines(s: &str) -> Vec<&str> {
     s.lines().map(str::trim).filter(|l| !l.is_empty()).collect()
@@ -33,16 +43,6 @@ fn handshakes(n: &Node) -> usize {
     n.log_text().matches("Handshake to peer").count()
 }
 
-fn connected_up_to_date(p: &Pair) -> bool {
-    let (a, b) = (status(&p.a), status(&p.b));
-    !a.contains("connection:")
-        && !b.contains("connection:")
-        && a.contains("peer-disk:UpToDate")
-        && b.contains("peer-disk:UpToDate")
-        && !a.contains("replication:")
-        && !b.contains("replication:")
-}
-
 /// Both daemons running with metadata, brought up by `adjust`; node-1 Primary, in sync.
 fn adjusted_pair(extra: &str) -> Pair {
     let mut p = pair(extra);
@@ -51,15 +51,13 @@ fn adjusted_pair(extra: &str) -> Pair {
         n.start();
     }
     let disk = p.disk_a.display().to_string();
-    let dry = adjust(&p.a, &["-d"]).ok();
-    assert_eq!(
-        lines(&dry.stdout),
-        [
+    assert_dry_run(
+        &p.a,
+        &[
             "drbdsetup new-resource res0 0".to_string(),
             format!("drbdsetup attach 0 {disk} {disk} internal"),
             "drbdsetup connect res0 1".to_string(),
         ],
-        "{dry:#?}"
     );
     // -d changed nothing: the resource is not up.
     let st = p.a.adm(&["status", RES]);
@@ -77,7 +75,7 @@ fn adjusted_pair(extra: &str) -> Pair {
     p.a.adm(&["wait-connect", "--wfc-timeout", "20", RES]).ok();
     p.a.adm(&["--clear-bitmap", "new-current-uuid", RES]).ok();
     p.a.adm(&["primary", "--force", RES]).ok();
-    p.eventually(20, "connected and UpToDate", || connected_up_to_date(&p));
+    p.eventually(20, "connected and UpToDate", || p.in_sync());
     // Nothing differs now.
     for n in [&p.a, &p.b] {
         let dry = adjust(n, &["-d"]).ok();
@@ -138,17 +136,13 @@ fn adjust_brings_up_applies_live_options_and_connects_standalone() {
             "options { quorum off; auto-promote-timeout 50; }\n    disk { c-max-rate 20M; on-io-error pass_on; }",
         )
     });
-    let dry = adjust(&p.a, &["-d"]).ok();
-    assert_eq!(
-        lines(&dry.stdout),
-        [
-            "drbdsetup resource-options res0 --auto-promote-timeout=50",
-            "drbdsetup net-options res0 1 --ko-count=3 --max-buffers=4096",
-            "drbdsetup peer-device-options res0 1 0 --c-max-rate=20480",
-            "drbdsetup disk-options 0 --on-io-error=pass_on",
-        ],
-        "{dry:#?}"
-    );
+    let steps = strings(&[
+        "drbdsetup resource-options res0 --auto-promote-timeout=50",
+        "drbdsetup net-options res0 1 --ko-count=3 --max-buffers=4096",
+        "drbdsetup peer-device-options res0 1 0 --c-max-rate=20480",
+        "drbdsetup disk-options 0 --on-io-error=pass_on",
+    ]);
+    assert_dry_run(&p.a, &steps);
     let shown = p.a.setup(&["show", RES]).ok().stdout;
     assert!(
         !shown.contains("ko-count"),
@@ -156,7 +150,7 @@ fn adjust_brings_up_applies_live_options_and_connects_standalone() {
     );
 
     let done = adjust(&p.a, &["-v"]).ok();
-    assert_eq!(lines(&done.stdout), lines(&dry.stdout));
+    assert_eq!(lines(&done.stdout), steps, "-v prints the steps it ran");
     let shown = p.a.setup(&["show", RES]).ok().stdout;
     for want in [
         "auto-promote-timeout\t50;",
@@ -171,7 +165,7 @@ fn adjust_brings_up_applies_live_options_and_connects_standalone() {
         );
     }
     // Applied without a reconnect.
-    assert!(connected_up_to_date(&p), "{}", status(&p.a));
+    assert!(p.in_sync(), "{}", status(&p.a));
     assert_eq!(handshakes(&p.a), before, "{}", p.logs());
     assert_eq!(adjust(&p.a, &["-d"]).ok().stdout, "");
 
@@ -180,10 +174,9 @@ fn adjust_brings_up_applies_live_options_and_connects_standalone() {
     eventually(10, "StandAlone", || {
         status(&p.a).contains("connection:StandAlone")
     });
-    let dry = adjust(&p.a, &["-d"]).ok();
-    assert_eq!(lines(&dry.stdout), ["drbdsetup connect res0 1"]);
+    assert_dry_run(&p.a, &strings(&["drbdsetup connect res0 1"]));
     adjust(&p.a, &[]).ok();
-    p.eventually(20, "connected again", || connected_up_to_date(&p));
+    p.eventually(20, "connected again", || p.in_sync());
 
     // What adjust cannot change is refused, and nothing changes.
     edit(&p.a, |t| t.replace("node-id 1;", "node-id 2;"));
@@ -193,7 +186,7 @@ fn adjust_brings_up_applies_live_options_and_connects_standalone() {
         r.stderr.contains("drbdadm down res0") && r.stderr.contains("node-2"),
         "{r:#?}"
     );
-    assert!(connected_up_to_date(&p), "{}", status(&p.a));
+    assert!(p.in_sync(), "{}", status(&p.a));
 }
 
 #[test]
@@ -204,25 +197,24 @@ fn a_changed_protocol_or_path_reconnects_with_the_new_settings() {
     for n in [&p.a, &p.b] {
         edit(n, |t| t.replace("protocol C;", "protocol A;"));
     }
-    let dry = adjust(&p.a, &["-d"]).ok();
-    assert_eq!(
-        lines(&dry.stdout),
-        [
+    assert_dry_run(
+        &p.a,
+        &strings(&[
             "drbdsetup disconnect res0 1",
             "drbdsetup net-options res0 1 --protocol=A",
             "drbdsetup connect res0 1",
-        ],
-        "{dry:#?}"
+        ]),
     );
+    // Under application writes: the Primary's I/O goes on through the reconnect.
+    let load = common::fio_load(&p.a.nbd_uri(RES), "adjust", 4);
     adjust(&p.a, &[]).ok();
     adjust(&p.b, &[]).ok();
     // Whichever side went StandAlone on meeting the old protocol connects again.
     for n in [&p.a, &p.b] {
         adjust(n, &[]).ok();
     }
-    p.eventually(30, "connected under protocol A", || {
-        connected_up_to_date(&p)
-    });
+    common::fio_ok(load, &p.logs());
+    p.eventually(30, "connected under protocol A", || p.in_sync());
     for n in [&p.a, &p.b] {
         let shown = n.setup(&["show", RES]).ok().stdout;
         assert!(shown.contains("protocol        \tA;"), "{shown}");
@@ -260,7 +252,7 @@ fn a_changed_protocol_or_path_reconnects_with_the_new_settings() {
     for n in [&p.a, &p.b] {
         adjust(n, &[]).ok();
     }
-    p.eventually(30, "connected on the new port", || connected_up_to_date(&p));
+    p.eventually(30, "connected on the new port", || p.in_sync());
     let shown = p.a.setup(&["show", RES]).ok().stdout;
     assert!(
         shown.contains(&format!("_remote_host ipv4 {new};")),
@@ -277,8 +269,7 @@ fn a_disk_the_config_drops_is_detached_and_attached_when_it_returns() {
     let disk = p.disk_b.display().to_string();
     let line = format!("disk \"{disk}\";");
     edit(&p.b, |t| t.replace(&line, "disk none;"));
-    let dry = adjust(&p.b, &["-d"]).ok();
-    assert_eq!(lines(&dry.stdout), ["drbdsetup detach 0"], "{dry:#?}");
+    assert_dry_run(&p.b, &strings(&["drbdsetup detach 0"]));
     adjust(&p.b, &[]).ok();
     eventually(10, "node-2 Diskless", || {
         status(&p.b).contains("disk:Diskless")
@@ -286,15 +277,13 @@ fn a_disk_the_config_drops_is_detached_and_attached_when_it_returns() {
     // Written while node-2 has no disk: resynced when it comes back.
     write_through(&p.a, 0x33, "2M");
     edit(&p.b, |t| t.replace("disk none;", &line));
-    let dry = adjust(&p.b, &["-d"]).ok();
-    assert_eq!(
-        lines(&dry.stdout),
-        [format!("drbdsetup attach 0 {disk} {disk} internal")],
-        "{dry:#?}"
+    assert_dry_run(
+        &p.b,
+        &[format!("drbdsetup attach 0 {disk} {disk} internal")],
     );
     adjust(&p.b, &[]).ok();
     p.eventually(30, "node-2 attached and in sync", || {
-        connected_up_to_date(&p) && status(&p.b).contains("disk:UpToDate")
+        p.in_sync() && status(&p.b).contains("disk:UpToDate")
     });
     p.assert_identical();
 }

@@ -7,7 +7,7 @@
 mod common;
 
 use common::pair::{Pair, RES, Setup, pair, pair_setup, status};
-use common::{free_port, http_get, tool};
+use common::{fio_load, free_port, http_get, tool};
 use std::process::{Command, Stdio};
 
 /// Fixed-rate resync and verify, two primaries allowed.
@@ -32,27 +32,6 @@ fn both_primary_in_sync(p: &Pair) -> bool {
     })
 }
 
-/// fio writing random blocks of 4 to 64 KiB over the first 8 MiB of `uri` at QD16.
-fn fio(uri: &str, name: &str, secs: u64) -> std::process::Child {
-    Command::new("fio")
-        .args([
-            &format!("--name={name}"),
-            "--ioengine=nbd",
-            &format!("--uri={uri}"),
-            "--rw=randwrite",
-            "--bsrange=4k-64k",
-            "--size=8M",
-            "--iodepth=16",
-            "--time_based",
-            &format!("--runtime={secs}"),
-            &format!("--randseed={}", name.len()),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("fio runs (.ci/apt-packages installs fio)")
-}
-
 #[test]
 fn two_primaries_writing_the_same_range_end_identical_and_verify_finds_nothing() {
     let mut p = pair(SETUP);
@@ -68,8 +47,8 @@ fn two_primaries_writing_the_same_range_end_identical_and_verify_finds_nothing()
 
     let secs = fio_secs();
     let jobs = [
-        fio(&p.a.nbd_uri(RES), "node-1", secs),
-        fio(&p.b.nbd_uri(RES), "node-2", secs),
+        fio_load(&p.a.nbd_uri(RES), "node-1", secs),
+        fio_load(&p.b.nbd_uri(RES), "node-2", secs),
     ];
     for job in jobs {
         let out = job.wait_with_output().expect("fio");

@@ -5,10 +5,20 @@
 
 mod common;
 
-use common::pair::{Pair, RES, pair, status};
+use common::pair::{Pair, RES, pair};
 use common::{Node, tool};
 
 const GROWN: u64 = 96 << 20;
+/// The online test grows by 256 MiB, as an `lvextend -L +256M` would.
+const GROWN_ONLINE: u64 = (64 + 256) << 20;
+
+/// The replicas are equal (memcmp first: the byte loop is only for the message).
+fn assert_same(a: &[u8], b: &[u8], p: &Pair) {
+    if a != b {
+        let i = (0..a.len()).find(|&i| a[i] != b[i]).unwrap_or(0);
+        panic!("the replicas differ at byte {i}; logs:\n{}", p.logs());
+    }
+}
 
 fn export_size(n: &Node) -> u64 {
     let o = tool("nbdinfo", &["--size", &n.nbd_uri(RES)]);
@@ -28,18 +38,6 @@ fn qemu_io(n: &Node, cmd: &str) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-fn in_sync(p: &Pair) -> bool {
-    let (a, b) = (status(&p.a), status(&p.b));
-    !a.contains("connection:")
-        && !b.contains("connection:")
-        && a.contains("disk:UpToDate")
-        && b.contains("disk:UpToDate")
-        && a.contains("peer-disk:UpToDate")
-        && b.contains("peer-disk:UpToDate")
-        && !a.contains("replication:")
-        && !b.contains("replication:")
-}
-
 /// A synced pair with a pattern written through node-1, then both down.
 fn written_pair() -> (Pair, u64) {
     let mut p = pair("net { verify-alg crc32c; }");
@@ -56,14 +54,18 @@ fn written_pair() -> (Pair, u64) {
 }
 
 fn grow(path: &std::path::Path) {
+    grow_to(path, GROWN);
+}
+
+fn grow_to(path: &std::path::Path, size: u64) {
     let f = std::fs::OpenOptions::new()
         .write(true)
         .open(path)
         .expect("open backing file");
-    f.set_len(GROWN).expect("grow");
+    f.set_len(size).expect("grow");
     // What used to be past the end is not zero on a real LV; make it visible if it leaks.
     use std::os::unix::fs::FileExt;
-    f.write_all_at(&[0xee; 4096], GROWN - 8 * 4096)
+    f.write_all_at(&[0xee; 4096], size - 8 * 4096)
         .expect("scribble");
 }
 
@@ -83,7 +85,7 @@ fn both_backing_devices_grown_offline_grow_the_device_and_resync_the_new_area() 
     for n in [&p.a, &p.b] {
         n.adm(&["up", RES]).ok();
     }
-    p.eventually(30, "connected and in sync after the growth", || in_sync(&p));
+    p.eventually(30, "connected and in sync after the growth", || p.in_sync());
     assert!(
         p.b.log_text()
             .contains("moved the meta data to its new end"),
@@ -105,14 +107,12 @@ fn both_backing_devices_grown_offline_grow_the_device_and_resync_the_new_area() 
     let a = std::fs::read(&p.disk_a).expect("read a");
     let b = std::fs::read(&p.disk_b).expect("read b");
     let n = new_size as usize;
-    if let Some(i) = (0..n).find(|&i| a[i] != b[i]) {
-        panic!("the replicas differ at byte {i}; logs:\n{}", p.logs());
-    }
+    assert_same(&a[..n], &b[..n], &p);
     // And writes reach the new area on both.
     qemu_io(&p.a, &format!("write -P 0x77 {} 1M", new_size - (1 << 20)));
     p.wait_sync();
     let b = std::fs::read(&p.disk_b).expect("read b");
-    assert!(b[n - (1 << 20)..n].iter().all(|&x| x == 0x77));
+    assert!(b[n - (1 << 20)..n] == [0x77; 1 << 20][..]);
     p.assert_verify_clean();
 }
 
@@ -123,7 +123,7 @@ fn a_grown_node_keeps_the_agreed_size_while_its_peer_did_not_grow() {
     for n in [&p.a, &p.b] {
         n.adm(&["up", RES]).ok();
     }
-    p.eventually(30, "connected and in sync", || in_sync(&p));
+    p.eventually(30, "connected and in sync", || p.in_sync());
     assert_eq!(export_size(&p.a), old_size);
     assert_eq!(export_size(&p.b), old_size);
     assert!(!p.a.log_text().contains("both disks grew"), "{}", p.logs());
@@ -135,15 +135,19 @@ fn resize_grows_a_running_pair_while_a_client_writes() {
     p.up();
     p.a.adm(&["primary", "--force", RES]).ok();
     p.wait_sync();
-    qemu_io(&p.a, "write -P 0x5a 1M 4M");
+    qemu_io(&p.a, "write -P 0x5a 16M 4M");
     let old_size = export_size(&p.a);
-    grow(&p.disk_a);
-    grow(&p.disk_b);
+    grow_to(&p.disk_a, GROWN_ONLINE);
+    grow_to(&p.disk_b, GROWN_ONLINE);
     // Nothing changes by itself while up: the device keeps its size.
     assert_eq!(export_size(&p.a), old_size);
-    p.a.adm(&["resize", RES]).ok();
-    p.eventually(30, "grown and in sync", || {
-        in_sync(&p) && export_size(&p.a) > old_size + (30 << 20)
+    // Resized on the Secondary while the Primary's application writes.
+    let load = common::fio_load(&p.a.nbd_uri(RES), "resize", 4);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    p.b.adm(&["resize", RES]).ok();
+    common::fio_ok(load, &p.logs());
+    p.eventually(60, "grown and in sync", || {
+        p.in_sync() && export_size(&p.a) > old_size + (250 << 20)
     });
     for n in [&p.a, &p.b] {
         assert!(
@@ -158,16 +162,14 @@ fn resize_grows_a_running_pair_while_a_client_writes() {
         );
     }
     let new_size = export_size(&p.a);
-    let out = qemu_io(&p.a, "read -P 0x5a 1M 4M");
+    let out = qemu_io(&p.a, "read -P 0x5a 16M 4M");
     assert!(!out.contains("Pattern verification failed"), "{out}");
     qemu_io(&p.a, &format!("write -P 0x77 {} 1M", new_size - (1 << 20)));
     p.wait_sync();
     let a = std::fs::read(&p.disk_a).expect("read a");
     let b = std::fs::read(&p.disk_b).expect("read b");
     let n = new_size as usize;
-    if let Some(i) = (0..n).find(|&i| a[i] != b[i]) {
-        panic!("the replicas differ at byte {i}; logs:\n{}", p.logs());
-    }
+    assert_same(&a[..n], &b[..n], &p);
     p.assert_verify_clean();
     // The metadata is at the new end: a restart finds it.
     p.a.adm(&["secondary", RES]).ok();
@@ -175,7 +177,7 @@ fn resize_grows_a_running_pair_while_a_client_writes() {
         n.adm(&["down", RES]).ok();
         n.adm(&["up", RES]).ok();
     }
-    p.eventually(30, "connected again at the new size", || in_sync(&p));
+    p.eventually(30, "connected again at the new size", || p.in_sync());
     assert_eq!(export_size(&p.b), new_size);
     // --size is refused with a reason, not ignored.
     let r = p.a.adm(&["resize", "--size", "80M", RES]);

@@ -360,3 +360,41 @@ fn dstate_and_outdate_of_a_resource_that_is_down_use_the_metadata() {
         "{st}"
     );
 }
+
+/// `suspend-io` queues new I/O (nothing fails) until `resume-io`, shown as `suspended:user`.
+#[test]
+fn suspend_io_queues_requests_until_resume_io() {
+    let dir = scratch();
+    let mut n = node1(dir.path());
+    n.adm(&["create-md", "res0"]).ok();
+    n.start();
+    n.adm(&["up", "res0"]).ok();
+    n.adm(&["new-current-uuid", "--clear-bitmap", "res0"]).ok();
+    n.adm(&["primary", "--force", "res0"]).ok();
+    n.adm(&["suspend-io", "res0"]).ok();
+    let st = n.adm(&["status", "--verbose", "res0"]).ok().stdout;
+    assert!(st.contains("suspended:user"), "{st}");
+    let mut writer = std::process::Command::new("qemu-io")
+        .args(["-f", "raw", "-c", "write -P 0x42 0 64k", "-c", "flush"])
+        .arg(n.nbd_uri("res0"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("qemu-io (.ci/apt-packages installs qemu-utils)");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(
+        writer.try_wait().expect("qemu-io").is_none(),
+        "the write completed while I/O was suspended"
+    );
+    n.adm(&["resume-io", "res0"]).ok();
+    let out = writer.wait_with_output().expect("qemu-io");
+    assert!(out.status.success(), "{out:?}");
+    let st = n.adm(&["status", "--verbose", "res0"]).ok().stdout;
+    assert!(!st.contains("suspended:user"), "{st}");
+    assert!(
+        n.log_text().contains("susp-io( no -> user )")
+            && n.log_text().contains("susp-io( user -> no )"),
+        "{}",
+        n.log_text()
+    );
+}

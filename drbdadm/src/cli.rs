@@ -388,7 +388,15 @@ pub enum Command {
         targets: Targets,
     },
 
-    /// Resume I/O frozen by `fencing resource-and-stonith` after fence-peer failed.
+    /// Suspend I/O: new reads and writes wait (queued, not failed) until `resume-io`; those
+    /// already started finish. `status` shows `suspended:user`.
+    SuspendIo {
+        #[command(flatten)]
+        targets: Targets,
+    },
+
+    /// Resume I/O suspended by `suspend-io`, or frozen by `fencing resource-and-stonith` after
+    /// fence-peer failed.
     ResumeIo {
         #[command(flatten)]
         targets: Targets,

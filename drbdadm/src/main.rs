@@ -212,6 +212,7 @@ fn run(cli: Cli) -> Result<(), AdmError> {
             Ok(())
         }
         Command::ResumeIo { targets } => state(targets, StateCmd::ResumeIo),
+        Command::SuspendIo { targets } => state(targets, StateCmd::SuspendIo),
         Command::Role { targets } => {
             commands::daemon::query(&cfg, &daemon, &targets.targets, Query::Role)
         }

@@ -246,8 +246,12 @@ pub enum Request {
     Outdate {
         resource: String,
     },
-    /// Lift the I/O freeze of resource-and-stonith (`drbdadm resume-io`).
+    /// Lift `suspend-io` and the I/O freeze of resource-and-stonith (`drbdadm resume-io`).
     ResumeIo {
+        resource: String,
+    },
+    /// Queue new application I/O until `resume-io` (`drbdadm suspend-io`).
+    SuspendIo {
         resource: String,
     },
     /// What a resource runs (all with `None`), for `drbdsetup show`.

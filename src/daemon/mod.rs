@@ -488,6 +488,7 @@ impl Daemon {
                     .await
                 }
                 Request::ResumeIo { resource } => self.admin(&resource, AdminCmd::ResumeIo).await,
+                Request::SuspendIo { resource } => self.admin(&resource, AdminCmd::SuspendIo).await,
                 Request::Status { resource } => self.status(resource.as_deref()),
                 Request::Show { resource } => match resource {
                     Some(n) => match self.get(&n) {

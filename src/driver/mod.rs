@@ -945,7 +945,9 @@ fn view_of(spec: &ResourceSpec, st: Status) -> ResourceView {
         name: st.resource.clone(),
         node_id: st.node_id.0,
         role: st.role,
-        suspended: st.suspended_fencing.then(|| "fencing".to_string()),
+        suspended: (st.suspended_fencing || st.suspended_user).then(|| {
+            crate::repl::engine::suspended_str(st.suspended_user, st.suspended_fencing).to_string()
+        }),
         volumes: vec![VolumeView {
             volume: 0,
             minor: spec.minor,

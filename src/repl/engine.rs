@@ -50,6 +50,7 @@ mod replicate;
 mod requests;
 mod resync;
 mod states;
+pub use states::suspended_str;
 mod twopc;
 mod verify;
 
@@ -363,6 +364,7 @@ impl Engine {
                 ..self.stats
             },
             suspended_fencing: self.st.susp_fen(),
+            suspended_user: self.st.susp_user(),
         }
     }
 

@@ -25,6 +25,8 @@ pub struct View {
     pub disk: DiskState,
     /// I/O frozen by `fencing resource-and-stonith` (`susp-io( fencing )`).
     pub susp_fen: bool,
+    /// I/O frozen by `drbdadm suspend-io` (`susp-io( user )`).
+    pub susp_user: bool,
     pub peers: Vec<PeerView>,
 }
 
@@ -548,6 +550,7 @@ mod tests {
             role,
             disk,
             susp_fen: false,
+            susp_user: false,
             peers: vec![p],
         }
     }

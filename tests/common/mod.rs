@@ -39,6 +39,39 @@ pub fn drbdsetup_bin() -> PathBuf {
     p
 }
 
+/// fio writing random blocks of 4 to 64 KiB over the first 8 MiB of `uri` at QD16 for `secs`
+/// seconds (libnbd's engine); it exits non-zero on any I/O error.
+pub fn fio_load(uri: &str, name: &str, secs: u64) -> Child {
+    Command::new("fio")
+        .args([
+            &format!("--name={name}"),
+            "--ioengine=nbd",
+            &format!("--uri={uri}"),
+            "--rw=randwrite",
+            "--bsrange=4k-64k",
+            "--size=8M",
+            "--iodepth=16",
+            "--time_based",
+            &format!("--runtime={secs}"),
+            &format!("--randseed={}", name.len()),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("fio runs (.ci/apt-packages installs fio)")
+}
+
+/// Waits for a [`fio_load`] job; panics with its output (and `context`) unless it succeeded.
+pub fn fio_ok(job: Child, context: &str) {
+    let out = job.wait_with_output().expect("fio");
+    assert!(
+        out.status.success(),
+        "fio: {}\n{}\n{context}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+}
+
 /// A scratch directory on a real disk.
 pub fn scratch() -> tempfile::TempDir {
     tempfile::Builder::new()

@@ -192,6 +192,17 @@ impl Pair {
         );
     }
 
+    /// Both connected, both disks UpToDate, no resync or verify running.
+    pub fn in_sync(&self) -> bool {
+        let (a, b) = (status(&self.a), status(&self.b));
+        [&a, &b].iter().all(|s| {
+            !s.contains("connection:")
+                && s.contains("disk:UpToDate")
+                && s.contains("peer-disk:UpToDate")
+                && !s.contains("replication:")
+        })
+    }
+
     pub fn wait_sync(&self) {
         let r = self.a.adm(&["wait-sync", "--wfc-timeout", "60", RES]);
         assert_eq!(r.code, 0, "wait-sync: {r:#?}\nlogs:\n{}", self.logs());

@@ -223,11 +223,10 @@ impl Node {
     }
 }
 
-fn run(seed: u64, protocol: Protocol) {
-    let mut rng = Rng(seed);
+/// The how-to: two fresh nodes connected, the initial sync skipped, node 0 promoted.
+fn primary_pair(seed: u64, protocol: Protocol) -> (Node, Node) {
     let mut a = node(0, 1, seed);
     let mut b = node(1, 0, seed);
-    // The how-to: connect two fresh nodes, skip the initial sync, promote one.
     for (n, peer) in [(&mut a, 1u8), (&mut b, 0u8)] {
         n.engine.handle(
             Time::default(),
@@ -243,6 +242,12 @@ fn run(seed: u64, protocol: Protocol) {
     settle(&mut a, &mut b);
     a.admin(AdminCmd::Primary { force: false });
     settle(&mut a, &mut b);
+    (a, b)
+}
+
+fn run(seed: u64, protocol: Protocol) {
+    let mut rng = Rng(seed);
+    let (mut a, mut b) = primary_pair(seed, protocol);
     assert_eq!(
         a.engine.superblock().map(|s| s.current_uuid),
         b.engine.superblock().map(|s| s.current_uuid),
@@ -455,23 +460,7 @@ fn replication_acks_follow_the_protocol_and_a_drop_marks_every_difference() {
 /// old data is untouched, and the Primary can write at the new end.
 #[test]
 fn resize_agrees_on_the_smaller_disk_and_marks_the_new_area_for_resync() {
-    let mut a = node(0, 1, 99);
-    let mut b = node(1, 0, 99);
-    for (n, peer) in [(&mut a, 1u8), (&mut b, 0u8)] {
-        n.engine.handle(
-            Time::default(),
-            Input::PeerUp {
-                node: NodeId(peer),
-                protocol: Protocol::C,
-            },
-        );
-        n.pump(&mut Vec::new());
-    }
-    settle(&mut a, &mut b);
-    a.admin(AdminCmd::NewCurrentUuid { clear_bitmap: true });
-    settle(&mut a, &mut b);
-    a.admin(AdminCmd::Primary { force: false });
-    settle(&mut a, &mut b);
+    let (mut a, mut b) = primary_pair(99, Protocol::C);
     let old = a.engine.size_bytes();
     let write = |n: &mut Node, offset: u64, fill: u8| {
         n.engine.handle(

@@ -111,6 +111,7 @@ pub enum StateCmd {
     ResumeSync,
     Outdate,
     ResumeIo,
+    SuspendIo,
     Resize { assume_clean: bool },
 }
 
@@ -136,6 +137,7 @@ impl StateCmd {
             StateCmd::ResumeSync => "resume-sync",
             StateCmd::Outdate => "outdate",
             StateCmd::ResumeIo => "resume-io",
+            StateCmd::SuspendIo => "suspend-io",
             StateCmd::Resize { .. } => "resize",
         }
     }
@@ -198,6 +200,7 @@ pub fn run_state(
             StateCmd::ResumeSync => Request::ResumeSync { resource: name },
             StateCmd::Outdate => Request::Outdate { resource: name },
             StateCmd::ResumeIo => Request::ResumeIo { resource: name },
+            StateCmd::SuspendIo => Request::SuspendIo { resource: name },
             StateCmd::Resize { assume_clean } => Request::Resize {
                 resource: name,
                 assume_clean,

@@ -66,6 +66,12 @@ impl Engine {
                 self.resume_io();
                 Ok(())
             }
+            AdminCmd::SuspendIo => {
+                if !self.st.susp_user() {
+                    self.force_change(Change::hard("suspend-io").susp_user(true));
+                }
+                Ok(())
+            }
         };
         match result {
             Err(e) => self.actions.push_back(Action::AdminDone {

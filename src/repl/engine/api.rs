@@ -174,9 +174,12 @@ pub enum AdminCmd {
     /// driver closes the links once this succeeded. Without a connected peer it succeeds at
     /// once.
     Disconnect,
-    /// `drbdadm resume-io`: lift the freeze of `fencing resource-and-stonith` (after a
-    /// fence-peer handler that failed).
+    /// `drbdadm resume-io`: lift `suspend-io`, and the freeze of `fencing
+    /// resource-and-stonith` (after a fence-peer handler that failed).
     ResumeIo,
+    /// `drbdadm suspend-io`: new application requests wait (queued, not failed) until
+    /// `resume-io`; those already started finish.
+    SuspendIo,
 }
 
 /// Which metadata area a write was for.
@@ -396,6 +399,8 @@ pub struct Status {
     pub stats: Stats,
     /// I/O frozen by `fencing resource-and-stonith` (DRBD's `suspended:fencing`).
     pub suspended_fencing: bool,
+    /// I/O frozen by `drbdadm suspend-io` (DRBD's `suspended:user`).
+    pub suspended_user: bool,
 }
 
 /// One peer as the status shows it.

@@ -312,6 +312,9 @@ impl Engine {
 
     /// `drbdadm resume-io`: the operator takes the risk a failed fence-peer left.
     pub(super) fn resume_io(&mut self) {
+        if self.st.susp_user() {
+            self.force_change(Change::hard("resume-io").susp_user(false));
+        }
         if !self.st.susp_fen() {
             return;
         }

@@ -58,8 +58,9 @@ impl Engine {
             return;
         };
         let written = r.op.written_range();
-        if self.st.susp_fen() {
-            // `susp-io( fencing )`: queued, not failed, until fence-peer answers or resume-io.
+        if self.st.io_frozen() {
+            // `susp-io( fencing )` or `( user )`: queued, not failed, until fence-peer answers
+            // or resume-io.
             self.reqs.modify(id, Event::Freeze);
             return;
         }

@@ -32,6 +32,7 @@ pub(super) struct NodeStates {
     role: Role,
     disk: DiskState,
     susp_fen: bool,
+    susp_user: bool,
 }
 
 impl NodeStates {
@@ -40,6 +41,7 @@ impl NodeStates {
             role: Role::Secondary,
             disk: DiskState::Diskless,
             susp_fen: false,
+            susp_user: false,
         }
     }
 
@@ -54,6 +56,16 @@ impl NodeStates {
     /// I/O frozen by `fencing resource-and-stonith` (`susp-io( fencing )`).
     pub fn susp_fen(&self) -> bool {
         self.susp_fen
+    }
+
+    /// I/O frozen by `drbdadm suspend-io` (`susp-io( user )`).
+    pub fn susp_user(&self) -> bool {
+        self.susp_user
+    }
+
+    /// New application requests wait (queued, not failed).
+    pub fn io_frozen(&self) -> bool {
+        self.susp_fen || self.susp_user
     }
 }
 
@@ -107,6 +119,7 @@ pub(super) struct Change {
     role: Option<Role>,
     disk: Option<DiskState>,
     susp_fen: Option<bool>,
+    susp_user: Option<bool>,
     peers: Vec<(NodeId, PeerChange)>,
 }
 
@@ -128,6 +141,7 @@ impl Change {
             role: None,
             disk: None,
             susp_fen: None,
+            susp_user: None,
             peers: Vec::new(),
         }
     }
@@ -157,6 +171,11 @@ impl Change {
 
     pub fn susp_fen(mut self, on: bool) -> Change {
         self.susp_fen = Some(on);
+        self
+    }
+
+    pub fn susp_user(mut self, on: bool) -> Change {
+        self.susp_user = Some(on);
         self
     }
 
@@ -199,6 +218,7 @@ impl Engine {
             role: self.st.role,
             disk: self.st.disk,
             susp_fen: self.st.susp_fen,
+            susp_user: self.st.susp_user,
             peers: self
                 .peers
                 .iter()
@@ -243,6 +263,9 @@ impl Engine {
         }
         if let Some(s) = c.susp_fen {
             new.susp_fen = s;
+        }
+        if let Some(s) = c.susp_user {
+            new.susp_user = s;
         }
         for (node, pc) in &c.peers {
             let Some(p) = new.peers.iter_mut().find(|p| p.node == *node) else {
@@ -296,6 +319,7 @@ impl Engine {
         self.st.role = new.role;
         self.st.disk = new.disk;
         self.st.susp_fen = new.susp_fen;
+        self.st.susp_user = new.susp_user;
         for pv in &new.peers {
             if let Some(p) = self.peers.get_mut(&pv.node) {
                 p.st.conn = pv.conn;
@@ -337,9 +361,13 @@ impl Engine {
         };
         let mut f = String::new();
         field(&mut f, "role", old.role, new.role);
-        if old.susp_fen != new.susp_fen {
-            let s = |on: bool| if on { "fencing" } else { "no" };
-            let _ = write!(f, "susp-io( {} -> {} ) ", s(old.susp_fen), s(new.susp_fen));
+        if (old.susp_fen, old.susp_user) != (new.susp_fen, new.susp_user) {
+            let _ = write!(
+                f,
+                "susp-io( {} -> {} ) ",
+                suspended_str(old.susp_user, old.susp_fen),
+                suspended_str(new.susp_user, new.susp_fen)
+            );
         }
         push(res.to_string(), std::mem::take(&mut f));
         for (o, n) in old.peers.iter().zip(&new.peers) {
@@ -373,9 +401,10 @@ impl Engine {
             for r in self.reqs.hold_answers(new.susp_fen) {
                 self.finished(r);
             }
-            if !new.susp_fen {
-                self.thaw();
-            }
+        }
+        let frozen = |v: &View| v.susp_fen || v.susp_user;
+        if frozen(old) && !frozen(new) {
+            self.thaw();
         }
         for (o, n) in old.peers.iter().zip(&new.peers) {
             let node = n.node;
@@ -444,5 +473,15 @@ impl Engine {
 fn field<T: PartialEq + std::fmt::Display>(out: &mut String, name: &str, old: T, new: T) {
     if old != new {
         let _ = write!(out, "{name}( {old} -> {new} ) ");
+    }
+}
+
+/// DRBD's `susp_str()` for the reasons udrbd has: `no`, `user`, `fencing`, `user,fencing`.
+pub fn suspended_str(user: bool, fencing: bool) -> &'static str {
+    match (user, fencing) {
+        (false, false) => "no",
+        (true, false) => "user",
+        (false, true) => "fencing",
+        (true, true) => "user,fencing",
     }
 }
