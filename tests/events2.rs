@@ -320,9 +320,14 @@ fn the_stream_follows_up_connect_primary_resync_disconnect_and_down() {
         // Outdated, and the Primary records it instead of calling fence-peer.
         "peer-device peer-disk: DUnknown Inconsistent UpToDate Outdated",
         "path established: no yes no",
+        // DRBD 9's helpers around the resync and the disconnect (none configured: status 0).
+        "call before-resync-source",
+        "response before-resync-source status:0",
         // The peer is UpToDate again after the resync: the fence (none here) is lifted.
         "call unfence-peer",
         "response unfence-peer status:0",
+        "call disconnected",
+        "response disconnected status:0",
     ];
     assert_eq!(transcript(&got), expected, "the stream:\n{all}");
 

@@ -168,7 +168,7 @@ fn unknown_resource_is_a_config_error() {
 fn all_means_every_resource() {
     let s = Setup::new(1 << 20, "internal");
     let names = stdout_of(s.adm().arg("sh-resources"));
-    assert_eq!(names.trim(), "r0 r1");
+    assert_eq!(names.trim(), "r0\nr1");
     let all = stdout_of(s.adm().args(["dump", "all"]));
     assert!(
         all.contains("resource r0") && all.contains("resource r1"),

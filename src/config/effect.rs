@@ -317,24 +317,6 @@ pub static NO_EFFECT: &[NoEffect] = &[
         None,
         "quorum is not implemented yet"
     ),
-    none!(
-        Handlers,
-        "before-resync-source",
-        None,
-        "udrbd never calls this handler"
-    ),
-    none!(
-        Handlers,
-        "out-of-sync",
-        None,
-        "udrbd never calls this handler"
-    ),
-    none!(
-        Handlers,
-        "disconnected",
-        None,
-        "udrbd never calls this handler"
-    ),
 ];
 
 /// The value as the `unless` column writes it.

@@ -151,10 +151,12 @@ impl Publisher {
         }
         let peer = node.and_then(|n| self.spec.peers.iter().find(|p| p.node_id == n.0));
         // DRBD's kernel names the device for device-level helpers and the connection for those
-        // that concern a peer; fence-peer and unfence-peer are connection-level only.
+        // that concern a peer; fence-peer, unfence-peer and disconnected are connection-level.
         let on_device = !matches!(
             handler,
-            crate::repl::handler::Handler::FencePeer | crate::repl::handler::Handler::UnfencePeer
+            crate::repl::handler::Handler::FencePeer
+                | crate::repl::handler::Handler::UnfencePeer
+                | crate::repl::handler::Handler::Disconnected
         );
         let _ = self.tx.send(Event::Helper(HelperEvent {
             name: self.spec.name.clone(),

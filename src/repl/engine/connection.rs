@@ -328,13 +328,10 @@ impl Engine {
         if let Some(c) = self.peers.get_mut(&node) {
             c.link_gen += 1;
         }
-        if self
+        let was_connected = self
             .peers
             .get(&node)
-            .is_some_and(|c| c.st.conn() == ConnState::Connected)
-        {
-            self.run_handler(crate::repl::handler::Handler::Disconnected, Some(node));
-        }
+            .is_some_and(|c| c.st.conn() == ConnState::Connected);
         // Before `peer_down` completes the writes that waited for the peer: under
         // resource-and-stonith they must stay unacknowledged until the peer is fenced.
         let known = self.fence_link_lost(node);
@@ -355,6 +352,10 @@ impl Engine {
                 .pdsk(node, pdsk),
         );
         self.peer_down(node);
+        if was_connected {
+            // DRBD 9's `disconnected` helper, once the connection is down.
+            self.run_handler(crate::repl::handler::Handler::Disconnected, Some(node));
+        }
         if let Some(c) = self.peers.get_mut(&node) {
             c.hs = None;
             c.rs = None;
