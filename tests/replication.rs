@@ -488,3 +488,56 @@ fn replication_runs_over_tls_and_a_node_without_tls_is_refused_with_a_clear_mess
             .starts_with("Connecting")
     );
 }
+
+/// `connect --tentative` (DRBD's dry-run connect): both sides log what the handshake decided,
+/// nothing is resynced, the tentative side stays StandAlone; a plain `connect` then does it.
+#[test]
+fn a_tentative_connect_reports_the_resync_it_would_do_and_does_nothing() {
+    let mut p = pair("net { connect-int 1; }");
+    p.up();
+    p.a.adm(&["primary", "--force", RES]).ok();
+    p.wait_sync();
+    p.b.adm(&["disconnect", RES]).ok();
+    eventually(10, "node-2 StandAlone", || {
+        status(&p.b).contains("connection:StandAlone")
+    });
+    let o = tool(
+        "qemu-io",
+        &[
+            "-f",
+            "raw",
+            "-c",
+            "write -P 0x66 0 1M",
+            "-c",
+            "flush",
+            &p.a.nbd_uri(RES),
+        ],
+    );
+    assert!(o.status.success(), "{o:?}");
+    let began = p.a.log_text().matches("Began resync").count();
+    p.b.adm(&["connect", "--tentative", RES]).ok();
+    p.eventually(20, "both sides' dry-run lines", || {
+        p.b.log_text()
+            .contains("dry-run connect: Would become SyncTarget, doing a bit-map based resync.")
+            && p.a
+                .log_text()
+                .contains("dry-run connect: Would become SyncSource, doing a bit-map based resync.")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        status(&p.b).contains("connection:StandAlone"),
+        "{}",
+        status(&p.b)
+    );
+    assert_eq!(
+        p.a.log_text().matches("Began resync").count(),
+        began,
+        "{}",
+        p.logs()
+    );
+    let b = std::fs::read(&p.disk_b).expect("read b");
+    assert!(b[..1 << 20].iter().any(|&x| x != 0x66), "resynced anyway");
+    p.b.adm(&["connect", RES]).ok();
+    p.wait_sync();
+    p.assert_identical();
+}

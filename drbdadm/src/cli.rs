@@ -312,6 +312,10 @@ pub enum Command {
         /// peer (give it on the victim only).
         #[arg(long = "discard-my-data")]
         discard_my_data: bool,
+        /// Only find out: run the handshake, log what it would do ("dry-run connect: Would
+        /// become SyncTarget, doing a bit-map based resync."), then stay StandAlone.
+        #[arg(long)]
+        tentative: bool,
         #[command(flatten)]
         targets: Targets,
     },

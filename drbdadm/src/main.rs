@@ -159,11 +159,13 @@ fn run(cli: Cli) -> Result<(), AdmError> {
         ),
         Command::Connect {
             discard_my_data,
+            tentative,
             targets,
         } => state(
             targets,
             StateCmd::Connect {
                 discard_my_data: *discard_my_data,
+                tentative: *tentative,
             },
         ),
         Command::Disconnect { force, targets } => {

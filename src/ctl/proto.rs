@@ -203,6 +203,9 @@ pub enum Request {
         resource: String,
         #[serde(default)]
         discard_my_data: bool,
+        /// `--tentative`: only log what the connection would do, then stay StandAlone.
+        #[serde(default)]
+        tentative: bool,
     },
     /// Close the peer links and stay StandAlone.
     Disconnect {

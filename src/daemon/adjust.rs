@@ -93,6 +93,7 @@ impl Daemon {
             if let Err(e) = d
                 .admin(AdminCmd::Connect {
                     discard_my_data: false,
+                    tentative: false,
                 })
                 .await
             {

@@ -191,11 +191,17 @@ impl Daemon {
         }
     }
 
-    async fn connect(&self, name: &str, discard_my_data: bool) -> Response {
+    async fn connect(&self, name: &str, discard_my_data: bool, tentative: bool) -> Response {
         let Some(d) = self.get(name) else {
             return unknown_resource(name);
         };
-        if let Err(e) = d.admin(AdminCmd::Connect { discard_my_data }).await {
+        if let Err(e) = d
+            .admin(AdminCmd::Connect {
+                discard_my_data,
+                tentative,
+            })
+            .await
+        {
             return admin_failure(name, &e, &d);
         }
         d.start_links();
@@ -443,7 +449,8 @@ impl Daemon {
                 Request::Connect {
                     resource,
                     discard_my_data,
-                } => self.connect(&resource, discard_my_data).await,
+                    tentative,
+                } => self.connect(&resource, discard_my_data, tentative).await,
                 Request::Disconnect { resource, force } => self.disconnect(&resource, force).await,
                 Request::Invalidate {
                     resource,

@@ -1455,7 +1455,13 @@ impl World {
 
     /// `drbdadm connect [--discard-my-data]` on a StandAlone node `i`.
     pub fn reconnect(&mut self, i: usize, discard_my_data: bool) {
-        self.admin(i, AdminCmd::Connect { discard_my_data });
+        self.admin(
+            i,
+            AdminCmd::Connect {
+                discard_my_data,
+                tentative: false,
+            },
+        );
         self.standalone[i] = false;
         self.reconnect_at = Some(self.now);
     }

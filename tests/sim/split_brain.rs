@@ -389,6 +389,7 @@ fn discard_my_data_recovers_a_refused_split_brain() {
             victim,
             AdminCmd::Connect {
                 discard_my_data: true,
+                tentative: false,
             },
         );
         s.w.run_for(100);

@@ -99,20 +99,38 @@ pub enum StateCmd {
     Down,
     Attach,
     Detach,
-    Primary { force: bool },
+    Primary {
+        force: bool,
+    },
     Secondary,
-    NewCurrentUuid { clear_bitmap: bool },
-    Connect { discard_my_data: bool },
-    Disconnect { force: bool },
-    Invalidate { reset_bitmap: bool },
-    InvalidateRemote { reset_bitmap: bool },
-    Verify { start: u64, stop: Option<u64> },
+    NewCurrentUuid {
+        clear_bitmap: bool,
+    },
+    Connect {
+        discard_my_data: bool,
+        tentative: bool,
+    },
+    Disconnect {
+        force: bool,
+    },
+    Invalidate {
+        reset_bitmap: bool,
+    },
+    InvalidateRemote {
+        reset_bitmap: bool,
+    },
+    Verify {
+        start: u64,
+        stop: Option<u64>,
+    },
     PauseSync,
     ResumeSync,
     Outdate,
     ResumeIo,
     SuspendIo,
-    Resize { assume_clean: bool },
+    Resize {
+        assume_clean: bool,
+    },
 }
 
 impl StateCmd {
@@ -175,9 +193,13 @@ pub fn run_state(
                 resource: name,
                 clear_bitmap,
             },
-            StateCmd::Connect { discard_my_data } => Request::Connect {
+            StateCmd::Connect {
+                discard_my_data,
+                tentative,
+            } => Request::Connect {
                 resource: name,
                 discard_my_data,
+                tentative,
             },
             StateCmd::Disconnect { force } => Request::Disconnect {
                 resource: name,

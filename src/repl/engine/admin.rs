@@ -35,7 +35,10 @@ impl Engine {
             }
             AdminCmd::NewCurrentUuid { clear_bitmap } => self.new_current_uuid(clear_bitmap),
             AdminCmd::Verify { start, stop } => self.verify_start(start, stop),
-            AdminCmd::Connect { discard_my_data } => {
+            AdminCmd::Connect {
+                discard_my_data,
+                tentative,
+            } => {
                 if discard_my_data && self.st.role() == Role::Primary {
                     self.actions.push_back(Action::AdminDone {
                         token,
@@ -43,7 +46,7 @@ impl Engine {
                     });
                     return;
                 }
-                self.set_discard_my_data(discard_my_data);
+                self.set_discard_my_data(discard_my_data, tentative);
                 Ok(())
             }
             AdminCmd::Detach => self.detach(token),

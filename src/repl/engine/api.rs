@@ -159,6 +159,8 @@ pub enum AdminCmd {
     /// succeeded. `discard_my_data` makes this node the victim of the next split brain.
     Connect {
         discard_my_data: bool,
+        /// `--tentative`: the handshake only logs what it would do, then the link closes.
+        tentative: bool,
     },
     /// `drbdadm outdate`: mark this node's (consistent, disconnected) data Outdated, persisted.
     Outdate,

@@ -51,6 +51,8 @@ pub(super) struct Handshake {
     pub(super) own_sizes_flags: SizesFlags,
     /// The peer's `Sizes` said NO_RESYNC (`resize --assume-clean` there).
     peer_no_resync: bool,
+    /// The peer's `ProtocolParams` said dry run (`connect --tentative` there).
+    peer_dry_run: bool,
 }
 
 /// A handshake that has not decided by then is given up (and retried).
@@ -110,6 +112,7 @@ impl Engine {
         c.peer_paused = false;
         c.peer_repl = ReplState::Off;
         let discard_my_data = c.discard_my_data;
+        let dry_run = c.tentative;
         self.peer_log(node, format!("Handshake: protocol {protocol:?}"));
         let policy = self.sb_policy(node);
         let info = self.peer_info(node);
@@ -121,7 +124,7 @@ impl Engine {
             after_sb_2pri: policy.after_sb_2pri,
             two_primaries: info.is_some_and(|p| p.two_primaries),
             discard_my_data,
-            dry_run: false,
+            dry_run,
             integrity_alg: DigestAlg::name_of(info.and_then(|p| p.integrity_alg)).to_string(),
         };
         // The digests both sides compute must be the same (DRBD's P_SYNC_PARAM89).
@@ -399,13 +402,17 @@ impl Engine {
                 after_sb_2pri,
                 integrity_alg,
                 two_primaries,
+                dry_run,
                 ..
             } => {
+                // `connect --tentative` there: this side only reports its decision too.
+                hs.peer_dry_run = dry_run;
                 if self.peer_info(node).is_some_and(|p| p.two_primaries) != two_primaries {
                     // DRBD's `receive_protocol()`: "incompatible allow-two-primaries settings".
                     self.peer_log(
                         node,
-                        "incompatible allow-two-primaries settings; set the same                          allow-two-primaries on both nodes"
+                        "incompatible allow-two-primaries settings; set the same \
+                         allow-two-primaries on both nodes"
                             .to_string(),
                     );
                     return self.drop_link(node, true);
@@ -547,6 +554,7 @@ impl Engine {
         };
         // `resize --assume-clean` on either side: a new area is taken as equal.
         let clean = hs.peer_no_resync || hs.own_sizes_flags.contains(SizesFlags::NO_RESYNC);
+        let peer_dry_run = hs.peer_dry_run;
         if let Some(c) = self.peers.get_mut(&node) {
             c.peer_current = pu.current;
         }
@@ -610,6 +618,10 @@ impl Engine {
         );
         for line in &outcome.log {
             self.peer_log(node, format!("{line}"));
+        }
+        let tentative = self.peers.get(&node).is_some_and(|c| c.tentative);
+        if tentative || peer_dry_run {
+            return self.dry_run_decided(node, outcome.strategy, tentative);
         }
         for &handler in &outcome.handlers {
             self.run_handler(handler, Some(node));
@@ -714,10 +726,41 @@ impl Engine {
         self.send_bitmap(node);
     }
 
+    /// `connect --tentative` here or on the peer (DRBD's dry-run connect): the decision is
+    /// logged in DRBD's words and nothing follows from it (no resync, no handler, no UUID
+    /// change); the link closes. The tentative side stays StandAlone, the other keeps trying.
+    fn dry_run_decided(&mut self, node: NodeId, strategy: SyncStrategy, tentative: bool) {
+        let line = if strategy == SyncStrategy::NoSync {
+            "dry-run connect: No resync, would become Connected immediately.".to_string()
+        } else if strategy.is_sync_source() || strategy.is_sync_target() {
+            let full = matches!(
+                strategy,
+                SyncStrategy::SourceSetBitmap | SyncStrategy::TargetSetBitmap
+            );
+            format!(
+                "dry-run connect: Would become {}, doing a {} resync.",
+                if strategy.is_sync_source() {
+                    "SyncSource"
+                } else {
+                    "SyncTarget"
+                },
+                if full { "full" } else { "bit-map based" }
+            )
+        } else {
+            format!("dry-run connect: would not connect ({})", strategy.name())
+        };
+        self.peer_log(node, line);
+        if let Some(c) = self.peers.get_mut(&node) {
+            c.tentative = false;
+        }
+        self.drop_link(node, tentative);
+    }
+
     /// `connect --discard-my-data` (or a plain `connect`, which clears it).
-    pub(super) fn set_discard_my_data(&mut self, discard: bool) {
+    pub(super) fn set_discard_my_data(&mut self, discard: bool, tentative: bool) {
         for c in self.peers.values_mut() {
             c.discard_my_data = discard;
+            c.tentative = tentative;
         }
         if discard {
             self.log(

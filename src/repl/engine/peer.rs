@@ -47,6 +47,8 @@ pub(super) struct Peer {
     /// `connect --discard-my-data`: this node gives up its changes in the next split brain.
     /// Sent in `ProtocolParams` and `Uuids`; cleared once a handshake has decided.
     pub discard_my_data: bool,
+    /// `connect --tentative`: the next handshake only reports what it would do.
+    pub tentative: bool,
     /// Counts the links lost: requests done for this peer remember it, so one that finishes
     /// after its link went does not answer or feed a later connection (DRBD drains them
     /// before it reconnects; here they may finish any time, and are ignored).
@@ -74,6 +76,7 @@ impl Peer {
             was_established: false,
             peer_current: GenUuid::ZERO,
             discard_my_data: false,
+            tentative: false,
             link_gen: 0,
             receive_paused: false,
         }
