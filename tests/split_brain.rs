@@ -322,9 +322,9 @@ fn split_brain_manual_recovery() {
     });
     p.wait_sync();
     p.eventually(10, "UpToDate on both", || {
-        status(&p.a) == "res0 role:Primary\n  disk:UpToDate\n  node-2 role:Secondary\n    peer-disk:UpToDate\n"
+        status(&p.a) == "res0 role:Primary\n  disk:UpToDate\n  node-2 role:Secondary\n    peer-disk:UpToDate\n\n"
             && status(&p.b)
-                == "res0 role:Secondary\n  disk:UpToDate\n  node-1 role:Primary\n    peer-disk:UpToDate\n"
+                == "res0 role:Secondary\n  disk:UpToDate\n  node-1 role:Primary\n    peer-disk:UpToDate\n\n"
     });
     let (la, lb) = (p.a.log_text(), p.b.log_text());
     assert!(

@@ -58,6 +58,9 @@ pub fn render(views: &[ResourceView], o: StatusOpts) -> String {
         for c in &v.connections {
             render_connection(&mut out, c, o);
         }
+        // drbdsetup ends each resource with an empty line (`wrap_printf(0, "\n")` after the
+        // objects, which end their own lines).
+        out.push('\n');
     }
     out
 }
@@ -260,7 +263,7 @@ mod tests {
         );
         assert_eq!(
             render(&[v], StatusOpts::default()),
-            "res0 role:Primary\n  disk:UpToDate\n  node-2 role:Secondary\n    peer-disk:UpToDate\n"
+            "res0 role:Primary\n  disk:UpToDate\n  node-2 role:Secondary\n    peer-disk:UpToDate\n\n"
         );
     }
 
@@ -278,7 +281,7 @@ mod tests {
         let v = view(ConnState::Connecting, ReplState::Off, DiskState::DUnknown);
         assert_eq!(
             render(&[v], StatusOpts::default()),
-            "res0 role:Primary\n  disk:UpToDate\n  node-2 connection:Connecting\n"
+            "res0 role:Primary\n  disk:UpToDate\n  node-2 connection:Connecting\n\n"
         );
     }
 }
