@@ -706,3 +706,40 @@ time.sleep(600)
         peak_kib / 1024
     );
 }
+
+/// `secondary --force` demotes although a client holds the export open (DRBD 9's forced
+/// demotion): the client's next write fails instead of reaching a Secondary's disk.
+#[test]
+fn secondary_force_demotes_under_an_open_client_whose_writes_then_fail() {
+    let dir = scratch();
+    let n = node(dir.path(), "auto-promote no;", true);
+    let script = "import nbd,sys\nh=nbd.NBD()\nh.connect_uri(sys.argv[1])\nprint('connected',flush=True)\nsys.stdin.readline()\ntry:\n    h.pwrite(b'x'*4096, 0)\n    print('written',flush=True)\nexcept nbd.Error as e:\n    print('failed',e,flush=True)\n";
+    let mut c = Command::new("/usr/bin/python3")
+        .args(["-c", script, &n.nbd_uri("r0")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3-libnbd");
+    let t0 = Instant::now();
+    while !n.adm(&["status", "r0"]).ok().stdout.contains("open:yes") {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the client never opened"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(n.adm(&["secondary", "r0"]).code, 11);
+    n.adm(&["secondary", "--force", "r0"]).ok();
+    assert_eq!(n.adm(&["role", "r0"]).ok().stdout, "Secondary\n");
+    if let Some(mut stdin) = c.stdin.take() {
+        let _ = stdin.write_all(b"go\n");
+    }
+    let out = c.wait_with_output().expect("client");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("connected") && text.contains("failed"),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -255,8 +255,14 @@ pub enum Command {
         targets: Targets,
     },
 
-    /// Demote to Secondary. Refused while an NBD client holds the export open (exit code 11).
+    /// Demote to Secondary. Refused while an NBD client holds the export open (exit code 11)
+    /// unless --force.
     Secondary {
+        /// Demote although NBD clients hold the export open: their requests fail from then
+        /// on (those already started finish), as DRBD's `secondary --force` fails the I/O of
+        /// the device's users.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         targets: Targets,
     },

@@ -147,7 +147,9 @@ fn run(cli: Cli) -> Result<(), AdmError> {
         Command::Attach { targets } => state(targets, StateCmd::Attach),
         Command::Detach { targets } => state(targets, StateCmd::Detach),
         Command::Primary { force, targets } => state(targets, StateCmd::Primary { force: *force }),
-        Command::Secondary { targets } => state(targets, StateCmd::Secondary),
+        Command::Secondary { force, targets } => {
+            state(targets, StateCmd::Secondary { force: *force })
+        }
         Command::NewCurrentUuid {
             clear_bitmap,
             targets,

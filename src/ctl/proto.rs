@@ -192,6 +192,9 @@ pub enum Request {
     },
     Secondary {
         resource: String,
+        /// `--force`: demote although NBD clients hold the device open.
+        #[serde(default)]
+        force: bool,
     },
     NewCurrentUuid {
         resource: String,

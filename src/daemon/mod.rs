@@ -438,7 +438,14 @@ impl Daemon {
                 Request::Primary { resource, force } => {
                     self.admin(&resource, AdminCmd::Primary { force }).await
                 }
-                Request::Secondary { resource } => self.admin(&resource, AdminCmd::Secondary).await,
+                Request::Secondary { resource, force } => {
+                    let cmd = if force {
+                        AdminCmd::ForceSecondary
+                    } else {
+                        AdminCmd::Secondary
+                    };
+                    self.admin(&resource, cmd).await
+                }
                 Request::NewCurrentUuid {
                     resource,
                     clear_bitmap,

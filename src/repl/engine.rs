@@ -78,6 +78,9 @@ pub struct Engine {
     /// Promoted by `drbdadm primary` rather than by an opener: DRBD 9's `EXPLICIT_PRIMARY`,
     /// which keeps the last opener's close from auto-demoting.
     explicit_primary: bool,
+    /// `secondary --force` is under way: the demotion is allowed while the device is open
+    /// (the openers' later requests fail, as DRBD's do).
+    force_demote: bool,
     /// A write must generate a new current UUID first (set by promotion while no peer is
     /// connected, as DRBD 9 does, so a promotion that never wrote cannot cause split brain).
     new_uuid_due: bool,
@@ -159,6 +162,7 @@ impl Engine {
             disk: None,
             open_count: 0,
             explicit_primary: false,
+            force_demote: false,
             new_uuid_due: false,
             uuids,
             sb_gen: 0,

@@ -278,10 +278,14 @@ pub static RULES: &[Rule] = &[
         id: "S10",
         soft_only: true,
         check: Resource(|t| {
-            t.old.role == Role::Primary && t.new.role == Role::Secondary && t.ctx.open_count > 0
+            t.old.role == Role::Primary
+                && t.new.role == Role::Secondary
+                && t.ctx.open_count > 0
+                && !t.ctx.force
         }),
         refuse: StateError::DeviceInUse,
-        drbd: "role[OLD] == R_PRIMARY && role[NEW] == R_SECONDARY && device->writable",
+        drbd: "role[OLD] == R_PRIMARY && role[NEW] == R_SECONDARY && device->writable \
+               (udrbd: not under secondary --force)",
     },
     Rule {
         id: "S11",

@@ -64,7 +64,12 @@ enum Command {
         force: bool,
     },
     /// Demote the resource.
-    Secondary { resource: String },
+    Secondary {
+        resource: String,
+        /// Demote although the device is in use: the users' I/O fails from then on.
+        #[arg(long)]
+        force: bool,
+    },
     /// The resource's role.
     Role { resource: String },
     /// The connection state of each peer (drbdsetup takes `RES PEER_NODE_ID`; the peer is
@@ -139,7 +144,9 @@ fn run(cli: Cli) -> Result<(), AdmError> {
         Command::Primary { resource, force } => {
             daemon.expect_ok(&Request::Primary { resource, force })
         }
-        Command::Secondary { resource } => daemon.expect_ok(&Request::Secondary { resource }),
+        Command::Secondary { resource, force } => {
+            daemon.expect_ok(&Request::Secondary { resource, force })
+        }
         Command::Role { resource } => {
             print_query(&daemon.status(Some(&resource))?, Query::Role);
             Ok(())

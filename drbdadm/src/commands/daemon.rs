@@ -102,7 +102,9 @@ pub enum StateCmd {
     Primary {
         force: bool,
     },
-    Secondary,
+    Secondary {
+        force: bool,
+    },
     NewCurrentUuid {
         clear_bitmap: bool,
     },
@@ -143,7 +145,8 @@ impl StateCmd {
             StateCmd::Detach => "detach",
             StateCmd::Primary { force: false } => "primary",
             StateCmd::Primary { force: true } => "primary --force",
-            StateCmd::Secondary => "secondary",
+            StateCmd::Secondary { force: false } => "secondary",
+            StateCmd::Secondary { force: true } => "secondary --force",
             StateCmd::NewCurrentUuid { .. } => "new-current-uuid",
             StateCmd::Connect { .. } => "connect",
             StateCmd::Disconnect { force: false } => "disconnect",
@@ -188,7 +191,10 @@ pub fn run_state(
                 resource: name,
                 force,
             },
-            StateCmd::Secondary => Request::Secondary { resource: name },
+            StateCmd::Secondary { force } => Request::Secondary {
+                resource: name,
+                force,
+            },
             StateCmd::NewCurrentUuid { clear_bitmap } => Request::NewCurrentUuid {
                 resource: name,
                 clear_bitmap,

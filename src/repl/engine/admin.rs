@@ -22,6 +22,10 @@ impl Engine {
                     deadline: None,
                 });
             }
+            AdminCmd::ForceSecondary => {
+                self.force_demote = true;
+                return self.propose(super::twopc::Proposal::Demote { token });
+            }
             AdminCmd::Secondary => {
                 // Answered by `demote_cluster_wide` (after the peers agreed).
                 return self.propose(super::twopc::Proposal::Demote { token });
@@ -172,11 +176,18 @@ impl Engine {
 
     /// Demotion (`secondary`, an opener's auto-demote, a split-brain victim). Refused while
     /// the device is open (DRBD's `SS_DEVICE_IN_USE`).
+    /// The demotion as a change: forced under `secondary --force` (rule S10 then lets an
+    /// open device go).
+    pub(super) fn demotion(&self, tag: &'static str) -> Change {
+        let c = Change::soft(tag).role(Role::Secondary);
+        if self.force_demote { c.force() } else { c }
+    }
+
     pub(super) fn demote(&mut self, tag: &'static str) -> Result<(), StateError> {
         if self.st.role() != Role::Primary {
             return Ok(());
         }
-        self.change(Change::soft(tag).role(Role::Secondary))?;
+        self.change(self.demotion(tag))?;
         self.explicit_primary = false;
         self.new_uuid_due = false;
         if let Some(d) = self.disk.as_mut() {

@@ -129,6 +129,9 @@ pub enum AdminCmd {
         force: bool,
     },
     Secondary,
+    /// `drbdadm secondary --force`: demote although NBD clients hold the device open; their
+    /// requests from then on fail (not Primary), those already started finish.
+    ForceSecondary,
     NewCurrentUuid {
         clear_bitmap: bool,
     },

@@ -187,7 +187,8 @@ impl Engine {
         if self.transient() {
             return self.deferred.push(Proposal::Demote { token });
         }
-        if let Err(e) = self.validate(&Change::soft("secondary").role(Role::Secondary)) {
+        if let Err(e) = self.validate(&self.demotion("secondary")) {
+            self.force_demote = false;
             return self.admin_failed(token, e);
         }
         let asked = self.twopc_peers();
@@ -199,7 +200,9 @@ impl Engine {
 
     /// Demotes and answers `token`.
     fn finish_demotion(&mut self, token: u64) {
-        match self.demote("secondary") {
+        let r = self.demote("secondary");
+        self.force_demote = false;
+        match r {
             Ok(()) => self.wait_for_meta(token),
             Err(e) => self.admin_failed(token, e),
         }
@@ -381,9 +384,11 @@ impl Engine {
         }
         match t.proposal {
             Proposal::Promote(p) => self.promotion_failed(p, e),
-            Proposal::Demote { token } | Proposal::Disconnect { token, .. } => {
+            Proposal::Demote { token } => {
+                self.force_demote = false;
                 self.admin_failed(token, e);
             }
+            Proposal::Disconnect { token, .. } => self.admin_failed(token, e),
         }
     }
 
