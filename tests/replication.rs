@@ -501,19 +501,7 @@ fn a_tentative_connect_reports_the_resync_it_would_do_and_does_nothing() {
     eventually(10, "node-2 StandAlone", || {
         status(&p.b).contains("connection:StandAlone")
     });
-    let o = tool(
-        "qemu-io",
-        &[
-            "-f",
-            "raw",
-            "-c",
-            "write -P 0x66 0 1M",
-            "-c",
-            "flush",
-            &p.a.nbd_uri(RES),
-        ],
-    );
-    assert!(o.status.success(), "{o:?}");
+    common::qemu_io(&p.a, RES, "write -P 0x66 0 1M");
     let began = p.a.log_text().matches("Began resync").count();
     p.b.adm(&["connect", "--tentative", RES]).ok();
     p.eventually(20, "both sides' dry-run lines", || {

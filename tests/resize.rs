@@ -6,7 +6,7 @@
 mod common;
 
 use common::pair::{Pair, RES, pair};
-use common::{Node, tool};
+use common::{Node, qemu_io, tool};
 
 const GROWN: u64 = 96 << 20;
 /// The online test grows by 256 MiB, as an `lvextend -L +256M` would.
@@ -29,22 +29,13 @@ fn export_size(n: &Node) -> u64 {
         .expect("nbdinfo --size")
 }
 
-fn qemu_io(n: &Node, cmd: &str) -> String {
-    let o = tool(
-        "qemu-io",
-        &["-f", "raw", "-c", cmd, "-c", "flush", &n.nbd_uri(RES)],
-    );
-    assert!(o.status.success(), "{o:?}");
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 /// A synced pair with a pattern written through node-1, then both down.
 fn written_pair() -> (Pair, u64) {
     let mut p = pair("net { verify-alg crc32c; }");
     p.up();
     p.a.adm(&["primary", "--force", RES]).ok();
     p.wait_sync();
-    qemu_io(&p.a, "write -P 0x5a 1M 4M");
+    qemu_io(&p.a, RES, "write -P 0x5a 1M 4M");
     let size = export_size(&p.a);
     p.a.adm(&["secondary", RES]).ok();
     for n in [&p.a, &p.b] {
@@ -101,7 +92,7 @@ fn both_backing_devices_grown_offline_grow_the_device_and_resync_the_new_area() 
     assert_eq!(export_size(&p.b), new_size);
     // The old data is where it was, on both nodes.
     p.a.adm(&["primary", RES]).ok();
-    let out = qemu_io(&p.a, "read -P 0x5a 1M 4M");
+    let out = qemu_io(&p.a, RES, "read -P 0x5a 1M 4M");
     assert!(!out.contains("Pattern verification failed"), "{out}");
     // The new area was resynced: the replicas are identical up to the new size.
     let a = std::fs::read(&p.disk_a).expect("read a");
@@ -109,7 +100,11 @@ fn both_backing_devices_grown_offline_grow_the_device_and_resync_the_new_area() 
     let n = new_size as usize;
     assert_same(&a[..n], &b[..n], &p);
     // And writes reach the new area on both.
-    qemu_io(&p.a, &format!("write -P 0x77 {} 1M", new_size - (1 << 20)));
+    qemu_io(
+        &p.a,
+        RES,
+        &format!("write -P 0x77 {} 1M", new_size - (1 << 20)),
+    );
     p.wait_sync();
     let b = std::fs::read(&p.disk_b).expect("read b");
     assert!(b[n - (1 << 20)..n] == [0x77; 1 << 20][..]);
@@ -135,7 +130,7 @@ fn resize_grows_a_running_pair_while_a_client_writes() {
     p.up();
     p.a.adm(&["primary", "--force", RES]).ok();
     p.wait_sync();
-    qemu_io(&p.a, "write -P 0x5a 16M 4M");
+    qemu_io(&p.a, RES, "write -P 0x5a 16M 4M");
     let old_size = export_size(&p.a);
     grow_to(&p.disk_a, GROWN_ONLINE);
     grow_to(&p.disk_b, GROWN_ONLINE);
@@ -162,9 +157,13 @@ fn resize_grows_a_running_pair_while_a_client_writes() {
         );
     }
     let new_size = export_size(&p.a);
-    let out = qemu_io(&p.a, "read -P 0x5a 16M 4M");
+    let out = qemu_io(&p.a, RES, "read -P 0x5a 16M 4M");
     assert!(!out.contains("Pattern verification failed"), "{out}");
-    qemu_io(&p.a, &format!("write -P 0x77 {} 1M", new_size - (1 << 20)));
+    qemu_io(
+        &p.a,
+        RES,
+        &format!("write -P 0x77 {} 1M", new_size - (1 << 20)),
+    );
     p.wait_sync();
     let a = std::fs::read(&p.disk_a).expect("read a");
     let b = std::fs::read(&p.disk_b).expect("read b");

@@ -72,6 +72,16 @@ pub fn fio_ok(job: Child, context: &str) {
     );
 }
 
+/// Runs `qemu-io -c CMD -c flush` on `n`'s export `res`; its output (panics if it failed).
+pub fn qemu_io(n: &Node, res: &str, cmd: &str) -> String {
+    let o = tool(
+        "qemu-io",
+        &["-f", "raw", "-c", cmd, "-c", "flush", &n.nbd_uri(res)],
+    );
+    assert!(o.status.success(), "{o:?}");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 /// A scratch directory on a real disk.
 pub fn scratch() -> tempfile::TempDir {
     tempfile::Builder::new()
