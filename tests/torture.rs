@@ -230,7 +230,14 @@ fn acknowledged_writes_survive_crashes_failover_and_detach() {
                 // Diskless, is mended, attached, and resynced.
                 let rule = "write 0 16777216\n";
                 std::fs::write(&faults[secondary], rule).expect("fault file");
+                // The fault needs writes: on a loaded machine the writer may end before the
+                // daemon reads the fault file again, so one more (logged) writer follows.
+                let mut more = 0;
                 p.eventually(20, "the failing Secondary Diskless", || {
+                    if matches!(w.try_wait(), Ok(Some(_))) {
+                        more += 1;
+                        w = writer(&uri, &log, 2.0, base + 600_000_000 + more * 10_000_000);
+                    }
                     status(node(&p, secondary)).contains("  disk:Diskless\n")
                 });
                 // The fault file is read again at most once a second.
