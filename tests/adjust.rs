@@ -169,10 +169,26 @@ fn adjust_brings_up_applies_live_options_and_connects_standalone() {
     assert_eq!(handshakes(&p.a), before, "{}", p.logs());
     assert_eq!(adjust(&p.a, &["-d"]).ok().stdout, "");
 
+    // A new handler is run from the next call on.
+    edit(&p.a, |t| {
+        t.replace(
+            "options { quorum off; auto-promote-timeout 50; }",
+            "options { quorum off; auto-promote-timeout 50; }\n    handlers { disconnected \"echo disc-handler-$DRBD_RESOURCE\"; }",
+        )
+    });
+    assert_dry_run(
+        &p.a,
+        &strings(&["# res0: the disconnected handler changed (applied by the daemon at once)"]),
+    );
+    adjust(&p.a, &[]).ok();
+
     // A StandAlone connection is connected.
     p.a.adm(&["disconnect", RES]).ok();
     eventually(10, "StandAlone", || {
         status(&p.a).contains("connection:StandAlone")
+    });
+    p.eventually(10, "the adjusted handler", || {
+        p.a.log_text().contains("disc-handler-res0")
     });
     assert_dry_run(&p.a, &strings(&["drbdsetup connect res0 1"]));
     adjust(&p.a, &[]).ok();
