@@ -469,9 +469,21 @@ fn kill_9_after_write_replies_loses_nothing() {
     let st = n.adm(&["status", "--statistics", "--verbose", "r0"]).ok();
     assert!(st.stdout.contains("disk:Consistent"), "{}", st.stdout);
     assert!(st.stdout.contains("out-of-sync:12288"), "{}", st.stdout);
-    let gi = n.adm(&["get-gi", "r0"]).ok();
-    let flags: Vec<&str> = gi.stdout.trim().split(':').skip(4).collect();
-    assert_eq!(flags[3], "1", "crashed-primary flag: {}", gi.stdout);
+    // get-gi reads the metadata on disk, which the daemon writes after `up` has returned.
+    let t0 = Instant::now();
+    loop {
+        let gi = n.adm(&["get-gi", "r0"]).ok();
+        let flags: Vec<&str> = gi.stdout.trim().split(':').skip(4).collect();
+        if flags.get(3) == Some(&"1") {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "crashed-primary flag: {}",
+            gi.stdout
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert!(
         n.log_text().contains("Marked additional"),
         "{}",
