@@ -29,6 +29,26 @@ fn export_size(n: &Node) -> u64 {
         .expect("nbdinfo --size")
 }
 
+/// After a growth to `new_size`: the old data reads back (`read_cmd`), a write at the new end
+/// reaches both disks, the replicas are identical up to the new size (the new area was
+/// resynced), and verify finds nothing.
+fn grown_device_holds_and_replicates(p: &Pair, read_cmd: &str, new_size: u64) {
+    let out = qemu_io(&p.a, RES, read_cmd);
+    assert!(!out.contains("Pattern verification failed"), "{out}");
+    qemu_io(
+        &p.a,
+        RES,
+        &format!("write -P 0x77 {} 1M", new_size - (1 << 20)),
+    );
+    p.wait_sync();
+    let a = std::fs::read(&p.disk_a).expect("read a");
+    let b = std::fs::read(&p.disk_b).expect("read b");
+    let n = new_size as usize;
+    assert_same(&a[..n], &b[..n], p);
+    assert!(b[n - (1 << 20)..n] == [0x77; 1 << 20][..]);
+    p.assert_verify_clean();
+}
+
 /// A synced pair with a pattern written through node-1, then both down.
 fn written_pair() -> (Pair, u64) {
     let mut p = pair("net { verify-alg crc32c; }");
@@ -92,23 +112,7 @@ fn both_backing_devices_grown_offline_grow_the_device_and_resync_the_new_area() 
     assert_eq!(export_size(&p.b), new_size);
     // The old data is where it was, on both nodes.
     p.a.adm(&["primary", RES]).ok();
-    let out = qemu_io(&p.a, RES, "read -P 0x5a 1M 4M");
-    assert!(!out.contains("Pattern verification failed"), "{out}");
-    // The new area was resynced: the replicas are identical up to the new size.
-    let a = std::fs::read(&p.disk_a).expect("read a");
-    let b = std::fs::read(&p.disk_b).expect("read b");
-    let n = new_size as usize;
-    assert_same(&a[..n], &b[..n], &p);
-    // And writes reach the new area on both.
-    qemu_io(
-        &p.a,
-        RES,
-        &format!("write -P 0x77 {} 1M", new_size - (1 << 20)),
-    );
-    p.wait_sync();
-    let b = std::fs::read(&p.disk_b).expect("read b");
-    assert!(b[n - (1 << 20)..n] == [0x77; 1 << 20][..]);
-    p.assert_verify_clean();
+    grown_device_holds_and_replicates(&p, "read -P 0x5a 1M 4M", new_size);
 }
 
 #[test]
@@ -157,19 +161,7 @@ fn resize_grows_a_running_pair_while_a_client_writes() {
         );
     }
     let new_size = export_size(&p.a);
-    let out = qemu_io(&p.a, RES, "read -P 0x5a 16M 4M");
-    assert!(!out.contains("Pattern verification failed"), "{out}");
-    qemu_io(
-        &p.a,
-        RES,
-        &format!("write -P 0x77 {} 1M", new_size - (1 << 20)),
-    );
-    p.wait_sync();
-    let a = std::fs::read(&p.disk_a).expect("read a");
-    let b = std::fs::read(&p.disk_b).expect("read b");
-    let n = new_size as usize;
-    assert_same(&a[..n], &b[..n], &p);
-    p.assert_verify_clean();
+    grown_device_holds_and_replicates(&p, "read -P 0x5a 16M 4M", new_size);
     // The metadata is at the new end: a restart finds it.
     p.a.adm(&["secondary", RES]).ok();
     for n in [&p.a, &p.b] {

@@ -64,21 +64,19 @@ impl Daemon {
                 | Step::Path { .. }
                 | Step::PeerDeviceOptions { .. }
                 | Step::Handlers(_)
-                | Step::DiskOptions(_) => {
+                | Step::DiskOptions(_)
+                | Step::Attach => {
+                    // Once, after the detach and disconnect steps (which run on the old
+                    // settings); an attach uses the new disk's path and options.
                     if !reconfigured {
                         d.reconfigure(want.clone());
                         reconfigured = true;
                     }
-                }
-                Step::Attach => {
-                    if !reconfigured {
-                        // The new disk's path and options.
-                        d.reconfigure(want.clone());
-                        reconfigured = true;
-                    }
-                    let r = self.attach(&d).await;
-                    if r != Response::Ok {
-                        return r;
+                    if matches!(step, Step::Attach) {
+                        let r = self.attach(&d).await;
+                        if r != Response::Ok {
+                            return r;
+                        }
                     }
                 }
                 Step::Connect { .. } => connect = true,

@@ -90,14 +90,15 @@ impl MetaIo {
                 if backing / block * block <= self.layout.sb_offsets[1] + block {
                     return Ok(self.layout.data_bytes);
                 }
-                let mut slots = [Vec::new(), Vec::new()];
-                for (i, off) in self.layout.sb_offsets.iter().enumerate() {
-                    let mut b = vec![0u8; superblock::SLOT_SIZE];
-                    self.file
-                        .read_exact_at(&mut b, *off)
-                        .map_err(|source| self.io(source))?;
-                    slots[i] = b;
-                }
+                let slots = super::metadev::read_slots(
+                    &self.file,
+                    &super::metadev::Located {
+                        meta_path: self.path.clone(),
+                        backing: self.layout.sb_offsets[1] + block,
+                        placement: self.layout.placement,
+                        sb_offsets: self.layout.sb_offsets,
+                    },
+                )?;
                 let chosen = superblock::choose(&slots[0], &slots[1])
                     .map_err(|e| MetaDevError::Geometry(e.to_string()))?;
                 let (layout, current) = super::md_move::relocate(
