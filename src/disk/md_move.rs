@@ -23,9 +23,35 @@ use crate::meta::superblock::{self, Geometry};
 use crate::types::MetaDisk;
 use std::path::{Path, PathBuf};
 
-/// Where the record for `resource` lives.
+/// Where the record for `resource` lives: always a file directly in `state_dir`, whatever
+/// the name holds (a quoted resource name may contain `/` or start with `..`).
 pub fn lkbd_path(state_dir: &Path, resource: &str) -> PathBuf {
-    state_dir.join(format!("{resource}.lkbd"))
+    let safe: String = resource
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    state_dir.join(format!("res-{safe}.lkbd"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_stays_in_the_state_directory_whatever_the_resource_name() {
+        let dir = Path::new("/var/lib/udrbd");
+        assert_eq!(lkbd_path(dir, "r0"), dir.join("res-r0.lkbd"));
+        let evil = lkbd_path(dir, "a/../../x");
+        assert_eq!(evil.parent(), Some(dir));
+        assert_eq!(lkbd_path(dir, ".."), dir.join("res-...lkbd"));
+        assert_eq!(lkbd_path(dir, "..").parent(), Some(dir));
+    }
 }
 
 /// The state directory: `$UDRBD_STATE_DIR`, else `/var/lib/udrbd`.
