@@ -49,8 +49,6 @@ broken! {
         "7:5: minor 1 of resource r1 (host 'alice') is already used by resource r0";
     duplicate_volume: "duplicate-volume.res" =>
         "3:5: duplicate volume 0 (first at duplicate-volume.res:2:5)";
-    missing_meta_disk: "missing-meta-disk.res" =>
-        "2:5: volume 0 of host 'alice' in resource r0 has a disk but no 'meta-disk' (internal or a device path)";
     missing_address: "missing-address.res" =>
         "7:14: host 'bob' has no address for its connection in resource r0: give 'address' in 'on bob { }' or in the connection";
     secret_too_long: "secret-too-long.res" =>

@@ -1,12 +1,13 @@
-//! The config language on real configs: the SUSE HA how-to (split over includes) and the
-//! reference's sample configs. Everything parses, resolves per host, and dumps stably.
+//! The config language on real configs: the SUSE HA how-to (split over includes), the
+//! reference's sample configs, and drbd-utils' own test configs (tests/data/drbd-utils-v9).
+//! Everything parses, resolves per host, and dumps stably, or is refused with a clear reason.
 #![allow(clippy::unwrap_used)]
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use udrbd::config::{
-    AfterSb0Pri, Config, Fencing, HostQuery, MemSource, Protocol, Quorum, Resolved, dump, load,
-    parse_str, resolve,
+    AfterSb0Pri, Config, Fencing, HostQuery, MemSource, Protocol, Quorum, Resolved, dump, effect,
+    hostnames_equal, load, parse_str, resolve,
 };
 use udrbd::types::{MetaDisk, NodeId};
 
@@ -478,11 +479,12 @@ fn the_readme_lists_every_option_without_effect() {
         .expect("the README has the section");
     let section = &readme[start..];
     let section = &section[..section[3..].find("\n## ").map_or(section.len(), |i| i + 3)];
+    // The rows name their option in backquotes; the section is a keyword (`net`) or "top level".
     let rows: Vec<(String, String)> = section
         .lines()
-        .filter(|l| l.starts_with("| `"))
-        .map(|l| {
-            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+        .map(|l| l.split('|').map(str::trim).collect::<Vec<&str>>())
+        .filter(|cells| cells.len() > 3 && cells[2].starts_with('`'))
+        .map(|cells| {
             (
                 cells[1].trim_matches('`').to_string(),
                 cells[2].trim_matches('`').to_string(),
@@ -494,4 +496,453 @@ fn the_readme_lists_every_option_without_effect() {
         .map(|n| (n.sect.keyword().to_string(), n.name.to_string()))
         .collect();
     assert_eq!(rows, table);
+}
+
+// --- drbd-utils' own test configurations (tests/data/drbd-utils-v9/README.md) ---
+
+const V9: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/drbd-utils-v9");
+
+fn v9_text(name: &str) -> String {
+    std::fs::read_to_string(Path::new(V9).join(name)).unwrap()
+}
+
+fn v9(name: &str) -> Config {
+    parse_str(name, &v9_text(name)).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// What each file must do: `None` dumps (and its dump re-parses to the same dump), `Some(msg)`
+/// is refused with exactly `FILE:msg`.
+const V9_FILES: &[(&str, Option<&str>)] = &[
+    ("adjust_bitmap_disable.res", None),
+    ("adjust_bitmap_enable.res", None),
+    ("adjust_disk_opts_late.res", None),
+    ("adjust_order.res", None),
+    (
+        "adjust_proxy.res",
+        Some("6:2: 'proxy' (DRBD Proxy) is not supported by udrbd"),
+    ),
+    ("adjust_set_option_connect.res", None),
+    ("adjust_switch_diskfull_r0.res", None),
+    ("adjust_switch_interface_r0.res", None),
+    ("adjust_tiebreaker_swap.res", None),
+    ("block-size.res", None),
+    ("drbd_8.4.res", None),
+    ("drbdctrl.res", None),
+    ("drbdmeta_force_flag.res", None),
+    ("floating-ipv4.res", None),
+    ("floating-ipv6.res", None),
+    ("man.res", None),
+    ("nat-address.res", None),
+    (
+        "node-id-missing.res",
+        Some("54:2: 'stacked-on-top-of' is not supported by udrbd"),
+    ),
+    (
+        "proxy_2sites_3nodes.res",
+        Some("32:40: 'via proxy' (DRBD Proxy) is not supported by udrbd"),
+    ),
+    ("release_9_1_1.res", None),
+    ("require-drbd-module-version.res", None),
+    (
+        "restore_show.res",
+        Some(
+            "2:5: '_this_host' (the syntax of `drbdsetup show` output) is not supported by \
+             udrbd in a configuration: name the hosts with 'on NAME { }' and 'host NAME'",
+        ),
+    ),
+    ("resync_after.res", None),
+    ("sh-list-adjustable.res", None),
+    (
+        "stacked_implicit_conn.res",
+        Some("35:3: 'stacked-on-top-of' is not supported by udrbd"),
+    ),
+    (
+        "stacked_multi_path_2sites_3nodes.res",
+        Some("54:2: 'stacked-on-top-of' is not supported by udrbd"),
+    ),
+    (
+        "stacked_multi_path_3sites_2nodes.res",
+        Some("94:2: 'stacked-on-top-of' is not supported by udrbd"),
+    ),
+    ("tiebreaker.res", None),
+    ("top-level-meta-disk.res", None),
+];
+
+#[test]
+fn drbd_utils_v9_configs_dump_or_are_refused_clearly() {
+    let mut on_disk: Vec<String> = std::fs::read_dir(V9)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".res"))
+        .collect();
+    on_disk.sort();
+    let listed: Vec<&str> = V9_FILES.iter().map(|(n, _)| *n).collect();
+    assert_eq!(on_disk, listed, "every file in {V9} has a line in V9_FILES");
+    for (name, refused) in V9_FILES {
+        match (parse_str(name, &v9_text(name)), refused) {
+            (Ok(cfg), None) => {
+                assert_dump_stable(&cfg);
+            }
+            (Err(e), Some(msg)) => assert_eq!(e.to_string(), format!("{name}:{msg}")),
+            (Ok(_), Some(msg)) => panic!("{name} parsed, but should be refused with {msg:?}"),
+            (Err(e), None) => panic!("{name} should dump: {e}"),
+        }
+    }
+}
+
+/// What drbd-utils' tests/v9/*.test check of `drbdadm dump`.
+#[test]
+fn drbd_utils_v9_dump_lines_as_their_tests_check() {
+    // block-size.test: `dump all | grep -q '^.*block-size.*4096;$'`.
+    let out = assert_dump_stable(&v9("block-size.res"));
+    assert!(
+        out.lines()
+            .any(|l| l.contains("block-size") && l.ends_with(" 4096;")),
+        "{out}"
+    );
+    // tiebreaker.test: `dump tiebreaker-test | grep -c '^ *tiebreaker.*no'` prints 1.
+    let out = dump(&v9("tiebreaker.res"), Some("tiebreaker-test")).unwrap();
+    let n = out
+        .lines()
+        .filter(|l| {
+            let l = l.trim_start();
+            l.starts_with("tiebreaker") && l.contains("no")
+        })
+        .count();
+    assert_eq!(n, 1, "{out}");
+    // top-level-meta-disk.test prints the whole dump; udrbd orders sections and pads values
+    // differently, so each of its lines must be in ours, spaces aside, as often as there.
+    // Not its node-id lines: without node-ids drbdadm numbers two hosts by a hash of their
+    // addresses (ADDRLeft gets 1), udrbd in the order of the `on` sections.
+    let norm = |l: &str| l.split_whitespace().collect::<Vec<_>>().join(" ");
+    let out = assert_dump_stable(&v9("top-level-meta-disk.res"));
+    let mut ours: Vec<String> = out.lines().map(norm).collect();
+    let test = v9_text("top-level-meta-disk.test");
+    let expected: Vec<String> = test
+        .lines()
+        .map(norm)
+        .filter(|l| l.ends_with(';') || l.ends_with('{') || l == "}")
+        .filter(|l| !l.starts_with("node-id "))
+        .collect();
+    assert!(expected.len() > 20, "{test}");
+    for l in &expected {
+        let i = ours
+            .iter()
+            .position(|o| o == l)
+            .unwrap_or_else(|| panic!("dump lacks {l:?}:\n{out}"));
+        ours.remove(i);
+    }
+}
+
+/// `on` names and `host` names are the same host when drbdadm's `hostnames_equal` says so.
+#[test]
+fn hosts_are_matched_as_drbdadm_matches_them() {
+    assert!(hostnames_equal("n1", "n1.ryzen9.home"));
+    assert!(hostnames_equal("N1.Ryzen9.home", "n1.ryzen9.HOME"));
+    assert!(hostnames_equal("n1.ryzen9.home", "n1"));
+    assert!(!hostnames_equal("n1.a", "n1.b"));
+    assert!(!hostnames_equal("n1", "n10.ryzen9.home"));
+    assert!(!hostnames_equal("n1", "n2"));
+
+    // adjust_set_option_connect.test: `connection-mesh { hosts n1 n2 undertest; }` joins the
+    // hosts `on n1.ryzen9.home` and `on n2.ryzen9.home` (new-peer ... --_name=n1.ryzen9.home).
+    let cfg = v9("adjust_set_option_connect.res");
+    let u = as_node(&cfg, "r0", "undertest");
+    let peers: Vec<(&str, NodeId)> = u
+        .peers
+        .iter()
+        .map(|p| (p.name.as_str(), p.node_id))
+        .collect();
+    assert_eq!(
+        peers,
+        [("n1.ryzen9.home", NodeId(0)), ("n2.ryzen9.home", NodeId(1))]
+    );
+    let n1 = as_node(&cfg, "r0", "n1");
+    assert_eq!(
+        (n1.me.name.as_str(), n1.me.address, n1.peers.len()),
+        ("n1.ryzen9.home", sa("192.168.1.10:7000"), 2)
+    );
+
+    // block-size.res: paths name `undertest`, `u2` and `u3`; this node's hostname is the short
+    // one too.
+    let cfg = v9("block-size.res");
+    let q = HostQuery {
+        explicit: None,
+        hostname: "undertest",
+        is_local: &|_| false,
+    };
+    let r = resolve(&cfg, "res", &q).unwrap();
+    assert_eq!(r.me.name, "undertest.ryzen9.home");
+    let peers: Vec<(&str, Option<SocketAddr>, Option<SocketAddr>)> = r
+        .peers
+        .iter()
+        .map(|p| (p.name.as_str(), p.address, p.local_address))
+        .collect();
+    assert_eq!(
+        peers,
+        [
+            (
+                "u2.ryzen9.home",
+                sa("192.168.123.52:7789"),
+                sa("192.168.123.51:7789")
+            ),
+            (
+                "u3.ryzen9.home",
+                sa("192.168.123.53:7789"),
+                sa("192.168.123.51:7789")
+            )
+        ]
+    );
+
+    // An exact name wins over a short one, two spellings of one host are not a connection,
+    // and `discard-node-NAME` names its host the same way.
+    let two = |conn: &str| {
+        format!(
+            "resource r {{ device minor 1; disk none; net {{ after-sb-0pri discard-node-a; }} \
+             on a.x {{ node-id 0; address 10.0.0.1:1; }} on a {{ node-id 1; address 10.0.0.2:1; }} \
+             on b.x {{ node-id 2; address 10.0.0.3:1; }} {conn} }}"
+        )
+    };
+    let cfg = parse_str("t.res", &two("connection { host a; host b; }")).unwrap();
+    let a = as_node(&cfg, "r", "a");
+    assert_eq!((a.me.node_id, a.peers[0].name.as_str()), (NodeId(1), "b.x"));
+    assert_eq!(a.peers[0].net.after_sb_0pri, AfterSb0Pri::DiscardLocal);
+    let b = as_node(&cfg, "r", "b");
+    assert_eq!(b.peers[0].net.after_sb_0pri, AfterSb0Pri::DiscardRemote);
+    let e = parse_str("t.res", &two("connection { host b; host b.x; }")).unwrap_err();
+    assert!(
+        e.message
+            .contains("a connection joins exactly two different hosts, found: b b.x"),
+        "{e}"
+    );
+}
+
+/// nat-address.test: `new-path nat-address 1 ipv4:10.43.10.50:7000 ipv4:192.168.17.20:7000`:
+/// this node listens on its own address and dials the peer's `via outside-address`.
+#[test]
+fn nat_outside_address_is_where_the_peer_is_dialed() {
+    let cfg = v9("nat-address.res");
+    let u = as_node(&cfg, "nat-address", "undertest");
+    let p = &u.peers[0];
+    assert_eq!(
+        (p.node_id, p.local_address, p.address),
+        (NodeId(1), sa("10.43.10.50:7000"), sa("192.168.17.20:7000"))
+    );
+    assert_eq!(u.me.address, sa("10.43.10.50:7000"));
+    let o = as_node(&cfg, "nat-address", "other");
+    assert_eq!(
+        (o.peers[0].local_address, o.peers[0].address),
+        (sa("10.43.10.51:7000"), sa("192.168.17.19:7000"))
+    );
+    let out = assert_dump_stable(&cfg);
+    assert!(
+        out.contains(
+            "host other address ipv4 10.43.10.51:7000 via outside-address ipv4 192.168.17.20:7000;"
+        ),
+        "{out}"
+    );
+    for (conn, msg) in [
+        (
+            "host a address 10.0.0.1:1 via;",
+            "expected 'outside-address' or 'proxy' after 'via', found ';'",
+        ),
+        (
+            "host a address 10.0.0.1:1 via outside-address;",
+            "'outside-address' needs an address",
+        ),
+        (
+            "host a address 10.0.0.1:1 via outside-address 1.2.3.4:5 port 7;",
+            "expected ';' after '1.2.3.4:5', found 'port'",
+        ),
+    ] {
+        let text = format!(
+            "resource r {{ device minor 1; disk none; on a {{ node-id 0; }} \
+             on b {{ node-id 1; address 10.0.0.2:1; }} connection {{ {conn} host b; }} }}"
+        );
+        let e = parse_str("t.res", &text).unwrap_err();
+        assert!(e.message.contains(msg), "{conn}: {e}");
+    }
+}
+
+/// floating-ipv6.res: `[fe80::...%vethX]:7706` parses and dumps as written wherever vethX is;
+/// resolving it (what `up` sends the daemon) needs the interface on this node.
+#[test]
+fn ipv6_link_local_scope_is_kept_and_resolved_per_node() {
+    let cfg = v9("floating-ipv6.res");
+    let out = assert_dump_stable(&cfg);
+    assert!(
+        out.contains("floating ipv6 [fe80::1022:53ff:feb7:614f%vethX]:7706 {"),
+        "{out}"
+    );
+    if !Path::new("/sys/class/net/vethX").exists() {
+        let q = HostQuery {
+            explicit: None,
+            hostname: "undertest",
+            is_local: &|a| a == IpAddr::from([127, 0, 0, 1]),
+        };
+        let e = resolve(&cfg, "r0", &q).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "floating-ipv6.res:6:19: address ipv6 [fe80::1022:53ff:feb7:614f%vethX]:7706: this \
+             node has no network interface 'vethX' (the %vethX of a link-local address names \
+             the interface that reaches it)"
+        );
+    }
+    // An interface this node has: its index, as the system numbers it.
+    let lo: u32 = std::fs::read_to_string("/sys/class/net/lo/ifindex")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let text = v9_text("floating-ipv6.res").replace("%vethX", "%lo");
+    let cfg = parse_str("lo.res", &text).unwrap();
+    let me = as_node(&cfg, "r0", "127.0.0.1:7706");
+    let want: SocketAddr = format!("[fe80::1022:53ff:feb7:614f%{lo}]:7706")
+        .parse()
+        .unwrap();
+    assert_eq!(me.peers[0].address, Some(want));
+    let SocketAddr::V6(v6) = want else {
+        unreachable!()
+    };
+    assert_eq!(v6.scope_id(), lo);
+    // ...which survives the JSON the daemon receives.
+    let json = serde_json::to_string(&me).unwrap();
+    assert_eq!(serde_json::from_str::<Resolved>(&json).unwrap(), me);
+    // A scope written as a number is that index.
+    let text = v9_text("floating-ipv6.res").replace("%vethX", "%7");
+    let cfg = parse_str("n.res", &text).unwrap();
+    assert!(assert_dump_stable(&cfg).contains("[fe80::1022:53ff:feb7:614f%7]:7706"));
+    assert_eq!(
+        as_node(&cfg, "r0", "127.0.0.1:7706").peers[0].address,
+        sa("[fe80::1022:53ff:feb7:614f%7]:7706")
+    );
+    let e = parse_str(
+        "b.res",
+        &v9_text("floating-ipv6.res").replace("%vethX", "%a/b"),
+    )
+    .unwrap_err();
+    assert!(e.message.contains("bad interface name 'a/b'"), "{e}");
+}
+
+/// drbdmeta_force_flag.test, resync_after.test: a disk without `meta-disk` runs with internal
+/// metadata (`drbdmeta 1 v09 /dev/foo/fun/0 internal ...`); `dump` prints what is written, as
+/// drbdadm's does (it prints `meta-disk` only when the file has it).
+#[test]
+fn a_disk_without_meta_disk_has_internal_metadata() {
+    for (file, res, node, minor, disk) in [
+        (
+            "drbdmeta_force_flag.res",
+            "r0",
+            "undertest",
+            1,
+            "/dev/foo/fun/0",
+        ),
+        (
+            "floating-ipv4.res",
+            "r0",
+            "127.0.0.1:7706",
+            1,
+            "/dev/foo/fun/0",
+        ),
+        (
+            "resync_after.res",
+            "res1",
+            "undertest",
+            1041,
+            "/dev/ssdpool/res0_0",
+        ),
+    ] {
+        let cfg = v9(file);
+        let out = assert_dump_stable(&cfg);
+        assert!(!out.contains("meta-disk"), "{out}");
+        let v = &as_node(&cfg, res, node).volumes[0];
+        assert_eq!(
+            (v.minor, v.disk.as_deref(), &v.meta_disk),
+            (minor, Some(disk), &MetaDisk::Internal),
+            "{file}"
+        );
+    }
+    // A resource-wide meta-disk still reaches a host volume that only names its disk.
+    let cfg = parse_str(
+        "t.res",
+        "resource r { volume 0 { device minor 1; meta-disk /dev/md [3]; } \
+         on a { address 10.0.0.1:1; volume 0 { disk /dev/a; } } \
+         on b { address 10.0.0.2:1; volume 0 { disk /dev/b; } } }",
+    )
+    .unwrap();
+    assert_eq!(
+        as_node(&cfg, "r", "b").volumes[0].meta_disk,
+        MetaDisk::External {
+            path: "/dev/md".into(),
+            index: Some(3)
+        }
+    );
+}
+
+/// require-drbd-module-version.res: the top-level statement is accepted; udrbd has no module
+/// to check, so `up` warns about it like any option without effect, and `dump` marks it.
+#[test]
+fn module_version_requirements_and_block_size_are_accepted_with_a_warning() {
+    let cfg = v9("require-drbd-module-version.res");
+    let out = assert_dump_stable(&cfg);
+    assert!(
+        out.contains(
+            "# require-drbd-module-version-eq: accepted but has no effect in udrbd (udrbd has \
+             no kernel module whose version could be checked)\nrequire-drbd-module-version-eq \
+             9.0.0;\n"
+        ),
+        "{out}"
+    );
+    let w = effect::warnings(&cfg, "r0");
+    assert!(
+        w.contains(
+            &"require-drbd-module-version.res:2:1: require-drbd-module-version-eq is accepted \
+              but has no effect in udrbd: udrbd has no kernel module whose version could be \
+              checked"
+                .to_string()
+        ),
+        "{w:#?}"
+    );
+    for (text, msg) in [
+        (
+            "require-drbd-module-version-ge 9.2;",
+            "1:32: bad version '9.2' for 'require-drbd-module-version-ge': expected \
+             MAJOR.MINOR.SUBLEVEL, as in 9.2.0",
+        ),
+        (
+            "global { require-drbd-module-version-ge 9.2.0; }",
+            "1:10: 'require-drbd-module-version-ge' is written at top level, outside any \
+             section, not in global",
+        ),
+        (
+            "require-drbd-module-version-eg 9.2.0;",
+            "1:1: unknown keyword 'require-drbd-module-version-eg' at top level, did you mean \
+             'require-drbd-module-version-eq'?",
+        ),
+    ] {
+        let e = parse_str("t.conf", text).unwrap_err();
+        assert_eq!(e.to_string(), format!("t.conf:{msg}"));
+    }
+
+    // block-size (DRBD 9.2's logical block size): warned about unless it is the 512 bytes
+    // udrbd's NBD exports advertise.
+    let cfg = v9("adjust_switch_interface_r0.res");
+    let w = effect::warnings(&cfg, "r0");
+    assert!(
+        w.iter().any(|l| l.starts_with(
+            "adjust_switch_interface_r0.res:12:3: block-size is \
+                                          accepted but has no effect in udrbd"
+        )),
+        "{w:#?}"
+    );
+    let res = |bs: &str| {
+        format!(
+            "resource r {{ disk {{ block-size {bs}; }} device minor 1; disk none; \
+             on a {{ address 10.0.0.1:1; }} on b {{ address 10.0.0.2:1; }} }}"
+        )
+    };
+    let cfg = parse_str("t.res", &res("512")).unwrap();
+    assert!(effect::warnings(&cfg, "r").is_empty());
+    let e = parse_str("t.res", &res("8192")).unwrap_err();
+    assert!(e.message.contains("out of range (512..4096"), "{e}");
 }

@@ -81,11 +81,32 @@ fn number(t: &Token, what: &str, max: u32) -> Result<u32, ConfigError> {
     }
 }
 
+/// Keywords of `drbdsetup show` output (which drbdadm reads back for `adjust`).
+const SHOW_SYNTAX: &[&str] = &[
+    "_this_host",
+    "_remote_host",
+    "_peer_node_id",
+    "_cstate",
+    "_unknown",
+    "_name",
+];
+
 fn unknown(st: &Stmt, context: &str, known: &[&str]) -> ConfigError {
     let name = st.name();
     if name == "include" {
         return st.pos().err(format!(
             "'include' is only allowed at top level, not inside {context}"
+        ));
+    }
+    if name == "proxy" {
+        return st
+            .pos()
+            .err("'proxy' (DRBD Proxy) is not supported by udrbd");
+    }
+    if SHOW_SYNTAX.contains(&name) {
+        return st.pos().err(format!(
+            "'{name}' (the syntax of `drbdsetup show` output) is not supported by udrbd in a \
+             configuration: name the hosts with 'on NAME {{ }}' and 'host NAME'"
         ));
     }
     st.pos().err(format!(
@@ -154,8 +175,34 @@ fn option_stmt(
             st,
         );
     }
+    if sect == Sect::Global && options::lookup(Sect::TopLevel, name).is_some() {
+        return Err(st.pos().err(format!(
+            "'{name}' is written at top level, outside any section, not in global"
+        )));
+    }
     let known: Vec<&str> = options::names_in(sect).collect();
     Err(unknown(st, &format!("section {}", sect.keyword()), &known))
+}
+
+/// `require-drbd-module-version-OP MAJOR.MINOR.SUBLEVEL;` (the version as drbd-utils reads it).
+fn module_version(st: &Stmt, cfg: &mut Config) -> Result<(), ConfigError> {
+    let mut sink = |_: Sect, e: OptEntry, st: &Stmt| {
+        let parts: Vec<&str> = e.text.split('.').collect();
+        let ok = parts.len() == 3
+            && parts
+                .iter()
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+        if !ok {
+            let at = st.args.first().map_or(st.pos(), |a| &a.pos);
+            return Err(at.err(format!(
+                "bad version '{}' for '{}': expected MAJOR.MINOR.SUBLEVEL, as in 9.2.0",
+                e.text, e.name
+            )));
+        }
+        cfg.module_version.set(e);
+        Ok(())
+    };
+    option_stmt(Sect::TopLevel, st, &mut sink, &mut Vec::new())
 }
 
 fn text_of(t: &Token) -> &str {
@@ -289,11 +336,17 @@ pub fn build(stmts: &[Stmt]) -> Result<Config, ConfigError> {
                 cfg.resources.push(res);
             }
             "include" => return Err(st.pos().err("'include' is not resolved here (use load)")),
+            name if options::lookup(Sect::TopLevel, name).is_some() => {
+                module_version(st, &mut cfg)?
+            }
             name => {
-                let hint = match did_you_mean(name, ["global", "common", "resource", "include"]) {
-                    s if s.is_empty() => {
-                        " (expected global, common, resource or include)".to_string()
-                    }
+                let known = ["global", "common", "resource", "include"]
+                    .into_iter()
+                    .chain(options::names_in(Sect::TopLevel));
+                let hint = match did_you_mean(name, known) {
+                    s if s.is_empty() => " (expected global, common, resource, include or \
+                                          require-drbd-module-version-*)"
+                        .to_string(),
                     s => s,
                 };
                 return Err(st
@@ -595,8 +648,8 @@ const HOST_KEYWORDS: &[&str] = &[
 fn host(st: &Stmt, notes: &mut Vec<String>) -> Result<HostCfg, ConfigError> {
     let floating = st.name() == "floating";
     let (name, address) = if floating {
-        let sa = parse_address(&st.key, &st.args)?;
-        (sa.to_string(), Some(sa))
+        let a = parse_address(&st.key, &st.args)?;
+        (a.to_string(), Some(a))
     } else {
         (text(&args_n(st, 1, "a host name")?[0]).to_string(), None)
     };
@@ -661,9 +714,8 @@ fn host(st: &Stmt, notes: &mut Vec<String>) -> Result<HostCfg, ConfigError> {
     Ok(h)
 }
 
-/// `host NAME [address [af] ADDR:PORT] [port P];`
+/// `host NAME [address [af] ADDR:PORT] [port P] [via outside-address [af] ADDR:PORT];`
 fn conn_host(st: &Stmt) -> Result<ConnHost, ConfigError> {
-    no_body(st)?;
     let name_tok = st
         .args
         .first()
@@ -673,16 +725,18 @@ fn conn_host(st: &Stmt) -> Result<ConnHost, ConfigError> {
         pos: name_tok.pos.clone(),
         address: None,
         port: None,
+        outside: None,
     };
     let mut rest = &st.args[1..];
     while let Some(kw) = rest.first() {
         match text(kw) {
             "address" => {
-                // The address is the rest up to `port` (an optional family word and ADDR:PORT).
+                // The address is the rest up to `port` or `via` (an optional family word and
+                // ADDR:PORT).
                 let end = rest
                     .iter()
                     .skip(1)
-                    .position(|t| text(t) == "port")
+                    .position(|t| matches!(text(t), "port" | "via"))
                     .map_or(rest.len(), |p| p + 1);
                 ch.address = Some(parse_address(kw, &rest[1..end])?);
                 rest = &rest[end..];
@@ -698,16 +752,34 @@ fn conn_host(st: &Stmt) -> Result<ConnHost, ConfigError> {
                 }
                 rest = &rest[2..];
             }
-            "via" => return Err(kw.pos.err("'via proxy' is not supported by udrbd")),
+            "via" => match rest.get(1).map(text) {
+                Some("proxy") => {
+                    return Err(kw
+                        .pos
+                        .err("'via proxy' (DRBD Proxy) is not supported by udrbd"));
+                }
+                Some("outside-address") => {
+                    // The address ends the statement.
+                    ch.outside = Some(parse_address(&rest[1], &rest[2..])?);
+                    rest = &[];
+                }
+                _ => {
+                    return Err(kw.pos.err(format!(
+                        "expected 'outside-address' or 'proxy' after 'via', found {}",
+                        rest.get(1).map_or("';'".to_string(), Token::describe)
+                    )));
+                }
+            },
             _ => {
                 return Err(kw.pos.err(format!(
-                    "expected 'address', 'port' or ';' in 'host {}', found {}",
+                    "expected 'address', 'port', 'via' or ';' in 'host {}', found {}",
                     ch.name,
                     kw.describe()
                 )));
             }
         }
     }
+    no_body(st)?;
     Ok(ch)
 }
 

@@ -166,6 +166,9 @@ fn conn_host(ch: &ConnHost) -> String {
     if let Some(p) = ch.port {
         let _ = write!(s, " port {p}");
     }
+    if let Some(a) = &ch.outside {
+        let _ = write!(s, " via outside-address {}", show(a));
+    }
     s.push(';');
     s
 }
@@ -265,6 +268,18 @@ pub fn dump_with(
         None => {
             if !cfg.global.is_empty() {
                 o.block("global", &cfg.global);
+                o.s.push('\n');
+            }
+            if !cfg.module_version.is_empty() {
+                for e in &cfg.module_version.entries {
+                    if let Some(n) = super::effect::no_effect(options::Sect::TopLevel, e) {
+                        o.line(&format!(
+                            "# {}: accepted but has no effect in udrbd ({})",
+                            e.name, n.why
+                        ));
+                    }
+                    o.line(&format!("{} {};", e.name, quote(&e.text)));
+                }
                 o.s.push('\n');
             }
             let c = &cfg.common;

@@ -29,6 +29,7 @@ macro_rules! none {
 }
 
 const NO_MODULE: &str = "udrbd has no kernel module";
+const NO_VERSION: &str = "udrbd has no kernel module whose version could be checked";
 
 /// Every option udrbd does not act on (the README lists them).
 pub static NO_EFFECT: &[NoEffect] = &[
@@ -65,12 +66,12 @@ pub static NO_EFFECT: &[NoEffect] = &[
         None,
         "drbdadm waits for the daemon's answer"
     ),
-    none!(Global, "require-drbd-module-version-eq", None, NO_MODULE),
-    none!(Global, "require-drbd-module-version-ne", None, NO_MODULE),
-    none!(Global, "require-drbd-module-version-gt", None, NO_MODULE),
-    none!(Global, "require-drbd-module-version-ge", None, NO_MODULE),
-    none!(Global, "require-drbd-module-version-lt", None, NO_MODULE),
-    none!(Global, "require-drbd-module-version-le", None, NO_MODULE),
+    none!(TopLevel, "require-drbd-module-version-eq", None, NO_VERSION),
+    none!(TopLevel, "require-drbd-module-version-ne", None, NO_VERSION),
+    none!(TopLevel, "require-drbd-module-version-gt", None, NO_VERSION),
+    none!(TopLevel, "require-drbd-module-version-ge", None, NO_VERSION),
+    none!(TopLevel, "require-drbd-module-version-lt", None, NO_VERSION),
+    none!(TopLevel, "require-drbd-module-version-le", None, NO_VERSION),
     none!(
         Net,
         "max-epoch-size",
@@ -202,6 +203,12 @@ pub static NO_EFFECT: &[NoEffect] = &[
         "size",
         Some("0"),
         "the device has the backing device's usable size"
+    ),
+    none!(
+        Disk,
+        "block-size",
+        Some("512"),
+        "udrbd's NBD exports advertise a 512-byte minimum block size"
     ),
     none!(
         Disk,
@@ -337,7 +344,8 @@ pub fn no_effect(sect: Sect, e: &OptEntry) -> Option<&'static NoEffect> {
     })
 }
 
-/// The warnings `up` and `adjust` print for `resource` (and `global`): one line per option
+/// The warnings `up` and `adjust` print for `resource` (and for `global` and the top-level
+/// `require-drbd-module-version-*` statements): one line per option
 /// set without effect, `FILE:LINE:COL: NAME is accepted but has no effect in udrbd: WHY`.
 pub fn warnings(cfg: &Config, resource: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -360,6 +368,7 @@ pub fn warnings(cfg: &Config, resource: &str) -> Vec<String> {
         block(Sect::Handlers, &s.handlers);
     };
     block(Sect::Global, &cfg.global);
+    block(Sect::TopLevel, &cfg.module_version);
     sections(&cfg.common.sections, &mut block);
     let Some(r) = cfg.resource(resource) else {
         return out;

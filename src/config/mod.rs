@@ -25,7 +25,16 @@
 //! (all hosts); the host's own setting wins. DRBD has no equivalent.
 //!
 //! The module is pure: files come through the [`Source`] trait, so tests and the fuzzer use
-//! [`MemSource`] and drbdadm reads the real filesystem.
+//! [`MemSource`] and drbdadm reads the real filesystem. One exception: [`resolve`] asks the
+//! system for the index of an interface an IPv6 address names (`[fe80::1%eth0]:7789`), since
+//! that is what the address means on this node; parsing and `dump` keep the name as written.
+//!
+//! # What drbd-utils 9 accepts that udrbd refuses
+//!
+//! Each with a message saying it is not supported by udrbd: `stacked-on-top-of`,
+//! `template-file`, DRBD Proxy (`proxy { }`, `host ... via proxy on ...`), the address
+//! families `ssocks`, `sdp` and `sci`, and the `drbdsetup show` syntax drbdadm reads back
+//! (`_this_host`, `_remote_host`, `_peer_node_id`, ...).
 
 mod addr;
 mod ast;
@@ -42,12 +51,12 @@ mod source;
 mod typed;
 mod validate;
 
-pub use addr::Family;
+pub use addr::{Addr, Family};
 pub use dump::{HIDDEN_SECRET, dump, dump_with};
 pub use error::{ConfigError, Pos};
 pub use model::{
     Common, Config, ConnCfg, ConnHost, DeviceCfg, DiskCfg, HostCfg, MeshCfg, OptBlock, OptEntry,
-    Resource, Sections, VolumeCfg,
+    Resource, Sections, VolumeCfg, hostnames_equal,
 };
 pub use options::{Kind, NumError, OPTIONS, OptDef, Sect, Unit, Value, lookup, parse_number};
 pub use resolve::{Host, HostQuery, Peer, PeerVolume, Resolved, Volume, resolve};

@@ -1,6 +1,7 @@
 //! The parsed configuration, as written (before inheritance). `resolve` computes what one node
 //! runs from it; `dump` prints it back.
 
+use super::addr::Addr;
 use super::error::Pos;
 use super::options::{Sect, Value};
 use crate::types::MetaDisk;
@@ -65,7 +66,7 @@ impl Sections {
             Sect::Options => Some(&mut self.options),
             Sect::Startup => Some(&mut self.startup),
             Sect::Handlers => Some(&mut self.handlers),
-            Sect::Global | Sect::Syncer => None,
+            Sect::Global | Sect::TopLevel | Sect::Syncer => None,
         }
     }
     pub fn overlay(&self, over: &Sections) -> Sections {
@@ -83,6 +84,8 @@ impl Sections {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Config {
     pub global: OptBlock,
+    /// `require-drbd-module-version-{eq,ne,gt,ge,lt,le} X.Y.Z;` statements (top level).
+    pub module_version: OptBlock,
     pub common: Common,
     pub resources: Vec<Resource>,
 }
@@ -120,9 +123,30 @@ pub struct Resource {
     pub mesh: Option<MeshCfg>,
 }
 
+/// drbd-utils' `hostnames_equal`: two fully qualified names must be equal, otherwise the host
+/// parts (up to the first `.`) must be; case does not matter (DNS names). So `host n1` and a
+/// node whose hostname is `n1` both match `on n1.example.com`, but `n1.a` does not match `n1.b`.
+pub fn hostnames_equal(a: &str, b: &str) -> bool {
+    fn host_part(s: &str) -> &str {
+        s.split_once('.').map_or(s, |(h, _)| h)
+    }
+    if a.contains('.') && b.contains('.') {
+        a.eq_ignore_ascii_case(b)
+    } else {
+        host_part(a).eq_ignore_ascii_case(host_part(b))
+    }
+}
+
 impl Resource {
+    /// The host section `name` means: the one named exactly so, else the first `on` section
+    /// whose name is the same host by [`hostnames_equal`] (drbdadm's rule). A floating
+    /// section is only named by its address, exactly.
     pub fn host(&self, name: &str) -> Option<&HostCfg> {
-        self.hosts.iter().find(|h| h.name == name)
+        self.hosts.iter().find(|h| h.name == name).or_else(|| {
+            self.hosts
+                .iter()
+                .find(|h| !h.floating && hostnames_equal(&h.name, name))
+        })
     }
 }
 
@@ -191,18 +215,21 @@ pub struct HostCfg {
     pub node_id: Option<u8>,
     /// True when `node_id` was assigned (2-node config without node ids), not written.
     pub implicit_node_id: bool,
-    pub address: Option<SocketAddr>,
+    pub address: Option<Addr>,
     pub nbd_listen: Option<SocketAddr>,
     pub volumes: Vec<VolumeCfg>,
 }
 
-/// `host NAME [address ...] [port P];` in a connection or path.
+/// `host NAME [address ...] [port P] [via outside-address ...];` in a connection or path.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConnHost {
     pub name: String,
     pub pos: Pos,
-    pub address: Option<SocketAddr>,
+    pub address: Option<Addr>,
     pub port: Option<u16>,
+    /// `via outside-address ADDR:PORT`: the address the other host connects to, when a NAT
+    /// forwards it to this host's own `address` (drbd-utils uses it as the peer's address).
+    pub outside: Option<Addr>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -1,5 +1,6 @@
 //! The option table: every option drbd-utils 9 accepts in `net`, `disk` (including the
-//! peer-device options), `options`, `startup`, `handlers` and `global`, with type, range, unit
+//! peer-device options), `options`, `startup`, `handlers` and `global`, and the
+//! `require-drbd-module-version-*` statements of the top level, with type, range, unit
 //! and default (from drbd-headers' `drbd_limits.h` and drbd-utils' `config_flags.c`), plus the
 //! 8.3/8.4 spellings drbd-utils still accepts and what they mean today.
 
@@ -11,6 +12,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Sect {
     Global,
+    /// Statements outside any section: only `require-drbd-module-version-*`.
+    TopLevel,
     Net,
     Disk,
     Options,
@@ -24,6 +27,7 @@ impl Sect {
     pub fn keyword(self) -> &'static str {
         match self {
             Sect::Global => "global",
+            Sect::TopLevel => "top level",
             Sect::Net => "net",
             Sect::Disk => "disk",
             Sect::Options => "options",
@@ -217,12 +221,13 @@ pub static OPTIONS: &[OptDef] = &[
         num(0, u32::MAX as u64, Unit::Seconds),
         Some("600")
     ),
-    opt!(Global, "require-drbd-module-version-eq", STR, None),
-    opt!(Global, "require-drbd-module-version-ne", STR, None),
-    opt!(Global, "require-drbd-module-version-gt", STR, None),
-    opt!(Global, "require-drbd-module-version-ge", STR, None),
-    opt!(Global, "require-drbd-module-version-lt", STR, None),
-    opt!(Global, "require-drbd-module-version-le", STR, None),
+    // top level (drbd-utils reads them outside any section, not in global)
+    opt!(TopLevel, "require-drbd-module-version-eq", STR, None),
+    opt!(TopLevel, "require-drbd-module-version-ne", STR, None),
+    opt!(TopLevel, "require-drbd-module-version-gt", STR, None),
+    opt!(TopLevel, "require-drbd-module-version-ge", STR, None),
+    opt!(TopLevel, "require-drbd-module-version-lt", STR, None),
+    opt!(TopLevel, "require-drbd-module-version-le", STR, None),
     // net
     opt!(Net, "protocol", Kind::Enum(PROTOCOL), Some("C")),
     opt!(Net, "timeout", num(1, 600, Unit::Tenths), Some("60")),
@@ -362,6 +367,8 @@ pub static OPTIONS: &[OptDef] = &[
         Some("0")
     ),
     opt!(Disk, "size", num(0, 2 << 40, Unit::Sectors), Some("0")),
+    // A device option (DRBD 9.2's logical block size); drbdadm reads it in disk { }.
+    opt!(Disk, "block-size", num(512, 4096, Unit::Bytes), Some("512")),
     // peer-device options, written in disk { }
     opt!(Disk, "resync-rate", num(1, 8 << 20, Unit::KiB), Some("250")),
     opt!(Disk, "c-plan-ahead", num(0, 300, Unit::Tenths), Some("20")),

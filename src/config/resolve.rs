@@ -1,18 +1,20 @@
 //! What one node runs for one resource: picks the host that is "me", follows inheritance
 //! (common -> resource -> connection / volume / host) and types every option.
 
+use super::addr::{Addr, system_if_index};
 use super::error::{ConfigError, Pos};
 use super::model::*;
 use super::options::Value;
 use super::typed::*;
-use super::validate::{conn_address, effective_volumes};
+use super::validate::{conn_address, effective_volumes, peer_address};
 use crate::types::{MetaDisk, NodeId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
 /// How to find "me": `explicit` (from `--node NAME` / `UDRBD_NODE`) wins; else the `on` section
-/// named `hostname`; else a `floating` section whose address `is_local`.
+/// named `hostname` (exactly, else by drbdadm's [`hostnames_equal`]: `node1` is
+/// `on node1.example.com`); else a `floating` section whose address `is_local`.
 pub struct HostQuery<'a> {
     pub explicit: Option<&'a str>,
     pub hostname: &'a str,
@@ -94,7 +96,7 @@ fn choose_host<'r>(res: &'r Resource, me: &HostQuery<'_>) -> Result<&'r HostCfg,
             .join(", ")
     };
     if let Some(n) = me.explicit {
-        return res.hosts.iter().find(|h| h.name == n).ok_or_else(|| {
+        return res.host(n).ok_or_else(|| {
             res.pos.err(format!(
                 "{}: no host section named '{n}' (from --node or UDRBD_NODE); on sections: {}",
                 res.name,
@@ -102,17 +104,17 @@ fn choose_host<'r>(res: &'r Resource, me: &HostQuery<'_>) -> Result<&'r HostCfg,
             ))
         });
     }
-    if let Some(h) = res
-        .hosts
-        .iter()
-        .find(|h| !h.floating && h.name == me.hostname)
+    let on = || res.hosts.iter().filter(|h| !h.floating);
+    if let Some(h) = on()
+        .find(|h| h.name == me.hostname)
+        .or_else(|| on().find(|h| hostnames_equal(&h.name, me.hostname)))
     {
         return Ok(h);
     }
     if let Some(h) = res
         .hosts
         .iter()
-        .find(|h| h.floating && h.address.is_some_and(|a| (me.is_local)(a.ip())))
+        .find(|h| h.floating && h.address.as_ref().is_some_and(|a| (me.is_local)(a.ip())))
     {
         return Ok(h);
     }
@@ -127,8 +129,8 @@ fn choose_host<'r>(res: &'r Resource, me: &HostQuery<'_>) -> Result<&'r HostCfg,
 /// One connection from me to a peer, as the pieces resolve needs.
 struct Link<'r> {
     peer: &'r HostCfg,
-    peer_addr: Option<SocketAddr>,
-    my_addr: Option<SocketAddr>,
+    peer_addr: Option<Addr>,
+    my_addr: Option<Addr>,
     net: OptBlock,
     disk: OptBlock,
     volumes: Vec<(u32, OptBlock)>,
@@ -138,8 +140,8 @@ fn links<'r>(res: &'r Resource, me: &HostCfg) -> Vec<Link<'r>> {
     let mut out: Vec<Link<'r>> = Vec::new();
     let plain = |peer: &'r HostCfg, net: OptBlock| Link {
         peer,
-        peer_addr: peer.address,
-        my_addr: me.address,
+        peer_addr: peer.address.clone(),
+        my_addr: me.address.clone(),
         net,
         disk: OptBlock::default(),
         volumes: Vec::new(),
@@ -151,10 +153,12 @@ fn links<'r>(res: &'r Resource, me: &HostCfg) -> Vec<Link<'r>> {
             Some(&c.hosts)
         };
         let Some(group) = group else { continue };
-        let Some(mine) = group.iter().find(|h| h.name == me.name) else {
+        // A `host` line names its host exactly or by `hostnames_equal` (`Resource::host`).
+        let is_me = |ch: &ConnHost| res.host(&ch.name).is_some_and(|h| h.name == me.name);
+        let Some(mine) = group.iter().find(|h| is_me(h)) else {
             continue;
         };
-        let Some(other) = group.iter().find(|h| h.name != me.name) else {
+        let Some(other) = group.iter().find(|h| !is_me(h)) else {
             continue;
         };
         let Some(peer) = res.host(&other.name) else {
@@ -162,7 +166,7 @@ fn links<'r>(res: &'r Resource, me: &HostCfg) -> Vec<Link<'r>> {
         };
         out.push(Link {
             peer,
-            peer_addr: conn_address(peer, other),
+            peer_addr: peer_address(peer, other),
             my_addr: conn_address(me, mine),
             net: c.net.clone(),
             disk: c.disk.clone(),
@@ -170,16 +174,17 @@ fn links<'r>(res: &'r Resource, me: &HostCfg) -> Vec<Link<'r>> {
         });
     }
     if let Some(m) = &res.mesh
-        && m.hosts.iter().any(|(n, _)| *n == me.name)
+        && m.hosts
+            .iter()
+            .any(|(n, _)| res.host(n).is_some_and(|h| h.name == me.name))
     {
         for (n, _) in &m.hosts {
+            let Some(peer) = res.host(n) else { continue };
             // An explicit connection to the same peer overrides the mesh's.
-            if *n == me.name || out.iter().any(|l| l.peer.name == *n) {
+            if peer.name == me.name || out.iter().any(|l| l.peer.name == peer.name) {
                 continue;
             }
-            if let Some(peer) = res.host(n) {
-                out.push(plain(peer, m.net.clone()));
-            }
+            out.push(plain(peer, m.net.clone()));
         }
     }
     if res.connections.is_empty() && res.mesh.is_none() && res.hosts.len() == 2 {
@@ -207,6 +212,20 @@ fn check_discard_node(res: &Resource, b: &OptBlock) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// `discard-node-NAME` with NAME as its `on` section spells it, so that `NetOptions` can tell
+/// "me" from "the peer" by comparing names (`discard-node-n1` for `on n1.example.com`).
+fn canonical_discard_node(res: &Resource, mut b: OptBlock) -> OptBlock {
+    for e in &mut b.entries {
+        if e.name == "after-sb-0pri"
+            && let Value::Word(w) = &e.value
+            && let Some(h) = w.strip_prefix("discard-node-").and_then(|n| res.host(n))
+        {
+            e.value = Value::Word(format!("discard-node-{}", h.name));
+        }
+    }
+    b
+}
+
 fn node_id(h: &HostCfg) -> NodeId {
     NodeId(h.node_id.unwrap_or_default())
 }
@@ -229,6 +248,9 @@ pub fn resolve(cfg: &Config, resource: &str, me: &HostQuery<'_>) -> Result<Resol
     let secs = cfg.common.sections.overlay(&res.sections);
     check_discard_node(res, &secs.net)?;
 
+    // An IPv6 `%interface` becomes this node's index of that interface.
+    let socket = |a: Option<Addr>| a.map(|a| a.socket_addr(&system_if_index)).transpose();
+
     let volumes_cfg = effective_volumes(res, host);
     let volumes = volumes_cfg
         .iter()
@@ -246,9 +268,9 @@ pub fn resolve(cfg: &Config, resource: &str, me: &HostQuery<'_>) -> Result<Resol
         .collect();
 
     let mut peers = Vec::new();
-    let mut my_address = host.address;
+    let mut my_address = host.address.clone();
     for l in links(res, host) {
-        let net_block = secs.net.overlay(&l.net);
+        let net_block = canonical_discard_node(res, secs.net.overlay(&l.net));
         check_discard_node(res, &l.net)?;
         let pvols = volumes_cfg
             .iter()
@@ -263,12 +285,14 @@ pub fn resolve(cfg: &Config, resource: &str, me: &HostQuery<'_>) -> Result<Resol
                 }
             })
             .collect();
-        my_address = my_address.or(l.my_addr);
+        if my_address.is_none() {
+            my_address.clone_from(&l.my_addr);
+        }
         peers.push(Peer {
             name: l.peer.name.clone(),
             node_id: node_id(l.peer),
-            address: l.peer_addr,
-            local_address: l.my_addr,
+            address: socket(l.peer_addr)?,
+            local_address: socket(l.my_addr)?,
             net: NetOptions::from_block(&net_block, &host.name),
             volumes: pvols,
         });
@@ -283,12 +307,12 @@ pub fn resolve(cfg: &Config, resource: &str, me: &HostQuery<'_>) -> Result<Resol
         me: Host {
             name: host.name.clone(),
             node_id: node_id(host),
-            address: my_address,
+            address: socket(my_address)?,
             nbd_listen,
         },
         peers,
         volumes,
-        net: NetOptions::from_block(&secs.net, &host.name),
+        net: NetOptions::from_block(&canonical_discard_node(res, secs.net.clone()), &host.name),
         options,
         startup: StartupOptions::from_block(&secs.startup),
         handlers: secs

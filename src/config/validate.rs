@@ -2,10 +2,10 @@
 //! connections, addresses, volumes complete, minors unique. Also assigns node ids to pure
 //! two-node configs without them, as drbdadm does.
 
+use super::addr::Addr;
 use super::error::{ConfigError, did_you_mean};
 use super::model::*;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 
 pub fn validate(cfg: &mut Config) -> Result<(), ConfigError> {
     // (host, minor) -> resource, for "duplicate minor".
@@ -97,14 +97,12 @@ fn check_volume(res: &Resource, h: &HostCfg, v: &VolumeCfg) -> Result<(), Config
             "{who} has no 'device' (write 'device /dev/drbdN;' or 'device minor N;')"
         )));
     }
-    match (&v.disk, &v.meta_disk) {
-        (None, _) => Err(v.pos.err(format!(
+    // A disk without 'meta-disk' has internal metadata, as in drbdadm (`resolve` says so).
+    match &v.disk {
+        None => Err(v.pos.err(format!(
             "{who} has no 'disk' (a device path, or 'none' for diskless)"
         ))),
-        (Some(DiskCfg::Path(_)), None) => Err(v.pos.err(format!(
-            "{who} has a disk but no 'meta-disk' (internal or a device path)"
-        ))),
-        _ => Ok(()),
+        Some(_) => Ok(()),
     }
 }
 
@@ -133,15 +131,18 @@ fn find_host<'r>(
 
 /// The address host `ch.name` uses in a connection: the one written there, else its `on`
 /// address (with the connection's `port` if given).
-pub fn conn_address(h: &HostCfg, ch: &ConnHost) -> Option<SocketAddr> {
-    match (ch.address, h.address, ch.port) {
-        (Some(a), _, _) => Some(a),
-        (None, Some(mut a), Some(p)) => {
-            a.set_port(p);
-            Some(a)
-        }
-        (None, a, _) => a,
+pub fn conn_address(h: &HostCfg, ch: &ConnHost) -> Option<Addr> {
+    match (&ch.address, &h.address, ch.port) {
+        (Some(a), _, _) => Some(a.clone()),
+        (None, Some(a), Some(p)) => Some(a.with_port(p)),
+        (None, a, _) => a.clone(),
     }
+}
+
+/// The address the other host of a connection connects to for `ch`: its `via outside-address`
+/// (a NAT in between) if given, else [`conn_address`] (drbd-utils' `set_peer_in_connection`).
+pub fn peer_address(h: &HostCfg, ch: &ConnHost) -> Option<Addr> {
+    ch.outside.clone().or_else(|| conn_address(h, ch))
 }
 
 fn no_address(h: &HostCfg, at: &super::error::Pos, res: &Resource) -> ConfigError {
@@ -162,17 +163,26 @@ fn connections(res: &Resource) -> Result<(), ConfigError> {
         }
         for g in groups {
             let names: Vec<&str> = g.iter().map(|h| h.name.as_str()).collect();
-            if names.len() != 2 || names[0] == names[1] {
-                return Err(c.pos.err(format!(
+            let not_two = || {
+                c.pos.err(format!(
                     "a connection joins exactly two different hosts, found: {}",
                     names.join(" ")
-                )));
+                ))
+            };
+            if names.len() != 2 || names[0] == names[1] {
+                return Err(not_two());
             }
+            let mut hosts = Vec::new();
             for ch in g {
                 let h = find_host(res, &ch.name, &ch.pos)?;
                 if conn_address(h, ch).is_none() {
                     return Err(no_address(h, &ch.pos, res));
                 }
+                hosts.push(h.name.as_str());
+            }
+            // `host n1` and `host n1.example.com` name one host.
+            if hosts[0] == hosts[1] {
+                return Err(not_two());
             }
         }
     }
