@@ -28,7 +28,7 @@ fn out_of_sync_kib(n: &common::Node) -> u64 {
 }
 
 fn in_sync(p: &Pair) -> bool {
-    status(&p.b).starts_with("res0 role:Secondary\n  disk:UpToDate\n")
+    status(&p.b).starts_with("res0 role:Secondary\n  disk:UpToDate open:no\n")
         && status(&p.a).contains("peer-disk:UpToDate")
         && !status(&p.a).contains("replication:")
 }
@@ -43,7 +43,7 @@ fn detach_and_attach_while_connected_resyncs_what_the_primary_wrote_meanwhile() 
 
     p.b.adm(&["detach", RES]).ok();
     p.eventually(10, "node-2 Diskless, still connected", || {
-        status(&p.b).starts_with("res0 role:Secondary\n  disk:Diskless\n")
+        status(&p.b).starts_with("res0 role:Secondary\n  disk:Diskless client:no open:no\n")
             && status(&p.a).contains("peer-disk:Diskless")
     });
     let uri = p.a.nbd_uri(RES);

@@ -25,7 +25,7 @@ fn fio_secs() -> u64 {
 fn both_primary_in_sync(p: &Pair) -> bool {
     [&p.a, &p.b].iter().all(|n| {
         let s = status(n);
-        s.starts_with("res0 role:Primary\n  disk:UpToDate\n")
+        s.starts_with("res0 role:Primary\n  disk:UpToDate open:no\n")
             && s.contains("role:Primary")
             && s.contains("peer-disk:UpToDate")
             && !s.contains("replication:")
@@ -260,7 +260,8 @@ fn call_pri_lost_after_sb_demotes_the_losing_primary_or_calls_its_handler() {
     p.b.adm(&["connect", RES]).ok();
     p.eventually(30, "node-2 Secondary, in sync with node-1", || {
         let s = status(&p.b);
-        s.starts_with("res0 role:Secondary\n  disk:UpToDate\n") && s.contains("peer-disk:UpToDate")
+        s.starts_with("res0 role:Secondary\n  disk:UpToDate open:no\n")
+            && s.contains("peer-disk:UpToDate")
     });
     assert!(
         p.b.log_text()

@@ -87,7 +87,7 @@ exists -
             .unwrap_or_else(|| panic!("no {object} line in {out}"))
             .to_string()
     };
-    assert!(line("resource").contains(" write-ordering:none "), "{out}");
+    assert!(line("resource").contains(" write-ordering:flush "), "{out}");
     for key in ["congested:no", "ap-in-flight:", "rs-in-flight:"] {
         assert!(line("connection").contains(key), "{key}: {out}");
     }
@@ -484,4 +484,118 @@ fn clients_that_leave_cost_the_daemon_nothing() {
         "{out}"
     );
     assert!(common::pair::status(&p.a).starts_with("res0 role:Primary"));
+}
+
+/// `events2 --now --poll`: the dump, again on each `n` (a fresh dump), and the end on any
+/// other character; `--poll` without `--now` streams and exits at the end of stdin.
+#[test]
+fn poll_prints_the_state_again_on_n_and_exits_on_anything_else() {
+    use std::io::Write as _;
+    let (mut p, _) = known_pair("");
+    p.up();
+    p.eventually(20, "the handshake", || {
+        setup(&p.a, &["events2", "--now", RES])
+            .1
+            .contains("established:yes")
+    });
+    let mut child = setup_cmd(&p.a, &["events2", "--now", "--poll", RES])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut dump = || {
+        let mut lines = Vec::new();
+        loop {
+            let mut l = String::new();
+            assert!(out.read_line(&mut l).expect("read") > 0, "{lines:?}");
+            lines.push(l.trim_end().to_string());
+            if l == "exists -\n" {
+                return lines;
+            }
+        }
+    };
+    let first = dump();
+    assert_eq!(first.len(), 6, "{first:?}");
+    // The state changes; `n` prints it whole again, as `exists` lines.
+    p.a.adm(&["primary", "--force", RES]).ok();
+    stdin.write_all(b"\nn").expect("write");
+    stdin.flush().expect("flush");
+    let second = dump();
+    assert!(
+        second[0].starts_with("exists resource name:res0 role:Primary "),
+        "{second:?}"
+    );
+    assert_eq!(second.len(), 6, "{second:?}");
+    stdin.write_all(b"q").expect("write");
+    drop(stdin);
+    assert!(child.wait().expect("wait").success());
+
+    // Streaming with --poll: ends with stdin.
+    let mut child = setup_cmd(&p.a, &["events2", "--poll", RES])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut l = String::new();
+    while l != "exists -\n" {
+        l.clear();
+        assert!(out.read_line(&mut l).expect("read") > 0);
+    }
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(b"n").expect("write");
+    drop(stdin);
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "{status:?}");
+}
+
+/// `--full` shows every field of a changed object; `--diff` shows `old->new`.
+#[test]
+fn full_and_diff_change_lines() {
+    let (mut p, _) = known_pair("");
+    p.up();
+    p.eventually(20, "the handshake", || {
+        setup(&p.a, &["events2", "--now", RES])
+            .1
+            .contains("established:yes")
+    });
+    let full = Watch::start(&p.a, &["events2", "--full", RES]);
+    let diff = Watch::start(&p.a, &["events2", "--diff", RES]);
+    full.wait_for(&p, &["exists -"]);
+    diff.wait_for(&p, &["exists -"]);
+    // The initial dump under --diff: old values unknown.
+    assert!(
+        diff.lines()[0].starts_with(
+            "exists resource name:res0 role:UNKNOWN->Secondary suspended:UNKNOWN->no \
+             force-io-failures:UNKNOWN->no may_promote:UNKNOWN->no promotion_score:0->0"
+        ),
+        "{:?}",
+        diff.lines()
+    );
+    p.a.adm(&["primary", "--force", RES]).ok();
+    diff.wait_for(&p, &["change resource", "role:Secondary->Primary"]);
+    full.wait_for(&p, &["change resource", "role:Primary"]);
+    let line = full
+        .lines()
+        .into_iter()
+        .find(|l| l.starts_with("change resource") && l.contains("role:Primary"))
+        .expect("a line");
+    assert!(
+        line.starts_with(
+            "change resource name:res0 role:Primary suspended:no force-io-failures:no \
+             write-ordering:flush may_promote:no promotion_score:"
+        ),
+        "{line}"
+    );
+    // --full: a device line carries every counter, al-suspended and blocked included.
+    let dev = full
+        .lines()
+        .into_iter()
+        .find(|l| l.starts_with("exists device"))
+        .expect("device line");
+    for key in [" size:", " al-suspended:no", " blocked:no", " quorum:yes"] {
+        assert!(dev.contains(key), "{key}: {dev}");
+    }
 }

@@ -268,7 +268,7 @@ fn outdate_is_persisted_and_refuses_primary_until_forced() {
     p.up();
     p.a.adm(&["--clear-bitmap", "new-current-uuid", RES]).ok();
     p.eventually(10, "UpToDate/UpToDate", || {
-        status(&p.b).starts_with("res0 role:Secondary\n  disk:UpToDate\n")
+        status(&p.b).starts_with("res0 role:Secondary\n  disk:UpToDate open:no\n")
     });
     // DRBD 9 refuses it while a connected Primary relies on this node's data.
     p.a.adm(&["primary", RES]).ok();
@@ -286,7 +286,7 @@ fn outdate_is_persisted_and_refuses_primary_until_forced() {
     p.b.adm(&["disconnect", RES]).ok();
     p.b.adm(&["outdate", RES]).ok();
     assert!(
-        status(&p.b).contains("  disk:Outdated\n"),
+        status(&p.b).contains("  disk:Outdated open:no\n"),
         "{}",
         status(&p.b)
     );
@@ -297,7 +297,7 @@ fn outdate_is_persisted_and_refuses_primary_until_forced() {
     p.b.adm(&["up", RES]).ok();
     p.b.adm(&["disconnect", RES]).ok();
     assert!(
-        status(&p.b).contains("  disk:Outdated\n"),
+        status(&p.b).contains("  disk:Outdated open:no\n"),
         "{}",
         status(&p.b)
     );
@@ -311,13 +311,13 @@ fn outdate_is_persisted_and_refuses_primary_until_forced() {
     p.a.adm(&["connect", RES]).ok();
     p.b.adm(&["connect", RES]).ok();
     p.eventually(20, "UpToDate again from the peer", || {
-        status(&p.b).starts_with("res0 role:Secondary\n  disk:UpToDate\n")
+        status(&p.b).starts_with("res0 role:Secondary\n  disk:UpToDate open:no\n")
     });
     p.b.adm(&["disconnect", RES]).ok();
     p.b.adm(&["outdate", RES]).ok();
     p.b.adm(&["primary", "--force", RES]).ok();
     assert!(
-        status(&p.b).starts_with("res0 role:Primary\n  disk:UpToDate\n"),
+        status(&p.b).starts_with("res0 role:Primary\n  disk:UpToDate open:no\n"),
         "{}",
         status(&p.b)
     );
@@ -336,11 +336,12 @@ fn a_planned_disconnect_outdates_the_secondary_and_fences_nobody() {
     p.a.adm(&["primary", RES]).ok();
     p.eventually(10, "node-2 UpToDate next to the Primary", || {
         let s = status(&p.b);
-        s.starts_with("res0 role:Secondary\n  disk:UpToDate\n") && s.contains("role:Primary")
+        s.starts_with("res0 role:Secondary\n  disk:UpToDate open:no\n")
+            && s.contains("role:Primary")
     });
     p.b.adm(&["disconnect", RES]).ok();
     let s = status(&p.b);
-    assert!(s.contains("  disk:Outdated\n"), "{s}\n{}", p.logs());
+    assert!(s.contains("  disk:Outdated open:no\n"), "{s}\n{}", p.logs());
     p.eventually(10, "node-1 to record node-2 Outdated", || {
         p.a.log_text()
             .contains("node-2: pdsk( UpToDate -> Outdated ) [disconnect]")
@@ -367,7 +368,8 @@ fn a_planned_disconnect_outdates_the_secondary_and_fences_nobody() {
     p.b.adm(&["connect", RES]).ok();
     p.eventually(20, "node-2 UpToDate again", || {
         let s = status(&p.b);
-        s.starts_with("res0 role:Secondary\n  disk:UpToDate\n") && s.contains("peer-disk:UpToDate")
+        s.starts_with("res0 role:Secondary\n  disk:UpToDate open:no\n")
+            && s.contains("peer-disk:UpToDate")
     });
     assert_eq!(h.calls(), "", "{}", p.logs());
 }

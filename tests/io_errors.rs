@@ -52,7 +52,7 @@ fn a_failing_secondary_detaches_and_attach_resyncs_what_it_missed() {
         p.logs()
     );
     p.eventually(10, "node-2 Diskless", || {
-        status(&p.b).starts_with("res0 role:Secondary\n  disk:Diskless\n")
+        status(&p.b).starts_with("res0 role:Secondary\n  disk:Diskless client:no open:no\n")
     });
     let lb = p.b.log_text();
     assert!(
@@ -69,7 +69,7 @@ fn a_failing_secondary_detaches_and_attach_resyncs_what_it_missed() {
     std::fs::write(&faults, "").expect("fault file");
     p.b.adm(&["attach", RES]).ok();
     p.eventually(30, "node-2 UpToDate again", || {
-        status(&p.b).starts_with("res0 role:Secondary\n  disk:UpToDate\n")
+        status(&p.b).starts_with("res0 role:Secondary\n  disk:UpToDate open:no\n")
             && status(&p.a).contains("peer-disk:UpToDate")
     });
     p.assert_identical();

@@ -31,13 +31,12 @@ fn the_suse_ha_howto_runs_command_for_command_with_no_resync() {
     assert!(st.contains("peer-disk:Inconsistent"), "{st}");
     p.a.adm(&["--clear-bitmap", "new-current-uuid", RES]).ok();
     p.a.adm(&["primary", "--force", RES]).ok();
-    let expected =
-        "res0 role:Primary\n  disk:UpToDate\n  node-2 role:Secondary\n    peer-disk:UpToDate\n\n";
+    let expected = "res0 role:Primary\n  disk:UpToDate open:no\n  node-2 role:Secondary\n    peer-disk:UpToDate\n\n";
     eventually(10, "the how-to's status block", || status(&p.a) == expected);
     let st = status(&p.b);
     assert_eq!(
         st,
-        "res0 role:Secondary\n  disk:UpToDate\n  node-1 role:Primary\n    peer-disk:UpToDate\n\n"
+        "res0 role:Secondary\n  disk:UpToDate open:no\n  node-1 role:Primary\n    peer-disk:UpToDate\n\n"
     );
     // fencing resource-only is accepted, with a warning.
     assert!(p.a.log_text().contains("fencing"), "{}", p.a.log_text());
@@ -119,7 +118,7 @@ fn the_initial_full_sync_shows_progress_and_ends_with_identical_disks() {
     p.wait_sync();
     eventually(10, "UpToDate on both", || {
         status(&p.a).ends_with("    peer-disk:UpToDate\n\n")
-            && status(&p.b).starts_with("res0 role:Secondary\n  disk:UpToDate\n")
+            && status(&p.b).starts_with("res0 role:Secondary\n  disk:UpToDate open:no\n")
     });
     p.assert_identical();
 }

@@ -79,7 +79,7 @@ fn commands_md_single_node_sequence() {
     let st = n.adm(&["status", "res0"]).ok();
     assert_eq!(
         st.stdout,
-        "res0 role:Secondary\n  disk:Inconsistent\n  node-2 connection:Connecting\n\n"
+        "res0 role:Secondary\n  disk:Inconsistent open:no\n  node-2 connection:Connecting\n\n"
     );
     // up again: drbdsetup's answer for a minor that exists.
     let again = n.adm(&["up", "res0"]);
@@ -113,7 +113,7 @@ fn commands_md_single_node_sequence() {
     let st = n.adm(&["status"]).ok();
     assert_eq!(
         st.stdout,
-        "res0 role:Primary\n  disk:UpToDate\n  node-2 connection:Connecting\n\n"
+        "res0 role:Primary\n  disk:UpToDate open:no\n  node-2 connection:Connecting\n\n"
     );
     assert_eq!(n.adm(&["role", "res0"]).ok().stdout, "Primary\n");
     assert_eq!(

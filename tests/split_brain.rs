@@ -143,7 +143,7 @@ fn partitioned(net: &NetnsPair, handler_log: &std::path::Path, policy: &str, dua
     p.a.adm(&["primary", "--force", RES]).ok();
     p.eventually(10, "UpToDate/UpToDate", || {
         status(&p.a).contains("    peer-disk:UpToDate")
-            && status(&p.b).starts_with("res0 role:Secondary\n  disk:UpToDate\n")
+            && status(&p.b).starts_with("res0 role:Secondary\n  disk:UpToDate open:no\n")
     });
     if dual {
         p.b.adm(&["primary", RES]).ok();
@@ -209,8 +209,8 @@ fn after_sb_policies_resolve_automatically() {
         p.eventually(20, "UpToDate on both", || {
             status(&p.a).contains("peer-disk:UpToDate")
                 && status(&p.b).contains("peer-disk:UpToDate")
-                && status(&p.a).contains("  disk:UpToDate\n")
-                && status(&p.b).contains("  disk:UpToDate\n")
+                && status(&p.a).contains("  disk:UpToDate open:no\n")
+                && status(&p.b).contains("  disk:UpToDate open:no\n")
         });
         let (winner, winner_writes) = if loser == 1 {
             (&p.a, &PA[..])
@@ -274,7 +274,7 @@ fn split_brain_detected_after_partition() {
     assert_eq!(conn(&p.a, "node-2"), "StandAlone", "{}", p.logs());
     assert_eq!(conn(&p.b, "node-1"), "StandAlone", "{}", p.logs());
     for n in [&p.a, &p.b] {
-        assert!(status(n).starts_with("res0 role:Primary\n  disk:UpToDate\n"));
+        assert!(status(n).starts_with("res0 role:Primary\n  disk:UpToDate open:no\n"));
     }
     // No data moved: each node has its own writes, the overlap included.
     assert_data(&p, &p.disk_a, &expected(&PA), "node-1's data");
@@ -322,9 +322,9 @@ fn split_brain_manual_recovery() {
     });
     p.wait_sync();
     p.eventually(10, "UpToDate on both", || {
-        status(&p.a) == "res0 role:Primary\n  disk:UpToDate\n  node-2 role:Secondary\n    peer-disk:UpToDate\n\n"
+        status(&p.a) == "res0 role:Primary\n  disk:UpToDate open:no\n  node-2 role:Secondary\n    peer-disk:UpToDate\n\n"
             && status(&p.b)
-                == "res0 role:Secondary\n  disk:UpToDate\n  node-1 role:Primary\n    peer-disk:UpToDate\n\n"
+                == "res0 role:Secondary\n  disk:UpToDate open:no\n  node-1 role:Primary\n    peer-disk:UpToDate\n\n"
     });
     let (la, lb) = (p.a.log_text(), p.b.log_text());
     assert!(
@@ -374,7 +374,7 @@ fn split_brain_with_two_primaries_and_the_how_to_recovery() {
             n.name,
             p.logs()
         );
-        assert!(status(n).starts_with("res0 role:Primary\n  disk:UpToDate\n"));
+        assert!(status(n).starts_with("res0 role:Primary\n  disk:UpToDate open:no\n"));
     }
     for args in [
         &["disconnect", RES][..],

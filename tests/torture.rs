@@ -126,7 +126,7 @@ fn node_mut(p: &mut Pair, i: usize) -> &mut common::Node {
 fn in_sync(p: &Pair) -> bool {
     [&p.a, &p.b].iter().all(|n| {
         let s = status(n);
-        s.contains("  disk:UpToDate\n")
+        s.contains("  disk:UpToDate open:no\n")
             && s.contains("peer-disk:UpToDate")
             && !s.contains("replication:")
     })
@@ -238,7 +238,7 @@ fn acknowledged_writes_survive_crashes_failover_and_detach() {
                         more += 1;
                         w = writer(&uri, &log, 2.0, base + 600_000_000 + more * 10_000_000);
                     }
-                    status(node(&p, secondary)).contains("  disk:Diskless\n")
+                    status(node(&p, secondary)).contains("  disk:Diskless client:no open:no\n")
                 });
                 // The fault file is read again at most once a second.
                 std::thread::sleep(Duration::from_millis(1100));

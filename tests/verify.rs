@@ -130,7 +130,7 @@ fn verify_finds_a_corrupted_block_and_invalidate_repairs_it() {
     p.b.adm(&["invalidate", "--reset-bitmap=no", RES]).ok();
     p.wait_sync();
     p.eventually(10, "both UpToDate", || {
-        status(&p.b).starts_with("res0 role:Secondary\n  disk:UpToDate\n")
+        status(&p.b).starts_with("res0 role:Secondary\n  disk:UpToDate open:no\n")
             && status(&p.a).contains("peer-disk:UpToDate")
     });
     p.assert_identical();
@@ -184,7 +184,7 @@ fn csums_resync_of_identical_data_sends_no_data() {
     });
     p.wait_sync();
     p.eventually(10, "node-2 UpToDate", || {
-        status(&p.b).starts_with("res0 role:Secondary\n  disk:UpToDate\n")
+        status(&p.b).starts_with("res0 role:Secondary\n  disk:UpToDate open:no\n")
     });
     p.assert_identical();
     let sent = sent_kib(&p) - before;

@@ -28,8 +28,19 @@ use udrbd::repl::{ConnState, DiskState, Role};
 /// Options of `events2` that change the lines.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Opts {
-    /// `--statistics`: the counters DRBD adds to each object.
+    /// `--statistics` (or `--full`): the counters DRBD adds to each object.
     pub statistics: bool,
+    /// `--full`: a change line shows every field of the object, not only those that changed.
+    pub full: bool,
+    /// `--diff`: a changed field shows as `old->new`.
+    pub diff: bool,
+}
+
+impl Opts {
+    /// drbdsetup raises its verbosity with each of `--statistics` and `--full`.
+    fn verbose(self) -> bool {
+        self.statistics || self.full
+    }
 }
 
 /// What the reader knows: the last state of each resource.
@@ -88,36 +99,359 @@ impl Tracker {
     }
 }
 
-/// `yes`/`no`.
-fn yn(b: bool) -> &'static str {
-    if b { "yes" } else { "no" }
+use crate::commands::status::{self as st, yn};
+
+/// drbdsetup's placeholder for the old value of a new object under `--diff`.
+const UNKNOWN: &str = "UNKNOWN";
+
+/// How a field shows under `--diff`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Diff {
+    /// `key:old->new` whenever the field is printed (drbdsetup's `DIFF_COLOR`).
+    Always,
+    /// `key:old->new` only when the value changed, else `key:new`.
+    IfChanged,
 }
 
-/// The line for a new object (every group), or for a changed one (the groups that differ);
-/// None when nothing it shows changed.
-fn line(head: String, old: Option<&[String]>, new: &[String], action_new: &str) -> Option<String> {
-    let (action, parts): (&str, Vec<&String>) = match old {
-        None => (action_new, new.iter().collect()),
-        Some(old) => (
-            "change",
-            new.iter()
-                .zip(old)
-                .filter(|(n, o)| n != o)
-                .map(|(n, _)| n)
-                .collect(),
-        ),
-    };
-    if old.is_some() && parts.is_empty() {
+/// Appends ` key:new`, or its `--diff` form.
+fn field(l: &mut String, o: Opts, key: &str, old: Option<String>, new: &str, diff: Diff) {
+    let changed = old.as_deref() != Some(new);
+    if o.diff && (diff == Diff::Always || changed) {
+        let _ = write!(l, " {key}:{}->{new}", old.as_deref().unwrap_or(UNKNOWN));
+    } else {
+        let _ = write!(l, " {key}:{new}");
+    }
+}
+
+/// The first word of a line: `change` for an object the reader knew, else `action_new`.
+fn head(old_known: bool, action_new: &str, object: String) -> String {
+    format!("{} {object}", if old_known { "change" } else { action_new })
+}
+
+/// drbdsetup_events2.c `print_resource_changes()`.
+fn resource_line(
+    old: Option<&ResourceView>,
+    new: &ResourceView,
+    action_new: &str,
+    o: Opts,
+) -> Option<String> {
+    let promo = promotion(new);
+    let old_promo = old.map(promotion);
+    let role_changed = old.is_none_or(|r| r.role != new.role);
+    let info_changed = old.is_none_or(|r| r.suspended != new.suspended);
+    let fail_io_changed = old.is_none_or(|r| r.force_io_failures != new.force_io_failures);
+    let stats_changed = o.statistics && old.is_none_or(|r| r.write_ordering != new.write_ordering);
+    let promo_changed = old_promo != Some(promo);
+    if !(role_changed || info_changed || fail_io_changed || stats_changed || promo_changed) {
         return None;
     }
-    let mut l = format!("{action} {head}");
-    for p in parts {
-        l.push_str(p);
+    let mut l = head(
+        old.is_some(),
+        action_new,
+        format!("resource name:{}", new.name),
+    );
+    if role_changed || o.full {
+        let old_role = old.map(|r| r.role.to_string());
+        field(
+            &mut l,
+            o,
+            "role",
+            old_role,
+            &new.role.to_string(),
+            Diff::Always,
+        );
+    }
+    let susp = |r: &ResourceView| r.suspended.clone().unwrap_or_else(|| "no".into());
+    if info_changed || o.full {
+        field(
+            &mut l,
+            o,
+            "suspended",
+            old.map(susp),
+            &susp(new),
+            Diff::Always,
+        );
+    }
+    if fail_io_changed || o.full {
+        let fio = |r: &ResourceView| yn(r.force_io_failures).to_string();
+        let new_fio = fio(new);
+        field(
+            &mut l,
+            o,
+            "force-io-failures",
+            old.map(fio),
+            &new_fio,
+            Diff::Always,
+        );
+    }
+    // The one resource counter: `stats_changed` means it changed (or is new).
+    if stats_changed || o.full {
+        let _ = write!(l, " write-ordering:{}", new.write_ordering);
+    }
+    if promo_changed || o.full {
+        let (may, score) = promo;
+        if o.diff {
+            let old_may = old_promo.map_or(UNKNOWN, |(m, _)| yn(m));
+            let old_score = old_promo.map_or(0, |(_, s)| s);
+            let _ = write!(
+                l,
+                " may_promote:{old_may}->{} promotion_score:{old_score}->{score}",
+                yn(may)
+            );
+        } else {
+            let _ = write!(l, " may_promote:{} promotion_score:{score}", yn(may));
+        }
     }
     Some(l)
 }
 
-/// Every line for `new` against `old` (None: the resource is new to the reader).
+/// drbdsetup_events2.c `print_connection_changes()`.
+fn connection_line(
+    name: &str,
+    old: Option<&ConnectionView>,
+    new: &ConnectionView,
+    action_new: &str,
+    o: Opts,
+) -> Option<String> {
+    let cs_changed = old.is_none_or(|c| c.connection != new.connection);
+    let role_changed = old.is_none_or(|c| c.role != new.role);
+    let stats = |c: &ConnectionView| (c.congested, c.ap_in_flight_sectors, c.rs_in_flight_sectors);
+    let stats_changed = o.statistics && old.is_none_or(|c| stats(c) != stats(new));
+    if !(cs_changed || role_changed || stats_changed) {
+        return None;
+    }
+    let mut l = head(
+        old.is_some(),
+        action_new,
+        conn_head("connection", name, new),
+    );
+    if cs_changed || o.full {
+        let old_cs = old.map(|c| c.connection.to_string());
+        field(
+            &mut l,
+            o,
+            "connection",
+            old_cs,
+            &new.connection.to_string(),
+            Diff::Always,
+        );
+    }
+    if role_changed || o.full {
+        let old_role = old.map(|c| c.role.to_string());
+        field(
+            &mut l,
+            o,
+            "role",
+            old_role,
+            &new.role.to_string(),
+            Diff::Always,
+        );
+    }
+    if stats_changed || o.full {
+        st::connection_statistics(&mut l, old, new, o.full);
+    }
+    Some(l)
+}
+
+/// The device counters compared for a change (`memcmp` of DRBD's statistics).
+fn device_stats(d: &VolumeView) -> [u64; 9] {
+    [
+        d.size_kib,
+        d.read_kib,
+        d.written_kib,
+        d.al_writes,
+        d.bm_writes,
+        d.upper_pending,
+        d.lower_pending,
+        u64::from(d.al_suspended),
+        u64::from(d.blocked_upper),
+    ]
+}
+
+/// drbdsetup_events2.c `print_device_changes()`.
+fn device_line(
+    name: &str,
+    old: Option<&VolumeView>,
+    new: &VolumeView,
+    action_new: &str,
+    o: Opts,
+) -> Option<String> {
+    let info_changed =
+        old.is_none_or(|d| d.disk != new.disk || d.quorum != new.quorum || d.open != new.open);
+    let stats_changed = o.statistics && old.is_none_or(|d| device_stats(d) != device_stats(new));
+    if !(info_changed || stats_changed) {
+        return None;
+    }
+    let mut l = head(
+        old.is_some(),
+        action_new,
+        format!(
+            "device name:{name} volume:{} minor:{}",
+            new.volume,
+            st::minor_of(new)
+        ),
+    );
+    if info_changed || o.full {
+        let s = |v: &str| v.to_string();
+        let client = |d: &VolumeView| yn(d.backing_dev.is_none()).to_string();
+        let open = |d: &VolumeView| yn(d.open).to_string();
+        let quorum = |d: &VolumeView| yn(d.quorum).to_string();
+        let old_bd = old.map(|d| s(st::backing_dev_str(d)));
+        field(
+            &mut l,
+            o,
+            "backing_dev",
+            old_bd,
+            st::backing_dev_str(new),
+            Diff::IfChanged,
+        );
+        let old_disk = old.map(|d| d.disk.to_string());
+        field(
+            &mut l,
+            o,
+            "disk",
+            old_disk,
+            &new.disk.to_string(),
+            Diff::Always,
+        );
+        field(
+            &mut l,
+            o,
+            "client",
+            old.map(client),
+            &client(new),
+            Diff::IfChanged,
+        );
+        field(
+            &mut l,
+            o,
+            "open",
+            old.map(open),
+            &open(new),
+            Diff::IfChanged,
+        );
+        field(
+            &mut l,
+            o,
+            "quorum",
+            old.map(quorum),
+            &quorum(new),
+            Diff::IfChanged,
+        );
+    }
+    if stats_changed || o.full {
+        st::device_statistics(&mut l, old, new, o.verbose(), o.statistics, o.full);
+    }
+    Some(l)
+}
+
+/// The peer-device counters compared for a change.
+fn peer_device_stats(c: &ConnectionView) -> (u64, u64, u64, u64, u64, Option<u64>, Option<u64>) {
+    (
+        c.received_kib,
+        c.sent_kib,
+        c.out_of_sync_kib,
+        c.pending,
+        c.unacked,
+        c.resync_rate_kib,
+        c.resync_eta_s,
+    )
+}
+
+/// drbdsetup_events2.c `print_peer_device_changes()`. DRBD's kernel reports a peer device
+/// only when its state changes; udrbd's events carry the whole resource, so without
+/// `--statistics` a change of the counters alone (other than `done:`) is not a change.
+fn peer_device_line(
+    name: &str,
+    old: Option<&ConnectionView>,
+    new: &ConnectionView,
+    action_new: &str,
+    o: Opts,
+) -> Option<String> {
+    let repl_changed = old.is_none_or(|c| c.replication != new.replication);
+    let disk_changed = old.is_none_or(|c| c.peer_disk != new.peer_disk);
+    let susp_changed = old.is_none_or(|c| c.resync_suspended != new.resync_suspended);
+    let stats_changed = old.is_none_or(|c| {
+        c.done_centi != new.done_centi
+            || (o.statistics && peer_device_stats(c) != peer_device_stats(new))
+    });
+    if !(repl_changed || disk_changed || susp_changed || stats_changed) {
+        return None;
+    }
+    let mut l = head(
+        old.is_some(),
+        action_new,
+        format!("{} volume:0", conn_head("peer-device", name, new)),
+    );
+    if repl_changed || o.full {
+        let old_repl = old.map(|c| c.replication.to_string());
+        let new_repl = new.replication.to_string();
+        field(&mut l, o, "replication", old_repl, &new_repl, Diff::Always);
+    }
+    if disk_changed || o.full {
+        let old_disk = old.map(|c| c.peer_disk.to_string());
+        field(
+            &mut l,
+            o,
+            "peer-disk",
+            old_disk,
+            &new.peer_disk.to_string(),
+            Diff::Always,
+        );
+        let old_client = old.map(|_| "no".to_string());
+        field(&mut l, o, "peer-client", old_client, "no", Diff::IfChanged);
+    }
+    if susp_changed || o.full {
+        let old_susp = old.map(|c| st::resync_suspended_str(c).to_string());
+        let new_susp = st::resync_suspended_str(new);
+        field(
+            &mut l,
+            o,
+            "resync-suspended",
+            old_susp,
+            new_susp,
+            Diff::Always,
+        );
+    }
+    if stats_changed || o.full {
+        if let Some(done) = st::done_str(new) {
+            l.push_str(&done);
+        }
+        if o.statistics {
+            st::peer_device_statistics(&mut l, new, o.verbose());
+        }
+    }
+    Some(l)
+}
+
+/// drbdsetup_events2.c `print_path_changes()`.
+fn path_line(
+    name: &str,
+    old: Option<&ConnectionView>,
+    new: &ConnectionView,
+    action_new: &str,
+    o: Opts,
+) -> Option<String> {
+    let established = |c: &ConnectionView| yn(c.connection == ConnState::Connected).to_string();
+    if old.is_some_and(|c| established(c) == established(new)) {
+        return None;
+    }
+    let mut l = head(old.is_some(), action_new, path_head(name, new)?);
+    let new_est = established(new);
+    field(
+        &mut l,
+        o,
+        "established",
+        old.map(established),
+        &new_est,
+        Diff::Always,
+    );
+    Some(l)
+}
+
+/// Every line for `new` against `old` (None: the resource is new to the reader), in
+/// drbdsetup's order: resource, connections, devices, then per connection its peer devices
+/// and paths.
 fn changes(
     old: Option<&ResourceView>,
     new: &ResourceView,
@@ -126,53 +460,20 @@ fn changes(
 ) -> Vec<String> {
     let mut out = Vec::new();
     let name = &new.name;
-    let old_groups = old.map(|r| resource_groups(r, o));
-    out.extend(line(
-        format!("resource name:{name}"),
-        old_groups.as_deref(),
-        &resource_groups(new, o),
-        action_new,
-    ));
+    out.extend(resource_line(old, new, action_new, o));
     let old_conn = |c: &ConnectionView| {
         old.and_then(|r| r.connections.iter().find(|x| x.node_id == c.node_id))
     };
     for c in &new.connections {
-        out.extend(line(
-            conn_head("connection", name, c),
-            old_conn(c).map(|c| connection_groups(c, o)).as_deref(),
-            &connection_groups(c, o),
-            action_new,
-        ));
+        out.extend(connection_line(name, old_conn(c), c, action_new, o));
     }
     for d in &new.volumes {
         let old_dev = old.and_then(|r| r.volumes.iter().find(|x| x.volume == d.volume));
-        out.extend(line(
-            format!(
-                "device name:{name} volume:{} minor:{}",
-                d.volume,
-                d.minor.unwrap_or(d.volume)
-            ),
-            old_dev.map(|d| device_groups(d, o)).as_deref(),
-            &device_groups(d, o),
-            action_new,
-        ));
+        out.extend(device_line(name, old_dev, d, action_new, o));
     }
     for c in &new.connections {
-        let before = old_conn(c);
-        out.extend(line(
-            format!("{} volume:0", conn_head("peer-device", name, c)),
-            before.map(|c| peer_device_groups(c, o)).as_deref(),
-            &peer_device_groups(c, o),
-            action_new,
-        ));
-        if let Some(p) = path_head(name, c) {
-            out.extend(line(
-                p,
-                before.map(path_groups).as_deref(),
-                &path_groups(c),
-                action_new,
-            ));
-        }
+        out.extend(peer_device_line(name, old_conn(c), c, action_new, o));
+        out.extend(path_line(name, old_conn(c), c, action_new, o));
     }
     out
 }
@@ -226,13 +527,6 @@ fn path_head(name: &str, c: &ConnectionView) -> Option<String> {
     ))
 }
 
-fn path_groups(c: &ConnectionView) -> Vec<String> {
-    vec![format!(
-        " established:{}",
-        yn(c.connection == ConnState::Connected)
-    )]
-}
-
 /// DRBD's `compute_promotion_info()` (drbdsetup_events2.c), for our one volume: whether a
 /// promotion would succeed now, and a score that ranks nodes by how much good data they have.
 /// Peers' UpToDate data counts as stable (udrbd does not track DRBD's UUID_FLAG_STABLE).
@@ -265,79 +559,6 @@ fn promotion(r: &ResourceView) -> (bool, u32) {
     let score =
         u32::from(all_have_disk) * 10000 + up_to_date_devices.min(99) * 100 + replicas.min(99);
     (!have_primary, score)
-}
-
-/// role | suspended | force-io-failures | statistics | promotion.
-fn resource_groups(r: &ResourceView, o: Opts) -> Vec<String> {
-    let (may, score) = promotion(r);
-    vec![
-        format!(" role:{}", r.role),
-        format!(" suspended:{}", r.suspended.as_deref().unwrap_or("no")),
-        " force-io-failures:no".to_string(),
-        if o.statistics {
-            " write-ordering:none".to_string()
-        } else {
-            String::new()
-        },
-        format!(" may_promote:{} promotion_score:{score}", yn(may)),
-    ]
-}
-
-/// connection | role | statistics.
-fn connection_groups(c: &ConnectionView, o: Opts) -> Vec<String> {
-    vec![
-        format!(" connection:{}", c.connection),
-        format!(" role:{}", c.role),
-        if o.statistics {
-            // udrbd's link is never congested and does not count bytes in flight apart.
-            " congested:no ap-in-flight:0 rs-in-flight:0".to_string()
-        } else {
-            String::new()
-        },
-    ]
-}
-
-/// info (backing_dev disk client open quorum) | statistics.
-fn device_groups(d: &VolumeView, o: Opts) -> Vec<String> {
-    // DRBD names the backing device only while one is attached.
-    let backing = match (&d.backing_dev, d.disk) {
-        (Some(b), disk) if disk != DiskState::Diskless => b.as_str(),
-        _ => "none",
-    };
-    let mut stats = String::new();
-    if o.statistics {
-        crate::commands::status::device_counters(d, &mut stats);
-    }
-    vec![
-        format!(
-            " backing_dev:{backing} disk:{} client:{} open:{} quorum:yes",
-            d.disk,
-            yn(d.backing_dev.is_none()),
-            yn(d.open)
-        ),
-        stats,
-    ]
-}
-
-/// replication | peer-disk peer-client | resync-suspended | statistics (`done:` while a resync
-/// or verify runs; the counters with --statistics).
-fn peer_device_groups(c: &ConnectionView, o: Opts) -> Vec<String> {
-    let mut stats = String::new();
-    if let Some(d) = c.done_centi {
-        let _ = write!(stats, " done:{}.{:02}", d / 100, d % 100);
-    }
-    if o.statistics {
-        crate::commands::status::peer_device_counters(c, &mut stats);
-    }
-    vec![
-        format!(" replication:{}", c.replication),
-        format!(" peer-disk:{} peer-client:no", c.peer_disk),
-        format!(
-            " resync-suspended:{}",
-            c.resync_suspended.as_deref().unwrap_or("no")
-        ),
-        stats,
-    ]
 }
 
 /// `call helper ...` / `response helper ... status:N`.
@@ -405,15 +626,67 @@ pub fn timestamp() -> String {
 pub struct Args {
     /// A resource name; every resource when omitted (or `all`).
     pub resource: Option<String>,
-    /// Print the current state, then `exists -`, and exit.
+    /// Print the current state, then `exists -`, and exit (with --poll: wait on stdin).
     #[arg(long)]
     pub now: bool,
+    /// Read commands from stdin: `n` prints the state again (with --now: the whole state
+    /// as `exists` lines; without: what changed since it was last printed); anything else,
+    /// or the end of stdin, exits.
+    #[arg(long)]
+    pub poll: bool,
     /// Add DRBD's counters to each line (and show them change, once a second).
     #[arg(short = 's', long)]
     pub statistics: bool,
+    /// Every line shows all of its object's fields, counters included, not only those
+    /// that changed.
+    #[arg(long)]
+    pub full: bool,
+    /// Changed fields show as `old->new` (`UNKNOWN->new` for a new object).
+    #[arg(long)]
+    pub diff: bool,
     /// Prefix each line with the local time (ISO 8601, microseconds).
     #[arg(short = 'T', long)]
     pub timestamps: bool,
+}
+
+/// Writes `lines` to stdout (each with a timestamp under `ts`) and flushes: readers such as
+/// the Pacemaker agent or drbd-reactor act on lines as they come. False when stdout is gone
+/// (a closed pipe), which ends the command quietly, as for any filter-style tool.
+fn emit(lines: &[String], ts: bool) -> bool {
+    use std::io::Write as _;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    for l in lines {
+        let written = if ts {
+            writeln!(out, "{}{l}", timestamp())
+        } else {
+            writeln!(out, "{l}")
+        };
+        if written.is_err() {
+            return false;
+        }
+    }
+    out.flush().is_ok()
+}
+
+/// What `--poll` read from stdin.
+enum PollCmd {
+    /// `n`: print the state again.
+    Next,
+    /// Anything but `n` or a newline, or the end of stdin.
+    Quit,
+}
+
+/// Reads stdin up to the next `n` (newlines are skipped, as drbdsetup skips them).
+fn next_poll_cmd(stdin: &mut impl std::io::Read) -> PollCmd {
+    let mut c = [0u8; 1];
+    loop {
+        match stdin.read(&mut c) {
+            Ok(1) if c[0] == b'\n' => continue,
+            Ok(1) if c[0] == b'n' => return PollCmd::Next,
+            _ => return PollCmd::Quit,
+        }
+    }
 }
 
 /// Prints the events `args` asks for as `drbdsetup events2` does, until the stream ends or
@@ -422,19 +695,62 @@ pub fn stream(
     daemon: &crate::commands::daemon::Daemon,
     args: &Args,
 ) -> Result<(), crate::error::AdmError> {
-    use std::io::Write as _;
+    use std::sync::{Arc, Mutex, PoisonError};
     let opts = Opts {
-        statistics: args.statistics,
+        // drbdsetup: `--full` implies `--statistics`.
+        statistics: args.statistics || args.full,
+        full: args.full,
+        diff: args.diff,
     };
-    let (now, ts) = (args.now, args.timestamps);
+    let ts = args.timestamps;
+    // `all` means no filter, as in drbdsetup.
+    let resource = args.resource.clone().filter(|r| r != "all");
+    if args.now && args.poll {
+        // The state, then again on each `n`, each time as a fresh initial dump.
+        loop {
+            let mut tracker = Tracker::new(opts);
+            let resources = daemon.status(resource.as_deref())?;
+            let lines = tracker.apply(Event::Snapshot {
+                resources,
+                initial: true,
+            });
+            if !emit(&lines, ts) {
+                return Ok(());
+            }
+            if let PollCmd::Quit = next_poll_cmd(&mut std::io::stdin().lock()) {
+                return Ok(());
+            }
+        }
+    }
     let req = udrbd::ctl::Request::Events {
-        // `all` means no filter, as in drbdsetup.
-        resource: args.resource.clone().filter(|r| r != "all"),
+        resource: resource.clone(),
         statistics: opts.statistics,
     };
     let mut stream = udrbd::ctl::client::events(&daemon.socket, &req)?;
-    let mut tracker = Tracker::new(opts);
-    let stdout = std::io::stdout();
+    let tracker = Arc::new(Mutex::new(Tracker::new(opts)));
+    if args.poll {
+        // Events print as they come; `n` on stdin prints what changed since (the state
+        // asked for again and compared, as drbdsetup treats its new `exists` lines).
+        let (tracker, daemon) = (Arc::clone(&tracker), daemon.clone());
+        std::thread::spawn(move || {
+            let mut stdin = std::io::stdin().lock();
+            while let PollCmd::Next = next_poll_cmd(&mut stdin) {
+                let Ok(resources) = daemon.status(resource.as_deref()) else {
+                    break;
+                };
+                let mut t = tracker.lock().unwrap_or_else(PoisonError::into_inner);
+                let lines = t.apply(Event::Snapshot {
+                    resources,
+                    initial: false,
+                });
+                if !emit(&lines, ts) {
+                    break;
+                }
+            }
+            // drbdsetup exits when stdin says so, whatever the event stream is doing.
+            std::process::exit(0);
+        });
+    }
     loop {
         let ev = match stream.next_line()? {
             Some(udrbd::ctl::StreamLine::Event(ev)) => ev,
@@ -457,23 +773,12 @@ pub fn stream(
                 ));
             }
         };
-        let initial = matches!(ev, udrbd::ctl::Event::Snapshot { initial: true, .. });
-        let mut out = stdout.lock();
-        for l in tracker.apply(ev) {
-            let written = if ts {
-                writeln!(out, "{}{l}", timestamp())
-            } else {
-                writeln!(out, "{l}")
-            };
-            // A reader that went away (a closed pipe) ends the stream quietly, as for any
-            // filter-style tool.
-            if written.is_err() {
-                return Ok(());
-            }
-        }
-        // Each event is flushed at once: readers such as the Pacemaker agent or drbd-reactor
-        // act on lines as they come.
-        if out.flush().is_err() || (now && initial) {
+        let initial = matches!(ev, Event::Snapshot { initial: true, .. });
+        // Lines are computed and written under the tracker's lock, so that a `--poll`
+        // update and an event do not interleave.
+        let mut t = tracker.lock().unwrap_or_else(PoisonError::into_inner);
+        let lines = t.apply(ev);
+        if !emit(&lines, ts) || (args.now && initial) {
             return Ok(());
         }
     }
@@ -575,7 +880,10 @@ mod tests {
 
     #[test]
     fn resync_progress_shows_done_and_statistics_add_drbds_counters() {
-        let mut t = Tracker::new(Opts { statistics: true });
+        let mut t = Tracker::new(Opts {
+            statistics: true,
+            ..Opts::default()
+        });
         let mut r = view(
             Role::Primary,
             ConnState::Connected,
@@ -593,7 +901,7 @@ mod tests {
         assert_eq!(
             lines[0],
             "exists resource name:res0 role:Primary suspended:no force-io-failures:no \
-             write-ordering:none may_promote:no promotion_score:10101"
+             write-ordering:flush may_promote:no promotion_score:10101"
         );
         assert_eq!(
             lines[1],

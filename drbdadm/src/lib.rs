@@ -8,3 +8,4 @@ pub mod commands;
 pub mod context;
 pub mod error;
 pub mod events2;
+pub mod wrap;

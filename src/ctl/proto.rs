@@ -355,6 +355,14 @@ pub struct ResourceView {
     /// Why I/O is suspended, DRBD's words (`fencing`); None when it is not.
     #[serde(default)]
     pub suspended: Option<String>,
+    /// Requests of the clients that hold the device open fail: it was demoted under them
+    /// (`secondary --force`), DRBD's `force-io-failures:yes`.
+    #[serde(default)]
+    pub force_io_failures: bool,
+    /// How writes are ordered on the backing device: `flush` (disk-flushes yes) or `none`
+    /// (DRBD's `write-ordering:`, shown by `status --verbose --statistics`).
+    #[serde(default)]
+    pub write_ordering: String,
 }
 
 /// A volume (device) in status output.
@@ -380,6 +388,15 @@ pub struct VolumeView {
     /// The configured backing device; None for a diskless client (`client:yes`).
     #[serde(default)]
     pub backing_dev: Option<String>,
+    /// Quorum (DRBD's `quorum:`); always yes until quorum is implemented.
+    #[serde(default = "yes")]
+    pub quorum: bool,
+    /// Activity-log updates are suspended (DRBD's `al-suspended:`).
+    #[serde(default)]
+    pub al_suspended: bool,
+    /// New application requests wait (I/O suspended or frozen): DRBD's `blocked:upper`.
+    #[serde(default)]
+    pub blocked_upper: bool,
 }
 
 /// A connection (and its one peer device) in status output.
@@ -421,6 +438,15 @@ pub struct ConnectionView {
     /// The link runs over TLS (`tls yes`).
     #[serde(default)]
     pub tls: bool,
+    /// The data stream's send queue is above its high-water mark (DRBD's `congested:`).
+    #[serde(default)]
+    pub congested: bool,
+    /// Sectors of application writes sent and not yet acknowledged (`ap-in-flight:`), and
+    /// of resync data requested and not yet written (`rs-in-flight:`).
+    #[serde(default)]
+    pub ap_in_flight_sectors: u64,
+    #[serde(default)]
+    pub rs_in_flight_sectors: u64,
 }
 
 fn yes() -> bool {

@@ -132,9 +132,9 @@ impl Publisher {
     /// Publishes the state now. Called under the driver's lock, so the events leave in the
     /// order the states happened even when batches run on several threads. Nothing is
     /// computed while nobody listens.
-    fn state(&self, engine: &Engine) {
+    fn state(&self, engine: &Engine, congested: &[NodeId]) {
         if self.tx.receiver_count() > 0 {
-            let resource = view_of(&self.spec, engine.status());
+            let resource = view_of(&self.spec, engine.status(), congested);
             let _ = self.tx.send(Event::State { resource });
         }
     }
@@ -452,7 +452,7 @@ impl Driver {
         let actions = {
             let mut g = self.lock();
             g.engine.close(self.now());
-            g.events.state(&g.engine);
+            g.publish_state();
             take_actions(&mut g)
         };
         self.exec(actions);
@@ -535,13 +535,15 @@ impl Driver {
 
     /// The status in control-socket form.
     pub fn view(&self) -> ResourceView {
-        view_of(&self.spec(), self.status())
+        let spec = self.spec();
+        let g = self.lock();
+        view_of(&spec, g.engine.status(), &g.congested())
     }
 
     /// Publishes the current state (a resource that was just created).
     pub fn publish_state(&self) {
         let g = self.lock();
-        g.events.state(&g.engine);
+        g.publish_state();
     }
 
     /// Publishes a handler's response.
@@ -869,7 +871,7 @@ fn take_actions(g: &mut Inner) -> Vec<Exec> {
         }
     }
     if changed {
-        g.events.state(&g.engine);
+        g.publish_state();
     }
     // The timer task sleeps until the engine's next deadline; it is woken only when that moved.
     let deadline = g.engine.poll_timeout();
@@ -903,6 +905,23 @@ fn send_gathered(
 }
 
 /// How the driver sends to one connected peer.
+impl Inner {
+    /// The peers whose data stream is above its high-water mark (DRBD's `congested:`, which
+    /// it sets when the socket's send queue is 4/5 full).
+    fn congested(&self) -> Vec<NodeId> {
+        self.senders
+            .iter()
+            .filter(|(_, s)| !s.tx.has_room())
+            .map(|(n, _)| *n)
+            .collect()
+    }
+
+    /// Publishes the current state to `events2` listeners.
+    fn publish_state(&self) {
+        self.events.state(&self.engine, &self.congested());
+    }
+}
+
 struct PeerSender {
     tx: crate::net::LinkSender,
     /// Application writes go through the drain task too (protocol A), not just large packets.
@@ -942,8 +961,15 @@ fn settings_of(spec: &ResourceSpec) -> Settings {
     }
 }
 
-fn view_of(spec: &ResourceSpec, st: Status) -> ResourceView {
+/// `congested`: the peers whose data stream is above its high-water mark.
+fn view_of(spec: &ResourceSpec, st: Status, congested: &[NodeId]) -> ResourceView {
     ResourceView {
+        // A client that still holds the device open on a Secondary gets I/O errors: that
+        // happens only after `secondary --force` demoted under it (an open needs Primary).
+        force_io_failures: st.role != Role::Primary && st.open_count > 0,
+        // udrbd flushes the backing device for FLUSH/FUA and barriers, or (disk-flushes no)
+        // relies on the device's own ordering; it never drains.
+        write_ordering: if spec.disk_flushes { "flush" } else { "none" }.to_string(),
         name: st.resource.clone(),
         node_id: st.node_id.0,
         role: st.role,
@@ -965,6 +991,11 @@ fn view_of(spec: &ResourceSpec, st: Status) -> ResourceView {
             lower_pending: st.stats.lower_pending,
             current_uuid: st.current_uuid.to_string(),
             backing_dev: spec.disk.clone(),
+            quorum: true,
+            // udrbd keeps the activity log going in every state (DRBD suspends it while a
+            // Primary has no peer); nothing suspends it.
+            al_suspended: false,
+            blocked_upper: st.io_blocked,
         }],
         connections: st
             .peers
@@ -995,6 +1026,9 @@ fn view_of(spec: &ResourceSpec, st: Status) -> ResourceView {
                     local_address: cfg.and_then(|c| c.local_address),
                     peer_address: cfg.and_then(|c| c.address),
                     tls: cfg.is_some_and(|c| c.net.tls),
+                    congested: congested.contains(&p.node_id),
+                    ap_in_flight_sectors: p.ap_in_flight_bytes >> 9,
+                    rs_in_flight_sectors: p.rs_in_flight_bytes >> 9,
                 }
             })
             .collect(),

@@ -61,7 +61,7 @@ pub use api::{
 use disk::{Disk, rotate_current};
 use meta::{MetaWaiter, QueuedAl};
 use peer::Peer;
-use requests::{Event, Origin, Requests};
+use requests::{Event, Origin, Requests, State};
 use states::{Change, NodeStates};
 
 /// The `flush_waiters` token of a detach no admin command asked for (a local I/O error).
@@ -346,6 +346,10 @@ impl Engine {
                         .iter()
                         .filter(|r| r.origin.serves(p.node_id))
                         .count() as u64,
+                    ap_in_flight_bytes: self.reqs.app_bytes_awaiting(p.node_id),
+                    rs_in_flight_bytes: c
+                        .and_then(|c| c.rs.as_ref())
+                        .map_or(0, |rs| rs.in_flight_bytes()),
                 }
             })
             .collect();
@@ -369,6 +373,12 @@ impl Engine {
             },
             suspended_fencing: self.st.susp_fen(),
             suspended_user: self.st.susp_user(),
+            io_blocked: self.st.susp_fen()
+                || self.st.susp_user()
+                || !self
+                    .reqs
+                    .in_state(|s| matches!(s, State::Frozen | State::Suspended))
+                    .is_empty(),
         }
     }
 

@@ -362,7 +362,12 @@ pub fn print_status(views: &[ResourceView], opts: StatusOpts) {
     } else if views.is_empty() {
         println!("# No currently configured DRBD found.");
     } else {
-        print!("{}", status::render(views, opts));
+        use std::io::IsTerminal;
+        let tty = std::io::stdout().is_terminal();
+        print!(
+            "{}",
+            status::render_to(views, opts, crate::wrap::Wrap::for_stdout(), tty)
+        );
     }
 }
 

@@ -406,6 +406,9 @@ pub struct Status {
     pub suspended_fencing: bool,
     /// I/O frozen by `drbdadm suspend-io` (DRBD's `suspended:user`).
     pub suspended_user: bool,
+    /// New application requests wait instead of starting: I/O is suspended, or requests are
+    /// frozen (no access to data) (DRBD's `blocked:upper`, `!may_inc_ap_bio()`).
+    pub io_blocked: bool,
 }
 
 /// One peer as the status shows it.
@@ -432,6 +435,12 @@ pub struct PeerStatus {
     /// Requests the peer sent (writes, resync and verify requests) not yet answered here
     /// (DRBD's `unacked:`).
     pub unacked: u64,
+    /// Payload of application writes sent to the peer and not yet acknowledged by it
+    /// (DRBD's `ap-in-flight`, which it prints in sectors).
+    pub ap_in_flight_bytes: u64,
+    /// Resync data requested from the peer and not yet written here (DRBD's
+    /// `rs-in-flight`).
+    pub rs_in_flight_bytes: u64,
 }
 
 /// Resync progress toward one peer, in DRBD's terms (`done:`, `dbdt1`, `eta`).

@@ -714,6 +714,18 @@ impl Requests {
     }
 
     /// Application requests in the table (`upper_pending`).
+    /// Payload bytes of application writes that still wait for `node`.
+    pub fn app_bytes_awaiting(&self, node: NodeId) -> u64 {
+        self.reqs
+            .values()
+            .filter(|r| matches!(r.origin, Origin::App) && r.awaits(node))
+            .map(|r| match &r.op {
+                IoOp::Write { data, .. } => data.len() as u64,
+                _ => 0,
+            })
+            .sum()
+    }
+
     pub fn app_count(&self) -> u64 {
         self.reqs
             .values()

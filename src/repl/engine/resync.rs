@@ -99,6 +99,11 @@ impl Resync {
         self.pace.rate()
     }
 
+    /// Resync data requested and not yet written (a target's; 0 on the source).
+    pub(super) fn in_flight_bytes(&self) -> u64 {
+        self.in_flight_bytes
+    }
+
     /// New controller settings (`drbdadm adjust`).
     pub(super) fn set_options(&mut self, opts: crate::config::PeerDeviceOptions) {
         self.pace.set_options(opts);
