@@ -22,8 +22,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::net::SocketAddr;
-use udrbd::ctl::{ConnectionView, Event, HelperEvent, ResourceView, VolumeView};
-use udrbd::repl::{ConnState, DiskState, Role};
+use udrbd::ctl::{ConnectionView, Event, HelperEvent, PathView, ResourceView, VolumeView};
+use udrbd::repl::{DiskState, Role};
 
 /// Options of `events2` that change the lines.
 #[derive(Debug, Clone, Copy, Default)]
@@ -424,29 +424,36 @@ fn peer_device_line(
     Some(l)
 }
 
-/// drbdsetup_events2.c `print_path_changes()`.
-fn path_line(
+/// drbdsetup_events2.c `print_path_changes()`, for each path of the connection.
+fn path_lines(
     name: &str,
     old: Option<&ConnectionView>,
     new: &ConnectionView,
     action_new: &str,
     o: Opts,
-) -> Option<String> {
-    let established = |c: &ConnectionView| yn(c.connection == ConnState::Connected).to_string();
-    if old.is_some_and(|c| established(c) == established(new)) {
-        return None;
+) -> Vec<String> {
+    let old_paths = old.map(st::paths_of);
+    let mut out = Vec::new();
+    for p in st::paths_of(new) {
+        let before = old_paths
+            .as_ref()
+            .and_then(|ps| ps.iter().find(|q| q.local == p.local && q.peer == p.peer));
+        if before.is_some_and(|q| q.established == p.established) {
+            continue;
+        }
+        let mut l = head(before.is_some(), action_new, path_head(name, new, &p));
+        let old_est = before.map(|q| yn(q.established).to_string());
+        field(
+            &mut l,
+            o,
+            "established",
+            old_est,
+            yn(p.established),
+            Diff::Always,
+        );
+        out.push(l);
     }
-    let mut l = head(old.is_some(), action_new, path_head(name, new)?);
-    let new_est = established(new);
-    field(
-        &mut l,
-        o,
-        "established",
-        old.map(established),
-        &new_est,
-        Diff::Always,
-    );
-    Some(l)
+    out
 }
 
 /// Every line for `new` against `old` (None: the resource is new to the reader), in
@@ -473,7 +480,7 @@ fn changes(
     }
     for c in &new.connections {
         out.extend(peer_device_line(name, old_conn(c), c, action_new, o));
-        out.extend(path_line(name, old_conn(c), c, action_new, o));
+        out.extend(path_lines(name, old_conn(c), c, action_new, o));
     }
     out
 }
@@ -483,8 +490,8 @@ fn destroyed(old: &ResourceView) -> Vec<String> {
     let name = &old.name;
     let mut out = Vec::new();
     for c in &old.connections {
-        if let Some(p) = path_head(name, c) {
-            out.push(format!("destroy {p}"));
+        for p in st::paths_of(c) {
+            out.push(format!("destroy {}", path_head(name, c, &p)));
         }
         out.push(format!(
             "destroy {} volume:0",
@@ -516,15 +523,13 @@ fn addr(a: SocketAddr) -> String {
     }
 }
 
-/// A path is shown only where both ends are configured.
-fn path_head(name: &str, c: &ConnectionView) -> Option<String> {
-    let (l, p) = (c.local_address?, c.peer_address?);
-    Some(format!(
+fn path_head(name: &str, c: &ConnectionView, p: &PathView) -> String {
+    format!(
         "{} local:{} peer:{}",
         conn_head("path", name, c),
-        addr(l),
-        addr(p)
-    ))
+        addr(p.local),
+        addr(p.peer)
+    )
 }
 
 /// DRBD's `compute_promotion_info()` (drbdsetup_events2.c), for our one volume: whether a
@@ -787,7 +792,7 @@ pub fn stream(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use udrbd::repl::ReplState;
+    use udrbd::repl::{ConnState, ReplState};
 
     fn view(role: Role, conn: ConnState, repl: ReplState, peer: DiskState) -> ResourceView {
         let mut v = crate::commands::status::sample_view(role, conn, repl, peer);

@@ -142,7 +142,7 @@ pub static NO_EFFECT: &[NoEffect] = &[
         Net,
         "load-balance-paths",
         Some("no"),
-        "a connection uses its first path"
+        "a connection runs over one path at a time (each is tried in turn)"
     ),
     none!(
         Disk,
@@ -392,13 +392,6 @@ pub fn warnings(cfg: &Config, resource: &str) -> Vec<String> {
         block(Sect::Net, &m.net);
     }
     for c in &r.connections {
-        if c.paths.len() > 1 {
-            out_extra.push(format!(
-                "{}: this connection has {} paths; udrbd connects over the first one only",
-                c.pos,
-                c.paths.len()
-            ));
-        }
         block(Sect::Net, &c.net);
         block(Sect::Disk, &c.disk);
         for (_, b) in &c.volumes {

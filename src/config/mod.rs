@@ -59,7 +59,7 @@ pub use model::{
     Resource, Sections, VolumeCfg, hostnames_equal,
 };
 pub use options::{Kind, NumError, OPTIONS, OptDef, Sect, Unit, Value, lookup, parse_number};
-pub use resolve::{Host, HostQuery, Peer, PeerVolume, Resolved, Volume, resolve};
+pub use resolve::{Host, HostQuery, NetPath, Peer, PeerVolume, Resolved, Volume, resolve};
 pub use source::{MemSource, Source, load, parse_str};
 pub use typed::{
     AfterSb0Pri, AfterSb1Pri, AfterSb2Pri, DiskOptions, Fencing, NbdTlsMode, NetOptions,

@@ -53,8 +53,21 @@ pub struct Peer {
     pub address: Option<SocketAddr>,
     /// The address this node uses towards this peer (its `on` address, or the connection's).
     pub local_address: Option<SocketAddr>,
+    /// Every `path` of the connection (this node's address, the peer's), the one above
+    /// first; each is tried (DRBD 9's multiple paths).
+    #[serde(default)]
+    pub paths: Vec<NetPath>,
     pub net: NetOptions,
     pub volumes: Vec<PeerVolume>,
+}
+
+/// One network path of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetPath {
+    /// Where this node listens and dials from.
+    pub local: SocketAddr,
+    /// Where the peer listens.
+    pub peer: SocketAddr,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -131,6 +144,8 @@ struct Link<'r> {
     peer: &'r HostCfg,
     peer_addr: Option<Addr>,
     my_addr: Option<Addr>,
+    /// The `path`s of an explicit connection: (this node's address, the peer's).
+    paths: Vec<(Option<Addr>, Option<Addr>)>,
     net: OptBlock,
     disk: OptBlock,
     volumes: Vec<(u32, OptBlock)>,
@@ -142,6 +157,7 @@ fn links<'r>(res: &'r Resource, me: &HostCfg) -> Vec<Link<'r>> {
         peer,
         peer_addr: peer.address.clone(),
         my_addr: me.address.clone(),
+        paths: Vec::new(),
         net,
         disk: OptBlock::default(),
         volumes: Vec::new(),
@@ -164,10 +180,20 @@ fn links<'r>(res: &'r Resource, me: &HostCfg) -> Vec<Link<'r>> {
         let Some(peer) = res.host(&other.name) else {
             continue;
         };
+        let paths = c
+            .paths
+            .iter()
+            .filter_map(|g| {
+                let mine = g.iter().find(|h| is_me(h))?;
+                let other = g.iter().find(|h| !is_me(h))?;
+                Some((conn_address(me, mine), peer_address(peer, other)))
+            })
+            .collect();
         out.push(Link {
             peer,
             peer_addr: peer_address(peer, other),
             my_addr: conn_address(me, mine),
+            paths,
             net: c.net.clone(),
             disk: c.disk.clone(),
             volumes: c.volumes.clone(),
@@ -288,11 +314,25 @@ pub fn resolve(cfg: &Config, resource: &str, me: &HostQuery<'_>) -> Result<Resol
         if my_address.is_none() {
             my_address.clone_from(&l.my_addr);
         }
+        let (address, local_address) = (socket(l.peer_addr)?, socket(l.my_addr)?);
+        let mut candidates = vec![(local_address, address)];
+        for (mine, theirs) in l.paths {
+            candidates.push((socket(mine)?, socket(theirs)?));
+        }
+        let mut paths: Vec<NetPath> = Vec::new();
+        for (local, peer) in candidates {
+            if let (Some(local), Some(peer)) = (local, peer)
+                && !paths.contains(&NetPath { local, peer })
+            {
+                paths.push(NetPath { local, peer });
+            }
+        }
         peers.push(Peer {
             name: l.peer.name.clone(),
             node_id: node_id(l.peer),
-            address: socket(l.peer_addr)?,
-            local_address: socket(l.my_addr)?,
+            address,
+            local_address,
+            paths,
             net: NetOptions::from_block(&net_block, &host.name),
             volumes: pvols,
         });

@@ -49,11 +49,11 @@ pub enum Step {
         changes: Vec<Change>,
         reconnect: bool,
     },
-    /// A peer's path (either address) changed.
+    /// A peer's paths changed (an address, or paths added or removed).
     Path {
         peer: u8,
-        old: (Option<SocketAddr>, Option<SocketAddr>),
-        new: (Option<SocketAddr>, Option<SocketAddr>),
+        old: Vec<crate::config::NetPath>,
+        new: Vec<crate::config::NetPath>,
     },
     /// A peer's resync controller options changed.
     PeerDeviceOptions { peer: u8, changes: Vec<Change> },
@@ -105,12 +105,12 @@ pub fn plan(
                 reconnect: needs,
             });
         }
-        if (old.local_address, old.address) != (new.local_address, new.address) {
+        if old.net_paths() != new.net_paths() {
             reconnect.push(new.node_id);
             link_steps.push(Step::Path {
                 peer: new.node_id,
-                old: (old.local_address, old.address),
-                new: (new.local_address, new.address),
+                old: old.net_paths(),
+                new: new.net_paths(),
             });
         }
         let changes = diff(&old.sync, &new.sync);
@@ -370,8 +370,8 @@ impl Step {
                 })
                 .collect::<String>()
         };
-        let path = |(local, remote): (Option<SocketAddr>, Option<SocketAddr>)| {
-            format!("{} {}", addr_text(local), addr_text(remote))
+        let path = |p: &crate::config::NetPath| {
+            format!("{} {}", addr_text(Some(p.local)), addr_text(Some(p.peer)))
         };
         match self {
             Step::ResourceOptions(c) => {
@@ -388,10 +388,16 @@ impl Step {
                     opts(changes)
                 )]
             }
-            Step::Path { peer, old, new } => vec![
-                format!("drbdsetup del-path {res} {peer} {}", path(*old)),
-                format!("drbdsetup new-path {res} {peer} {}", path(*new)),
-            ],
+            Step::Path { peer, old, new } => old
+                .iter()
+                .filter(|p| !new.contains(p))
+                .map(|p| format!("drbdsetup del-path {res} {peer} {}", path(p)))
+                .chain(
+                    new.iter()
+                        .filter(|p| !old.contains(p))
+                        .map(|p| format!("drbdsetup new-path {res} {peer} {}", path(p))),
+                )
+                .collect(),
             Step::PeerDeviceOptions { peer, changes } => vec![format!(
                 "drbdsetup peer-device-options {res} {peer} 0{}",
                 opts(changes)

@@ -14,6 +14,6 @@ pub mod proto;
 pub mod server;
 
 pub use proto::{
-    ConnectionView, Event, HelperEvent, PeerSpec, Request, ResourceSpec, ResourceView, Response,
-    StreamLine, VolumeView,
+    ConnectionView, Event, HelperEvent, PathView, PeerSpec, Request, ResourceSpec, ResourceView,
+    Response, StreamLine, VolumeView,
 };

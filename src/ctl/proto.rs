@@ -65,10 +65,27 @@ pub struct PeerSpec {
     pub address: Option<SocketAddr>,
     /// Where this node listens for the peer (its `address`).
     pub local_address: Option<SocketAddr>,
+    /// Every path to the peer, the one above first; each is tried.
+    #[serde(default)]
+    pub paths: Vec<crate::config::NetPath>,
     /// The connection's effective `net { }` options.
     pub net: NetOptions,
     /// The peer device options of volume 0 (resync controller).
     pub sync: PeerDeviceOptions,
+}
+
+impl PeerSpec {
+    /// Every path to the peer: the configured `paths`, or the one of `local_address` and
+    /// `address` (a spec from before paths were kept).
+    pub fn net_paths(&self) -> Vec<crate::config::NetPath> {
+        if !self.paths.is_empty() {
+            return self.paths.clone();
+        }
+        match (self.local_address, self.address) {
+            (Some(local), Some(peer)) => vec![crate::config::NetPath { local, peer }],
+            _ => Vec::new(),
+        }
+    }
 }
 
 impl ResourceSpec {
@@ -123,6 +140,7 @@ impl ResourceSpec {
                     node_id: p.node_id.0,
                     address: p.address,
                     local_address: p.local_address,
+                    paths: p.paths.clone(),
                     net: p.net.clone(),
                     sync: p
                         .volumes
@@ -399,6 +417,15 @@ pub struct VolumeView {
     pub blocked_upper: bool,
 }
 
+/// One network path of a connection in status output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathView {
+    pub local: SocketAddr,
+    pub peer: SocketAddr,
+    /// The link runs on this path.
+    pub established: bool,
+}
+
 /// A connection (and its one peer device) in status output.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConnectionView {
@@ -430,6 +457,9 @@ pub struct ConnectionView {
     /// Requests of the peer's not yet answered here (`unacked:`).
     #[serde(default)]
     pub unacked: u64,
+    /// Every configured path, and whether the link runs on it.
+    #[serde(default)]
+    pub paths: Vec<PathView>,
     /// The path's addresses (this node's, the peer's), as configured.
     #[serde(default)]
     pub local_address: Option<SocketAddr>,

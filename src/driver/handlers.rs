@@ -607,6 +607,7 @@ mod tests {
             node_id: id,
             address: Some(addr.parse().expect("addr")),
             local_address: Some(local.parse().expect("addr")),
+            paths: Vec::new(),
             net: NetOptions::default(),
             sync: PeerDeviceOptions::default(),
         };

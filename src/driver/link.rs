@@ -87,16 +87,21 @@ impl Driver {
         }
     }
 
-    fn set_sender(&self, node: NodeId, tx: Option<(LinkSender, Protocol)>) {
+    fn set_sender(
+        &self,
+        node: NodeId,
+        tx: Option<(LinkSender, Protocol, Option<crate::config::NetPath>)>,
+    ) {
         let mut g = self.lock();
         match tx {
-            Some((tx, protocol)) => g.senders.insert(
+            Some((tx, protocol, path)) => g.senders.insert(
                 node,
                 super::PeerSender {
                     tx,
                     // Under protocol A the peer is off the write's critical path: its copy
                     // should not delay the local submission (see `Exec::Send`).
                     defer_data: protocol == Protocol::A,
+                    path,
                 },
             ),
             None => g.senders.remove(&node),
@@ -173,28 +178,44 @@ async fn peer_loop(
             });
         }
     };
-    let (Some(local), Some(remote)) = (peer.local_address, peer.address) else {
+    let paths = peer.net_paths();
+    if paths.is_empty() {
         return standalone("no address for this connection in the configuration".into());
-    };
+    }
     let cfg = match LinkConfig::from_net_options(&name, me, node, &peer.name, &peer.net) {
         Ok(c) => c,
         Err(e) => return standalone(e.to_string()),
     };
-    let listener = match tokio::net::TcpListener::bind(local).await {
-        Ok(l) => l,
-        Err(e) => {
-            return standalone(format!(
-                "cannot listen on {local}: {e} (is another daemon or resource using it? fix \
-                 `address` and run `drbdadm adjust` or `down`/`up`)"
-            ));
+    // One listener per local address (paths may share one).
+    let mut listeners: Vec<(std::net::SocketAddr, tokio::net::TcpListener)> = Vec::new();
+    for p in &paths {
+        if listeners.iter().any(|(a, _)| *a == p.local) {
+            continue;
         }
-    };
+        match tokio::net::TcpListener::bind(p.local).await {
+            Ok(l) => listeners.push((p.local, l)),
+            Err(e) => {
+                let local = p.local;
+                return standalone(format!(
+                    "cannot listen on {local}: {e} (is another daemon or resource using it? fix \
+                     `address` and run `drbdadm adjust` or `down`/`up`)"
+                ));
+            }
+        }
+    }
+    let path_listeners: Vec<(&tokio::net::TcpListener, std::net::SocketAddr)> = paths
+        .iter()
+        .filter_map(|p| {
+            let (_, l) = listeners.iter().find(|(a, _)| *a == p.local)?;
+            Some((l, p.peer))
+        })
+        .collect();
     loop {
         if let Some(d) = driver.upgrade() {
             d.feed(Input::PeerConnecting { node });
         }
         let established = tokio::select! {
-            r = Link::establish(&cfg, &listener, remote) => r,
+            r = Link::establish_paths(&cfg, &path_listeners) => r,
             c = cmd.recv() => match c {
                 Some(LinkCmd::Drop { standalone: false }) => continue,
                 _ => {
@@ -223,7 +244,8 @@ async fn peer_loop(
             node,
             link.info().protocol
         );
-        d.set_sender(node, Some((link.sender(), peer.net.protocol)));
+        let path = established_path(&paths, link.info());
+        d.set_sender(node, Some((link.sender(), peer.net.protocol, path)));
         d.feed(Input::PeerUp {
             node,
             protocol: peer.net.protocol,
@@ -271,4 +293,20 @@ async fn peer_loop(
             return;
         }
     }
+}
+
+/// The path a link runs on: the dialer knows the peer's address it dialed, the acceptor its
+/// own listening address (`paths` may share either, so both ends are compared).
+fn established_path(
+    paths: &[crate::config::NetPath],
+    info: &crate::net::LinkInfo,
+) -> Option<crate::config::NetPath> {
+    let ours = |p: &&crate::config::NetPath| {
+        if info.dialed {
+            p.peer == info.data_peer && p.local.ip() == info.data_local.ip()
+        } else {
+            p.local == info.data_local && p.peer.ip() == info.data_peer.ip()
+        }
+    };
+    paths.iter().find(ours).copied()
 }

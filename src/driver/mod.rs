@@ -15,7 +15,7 @@ mod meta_thread;
 
 use crate::bitmap::Bitmap;
 use crate::ctl::proto::{
-    ConnectionView, Event, HelperEvent, ResourceSpec, ResourceView, VolumeView,
+    ConnectionView, Event, HelperEvent, PathView, ResourceSpec, ResourceView, VolumeView,
 };
 use crate::disk::engine::{AllocRun, Completion, DiskDone, DiskEngine, DiskOp};
 use crate::disk::metadev::{self, MetaState};
@@ -132,9 +132,9 @@ impl Publisher {
     /// Publishes the state now. Called under the driver's lock, so the events leave in the
     /// order the states happened even when batches run on several threads. Nothing is
     /// computed while nobody listens.
-    fn state(&self, engine: &Engine, congested: &[NodeId]) {
+    fn state(&self, engine: &Engine, links: &LinkFacts) {
         if self.tx.receiver_count() > 0 {
-            let resource = view_of(&self.spec, engine.status(), congested);
+            let resource = view_of(&self.spec, engine.status(), links);
             let _ = self.tx.send(Event::State { resource });
         }
     }
@@ -537,7 +537,7 @@ impl Driver {
     pub fn view(&self) -> ResourceView {
         let spec = self.spec();
         let g = self.lock();
-        view_of(&spec, g.engine.status(), &g.congested())
+        view_of(&spec, g.engine.status(), &g.link_facts())
     }
 
     /// Publishes the current state (a resource that was just created).
@@ -905,20 +905,36 @@ fn send_gathered(
 }
 
 /// How the driver sends to one connected peer.
-impl Inner {
+/// What the links add to the engine's status.
+#[derive(Default)]
+struct LinkFacts {
     /// The peers whose data stream is above its high-water mark (DRBD's `congested:`, which
     /// it sets when the socket's send queue is 4/5 full).
-    fn congested(&self) -> Vec<NodeId> {
-        self.senders
-            .iter()
-            .filter(|(_, s)| !s.tx.has_room())
-            .map(|(n, _)| *n)
-            .collect()
+    congested: Vec<NodeId>,
+    /// The path each connected peer's link runs on.
+    paths: HashMap<NodeId, crate::config::NetPath>,
+}
+
+impl Inner {
+    fn link_facts(&self) -> LinkFacts {
+        LinkFacts {
+            congested: self
+                .senders
+                .iter()
+                .filter(|(_, s)| !s.tx.has_room())
+                .map(|(n, _)| *n)
+                .collect(),
+            paths: self
+                .senders
+                .iter()
+                .filter_map(|(n, s)| Some((*n, s.path?)))
+                .collect(),
+        }
     }
 
     /// Publishes the current state to `events2` listeners.
     fn publish_state(&self) {
-        self.events.state(&self.engine, &self.congested());
+        self.events.state(&self.engine, &self.link_facts());
     }
 }
 
@@ -926,6 +942,8 @@ struct PeerSender {
     tx: crate::net::LinkSender,
     /// Application writes go through the drain task too (protocol A), not just large packets.
     defer_data: bool,
+    /// The path the link runs on (status, events2).
+    path: Option<crate::config::NetPath>,
 }
 
 /// A status in control-socket form.
@@ -961,8 +979,7 @@ fn settings_of(spec: &ResourceSpec) -> Settings {
     }
 }
 
-/// `congested`: the peers whose data stream is above its high-water mark.
-fn view_of(spec: &ResourceSpec, st: Status, congested: &[NodeId]) -> ResourceView {
+fn view_of(spec: &ResourceSpec, st: Status, links: &LinkFacts) -> ResourceView {
     ResourceView {
         // A client that still holds the device open on a Secondary gets I/O errors: that
         // happens only after `secondary --force` demoted under it (an open needs Primary).
@@ -1026,7 +1043,18 @@ fn view_of(spec: &ResourceSpec, st: Status, congested: &[NodeId]) -> ResourceVie
                     local_address: cfg.and_then(|c| c.local_address),
                     peer_address: cfg.and_then(|c| c.address),
                     tls: cfg.is_some_and(|c| c.net.tls),
-                    congested: congested.contains(&p.node_id),
+                    congested: links.congested.contains(&p.node_id),
+                    paths: cfg
+                        .map(|c| c.net_paths())
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|np| PathView {
+                            local: np.local,
+                            peer: np.peer,
+                            established: p.conn == crate::repl::ConnState::Connected
+                                && links.paths.get(&p.node_id) == Some(&np),
+                        })
+                        .collect(),
                     ap_in_flight_sectors: p.ap_in_flight_bytes >> 9,
                     rs_in_flight_sectors: p.rs_in_flight_bytes >> 9,
                 }

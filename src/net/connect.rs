@@ -125,15 +125,37 @@ pub async fn establish(
     listener: &TcpListener,
     peer: SocketAddr,
 ) -> Result<Link, LinkError> {
+    establish_paths(cfg, &[(listener, peer)]).await
+}
+
+/// [`establish`] over several paths (DRBD 9's `path` sections), each a listener bound to this
+/// node's address of the path and the peer's address. Connections are accepted on every
+/// path at once (from the peer's address of that path); dials go to one path at a time and
+/// move on to the next path after one fails, so every path is tried in turn. Whichever path
+/// completes the handshake first carries the link.
+pub async fn establish_paths(
+    cfg: &LinkConfig,
+    paths: &[(&TcpListener, SocketAddr)],
+) -> Result<Link, LinkError> {
     cfg.check()?;
+    let Some(&(_, first_peer)) = paths.first() else {
+        return Err(LinkError::Config(
+            "a connection needs at least one path".into(),
+        ));
+    };
     let cfg = Arc::new(cfg.clone());
     // Our dials leave from the address we listen on (when it is a specific one), so that the
     // peer, which accepts only from our configured address, recognises them.
-    let local_ip = listener
-        .local_addr()
-        .ok()
-        .map(|a| a.ip())
-        .filter(|ip| !ip.is_unspecified());
+    let local_ip = |l: &TcpListener| {
+        l.local_addr()
+            .ok()
+            .map(|a| a.ip())
+            .filter(|ip| !ip.is_unspecified())
+    };
+    let listeners: Vec<&TcpListener> = paths.iter().map(|(l, _)| *l).collect();
+    // The path the next dial takes.
+    let mut dial_path = 0usize;
+    let mut peer = first_peer;
     let mut handshakes: JoinSet<(SocketAddr, Result<Shake, LinkError>)> = JoinSet::new();
     // Their abort handles, oldest first.
     let mut pending: std::collections::VecDeque<tokio::task::AbortHandle> =
@@ -158,14 +180,22 @@ pub async fn establish(
             (None, None) => None,
         };
         tokio::select! {
-            accepted = listener.accept() => match accepted {
+            (accepted, on) = accept_any(&listeners) => match accepted {
                 Ok((stream, from)) => {
-                    if !same_host(from.ip(), peer.ip()) {
+                    // From the peer's address of a path that listens here.
+                    let expected = || {
+                        paths
+                            .iter()
+                            .filter(|(l, _)| std::ptr::eq(*l, listeners[on]))
+                            .map(|(_, p)| p.ip())
+                    };
+                    if !expected().any(|ip| same_host(from.ip(), ip)) {
+                        let ips: Vec<String> = expected().map(|ip| ip.to_string()).collect();
                         tracing::warn!(
                             %from,
                             "connection refused: not from the address configured for peer {} ({})",
                             cfg.peer,
-                            peer.ip()
+                            ips.join(", ")
                         );
                     } else {
                         pending.retain(|h| !h.is_finished());
@@ -193,8 +223,15 @@ pub async fn establish(
                 }
             },
             Some(done) = handshakes.join_next(), if !handshakes.is_empty() => match done {
-                Ok((_, Ok(Shake::WakeUp))) => {
+                Ok((from, Ok(Shake::WakeUp))) => {
                     if dials.is_empty() {
+                        // Dial back over the path the wake-up came by: it works.
+                        if let Some(i) =
+                            paths.iter().position(|(_, p)| same_host(p.ip(), from.ip()))
+                        {
+                            dial_path = i;
+                            peer = paths[i].1;
+                        }
                         tracing::debug!(peer = %cfg.peer, "woken up by the peer: dialing now");
                         next_dial = Instant::now();
                     }
@@ -219,6 +256,7 @@ pub async fn establish(
             },
             Some(done) = dials.join_next(), if !dials.is_empty() => {
                 next_dial = Instant::now() + cfg.connect_int;
+                let woke_up = matches!(done, Ok(Ok(Dialed::WokeUp)));
                 match done {
                     Ok(Ok(Dialed::Pair { data, control, hello })) => {
                         match start(&cfg, data, control, hello, true) {
@@ -232,11 +270,17 @@ pub async fn establish(
                     Ok(Err(e)) => tracing::debug!(%peer, "dial failed: {e}"),
                     Err(e) => tracing::warn!("dial task failed: {e}"),
                 }
+                if !woke_up {
+                    // This path gave no link: the next dial tries the next one.
+                    dial_path = (dial_path + 1) % paths.len();
+                    peer = paths[dial_path].1;
+                }
             }
             () = sleep_until(next_dial), if dials.is_empty() => {
                 let cfg = cfg.clone();
+                let (from, to) = (local_ip(paths[dial_path].0), paths[dial_path].1);
                 // The branch stays off while the dial runs; its end sets the next time.
-                dials.spawn(async move { dial(&cfg, peer, local_ip).await });
+                dials.spawn(async move { dial(&cfg, to, from).await });
             }
             () = sleep_until(half_pair_deadline.unwrap_or_else(Instant::now)),
                 if half_pair_deadline.is_some() =>
@@ -247,6 +291,21 @@ pub async fn establish(
             }
         }
     }
+}
+
+/// Accepts on whichever of `listeners` has a connection first; with the index of that one.
+async fn accept_any(
+    listeners: &[&TcpListener],
+) -> (std::io::Result<(TcpStream, SocketAddr)>, usize) {
+    std::future::poll_fn(|cx| {
+        for (i, l) in listeners.iter().enumerate() {
+            if let std::task::Poll::Ready(r) = l.poll_accept(cx) {
+                return std::task::Poll::Ready((r, i));
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 fn start(

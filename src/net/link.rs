@@ -265,6 +265,14 @@ impl Link {
         super::connect::establish(cfg, listener, peer).await
     }
 
+    /// [`Link::establish`] over several paths (see [`super::connect::establish_paths`]).
+    pub async fn establish_paths(
+        cfg: &LinkConfig,
+        paths: &[(&tokio::net::TcpListener, SocketAddr)],
+    ) -> Result<Link, LinkError> {
+        super::connect::establish_paths(cfg, paths).await
+    }
+
     /// Starts the tasks on two handshaken streams. Must run inside a tokio runtime.
     pub(crate) fn start(
         cfg: &LinkConfig,

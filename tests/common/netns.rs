@@ -36,6 +36,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 /// The veth end in namespace 0 and in namespace 1 (interface names are per namespace).
 const VETH: [&str; 2] = ["udrbd-veth0", "udrbd-veth1"];
+/// The ends of the second cable ([`NetnsPair::add_second_link`]).
+const VETH2: [&str; 2] = ["udrbd-vethb0", "udrbd-vethb1"];
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -164,21 +166,53 @@ impl NetnsPair {
             .expect("ip netns exec")
     }
 
+    /// A second cable between the namespaces (for a connection with two `path`s):
+    /// `172.31.K.1/24` and `172.31.K.2/24` on its own veth pair; the addresses of each end.
+    pub fn add_second_link(&self) -> [Ipv4Addr; 2] {
+        let k = self.addrs[0].octets()[2];
+        let addrs = [1, 2].map(|h| Ipv4Addr::new(172, 31, k, h));
+        let [a, b] = &self.names;
+        must(
+            "ip",
+            &[
+                "link", "add", VETH2[0], "netns", a, "type", "veth", "peer", "name", VETH2[1],
+                "netns", b,
+            ],
+        );
+        for ((ns, dev), addr) in self.names.iter().zip(VETH2).zip(addrs) {
+            must(
+                "ip",
+                &["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", dev],
+            );
+            must("ip", &["-n", ns, "link", "set", dev, "up"]);
+        }
+        addrs
+    }
+
     /// Pulls the cable: both ends drop everything they send (see the module docs for why
     /// this way).
     pub fn cut(&self) {
-        self.qdisc(&["replace", "root", "pfifo", "limit", "0"]);
+        self.qdisc(VETH, &["replace", "root", "pfifo", "limit", "0"]);
     }
 
     /// Plugs it back in.
     pub fn heal(&self) {
-        self.qdisc(&["del", "root"]);
+        self.qdisc(VETH, &["del", "root"]);
     }
 
-    /// `tc qdisc VERB dev VETH REST...` on both veth ends.
-    fn qdisc(&self, args: &[&str]) {
+    /// [`NetnsPair::cut`] and [`NetnsPair::heal`] for the second cable.
+    pub fn cut_second(&self) {
+        self.qdisc(VETH2, &["replace", "root", "pfifo", "limit", "0"]);
+    }
+
+    pub fn heal_second(&self) {
+        self.qdisc(VETH2, &["del", "root"]);
+    }
+
+    /// `tc qdisc VERB dev VETH REST...` on both ends of the cable `devs`.
+    fn qdisc(&self, devs: [&str; 2], args: &[&str]) {
         let (verb, rest) = args.split_first().expect("a verb");
-        for (ns, dev) in self.names.iter().zip(VETH) {
+        for (ns, dev) in self.names.iter().zip(devs) {
             let mut a = vec!["-n", ns, "qdisc", verb, "dev", dev];
             a.extend_from_slice(rest);
             must("tc", &a);

@@ -14,7 +14,7 @@ use super::daemon::StatusOpts;
 use crate::wrap::Wrap;
 use std::fmt::Write;
 use std::net::SocketAddr;
-use udrbd::ctl::{ConnectionView, ResourceView, VolumeView};
+use udrbd::ctl::{ConnectionView, PathView, ResourceView, VolumeView};
 use udrbd::repl::{ConnState, DiskState, ReplState};
 
 /// `yes`/`no`.
@@ -202,6 +202,22 @@ fn connection_status(w: &mut Wrap, c: &ConnectionView, single: bool, tty: bool, 
     w.print(0, "\n");
     if o.verbose || o.statistics || connected {
         peer_device_status(w, c, single, tty, o);
+    }
+}
+
+/// The connection's paths; a view without them (from an older daemon) has at most the one
+/// of its two addresses, established while connected.
+pub fn paths_of(c: &ConnectionView) -> Vec<PathView> {
+    if !c.paths.is_empty() {
+        return c.paths.clone();
+    }
+    match (c.local_address, c.peer_address) {
+        (Some(local), Some(peer)) => vec![PathView {
+            local,
+            peer,
+            established: c.connection == ConnState::Connected,
+        }],
+        _ => Vec::new(),
     }
 }
 
@@ -398,15 +414,18 @@ fn connection_json(out: &mut String, c: &ConnectionView, size_kib: u64) {
         c.ap_in_flight_sectors,
         c.rs_in_flight_sectors,
     );
-    if let (Some(l), Some(p)) = (c.local_address, c.peer_address) {
+    for (i, p) in paths_of(c).iter().enumerate() {
+        if i > 0 {
+            out.push_str(",\n");
+        }
         out.push_str("        {\n          \"this_host\": {\n");
-        address_json(out, l);
+        address_json(out, p.local);
         out.push_str("          },\n          \"remote_host\": {\n");
-        address_json(out, p);
+        address_json(out, p.peer);
         let _ = write!(
             out,
             "          }},\n          \"established\": {}\n        }}",
-            jb(c.connection == ConnState::Connected)
+            jb(p.established)
         );
     }
     out.push_str(" ],\n      \"peer_devices\": [\n");
@@ -509,6 +528,7 @@ pub(crate) fn sample_view(
             sent_kib: 0,
             pending: 0,
             unacked: 0,
+            paths: Vec::new(),
             local_address: None,
             peer_address: None,
             tls: false,
