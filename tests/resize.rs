@@ -170,8 +170,93 @@ fn resize_grows_a_running_pair_while_a_client_writes() {
     }
     p.eventually(30, "connected again at the new size", || p.in_sync());
     assert_eq!(export_size(&p.b), new_size);
-    // --size is refused with a reason, not ignored.
-    let r = p.a.adm(&["resize", "--size", "80M", RES]);
+    // --size beyond what the backing device holds: drbdsetup's (111), exit 10
+    // (drbd_nl.c drbd_adm_resize(): ERR_DISK_TOO_SMALL).
+    let r = p.a.adm(&["resize", "--size", "1G", RES]);
+    assert_eq!(r.code, 10, "{r:#?}");
+    assert!(
+        r.stderr
+            .contains("Failure: (111) Low.dev. smaller than requested DRBD-dev. size."),
+        "{r:#?}"
+    );
+    // Not a size: a usage error.
+    let r = p.a.adm(&["resize", "--size", "lots", RES]);
     assert_eq!(r.code, 1, "{r:#?}");
-    assert!(r.stderr.contains("--size"), "{r:#?}");
+}
+
+/// `resize --size` below the current size on a connected pair: both shrink (what lies beyond
+/// is cut off), clients see the new size, a write past the new end is refused, and the
+/// replicas stay equal; a restart keeps the size. Then `resize` without `--size` grows back
+/// to what the disks hold, and the area that came back is resynced.
+#[test]
+fn resize_with_size_shrinks_a_connected_pair_explicitly() {
+    let mut p = pair("net { verify-alg crc32c; }");
+    p.up();
+    p.a.adm(&["primary", "--force", RES]).ok();
+    p.wait_sync();
+    qemu_io(&p.a, RES, "write -P 0x5a 1M 4M");
+    let old_size = export_size(&p.a);
+    p.b.adm(&["resize", "--size=32M", RES]).ok();
+    // (A Secondary's export refuses clients; node-1 is the Primary.)
+    p.eventually(30, "32 MiB", || export_size(&p.a) == 32 << 20);
+    assert!(
+        p.b.log_text().contains("device size") && p.a.log_text().contains("Peer sets u_size"),
+        "{}",
+        p.logs()
+    );
+    // Past the new end: the NBD protocol's ENOSPC for a write.
+    let o = tool(
+        "qemu-io",
+        &[
+            "-f",
+            "raw",
+            "-c",
+            "write -P 1 40M 4k",
+            &format!("nbd+unix:///{RES}?socket={}", p.a.nbd_sock().display()),
+        ],
+    );
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        !o.status.success() || out.contains("error") || out.contains("Input/output"),
+        "a write past the end succeeded: {out}"
+    );
+    let out = qemu_io(&p.a, RES, "read -P 0x5a 1M 4M");
+    assert!(!out.contains("Pattern verification failed"), "{out}");
+    p.assert_verify_clean();
+    // `resize` without --size: as large as both disks allow again, the area resynced.
+    p.a.adm(&["resize", RES]).ok();
+    p.eventually(30, "grown back", || {
+        p.in_sync() && export_size(&p.a) == old_size
+    });
+    grown_device_holds_and_replicates(&p, "read -P 0x5a 1M 4M", old_size);
+}
+
+/// `disk { size }` in the config limits the device from `up` on (and a shrink with
+/// `resize --size` lasts across restarts only through it, as in DRBD, where the user size is
+/// part of the running disk options, not of the metadata).
+#[test]
+fn disk_size_in_the_config_limits_the_device() {
+    let mut p = pair("disk { size 32M; }");
+    p.up();
+    p.a.adm(&["primary", "--force", RES]).ok();
+    p.wait_sync();
+    assert_eq!(export_size(&p.a), 32 << 20);
+    // No warning that it has no effect: it has one.
+    assert!(!p.a.adm(&["dump", RES]).ok().stderr.contains("no effect"));
+    // A changed size is applied by adjust (drbdadm adjust runs `drbdsetup resize --size`).
+    for n in [&p.a, &p.b] {
+        let cfg = std::fs::read_to_string(&n.config).expect("config");
+        std::fs::write(&n.config, cfg.replace("size 32M;", "size 48M;")).expect("config");
+    }
+    let dry = p.a.adm(&["-d", "adjust", RES]).ok().stdout;
+    assert!(dry.contains("drbdsetup resize 0 --size=98304s"), "{dry}");
+    p.a.adm(&["adjust", RES]).ok();
+    p.b.adm(&["adjust", RES]).ok();
+    p.eventually(30, "48 MiB and in sync", || {
+        export_size(&p.a) == 48 << 20 && p.in_sync()
+    });
 }

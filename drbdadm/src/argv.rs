@@ -21,6 +21,7 @@ const COMMAND_WITH_VALUE: &[&str] = &[
     "--wfc-timeout",
     "--degr-wfc-timeout",
     "--outdated-wfc-timeout",
+    "--size",
 ];
 
 /// The words of one invocation, sorted into their roles.

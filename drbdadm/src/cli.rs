@@ -156,7 +156,10 @@ pub enum Command {
         /// The new area holds the same data on both nodes: do not resync it.
         #[arg(long = "assume-clean")]
         assume_clean: bool,
-        /// DRBD's limit for the new size: not supported (use the whole device).
+        /// The device's new size (sectors, or with k/M/G/T: `--size=10G`); the default is the
+        /// config's `disk { size }`, else as large as both backing devices allow. Smaller
+        /// than now shrinks the device: what lies beyond is cut off (shrink the filesystem on
+        /// it first).
         #[arg(long = "size", value_name = "SIZE")]
         size: Option<String>,
         /// DRBD's grow without the peer: not supported (the device grows when the peer connects).

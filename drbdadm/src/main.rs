@@ -112,15 +112,24 @@ fn run(cli: Cli) -> Result<(), AdmError> {
             assume_peer_has_space,
             targets,
         } => {
-            if let Some(s) = size {
-                return Err(AdmError::new(
-                    E_USAGE,
-                    format!(
-                        "resize --size {s}: udrbd grows to the whole backing device; to stay \
-                         smaller, give the backing device that size"
-                    ),
-                ));
-            }
+            let size_bytes = match size {
+                // drbdsetup's unit: sectors, or a k/M/G/T suffix.
+                Some(s) => Some(
+                    udrbd::config::parse_number(s, udrbd::config::Unit::Sectors)
+                        .map_err(|_| {
+                            AdmError::new(
+                                E_USAGE,
+                                format!(
+                                    "resize --size={s}: not a size (sectors, or a number with \
+                                     k, M, G or T: --size=10G)"
+                                ),
+                            )
+                        })?
+                        .checked_mul(512)
+                        .ok_or_else(|| AdmError::new(E_USAGE, format!("--size={s}: too large")))?,
+                ),
+                None => None,
+            };
             if *assume_peer_has_space {
                 return Err(AdmError::new(
                     E_USAGE,
@@ -132,6 +141,7 @@ fn run(cli: Cli) -> Result<(), AdmError> {
                 targets,
                 StateCmd::Resize {
                     assume_clean: *assume_clean,
+                    size_bytes,
                 },
             )
         }

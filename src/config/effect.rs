@@ -200,12 +200,6 @@ pub static NO_EFFECT: &[NoEffect] = &[
     ),
     none!(
         Disk,
-        "size",
-        Some("0"),
-        "the device has the backing device's usable size"
-    ),
-    none!(
-        Disk,
         "block-size",
         Some("512"),
         "udrbd's NBD exports advertise a 512-byte minimum block size"

@@ -65,6 +65,9 @@ pub enum Step {
     DiskOptions(Vec<Change>),
     /// Connect a peer that is StandAlone, or that was disconnected for new settings.
     Connect { peer: u8 },
+    /// `disk { size }` changed on an attached disk: resize to it (0: as large as the disks
+    /// allow), as drbdadm adjust runs `drbdsetup resize --size`.
+    Resize { size_bytes: u64 },
 }
 
 /// The steps for `want` on a resource running `run` with status `view`; empty when nothing
@@ -161,6 +164,14 @@ pub fn plan(
     }
     if !disk_changes.is_empty() && want.disk.is_some() {
         steps.push(Step::DiskOptions(disk_changes));
+    }
+    // Not when the device has that size already (the peer's adjust resized both nodes).
+    let current = view.volumes.first().map_or(0, |v| v.size_kib * 1024);
+    let done = want.disk_size > 0 && current == want.disk_size;
+    if run.disk_size != want.disk_size && attached && !detach && !done {
+        steps.push(Step::Resize {
+            size_bytes: want.disk_size,
+        });
     }
 
     for p in &want.peers {
@@ -420,6 +431,10 @@ impl Step {
                 vec![format!("drbdsetup attach {minor} {disk} {meta}")]
             }
             Step::DiskOptions(c) => vec![format!("drbdsetup disk-options {minor}{}", opts(c))],
+            Step::Resize { size_bytes } => vec![format!(
+                "drbdsetup resize {minor} --size={}s",
+                size_bytes / crate::types::SECTOR_SIZE
+            )],
             Step::Connect { peer } => vec![format!("drbdsetup connect {res} {peer}")],
         }
     }

@@ -43,6 +43,9 @@ pub struct ResourceSpec {
     /// `disk { md-flushes }`: flush the metadata device after each metadata write.
     #[serde(default = "yes")]
     pub md_flushes: bool,
+    /// `disk { size }` in bytes: the device is at most this large (0: no limit).
+    #[serde(default)]
+    pub disk_size: u64,
     /// `handlers { }`: DRBD's handler name (`fence-peer`, `split-brain`, ...) -> shell command.
     #[serde(default)]
     pub handlers: BTreeMap<String, String>,
@@ -160,6 +163,7 @@ impl ResourceSpec {
             nbd_access: r.options.clone(),
             on_io_error: vol.disk_opts.on_io_error,
             disk_flushes: vol.disk_opts.disk_flushes,
+            disk_size: vol.disk_opts.size * crate::types::SECTOR_SIZE,
             md_flushes: vol.disk_opts.md_flushes,
             handlers: r.handlers.clone(),
             config_file: r.config_file.clone(),
@@ -265,6 +269,9 @@ pub enum Request {
         resource: String,
         #[serde(default)]
         assume_clean: bool,
+        /// `--size`: the device's size in bytes (0 or absent: as large as the disks allow).
+        #[serde(default)]
+        size_bytes: u64,
     },
     /// Mark this node's data Outdated (`drbdadm outdate`).
     Outdate {

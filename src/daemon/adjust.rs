@@ -38,6 +38,11 @@ impl Daemon {
         };
         let lines: Vec<String> = plan.iter().flat_map(|s| s.lines(&want, false)).collect();
         if dry_run || plan.is_empty() {
+            if !dry_run && *run != want {
+                // Nothing to do, but the spec takes what differs without a step (a `size`
+                // the peer's resize applied here already): a later attach must use it.
+                d.reconfigure(want);
+            }
             return Response::Adjusted { steps: lines };
         }
         tracing::info!("{}: adjust: {}", want.name, lines.join("; "));
@@ -80,12 +85,25 @@ impl Daemon {
                     }
                 }
                 Step::Connect { .. } => connect = true,
+                Step::Resize { .. } => {}
             }
         }
         if !reconfigured {
             // Nothing but connects: the spec is the same in all a step would show, but a
             // handler's text or the config file's path may differ.
             d.reconfigure(want);
+        }
+        // With the new settings in place (a resize runs the handshake with connected peers).
+        if let Some(Step::Resize { size_bytes }) =
+            plan.iter().find(|s| matches!(s, Step::Resize { .. }))
+            && let Err(e) = d
+                .admin(AdminCmd::Resize {
+                    no_resync: false,
+                    user_bytes: *size_bytes,
+                })
+                .await
+        {
+            return admin_failure(&name, &e, &d);
         }
         if connect {
             if let Err(e) = d

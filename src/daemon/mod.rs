@@ -368,7 +368,9 @@ fn admin_failure(name: &str, e: &AdminError, d: &Driver) -> Response {
             error(s.exit_code(), msg)
         }
         AdminError::Meta(m) => error(E_CONFIG, format!("{name}: Failure: (118) {m}")),
-        AdminError::DiscardMyDataPrimary => error(e.exit_code(), format!("{name}: {e}")),
+        AdminError::DiscardMyDataPrimary | AdminError::DiskTooSmall | AdminError::ResizeResync => {
+            error(e.exit_code(), format!("{name}: {e}"))
+        }
     }
 }
 
@@ -492,11 +494,13 @@ impl Daemon {
                 Request::Resize {
                     resource,
                     assume_clean,
+                    size_bytes,
                 } => {
                     self.admin(
                         &resource,
                         AdminCmd::Resize {
                             no_resync: assume_clean,
+                            user_bytes: size_bytes,
                         },
                     )
                     .await

@@ -237,6 +237,9 @@ impl Handle {
 fn to_nbd_error(res: &str, e: IoError) -> NbdIoError {
     let errno = match e {
         IoError::NotPrimary => Errno::Perm,
+        // The NBD protocol's answers for a request past the end of the export.
+        IoError::PastEnd { write: true } => Errno::NoSpc,
+        IoError::PastEnd { write: false } => Errno::Inval,
         IoError::Disk(libc::ENOSPC) => Errno::NoSpc,
         IoError::Disk(libc::EINVAL) => Errno::Inval,
         IoError::Disk(libc::ENOMEM) => Errno::NoMem,

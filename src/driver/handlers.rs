@@ -630,6 +630,7 @@ mod tests {
             on_io_error: crate::config::OnIoError::Detach,
             disk_flushes: true,
             md_flushes: true,
+            disk_size: 0,
             handlers: handlers
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))

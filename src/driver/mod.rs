@@ -57,6 +57,13 @@ pub enum AttachError {
     /// drbdsetup's text for `attach` on a node with a disk.
     #[error("(124) Device is attached to a disk (use detach first)")]
     Attached,
+    /// DRBD's `ERR_IMPLICIT_SHRINK` at attach.
+    #[error(
+        "(170) Implicit device shrinking not allowed. See kernel log.\n\
+         To-be-attached device has last effective > current size, and is consistent\n\
+         ({eff} > {cur} sectors). Refusing to attach."
+    )]
+    ImplicitShrink { eff: u64, cur: u64 },
     #[error("{0}")]
     Internal(String),
 }
@@ -65,7 +72,10 @@ impl AttachError {
     /// drbdsetup's exit code: 10 for a metadata/config failure ("Failure: (119) ..."), 20 else.
     pub fn exit_code(&self) -> i32 {
         match self {
-            AttachError::Meta(_) | AttachError::NoDisk | AttachError::Attached => 10,
+            AttachError::Meta(_)
+            | AttachError::NoDisk
+            | AttachError::Attached
+            | AttachError::ImplicitShrink { .. } => 10,
             _ => 20,
         }
     }
@@ -1077,9 +1087,21 @@ fn attached_from(state: &MetaState, spec: &ResourceSpec) -> Result<Attached, Att
             state.bad_pages.len()
         );
     }
+    // DRBD's attach: a consistent device whose backing device cannot hold its last agreed
+    // size any more is not cut down behind the user's back, only to `disk { size }`.
+    let eff = state.sb.la_size_sect;
+    let cur = state.layout.data_bytes / crate::types::SECTOR_SIZE;
+    let user = spec.disk_size / crate::types::SECTOR_SIZE;
+    if state.sb.flags & crate::meta::superblock::flags::CONSISTENT != 0
+        && eff > cur
+        && !(user > 0 && user <= cur)
+    {
+        return Err(AttachError::ImplicitShrink { eff, cur });
+    }
     Ok(Attached {
         sb: state.sb.clone(),
         data_bytes: state.layout.data_bytes,
+        user_bytes: spec.disk_size,
         bitmaps,
         al: state.al.as_ref().ok().cloned(),
         al_blocks: state.layout.al_blocks,

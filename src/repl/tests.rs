@@ -28,6 +28,7 @@ pub(super) fn attached(flags_or: u32, flags_clear: u32) -> Attached {
     Attached {
         sb,
         data_bytes: l.data_bytes,
+        user_bytes: 0,
         bitmaps: vec![Bitmap::new(l.bm_bits())],
         al: None,
         al_blocks: 8,

@@ -185,6 +185,7 @@ impl Sim {
         let a = Attached {
             sb: chosen.sb.clone(),
             data_bytes: self.layout.data_bytes,
+            user_bytes: 0,
             bitmaps: vec![self.persisted_bitmap()],
             al: al::recover(&self.meta.al, chosen.sb.al_extents).ok(),
             al_blocks: AL_BLOCKS,

@@ -200,6 +200,7 @@ impl Node {
         let a = Attached {
             sb: self.sb.clone(),
             data_bytes: self.layout.data_bytes,
+            user_bytes: 0,
             bitmaps: vec![Bitmap::from_words(bits, self.bm_words.clone()).expect("bitmap")],
             al: al::recover(&self.al, self.sb.al_extents).ok(),
             al_blocks: AL_BLOCKS,
@@ -930,6 +931,8 @@ impl World {
             }
             IoError::Disk(_) => data_failed,
             IoError::Meta => meta_failed || data_failed,
+            // No scenario shrinks the device: every request is inside it.
+            IoError::PastEnd { .. } => false,
         };
         if !explained {
             self.fail(format!(

@@ -54,6 +54,7 @@ fn node(id: u8, peer: u8, seed: u64) -> Node {
         Input::Attach(Box::new(Attached {
             sb,
             data_bytes: l.data_bytes,
+            user_bytes: 0,
             bitmaps: vec![Bitmap::new(l.bm_bits())],
             al: None,
             al_blocks: 8,
@@ -484,7 +485,10 @@ fn resize_agrees_on_the_smaller_disk_and_marks_the_new_area_for_resync() {
     a.grown = Some(old + (12 << 20));
     b.grown = Some(old + (8 << 20));
     b.disk.resize((old + (8 << 20)) as usize, 0x33);
-    b.admin(AdminCmd::Resize { no_resync: false });
+    b.admin(AdminCmd::Resize {
+        no_resync: false,
+        user_bytes: 0,
+    });
     settle(&mut a, &mut b);
     let new = old + (8 << 20);
     assert_eq!(a.engine.size_bytes(), new);
@@ -515,5 +519,47 @@ fn resize_agrees_on_the_smaller_disk_and_marks_the_new_area_for_resync() {
             .iter()
             .all(|&x| x == 0x77),
         "a write at the new end did not reach the peer"
+    );
+}
+
+/// `resize --size` below the current size on one node of a connected pair: both shrink to it
+/// (an explicit, online shrink), nothing beyond is left marked, and a write past the new end
+/// is refused as past the end of the device.
+#[test]
+fn resize_with_a_smaller_size_shrinks_both_and_refuses_writes_past_the_end() {
+    let (mut a, mut b) = primary_pair(98, Protocol::C);
+    let old = a.engine.size_bytes();
+    let new = old - (8 << 20);
+    a.grown = Some(old);
+    b.grown = Some(old);
+    b.admin(AdminCmd::Resize {
+        no_resync: false,
+        user_bytes: new,
+    });
+    settle(&mut a, &mut b);
+    assert_eq!(a.engine.size_bytes(), new);
+    assert_eq!(b.engine.size_bytes(), new);
+    for (n, peer) in [(&a, 1u8), (&b, 0u8)] {
+        let bm = n.engine.peer_bitmap(NodeId(peer)).expect("bitmap");
+        assert_eq!(bm.count(), 0, "nothing to resync after a shrink");
+    }
+    a.engine.handle(
+        Time::default(),
+        Input::Io {
+            id: ReqId(7),
+            op: IoOp::Write {
+                offset: new,
+                data: vec![1; 4096].into(),
+                fua: false,
+            },
+        },
+    );
+    let done = settle_collect(&mut a, &mut b);
+    assert!(
+        matches!(
+            done.as_slice(),
+            [(_, Err(udrbd::repl::IoError::PastEnd { write: true }))]
+        ),
+        "{done:?}"
     );
 }

@@ -132,6 +132,8 @@ pub enum StateCmd {
     SuspendIo,
     Resize {
         assume_clean: bool,
+        /// `--size` in bytes; None: the config's `disk { size }` (as drbdadm passes it).
+        size_bytes: Option<u64>,
     },
 }
 
@@ -229,7 +231,17 @@ pub fn run_state(
             StateCmd::Outdate => Request::Outdate { resource: name },
             StateCmd::ResumeIo => Request::ResumeIo { resource: name },
             StateCmd::SuspendIo => Request::SuspendIo { resource: name },
-            StateCmd::Resize { assume_clean } => Request::Resize {
+            StateCmd::Resize {
+                assume_clean,
+                size_bytes,
+            } => Request::Resize {
+                size_bytes: match size_bytes {
+                    Some(b) => b,
+                    None => {
+                        let r = resolve(cfg, &name, node)?;
+                        r.volumes.first().map_or(0, |v| v.disk_opts.size) * 512
+                    }
+                },
                 resource: name,
                 assume_clean,
             },

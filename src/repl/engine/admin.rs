@@ -65,9 +65,12 @@ impl Engine {
                 StateError::NeedConnection
             }),
             AdminCmd::Outdate => self.outdate(),
-            AdminCmd::Resize { no_resync } => {
+            AdminCmd::Resize {
+                no_resync,
+                user_bytes,
+            } => {
                 // Answered by `disk_grew`, once the metadata has moved.
-                return self.resize_start(token, no_resync);
+                return self.resize_start(token, no_resync, user_bytes);
             }
             AdminCmd::ResumeIo => {
                 self.resume_io();

@@ -88,6 +88,8 @@ pub struct Attached {
     pub sb: Superblock,
     /// Usable data bytes.
     pub data_bytes: u64,
+    /// `disk { size }` in bytes, 0 for none: the device is at most this large.
+    pub user_bytes: u64,
     /// One bitmap per bitmap index (`0..max-peers`), as read.
     pub bitmaps: Vec<Bitmap>,
     /// The activity-log replay; `None` when the log could not be read (treated as empty).
@@ -120,6 +122,13 @@ pub enum IoError {
     /// The metadata write this request waited for failed.
     #[error("metadata write failed")]
     Meta,
+    /// The request reaches past the end of the device (which shrank under a client that
+    /// still has the old size).
+    #[error("request past the end of the device")]
+    PastEnd {
+        /// A write (NBD answers ENOSPC) or a read (EINVAL).
+        write: bool,
+    },
 }
 
 /// An administrative state change.
@@ -173,6 +182,11 @@ pub enum AdminCmd {
     /// is not resynced.
     Resize {
         no_resync: bool,
+        /// `--size`: the device's size in bytes (DRBD's `disk { size }`, the user size); 0:
+        /// as large as the backing devices allow. Below the current size it shrinks the device
+        /// (explicitly: what lies beyond is cut off).
+        #[doc(hidden)]
+        user_bytes: u64,
     },
     /// `drbdadm disconnect` (and `down`): agreed with the connected peers as a cluster-wide
     /// change (under fencing the Secondary of a Primary/Secondary pair is outdated); the
@@ -240,6 +254,12 @@ pub enum AdminError {
     /// DRBD's `ERR_DISCARD_IMPOSSIBLE`.
     #[error("Failure: (123) --discard-my-data not allowed when primary.")]
     DiscardMyDataPrimary,
+    /// DRBD's `ERR_DISK_TOO_SMALL`: `resize --size` beyond what the backing device holds.
+    #[error("Failure: (111) Low.dev. smaller than requested DRBD-dev. size.")]
+    DiskTooSmall,
+    /// DRBD's `ERR_RESIZE_RESYNC`.
+    #[error("Failure: (130) Resize not allowed during resync.")]
+    ResizeResync,
 }
 
 impl AdminError {
@@ -247,7 +267,10 @@ impl AdminError {
     pub fn exit_code(&self) -> i32 {
         match self {
             AdminError::State(s) => s.exit_code(),
-            AdminError::Meta(_) | AdminError::DiscardMyDataPrimary => 10,
+            AdminError::Meta(_)
+            | AdminError::DiscardMyDataPrimary
+            | AdminError::DiskTooSmall
+            | AdminError::ResizeResync => 10,
         }
     }
 }

@@ -30,7 +30,7 @@ use crate::repl::digest::DigestAlg;
 use crate::repl::handshake::{self, SbContext, SbPolicy, SizeInput, SyncStrategy, UuidSet};
 use crate::repl::state::{ConnState, DiskState, ReplState, Role, StateError};
 use crate::repl::wire::{Packet, SizesFlags, StateFlags, UuidFlags};
-use crate::types::{BM_BLOCK_SIZE, GenUuid, NodeId, SECTOR_SIZE, Sector};
+use crate::types::{BM_BLOCK_SIZE, BlockIdx, GenUuid, NodeId, SECTOR_SIZE, Sector};
 
 /// What the peer has sent of its handshake.
 #[derive(Debug, Default)]
@@ -51,6 +51,10 @@ pub(super) struct Handshake {
     pub(super) own_sizes_flags: SizesFlags,
     /// The peer's `Sizes` said NO_RESYNC (`resize --assume-clean` there).
     peer_no_resync: bool,
+    /// The peer's `Sizes` said RESIZE (`drbdadm resize` there): its user size is taken over.
+    peer_resize: bool,
+    /// The peer's user size (`disk { size }`, `resize --size`), 0 for none.
+    peer_user: Sector,
     /// The peer's `ProtocolParams` said dry run (`connect --tentative` there).
     peer_dry_run: bool,
 }
@@ -179,9 +183,10 @@ impl Engine {
             .get(&node)
             .and_then(|c| c.hs.as_ref())
             .map_or(SizesFlags::empty(), |h| h.own_sizes_flags);
+        let user = self.disk.as_ref().map_or(0, |d| d.user_bytes) / SECTOR_SIZE;
         let sizes = Packet::Sizes {
             backing: Sector(max),
-            user: Sector(0),
+            user: Sector(user),
             current: Sector(sectors),
             max_bio_size: crate::repl::wire::MAX_DATA_LEN as u32,
             flags,
@@ -497,7 +502,12 @@ impl Engine {
                 }
                 return;
             }
-            Packet::Sizes { backing, flags, .. } => {
+            Packet::Sizes {
+                backing,
+                user,
+                flags,
+                ..
+            } => {
                 // A round of the handshake begins with Sizes: what came before is stale.
                 if hs.strategy.is_none() {
                     hs.uuids = None;
@@ -505,6 +515,8 @@ impl Engine {
                 }
                 hs.sizes = Some(backing);
                 hs.peer_no_resync = flags.contains(SizesFlags::NO_RESYNC);
+                hs.peer_resize = flags.contains(SizesFlags::RESIZE);
+                hs.peer_user = user;
             }
             Packet::Uuids {
                 current,
@@ -564,13 +576,55 @@ impl Engine {
         if peer_disk == DiskState::Diskless {
             return self.established_diskless(node, peer_role, peer_disk);
         }
-        // Sizes: never shrink a device that holds data.
+        // The user's size: a resize here keeps ours, a resize there is taken over ("Peer sets
+        // u_size"), at connect the smaller one counts (DRBD's receive_sizes()).
+        let (own_resize, peer_resize, peer_user) = self
+            .peers
+            .get(&node)
+            .and_then(|c| c.hs.as_ref())
+            .map_or((false, false, 0), |h| {
+                (
+                    h.own_sizes_flags.contains(SizesFlags::RESIZE),
+                    h.peer_resize,
+                    h.peer_user.0 * SECTOR_SIZE,
+                )
+            });
+        let my_user = d.user_bytes;
+        let user = if own_resize {
+            my_user
+        } else if peer_resize {
+            peer_user
+        } else {
+            match (my_user, peer_user) {
+                (0, x) | (x, 0) => x,
+                (a, b) => a.min(b),
+            }
+        };
+        if peer_resize && !own_resize && user != my_user {
+            self.peer_log(
+                node,
+                format!(
+                    "Peer sets u_size to {} sectors (old: {})",
+                    user / SECTOR_SIZE,
+                    my_user / SECTOR_SIZE
+                ),
+            );
+            if let Some(d) = self.disk.as_mut() {
+                d.user_bytes = user;
+            }
+        }
+        let Some(d) = self.disk.as_ref() else {
+            return;
+        };
+        // Sizes: never shrink a device that holds data at connect; a resize may (DRBD allows
+        // online shrinking while connected).
         let size = match handshake::check_sizes(&SizeInput {
             my_max: Sector(d.max_bytes / SECTOR_SIZE),
             peer_max: peer_size,
-            user_size: Sector(0),
+            user_size: Sector(user / SECTOR_SIZE),
             last_agreed: Sector(d.sb.la_size_sect),
             my_disk: self.st.disk(),
+            online: own_resize || peer_resize,
         }) {
             Ok(s) => s,
             Err(refusal) => {
@@ -904,18 +958,25 @@ impl Engine {
         }
     }
 
-    /// Both disks agreed on a smaller size (only possible while this one holds no data).
-    fn shrink_to(&mut self, bytes: u64) {
+    /// The device gets smaller: both disks agreed on a smaller size while this one held no
+    /// data, or the user asked for it (`resize --size`). What lies beyond is no longer part
+    /// of the device: its out-of-sync marks go too (a resync must not wait for them).
+    pub(super) fn shrink_to(&mut self, bytes: u64) {
         if let Some(d) = self.disk.as_mut() {
+            let new = bytes - bytes % BM_BLOCK_SIZE;
             self.actions.push_back(Action::Log(format!(
-                "{}: the peer's disk is smaller: device size {} -> {} KiB",
+                "{}: device size {} -> {} KiB",
                 self.cfg.resource,
                 d.data_bytes / 1024,
-                bytes / 1024
+                new / 1024
             )));
-            d.data_bytes = bytes - bytes % BM_BLOCK_SIZE;
-            d.sb.la_size_sect = d.data_bytes / SECTOR_SIZE;
+            for bm in d.bitmaps.iter_mut() {
+                bm.clear_range(BlockIdx(new / BM_BLOCK_SIZE), BlockIdx(bm.len_bits()));
+            }
+            d.data_bytes = new;
+            d.sb.la_size_sect = new / SECTOR_SIZE;
             self.sb_changed();
+            self.flush_bitmap_if_dirty();
         }
     }
 

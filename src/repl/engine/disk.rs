@@ -18,6 +18,8 @@ pub(super) struct Disk {
     pub(super) data_bytes: u64,
     /// What the backing device can hold after its metadata.
     pub(super) max_bytes: u64,
+    /// The user's limit (`disk { size }`, `resize --size`), 0 for none.
+    pub(super) user_bytes: u64,
     pub(super) al: ActivityLog,
     pub(super) al_blocks: u32,
     pub(super) bitmaps: Vec<Bitmap>,
@@ -165,7 +167,26 @@ impl Engine {
         } else {
             la.min(a.data_bytes)
         };
-        if data_bytes < a.data_bytes {
+        // `disk { size }` below the last agreed size cuts the device down (DRBD: "truncating a
+        // consistent device during attach"): the user asked for it.
+        let user_bytes = a.user_bytes - a.user_bytes % BM_BLOCK_SIZE;
+        let data_bytes = if user_bytes > 0 && user_bytes < data_bytes {
+            self.log(format!(
+                "truncating the device to its configured size during attach ({} < {} KiB)",
+                user_bytes / 1024,
+                data_bytes / 1024
+            ));
+            for bm in bitmaps.iter_mut() {
+                bm.clear_range(
+                    crate::types::BlockIdx(user_bytes / BM_BLOCK_SIZE),
+                    crate::types::BlockIdx(bm.len_bits()),
+                );
+            }
+            user_bytes
+        } else {
+            data_bytes
+        };
+        if data_bytes < a.data_bytes && user_bytes == 0 {
             self.log(format!(
                 "backing device can hold {} KiB, the device keeps its last agreed size of {} KiB \
                  until a peer can hold more",
@@ -177,6 +198,7 @@ impl Engine {
             sb,
             data_bytes,
             max_bytes: a.data_bytes,
+            user_bytes,
             al,
             al_blocks: a.al_blocks,
             bitmaps,

@@ -12,9 +12,9 @@
 //! moves now and the device grows when a peer that can hold more connects.
 
 use super::{Action, AdminError, Engine};
-use crate::repl::state::{ConnState, StateError};
+use crate::repl::state::{ConnState, ReplState, StateError};
 use crate::repl::wire::{Packet, SizesFlags};
-use crate::types::{BM_BLOCK_SIZE, NodeId};
+use crate::types::{BM_BLOCK_SIZE, NodeId, SECTOR_SIZE};
 
 /// A resize waiting for this disk's metadata to move.
 #[derive(Debug, Clone, Copy)]
@@ -23,27 +23,36 @@ pub(super) struct GrowOp {
     token: Option<u64>,
     /// `--assume-clean`.
     no_resync: bool,
+    /// `--size` in bytes (0: none), checked once the backing device's size is known.
+    user_bytes: u64,
 }
 
 impl Engine {
-    /// `drbdadm resize [--assume-clean]` here.
-    pub(super) fn resize_start(&mut self, token: u64, no_resync: bool) {
+    /// `drbdadm resize [--assume-clean] [--size]` here.
+    pub(super) fn resize_start(&mut self, token: u64, no_resync: bool, user_bytes: u64) {
+        let resyncing = self
+            .peers
+            .values()
+            .any(|c| !matches!(c.shown_repl(), ReplState::Off | ReplState::Established));
         let refuse = if self.disk.is_none() {
-            Some(StateError::DeviceDiskless)
+            Some(AdminError::State(StateError::DeviceDiskless))
         } else if self.grow.is_some() {
-            Some(StateError::InTransientState)
+            Some(AdminError::State(StateError::InTransientState))
+        } else if resyncing {
+            Some(AdminError::ResizeResync)
         } else {
             None
         };
         if let Some(e) = refuse {
             return self.actions.push_back(Action::AdminDone {
                 token,
-                result: Err(AdminError::State(e)),
+                result: Err(e),
             });
         }
         self.grow = Some(GrowOp {
             token: Some(token),
             no_resync,
+            user_bytes,
         });
         self.actions.push_back(Action::GrowDisk);
     }
@@ -77,6 +86,7 @@ impl Engine {
             self.grow = Some(GrowOp {
                 token: None,
                 no_resync: false,
+                user_bytes: 0,
             });
             self.actions.push_back(Action::GrowDisk);
         }
@@ -116,6 +126,13 @@ impl Engine {
                 if let Some(o) = op
                     && let Some(token) = o.token
                 {
+                    if let Err(e) = self.set_user_size(o.user_bytes) {
+                        self.actions.push_back(Action::AdminDone {
+                            token,
+                            result: Err(e),
+                        });
+                        return self.resume_pending_resizes();
+                    }
                     let mut flags = SizesFlags::RESIZE;
                     if o.no_resync {
                         flags = flags | SizesFlags::NO_RESYNC;
@@ -129,6 +146,8 @@ impl Engine {
                         .map(|(n, _)| *n)
                         .collect();
                     if connected.is_empty() {
+                        // Alone, an explicit shrink happens now; growing waits for a peer.
+                        self.shrink_to_user_size();
                         self.log(
                             "resize: no peer connected; the device grows when a peer that can \
                              hold more connects"
@@ -146,6 +165,38 @@ impl Engine {
             }
         }
         self.resume_pending_resizes();
+    }
+
+    /// `resize --size`: the user's limit (0: none), refused beyond what the backing device
+    /// holds (DRBD checks `drbd_local_max_size()`).
+    fn set_user_size(&mut self, user_bytes: u64) -> Result<(), AdminError> {
+        let Some(d) = self.disk.as_mut() else {
+            return Err(AdminError::State(StateError::DeviceDiskless));
+        };
+        let user_bytes = user_bytes - user_bytes % BM_BLOCK_SIZE;
+        if user_bytes > d.max_bytes {
+            self.actions.push_back(Action::Log(format!(
+                "{}: requested {} sectors, backend seems only able to support {}",
+                self.cfg.resource,
+                user_bytes / SECTOR_SIZE,
+                d.max_bytes / SECTOR_SIZE
+            )));
+            return Err(AdminError::DiskTooSmall);
+        }
+        d.user_bytes = user_bytes;
+        Ok(())
+    }
+
+    /// Without a peer: the device shrinks to the user's size at once (an explicit shrink).
+    fn shrink_to_user_size(&mut self) {
+        let target = self
+            .disk
+            .as_ref()
+            .filter(|d| d.user_bytes > 0 && d.user_bytes < d.data_bytes)
+            .map(|d| d.user_bytes);
+        if let Some(bytes) = target {
+            self.shrink_to(bytes);
+        }
     }
 
     /// Answers the peers whose resize waited for this disk: our side of the handshake, then

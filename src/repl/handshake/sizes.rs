@@ -18,6 +18,9 @@ pub struct SizeInput {
     pub last_agreed: Sector,
     /// This node's disk state.
     pub my_disk: DiskState,
+    /// A resize while connected (`drbdadm resize` on either side), not a connect: the device
+    /// may shrink (DRBD: "allow online shrinking if we are connected").
+    pub online: bool,
 }
 
 /// The connection is refused: accepting the peer would shrink a device with data.
@@ -51,7 +54,7 @@ pub fn check_sizes(s: &SizeInput) -> Result<Sector, SizeRefusal> {
         // Diskless: we take whatever the peer offers (or keep our size if it has no disk either).
         return Ok(Sector(if new == 0 { s.last_agreed.0 } else { new }));
     }
-    if new < s.last_agreed.0 && s.my_disk >= DiskState::Outdated {
+    if new < s.last_agreed.0 && s.my_disk >= DiskState::Outdated && !s.online {
         return Err(SizeRefusal {
             new_size: Sector(new),
             current: s.last_agreed,

@@ -858,7 +858,20 @@ fn sizes(my_max: u64, peer_max: u64, la: u64, disk: DiskState) -> SizeInput {
         user_size: Sector(0),
         last_agreed: Sector(la),
         my_disk: disk,
+        online: false,
     }
+}
+
+#[test]
+fn a_resize_may_shrink_a_device_with_data_a_connect_may_not() {
+    let mut s = sizes(1000, 1000, 1000, DiskState::UpToDate);
+    s.user_size = Sector(600);
+    assert!(
+        check_sizes(&s).is_err(),
+        "a connect must not cut the device"
+    );
+    s.online = true;
+    assert_eq!(check_sizes(&s), Ok(Sector(600)));
 }
 
 #[test]
