@@ -137,6 +137,19 @@ pub enum AdminCmd {
     },
     /// Flush everything and mark the metadata clean; the driver detaches after success.
     Detach,
+    /// `drbdadm detach --force` (DRBD's `FORCE_DETACH`): the disk goes away now, along the
+    /// path of a local I/O error under `on-io-error detach` (Failed, then Diskless; it comes
+    /// back Inconsistent and resyncs what it missed). Requests at the disk are not waited
+    /// for: their local part counts as failed, so an application write a peer has succeeds,
+    /// a peer's write is answered with NegAck. Answered at once, as DRBD answers it; the
+    /// driver lets go of the disk ([`Action::ReleaseDisk`]) once the metadata is written.
+    ForceDetach,
+    /// `drbdadm forget-peer` (DRBD's `drbd_adm_forget_peer()`): drop what the metadata holds
+    /// of peer `node`, whose connection must be StandAlone: its flags, its bitmap UUID, and
+    /// its bitmap (all set: a node never seen). A later connection to it resyncs everything.
+    ForgetPeer {
+        node: NodeId,
+    },
     /// `drbdadm invalidate`: this node's disk becomes Inconsistent and is fully resynced from
     /// the connected peer.
     /// `reset_bitmap: false` (`--reset-bitmap=no`): only the blocks marked out of sync.
@@ -240,6 +253,10 @@ pub enum AdminError {
     /// DRBD's `ERR_DISCARD_IMPOSSIBLE`.
     #[error("Failure: (123) --discard-my-data not allowed when primary.")]
     DiscardMyDataPrimary,
+    /// DRBD's `ERR_NET_CONFIGURED`: `forget-peer` of a peer whose connection is not
+    /// StandAlone.
+    #[error("Failure: (125) Device has a net-config (use disconnect first)")]
+    NetConfigured,
 }
 
 impl AdminError {
@@ -247,7 +264,9 @@ impl AdminError {
     pub fn exit_code(&self) -> i32 {
         match self {
             AdminError::State(s) => s.exit_code(),
-            AdminError::Meta(_) | AdminError::DiscardMyDataPrimary => 10,
+            AdminError::Meta(_) | AdminError::DiscardMyDataPrimary | AdminError::NetConfigured => {
+                10
+            }
         }
     }
 }
