@@ -97,3 +97,118 @@ fn detach_and_attach_while_connected_resyncs_what_the_primary_wrote_meanwhile() 
         p.logs()
     );
 }
+
+/// `drbdadm detach --force` on a Secondary under a writer on the Primary (DRBD's
+/// `drbd_adm_detach()` with `force`: `change_disk_state(D_DETACHING, CS_HARD)`, then
+/// `tl_abort_disk_io()`): the disk goes at once along the path of a local I/O error, the
+/// Primary's writer sees no error (the peer's aborted writes come back as NegAck and are marked
+/// there), and `attach` resyncs what the disk missed.
+#[test]
+fn detach_force_on_a_secondary_under_load_then_attach_resyncs() {
+    let mut p = pair(SETUP);
+    p.up();
+    p.a.adm(&["--clear-bitmap", "new-current-uuid", RES]).ok();
+    p.a.adm(&["primary", RES]).ok();
+    p.eventually(10, "UpToDate/UpToDate", || in_sync(&p));
+
+    let job = common::fio_load(&p.a.nbd_uri(RES), "detach-force-secondary", 5);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    p.b.adm(&["detach", "--force", RES]).ok();
+    p.eventually(10, "node-2 Diskless, still connected", || {
+        status(&p.b).starts_with("res0 role:Secondary\n  disk:Diskless client:no open:no\n")
+            && status(&p.a).contains("peer-disk:Diskless")
+    });
+    let lb = p.b.log_text();
+    assert!(
+        lb.contains("detach --force: detaching now") && lb.contains("disk( UpToDate -> Failed )"),
+        "{}",
+        p.logs()
+    );
+    common::fio_ok(job, &p.logs());
+    assert!(out_of_sync_kib(&p.a) > 0, "{}", p.logs());
+
+    // Comes back Inconsistent, as after an I/O error; the resync brings it UpToDate.
+    p.b.adm(&["attach", RES]).ok();
+    p.eventually(60, "node-2 UpToDate again", || in_sync(&p));
+    p.assert_identical();
+}
+
+/// `drbdsetup detach MINOR --force` on a Primary under a writer: the disk goes at once, the
+/// node stays Primary, reads are served by the UpToDate peer; writes fail from then on, as
+/// after a local I/O error under `on-io-error detach` on a Primary (udrbd has no Diskless
+/// Primary that writes through its peer; see `Engine::detach`). `attach` brings the disk back
+/// and resyncs it from the peer while Primary, and writes work again.
+#[test]
+fn detach_force_on_a_primary_under_load_reads_from_the_peer() {
+    let mut p = pair(SETUP);
+    p.up();
+    p.a.adm(&["--clear-bitmap", "new-current-uuid", RES]).ok();
+    p.a.adm(&["primary", RES]).ok();
+    p.eventually(10, "UpToDate/UpToDate", || in_sync(&p));
+    let uri = p.a.nbd_uri(RES);
+    // fio writes the first 8 MiB; this stays as written.
+    let o = qemu_io(&uri, "write -P 0x5a 16M 1M");
+    assert!(o.status.success(), "{o:?}");
+
+    // A client that has the device open from before: a new one would see the size of a
+    // Diskless node (0).
+    let mut client = std::process::Command::new("qemu-io")
+        .args(["-f", "raw", &uri])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("qemu-io runs (.ci/apt-packages installs it)");
+    let job = common::fio_load(&uri, "detach-force-primary", 5);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // drbdsetup takes the minor (`device /dev/drbd0`); an unknown one is the kernel's
+    // ERR_MINOR_INVALID (drbd_nl.c `drbd_adm_prepare()`), which drbdsetup.c's
+    // `print_config_error()` prints as "MINOR: Failure: (127) Device minor not allocated",
+    // exit code 10, then the kernel's info text ("unknown minor").
+    let none = p.a.setup(&["detach", "7", "--force"]);
+    assert_eq!(none.code, 10, "{none:?}");
+    assert_eq!(
+        none.stderr,
+        "7: Failure: (127) Device minor not allocated\nadditional info from kernel:\nunknown minor\n"
+    );
+    p.a.setup(&["detach", "0", "--force"]).ok();
+    p.eventually(10, "node-1 Diskless and still Primary", || {
+        status(&p.a).starts_with("res0 role:Primary\n  disk:Diskless client:no open:yes")
+    });
+    let out = job.wait_with_output().expect("fio");
+    let fio_err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() || fio_err.contains("Input/output error"),
+        "fio: {out:?}\n{}",
+        p.logs()
+    );
+
+    {
+        use std::io::Write;
+        let mut stdin = client.stdin.take().expect("stdin");
+        stdin
+            .write_all(b"read -P 0x5a 16M 1M\nwrite -P 0x33 20M 64k\nquit\n")
+            .expect("qemu-io commands");
+    }
+    let o = client.wait_with_output().expect("qemu-io");
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        said.contains("read 1048576/1048576 bytes at offset 16777216")
+            && !said.contains("Pattern verification failed"),
+        "a read on the Diskless Primary is not served by the peer: {o:?}\n{}",
+        p.logs()
+    );
+    assert!(said.contains("write failed: Input/output error"), "{o:?}");
+
+    p.a.adm(&["attach", RES]).ok();
+    p.eventually(60, "node-1 UpToDate again", || {
+        let (a, b) = (status(&p.a), status(&p.b));
+        a.starts_with("res0 role:Primary\n  disk:UpToDate")
+            && a.contains("peer-disk:UpToDate")
+            && !a.contains("replication:")
+            && b.contains("disk:UpToDate")
+    });
+    let o = qemu_io(&uri, "write -P 0x44 20M 64k");
+    assert!(o.status.success(), "{o:?}\n{}", p.logs());
+    p.assert_identical();
+}

@@ -179,12 +179,19 @@ pub enum Command {
     },
 
     /// Print the data generation identifiers: CURRENT:BITMAP:HIST1:HIST2:flags.
+    ///
+    /// BITMAP is the bitmap UUID of the peer `RES:PEER` names (by default the only peer).
+    /// The 12 flags are the metadata's (consistent, was up-to-date, primary, crashed primary,
+    /// AL clean, AL disabled, lost quorum) and the peer's (connected, outdated, fencing, full
+    /// sync, seen); `show-gi` explains each. While the disk is attached the daemon's values
+    /// are printed (drbdsetup get-gi), otherwise the metadata's (drbdmeta get-gi).
     GetGi {
         #[command(flatten)]
         targets: Targets,
     },
 
-    /// Print the data generation identifiers with an explanation of each field.
+    /// Print the data generation identifiers with an explanation of each field (from the
+    /// daemon while the disk is attached, else from the metadata with the last agreed size).
     ShowGi {
         #[command(flatten)]
         targets: Targets,
@@ -239,7 +246,33 @@ pub enum Command {
     },
 
     /// Write clean metadata and detach the backing disk; the resource stays up, Diskless.
+    ///
+    /// A Primary is demoted first (refused with "(-12) Device is held open by someone" while
+    /// an NBD client has the export open). With --force the disk goes at once instead. While
+    /// connected, the peer marks what it writes meanwhile, and `attach` resyncs just that.
     Detach {
+        /// Detach now, as DRBD's `detach --force` for a disk that hangs or misbehaves: no
+        /// demotion, no waiting for the requests at the disk. The disk goes through Failed to
+        /// Diskless as after an I/O error under `on-io-error detach`: the requests at the
+        /// disk fail locally (a write the peer has still succeeds, a peer's write is marked for
+        /// resync), and the metadata comes back Inconsistent, so `attach` resyncs what the disk
+        /// missed. On a Primary, reads are then served by an UpToDate peer; writes fail until
+        /// the disk is attached again.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        targets: Targets,
+    },
+
+    /// Drop what this node's metadata remembers of a peer: `RES:PEER` (or every peer of RES).
+    ///
+    /// For a node that left the cluster, or one whose disk was replaced: its bitmap UUID and
+    /// flags go, and its bitmap is set all out of sync, so the next connection to that node
+    /// resyncs the whole device (as for a node never seen). The connection must be StandAlone
+    /// (`drbdadm disconnect RES:PEER` first), else "(125) Device has a net-config (use
+    /// disconnect first)", exit code 10. On a resource that is down the metadata on disk is
+    /// changed, as drbdmeta's forget-peer does.
+    ForgetPeer {
         #[command(flatten)]
         targets: Targets,
     },

@@ -106,6 +106,21 @@ impl Target {
     }
 }
 
+impl Target {
+    /// The operand again: `RES[:PEER][/VOL]`.
+    pub fn word(&self) -> String {
+        let mut w = self.resource.clone();
+        if let Some(p) = &self.peer {
+            w.push(':');
+            w.push_str(p);
+        }
+        if let Some(v) = self.volume {
+            w.push_str(&format!("/{v}"));
+        }
+        w
+    }
+}
+
 /// Expands the operands: `all` is every resource; unknown names are an error, as in drbdadm.
 pub fn expand_targets(cfg: &Config, words: &[String]) -> Result<Vec<Target>, AdmError> {
     let mut out = Vec::new();
@@ -157,6 +172,7 @@ mod tests {
         assert_eq!(t.volume, Some(1));
         let t = Target::parse("r0:bob/2").unwrap();
         assert_eq!((t.peer.as_deref(), t.volume), (Some("bob"), Some(2)));
+        assert_eq!(t.word(), "r0:bob/2");
         assert!(Target::parse("r0/x").is_err());
         assert!(Target::parse("/1").is_err());
     }

@@ -90,7 +90,11 @@ fn run(cli: Cli) -> Result<(), AdmError> {
         } => meta(&targets.targets, MetaOp::Create, *force, *max_peers),
         Command::DumpMd { force, targets } => meta(&targets.targets, MetaOp::Dump, *force, None),
         Command::WipeMd { force, targets } => meta(&targets.targets, MetaOp::Wipe, *force, None),
-        Command::GetGi { targets } => meta(&targets.targets, MetaOp::GetGi, false, None),
+        // As drbdadm's adm_setup_and_meta(): drbdsetup's (the daemon's) values while the disk
+        // is attached, so nothing stale is printed; drbdmeta's (the metadata's) otherwise.
+        Command::GetGi { targets } => gi(&cfg, node, &daemon, targets, false, |w| {
+            meta(w, MetaOp::GetGi, false, None)
+        }),
         Command::CheckResize { targets } => {
             // The daemon checks at attach and records then: nothing to do for an attached disk.
             let down: Vec<String> = context::expand_targets(&cfg, &targets.targets)?
@@ -104,7 +108,9 @@ fn run(cli: Cli) -> Result<(), AdmError> {
                 meta(&down, MetaOp::CheckResize, false, None)
             }
         }
-        Command::ShowGi { targets } => meta(&targets.targets, MetaOp::ShowGi, false, None),
+        Command::ShowGi { targets } => gi(&cfg, node, &daemon, targets, true, |w| {
+            meta(w, MetaOp::ShowGi, false, None)
+        }),
         Command::Up { targets } => state(targets, StateCmd::Up),
         Command::Resize {
             assume_clean,
@@ -155,7 +161,34 @@ fn run(cli: Cli) -> Result<(), AdmError> {
         ),
         Command::Down { targets } => state(targets, StateCmd::Down),
         Command::Attach { targets } => state(targets, StateCmd::Attach),
-        Command::Detach { targets } => state(targets, StateCmd::Detach),
+        Command::Detach { force, targets } => state(targets, StateCmd::Detach { force: *force }),
+        // As drbdadm's adm_forget_peer(): drbdsetup's forget-peer on a resource that is up,
+        // drbdmeta's on one whose metadata the daemon does not hold.
+        Command::ForgetPeer { targets } => {
+            for t in context::expand_targets(&cfg, &targets.targets)? {
+                let res = context::resolve(&cfg, &t.resource, node)?;
+                for p in commands::meta::named_peers(&res, &t)? {
+                    if resource_up(&cfg, &daemon, &t.resource)? {
+                        commands::daemon::forget_peer(
+                            &daemon,
+                            &t.resource,
+                            u32::from(p.node_id.0),
+                            cli.dry_run,
+                        )?;
+                        if daemon.is_attached(&t.resource) {
+                            continue;
+                        }
+                    }
+                    let word = context::Target {
+                        peer: Some(p.name.clone()),
+                        ..t.clone()
+                    }
+                    .word();
+                    meta(&[word], MetaOp::ForgetPeer, false, None)?;
+                }
+            }
+            Ok(())
+        }
         Command::Primary { force, targets } => state(targets, StateCmd::Primary { force: *force }),
         Command::Secondary { force, targets } => {
             state(targets, StateCmd::Secondary { force: *force })
@@ -286,6 +319,38 @@ fn run(cli: Cli) -> Result<(), AdmError> {
             *wfc_timeout,
         ),
     }
+}
+
+/// `get-gi` and `show-gi` (`show`): for each operand, the daemon's identifiers while it has
+/// the disk attached (drbdsetup's, without drbdmeta's size lines), else what `offline` prints
+/// from the metadata.
+fn gi(
+    cfg: &udrbd::config::Config,
+    node: Option<&str>,
+    daemon: &Daemon,
+    targets: &Targets,
+    show: bool,
+    offline: impl Fn(&[String]) -> Result<(), AdmError>,
+) -> Result<(), AdmError> {
+    for t in context::expand_targets(cfg, &targets.targets)? {
+        let res = context::resolve(cfg, &t.resource, node)?;
+        let peer = match commands::meta::pick_peer(&res, &t)? {
+            Some(id) => Some(id),
+            None => res.peers.first().map(|p| p.node_id),
+        };
+        let Some(peer) = peer.filter(|_| daemon.is_attached(&t.resource)) else {
+            offline(std::slice::from_ref(&t.word()))?;
+            continue;
+        };
+        // The daemon serves the resource's one volume as volume 0.
+        let gi = daemon.gi(&t.resource, u32::from(peer.0), 0)?;
+        if show {
+            print!("{}", gi.pretty());
+        } else {
+            print!("{}", gi.line());
+        }
+    }
+    Ok(())
 }
 
 /// Whether the daemon has every resource `word` names up (false also when no daemon runs).

@@ -205,8 +205,26 @@ pub enum Request {
     Attach {
         resource: String,
     },
+    /// `drbdadm detach`; `force` (`--force`): the disk goes at once, without waiting for the
+    /// requests at it (answered before the disk is released).
     Detach {
         resource: String,
+        #[serde(default)]
+        force: bool,
+    },
+    /// `drbdsetup forget-peer RES PEER_NODE_ID`: drop what the metadata holds of a peer whose
+    /// connection is StandAlone (its bitmap UUID and flags; its bitmap becomes all set).
+    ForgetPeer {
+        resource: String,
+        peer_node_id: u32,
+    },
+    /// `drbdsetup get-gi`/`show-gi RES PEER_NODE_ID VOLUME`: the generation identifiers the
+    /// daemon holds, answered with [`Response::Gi`].
+    GetGi {
+        resource: String,
+        peer_node_id: u32,
+        #[serde(default)]
+        volume: u32,
     },
     Primary {
         resource: String,
@@ -361,6 +379,10 @@ pub enum Response {
     },
     Status {
         resources: Vec<ResourceView>,
+    },
+    /// The generation identifiers of one peer device (`Request::GetGi`).
+    Gi {
+        gi: crate::meta::text::Gi,
     },
     /// `code` is the exit code drbdadm should use; `message` is DRBD's wording.
     Error {

@@ -259,6 +259,71 @@ impl Daemon {
         }
     }
 
+    /// `drbdsetup forget-peer` (DRBD's `drbd_adm_forget_peer()`): a connection that is not
+    /// StandAlone refuses (`(125)`, checked by the engine), then a node id DRBD cannot have
+    /// (`(171)`).
+    async fn forget_peer(&self, name: &str, peer_node_id: u32) -> Response {
+        let Some(d) = self.get(name) else {
+            return unknown_resource(name);
+        };
+        let node = u8::try_from(peer_node_id)
+            .ok()
+            .filter(|n| *n <= crate::types::MAX_NODE_ID);
+        let Some(node) = node else {
+            // DRBD's text ends in a newline of its own.
+            return error(
+                E_CONFIG,
+                format!("{name}: Failure: (171) Invalid peer-node-id\n"),
+            );
+        };
+        let node = crate::types::NodeId(node);
+        match d.admin(AdminCmd::ForgetPeer { node }).await {
+            Ok(()) => Response::Ok,
+            Err(e) => admin_failure(name, &e, &d),
+        }
+    }
+
+    /// `drbdsetup get-gi`/`show-gi` (drbdsetup's `show_or_get_gi_cmd()`): the identifiers of
+    /// the peer device, or its words and exit codes when there is none or it has no disk.
+    fn get_gi(&self, name: &str, peer_node_id: u32, volume: u32) -> Response {
+        let no_such = || error(E_CONFIG, format!("{name}: No such peer device"));
+        let Some(d) = self.get(name) else {
+            return no_such();
+        };
+        let Some(node) = d
+            .spec()
+            .peers
+            .iter()
+            .find(|p| u32::from(p.node_id) == peer_node_id)
+            .map(|p| crate::types::NodeId(p.node_id))
+        else {
+            return no_such();
+        };
+        // This build serves one volume per resource, volume 0 to the daemon.
+        if volume != 0 {
+            return no_such();
+        }
+        match d.generation_ids(node) {
+            Some(gi) => Response::Gi { gi },
+            None => {
+                let off = d
+                    .status()
+                    .peers
+                    .iter()
+                    .find(|p| p.node_id == node)
+                    .is_none_or(|p| p.repl == crate::repl::ReplState::Off);
+                error(
+                    1,
+                    if off {
+                        "Device is unconfigured"
+                    } else {
+                        "Device has no disk"
+                    },
+                )
+            }
+        }
+    }
+
     fn status(&self, name: Option<&str>) -> Response {
         let list = match name {
             Some(n) => match self.get(n) {
@@ -368,9 +433,10 @@ fn admin_failure(name: &str, e: &AdminError, d: &Driver) -> Response {
             error(s.exit_code(), msg)
         }
         AdminError::Meta(m) => error(E_CONFIG, format!("{name}: Failure: (118) {m}")),
-        AdminError::DiscardMyDataPrimary | AdminError::DiskTooSmall | AdminError::ResizeResync => {
-            error(e.exit_code(), format!("{name}: {e}"))
-        }
+        AdminError::DiscardMyDataPrimary
+        | AdminError::DiskTooSmall
+        | AdminError::ResizeResync
+        | AdminError::NetConfigured => error(e.exit_code(), format!("{name}: {e}")),
     }
 }
 
@@ -436,7 +502,23 @@ impl Daemon {
                     Some(d) => self.attach(&d).await,
                     None => unknown_resource(&resource),
                 },
-                Request::Detach { resource } => self.admin(&resource, AdminCmd::Detach).await,
+                Request::Detach { resource, force } => {
+                    let cmd = if force {
+                        AdminCmd::ForceDetach
+                    } else {
+                        AdminCmd::Detach
+                    };
+                    self.admin(&resource, cmd).await
+                }
+                Request::ForgetPeer {
+                    resource,
+                    peer_node_id,
+                } => self.forget_peer(&resource, peer_node_id).await,
+                Request::GetGi {
+                    resource,
+                    peer_node_id,
+                    volume,
+                } => self.get_gi(&resource, peer_node_id, volume),
                 Request::Primary { resource, force } => {
                     self.admin(&resource, AdminCmd::Primary { force }).await
                 }

@@ -773,3 +773,47 @@ pub fn outdate_offline(disk: &Path, meta: &MetaDisk) -> Result<(), MetaDevError>
     sb.flags &= !flags::WAS_UP_TO_DATE;
     write_superblock(disk, meta, &sb).map(|_| ())
 }
+
+/// drbdmeta's `forget-peer` for a resource that is down (the daemon's `forget-peer` does the
+/// same to the attached metadata, see the engine's `forget_peer`): the slot of `peer` loses its
+/// flags, its bitmap UUID goes into the history, and its bitmap is set all out of sync, so the
+/// next connection to that node resyncs everything. drbdmeta leaves the bitmap to the operator
+/// ("Setting all bits in slot N not implemented. Do it with dump-md, edit, restore-md"); here
+/// it is done. A node without a slot has nothing to forget.
+pub fn forget_peer_offline(disk: &Path, meta: &MetaDisk, peer: NodeId) -> Result<(), MetaDevError> {
+    let st = read_md(disk, meta)?;
+    let mut sb = st.sb.clone();
+    let Some(slot) = sb.peers.iter_mut().find(|p| p.node_id == Some(peer)) else {
+        return Ok(());
+    };
+    slot.flags = 0;
+    let old = std::mem::replace(&mut slot.bitmap_uuid, crate::types::GenUuid::ZERO);
+    let index = slot.bitmap_index;
+    if !old.is_zero() {
+        sb.push_history(old);
+    }
+    if let Some(index) = index {
+        let l = &st.layout;
+        let bits = l.bm_bits();
+        let nwords = bits.div_ceil(64) as usize;
+        let mut words = vec![u64::MAX; nwords];
+        if !bits.is_multiple_of(64)
+            && let Some(last) = words.last_mut()
+        {
+            *last = (1u64 << (bits % 64)) - 1;
+        }
+        let f = open_rw(&st.meta_path)?;
+        for (page, chunk) in words.chunks(layout::BM_WORDS_PER_PAGE).enumerate() {
+            let bytes = bm_page::encode_page(u16::from(index), page as u32, chunk);
+            write_at(
+                &f,
+                &st.meta_path,
+                l.bm_page_offset(u32::from(index), page as u32),
+                &bytes,
+            )?;
+        }
+        // The bitmap is on disk before a superblock says the peer is forgotten.
+        sync(&f, &st.meta_path)?;
+    }
+    write_superblock(disk, meta, &sb).map(|_| ())
+}

@@ -543,6 +543,15 @@ impl Driver {
         self.lock().engine.status()
     }
 
+    /// The generation identifiers of the device toward peer `node`, as `get-gi` prints them
+    /// (None while diskless).
+    pub fn generation_ids(&self, node: NodeId) -> Option<crate::meta::text::Gi> {
+        let g = self.lock();
+        g.engine
+            .superblock()
+            .map(|sb| crate::meta::text::Gi::of(sb, Some(node)))
+    }
+
     /// The status in control-socket form.
     pub fn view(&self) -> ResourceView {
         let spec = self.spec();
@@ -644,8 +653,8 @@ impl Driver {
                         }
                     }
                     tracing::warn!(
-                        "{}: the backing device failed and was detached; fix it, then `drbdadm \
-                         attach {}` resyncs what it missed",
+                        "{}: the backing device was detached (an I/O error, or detach --force); \
+                         once it is sound, `drbdadm attach {}` resyncs what it missed",
                         self.spec().name,
                         self.spec().name
                     );

@@ -183,30 +183,71 @@ fn gi_peer(sb: &Superblock, peer: Option<NodeId>) -> PeerMd {
     .unwrap_or(PeerMd::UNUSED)
 }
 
-/// The `get-gi` line: `CURRENT:BITMAP:HIST1:HIST2:` then 7 device and 5 peer flag digits.
+/// What `get-gi` and `show-gi` print of one device and one peer: drbd-utils'
+/// `dt_print_v9_uuids()` arguments. drbdmeta takes them from the metadata on disk; drbdsetup
+/// from the kernel (the running daemon here), so both print the same line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Gi {
+    pub current: u64,
+    /// The peer's bitmap UUID.
+    pub bitmap: u64,
+    /// The two youngest history UUIDs.
+    pub history: [u64; 2],
+    /// Device flags (`flags::*`).
+    pub flags: u32,
+    /// The peer's flags (`peer_flags::*`).
+    pub peer_flags: u32,
+}
+
+impl Gi {
+    /// The identifiers `sb` records for `peer` (or the first used peer slot).
+    pub fn of(sb: &Superblock, peer: Option<NodeId>) -> Gi {
+        let p = gi_peer(sb, peer);
+        Gi {
+            current: sb.current_uuid.0,
+            bitmap: p.bitmap_uuid.0,
+            history: [sb.history[0].0, sb.history[1].0],
+            flags: sb.flags,
+            peer_flags: p.flags,
+        }
+    }
+
+    /// The `get-gi` line: `CURRENT:BITMAP:HIST1:HIST2:` then 7 device and 5 peer flag digits
+    /// (`dt_print_v9_uuids()`).
+    pub fn line(&self) -> String {
+        let d = |f: u32| u8::from(self.flags & f != 0);
+        let pf = |f: u32| u8::from(self.peer_flags & f != 0);
+        format!(
+            "{:016X}:{:016X}:{:016X}:{:016X}:{}:{}:{}:{}:{}:{}:{}:{}:{}:{}:{}:{}\n",
+            self.current,
+            self.bitmap,
+            self.history[0],
+            self.history[1],
+            d(flags::CONSISTENT),
+            d(flags::WAS_UP_TO_DATE),
+            d(flags::PRIMARY_IND),
+            d(flags::CRASHED_PRIMARY),
+            d(flags::AL_CLEAN),
+            d(flags::AL_DISABLED),
+            d(flags::PRIMARY_LOST_QUORUM),
+            pf(peer_flags::CONNECTED),
+            pf(peer_flags::OUTDATED),
+            pf(peer_flags::FENCING),
+            pf(peer_flags::FULL_SYNC),
+            pf(peer_flags::SEEN),
+        )
+    }
+
+    /// The line with the legend: drbdsetup's `show-gi` (`dt_pretty_print_v9_uuids()`);
+    /// drbdmeta's adds the sizes ([`show_gi`]).
+    pub fn pretty(&self) -> String {
+        format!("{SHOW_GI_HEAD}{}{SHOW_GI_LEGEND}", self.line())
+    }
+}
+
+/// The `get-gi` line of `sb` for `peer` (see [`Gi::line`]).
 pub fn get_gi(sb: &Superblock, peer: Option<NodeId>) -> String {
-    let p = gi_peer(sb, peer);
-    let d = |f: u32| u8::from(sb.flags & f != 0);
-    let pf = |f: u32| u8::from(p.flags & f != 0);
-    format!(
-        "{:016X}:{:016X}:{:016X}:{:016X}:{}:{}:{}:{}:{}:{}:{}:{}:{}:{}:{}:{}\n",
-        sb.current_uuid.0,
-        p.bitmap_uuid.0,
-        sb.history[0].0,
-        sb.history[1].0,
-        d(flags::CONSISTENT),
-        d(flags::WAS_UP_TO_DATE),
-        d(flags::PRIMARY_IND),
-        d(flags::CRASHED_PRIMARY),
-        d(flags::AL_CLEAN),
-        d(flags::AL_DISABLED),
-        d(flags::PRIMARY_LOST_QUORUM),
-        pf(peer_flags::CONNECTED),
-        pf(peer_flags::OUTDATED),
-        pf(peer_flags::FENCING),
-        pf(peer_flags::FULL_SYNC),
-        pf(peer_flags::SEEN),
-    )
+    Gi::of(sb, peer).line()
 }
 
 const SHOW_GI_HEAD: &str = "
@@ -236,9 +277,7 @@ const SHOW_GI_LEGEND: &str =
 
 /// The `show-gi` text: the `get-gi` line with drbdmeta's legend and the size lines.
 pub fn show_gi(sb: &Superblock, peer: Option<NodeId>) -> String {
-    let mut s = String::from(SHOW_GI_HEAD);
-    s.push_str(&get_gi(sb, peer));
-    s.push_str(SHOW_GI_LEGEND);
+    let mut s = Gi::of(sb, peer).pretty();
     if sb.la_size_sect != 0 {
         let kb = sb.la_size_sect * SECTOR_SIZE / 1024;
         let _ = writeln!(

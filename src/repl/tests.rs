@@ -1151,3 +1151,146 @@ fn a_retry_write_without_two_primaries_is_ignored() {
         result: Ok(None)
     }));
 }
+
+/// `forget-peer` (DRBD's `drbd_adm_forget_peer()`): refused with `ERR_NET_CONFIGURED` while
+/// the connection is not StandAlone; then the peer's flags and bitmap UUID go (the UUID into
+/// the history), every block is marked for it, and the answer waits for the superblock.
+#[test]
+fn forget_peer_needs_standalone_then_drops_the_slot_and_marks_everything() {
+    let mut e = connected_in_sync();
+    let forget = AdminCmd::ForgetPeer { node: NodeId(1) };
+    e.handle(
+        Time::default(),
+        Input::Admin {
+            token: 9,
+            cmd: forget,
+        },
+    );
+    let acts = settle(&mut e);
+    assert_eq!(admin_result(&acts, 9), Some(Err(AdminError::NetConfigured)));
+    assert_eq!(e.status().peers[0].out_of_sync_bytes, 0);
+
+    // Disconnected, a new generation: the old one becomes the peer's bitmap UUID.
+    e.handle(
+        Time::default(),
+        Input::PeerDown {
+            node: NodeId(1),
+            standalone: true,
+        },
+    );
+    e.handle(
+        Time::default(),
+        Input::Admin {
+            token: 10,
+            cmd: AdminCmd::NewCurrentUuid {
+                clear_bitmap: false,
+            },
+        },
+    );
+    settle(&mut e);
+    let old = e
+        .superblock()
+        .and_then(|sb| sb.peer(NodeId(1)))
+        .map(|p| p.bitmap_uuid)
+        .expect("peer slot");
+    assert!(!old.is_zero());
+
+    e.handle(
+        Time::default(),
+        Input::Admin {
+            token: 11,
+            cmd: forget,
+        },
+    );
+    let acts = drain(&mut e);
+    assert_eq!(
+        admin_result(&acts, 11),
+        None,
+        "answered before the metadata is written"
+    );
+    let generation = meta_generation(&acts);
+    e.handle(
+        Time::default(),
+        Input::MetaWritten {
+            generation,
+            result: Ok(()),
+        },
+    );
+    let acts = settle(&mut e);
+    assert_eq!(admin_result(&acts, 11), Some(Ok(())));
+    let sb = e.superblock().expect("attached");
+    let slot = sb.peer(NodeId(1)).expect("the slot stays the node's");
+    assert_eq!((slot.bitmap_uuid, slot.flags), (GenUuid::ZERO, 0));
+    assert_eq!(sb.history[0], old);
+    assert_eq!(
+        e.status().peers[0].out_of_sync_bytes,
+        e.size_bytes() / 4096 * 4096
+    );
+}
+
+/// `detach --force` (DRBD's `FORCE_DETACH`): answered at once; a peer's write still at the
+/// disk gets its NegAck now, the disk goes Failed, then Diskless once the metadata (no longer
+/// Consistent) is written; the disk's late answer changes nothing.
+#[test]
+fn force_detach_aborts_the_requests_at_the_disk() {
+    let mut e = connected_in_sync();
+    from_peer(&mut e, peer_write(8));
+    let (held, _) = hold_disk(&mut e);
+    assert_eq!(held.len(), 1);
+    e.handle(
+        Time::default(),
+        Input::Admin {
+            token: 9,
+            cmd: AdminCmd::ForceDetach,
+        },
+    );
+    let acts = drain(&mut e);
+    assert_eq!(admin_result(&acts, 9), Some(Ok(())));
+    assert_eq!(e.disk_state(), DiskState::Failed);
+    let neg_ack = acts.iter().any(|a| {
+        matches!(
+            a,
+            Action::Send {
+                packet: Packet::NegAck(_),
+                ..
+            }
+        )
+    });
+    assert!(neg_ack, "{acts:?}");
+    // Persisted as no longer Consistent: it comes back Inconsistent and is resynced.
+    let sb_flags = acts.iter().find_map(|a| match a {
+        Action::WriteMeta { sb, .. } => Some(sb.flags),
+        _ => None,
+    });
+    assert_eq!(sb_flags.map(|f| f & flags::CONSISTENT), Some(0));
+    for a in &acts {
+        match a {
+            Action::WriteMeta { generation, .. } => e.handle(
+                Time::default(),
+                Input::MetaWritten {
+                    generation: *generation,
+                    result: Ok(()),
+                },
+            ),
+            Action::WriteBitmap { .. } => {
+                e.handle(Time::default(), Input::BitmapWritten { result: Ok(()) })
+            }
+            _ => {}
+        }
+    }
+    let (_, acts) = hold_disk(&mut e);
+    assert_eq!(e.disk_state(), DiskState::Diskless);
+    assert!(acts.contains(&Action::ReleaseDisk), "{acts:?}");
+    e.handle(
+        Time::default(),
+        Input::DiskDone {
+            id: held[0],
+            result: Ok(None),
+        },
+    );
+    let late = drain(&mut e);
+    assert!(
+        !late.iter().any(|a| matches!(a, Action::Send { .. })),
+        "{late:?}"
+    );
+}

@@ -1,7 +1,8 @@
 //! drbdsetup for udrbd: the commands scripts and Pacemaker call on DRBD's low-level tool
-//! (`status`, `events2`, `show`, `down`, `primary`, `secondary`, `role`, `cstate`, `dstate`,
-//! `wait-connect-resource`, `wait-sync-resource`), speaking to the daemon's control socket as drbdsetup speaks
-//! to the kernel. It reads no configuration.
+//! (`status`, `events2`, `show`, `down`, `primary`, `secondary`, `detach`, `forget-peer`,
+//! `role`, `cstate`, `dstate`, `get-gi`, `show-gi`, `wait-connect-resource`,
+//! `wait-sync-resource`), speaking to the daemon's control socket as drbdsetup speaks to the
+//! kernel. It reads no configuration.
 
 use clap::{Parser, Subcommand};
 use drbdadm::commands::daemon::{
@@ -69,6 +70,50 @@ enum Command {
         /// Demote although the device is in use: the users' I/O fails from then on.
         #[arg(long)]
         force: bool,
+    },
+    /// Detach the backing disk of a device.
+    ///
+    /// The device is named by its minor number, as drbdsetup takes it (or by the resource
+    /// name); an unknown minor is "(127) Device minor not allocated", exit code 10.
+    Detach {
+        /// The device's minor (`device /dev/drbdN` or `minor N`), or the resource name.
+        minor: String,
+        /// Detach at once, without waiting for the requests at the disk: they fail locally
+        /// (a write the peer has still succeeds), and the disk goes through Failed to Diskless
+        /// as after an I/O error under `on-io-error detach`.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Completely remove any reference to an unconnected peer from the meta data.
+    ///
+    /// Its bitmap UUID and flags go, and its bitmap is set all out of sync: the next
+    /// connection to it resyncs everything. Refused with "(125) Device has a net-config (use
+    /// disconnect first)", exit code 10, unless the connection is StandAlone.
+    ForgetPeer {
+        resource: String,
+        /// The peer's `node-id`.
+        peer_node_id: u32,
+    },
+    /// Show the data generation identifiers for a device on a particular connection.
+    ///
+    /// CURRENT:BITMAP:HIST1:HIST2 and 12 flags, as `drbdadm get-gi` prints them; `show-gi`
+    /// explains each. "No such peer device" (exit 10) or "Device has no disk" (exit 1) when
+    /// the daemon has none to show.
+    GetGi {
+        resource: String,
+        /// The peer's `node-id`.
+        peer_node_id: u32,
+        /// The volume number (0: this build serves one volume per resource).
+        volume: u32,
+    },
+    /// Show the data generation identifiers for a device on a particular connection, with
+    /// explanations.
+    ShowGi {
+        resource: String,
+        /// The peer's `node-id`.
+        peer_node_id: u32,
+        /// The volume number (0: this build serves one volume per resource).
+        volume: u32,
     },
     /// The resource's role.
     Role { resource: String },
@@ -147,6 +192,33 @@ fn run(cli: Cli) -> Result<(), AdmError> {
         Command::Secondary { resource, force } => {
             daemon.expect_ok(&Request::Secondary { resource, force })
         }
+        Command::Detach { minor, force } => {
+            let resource = resource_of(&daemon, &minor)?;
+            daemon.expect_ok(&Request::Detach { resource, force })
+        }
+        Command::ForgetPeer {
+            resource,
+            peer_node_id,
+        } => daemon.expect_ok(&Request::ForgetPeer {
+            resource,
+            peer_node_id,
+        }),
+        Command::GetGi {
+            resource,
+            peer_node_id,
+            volume,
+        } => {
+            print!("{}", daemon.gi(&resource, peer_node_id, volume)?.line());
+            Ok(())
+        }
+        Command::ShowGi {
+            resource,
+            peer_node_id,
+            volume,
+        } => {
+            print!("{}", daemon.gi(&resource, peer_node_id, volume)?.pretty());
+            Ok(())
+        }
         Command::Role { resource } => {
             print_query(&daemon.status(Some(&resource))?, Query::Role);
             Ok(())
@@ -176,6 +248,29 @@ fn run(cli: Cli) -> Result<(), AdmError> {
             wfc_timeout,
         } => wait_resource(&daemon, &resource, WaitFor::Sync, wfc_timeout),
     }
+}
+
+/// The resource of a device named by minor (as drbdsetup's minor commands take it), or a
+/// resource name as is. An unknown minor: the kernel's `ERR_MINOR_INVALID` with its info
+/// text (drbd_nl.c `drbd_adm_prepare()`).
+fn resource_of(daemon: &Daemon, minor: &str) -> Result<String, AdmError> {
+    let Ok(n) = minor.parse::<u32>() else {
+        return Ok(minor.to_string());
+    };
+    daemon
+        .status(None)?
+        .into_iter()
+        .find(|v| v.volumes.iter().any(|d| d.minor == Some(n)))
+        .map(|v| v.name)
+        .ok_or_else(|| {
+            AdmError::new(
+                10,
+                format!(
+                    "{minor}: Failure: (127) Device minor not allocated\nadditional info from \
+                     kernel:\nunknown minor"
+                ),
+            )
+        })
 }
 
 fn main() -> ExitCode {

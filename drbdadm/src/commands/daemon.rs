@@ -51,9 +51,33 @@ impl Daemon {
         match self.call(req)? {
             Response::Ok | Response::Adjusted { .. } => Ok(()),
             Response::Error { code, message } => Err(AdmError::new(code, message)),
-            Response::Status { .. } | Response::Show { .. } => Err(AdmError::new(
+            Response::Status { .. } | Response::Show { .. } | Response::Gi { .. } => {
+                Err(AdmError::new(
+                    E_EXEC,
+                    "the daemon answered with data where an acknowledgement was expected",
+                ))
+            }
+        }
+    }
+
+    /// The generation identifiers the daemon holds for one peer device (`drbdsetup get-gi`),
+    /// or drbdsetup's words and exit code for why there are none.
+    pub fn gi(
+        &self,
+        resource: &str,
+        peer_node_id: u32,
+        volume: u32,
+    ) -> Result<udrbd::meta::text::Gi, AdmError> {
+        match self.call(&Request::GetGi {
+            resource: resource.to_string(),
+            peer_node_id,
+            volume,
+        })? {
+            Response::Gi { gi } => Ok(gi),
+            Response::Error { code, message } => Err(AdmError::new(code, message)),
+            _ => Err(AdmError::new(
                 E_EXEC,
-                "the daemon answered with data where an acknowledgement was expected",
+                "the daemon answered get-gi with something else than identifiers",
             )),
         }
     }
@@ -76,7 +100,10 @@ impl Daemon {
         })? {
             Response::Status { resources } => Ok(resources),
             Response::Error { code, message } => Err(AdmError::new(code, message)),
-            Response::Ok | Response::Adjusted { .. } | Response::Show { .. } => Ok(Vec::new()),
+            Response::Ok
+            | Response::Adjusted { .. }
+            | Response::Show { .. }
+            | Response::Gi { .. } => Ok(Vec::new()),
         }
     }
 
@@ -98,7 +125,9 @@ pub enum StateCmd {
     Up,
     Down,
     Attach,
-    Detach,
+    Detach {
+        force: bool,
+    },
     Primary {
         force: bool,
     },
@@ -144,7 +173,8 @@ impl StateCmd {
             StateCmd::Up => "attach",
             StateCmd::Down => "down",
             StateCmd::Attach => "attach",
-            StateCmd::Detach => "detach",
+            StateCmd::Detach { force: false } => "detach",
+            StateCmd::Detach { force: true } => "detach --force",
             StateCmd::Primary { force: false } => "primary",
             StateCmd::Primary { force: true } => "primary --force",
             StateCmd::Secondary { force: false } => "secondary",
@@ -188,7 +218,10 @@ pub fn run_state(
             },
             StateCmd::Down => Request::Down { resource: name },
             StateCmd::Attach => Request::Attach { resource: name },
-            StateCmd::Detach => Request::Detach { resource: name },
+            StateCmd::Detach { force } => Request::Detach {
+                resource: name,
+                force,
+            },
             StateCmd::Primary { force } => Request::Primary {
                 resource: name,
                 force,
@@ -276,6 +309,38 @@ pub fn run_state(
     }
 }
 
+/// drbdadm's `forget-peer` on a resource that is up: drbdsetup's `forget-peer RES
+/// PEER_NODE_ID`. A refusal is reported with the drbdsetup line, as for the other commands.
+pub fn forget_peer(
+    daemon: &Daemon,
+    resource: &str,
+    peer_node_id: u32,
+    dry_run: bool,
+) -> Result<(), AdmError> {
+    let req = Request::ForgetPeer {
+        resource: resource.to_string(),
+        peer_node_id,
+    };
+    if dry_run {
+        println!(
+            "{}",
+            serde_json::to_string(&req).unwrap_or_else(|e| format!("<unprintable: {e}>"))
+        );
+        return Ok(());
+    }
+    daemon.expect_ok(&req).map_err(|e| {
+        eprintln!("{e}");
+        if e.code >= 10 {
+            eprintln!(
+                "Command 'drbdsetup forget-peer {resource} {peer_node_id}' terminated with exit \
+                 code {}",
+                e.code
+            );
+        }
+        AdmError::new(e.code, String::new())
+    })
+}
+
 /// `drbdadm adjust RES|all`: each resource brought to its configuration by the daemon (up
 /// when it is not). `dry_run` (`-d`) prints the drbdsetup commands that would run and
 /// changes nothing; `verbose` prints those that ran.
@@ -303,7 +368,12 @@ pub fn adjust(
                     }
                 }
             }
-            Ok(Response::Ok | Response::Status { .. } | Response::Show { .. }) => {}
+            Ok(
+                Response::Ok
+                | Response::Status { .. }
+                | Response::Show { .. }
+                | Response::Gi { .. },
+            ) => {}
             Ok(Response::Error { code, message }) => {
                 eprintln!("{message}");
                 if code >= 10 {

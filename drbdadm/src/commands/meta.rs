@@ -33,6 +33,8 @@ pub enum MetaOp {
     /// `check-resize`: move internal metadata a grown backing device left at its old end,
     /// and record the device's size (drbdmeta's check-resize).
     CheckResize,
+    /// `forget-peer` of a resource that is down (drbdmeta's): the operand names the peer.
+    ForgetPeer,
 }
 
 impl MetaOp {
@@ -46,6 +48,7 @@ impl MetaOp {
             MetaOp::DState => "dstate",
             MetaOp::Outdate => "outdate",
             MetaOp::CheckResize => "check-resize",
+            MetaOp::ForgetPeer => "forget-peer",
         }
     }
 }
@@ -150,6 +153,15 @@ fn run_one(
         }),
         MetaOp::Outdate => metadev::outdate_offline(disk, meta),
         MetaOp::CheckResize => check_resize(&res.name, disk, meta, &mut out),
+        MetaOp::ForgetPeer => {
+            let peer = pick_peer(res, target)?.ok_or_else(|| {
+                AdmError::new(
+                    E_USAGE,
+                    format!("{}: forget-peer needs RES:PEER (which peer?)", res.name),
+                )
+            })?;
+            metadev::forget_peer_offline(disk, meta, peer)
+        }
         MetaOp::GetGi | MetaOp::ShowGi => {
             let peer = pick_peer(res, target)?;
             if op == MetaOp::GetGi {
@@ -193,8 +205,22 @@ fn check_resize(
     })
 }
 
+/// The peers `target` names: the one of `RES:PEER`, else all of them.
+pub fn named_peers<'a>(
+    res: &'a Resolved,
+    target: &Target,
+) -> Result<Vec<&'a udrbd::config::Peer>, AdmError> {
+    match &target.peer {
+        Some(_) => {
+            let id = pick_peer(res, target)?;
+            Ok(res.peers.iter().filter(|p| Some(p.node_id) == id).collect())
+        }
+        None => Ok(res.peers.iter().collect()),
+    }
+}
+
 /// get-gi shows one peer's bitmap UUID: the one named as `RES:PEER`, else the only peer.
-fn pick_peer(res: &Resolved, target: &Target) -> Result<Option<NodeId>, AdmError> {
+pub fn pick_peer(res: &Resolved, target: &Target) -> Result<Option<NodeId>, AdmError> {
     match &target.peer {
         Some(name) => res
             .peers

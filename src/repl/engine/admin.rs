@@ -54,6 +54,20 @@ impl Engine {
                 Ok(())
             }
             AdminCmd::Detach => self.detach(token),
+            AdminCmd::ForceDetach => {
+                self.force_detach();
+                Ok(())
+            }
+            AdminCmd::ForgetPeer { node } => {
+                if let Err(e) = self.forget_peer(node) {
+                    self.actions.push_back(Action::AdminDone {
+                        token,
+                        result: Err(e),
+                    });
+                    return;
+                }
+                Ok(())
+            }
             AdminCmd::Invalidate { reset_bitmap } => self.invalidate(reset_bitmap),
             AdminCmd::InvalidateRemote { reset_bitmap } => self.invalidate_remote(reset_bitmap),
             AdminCmd::PauseSync => self.set_user_paused(true).map_err(|e| {
@@ -89,6 +103,13 @@ impl Engine {
                 result: Err(AdminError::State(e)),
             }),
             Ok(()) if matches!(cmd, AdminCmd::Detach) => {}
+            // DRBD answers a forced detach at once: the disk may not answer at all.
+            Ok(()) if matches!(cmd, AdminCmd::ForceDetach) => {
+                self.actions.push_back(Action::AdminDone {
+                    token,
+                    result: Ok(()),
+                });
+            }
             Ok(()) => self.wait_for_meta(token),
         }
     }

@@ -146,6 +146,19 @@ pub enum AdminCmd {
     },
     /// Flush everything and mark the metadata clean; the driver detaches after success.
     Detach,
+    /// `drbdadm detach --force` (DRBD's `FORCE_DETACH`): the disk goes away now, along the
+    /// path of a local I/O error under `on-io-error detach` (Failed, then Diskless; it comes
+    /// back Inconsistent and resyncs what it missed). Requests at the disk are not waited
+    /// for: their local part counts as failed, so an application write a peer has succeeds,
+    /// a peer's write is answered with NegAck. Answered at once, as DRBD answers it; the
+    /// driver lets go of the disk ([`Action::ReleaseDisk`]) once the metadata is written.
+    ForceDetach,
+    /// `drbdadm forget-peer` (DRBD's `drbd_adm_forget_peer()`): drop what the metadata holds
+    /// of peer `node`, whose connection must be StandAlone: its flags, its bitmap UUID, and
+    /// its bitmap (all set: a node never seen). A later connection to it resyncs everything.
+    ForgetPeer {
+        node: NodeId,
+    },
     /// `drbdadm invalidate`: this node's disk becomes Inconsistent and is fully resynced from
     /// the connected peer.
     /// `reset_bitmap: false` (`--reset-bitmap=no`): only the blocks marked out of sync.
@@ -260,6 +273,10 @@ pub enum AdminError {
     /// DRBD's `ERR_RESIZE_RESYNC`.
     #[error("Failure: (130) Resize not allowed during resync.")]
     ResizeResync,
+    /// DRBD's `ERR_NET_CONFIGURED`: `forget-peer` of a peer whose connection is not
+    /// StandAlone.
+    #[error("Failure: (125) Device has a net-config (use disconnect first)")]
+    NetConfigured,
 }
 
 impl AdminError {
@@ -270,7 +287,8 @@ impl AdminError {
             AdminError::Meta(_)
             | AdminError::DiscardMyDataPrimary
             | AdminError::DiskTooSmall
-            | AdminError::ResizeResync => 10,
+            | AdminError::ResizeResync
+            | AdminError::NetConfigured => 10,
         }
     }
 }

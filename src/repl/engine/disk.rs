@@ -1,13 +1,15 @@
 //! The local disk: attach, detach, local I/O errors (`on-io-error`), and the out-of-sync
 //! bitmaps and generation UUIDs it carries.
 
-use super::{Action, Attached, Change, Engine, FAILURE_DETACH};
+use super::{
+    Action, AdminError, Attached, Change, Engine, Event, FAILURE_DETACH, IoError, Origin, State,
+};
 use crate::bitmap::Bitmap;
 use crate::meta::al::ActivityLog;
 use crate::meta::superblock::{Superblock, flags};
 use crate::repl::state::{ConnState, DiskState, StateError};
 use crate::repl::uuid::UuidGen;
-use crate::types::{AL_EXTENT_SIZE, BM_BLOCK_SIZE, GenUuid, NodeId};
+use crate::types::{AL_EXTENT_SIZE, BM_BLOCK_SIZE, GenUuid, NodeId, ReqId};
 
 /// The per-attach state: only present while a disk is attached.
 #[derive(Debug)]
@@ -301,6 +303,110 @@ impl Engine {
         self.sb_changed();
         self.flush_bitmap_if_dirty();
         self.flush_waiters.push((FAILURE_DETACH, self.al_next_seq));
+    }
+
+    /// `detach --force` (DRBD's `adm_detach()` with `force`, which sets `FORCE_DETACH`, and
+    /// `tl_abort_disk_io()`): the disk goes away along the path of a local I/O error under
+    /// `on-io-error detach` (Failed now, Diskless once the metadata says so), whatever the
+    /// role and whoever holds the device open. The requests at the disk are not waited for:
+    /// their local part counts as failed (EIO), so an application write a peer has succeeds
+    /// and one no peer has fails, a peer's write gets its NegAck (the peer marks it), a read
+    /// fails. Their blocks are marked out of sync for every peer: the disk may still write
+    /// them. The metadata comes back Inconsistent, as after an I/O error: the next handshake
+    /// resyncs the marked blocks to it.
+    pub(super) fn force_detach(&mut self) {
+        let nodes: Vec<NodeId> = self.cfg.peers.iter().map(|p| p.node_id).collect();
+        let at_disk: Vec<(ReqId, Option<(u64, u64)>)> = self
+            .reqs
+            .iter()
+            .filter(|r| {
+                r.state == State::Submitted
+                    && r.remote.is_none()
+                    && !matches!(r.origin, Origin::AlFlush { .. })
+            })
+            .map(|r| (r.id, r.op.written_range()))
+            .collect();
+        let Some(d) = self.disk.as_mut() else {
+            return;
+        };
+        if d.failed {
+            return; // going already (an I/O error, or a second --force)
+        }
+        d.failed = true;
+        d.sb.flags &= !(flags::CONSISTENT | flags::WAS_UP_TO_DATE);
+        let mut aborted_bytes = 0;
+        for (offset, len) in at_disk.iter().filter_map(|(_, w)| *w) {
+            for node in &nodes {
+                d.mark(*node, offset, len);
+            }
+            aborted_bytes += len;
+        }
+        for c in self.peers.values_mut() {
+            if let Some(rs) = c.rs.as_mut().filter(|rs| !rs.source) {
+                rs.failed_bytes += aborted_bytes;
+            }
+        }
+        self.log(format!(
+            "detach --force: detaching now, {} request(s) at the disk aborted",
+            at_disk.len()
+        ));
+        self.force_change(Change::hard("detach").disk(DiskState::Failed));
+        for (id, _) in at_disk {
+            let aborted = Event::LocalDone(Err(IoError::Disk(libc::EIO)));
+            if let Some(done) = self.reqs.modify(id, aborted) {
+                self.finished(done);
+            }
+        }
+        self.sb_changed();
+        self.flush_bitmap_if_dirty();
+        self.flush_waiters.push((FAILURE_DETACH, self.al_next_seq));
+        self.after_local_done();
+    }
+
+    /// `forget-peer` (DRBD's `drbd_adm_forget_peer()` and `clear_peer_slot()`): refused with
+    /// `ERR_NET_CONFIGURED` unless the connection to `node` is StandAlone. The peer slot's
+    /// flags are cleared and its bitmap is set all out of sync: DRBD copies an unallocated
+    /// slot's bitmap, which tracks writes since day 0, or sets every bit; udrbd's unallocated
+    /// slots track nothing. DRBD replaces the bitmap UUID with the day-0 UUID of an unused
+    /// slot (or 0); udrbd keeps no day-0 UUID, so the bitmap UUID goes into the history
+    /// instead, which keeps the peer's data generation known: a later handshake with it finds
+    /// its current UUID there and resyncs fully (instead of calling the data unrelated). The
+    /// slot stays that node's (udrbd assigns bitmap slots only at create-md). Without a disk
+    /// there is nothing to forget (DRBD's `clear_peer_slot()` returns `-ENODEV`, ignored).
+    pub(super) fn forget_peer(&mut self, node: NodeId) -> Result<(), AdminError> {
+        if self
+            .peers
+            .get(&node)
+            .is_some_and(|p| p.st.conn() != ConnState::StandAlone)
+        {
+            return Err(AdminError::NetConfigured);
+        }
+        let Some(d) = self.disk.as_mut() else {
+            return Ok(());
+        };
+        let Some(slot) = d.sb.peers.iter_mut().find(|p| p.node_id == Some(node)) else {
+            return Ok(());
+        };
+        slot.flags = 0;
+        let old = std::mem::replace(&mut slot.bitmap_uuid, GenUuid::ZERO);
+        if !old.is_zero() {
+            d.sb.push_history(old);
+        }
+        let marked = d.bitmap_mut(node).map_or(0, |bm| {
+            bm.set_all();
+            bm.count()
+        });
+        self.peer_log(
+            node,
+            format!(
+                "forget-peer: bitmap UUID {old} and peer flags dropped, {} KiB marked out of \
+                 sync (the next connection resyncs everything)",
+                marked * BM_BLOCK_SIZE / 1024
+            ),
+        );
+        self.sb_changed();
+        self.flush_bitmap_if_dirty();
+        Ok(())
     }
 
     pub(super) fn maybe_finish_detach(&mut self) {

@@ -363,6 +363,12 @@ impl Engine {
         if let Some(done) = self.reqs.modify(id, Event::LocalDone(result)) {
             self.finished(done);
         }
+        self.after_local_done();
+    }
+
+    /// What may go once requests have their local answer: postponed writes, the requests
+    /// they held back, the activity log, a detach.
+    pub(super) fn after_local_done(&mut self) {
         // A write the peer asked for again is postponed now that its local write is done.
         // (Checked first: this runs for every disk completion.)
         if self.reqs.has_postponed() {
