@@ -322,7 +322,10 @@ fn detach_and_attach_and_json_status() {
     );
     let st = n.adm(&["status", "--verbose", "--statistics", "res0"]).ok();
     assert!(
-        st.stdout.starts_with("res0 node-id:0 role:Secondary suspended:no\n  volume:0 minor:0 disk:Inconsistent open:no\n      size:"),
+        st.stdout.starts_with(
+            "res0 node-id:0 role:Secondary suspended:no force-io-failures:no\n    \
+             write-ordering:flush\n  volume:0 minor:0 disk:Inconsistent"
+        ) && st.stdout.contains(" quorum:yes open:no\n      size:"),
         "{}",
         st.stdout
     );
