@@ -1016,3 +1016,38 @@ async fn tls_refuses_a_wrong_certificate_or_no_tls_and_the_real_peer_connects_af
     let la = std::sync::Arc::try_unwrap(la).expect("one listener handle left");
     real_peer_links(real_b, &la, ab, a).await;
 }
+
+/// `SO_RCVBUF`/`SO_SNDBUF` of a socket (Linux reports twice what was set: it counts its own
+/// bookkeeping).
+fn sockbuf(fd: std::os::fd::RawFd, opt: libc::c_int) -> u32 {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes one c_int into `v`, whose size `len` gives.
+    let rc = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, opt, (&raw mut v).cast(), &mut len) };
+    assert_eq!(rc, 0, "getsockopt");
+    v as u32
+}
+
+/// `sndbuf-size` / `rcvbuf-size` size the sockets of the links: accepted ones through the
+/// listener, dialed ones before the dial.
+#[tokio::test]
+async fn sndbuf_and_rcvbuf_size_the_sockets() {
+    use std::os::fd::AsRawFd;
+    let mut c = cfg(1, 0);
+    c.sndbuf_size = 96 << 10;
+    c.rcvbuf_size = 48 << 10;
+    let listener = c.listen("127.0.0.1:0".parse().unwrap()).expect("listen");
+    let addr = listener.local_addr().unwrap();
+    let client = TcpStream::connect(addr).await.unwrap();
+    let (accepted, _) = listener.accept().await.unwrap();
+    assert_eq!(
+        sockbuf(accepted.as_raw_fd(), libc::SO_RCVBUF),
+        2 * (48 << 10)
+    );
+    assert_eq!(
+        sockbuf(accepted.as_raw_fd(), libc::SO_SNDBUF),
+        2 * (96 << 10)
+    );
+    // Without the options the kernel's defaults stay (not what was asked above).
+    assert_ne!(sockbuf(client.as_raw_fd(), libc::SO_RCVBUF), 2 * (48 << 10));
+}

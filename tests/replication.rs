@@ -96,7 +96,10 @@ fn the_initial_full_sync_shows_progress_and_ends_with_identical_disks() {
     );
     // --verbose --statistics shows the rate and the ETA while it runs (drbdsetup: with
     // --verbose only).
-    let stats = p.a.adm(&["status", "--verbose", "--statistics", RES]).ok().stdout;
+    let stats =
+        p.a.adm(&["status", "--verbose", "--statistics", RES])
+            .ok()
+            .stdout;
     assert!(
         stats.contains(" dbdt1:") || stats.contains("peer-disk:UpToDate"),
         "{stats}"

@@ -80,18 +80,6 @@ pub static NO_EFFECT: &[NoEffect] = &[
     ),
     none!(
         Net,
-        "sndbuf-size",
-        Some("0"),
-        "the kernel sizes the socket buffers"
-    ),
-    none!(
-        Net,
-        "rcvbuf-size",
-        Some("0"),
-        "the kernel sizes the socket buffers"
-    ),
-    none!(
-        Net,
         "tcp-cork",
         None,
         "links set TCP_NODELAY and batch their writes themselves"
@@ -233,12 +221,6 @@ pub static NO_EFFECT: &[NoEffect] = &[
         "peer-ack-delay",
         None,
         "peers acknowledge each write themselves"
-    ),
-    none!(
-        Options,
-        "twopc-timeout",
-        Some("300"),
-        "a cluster-wide state change times out after 30 seconds"
     ),
     none!(
         Options,

@@ -421,6 +421,10 @@ pub struct ResourceOptions {
     pub auto_promote: bool,
     /// Tenths of a second.
     pub auto_promote_timeout: u32,
+    /// `twopc-timeout`, tenths of a second: how long a cluster-wide state change waits for
+    /// the peers' answers.
+    #[serde(default = "twopc_timeout")]
+    pub twopc_timeout: u32,
     pub quorum: Quorum,
     pub quorum_minimum_redundancy: Quorum,
     pub on_no_quorum: OnNoData,
@@ -449,11 +453,17 @@ pub struct ResourceOptions {
     pub extra: BTreeMap<String, String>,
 }
 
+/// DRBD's default `twopc-timeout`: 30 seconds.
+fn twopc_timeout() -> u32 {
+    300
+}
+
 impl Default for ResourceOptions {
     fn default() -> Self {
         ResourceOptions {
             auto_promote: true,
             auto_promote_timeout: 20,
+            twopc_timeout: twopc_timeout(),
             quorum: Quorum::Off,
             quorum_minimum_redundancy: Quorum::Off,
             on_no_quorum: OnNoData::SuspendIo,
@@ -478,6 +488,7 @@ impl ResourceOptions {
         fill!(s, b, {
             "auto-promote" => auto_promote: as_bool,
             "auto-promote-timeout" => auto_promote_timeout: as_u32,
+            "twopc-timeout" => twopc_timeout: as_u32,
             "quorum" => quorum: Quorum::from_value,
             "quorum-minimum-redundancy" => quorum_minimum_redundancy: Quorum::from_value,
             "on-no-quorum" => on_no_quorum: word(OnNoData::from_word),

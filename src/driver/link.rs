@@ -192,7 +192,7 @@ async fn peer_loop(
         if listeners.iter().any(|(a, _)| *a == p.local) {
             continue;
         }
-        match tokio::net::TcpListener::bind(p.local).await {
+        match cfg.listen(p.local) {
             Ok(l) => listeners.push((p.local, l)),
             Err(e) => {
                 let local = p.local;

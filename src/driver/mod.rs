@@ -220,6 +220,7 @@ impl Driver {
             peers: settings.peers,
             auto_promote: settings.auto_promote,
             auto_promote_timeout_ms: settings.auto_promote_timeout_ms,
+            twopc_timeout_ms: settings.twopc_timeout_ms,
             // Any value works for determinism; the OS makes the two nodes' UUIDs differ.
             uuid_seed: getrandom::u64().unwrap_or(0x5eed_f00d_u64),
         };
@@ -993,6 +994,7 @@ fn settings_of(spec: &ResourceSpec) -> Settings {
             .collect(),
         auto_promote: spec.auto_promote,
         auto_promote_timeout_ms: u64::from(spec.auto_promote_timeout) * 100,
+        twopc_timeout_ms: u64::from(spec.nbd_access.twopc_timeout) * 100,
         on_io_error: spec.on_io_error,
         disk_flushes: spec.disk_flushes,
     }

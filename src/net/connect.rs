@@ -375,6 +375,7 @@ async fn connect_one(
         } else {
             tokio::net::TcpSocket::new_v6()?
         };
+        cfg.size_buffers(&socket)?;
         if let Some(ip) = local_ip.filter(|ip| ip.is_ipv4() == peer.is_ipv4()) {
             socket.bind(SocketAddr::new(ip, 0))?;
         }

@@ -138,9 +138,39 @@ pub struct LinkConfig {
     /// Received control-stream frames buffered (acks are bounded by requests in flight, so this
     /// is generous: when it is full the control stream stops being read and pings time out).
     pub control_queue: usize,
+    /// `sndbuf-size` / `rcvbuf-size`: the sockets' buffer sizes in bytes (`SO_SNDBUF`,
+    /// `SO_RCVBUF`); 0 leaves them to the kernel's autotuning, as DRBD does.
+    pub sndbuf_size: u32,
+    pub rcvbuf_size: u32,
 }
 
 impl LinkConfig {
+    /// Applies `sndbuf-size` / `rcvbuf-size` to a socket before it connects or listens (a
+    /// listener's sizes are inherited by the connections it accepts).
+    pub fn size_buffers(&self, socket: &tokio::net::TcpSocket) -> std::io::Result<()> {
+        if self.sndbuf_size > 0 {
+            socket.set_send_buffer_size(self.sndbuf_size)?;
+        }
+        if self.rcvbuf_size > 0 {
+            socket.set_recv_buffer_size(self.rcvbuf_size)?;
+        }
+        Ok(())
+    }
+
+    /// A listener on `addr` with this configuration's socket buffer sizes.
+    pub fn listen(&self, addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        // As `TcpListener::bind`: a restarted daemon can listen again at once.
+        socket.set_reuseaddr(true)?;
+        self.size_buffers(&socket)?;
+        socket.bind(addr)?;
+        socket.listen(1024)
+    }
+
     /// From the `net` options (`connect-int` and `ping-int` in seconds, `ping-timeout` and
     /// `timeout` in tenths, as DRBD has them). Fails on an unusable configuration: equal node
     /// ids, an empty resource name, an unknown `cram-hmac-alg`, a secret without an algorithm or
@@ -170,6 +200,8 @@ impl LinkConfig {
             tls: peer_tls(net, peer_name)?,
             data_queue: DATA_QUEUE,
             control_queue: 8192,
+            sndbuf_size: u32::try_from(net.sndbuf_size).unwrap_or(u32::MAX),
+            rcvbuf_size: u32::try_from(net.rcvbuf_size).unwrap_or(u32::MAX),
         };
         cfg.check()?;
         Ok(cfg)
@@ -192,6 +224,8 @@ impl LinkConfig {
             tls: None,
             data_queue: DATA_QUEUE,
             control_queue: 8192,
+            sndbuf_size: 0,
+            rcvbuf_size: 0,
         }
     }
 

@@ -17,6 +17,7 @@ pub(super) fn cfg(auto_promote: bool) -> EngineConfig {
         peers: vec![PeerInfo::new("bob", NodeId(1))],
         auto_promote,
         auto_promote_timeout_ms: 2_000,
+        twopc_timeout_ms: 30_000,
         uuid_seed: 42,
     }
 }
@@ -1293,4 +1294,55 @@ fn force_detach_aborts_the_requests_at_the_disk() {
         !late.iter().any(|a| matches!(a, Action::Send { .. })),
         "{late:?}"
     );
+}
+
+/// `twopc-timeout` bounds a cluster-wide state change the peer never answers: with 5 s
+/// configured, a promotion fails after 5 s, not after DRBD's default 30.
+#[test]
+fn twopc_timeout_bounds_a_state_change_the_peer_does_not_answer() {
+    let mut e = connected_in_sync();
+    e.handle(
+        Time::default(),
+        Input::Reconfigure(Box::new(crate::repl::engine::Settings {
+            peers: vec![PeerInfo::new("bob", NodeId(1))],
+            auto_promote: true,
+            auto_promote_timeout_ms: 2_000,
+            twopc_timeout_ms: 5_000,
+            on_io_error: crate::config::OnIoError::Detach,
+            disk_flushes: true,
+        })),
+    );
+    e.handle(
+        Time::default(),
+        Input::Admin {
+            token: 9,
+            cmd: AdminCmd::Primary { force: false },
+        },
+    );
+    let acts = settle_failing(&mut e, |_| false);
+    assert!(
+        acts.iter().any(|a| matches!(
+            a,
+            Action::Send {
+                packet: Packet::TwoPcPrepare { .. },
+                ..
+            }
+        )),
+        "{acts:?}"
+    );
+    let answered = |acts: &[Action]| {
+        acts.iter().any(|a| {
+            matches!(
+                a,
+                Action::AdminDone {
+                    token: 9,
+                    result: Err(_)
+                }
+            )
+        })
+    };
+    e.handle_timeout(Time::default().plus_ms(4_000));
+    assert!(!answered(&settle_failing(&mut e, |_| false)));
+    e.handle_timeout(Time::default().plus_ms(5_001));
+    assert!(answered(&settle_failing(&mut e, |_| false)));
 }

@@ -126,6 +126,7 @@ fn cfg(seed: u64) -> EngineConfig {
         peers: vec![PeerInfo::new("peer", PEER)],
         auto_promote: false,
         auto_promote_timeout_ms: 2_000,
+        twopc_timeout_ms: 30_000,
         uuid_seed: seed,
     }
 }

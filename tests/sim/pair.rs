@@ -151,6 +151,7 @@ fn cfg(id: usize, seed: u64, peer: &PeerInfo) -> EngineConfig {
         peers: vec![peer.clone()],
         auto_promote: false,
         auto_promote_timeout_ms: 2_000,
+        twopc_timeout_ms: 30_000,
         uuid_seed: seed,
     }
 }

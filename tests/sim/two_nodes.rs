@@ -47,6 +47,7 @@ fn node(id: u8, peer: u8, seed: u64) -> Node {
         peers: vec![PeerInfo::new(format!("n{peer}"), NodeId(peer))],
         auto_promote: false,
         auto_promote_timeout_ms: 2_000,
+        twopc_timeout_ms: 30_000,
         uuid_seed: seed ^ u64::from(id),
     });
     engine.handle(

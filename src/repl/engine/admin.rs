@@ -296,6 +296,7 @@ impl Engine {
         }
         self.cfg.auto_promote = s.auto_promote;
         self.cfg.auto_promote_timeout_ms = s.auto_promote_timeout_ms;
+        self.cfg.twopc_timeout_ms = s.twopc_timeout_ms;
         if let Some(d) = self.disk.as_mut() {
             d.on_io_error = s.on_io_error;
             d.disk_flushes = s.disk_flushes;

@@ -18,6 +18,9 @@ pub struct EngineConfig {
     /// `auto-promote-timeout`, in ms: how long an opener's promotion may wait for a handshake
     /// or a cluster-wide state change to finish.
     pub auto_promote_timeout_ms: u64,
+    /// `twopc-timeout`, in ms: a cluster-wide state change the peers leave unanswered this
+    /// long fails.
+    pub twopc_timeout_ms: u64,
     /// Seed for new generation UUIDs (the driver draws it from the OS).
     pub uuid_seed: u64,
 }
@@ -28,6 +31,7 @@ pub struct Settings {
     pub peers: Vec<PeerInfo>,
     pub auto_promote: bool,
     pub auto_promote_timeout_ms: u64,
+    pub twopc_timeout_ms: u64,
     /// `disk { on-io-error }` and `disk { disk-flushes }` of the attached disk (kept for the
     /// next attach by the driver, which builds [`Attached`] from its configuration).
     pub on_io_error: crate::config::OnIoError,

@@ -106,9 +106,6 @@ pub(super) struct Promotion {
     pub deadline: Option<Time>,
 }
 
-/// A transaction that got no answer by then is aborted; a prepared one is let go.
-const TWOPC_TIMEOUT_MS: u64 = 30_000;
-
 impl Engine {
     /// A handshake decides, or a cluster-wide change runs: promotions wait.
     pub(super) fn transient(&self) -> bool {
@@ -331,11 +328,11 @@ impl Engine {
         let mine = self
             .twopc
             .as_ref()
-            .map(|t| t.started.plus_ms(TWOPC_TIMEOUT_MS));
+            .map(|t| t.started.plus_ms(self.cfg.twopc_timeout_ms));
         let theirs = self
             .prepared
             .as_ref()
-            .map(|p| p.since.plus_ms(TWOPC_TIMEOUT_MS));
+            .map(|p| p.since.plus_ms(self.cfg.twopc_timeout_ms));
         [opens, mine, theirs].into_iter().flatten().min()
     }
 
@@ -345,13 +342,13 @@ impl Engine {
         if self
             .twopc
             .as_ref()
-            .is_some_and(|t| t.started.plus_ms(TWOPC_TIMEOUT_MS) <= now)
+            .is_some_and(|t| t.started.plus_ms(self.cfg.twopc_timeout_ms) <= now)
         {
             self.abort_twopc(None, StateError::Timeout);
         }
         if let Some(p) = self
             .prepared
-            .take_if(|p| p.since.plus_ms(TWOPC_TIMEOUT_MS) <= now)
+            .take_if(|p| p.since.plus_ms(self.cfg.twopc_timeout_ms) <= now)
         {
             let tid = p.tid;
             self.peer_log(
