@@ -186,14 +186,13 @@ async fn peer_loop(
         Ok(c) => c,
         Err(e) => return standalone(e.to_string()),
     };
-    // One listener per local address (paths may share one).
-    let mut listeners: Vec<(std::net::SocketAddr, tokio::net::TcpListener)> = Vec::new();
+    // Each path listens on its local address, shared with the other connections (and
+    // paths) that listen there: a mesh node has one address for all its peers.
+    let owner = crate::net::shared_listener::new_owner();
+    let mut listeners = Vec::new();
     for p in &paths {
-        if listeners.iter().any(|(a, _)| *a == p.local) {
-            continue;
-        }
-        match cfg.listen(p.local) {
-            Ok(l) => listeners.push((p.local, l)),
+        match crate::net::shared_listener::listen(&cfg, p.local, owner, p.peer.ip()) {
+            Ok(l) => listeners.push((l, p.peer)),
             Err(e) => {
                 let local = p.local;
                 return standalone(format!(
@@ -203,12 +202,12 @@ async fn peer_loop(
             }
         }
     }
-    let path_listeners: Vec<(&tokio::net::TcpListener, std::net::SocketAddr)> = paths
+    let path_listeners: Vec<(
+        &dyn crate::net::shared_listener::Acceptor,
+        std::net::SocketAddr,
+    )> = listeners
         .iter()
-        .filter_map(|p| {
-            let (_, l) = listeners.iter().find(|(a, _)| *a == p.local)?;
-            Some((l, p.peer))
-        })
+        .map(|(l, peer)| (l as &dyn crate::net::shared_listener::Acceptor, *peer))
         .collect();
     loop {
         if let Some(d) = driver.upgrade() {

@@ -64,6 +64,7 @@
 
 use super::framed::{FrameReader, FrameWriter};
 use super::link::{Link, LinkInfo};
+use super::shared_listener::Acceptor;
 use super::stream::PeerStream;
 use super::{LinkConfig, LinkError, auth};
 use crate::repl::wire::{self, Packet, features};
@@ -125,17 +126,18 @@ pub async fn establish(
     listener: &TcpListener,
     peer: SocketAddr,
 ) -> Result<Link, LinkError> {
-    establish_paths(cfg, &[(listener, peer)]).await
+    establish_paths(cfg, &[(listener as &dyn Acceptor, peer)]).await
 }
 
-/// [`establish`] over several paths (DRBD 9's `path` sections), each a listener bound to this
-/// node's address of the path and the peer's address. Connections are accepted on every
+/// [`establish`] over several paths (DRBD 9's `path` sections), each where this node accepts
+/// on its address of the path (a listener, or its share of one, see [`super::shared_listener`])
+/// and the peer's address. Connections are accepted on every
 /// path at once (from the peer's address of that path); dials go to one path at a time and
 /// move on to the next path after one fails, so every path is tried in turn. Whichever path
 /// completes the handshake first carries the link.
 pub async fn establish_paths(
     cfg: &LinkConfig,
-    paths: &[(&TcpListener, SocketAddr)],
+    paths: &[(&dyn Acceptor, SocketAddr)],
 ) -> Result<Link, LinkError> {
     cfg.check()?;
     let Some(&(_, first_peer)) = paths.first() else {
@@ -146,13 +148,8 @@ pub async fn establish_paths(
     let cfg = Arc::new(cfg.clone());
     // Our dials leave from the address we listen on (when it is a specific one), so that the
     // peer, which accepts only from our configured address, recognises them.
-    let local_ip = |l: &TcpListener| {
-        l.local_addr()
-            .ok()
-            .map(|a| a.ip())
-            .filter(|ip| !ip.is_unspecified())
-    };
-    let listeners: Vec<&TcpListener> = paths.iter().map(|(l, _)| *l).collect();
+    let local_ip = |l: &dyn Acceptor| l.local_ip().filter(|ip| !ip.is_unspecified());
+    let listeners: Vec<&dyn Acceptor> = paths.iter().map(|(l, _)| *l).collect();
     // The path the next dial takes.
     let mut dial_path = 0usize;
     let mut peer = first_peer;
@@ -186,7 +183,7 @@ pub async fn establish_paths(
                     let expected = || {
                         paths
                             .iter()
-                            .filter(|(l, _)| std::ptr::eq(*l, listeners[on]))
+                            .filter(|(l, _)| std::ptr::addr_eq(*l, listeners[on]))
                             .map(|(_, p)| p.ip())
                     };
                     if !expected().any(|ip| same_host(from.ip(), ip)) {
@@ -295,7 +292,7 @@ pub async fn establish_paths(
 
 /// Accepts on whichever of `listeners` has a connection first; with the index of that one.
 async fn accept_any(
-    listeners: &[&TcpListener],
+    listeners: &[&dyn Acceptor],
 ) -> (std::io::Result<(TcpStream, SocketAddr)>, usize) {
     std::future::poll_fn(|cx| {
         for (i, l) in listeners.iter().enumerate() {

@@ -268,7 +268,7 @@ impl Link {
     /// [`Link::establish`] over several paths (see [`super::connect::establish_paths`]).
     pub async fn establish_paths(
         cfg: &LinkConfig,
-        paths: &[(&tokio::net::TcpListener, SocketAddr)],
+        paths: &[(&dyn super::shared_listener::Acceptor, SocketAddr)],
     ) -> Result<Link, LinkError> {
         super::connect::establish_paths(cfg, paths).await
     }

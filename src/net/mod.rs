@@ -58,6 +58,7 @@ pub mod framed;
 pub mod keepalive;
 mod link;
 mod outbox;
+pub mod shared_listener;
 mod stream;
 
 pub use auth::{AuthConfig, HmacAlg};
