@@ -108,18 +108,16 @@ fn status(n: &Node, args: &[&str]) -> String {
 
 /// Replaces the values of the timing-dependent counters by `N`.
 fn normalize(s: &str) -> String {
-    const VOLATILE: [&str; 10] = [
+    // The counters, and in the text layout also the rates, the estimate and the progress.
+    const COUNTERS: [&str; 6] = [
         "read",
         "written",
         "al-writes",
         "bm-writes",
         "received",
         "sent",
-        "dbdt1",
-        "eta",
-        "done",
-        "percent-in-sync",
     ];
+    const VOLATILE: [&str; 4] = ["dbdt1", "eta", "done", "percent-in-sync"];
     let mut out = String::new();
     for (i, line) in s.split('\n').enumerate() {
         if i > 0 {
@@ -128,7 +126,7 @@ fn normalize(s: &str) -> String {
         let words: Vec<String> = line
             .split(' ')
             .map(|w| match w.split_once(':') {
-                Some((k, _)) if VOLATILE.contains(&k) => format!("{k}:N"),
+                Some((k, _)) if VOLATILE.contains(&k) || COUNTERS.contains(&k) => format!("{k}:N"),
                 _ => w.to_string(),
             })
             .collect();
@@ -138,17 +136,7 @@ fn normalize(s: &str) -> String {
     let mut json = String::new();
     for line in out.split_inclusive('\n') {
         let key = line.trim_start().split('"').nth(1).unwrap_or("");
-        if line.trim_start().starts_with('"')
-            && [
-                "read",
-                "written",
-                "al-writes",
-                "bm-writes",
-                "received",
-                "sent",
-            ]
-            .contains(&key)
-        {
+        if line.trim_start().starts_with('"') && COUNTERS.contains(&key) {
             let indent = &line[..line.len() - line.trim_start().len()];
             let comma = if line.trim_end().ends_with(',') {
                 ","

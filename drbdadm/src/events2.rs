@@ -20,7 +20,7 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
+use std::fmt::{Display, Write};
 use std::net::SocketAddr;
 use udrbd::ctl::{ConnectionView, Event, HelperEvent, PathView, ResourceView, VolumeView};
 use udrbd::repl::{DiskState, Role};
@@ -113,19 +113,52 @@ enum Diff {
     IfChanged,
 }
 
-/// Appends ` key:new`, or its `--diff` form.
-fn field(l: &mut String, o: Opts, key: &str, old: Option<String>, new: &str, diff: Diff) {
-    let changed = old.as_deref() != Some(new);
-    if o.diff && (diff == Diff::Always || changed) {
-        let _ = write!(l, " {key}:{}->{new}", old.as_deref().unwrap_or(UNKNOWN));
-    } else {
-        let _ = write!(l, " {key}:{new}");
+/// One event line being built.
+struct Line {
+    text: String,
+    o: Opts,
+}
+
+impl Line {
+    /// Appends ` key:new`, or its `--diff` form.
+    fn field(&mut self, key: &str, old: Option<String>, new: String, diff: Diff) {
+        let changed = old.as_ref() != Some(&new);
+        if self.o.diff && (diff == Diff::Always || changed) {
+            let old = old.as_deref().unwrap_or(UNKNOWN);
+            let _ = write!(self.text, " {key}:{old}->{new}");
+        } else {
+            let _ = write!(self.text, " {key}:{new}");
+        }
+    }
+
+    /// A field `--diff` shows as `old->new` whenever it is printed (drbdsetup's `DIFF_COLOR`).
+    fn always(&mut self, key: &str, old: Option<impl Display>, new: impl Display) {
+        self.field(
+            key,
+            old.map(|v| v.to_string()),
+            new.to_string(),
+            Diff::Always,
+        );
+    }
+
+    /// A field `--diff` shows as `old->new` only when its value changed.
+    fn if_changed(&mut self, key: &str, old: Option<impl Display>, new: impl Display) {
+        self.field(
+            key,
+            old.map(|v| v.to_string()),
+            new.to_string(),
+            Diff::IfChanged,
+        );
     }
 }
 
-/// The first word of a line: `change` for an object the reader knew, else `action_new`.
-fn head(old_known: bool, action_new: &str, object: String) -> String {
-    format!("{} {object}", if old_known { "change" } else { action_new })
+/// A line's start: `change` for an object the reader knew, else `action_new`, then the
+/// object.
+fn head(old_known: bool, action_new: &str, object: String, o: Opts) -> Line {
+    Line {
+        text: format!("{} {object}", if old_known { "change" } else { action_new }),
+        o,
+    }
 }
 
 /// drbdsetup_events2.c `print_resource_changes()`.
@@ -149,44 +182,22 @@ fn resource_line(
         old.is_some(),
         action_new,
         format!("resource name:{}", new.name),
+        o,
     );
     if role_changed || o.full {
-        let old_role = old.map(|r| r.role.to_string());
-        field(
-            &mut l,
-            o,
-            "role",
-            old_role,
-            &new.role.to_string(),
-            Diff::Always,
-        );
+        l.always("role", old.map(|r| r.role), new.role);
     }
     let susp = |r: &ResourceView| r.suspended.clone().unwrap_or_else(|| "no".into());
     if info_changed || o.full {
-        field(
-            &mut l,
-            o,
-            "suspended",
-            old.map(susp),
-            &susp(new),
-            Diff::Always,
-        );
+        l.always("suspended", old.map(susp), susp(new));
     }
     if fail_io_changed || o.full {
-        let fio = |r: &ResourceView| yn(r.force_io_failures).to_string();
-        let new_fio = fio(new);
-        field(
-            &mut l,
-            o,
-            "force-io-failures",
-            old.map(fio),
-            &new_fio,
-            Diff::Always,
-        );
+        let fio = |r: &ResourceView| yn(r.force_io_failures);
+        l.always("force-io-failures", old.map(fio), fio(new));
     }
     // The one resource counter: `stats_changed` means it changed (or is new).
     if stats_changed || o.full {
-        let _ = write!(l, " write-ordering:{}", new.write_ordering);
+        let _ = write!(l.text, " write-ordering:{}", new.write_ordering);
     }
     if promo_changed || o.full {
         let (may, score) = promo;
@@ -194,15 +205,15 @@ fn resource_line(
             let old_may = old_promo.map_or(UNKNOWN, |(m, _)| yn(m));
             let old_score = old_promo.map_or(0, |(_, s)| s);
             let _ = write!(
-                l,
+                l.text,
                 " may_promote:{old_may}->{} promotion_score:{old_score}->{score}",
                 yn(may)
             );
         } else {
-            let _ = write!(l, " may_promote:{} promotion_score:{score}", yn(may));
+            let _ = write!(l.text, " may_promote:{} promotion_score:{score}", yn(may));
         }
     }
-    Some(l)
+    Some(l.text)
 }
 
 /// drbdsetup_events2.c `print_connection_changes()`.
@@ -224,33 +235,18 @@ fn connection_line(
         old.is_some(),
         action_new,
         conn_head("connection", name, new),
+        o,
     );
     if cs_changed || o.full {
-        let old_cs = old.map(|c| c.connection.to_string());
-        field(
-            &mut l,
-            o,
-            "connection",
-            old_cs,
-            &new.connection.to_string(),
-            Diff::Always,
-        );
+        l.always("connection", old.map(|c| c.connection), new.connection);
     }
     if role_changed || o.full {
-        let old_role = old.map(|c| c.role.to_string());
-        field(
-            &mut l,
-            o,
-            "role",
-            old_role,
-            &new.role.to_string(),
-            Diff::Always,
-        );
+        l.always("role", old.map(|c| c.role), new.role);
     }
     if stats_changed || o.full {
-        st::connection_statistics(&mut l, old, new, o.full);
+        st::connection_statistics(&mut l.text, old, new, o.full);
     }
-    Some(l)
+    Some(l.text)
 }
 
 /// The device counters compared for a change (`memcmp` of DRBD's statistics).
@@ -290,59 +286,21 @@ fn device_line(
             new.volume,
             st::minor_of(new)
         ),
+        o,
     );
     if info_changed || o.full {
-        let s = |v: &str| v.to_string();
-        let client = |d: &VolumeView| yn(d.backing_dev.is_none()).to_string();
-        let open = |d: &VolumeView| yn(d.open).to_string();
-        let quorum = |d: &VolumeView| yn(d.quorum).to_string();
-        let old_bd = old.map(|d| s(st::backing_dev_str(d)));
-        field(
-            &mut l,
-            o,
-            "backing_dev",
-            old_bd,
-            st::backing_dev_str(new),
-            Diff::IfChanged,
-        );
-        let old_disk = old.map(|d| d.disk.to_string());
-        field(
-            &mut l,
-            o,
-            "disk",
-            old_disk,
-            &new.disk.to_string(),
-            Diff::Always,
-        );
-        field(
-            &mut l,
-            o,
-            "client",
-            old.map(client),
-            &client(new),
-            Diff::IfChanged,
-        );
-        field(
-            &mut l,
-            o,
-            "open",
-            old.map(open),
-            &open(new),
-            Diff::IfChanged,
-        );
-        field(
-            &mut l,
-            o,
-            "quorum",
-            old.map(quorum),
-            &quorum(new),
-            Diff::IfChanged,
-        );
+        let bd = st::backing_dev_str;
+        l.if_changed("backing_dev", old.map(bd), bd(new));
+        l.always("disk", old.map(|d| d.disk), new.disk);
+        let client = |d: &VolumeView| yn(d.backing_dev.is_none());
+        l.if_changed("client", old.map(client), client(new));
+        l.if_changed("open", old.map(|d| yn(d.open)), yn(new.open));
+        l.if_changed("quorum", old.map(|d| yn(d.quorum)), yn(new.quorum));
     }
     if stats_changed || o.full {
-        st::device_statistics(&mut l, old, new, o.verbose(), o.statistics, o.full);
+        st::device_statistics(&mut l.text, old, new, o.verbose(), o.statistics, o.full);
     }
-    Some(l)
+    Some(l.text)
 }
 
 /// The peer-device counters compared for a change.
@@ -382,46 +340,28 @@ fn peer_device_line(
         old.is_some(),
         action_new,
         format!("{} volume:0", conn_head("peer-device", name, new)),
+        o,
     );
     if repl_changed || o.full {
-        let old_repl = old.map(|c| c.replication.to_string());
-        let new_repl = new.replication.to_string();
-        field(&mut l, o, "replication", old_repl, &new_repl, Diff::Always);
+        l.always("replication", old.map(|c| c.replication), new.replication);
     }
     if disk_changed || o.full {
-        let old_disk = old.map(|c| c.peer_disk.to_string());
-        field(
-            &mut l,
-            o,
-            "peer-disk",
-            old_disk,
-            &new.peer_disk.to_string(),
-            Diff::Always,
-        );
-        let old_client = old.map(|_| "no".to_string());
-        field(&mut l, o, "peer-client", old_client, "no", Diff::IfChanged);
+        l.always("peer-disk", old.map(|c| c.peer_disk), new.peer_disk);
+        l.if_changed("peer-client", old.map(|_| "no"), "no");
     }
     if susp_changed || o.full {
-        let old_susp = old.map(|c| st::resync_suspended_str(c).to_string());
-        let new_susp = st::resync_suspended_str(new);
-        field(
-            &mut l,
-            o,
-            "resync-suspended",
-            old_susp,
-            new_susp,
-            Diff::Always,
-        );
+        let susp = st::resync_suspended_str;
+        l.always("resync-suspended", old.map(susp), susp(new));
     }
     if stats_changed || o.full {
         if let Some(done) = st::done_str(new) {
-            l.push_str(&done);
+            l.text.push_str(&done);
         }
         if o.statistics {
-            st::peer_device_statistics(&mut l, new, o.verbose());
+            st::peer_device_statistics(&mut l.text, new, o.verbose());
         }
     }
-    Some(l)
+    Some(l.text)
 }
 
 /// drbdsetup_events2.c `print_path_changes()`, for each path of the connection.
@@ -441,17 +381,13 @@ fn path_lines(
         if before.is_some_and(|q| q.established == p.established) {
             continue;
         }
-        let mut l = head(before.is_some(), action_new, path_head(name, new, &p));
-        let old_est = before.map(|q| yn(q.established).to_string());
-        field(
-            &mut l,
-            o,
+        let mut l = head(before.is_some(), action_new, path_head(name, new, &p), o);
+        l.always(
             "established",
-            old_est,
+            before.map(|q| yn(q.established)),
             yn(p.established),
-            Diff::Always,
         );
-        out.push(l);
+        out.push(l.text);
     }
     out
 }
