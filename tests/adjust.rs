@@ -208,18 +208,30 @@ fn adjust_brings_up_applies_live_options_and_connects_standalone() {
 #[test]
 fn a_changed_protocol_or_path_reconnects_with_the_new_settings() {
     let p = adjusted_pair("");
-    // Protocol A on both: each adjust closes the connection (agreed, so the Primary fences
-    // nobody) and reconnects; the first node to reconnect meets the old protocol and waits.
+    // Protocol A, a verify-alg and a resync-rate on both: each adjust closes the connection
+    // (agreed, so the Primary fences nobody) and reconnects; the first node to reconnect
+    // meets the old protocol and waits.
     for n in [&p.a, &p.b] {
-        edit(n, |t| t.replace("protocol C;", "protocol A;"));
+        edit(n, |t| {
+            t.replace("protocol C;", "protocol A; verify-alg crc32c;")
+                .replace("    net {", "    disk { resync-rate 40M; }\n    net {")
+        });
     }
-    assert_dry_run(
-        &p.a,
-        &strings(&[
-            "drbdsetup disconnect res0 1",
-            "drbdsetup net-options res0 1 --protocol=A",
-            "drbdsetup connect res0 1",
-        ]),
+    let dry = adjust(&p.a, &["-d"]).ok().stdout;
+    let dry = lines(&dry);
+    for want in [
+        "drbdsetup disconnect res0 1",
+        "drbdsetup connect res0 1",
+        "drbdsetup peer-device-options res0 1 0 --resync-rate=40960",
+    ] {
+        assert!(dry.contains(&want), "{want}: {dry:#?}");
+    }
+    assert!(
+        dry.iter()
+            .any(|l| l.starts_with("drbdsetup net-options res0 1")
+                && l.contains(" --protocol=A")
+                && l.contains(" --verify-alg=crc32c")),
+        "{dry:#?}"
     );
     // Under application writes: the Primary's I/O goes on through the reconnect.
     let load = common::fio_load(&p.a.nbd_uri(RES), "adjust", 4);
@@ -240,9 +252,16 @@ fn a_changed_protocol_or_path_reconnects_with_the_new_settings() {
         "a reconnect for new settings fenced the peer:\n{}",
         p.logs()
     );
+    let shown = p.a.setup(&["show", RES]).ok().stdout;
+    assert!(
+        shown.contains("crc32c") && shown.contains("resync-rate"),
+        "{shown}"
+    );
     write_through(&p.a, 0x11, "0");
     p.wait_sync();
     p.assert_identical();
+    // The new verify-alg is the one both sides run.
+    p.assert_verify_clean();
 
     // node-2 moves to another port: node-1's peer address and node-2's own both change.
     let port = common::free_port();
