@@ -185,6 +185,14 @@ impl BlockOp {
             BlockOp::Read { .. } | BlockOp::Flush => None,
         }
     }
+
+    /// The byte range `(offset, len)` this op reads or changes (none for a flush).
+    pub fn range(&self) -> Option<(u64, u64)> {
+        match self {
+            BlockOp::Read { offset, len } => Some((*offset, u64::from(*len))),
+            _ => self.written_range(),
+        }
+    }
 }
 
 #[cfg(test)]

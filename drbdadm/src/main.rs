@@ -131,7 +131,7 @@ fn run(cli: Cli) -> Result<(), AdmError> {
                                 ),
                             )
                         })?
-                        .checked_mul(512)
+                        .checked_mul(udrbd::types::SECTOR_SIZE)
                         .ok_or_else(|| AdmError::new(E_USAGE, format!("--size={s}: too large")))?,
                 ),
                 None => None,

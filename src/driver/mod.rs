@@ -140,13 +140,16 @@ struct Publisher {
 
 impl Publisher {
     /// Publishes the state now. Called under the driver's lock, so the events leave in the
-    /// order the states happened even when batches run on several threads. Nothing is
-    /// computed while nobody listens.
+    /// order the states happened even when batches run on several threads.
+    /// Callers check [`Publisher::listening`] first.
     fn state(&self, engine: &Engine, links: &LinkFacts) {
-        if self.tx.receiver_count() > 0 {
-            let resource = view_of(&self.spec, engine.status(), links);
-            let _ = self.tx.send(Event::State { resource });
-        }
+        let resource = view_of(&self.spec, engine.status(), links);
+        let _ = self.tx.send(Event::State { resource });
+    }
+
+    /// Someone reads the events.
+    fn listening(&self) -> bool {
+        self.tx.receiver_count() > 0
     }
 
     /// Publishes a handler's call (`status` None) or response.
@@ -924,7 +927,6 @@ fn send_gathered(
     }
 }
 
-/// How the driver sends to one connected peer.
 /// What the links add to the engine's status.
 #[derive(Default)]
 struct LinkFacts {
@@ -952,12 +954,16 @@ impl Inner {
         }
     }
 
-    /// Publishes the current state to `events2` listeners.
+    /// Publishes the current state to `events2` listeners (nothing is computed while nobody
+    /// listens: this runs after every batch that changed a state).
     fn publish_state(&self) {
-        self.events.state(&self.engine, &self.link_facts());
+        if self.events.listening() {
+            self.events.state(&self.engine, &self.link_facts());
+        }
     }
 }
 
+/// How the driver sends to one connected peer.
 struct PeerSender {
     tx: crate::net::LinkSender,
     /// Application writes go through the drain task too (protocol A), not just large packets.

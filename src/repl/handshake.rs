@@ -36,7 +36,7 @@ mod tests;
 pub use resolve::{
     Handler, Level, LogLine, SbContext, SbOutcome, SbPolicy, msg, resolve_split_brain,
 };
-pub use sizes::{SizeInput, SizeRefusal, check_sizes};
+pub use sizes::{SizeInput, SizeRefusal, agreed_user_size, check_sizes};
 
 use super::state::{DiskState, Role};
 use crate::config::Protocol;

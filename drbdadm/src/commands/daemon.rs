@@ -272,7 +272,8 @@ pub fn run_state(
                     Some(b) => b,
                     None => {
                         let r = resolve(cfg, &name, node)?;
-                        r.volumes.first().map_or(0, |v| v.disk_opts.size) * 512
+                        r.volumes.first().map_or(0, |v| v.disk_opts.size)
+                            * udrbd::types::SECTOR_SIZE
                     }
                 },
                 resource: name,

@@ -30,7 +30,7 @@ use crate::repl::digest::DigestAlg;
 use crate::repl::handshake::{self, SbContext, SbPolicy, SizeInput, SyncStrategy, UuidSet};
 use crate::repl::state::{ConnState, DiskState, ReplState, Role, StateError};
 use crate::repl::wire::{Packet, SizesFlags, StateFlags, UuidFlags};
-use crate::types::{BM_BLOCK_SIZE, BlockIdx, GenUuid, NodeId, SECTOR_SIZE, Sector};
+use crate::types::{BM_BLOCK_SIZE, GenUuid, NodeId, SECTOR_SIZE, Sector};
 
 /// What the peer has sent of its handshake.
 #[derive(Debug, Default)]
@@ -590,16 +590,7 @@ impl Engine {
                 )
             });
         let my_user = d.user_bytes;
-        let user = if own_resize {
-            my_user
-        } else if peer_resize {
-            peer_user
-        } else {
-            match (my_user, peer_user) {
-                (0, x) | (x, 0) => x,
-                (a, b) => a.min(b),
-            }
-        };
+        let user = handshake::agreed_user_size(own_resize, peer_resize, my_user, peer_user);
         if peer_resize && !own_resize && user != my_user {
             self.peer_log(
                 node,
@@ -970,9 +961,7 @@ impl Engine {
                 d.data_bytes / 1024,
                 new / 1024
             )));
-            for bm in d.bitmaps.iter_mut() {
-                bm.clear_range(BlockIdx(new / BM_BLOCK_SIZE), BlockIdx(bm.len_bits()));
-            }
+            super::disk::clear_beyond(&mut d.bitmaps, new);
             d.data_bytes = new;
             d.sb.la_size_sect = new / SECTOR_SIZE;
             self.sb_changed();

@@ -9,7 +9,7 @@ use crate::meta::al::ActivityLog;
 use crate::meta::superblock::{Superblock, flags};
 use crate::repl::state::{ConnState, DiskState, StateError};
 use crate::repl::uuid::UuidGen;
-use crate::types::{AL_EXTENT_SIZE, BM_BLOCK_SIZE, GenUuid, NodeId, ReqId};
+use crate::types::{AL_EXTENT_SIZE, BM_BLOCK_SIZE, BlockIdx, GenUuid, NodeId, ReqId};
 
 /// The per-attach state: only present while a disk is attached.
 #[derive(Debug)]
@@ -33,6 +33,14 @@ pub(super) struct Disk {
     /// A local I/O error made this disk go away (`on-io-error detach`); the detach is under
     /// way.
     pub(super) failed: bool,
+}
+
+/// Clears every bitmap's marks at and beyond `bytes`: that part is no longer part of the
+/// device (a shrink), so nothing there is to be resynced.
+pub(super) fn clear_beyond(bitmaps: &mut [Bitmap], bytes: u64) {
+    for bm in bitmaps {
+        bm.clear_range(BlockIdx(bytes / BM_BLOCK_SIZE), BlockIdx(bm.len_bits()));
+    }
 }
 
 impl Disk {
@@ -178,12 +186,7 @@ impl Engine {
                 user_bytes / 1024,
                 data_bytes / 1024
             ));
-            for bm in bitmaps.iter_mut() {
-                bm.clear_range(
-                    crate::types::BlockIdx(user_bytes / BM_BLOCK_SIZE),
-                    crate::types::BlockIdx(bm.len_bits()),
-                );
-            }
+            clear_beyond(&mut bitmaps, user_bytes);
             user_bytes
         } else {
             data_bytes

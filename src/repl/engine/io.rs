@@ -71,11 +71,7 @@ impl Engine {
         if self.st.role() != Role::Primary {
             return self.refuse(id, IoError::NotPrimary);
         }
-        let range = written.or(match r.op {
-            IoOp::Read { offset, len } => Some((offset, u64::from(len))),
-            _ => None,
-        });
-        if let (Some((offset, len)), Some(d)) = (range, self.disk.as_ref())
+        if let (Some((offset, len)), Some(d)) = (r.op.range(), self.disk.as_ref())
             && offset.saturating_add(len) > d.data_bytes
         {
             let write = written.is_some();

@@ -40,6 +40,19 @@ fn min_not_zero(a: u64, b: u64) -> u64 {
     }
 }
 
+/// The user size (`disk { size }`, `resize --size`; 0 for none) a handshake works with, as
+/// DRBD's `receive_sizes()` picks it: a resize started here keeps ours, one started by the
+/// peer takes the peer's over ("Peer sets u_size"), and at connect the smaller set one counts.
+pub fn agreed_user_size(own_resize: bool, peer_resize: bool, mine: u64, peer: u64) -> u64 {
+    if own_resize {
+        mine
+    } else if peer_resize {
+        peer
+    } else {
+        min_not_zero(mine, peer)
+    }
+}
+
 /// The agreed device size: the smallest of both disks (and the user's limit), ignoring a side
 /// without a disk. Refused with DRBD's message when that is below our last agreed size while we
 /// hold data (disk Outdated or better): connecting must not cut off the end of a device.
