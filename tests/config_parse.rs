@@ -32,6 +32,14 @@ fn sample(name: &str) -> Config {
     parse_str(name, &text).unwrap()
 }
 
+/// A resolved resource's peers: (name, node id).
+fn peers_of(r: &Resolved) -> Vec<(&str, NodeId)> {
+    r.peers
+        .iter()
+        .map(|p| (p.name.as_str(), p.node_id))
+        .collect()
+}
+
 fn as_node(cfg: &Config, res: &str, node: &str) -> Resolved {
     let q = HostQuery {
         explicit: Some(node),
@@ -245,11 +253,7 @@ fn sample_c_tiebreaker_mesh() {
     let cfg = sample("c-tiebreaker.res");
     assert_dump_stable(&cfg);
     let u = as_node(&cfg, "tiebreaker-test", "undertest");
-    let peers: Vec<(&str, NodeId)> = u
-        .peers
-        .iter()
-        .map(|p| (p.name.as_str(), p.node_id))
-        .collect();
+    let peers = peers_of(&u);
     assert_eq!(
         peers,
         vec![
@@ -648,11 +652,7 @@ fn hosts_are_matched_as_drbdadm_matches_them() {
     // hosts `on n1.ryzen9.home` and `on n2.ryzen9.home` (new-peer ... --_name=n1.ryzen9.home).
     let cfg = v9("adjust_set_option_connect.res");
     let u = as_node(&cfg, "r0", "undertest");
-    let peers: Vec<(&str, NodeId)> = u
-        .peers
-        .iter()
-        .map(|p| (p.name.as_str(), p.node_id))
-        .collect();
+    let peers = peers_of(&u);
     assert_eq!(
         peers,
         [("n1.ryzen9.home", NodeId(0)), ("n2.ryzen9.home", NodeId(1))]
