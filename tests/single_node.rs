@@ -325,10 +325,18 @@ fn detach_and_attach_and_json_status() {
         st.stdout.starts_with(
             "res0 node-id:0 role:Secondary suspended:no force-io-failures:no\n    \
              write-ordering:flush\n  volume:0 minor:0 disk:Inconsistent"
-        ) && st.stdout.contains(" quorum:yes open:no\n      size:"),
+        // Where the line wraps depends on the backing file's path length (the
+        // golden test in status_golden.rs pins it); here only the order counts.
+        ) && flat(&st.stdout).contains(" quorum:yes open:no size:"),
         "{}",
         st.stdout
     );
+}
+
+/// The text with every run of whitespace made one space, for checks that must not depend
+/// on where a line wraps.
+fn flat(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 #[test]
