@@ -324,9 +324,8 @@ fn detach_and_attach_and_json_status() {
     assert!(
         st.stdout.starts_with(
             "res0 node-id:0 role:Secondary suspended:no force-io-failures:no\n    \
-             write-ordering:flush\n  volume:0 minor:0 disk:Inconsistent"
-        // Where the line wraps depends on the backing file's path length (the
-        // golden test in status_golden.rs pins it); here only the order counts.
+             write-ordering:flush\n  volume:0 minor:0 disk:Inconsistent" // Where the line wraps depends on the backing file's path length (the
+                                                                         // golden test in status_golden.rs pins it); here only the order counts.
         ) && flat(&st.stdout).contains(" quorum:yes open:no size:"),
         "{}",
         st.stdout

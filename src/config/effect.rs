@@ -236,27 +236,10 @@ pub static NO_EFFECT: &[NoEffect] = &[
     ),
     none!(
         Options,
-        "quorum",
-        Some("off"),
-        "quorum is not implemented yet"
-    ),
-    none!(
-        Options,
-        "on-no-quorum",
-        None,
-        "quorum is not implemented yet"
-    ),
-    none!(
-        Options,
-        "quorum-minimum-redundancy",
-        Some("off"),
-        "quorum is not implemented yet"
-    ),
-    none!(
-        Options,
         "on-suspended-primary-outdated",
         None,
-        "quorum is not implemented yet"
+        "a Primary whose I/O is suspended for lack of quorum stays Primary until quorum returns, \
+         resume-io or secondary --force"
     ),
     none!(
         Startup,
@@ -293,12 +276,6 @@ pub static NO_EFFECT: &[NoEffect] = &[
         "pri-on-incon-degr",
         None,
         "udrbd never calls this handler"
-    ),
-    none!(
-        Handlers,
-        "quorum-lost",
-        None,
-        "quorum is not implemented yet"
     ),
 ];
 
@@ -358,8 +335,8 @@ pub fn warnings(cfg: &Config, resource: &str) -> Vec<String> {
         block(Sect::Disk, &v.disk_opts);
         if v.tiebreaker.is_some() {
             out_extra.push(format!(
-                "{}: tiebreaker is accepted but has no effect in udrbd: quorum is not \
-                 implemented yet",
+                "{}: tiebreaker is accepted but has no effect in udrbd: diskless nodes \
+                 do not break quorum ties in udrbd",
                 v.pos
             ));
         }
@@ -390,7 +367,7 @@ common {
     options { quorum off; }
 }
 resource r0 {
-    options { quorum majority; auto-promote no; }
+    options { twopc-retry-timeout 3; auto-promote no; }
     disk { read-balancing prefer-local; disk-barrier yes; c-max-rate 10M; }
     on a { node-id 0; address 127.0.0.1:7000; disk /dev/x; meta-disk internal; device minor 0; }
     on b { node-id 1; address 127.0.0.1:7001; disk /dev/y; meta-disk internal; device minor 0; }
@@ -410,7 +387,12 @@ resource r0 {
             .collect();
         assert_eq!(
             names,
-            ["minor-count", "tcp-cork", "disk-barrier", "quorum"],
+            [
+                "minor-count",
+                "tcp-cork",
+                "disk-barrier",
+                "twopc-retry-timeout"
+            ],
             "{w:#?}"
         );
         assert!(
@@ -425,7 +407,7 @@ resource r0 {
         let cfg = parse_str("t.conf", CONF).expect("parses");
         let out = crate::config::dump(&cfg, Some("r0")).expect("dump");
         assert!(
-            out.contains("# quorum: accepted but has no effect in udrbd"),
+            out.contains("# twopc-retry-timeout: accepted but has no effect in udrbd"),
             "{out}"
         );
         assert!(!out.contains("# auto-promote:"), "{out}");

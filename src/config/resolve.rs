@@ -59,6 +59,10 @@ pub struct Peer {
     pub paths: Vec<NetPath>,
     pub net: NetOptions,
     pub volumes: Vec<PeerVolume>,
+    /// The peer is configured without a disk (`disk none;` for all its volumes): a diskless
+    /// client, which is not a quorum voter.
+    #[serde(default)]
+    pub diskless: bool,
 }
 
 /// One network path of a connection.
@@ -335,6 +339,9 @@ pub fn resolve(cfg: &Config, resource: &str, me: &HostQuery<'_>) -> Result<Resol
             paths,
             net: NetOptions::from_block(&net_block, &host.name),
             volumes: pvols,
+            diskless: effective_volumes(res, l.peer)
+                .iter()
+                .all(|v| matches!(v.disk, Some(DiskCfg::None))),
         });
     }
 

@@ -75,6 +75,9 @@ pub struct PeerSpec {
     pub net: NetOptions,
     /// The peer device options of volume 0 (resync controller).
     pub sync: PeerDeviceOptions,
+    /// The peer is a diskless client (`disk none;` in its `on` section).
+    #[serde(default)]
+    pub diskless: bool,
 }
 
 impl PeerSpec {
@@ -151,6 +154,7 @@ impl ResourceSpec {
                         .find(|v| v.number == vol.number)
                         .map(|v| v.opts.clone())
                         .unwrap_or_default(),
+                    diskless: p.diskless,
                 })
                 .collect(),
             auto_promote: r.options.auto_promote,

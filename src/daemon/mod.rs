@@ -170,7 +170,10 @@ impl Daemon {
             }
         }
         if spec.disk.is_none() {
-            return Response::Ok; // a diskless client
+            // A diskless client: nothing to attach; `up` connects it (DRBD's `up` is attach
+            // + connect, the attach being a no-op for `disk none;`).
+            driver.start_links();
+            return Response::Ok;
         }
         let r = self.attach(&driver).await;
         if r == Response::Ok {

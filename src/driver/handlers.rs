@@ -610,6 +610,7 @@ mod tests {
             paths: Vec::new(),
             net: NetOptions::default(),
             sync: PeerDeviceOptions::default(),
+            diskless: false,
         };
         ResourceSpec {
             name: "r0".into(),

@@ -23,7 +23,7 @@ use crate::net::LinkError;
 use crate::repl::digest::DigestAlg;
 use crate::repl::{
     Action, AdminCmd, AdminError, Attached, Engine, EngineConfig, Input, IoError, IoOp,
-    OpenRefusal, PeerInfo, Role, Settings, Status,
+    OpenRefusal, PeerInfo, QuorumSettings, Role, Settings, Status,
 };
 use crate::types::{NodeId, ReqId, Time};
 use meta_thread::{MetaJob, MetaThread};
@@ -224,6 +224,7 @@ impl Driver {
             auto_promote: settings.auto_promote,
             auto_promote_timeout_ms: settings.auto_promote_timeout_ms,
             twopc_timeout_ms: settings.twopc_timeout_ms,
+            quorum: settings.quorum,
             // Any value works for determinism; the OS makes the two nodes' UUIDs differ.
             uuid_seed: getrandom::u64().unwrap_or(0x5eed_f00d_u64),
         };
@@ -995,12 +996,19 @@ fn settings_of(spec: &ResourceSpec) -> Settings {
                 fencing: p.net.fencing,
                 max_buffers: p.net.max_buffers,
                 two_primaries: p.net.allow_two_primaries,
+                intentional_diskless: p.diskless,
                 ..PeerInfo::new(p.name.clone(), NodeId(p.node_id))
             })
             .collect(),
         auto_promote: spec.auto_promote,
         auto_promote_timeout_ms: u64::from(spec.auto_promote_timeout) * 100,
         twopc_timeout_ms: u64::from(spec.nbd_access.twopc_timeout) * 100,
+        quorum: QuorumSettings {
+            quorum: spec.nbd_access.quorum,
+            min_redundancy: spec.nbd_access.quorum_minimum_redundancy,
+            on_no_quorum: spec.nbd_access.on_no_quorum,
+            intentional_diskless: spec.disk.is_none(),
+        },
         on_io_error: spec.on_io_error,
         disk_flushes: spec.disk_flushes,
     }
@@ -1017,8 +1025,12 @@ fn view_of(spec: &ResourceSpec, st: Status, links: &LinkFacts) -> ResourceView {
         name: st.resource.clone(),
         node_id: st.node_id.0,
         role: st.role,
-        suspended: (st.suspended_fencing || st.suspended_user).then(|| {
-            crate::repl::engine::suspended_str(st.suspended_user, st.suspended_fencing).to_string()
+        suspended: (st.suspended_fencing || st.suspended_user || st.suspended_quorum).then(|| {
+            crate::repl::engine::suspended_str(
+                st.suspended_user,
+                st.suspended_fencing,
+                st.suspended_quorum,
+            )
         }),
         volumes: vec![VolumeView {
             volume: 0,
@@ -1035,7 +1047,7 @@ fn view_of(spec: &ResourceSpec, st: Status, links: &LinkFacts) -> ResourceView {
             lower_pending: st.stats.lower_pending,
             current_uuid: st.current_uuid.to_string(),
             backing_dev: spec.disk.clone(),
-            quorum: true,
+            quorum: st.quorum,
             // udrbd keeps the activity log going in every state (DRBD suspends it while a
             // Primary has no peer); nothing suspends it.
             al_suspended: false,

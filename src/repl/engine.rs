@@ -45,6 +45,7 @@ mod grow;
 mod io;
 mod meta;
 mod peer;
+mod quorum;
 mod remote_read;
 mod replicate;
 mod requests;
@@ -56,7 +57,8 @@ mod verify;
 
 pub use api::{
     Action, AdminCmd, AdminError, Attached, EngineConfig, Input, IoError, IoOp, MetaArea,
-    MetaError, OpenRefusal, PeerInfo, PeerStatus, ResyncProgress, Settings, Stats, Status,
+    MetaError, OpenRefusal, PeerInfo, PeerStatus, QuorumSettings, ResyncProgress, Settings, Stats,
+    Status,
 };
 use disk::{Disk, rotate_current};
 use meta::{MetaWaiter, QueuedAl};
@@ -131,6 +133,9 @@ pub struct Engine {
     concurrent_logged: std::collections::BTreeSet<ReqId>,
     /// A `drbdadm resize` (here, or a peer's) waiting for [`Input::DiskGrew`].
     grow: Option<grow::GrowOp>,
+    /// Application requests in flight that fail when they finish (see
+    /// `io::fail_app_requests`).
+    doomed: std::collections::BTreeSet<ReqId>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -156,9 +161,10 @@ impl Engine {
             .collect();
         // The node id in the top bits: two nodes' transaction ids never collide in logs.
         let next_tid = u32::from(cfg.node_id.0) << 24;
+        let enforced = cfg.quorum.quorum != crate::config::Quorum::Off;
         Engine {
             cfg,
-            st: NodeStates::new(),
+            st: NodeStates::new(enforced),
             disk: None,
             open_count: 0,
             explicit_primary: false,
@@ -192,6 +198,7 @@ impl Engine {
             next_tid,
             concurrent_logged: std::collections::BTreeSet::new(),
             grow: None,
+            doomed: std::collections::BTreeSet::new(),
         }
     }
 
@@ -373,8 +380,9 @@ impl Engine {
             },
             suspended_fencing: self.st.susp_fen(),
             suspended_user: self.st.susp_user(),
-            io_blocked: self.st.susp_fen()
-                || self.st.susp_user()
+            suspended_quorum: self.st.susp_quorum(),
+            quorum: self.st.quorum(),
+            io_blocked: self.st.io_frozen()
                 || !self
                     .reqs
                     .in_state(|s| matches!(s, State::Frozen | State::Suspended))
@@ -452,6 +460,8 @@ impl Engine {
     /// What every input and timeout ends with: work that waited for a handshake to decide,
     /// and the peers told of a new role or disk state.
     fn after_input(&mut self) {
+        self.serve_deferred_resync();
+        self.resync_elsewhere();
         self.resume_suspended();
         self.retry_deferred();
         self.maybe_broadcast();

@@ -29,6 +29,8 @@ pub enum Handler {
     UnfencePeer,
     /// The backing device failed (`on-io-error call-local-io-error`).
     LocalIoError,
+    /// This Primary lost quorum.
+    QuorumLost,
 }
 
 impl Handler {
@@ -47,6 +49,7 @@ impl Handler {
             Handler::FencePeer => "fence-peer",
             Handler::UnfencePeer => "unfence-peer",
             Handler::LocalIoError => "local-io-error",
+            Handler::QuorumLost => "quorum-lost",
         }
     }
 }

@@ -142,6 +142,10 @@ pub enum SyncStrategy {
     SyncTargetPrimaryReconnect,
     /// rr-conflict `disconnect`/`call-pri-lost`: this Primary would become SyncTarget; drop.
     SyncTargetPrimaryDisconnect,
+    /// The generations make an Inconsistent disk the source for one with good data (DRBD's
+    /// "I shall become SyncSource, but I am inconsistent!"): drop and retry (the Inconsistent
+    /// side may finish its resync from a third node meanwhile).
+    InconsistentSourceReconnect,
 }
 
 impl SyncStrategy {
@@ -160,6 +164,7 @@ impl SyncStrategy {
             SyncStrategy::UnrelatedData => "unrelated-data",
             SyncStrategy::SyncTargetPrimaryReconnect => "sync-target-primary-reconnect",
             SyncStrategy::SyncTargetPrimaryDisconnect => "sync-target-primary-disconnect",
+            SyncStrategy::InconsistentSourceReconnect => "inconsistent-source-reconnect",
         }
     }
 
@@ -201,6 +206,7 @@ impl SyncStrategy {
                 SyncStrategy::UnrelatedData
                     | SyncStrategy::SyncTargetPrimaryReconnect
                     | SyncStrategy::SyncTargetPrimaryDisconnect
+                    | SyncStrategy::InconsistentSourceReconnect
             )
     }
 

@@ -9,6 +9,7 @@
 //!   log, the out-of-sync bitmaps, the peers' connections, resync, verify and cluster-wide state
 //!   changes. The driver (`crate::driver`) feeds it and executes its actions.
 //! - [`interval`]: the index of requests in flight by sector range (overlaps and conflicts).
+//! - [`quorum`]: DRBD 9's quorum calculation (voters, last man standing).
 //! - [`handshake`]: the UUID comparison that decides sync direction and detects split brain.
 //! - [`resync`], [`digest`]: resync and verify planning and checksums.
 //! - [`wire`]: the peer protocol's packets.
@@ -19,6 +20,7 @@ pub mod engine;
 pub mod handler;
 pub mod handshake;
 pub mod interval;
+pub mod quorum;
 pub mod resync;
 pub mod state;
 pub mod state_rules;
@@ -34,6 +36,7 @@ mod tests;
 
 pub use engine::{
     Action, AdminCmd, AdminError, Attached, Engine, EngineConfig, Input, IoError, IoOp, MetaArea,
-    MetaError, OpenRefusal, PeerInfo, PeerStatus, ResyncProgress, Settings, Stats, Status,
+    MetaError, OpenRefusal, PeerInfo, PeerStatus, QuorumSettings, ResyncProgress, Settings, Stats,
+    Status,
 };
 pub use state::{ConnState, DiskState, ReplState, Role, StateError};

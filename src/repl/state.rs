@@ -118,6 +118,9 @@ pub enum StateError {
     ConcurrentChange,
     #[error("(-23) Timeout in operation")]
     Timeout,
+    /// Promotion (or a change that would take quorum from a Primary) without quorum.
+    #[error("(-25) No quorum")]
+    NoQuorum,
 }
 
 impl StateError {
@@ -142,6 +145,7 @@ impl StateError {
             StateError::InTransientState => -18,
             StateError::ConcurrentChange => -19,
             StateError::Timeout => -23,
+            StateError::NoQuorum => -25,
         }
     }
 
@@ -166,6 +170,7 @@ impl StateError {
             StateError::InTransientState,
             StateError::ConcurrentChange,
             StateError::Timeout,
+            StateError::NoQuorum,
         ]
         .into_iter()
         .find(|e| e.code() == code)

@@ -10,8 +10,8 @@
 //! rules are the ordered table [`RULES`]; the first that matches refuses the change. Rule ids
 //! (`H2`, `S13`, ...) follow the reference notes; the `drbd` column quotes the C condition.
 //!
-//! Left out until their issues: quorum (`SS_NO_QUORUM`), read-only openers, intentional
-//! diskless peers, multiple volumes. "Access to UpToDate data" is the local disk, or a
+//! Left out until their issues: read-only openers, intentional diskless peers, multiple
+//! volumes. "Access to UpToDate data" is the local disk, or a
 //! connected peer's UpToDate disk while this node still has a disk of its own (reads it
 //! lacks are served by that peer): a Diskless Primary is not supported yet.
 
@@ -27,6 +27,11 @@ pub struct View {
     pub susp_fen: bool,
     /// I/O frozen by `drbdadm suspend-io` (`susp-io( user )`).
     pub susp_user: bool,
+    /// I/O frozen for lack of quorum (`susp-io( quorum )`, `on-no-quorum suspend-io`).
+    pub susp_quorum: bool,
+    /// Quorum as enforced (always yes with `quorum off`); the engine computes it from the
+    /// other states with `crate::repl::quorum`.
+    pub quorum: bool,
     pub peers: Vec<PeerView>,
 }
 
@@ -323,6 +328,18 @@ pub static RULES: &[Rule] = &[
         drbd: "!(role[OLD] == R_PRIMARY && !acc[OLD]) && (role[NEW] == R_PRIMARY && !acc[NEW])",
     },
     Rule {
+        id: "S13q",
+        soft_only: true,
+        check: Resource(|t| {
+            (t.old.role == Role::Secondary || t.old.quorum)
+                && t.new.role == Role::Primary
+                && !t.new.quorum
+        }),
+        refuse: StateError::NoQuorum,
+        drbd: "(role[OLD] == R_SECONDARY || have_quorum[OLD]) && role[NEW] == R_PRIMARY && \
+               !have_quorum[NEW]",
+    },
+    Rule {
         id: "S17",
         soft_only: true,
         check: Peer(|t, p| {
@@ -555,6 +572,8 @@ mod tests {
             disk,
             susp_fen: false,
             susp_user: false,
+            susp_quorum: false,
+            quorum: true,
             peers: vec![p],
         }
     }
@@ -896,6 +915,49 @@ mod tests {
         };
         assert!(check(&t, true).is_err(), "a Primary losing its data");
         assert!(check(&t, false).is_ok(), "but a failing disk is a fact");
+    }
+
+    #[test]
+    fn no_promotion_without_quorum_and_a_primary_keeps_the_fact() {
+        let peer = connected(Role::Secondary, D::UpToDate);
+        let old = View {
+            quorum: false,
+            ..view(Role::Secondary, D::UpToDate, peer)
+        };
+        let new = View {
+            role: Role::Primary,
+            ..old.clone()
+        };
+        assert_eq!(try_change(&old, &new, &ctx()), Err(StateError::NoQuorum));
+        let with = View {
+            quorum: true,
+            ..new.clone()
+        };
+        let old_with = View {
+            quorum: true,
+            ..old.clone()
+        };
+        assert!(try_change(&old_with, &with, &ctx()).is_ok());
+        // A Primary that has lost quorum already may change other things (its state is a
+        // fact): only the loss itself is refused to a soft change.
+        let primary_without = View {
+            role: Role::Primary,
+            quorum: false,
+            ..old.clone()
+        };
+        let detached_peer = View {
+            peers: vec![connected(Role::Secondary, D::Outdated)],
+            ..primary_without.clone()
+        };
+        assert!(try_change(&primary_without, &detached_peer, &ctx()).is_ok());
+        let primary_with = View {
+            quorum: true,
+            ..primary_without.clone()
+        };
+        assert_eq!(
+            try_change(&primary_with, &primary_without, &ctx()),
+            Err(StateError::NoQuorum)
+        );
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub(super) fn cfg(auto_promote: bool) -> EngineConfig {
         auto_promote,
         auto_promote_timeout_ms: 2_000,
         twopc_timeout_ms: 30_000,
+        quorum: Default::default(),
         uuid_seed: 42,
     }
 }
@@ -1308,6 +1309,7 @@ fn twopc_timeout_bounds_a_state_change_the_peer_does_not_answer() {
             auto_promote: true,
             auto_promote_timeout_ms: 2_000,
             twopc_timeout_ms: 5_000,
+            quorum: Default::default(),
             on_io_error: crate::config::OnIoError::Detach,
             disk_flushes: true,
         })),

@@ -7,6 +7,7 @@
 
 pub mod netns;
 pub mod pair;
+pub mod star;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -51,7 +51,7 @@ pub struct NetnsPair {
 }
 
 /// Runs `program args`; its output, or a message with its stderr.
-fn run(program: &str, args: &[&str]) -> Result<Output, String> {
+pub(super) fn run(program: &str, args: &[&str]) -> Result<Output, String> {
     let o = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
@@ -69,7 +69,7 @@ fn run(program: &str, args: &[&str]) -> Result<Output, String> {
 }
 
 /// Like [`run`], panicking on failure (the setup is broken, not merely unavailable).
-fn must(program: &str, args: &[&str]) {
+pub(super) fn must(program: &str, args: &[&str]) {
     if let Err(e) = run(program, args) {
         panic!("{e}");
     }

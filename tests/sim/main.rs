@@ -19,9 +19,12 @@
 //! `UDRBD_SIM_SEEDS=N` runs N seeds instead of the default (a soak); a failure prints its seed,
 //! and `UDRBD_SIM_SEED=S` replays one.
 
+mod cluster;
 mod disconnect;
 mod dual_primary;
+mod node;
 mod pair;
+mod quorum;
 mod remote_read;
 mod scenarios;
 mod split_brain;
@@ -127,6 +130,7 @@ fn cfg(seed: u64) -> EngineConfig {
         auto_promote: false,
         auto_promote_timeout_ms: 2_000,
         twopc_timeout_ms: 30_000,
+        quorum: Default::default(),
         uuid_seed: seed,
     }
 }

@@ -15,28 +15,20 @@
 //!   adopting the peer's.
 
 use super::Rng;
+pub use super::node::{Node, PendingIo, SECTOR, Work, payload, tag};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use udrbd::bitmap::Bitmap;
 use udrbd::config::Protocol;
-use udrbd::meta::al;
-use udrbd::meta::layout::{BM_WORDS_PER_PAGE, Layout, Placement};
-use udrbd::meta::superblock::Superblock;
 use udrbd::net::{Stream, stream_for};
-use udrbd::repl::handler::Handler;
 use udrbd::repl::handshake::SbPolicy;
 use udrbd::repl::wire::Packet;
 use udrbd::repl::{
-    Action, AdminCmd, AdminError, Attached, ConnState, DiskState, Engine, EngineConfig, Input,
-    IoError, IoOp, MetaArea, MetaError, PeerInfo, ReplState, Role,
+    Action, AdminCmd, AdminError, ConnState, DiskState, EngineConfig, Input, IoError, IoOp,
+    PeerInfo, ReplState, Role,
 };
-use udrbd::types::{BM_BLOCK_SIZE, GenUuid, NodeId, ReqId, Time};
+use udrbd::types::{BM_BLOCK_SIZE, NodeId, ReqId, Time};
 
 pub const A: usize = 0;
 pub const B: usize = 1;
-const DISK: u64 = 16 << 20;
-const AL_EXTENTS: u32 = 3;
-const AL_BLOCKS: u32 = 4;
-pub const SECTOR: u64 = 512;
 
 fn trace() -> bool {
     std::env::var_os("UDRBD_SIM_TRACE").is_some()
@@ -78,62 +70,6 @@ impl Default for Faults {
     }
 }
 
-/// What a node's devices have not finished yet.
-enum Work {
-    Data {
-        id: ReqId,
-        op: IoOp,
-    },
-    Meta {
-        generation: u64,
-        sb: Box<Superblock>,
-    },
-    Al {
-        seq: u64,
-        block: u32,
-        tr: Box<al::Transaction>,
-    },
-    Bitmap {
-        pages: Vec<(u32, u32, Vec<u64>)>,
-    },
-}
-
-struct PendingIo {
-    work: Work,
-    at: u64,
-    fail: bool,
-}
-
-pub struct Node {
-    pub id: usize,
-    pub engine: Engine,
-    layout: Layout,
-    /// What survives power loss.
-    pub durable: Vec<u8>,
-    /// What reads see (durable plus the volatile cache).
-    pub visible: Vec<u8>,
-    /// Completed writes not yet flushed: (offset, data, fua), in completion order.
-    unflushed: Vec<(u64, Vec<u8>, bool)>,
-    pending: Vec<PendingIo>,
-    sb: Superblock,
-    bm_words: Vec<u64>,
-    al: Vec<u8>,
-    pub alive: bool,
-    /// The world's time when this node last acted (its engine's clock at attach).
-    now: Time,
-    pub logs: Vec<String>,
-    last_uuid: GenUuid,
-    /// This node's own commands allow the next current-UUID change (promotion, ncu).
-    uuid_change_ok: bool,
-    /// How it sees its peer (policies, algorithms).
-    peer: PeerInfo,
-    /// Handlers the engine asked for, in order.
-    pub handlers: Vec<Handler>,
-    /// What every handler "exits" with, answered at once (a missing handler exits 0, as
-    /// drbdadm's does).
-    pub handler_exit: Option<i32>,
-}
-
 /// Node `id`'s view of its peer by default.
 pub fn default_peer(id: usize) -> PeerInfo {
     let peer = 1 - id;
@@ -144,6 +80,12 @@ pub fn default_peer(id: usize) -> PeerInfo {
     p
 }
 
+/// Node `id` of the pair, with fresh metadata, attached.
+fn node(id: usize, seed: u64, peer: PeerInfo) -> Node {
+    let uuid_seed = seed.wrapping_mul(31).wrapping_add(id as u64);
+    Node::new(id, seed, cfg(id, uuid_seed, &peer), true)
+}
+
 fn cfg(id: usize, seed: u64, peer: &PeerInfo) -> EngineConfig {
     EngineConfig {
         resource: "pair".into(),
@@ -152,183 +94,8 @@ fn cfg(id: usize, seed: u64, peer: &PeerInfo) -> EngineConfig {
         auto_promote: false,
         auto_promote_timeout_ms: 2_000,
         twopc_timeout_ms: 30_000,
+        quorum: Default::default(),
         uuid_seed: seed,
-    }
-}
-
-impl Node {
-    fn new(id: usize, seed: u64, peer: PeerInfo) -> Node {
-        let layout = Layout::compute(DISK, Placement::Internal, 1, AL_BLOCKS).expect("layout");
-        let sb = Superblock::new(
-            &layout,
-            NodeId(id as u8),
-            AL_EXTENTS,
-            seed ^ 0x5eed,
-            &[NodeId(1 - id as u8)],
-        );
-        let nwords = layout.bm_bits().div_ceil(64) as usize;
-        let n = layout.data_bytes as usize;
-        let mut node = Node {
-            id,
-            engine: Engine::new(cfg(
-                id,
-                seed.wrapping_mul(31).wrapping_add(id as u64),
-                &peer,
-            )),
-            peer,
-            durable: vec![0; n],
-            visible: vec![0; n],
-            unflushed: Vec::new(),
-            pending: Vec::new(),
-            last_uuid: sb.current_uuid,
-            sb,
-            bm_words: vec![0; nwords],
-            al: al::initial_area(AL_BLOCKS, AL_EXTENTS),
-            layout,
-            alive: true,
-            now: Time::default(),
-            logs: Vec::new(),
-            uuid_change_ok: false,
-            handlers: Vec::new(),
-            handler_exit: Some(0),
-        };
-        node.attach();
-        node
-    }
-
-    fn attach(&mut self) {
-        let bits = self.layout.bm_bits();
-        let a = Attached {
-            sb: self.sb.clone(),
-            data_bytes: self.layout.data_bytes,
-            user_bytes: 0,
-            bitmaps: vec![Bitmap::from_words(bits, self.bm_words.clone()).expect("bitmap")],
-            al: al::recover(&self.al, self.sb.al_extents).ok(),
-            al_blocks: AL_BLOCKS,
-            on_io_error: udrbd::config::OnIoError::Detach,
-            disk_flushes: true,
-        };
-        self.engine.handle(self.now, Input::Attach(Box::new(a)));
-    }
-
-    pub fn status_peer(&self) -> udrbd::repl::PeerStatus {
-        self.engine.status().peers[0].clone()
-    }
-
-    /// Connected and past the handshake's decision.
-    pub fn connected(&self) -> bool {
-        let p = self.status_peer();
-        self.alive && p.conn == ConnState::Connected && p.repl != ReplState::Off
-    }
-
-    /// As this node sees it, its peer has a disk that gets replicated writes (a Diskless or
-    /// failed one is marked out of sync instead).
-    pub fn peer_has_disk(&self) -> bool {
-        let d = self.status_peer().disk;
-        d >= DiskState::Inconsistent && d != DiskState::DUnknown
-    }
-
-    pub fn uuid(&self) -> GenUuid {
-        self.engine
-            .superblock()
-            .map(|s| s.current_uuid)
-            .unwrap_or_default()
-    }
-
-    pub fn oos_bits(&self) -> u64 {
-        self.engine
-            .peer_bitmap(NodeId(1 - self.id as u8))
-            .map_or(0, |b| b.count())
-    }
-
-    fn write_data(&mut self, op: &IoOp) {
-        let (offset, data) = match op {
-            IoOp::Write { offset, data, .. } => (*offset, data.to_vec()),
-            IoOp::Trim { offset, len, .. } | IoOp::WriteZeroes { offset, len, .. } => {
-                (*offset, vec![0; *len as usize])
-            }
-            _ => return,
-        };
-        let fua = match op {
-            IoOp::Write { fua, .. } | IoOp::Trim { fua, .. } | IoOp::WriteZeroes { fua, .. } => {
-                *fua
-            }
-            _ => false,
-        };
-        let at = offset as usize;
-        self.visible[at..at + data.len()].copy_from_slice(&data);
-        if fua {
-            self.durable[at..at + data.len()].copy_from_slice(&data);
-        }
-        self.unflushed.push((offset, data, fua));
-    }
-
-    fn flush(&mut self) {
-        for (offset, data, _) in self.unflushed.drain(..) {
-            let at = offset as usize;
-            self.durable[at..at + data.len()].copy_from_slice(&data);
-        }
-    }
-
-    /// Power loss: each unflushed (or in-flight) write survives or not; FUA ones do. A
-    /// metadata write in flight lands, is lost, or is torn: a superblock slot keeps the
-    /// previous one valid (two slots), a torn AL block fails its checksum, each bitmap page of
-    /// a flush lands or not.
-    fn power_loss(&mut self, rng: &mut Rng) {
-        for p in std::mem::take(&mut self.pending) {
-            match p.work {
-                Work::Data { op, .. } => {
-                    if rng.chance(500) {
-                        self.write_data(&op);
-                    }
-                }
-                Work::Meta { sb, .. } => {
-                    if rng.chance(500) {
-                        self.sb = *sb;
-                    }
-                }
-                Work::Al { block, tr, .. } => {
-                    let at = block as usize % AL_BLOCKS as usize * al::AL_BLOCK;
-                    match rng.below(3) {
-                        0 => self.al[at..at + al::AL_BLOCK]
-                            .copy_from_slice(&al::encode_transaction(&tr)),
-                        1 => {
-                            self.al[at + 2000..at + 2008].copy_from_slice(&rng.next().to_le_bytes())
-                        }
-                        _ => {}
-                    }
-                }
-                Work::Bitmap { pages } => {
-                    for (_, page, words) in pages {
-                        if rng.chance(500) {
-                            self.write_bitmap_page(page, &words);
-                        }
-                    }
-                }
-            }
-        }
-        for (offset, data, fua) in std::mem::take(&mut self.unflushed) {
-            if fua || rng.chance(500) {
-                let at = offset as usize;
-                self.durable[at..at + data.len()].copy_from_slice(&data);
-            }
-        }
-        self.visible = self.durable.clone();
-        self.alive = false;
-    }
-
-    fn write_bitmap_page(&mut self, page: u32, words: &[u64]) {
-        let at = page as usize * BM_WORDS_PER_PAGE;
-        let end = (at + words.len()).min(self.bm_words.len());
-        self.bm_words[at..end].copy_from_slice(&words[..end - at]);
-    }
-
-    fn restart(&mut self, seed: u64, now: Time) {
-        self.now = now;
-        self.engine = Engine::new(cfg(self.id, seed, &self.peer));
-        self.alive = true;
-        self.attach();
-        self.last_uuid = self.uuid();
     }
 }
 
@@ -486,20 +253,6 @@ impl DualModel {
     }
 }
 
-fn payload(wid: u64, len: u64) -> Vec<u8> {
-    let mut v = vec![0u8; len as usize];
-    for s in v.chunks_mut(SECTOR as usize) {
-        s[..8].copy_from_slice(&wid.to_le_bytes());
-        s[8..16].copy_from_slice(&(!wid).to_le_bytes());
-    }
-    v
-}
-
-fn tag(disk: &[u8], sector: u64) -> u64 {
-    let at = (sector * SECTOR) as usize;
-    u64::from_le_bytes(disk[at..at + 8].try_into().expect("8 bytes"))
-}
-
 impl World {
     pub fn new(seed: u64, protocol: Protocol) -> World {
         World::with_policies(seed, protocol, [SbPolicy::default(); 2])
@@ -535,7 +288,7 @@ impl World {
             seed,
             rng: Rng(seed),
             now: 0,
-            n: [Node::new(A, seed, peer(A)), Node::new(B, seed, peer(B))],
+            n: [node(A, seed, peer(A)), node(B, seed, peer(B))],
             net: [VecDeque::new(), VecDeque::new()],
             up: [false; 2],
             standalone: [false; 2],
@@ -790,68 +543,13 @@ impl World {
     /// or fails.
     fn complete_meta(&mut self, i: usize, work: Work, fail: bool) {
         let t = self.time();
-        let err = |area| {
-            Err(MetaError::Io {
-                area,
-                errno: libc::EIO,
-                detail: "injected metadata I/O error".into(),
-            })
-        };
-        if !fail {
-            self.meta_flush(i);
-        }
-        let input = match work {
-            Work::Meta { generation, sb } => {
-                if !fail {
-                    self.n[i].sb = *sb;
-                }
-                Input::MetaWritten {
-                    generation,
-                    result: if fail {
-                        err(MetaArea::Superblock)
-                    } else {
-                        Ok(())
-                    },
-                }
-            }
-            Work::Al { seq, block, tr } => {
-                if !fail {
-                    let at = block as usize % AL_BLOCKS as usize * al::AL_BLOCK;
-                    self.n[i].al[at..at + al::AL_BLOCK]
-                        .copy_from_slice(&al::encode_transaction(&tr));
-                }
-                Input::AlWritten {
-                    seq,
-                    result: if fail {
-                        err(MetaArea::ActivityLog)
-                    } else {
-                        Ok(())
-                    },
-                }
-            }
-            Work::Bitmap { pages } => {
-                if !fail {
-                    for (_, page, words) in pages {
-                        self.n[i].write_bitmap_page(page, &words);
-                    }
-                }
-                Input::BitmapWritten {
-                    result: if fail { err(MetaArea::Bitmap) } else { Ok(()) },
-                }
-            }
-            Work::Data { .. } => unreachable!("data work is completed by the caller"),
-        };
+        let flushes_data = self.faults.meta_flushes_data;
+        let input = self.n[i].finish_meta(work, fail, flushes_data);
         if fail {
             self.meta_failures[i] += 1;
         }
         self.n[i].engine.handle(t, input);
         self.pump(i);
-    }
-
-    fn meta_flush(&mut self, i: usize) {
-        if self.faults.meta_flushes_data {
-            self.n[i].flush();
-        }
     }
 
     fn check_uuid(&mut self, i: usize) {
@@ -934,6 +632,8 @@ impl World {
             IoError::Meta => meta_failed || data_failed,
             // No scenario shrinks the device: every request is inside it.
             IoError::PastEnd { .. } => false,
+            // The pair runs without quorum.
+            IoError::NoQuorum => false,
         };
         if !explained {
             self.fail(format!(
@@ -1583,15 +1283,7 @@ impl World {
 
     /// 4 KiB blocks of the extents node `i`'s persisted activity log holds hot.
     pub fn al_hot_blocks(&self, i: usize) -> BTreeSet<u64> {
-        let n = &self.n[i];
-        let per = udrbd::types::AL_EXTENT_SIZE / BM_BLOCK_SIZE;
-        let bits = n.layout.bm_bits();
-        let hot = al::recover(&n.al, n.sb.al_extents)
-            .map(|r| r.extents)
-            .unwrap_or_default();
-        hot.iter()
-            .flat_map(|e| u64::from(e.0) * per..((u64::from(e.0) + 1) * per).min(bits))
-            .collect()
+        self.n[i].al_hot_blocks()
     }
 
     pub fn restart(&mut self, i: usize) {
@@ -1600,7 +1292,7 @@ impl World {
         }
         let seed = self.rng.next();
         let t = self.time();
-        self.n[i].restart(seed, t);
+        self.n[i].restart(seed, t, true);
         self.pump(i);
         self.reconnect_at = Some(self.now + 100);
     }

@@ -48,6 +48,7 @@ fn node(id: u8, peer: u8, seed: u64) -> Node {
         auto_promote: false,
         auto_promote_timeout_ms: 2_000,
         twopc_timeout_ms: 30_000,
+        quorum: Default::default(),
         uuid_seed: seed ^ u64::from(id),
     });
     engine.handle(

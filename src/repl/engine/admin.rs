@@ -143,17 +143,11 @@ impl Engine {
         }) else {
             return Err(StateError::NeedConnection);
         };
-        // Ask the peer to become SyncSource (our State says `StartingSyncT`): with everything,
-        // answered with SyncUuid; or (`--reset-bitmap=no`) with the marked blocks, answered
-        // with its marks (OutOfSync) and its State as SyncSource. Either starts the resync here.
-        let mut p = self.my_state_packet(node);
-        if let crate::repl::wire::Packet::State { flags, repl, .. } = &mut p {
-            *repl = ReplState::StartingSyncT;
-            if !reset_bitmap {
-                *flags = *flags | crate::repl::wire::StateFlags::KEEP_BITMAP;
-            }
+        if reset_bitmap {
+            self.request_resync(node, false);
+        } else {
+            self.request_bitmap_resync(node);
         }
-        self.send(node, p);
         self.peer_log(
             node,
             format!(
@@ -166,6 +160,25 @@ impl Engine {
             ),
         );
         Ok(())
+    }
+
+    /// Asks `node` to become SyncSource (our State says `StartingSyncT`): with everything,
+    /// answered with SyncUuid; or (`keep_bitmap`) with the marked blocks, answered with its
+    /// marks (OutOfSync) and its State as SyncSource. Either starts the resync here.
+    fn request_resync(&mut self, node: crate::types::NodeId, keep_bitmap: bool) {
+        let mut p = self.my_state_packet(node);
+        if let crate::repl::wire::Packet::State { flags, repl, .. } = &mut p {
+            *repl = ReplState::StartingSyncT;
+            if keep_bitmap {
+                *flags = *flags | crate::repl::wire::StateFlags::KEEP_BITMAP;
+            }
+        }
+        self.send(node, p);
+    }
+
+    /// [`Self::request_resync`] of the marked blocks only.
+    pub(super) fn request_bitmap_resync(&mut self, node: crate::types::NodeId) {
+        self.request_resync(node, true);
     }
 
     pub(super) fn invalidate_remote(&mut self, reset_bitmap: bool) -> Result<(), StateError> {
@@ -223,6 +236,7 @@ impl Engine {
 
     pub(super) fn new_current_uuid(&mut self, clear_bitmap: bool) -> Result<(), StateError> {
         let connected = !self.established_peers().is_empty();
+        let followers = self.generation_followers();
         if self.peers.values().any(|c| c.rs.is_some()) {
             return Err(StateError::InTransientState);
         }
@@ -248,17 +262,12 @@ impl Engine {
             if self.st.disk() < DiskState::Outdated {
                 return Err(StateError::NoUpToDateDisk);
             }
-            if connected {
-                // The peers follow into the new generation: nothing differs from them, so the
-                // old one is history, not a bitmap UUID.
-                let old = d.sb.current_uuid;
-                if !old.same_as(GenUuid::JUST_CREATED) {
-                    d.sb.push_history(old);
-                }
-                d.sb.current_uuid = self.uuids.next(primary);
-            } else {
-                rotate_current(&mut d.sb, &mut self.uuids, primary);
-            }
+            // The connected peers follow into the new generation (`announce_new_uuid`):
+            // nothing differs from them, so for them the old one is history, not a bitmap
+            // UUID; a peer that is behind keeps it as its bitmap UUID.
+            rotate_current(&mut d.sb, &mut self.uuids, primary, &|n| {
+                followers.contains(&n)
+            });
         }
         self.new_uuid_due = false;
         let uuid = d.sb.current_uuid;
@@ -302,5 +311,10 @@ impl Engine {
             d.disk_flushes = s.disk_flushes;
         }
         self.log("configuration adjusted".to_string());
+        if s.quorum != self.cfg.quorum {
+            // A changed quorum setting takes effect at once (it may give or take quorum).
+            self.cfg.quorum = s.quorum;
+            self.recheck_quorum();
+        }
     }
 }

@@ -23,6 +23,22 @@ pub struct EngineConfig {
     pub twopc_timeout_ms: u64,
     /// Seed for new generation UUIDs (the driver draws it from the OS).
     pub uuid_seed: u64,
+    /// `quorum`, `quorum-minimum-redundancy`, `on-no-quorum` (`options { }`), and whether this
+    /// node is a diskless client (`disk none;`).
+    pub quorum: QuorumSettings,
+}
+
+/// What decides quorum and what losing it does (see `crate::repl::quorum`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QuorumSettings {
+    pub quorum: crate::config::Quorum,
+    pub min_redundancy: crate::config::Quorum,
+    /// `on-no-quorum`: a Primary without quorum fails its I/O, or suspends it until quorum
+    /// returns (DRBD's default).
+    pub on_no_quorum: crate::config::OnNoData,
+    /// This node is configured without a disk (`disk none;`): a diskless client, not a
+    /// voter (it has quorum through an UpToDate peer that has it).
+    pub intentional_diskless: bool,
 }
 
 /// The options `drbdadm adjust` can change on a running resource.
@@ -32,6 +48,7 @@ pub struct Settings {
     pub auto_promote: bool,
     pub auto_promote_timeout_ms: u64,
     pub twopc_timeout_ms: u64,
+    pub quorum: QuorumSettings,
     /// `disk { on-io-error }` and `disk { disk-flushes }` of the attached disk (kept for the
     /// next attach by the driver, which builds [`Attached`] from its configuration).
     pub on_io_error: crate::config::OnIoError,
@@ -65,6 +82,9 @@ pub struct PeerInfo {
     /// C only), and concurrent writes are resolved as in `engine::conflicts`. Both nodes must
     /// agree.
     pub two_primaries: bool,
+    /// The peer is configured without a disk (`disk none;` in its `on` section): a diskless
+    /// client, not a quorum voter, and no bitmap is kept for it.
+    pub intentional_diskless: bool,
 }
 
 impl PeerInfo {
@@ -82,6 +102,7 @@ impl PeerInfo {
             fencing: crate::config::Fencing::DontCare,
             max_buffers: 2048,
             two_primaries: false,
+            intentional_diskless: false,
         }
     }
 }
@@ -126,6 +147,10 @@ pub enum IoError {
     /// The metadata write this request waited for failed.
     #[error("metadata write failed")]
     Meta,
+    /// `on-no-quorum io-error`: this Primary has no quorum (a partition without a majority
+    /// must not complete writes the other side may never see).
+    #[error("no quorum")]
+    NoQuorum,
     /// The request reaches past the end of the device (which shrank under a client that
     /// still has the old size).
     #[error("request past the end of the device")]
@@ -142,8 +167,9 @@ pub enum AdminCmd {
         force: bool,
     },
     Secondary,
-    /// `drbdadm secondary --force`: demote although NBD clients hold the device open; their
-    /// requests from then on fail (not Primary), those already started finish.
+    /// `drbdadm secondary --force`: demote although NBD clients hold the device open; every
+    /// application request still in the table fails (DRBD fails a forced Secondary's I/O),
+    /// and the openers' later requests fail too (not Primary).
     ForceSecondary,
     NewCurrentUuid {
         clear_bitmap: bool,
@@ -451,6 +477,10 @@ pub struct Status {
     pub suspended_fencing: bool,
     /// I/O frozen by `drbdadm suspend-io` (DRBD's `suspended:user`).
     pub suspended_user: bool,
+    /// I/O frozen for lack of quorum (`on-no-quorum suspend-io`; DRBD's `suspended:quorum`).
+    pub suspended_quorum: bool,
+    /// This node has quorum (always yes with `quorum off`).
+    pub quorum: bool,
     /// New application requests wait instead of starting: I/O is suspended, or requests are
     /// frozen (no access to data) (DRBD's `blocked:upper`, `!may_inc_ap_bio()`).
     pub io_blocked: bool,

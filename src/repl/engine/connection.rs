@@ -22,8 +22,9 @@
 //! From the decision on, application writes are replicated to the peer (also to a SyncTarget),
 //! so a write is either in the bitmap that was sent or on its way as `Data`.
 
+use super::disk::move_to_generation;
 use super::peer::Session;
-use super::{Action, Change, Engine, rotate_current};
+use super::{Action, Change, Engine};
 use crate::config::Protocol;
 use crate::meta::superblock::flags;
 use crate::repl::digest::DigestAlg;
@@ -47,6 +48,12 @@ pub(super) struct Handshake {
     /// The dirty bits this node reported in its `Uuids`: the decision uses what the peer saw,
     /// not a count that moved since, so both sides decide from the same facts.
     sent_dirty_bits: u64,
+    /// Likewise the generation UUIDs (current, bitmap, history) and the disk state this node
+    /// reported: with three nodes they can move during the handshake (a resync with a third
+    /// node ends or starts), and a decision from newer facts than the peer's could make both
+    /// sides the sync target.
+    sent_uuids: Option<(GenUuid, GenUuid, Vec<GenUuid>)>,
+    sent_disk: Option<DiskState>,
     /// The flags of this node's `Sizes` (`drbdadm resize` here: RESIZE, NO_RESYNC).
     pub(super) own_sizes_flags: SizesFlags,
     /// The peer's `Sizes` said NO_RESYNC (`resize --assume-clean` there).
@@ -198,12 +205,26 @@ impl Engine {
             UuidFlags::empty()
         };
         let uuids = self.my_uuids_packet(node, extra);
-        if let Packet::Uuids { dirty_bits, .. } = &uuids
-            && let Some(hs) = self.peers.get_mut(&node).and_then(|c| c.hs.as_mut())
-        {
-            hs.sent_dirty_bits = *dirty_bits;
-        }
         let state = self.my_state_packet(node);
+        if let (
+            Packet::Uuids {
+                dirty_bits,
+                current,
+                bitmap,
+                history,
+                ..
+            },
+            Packet::State { disk, .. },
+            Some(hs),
+        ) = (
+            &uuids,
+            &state,
+            self.peers.get_mut(&node).and_then(|c| c.hs.as_mut()),
+        ) {
+            hs.sent_dirty_bits = *dirty_bits;
+            hs.sent_uuids = Some((*current, *bitmap, history.clone()));
+            hs.sent_disk = Some(*disk);
+        }
         for packet in [sizes, uuids, state] {
             self.send(node, packet);
         }
@@ -248,6 +269,9 @@ impl Engine {
                 if d.sb.flags & flags::CRASHED_PRIMARY != 0 {
                     fl = fl | UuidFlags::CRASHED_PRIMARY;
                 }
+                if d.sb.flags & flags::PRIMARY_LOST_QUORUM != 0 {
+                    fl = fl | UuidFlags::PRIMARY_LOST_QUORUM;
+                }
                 if d.sb.current_uuid.same_as(GenUuid::JUST_CREATED) {
                     fl = fl | UuidFlags::JUST_CREATED;
                 }
@@ -288,6 +312,9 @@ impl Engine {
         let mut fl = StateFlags::empty();
         if c.is_some_and(|c| c.user_paused) {
             fl = StateFlags(fl.bits() | StateFlags::USER_ISP.bits());
+        }
+        if self.st.quorum() {
+            fl = StateFlags(fl.bits() | StateFlags::QUORATE.bits());
         }
         Packet::State {
             role: self.st.role(),
@@ -335,6 +362,7 @@ impl Engine {
         }
         if let Some(c) = self.peers.get_mut(&node) {
             c.link_gen += 1;
+            c.peer_quorate = false;
         }
         let was_connected = self
             .peers
@@ -369,6 +397,8 @@ impl Engine {
             c.rs = None;
             c.ov = None;
             c.peer_paused = false;
+            c.deferred_rs.clear();
+            c.resync_asked = false;
         }
     }
 
@@ -518,6 +548,14 @@ impl Engine {
                 hs.peer_resize = flags.contains(SizesFlags::RESIZE);
                 hs.peer_user = user;
             }
+            Packet::Uuids { current, flags, .. }
+                if hs.uuids.is_some() && flags.contains(UuidFlags::NEW_DATAGEN) =>
+            {
+                // The peer moved to a new generation after it sent its handshake UUIDs (it
+                // decided first and wrote): the decision stays with the UUIDs both sides
+                // compared; the new one is noted for the end of a resync from it.
+                return self.peer_new_uuid(node, current, flags);
+            }
             Packet::Uuids {
                 current,
                 bitmap,
@@ -525,6 +563,9 @@ impl Engine {
                 dirty_bits,
                 flags,
             } => {
+                // What a resync from the peer ends in (updated by a later NEW_DATAGEN).
+                c.peer_current = current;
+                c.peer_history.clone_from(&history);
                 hs.uuids = Some(PeerUuids {
                     current,
                     bitmap,
@@ -538,6 +579,7 @@ impl Engine {
             } => {
                 hs.state = Some((role, disk));
                 c.peer_paused = flags.contains(StateFlags::USER_ISP);
+                c.peer_quorate = flags.contains(StateFlags::QUORATE);
             }
             Packet::BitmapRle { chunk, last, data } => {
                 return self.bitmap_chunk(node, chunk, last, &data);
@@ -567,9 +609,6 @@ impl Engine {
         // `resize --assume-clean` on either side: a new area is taken as equal.
         let clean = hs.peer_no_resync || hs.own_sizes_flags.contains(SizesFlags::NO_RESYNC);
         let peer_dry_run = hs.peer_dry_run;
-        if let Some(c) = self.peers.get_mut(&node) {
-            c.peer_current = pu.current;
-        }
         let Some(d) = self.disk.as_ref() else {
             return self.established_diskless(node, peer_role, peer_disk);
         };
@@ -675,7 +714,11 @@ impl Engine {
             self.bitmap_uuid_to_history(node);
         }
         if outcome.disconnects() {
-            let retry = outcome.strategy == SyncStrategy::SyncTargetPrimaryReconnect;
+            let retry = matches!(
+                outcome.strategy,
+                SyncStrategy::SyncTargetPrimaryReconnect
+                    | SyncStrategy::InconsistentSourceReconnect
+            );
             return self.drop_link(node, !retry);
         }
         if outcome.demote_first {
@@ -737,7 +780,7 @@ impl Engine {
         self.start_replication(node, protocol);
         if strategy != SyncStrategy::NoSync {
             // Both sides end the resync in the source's generation, the one compared now.
-            self.new_uuid_due = false;
+            self.uuid_not_due_for(node);
         }
         if strategy == SyncStrategy::NoSync {
             return self.established_in_sync(node, peer_role, peer_disk);
@@ -835,18 +878,26 @@ impl Engine {
     /// This node's side of the UUID comparison toward `node`.
     fn my_uuid_set(&self, node: NodeId, protocol: Protocol) -> UuidSet {
         let d = self.disk.as_ref();
+        let hs = self.peers.get(&node).and_then(|c| c.hs.as_ref());
+        let (current, bitmap, history) = match hs.and_then(|h| h.sent_uuids.clone()) {
+            Some(sent) => sent,
+            None => (
+                d.map_or(GenUuid::ZERO, |d| d.sb.current_uuid),
+                d.and_then(|d| d.sb.peer(node))
+                    .map_or(GenUuid::ZERO, |p| p.bitmap_uuid),
+                d.map_or(Vec::new(), |d| d.sb.history.to_vec()),
+            ),
+        };
         UuidSet {
             node_id: self.cfg.node_id,
-            current: d.map_or(GenUuid::ZERO, |d| d.sb.current_uuid),
-            bitmap: d
-                .and_then(|d| d.sb.peer(node))
-                .map_or(GenUuid::ZERO, |p| p.bitmap_uuid),
-            history: d.map_or(Vec::new(), |d| d.sb.history.to_vec()),
+            current,
+            bitmap,
+            history,
             crashed_primary: d.is_some_and(|d| d.sb.flags & flags::CRASHED_PRIMARY != 0),
             reconnect: self.peers.get(&node).is_some_and(|c| c.was_established),
-            primary_lost_quorum: false,
+            primary_lost_quorum: d.is_some_and(|d| d.sb.flags & flags::PRIMARY_LOST_QUORUM != 0),
             role: self.st.role(),
-            disk: self.st.disk(),
+            disk: hs.and_then(|h| h.sent_disk).unwrap_or(self.st.disk()),
             discard_my_data: self.peers.get(&node).is_some_and(|c| c.discard_my_data),
             dirty_bits: self
                 .peers
@@ -878,7 +929,7 @@ impl Engine {
     /// No resync: both sides hold the same generation.
     fn established_in_sync(&mut self, node: NodeId, peer_role: Role, peer_disk: DiskState) {
         // In the same generation as the peer: a UUID that was due is not needed any more.
-        self.new_uuid_due = false;
+        self.uuid_not_due_for(node);
         let consistent = |s: DiskState| s >= DiskState::Outdated && s != DiskState::DUnknown;
         let both = consistent(self.st.disk()) && consistent(peer_disk);
         if let Some(c) = self.peers.get_mut(&node) {
@@ -1072,6 +1123,17 @@ impl Engine {
             self.peer_log(node, "peer bitmap has the wrong size".to_string());
             return self.drop_link(node, false);
         }
+        // A Primary's resync to this node fetches what this peer's marks say too (the resync
+        // with this peer waits for it: see `resync_pump`).
+        if let Some(writer) = self.writer_besides(node)
+            && self
+                .peers
+                .get(&writer)
+                .is_some_and(|c| c.rs.as_ref().is_some_and(|rs| !rs.source))
+            && let Some(d) = self.disk.as_mut()
+        {
+            d.gather_marks_into(writer);
+        }
         if let Some(c) = self.peers.get_mut(&node) {
             c.hs = None;
         }
@@ -1115,6 +1177,14 @@ impl Engine {
             return;
         };
         c.peer_paused = fl.contains(StateFlags::USER_ISP);
+        let quorate_changed = c.peer_quorate != fl.contains(StateFlags::QUORATE);
+        c.peer_quorate = fl.contains(StateFlags::QUORATE);
+        if quorate_changed {
+            self.recheck_quorum();
+        }
+        let Some(c) = self.peers.get_mut(&node) else {
+            return;
+        };
         let my_repl = c.st.repl();
         let was_target = matches!(c.peer_repl, ReplState::SyncTarget | ReplState::PausedSyncT);
         c.peer_repl = repl;
@@ -1158,6 +1228,7 @@ impl Engine {
         }
         if repl == ReplState::SyncSource
             && my_repl == ReplState::Established
+            && fl.contains(StateFlags::KEEP_BITMAP)
             && self.peers.get(&node).is_some_and(|c| c.rs.is_none())
         {
             // `invalidate-remote --reset-bitmap=no` there (its marks came first as OutOfSync).
@@ -1213,15 +1284,26 @@ impl Engine {
             self.flush_bitmap_if_dirty();
             self.broadcast_state();
         } else if in_sync && self.st.disk() == DiskState::UpToDate {
-            let old = d.sb.current_uuid;
-            d.sb.push_history(old);
-            d.sb.current_uuid = current;
+            // Into the peer's new generation; a third node not in sync with this one keeps
+            // the old generation as its bitmap UUID (it lacks what the new one writes).
+            let followers = self.generation_followers();
+            if let Some(d) = self.disk.as_mut() {
+                move_to_generation(&mut d.sb, current, &|n| n == node || followers.contains(&n));
+            }
             self.peer_log(node, format!("new current UUID {current} from peer"));
             self.sb_changed();
-        } else {
+        } else if let Some(c) = self.peers.get_mut(&node) {
+            // Not in sync: the peer's newest generation is remembered. A resync from it (one
+            // running, or one its handshake starts) ends in it: the writes of the new
+            // generation reach this node as they happen. (Third nodes this node is not in
+            // sync with got their bitmap UUIDs when the resync started.)
+            let previous = std::mem::replace(&mut c.peer_current, current);
+            if !previous.is_zero() && !previous.same_as(current) {
+                c.peer_history.insert(0, previous);
+            }
             self.peer_log(
                 node,
-                format!("new current UUID {current} from peer ignored (not in sync)"),
+                format!("new current UUID {current} from peer noted (not in sync)"),
             );
         }
     }
@@ -1257,6 +1339,19 @@ impl Engine {
             .collect()
     }
 
+    /// `node` is back in this node's generation: a new one due for its absence is not needed
+    /// any more, unless another peer with a disk is still away (three nodes: the generation
+    /// must still tell the others that that one lacks what comes).
+    fn uuid_not_due_for(&mut self, node: NodeId) {
+        let others_away = self
+            .peers
+            .iter()
+            .any(|(n, c)| *n != node && !c.replicating() && !c.info.intentional_diskless);
+        if !others_away {
+            self.new_uuid_due = false;
+        }
+    }
+
     /// After a forced promotion: every connected peer without good data gets a full sync.
     pub(super) fn full_sync_inconsistent_peers(&mut self) {
         for node in self.established_peers() {
@@ -1274,12 +1369,7 @@ impl Engine {
     /// Keeps the generation toward a connected peer: rotate the current UUID so that the
     /// source's generation is new and the target can tell it later.
     pub(super) fn new_generation_for_sync(&mut self) {
-        if let Some(d) = self.disk.as_mut() {
-            let primary = self.st.role() == Role::Primary;
-            rotate_current(&mut d.sb, &mut self.uuids, primary);
-            let u = d.sb.current_uuid;
-            self.log(format!("new current UUID: {u}"));
-            self.sb_changed();
-        }
+        let primary = self.st.role() == Role::Primary;
+        self.new_generation(primary);
     }
 }

@@ -50,6 +50,32 @@ impl Disk {
         self.bitmaps.get(usize::from(idx))
     }
 
+    /// Marks for `node` every block marked for any other peer; returns the bits newly set.
+    pub(super) fn gather_marks_into(&mut self, node: NodeId) -> u64 {
+        let Some(to) = self.sb.peer(node).and_then(|p| p.bitmap_index) else {
+            return 0;
+        };
+        let to = usize::from(to);
+        let others: Vec<usize> = self
+            .sb
+            .peers
+            .iter()
+            .filter(|p| p.node_id.is_some() && p.node_id != Some(node))
+            .filter_map(|p| p.bitmap_index.map(usize::from))
+            .filter(|i| *i != to)
+            .collect();
+        let mut added = 0;
+        for i in others {
+            let Some(src) = self.bitmaps.get(i).cloned() else {
+                continue;
+            };
+            if let Some(dst) = self.bitmaps.get_mut(to) {
+                added += dst.union_with(&src).unwrap_or(0);
+            }
+        }
+        added
+    }
+
     /// The bitmap for `node`, to change.
     pub(super) fn bitmap_mut(&mut self, node: NodeId) -> Option<&mut Bitmap> {
         let idx = self.sb.peer(node)?.bitmap_index?;
@@ -142,26 +168,40 @@ impl Engine {
             Some(rec) => ActivityLog::from_recovery(rec),
             None => ActivityLog::new(sb.al_extents, u64::from(a.al_blocks)),
         };
-        if sb.flags & flags::AL_CLEAN == 0 && sb.flags & flags::PRIMARY_IND != 0 {
+        let crashed_primary = sb.flags & flags::PRIMARY_IND != 0;
+        if sb.flags & flags::AL_CLEAN == 0 {
             // A Primary stopped uncleanly: every extent the AL says was hot may differ from
-            // the peers. (A Secondary that crashed needs no such marks: every write it got
-            // came from a Primary, which keeps each one it has not seen flushed here in its
-            // transfer log and marks it when the link drops, or, if it crashed as well, has
-            // the same extents in its own AL. Marking them here too would resync whole 4 MiB
-            // extents after every Secondary restart.)
+            // the peers. A Secondary that crashed needs no such marks toward the peers in
+            // its generation: every write it got came from a Primary, which keeps each one
+            // it has not seen flushed here in its transfer log and marks it when the link
+            // drops, or, if it crashed as well, has the same extents in its own AL (marking
+            // them here too would resync whole 4 MiB extents after every Secondary restart).
+            // But toward a peer it knows to be behind (a bitmap UUID: three nodes, a third
+            // node away) its own marks are the record, and the last of them may not have
+            // reached the disk: the hot extents are marked for that peer.
+            let behind: Vec<usize> = sb
+                .peers
+                .iter()
+                .filter(|p| p.node_id.is_some() && !p.bitmap_uuid.is_zero())
+                .filter_map(|p| p.bitmap_index.map(usize::from))
+                .collect();
             let hot = a.al.as_ref().map(|r| r.extents.clone()).unwrap_or_default();
             let mut marked = 0;
             for e in &hot {
                 let start = u64::from(e.0) * AL_EXTENT_SIZE;
-                for bm in bitmaps.iter_mut() {
-                    marked += mark_bytes(bm, start, AL_EXTENT_SIZE, a.data_bytes);
+                for (i, bm) in bitmaps.iter_mut().enumerate() {
+                    if crashed_primary || behind.contains(&i) {
+                        marked += mark_bytes(bm, start, AL_EXTENT_SIZE, a.data_bytes);
+                    }
                 }
             }
-            self.log(format!(
-                "Marked additional {} KB as out-of-sync based on AL ({} extents)",
-                marked * BM_BLOCK_SIZE / 1024,
-                hot.len()
-            ));
+            if crashed_primary || marked > 0 {
+                self.log(format!(
+                    "Marked additional {} KB as out-of-sync based on AL ({} extents)",
+                    marked * BM_BLOCK_SIZE / 1024,
+                    hot.len()
+                ));
+            }
         }
         if sb.flags & flags::PRIMARY_IND != 0 {
             sb.flags |= flags::CRASHED_PRIMARY;
@@ -475,27 +515,46 @@ pub(super) fn disk_state_from_flags(f: u32) -> DiskState {
     }
 }
 
-/// Starts a new data generation while no peer is connected: the old current UUID becomes the
-/// bitmap UUID of each peer whose bitmap was clean (the bitmap now records changes since that
-/// generation), otherwise it goes into the history. It keeps its role bit, as DRBD's does: the
-/// after-sb `discard-younger/older-primary` policies read it. The just-created sentinel is not a
-/// generation and is dropped.
-pub(super) fn rotate_current(sb: &mut Superblock, uuids: &mut UuidGen, primary: bool) {
+/// Starts a new data generation (a fresh UUID; see [`move_to_generation`]). It keeps its role
+/// bit, as DRBD's does: the after-sb `discard-younger/older-primary` policies read it.
+pub(super) fn rotate_current(
+    sb: &mut Superblock,
+    uuids: &mut UuidGen,
+    primary: bool,
+    follows: &dyn Fn(NodeId) -> bool,
+) {
+    let new = uuids.next(primary);
+    move_to_generation(sb, new, follows);
+}
+
+/// Makes `new` the current UUID. Peers that `follows` (connected and in sync: they are told
+/// and move along) keep a clean bitmap UUID; for every other peer the old current UUID
+/// becomes its bitmap UUID if its bitmap was clean (the bitmap now records the changes since
+/// that generation). The old UUID goes into the history when a peer follows or already had a
+/// bitmap UUID. The just-created sentinel is not a generation and is dropped.
+pub(super) fn move_to_generation(
+    sb: &mut Superblock,
+    new: GenUuid,
+    follows: &dyn Fn(NodeId) -> bool,
+) {
     let old = sb.current_uuid;
     if !old.same_as(GenUuid::JUST_CREATED) && !old.is_zero() {
         let mut into_history = false;
-        for p in sb.peers.iter_mut().filter(|p| p.node_id.is_some()) {
-            if p.bitmap_uuid.is_zero() {
-                p.bitmap_uuid = old;
-            } else {
+        for p in sb.peers.iter_mut() {
+            let Some(node) = p.node_id else {
+                continue;
+            };
+            if follows(node) || !p.bitmap_uuid.is_zero() {
                 into_history = true;
+            } else {
+                p.bitmap_uuid = old;
             }
         }
         if into_history {
             sb.push_history(old);
         }
     }
-    sb.current_uuid = uuids.next(primary);
+    sb.current_uuid = new;
 }
 
 /// Sets the bits of every 4 KiB block touched by `[offset, offset+len)`, clipped to the device;

@@ -5,7 +5,7 @@ use super::remote_read::ReadFrom;
 use super::replicate::INTERNAL;
 use super::requests::{IoResult, Request};
 use super::{Action, AlStep, Engine, Event, IoError, IoOp, Origin, QueuedAl, rotate_current};
-use crate::repl::state::Role;
+use crate::repl::state::{DiskState, ReplState, Role};
 use crate::types::{AL_EXTENT_SIZE, ExtentNr, NodeId, ReqId};
 
 impl Engine {
@@ -58,6 +58,11 @@ impl Engine {
             return;
         };
         let written = r.op.written_range();
+        if self.st.role() != Role::Primary {
+            // Checked first: a Secondary whose I/O is suspended (it lost quorum as Primary and
+            // was demoted by force) fails its openers' requests rather than freezing them.
+            return self.refuse(id, IoError::NotPrimary);
+        }
         if self.st.io_frozen() {
             // `susp-io( fencing )` or `( user )`: queued, not failed, until fence-peer answers
             // or resume-io.
@@ -68,8 +73,9 @@ impl Engine {
             self.reqs.modify(id, Event::Suspend);
             return;
         }
-        if self.st.role() != Role::Primary {
-            return self.refuse(id, IoError::NotPrimary);
+        if self.quorum_fails_io() {
+            // `on-no-quorum io-error` (DRBD's `cached_err_io`).
+            return self.refuse(id, IoError::NoQuorum);
         }
         if let (Some((offset, len)), Some(d)) = (r.op.range(), self.disk.as_ref())
             && offset.saturating_add(len) > d.data_bytes
@@ -149,12 +155,80 @@ impl Engine {
             return;
         }
         self.new_uuid_due = false;
-        if let Some(d) = self.disk.as_mut() {
-            rotate_current(&mut d.sb, &mut self.uuids, true);
-            let uuid = d.sb.current_uuid;
-            self.log(format!("new current UUID: {uuid}"));
-        }
+        self.new_generation(true);
+    }
+
+    /// Peers that move into a new data generation with this node: replicating and UpToDate.
+    /// (A peer that is behind keeps the old generation as its bitmap UUID instead.)
+    pub(super) fn generation_followers(&self) -> std::collections::BTreeSet<NodeId> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| {
+                p.replicating()
+                    && p.st.repl() == ReplState::Established
+                    && p.st.disk() == DiskState::UpToDate
+            })
+            .map(|(n, _)| *n)
+            .collect()
+    }
+
+    /// Starts a new data generation (`primary`: with the Primary role bit) and tells the
+    /// peers that follow into it (DRBD 9 sends the new current UUID to the connected peers;
+    /// with three nodes the one in sync must know that a third, absent one lacks what comes).
+    pub(super) fn new_generation(&mut self, primary: bool) {
+        let followers = self.generation_followers();
+        let Some(d) = self.disk.as_mut() else {
+            return;
+        };
+        rotate_current(&mut d.sb, &mut self.uuids, primary, &|n| {
+            followers.contains(&n)
+        });
+        let uuid = d.sb.current_uuid;
+        self.log(format!("new current UUID: {uuid}"));
         self.sb_changed();
+        // The followers move along; every other peer that gets this node's writes (a
+        // SyncTarget, or one whose resync is about to start) notes it and adopts it when its
+        // resync from here ends (it gets the writes of the new generation as they happen).
+        let targets: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(n, p)| p.replicating() && !followers.contains(n))
+            .map(|(n, _)| *n)
+            .collect();
+        for node in followers.into_iter().chain(targets) {
+            let p = self.my_uuids_packet(node, crate::repl::wire::UuidFlags::NEW_DATAGEN);
+            self.send(node, p);
+        }
+    }
+
+    /// Fails every application request in the table: those held or not yet admitted now,
+    /// those in flight when they finish.
+    pub(super) fn fail_app_requests(&mut self, why: &str) {
+        let held = self.reqs.take_held();
+        let waiting = self.reqs.in_state(|s| {
+            matches!(
+                s,
+                super::requests::State::Frozen | super::requests::State::Suspended
+            )
+        });
+        let in_flight: Vec<ReqId> = self
+            .reqs
+            .iter()
+            .filter(|r| matches!(r.origin, Origin::App))
+            .map(|r| r.id)
+            .filter(|id| !waiting.contains(id))
+            .collect();
+        let n = held.len() + waiting.len() + in_flight.len();
+        if n > 0 {
+            self.log(format!("{n} application requests failed ({why})"));
+        }
+        for r in held {
+            self.answer(r.id, Err(IoError::NotPrimary));
+        }
+        for id in waiting {
+            self.refuse(id, IoError::NotPrimary);
+        }
+        self.doomed.extend(in_flight);
     }
 
     /// Answers a request that never reached the disk.
@@ -261,19 +335,43 @@ impl Engine {
         need
     }
 
-    /// Marks the written blocks out of sync for every peer that will not get the write.
-    pub(super) fn mark_out_of_sync(&mut self, offset: u64, len: u64) {
+    /// Marks the written blocks out of sync for every peer that will not get the write (a
+    /// diskless client has no data to be out of sync: DRBD keeps no bitmap for it). Returns
+    /// those peers.
+    pub(super) fn mark_out_of_sync(&mut self, offset: u64, len: u64) -> Vec<NodeId> {
         let behind: Vec<NodeId> = self
             .peers
-            .keys()
-            .copied()
-            .filter(|n| !self.gets_writes(*n))
+            .iter()
+            .filter(|(n, p)| !p.info.intentional_diskless && !self.gets_writes(**n))
+            .map(|(n, _)| *n)
             .collect();
+        if let Some(d) = self.disk.as_mut() {
+            for node in &behind {
+                d.mark(*node, offset, len);
+            }
+        }
+        behind
+    }
+
+    /// A Secondary marks a replicated write for a third node that does not get it: from its
+    /// current generation on, that node is behind (its bitmap UUID says so, as a Primary's
+    /// says it once it starts a new generation). Without it, the third node's older data
+    /// would compare as equal to this node's, and the newer blocks could be resynced away.
+    pub(super) fn mark_for_absent(&mut self, offset: u64, len: u64) {
+        let behind = self.mark_out_of_sync(offset, len);
         let Some(d) = self.disk.as_mut() else {
             return;
         };
-        for node in behind {
-            d.mark(node, offset, len);
+        let own = d.sb.current_uuid;
+        let mut changed = false;
+        for p in d.sb.peers.iter_mut() {
+            if p.node_id.is_some_and(|n| behind.contains(&n)) && p.bitmap_uuid.is_zero() {
+                p.bitmap_uuid = own;
+                changed = true;
+            }
+        }
+        if changed {
+            self.sb_changed();
         }
     }
 
@@ -392,6 +490,9 @@ impl Engine {
         match r.origin {
             Origin::App => {
                 let mut result = local;
+                if self.doomed.remove(&r.id) {
+                    result = Err(IoError::NotPrimary);
+                }
                 // DRBD completes a write the peer has even if the local disk failed it, unless
                 // `pass_on` asks to report local errors (the failed blocks are marked already).
                 let masks = self
@@ -400,6 +501,12 @@ impl Engine {
                     .is_some_and(|d| d.on_io_error != crate::config::OnIoError::PassOn);
                 if matches!(result, Err(IoError::Disk(_))) && r.peer_ok && masks {
                     result = Ok(None);
+                }
+                if result.is_ok() && self.quorum_fails_io() {
+                    // Written here, maybe on some peers, but this partition has no quorum:
+                    // the other side may promote without it, so it is not acknowledged
+                    // (DRBD fails it at completion the same way).
+                    result = Err(IoError::NoQuorum);
                 }
                 self.answer(r.id, result);
                 if !self.reqs.iter().any(|q| !q.owed.is_empty()) {

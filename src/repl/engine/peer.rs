@@ -44,6 +44,9 @@ pub(super) struct Peer {
     pub was_established: bool,
     /// The peer's current UUID from its last `Uuids` (a SyncTarget adopts it at the end).
     pub peer_current: GenUuid,
+    /// The peer's history UUIDs from its last `Uuids`, newest first: a SyncTarget takes them
+    /// over with the data (three nodes: its own history may lack generations it skipped).
+    pub peer_history: Vec<GenUuid>,
     /// `connect --discard-my-data`: this node gives up its changes in the next split brain.
     /// Sent in `ProtocolParams` and `Uuids`; cleared once a handshake has decided.
     pub discard_my_data: bool,
@@ -53,6 +56,14 @@ pub(super) struct Peer {
     /// after its link went does not answer or feed a later connection (DRBD drains them
     /// before it reconnects; here they may finish any time, and are ignored).
     pub link_gen: u64,
+    /// The peer said it has quorum (its last `State`; false while disconnected).
+    pub peer_quorate: bool,
+    /// Resync requests of this peer (sector, block id, size, csum digest) that wait until
+    /// this node's own disk is no longer Inconsistent (it is the target of another resync
+    /// and would serve data it does not have yet).
+    pub deferred_rs: Vec<(crate::types::Sector, u64, u32, Option<bytes::Bytes>)>,
+    /// This node asked the peer for a resync of the rest (`resync_elsewhere`), on this link.
+    pub resync_asked: bool,
     /// Reading this peer's data stream is paused (`max-buffers`, [`super::Action::ReceiveData`]).
     pub receive_paused: bool,
 }
@@ -75,9 +86,13 @@ impl Peer {
             sent: 0,
             was_established: false,
             peer_current: GenUuid::ZERO,
+            peer_history: Vec::new(),
             discard_my_data: false,
             tentative: false,
             link_gen: 0,
+            peer_quorate: false,
+            deferred_rs: Vec::new(),
+            resync_asked: false,
             receive_paused: false,
         }
     }

@@ -112,11 +112,15 @@ impl Engine {
     /// write (DRBD's `NEW_CUR_UUID`). Without the new generation a later handshake would find
     /// the same UUID on both sides and resync nothing.
     pub(super) fn lost_peer_data(&mut self, node: NodeId, old: DiskState, new: DiskState) {
+        // Writes it had not confirmed, or that still wait for it and complete without it
+        // now (a lost link has marked its transfer log already): this node's data differs
+        // from the peer's at once.
         let unconfirmed = self
             .peers
             .get(&node)
             .and_then(|p| p.session.as_ref())
-            .is_some_and(|l| !l.tl.is_empty());
+            .is_some_and(|l| !l.tl.is_empty())
+            || self.reqs.iter().any(|r| r.awaits(node));
         self.mark_unconfirmed(node);
         // Requests stop waiting for a peer whose disk is gone: what they wrote is marked.
         self.stop_waiting_for(node);
@@ -128,12 +132,25 @@ impl Engine {
             .as_ref()
             .and_then(|d| d.sb.peer(node))
             .is_some_and(|p| !p.bitmap_uuid.is_zero());
-        if split {
+        // With another peer that gets this node's writes (three nodes) a new one starts all
+        // the same: that peer must learn that `node` lacks what comes now, and only a
+        // generation it moves into with this node (at once, or at the end of its resync)
+        // tells it; its own marks do not move its UUIDs, which would still compare equal
+        // with `node`'s.
+        let others_get_writes = self
+            .peers
+            .iter()
+            .any(|(n, c)| *n != node && c.replicating());
+        if split && !others_get_writes {
             return;
         }
         let failed = old == DiskState::UpToDate
             && matches!(new, DiskState::Failed | DiskState::Inconsistent);
-        if !(unconfirmed || failed) {
+        // A Primary without quorum starts no generation now (DRBD defers the bump until I/O
+        // resumes): what it wrote unconfirmed stays in the old generation, so that the side
+        // with quorum, which may promote and start its own, makes it the sync target instead
+        // of finding a split brain. Its next write, which needs quorum back, starts it.
+        if !(unconfirmed || failed) || !self.st.quorum() {
             self.new_uuid_due = true;
             return;
         }
@@ -616,7 +633,8 @@ impl Engine {
         };
         let (off, len) = op.written_range().unwrap_or((offset, 0));
         let al_seq = self.activate_extents(off, len);
-        self.mark_out_of_sync(off, len);
+        self.mark_for_absent(off, len);
+        self.resync_overwritten_except(off, len, Some(node));
         self.queue_internal(
             Origin::PeerWrite {
                 node,

@@ -607,6 +607,12 @@ impl Requests {
         if hold {
             return Vec::new();
         }
+        self.take_held()
+    }
+
+    /// Takes the application requests whose answers are held (a Primary that stops being
+    /// one answers them with an error), in arrival order.
+    pub fn take_held(&mut self) -> Vec<Request> {
         let mut held: Vec<(u64, ReqId)> = self
             .reqs
             .values()

@@ -156,6 +156,21 @@ impl Engine {
     /// Starts the resync with `node` after the bitmaps were exchanged (or a full sync was
     /// requested).
     pub(super) fn resync_start(&mut self, node: NodeId, source: bool) {
+        if !source && self.st.disk() <= DiskState::Inconsistent {
+            // An Inconsistent target fetches from this source everything it may lack: what
+            // is marked toward any peer (three nodes: a resync from another one may have
+            // been cut short; DRBD copies that peer's bitmap the same way).
+            if let Some(d) = self.disk.as_mut() {
+                d.gather_marks_into(node);
+            }
+        }
+        if !source {
+            // From here on this disk takes in the source's newer data; a third node that is
+            // not in the source's generation with this one lacks it from this node's current
+            // generation on. Its bitmap UUID says so, or that node's older data could later
+            // be resynced over what this node got (three nodes).
+            self.mark_others_behind(node);
+        }
         let oos = self
             .disk
             .as_ref()
@@ -301,6 +316,13 @@ impl Engine {
             self.send(node, p);
         }
         self.resync_start(node, true);
+        // The peer tells this start from a State it sent during an earlier resync (one that
+        // reached it after that resync had ended there) by the flag.
+        let mut p = self.my_state_packet(node);
+        if let Packet::State { flags, .. } = &mut p {
+            *flags = *flags | crate::repl::wire::StateFlags::KEEP_BITMAP;
+        }
+        self.send(node, p);
         Ok(())
     }
 
@@ -361,10 +383,15 @@ impl Engine {
         let Some(bm) = d.bitmap(node) else {
             return;
         };
+        // A Primary other than this source writes to this disk directly: a block read on
+        // the source may predate a write this node has already applied (three nodes; DRBD
+        // orders them with dagtags). Such a resync waits; the data comes from the Primary
+        // (`resync_elsewhere`), and the resync ends with the Primary's.
+        let foreign_writer = self.writer_besides(node).is_some();
         let Some(c) = self.peers.get_mut(&node) else {
             return;
         };
-        let paused = c.user_paused || c.peer_paused;
+        let paused = c.user_paused || c.peer_paused || foreign_writer;
         let Some(rs) = c.rs.as_mut() else {
             return;
         };
@@ -472,14 +499,24 @@ impl Engine {
     /// UpToDate in the superblock; the states change, and the source hears of it, only once
     /// that is on disk ([`Engine::resync_target_persisted`]).
     fn resync_target_done(&mut self, node: NodeId) {
-        let peer_current = self
+        let (peer_current, peer_history) = self
             .peers
             .get(&node)
-            .map_or(GenUuid::ZERO, |c| c.peer_current);
+            .map_or((GenUuid::ZERO, Vec::new()), |c| {
+                (c.peer_current, c.peer_history.clone())
+            });
         if let Some(d) = self.disk.as_mut() {
             let old = d.sb.current_uuid;
             if !old.same_as(peer_current) && !old.same_as(GenUuid::JUST_CREATED) && !old.is_zero() {
                 d.sb.push_history(old);
+            }
+            // The source's history comes with its data: generations this node skipped (it
+            // was away while they were made) are its ancestry now too, newest first.
+            for uuid in peer_history.iter().rev() {
+                let known = d.sb.history.iter().any(|h| h.same_as(*uuid));
+                if !uuid.is_zero() && !known && !uuid.same_as(peer_current) {
+                    d.sb.push_history(*uuid);
+                }
             }
             d.sb.current_uuid = peer_current;
             if let Some(p) = d.sb.peers.iter_mut().find(|p| p.node_id == Some(node)) {
@@ -505,6 +542,7 @@ impl Engine {
         let csums =
             c.rs.as_ref()
                 .map(|rs| (rs.same_csum_bytes, rs.transferred_bytes));
+        self.end_resyncs_the_writer_covered(node);
         self.resync_end(node, String::new(), DiskState::UpToDate);
         let uses_csums = self.peer_info(node).is_some_and(|p| p.csums_alg.is_some());
         if let Some((same, sent)) = csums.filter(|_| uses_csums) {
@@ -572,8 +610,13 @@ impl Engine {
         let now = self.now;
         let rs = self.peers.get_mut(&node).and_then(|c| c.rs.take());
         let ok = disk == DiskState::UpToDate;
+        // A target that ends Inconsistent has written what it got too: it is still the target
+        // of another resync (three nodes), or keeps its own marks for blocks it failed to
+        // write, which the next handshake's bitmap exchange brings back. Only a target whose
+        // disk went away leaves every block marked here.
+        let transferred = ok || disk == DiskState::Inconsistent;
         let recorded = self.disk.as_mut().and_then(|d| d.stop_recording(node));
-        if ok && let Some(d) = self.disk.as_mut() {
+        if transferred && let Some(d) = self.disk.as_mut() {
             match recorded {
                 Some(marked) if !marked.overflow => {
                     if let Some(bm) = d.bitmap_mut(node) {
@@ -587,11 +630,15 @@ impl Engine {
                 // blocks again rather than lose one).
                 _ => {}
             }
-            d.bitmap_uuid_to_history(node);
+            if ok {
+                d.bitmap_uuid_to_history(node);
+            }
         }
         if let Some(rs) = &rs {
             let failures = if ok {
                 String::new()
+            } else if transferred {
+                format!("the target ends {disk} and keeps its own marks")
             } else {
                 format!("the target ends {disk}: every marked block stays marked")
             };
@@ -612,6 +659,152 @@ impl Engine {
         self.flush_bitmap_if_dirty();
         if ok {
             self.maybe_unfence(node);
+        }
+    }
+
+    /// Every peer but `source` that is not in sync with this node gets this node's current
+    /// UUID as its bitmap UUID, if it has none.
+    fn mark_others_behind(&mut self, source: NodeId) {
+        let followers = self.generation_followers();
+        let diskless: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(_, c)| c.info.intentional_diskless)
+            .map(|(n, _)| *n)
+            .collect();
+        let Some(d) = self.disk.as_mut() else {
+            return;
+        };
+        let own = d.sb.current_uuid;
+        if own.is_zero() || own.same_as(GenUuid::JUST_CREATED) {
+            return;
+        }
+        let mut changed = false;
+        for p in d.sb.peers.iter_mut() {
+            let Some(n) = p.node_id else {
+                continue;
+            };
+            if n != source
+                && !followers.contains(&n)
+                && !diskless.contains(&n)
+                && p.bitmap_uuid.is_zero()
+            {
+                p.bitmap_uuid = own;
+                changed = true;
+            }
+        }
+        if changed {
+            self.sb_changed();
+        }
+    }
+
+    /// A connected Primary other than `node` whose writes reach this disk directly.
+    pub(super) fn writer_besides(&self, node: NodeId) -> Option<NodeId> {
+        self.peers
+            .iter()
+            .find(|(n, c)| **n != node && c.replicating() && c.st.role() == Role::Primary)
+            .map(|(n, _)| *n)
+    }
+
+    /// An Inconsistent disk that no resync feeds (its source went away mid-way, or waits
+    /// for a Primary that writes here directly) asks a connected peer with UpToDate data,
+    /// the Primary if there is one, for the rest (as `invalidate --reset-bitmap=no` does: the
+    /// marks gathered at the start cover what other sources did not send).
+    pub(super) fn resync_elsewhere(&mut self) {
+        let fed = self.peers.iter().any(|(n, c)| {
+            c.hs.is_some()
+                || c.rs
+                    .as_ref()
+                    .is_some_and(|rs| !rs.source && self.writer_besides(*n).is_none())
+        });
+        if self.st.disk() != DiskState::Inconsistent || self.disk.is_none() || fed {
+            return;
+        }
+        let candidate = |c: &super::peer::Peer| {
+            c.replicating()
+                && c.st.repl() == ReplState::Established
+                && c.st.disk() == DiskState::UpToDate
+                && c.rs.is_none()
+                && !c.resync_asked
+        };
+        let primary = self
+            .peers
+            .iter()
+            .find(|(_, c)| candidate(c) && c.st.role() == Role::Primary);
+        let Some(node) = primary
+            .or_else(|| self.peers.iter().find(|(_, c)| candidate(c)))
+            .map(|(n, _)| *n)
+        else {
+            return;
+        };
+        if let Some(c) = self.peers.get_mut(&node) {
+            c.resync_asked = true;
+        }
+        self.peer_log(
+            node,
+            "this disk is Inconsistent and no resync feeds it: asking the peer for the rest"
+                .to_string(),
+        );
+        self.request_bitmap_resync(node);
+    }
+
+    /// The resync from `writer`, a Primary, has brought everything: the resyncs from other
+    /// peers that waited for it (`resync_pump`) end too. What this node had marked toward
+    /// them was gathered into the writer's resync, and they get the writer's writes as this
+    /// node does.
+    fn end_resyncs_the_writer_covered(&mut self, writer: NodeId) {
+        let waiting: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(n, c)| {
+                **n != writer
+                    && c.rs.as_ref().is_some_and(|rs| !rs.source)
+                    && self.writer_besides(**n) == Some(writer)
+            })
+            .map(|(n, _)| *n)
+            .collect();
+        for node in waiting {
+            if let Some(bm) = self.disk.as_mut().and_then(|d| d.bitmap_mut(node)) {
+                bm.clear_all();
+            }
+            let Some(rs) = self.peers.get_mut(&node).and_then(|c| c.rs.take()) else {
+                continue;
+            };
+            let now = self.now;
+            self.log_resync_done(node, &rs, now, "");
+            self.peer_log(
+                node,
+                format!(
+                    "everything came from the Primary ({})",
+                    self.peer_name(writer)
+                ),
+            );
+            self.force_change(Change::hard("resync-finished").repl(node, ReplState::Established));
+            let p = self.my_state_packet(node);
+            self.send(node, p);
+        }
+    }
+
+    /// Serves the resync requests deferred while this disk was Inconsistent, once it is not.
+    pub(super) fn serve_deferred_resync(&mut self) {
+        if self.st.disk() == DiskState::Inconsistent {
+            return;
+        }
+        let waiting: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(_, c)| !c.deferred_rs.is_empty())
+            .map(|(n, _)| *n)
+            .collect();
+        for node in waiting {
+            let reqs = self
+                .peers
+                .get_mut(&node)
+                .map(|c| std::mem::take(&mut c.deferred_rs))
+                .unwrap_or_default();
+            for (sector, block_id, size, digest) in reqs {
+                self.serve_resync_request(node, sector, block_id, size, digest);
+            }
         }
     }
 
@@ -695,6 +888,14 @@ impl Engine {
             .peers
             .get(&node)
             .is_some_and(|c| c.rs.as_ref().is_some_and(|rs| rs.source));
+        if serving && self.st.disk() == DiskState::Inconsistent {
+            // Three nodes: this source is itself a resync target right now (DRBD pauses it
+            // with `resync-suspended:dependency`). Served once its own disk is good.
+            if let Some(c) = self.peers.get_mut(&node) {
+                c.deferred_rs.push((sector, block_id, size, peer_digest));
+            }
+            return;
+        }
         let offset = sector.bytes();
         let in_range = offset
             .checked_add(u64::from(size))
@@ -896,7 +1097,22 @@ impl Engine {
     /// out for those blocks may bring older data back (the source may read before the write
     /// reaches it); their replies are not written (see `Resync::overwritten`).
     pub(super) fn resync_overwritten(&mut self, offset: u64, len: u64) {
-        for c in self.peers.values_mut() {
+        self.resync_overwritten_except(offset, len, None);
+    }
+
+    /// The same for a write replicated by `writer`: the resyncs from every other peer (three
+    /// nodes: a reply from a third node may hold what it had before this write reached it).
+    /// The writer's own resync replies are ordered after its writes on its link.
+    pub(super) fn resync_overwritten_except(
+        &mut self,
+        offset: u64,
+        len: u64,
+        writer: Option<NodeId>,
+    ) {
+        for (n, c) in self.peers.iter_mut() {
+            if Some(*n) == writer {
+                continue;
+            }
             let Some(rs) = c.rs.as_mut().filter(|rs| !rs.source) else {
                 continue;
             };

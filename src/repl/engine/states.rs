@@ -33,15 +33,22 @@ pub(super) struct NodeStates {
     disk: DiskState,
     susp_fen: bool,
     susp_user: bool,
+    /// `suspended:quorum`: derived from `quorum` and `on-no-quorum suspend-io` at every change.
+    susp_quorum: bool,
+    /// Quorum as enforced (always yes with `quorum off`).
+    quorum: bool,
 }
 
 impl NodeStates {
-    pub fn new() -> NodeStates {
+    /// `quorum`: whether quorum is enforced (a node starts without it, alone).
+    pub fn new(enforced: bool) -> NodeStates {
         NodeStates {
             role: Role::Secondary,
             disk: DiskState::Diskless,
             susp_fen: false,
             susp_user: false,
+            susp_quorum: false,
+            quorum: !enforced,
         }
     }
 
@@ -63,9 +70,19 @@ impl NodeStates {
         self.susp_user
     }
 
+    /// I/O frozen for lack of quorum (`susp-io( quorum )`).
+    pub fn susp_quorum(&self) -> bool {
+        self.susp_quorum
+    }
+
+    /// This node has quorum (always with `quorum off`).
+    pub fn quorum(&self) -> bool {
+        self.quorum
+    }
+
     /// New application requests wait (queued, not failed).
     pub fn io_frozen(&self) -> bool {
-        self.susp_fen || self.susp_user
+        self.susp_fen || self.susp_user || self.susp_quorum
     }
 }
 
@@ -120,6 +137,9 @@ pub(super) struct Change {
     disk: Option<DiskState>,
     susp_fen: Option<bool>,
     susp_user: Option<bool>,
+    /// `primary --force` without quorum: unreachable peers not known to be anything are taken
+    /// as Outdated (DRBD's `CS_FP_OUTDATE_PEERS`), which lets this node count without them.
+    outdate_unreachable: bool,
     peers: Vec<(NodeId, PeerChange)>,
 }
 
@@ -142,6 +162,7 @@ impl Change {
             disk: None,
             susp_fen: None,
             susp_user: None,
+            outdate_unreachable: false,
             peers: Vec::new(),
         }
     }
@@ -176,6 +197,11 @@ impl Change {
 
     pub fn susp_user(mut self, on: bool) -> Change {
         self.susp_user = Some(on);
+        self
+    }
+
+    pub fn outdate_unreachable(mut self) -> Change {
+        self.outdate_unreachable = true;
         self
     }
 
@@ -219,6 +245,8 @@ impl Engine {
             disk: self.st.disk,
             susp_fen: self.st.susp_fen,
             susp_user: self.st.susp_user,
+            susp_quorum: self.st.susp_quorum,
+            quorum: self.st.quorum,
             peers: self
                 .peers
                 .iter()
@@ -276,7 +304,20 @@ impl Engine {
             p.disk = pc.disk.unwrap_or(p.disk);
             p.repl = pc.repl.unwrap_or(p.repl);
         }
+        if c.outdate_unreachable {
+            for p in new.peers.iter_mut() {
+                if p.repl == ReplState::Off && p.disk == DiskState::DUnknown {
+                    p.disk = DiskState::Outdated;
+                }
+            }
+        }
         state_rules::sanitize(&old, &mut new);
+        // Quorum follows from the other states (DRBD computes it in `sanitize_state()`), so
+        // a change that loses it is checked, logged and acted on with it.
+        let verdict = self.quorum_verdict(&new);
+        new.quorum = verdict.have || !self.quorum_enforced();
+        new.susp_quorum =
+            !new.quorum && self.cfg.quorum.on_no_quorum == crate::config::OnNoData::SuspendIo;
         (old, new)
     }
 
@@ -310,6 +351,12 @@ impl Engine {
         };
         if let Err((e, rule)) = state_rules::check(&t, !c.hard) {
             self.log(format!("State change failed: {e} (rule {})", rule.id));
+            if e == StateError::NoQuorum {
+                let why = self
+                    .quorum_verdict(&new)
+                    .explain(new.disk <= DiskState::Attaching);
+                self.log(why);
+            }
             for line in self.describe(&old, &new, c.tag) {
                 self.actions
                     .push_back(super::Action::Log(format!("Failed: {line}")));
@@ -320,6 +367,8 @@ impl Engine {
         self.st.disk = new.disk;
         self.st.susp_fen = new.susp_fen;
         self.st.susp_user = new.susp_user;
+        self.st.susp_quorum = new.susp_quorum;
+        self.st.quorum = new.quorum;
         for pv in &new.peers {
             if let Some(p) = self.peers.get_mut(&pv.node) {
                 p.st.conn = pv.conn;
@@ -361,13 +410,9 @@ impl Engine {
         };
         let mut f = String::new();
         field(&mut f, "role", old.role, new.role);
-        if (old.susp_fen, old.susp_user) != (new.susp_fen, new.susp_user) {
-            let _ = write!(
-                f,
-                "susp-io( {} -> {} ) ",
-                suspended_str(old.susp_user, old.susp_fen),
-                suspended_str(new.susp_user, new.susp_fen)
-            );
+        let susp = |v: &View| suspended_str(v.susp_user, v.susp_fen, v.susp_quorum);
+        if susp(old) != susp(new) {
+            let _ = write!(f, "susp-io( {} -> {} ) ", susp(old), susp(new));
         }
         push(res.to_string(), std::mem::take(&mut f));
         for (o, n) in old.peers.iter().zip(&new.peers) {
@@ -379,6 +424,7 @@ impl Engine {
             );
         }
         field(&mut f, "disk", old.disk, new.disk);
+        field(&mut f, "quorum", yes_no(old.quorum), yes_no(new.quorum));
         push(format!("{res}/0"), std::mem::take(&mut f));
         for (o, n) in old.peers.iter().zip(&new.peers) {
             field(&mut f, "pdsk", o.disk, n.disk);
@@ -394,15 +440,51 @@ impl Engine {
     /// What follows from a committed change by itself (DRBD's `finish_state_change()` and
     /// `w_after_state_change()`, the parts udrbd has).
     fn after_state_change(&mut self, old: &View, new: &View) {
-        if old.susp_fen != new.susp_fen {
+        let c_forced = self.force_demote;
+        let target = |v: &View| {
+            v.peers
+                .iter()
+                .any(|p| matches!(p.repl, ReplState::WFBitMapT | ReplState::SyncTarget))
+        };
+        if !target(old) && target(new) {
+            // Answers held (no quorum, fencing) for writes this disk took while it was cut
+            // off: the resync that starts now may bring the peer's older data over them, so
+            // they are not acknowledged after all (DRBD's `on-suspended-primary-outdated`
+            // fails them the same way).
+            let held = self.reqs.take_held();
+            if !held.is_empty() {
+                self.log(format!(
+                    "{} held writes failed: this node becomes a sync target",
+                    held.len()
+                ));
+            }
+            for r in held {
+                self.answer(r.id, Err(super::IoError::NoData));
+            }
+        }
+        let holds = |v: &View| v.susp_fen || v.susp_quorum;
+        if holds(old) != holds(new) {
             // A freeze holds the application's answers (a write the lost peer may not have
-            // must not be acknowledged before that peer is fenced) and new requests; lifting
-            // it answers the held ones, then admits the frozen ones, in order.
-            for r in self.reqs.hold_answers(new.susp_fen) {
+            // must not be acknowledged before that peer is fenced, or while this node has no
+            // quorum) and new requests; lifting it answers the held ones, then admits the
+            // frozen ones, in order.
+            for r in self.reqs.hold_answers(holds(new)) {
                 self.finished(r);
             }
         }
-        let frozen = |v: &View| v.susp_fen || v.susp_user;
+        if old.quorum != new.quorum {
+            self.quorum_changed(old, new);
+        }
+        self.clear_outdated_marks(new);
+
+        if old.role == Role::Primary && new.role != Role::Primary && (holds(old) || c_forced) {
+            // `secondary --force` (or any demotion of a Primary whose answers were withheld):
+            // they never will be given now (the data may be replaced by a resync from the
+            // side that promoted), so every application request still here fails, as DRBD
+            // fails the I/O of a forced Secondary.
+            self.fail_app_requests("demoted by force or while I/O was suspended");
+        }
+        let frozen = |v: &View| v.susp_fen || v.susp_user || v.susp_quorum;
         if frozen(old) && !frozen(new) {
             self.thaw();
         }
@@ -476,12 +558,21 @@ fn field<T: PartialEq + std::fmt::Display>(out: &mut String, name: &str, old: T,
     }
 }
 
-/// DRBD's `susp_str()` for the reasons udrbd has: `no`, `user`, `fencing`, `user,fencing`.
-pub fn suspended_str(user: bool, fencing: bool) -> &'static str {
-    match (user, fencing) {
-        (false, false) => "no",
-        (true, false) => "user",
-        (false, true) => "fencing",
-        (true, true) => "user,fencing",
+/// DRBD's `susp_str()` for the reasons udrbd has, in DRBD's order: `no`, or a comma list of
+/// `user`, `fencing`, `quorum`.
+pub fn suspended_str(user: bool, fencing: bool, quorum: bool) -> String {
+    let reasons: Vec<&str> = [(user, "user"), (fencing, "fencing"), (quorum, "quorum")]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect();
+    if reasons.is_empty() {
+        "no".to_string()
+    } else {
+        reasons.join(",")
     }
+}
+
+/// `yes`/`no` as DRBD prints a flag in a state change.
+fn yes_no(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
 }

@@ -230,8 +230,17 @@ impl Engine {
         if force {
             c = c.force();
         }
-        self.validate(&c)?;
-        Ok(c)
+        match self.validate(&c) {
+            Err(StateError::NoQuorum) if force => {
+                // `primary --force` without quorum: the peers out of reach are declared
+                // Outdated (DRBD retries with `CS_FP_OUTDATE_PEERS`), which makes this node
+                // the last man standing. The operator vouches that they are down.
+                let c = c.outdate_unreachable();
+                self.validate(&c)?;
+                Ok(c)
+            }
+            r => r.map(|()| c),
+        }
     }
 
     /// Makes the promotion (`change` is re-checked: the states may have moved since it was
@@ -250,10 +259,18 @@ impl Engine {
         if let Some(d) = self.disk.as_mut() {
             d.sb.flags |= flags::PRIMARY_IND | flags::CONSISTENT | flags::WAS_UP_TO_DATE;
         }
-        // Without a peer to replicate to, the next write starts a new data generation (DRBD 9
-        // marks it due and creates it on the first write, so a promotion that never wrote
-        // cannot cause a split brain). With a peer replicating both stay in the same one.
-        self.new_uuid_due = !self.peers.values().any(|c| c.replicating());
+        // Peers a forced promotion declared Outdated stay so across a restart.
+        for node in self.unreachable_outdated_peers() {
+            self.set_peer_outdated_flag(node, true);
+        }
+        // With a peer (with a disk) that does not replicate, the next write starts a new data
+        // generation (DRBD 9 marks it due and creates it on the first write, so a promotion
+        // that never wrote cannot cause a split brain); the peers that replicate follow into
+        // it. With every peer replicating all stay in the same one.
+        self.new_uuid_due = self
+            .peers
+            .values()
+            .any(|c| !c.replicating() && !c.info.intentional_diskless);
         self.sb_changed();
         if forced {
             // A connected peer without good data gets everything from here.

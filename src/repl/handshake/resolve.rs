@@ -23,6 +23,11 @@ pub mod msg {
     pub const FULL_SYNC_AMBIGUOUS: &str = "Doing a full sync, since UUIDs where ambiguous.";
     pub const INCOMPATIBLE_DISCARD: &str = "incompatible discard-my-data settings";
     pub const RR_PRIMARY_TARGET: &str = "I shall become SyncTarget, but I am primary!";
+    pub const INCONSISTENT_SOURCE: &str = "I shall become SyncSource, but I am inconsistent!";
+    pub const PEER_INCONSISTENT_SOURCE: &str =
+        "I shall become SyncTarget, but the peer is inconsistent!";
+    pub const SPLIT_WHILE_INCONSISTENT: &str =
+        "The generations split, but one side is inconsistent: trying again after its resync";
     /// DRBD concatenates two literals without a space; kept verbatim.
     pub const RR_VIOLENTLY: &str = "Becoming SyncTarget, violating the stable-dataassumption";
     pub const RR_AUTO_DISCARD: &str = "reversing resync by auto-discard";
@@ -236,6 +241,10 @@ pub fn resolve_split_brain(d: Decision, ctx: &SbContext) -> SbOutcome {
 
     disk_states_to_strategy(&mut out, me.disk, peer.disk);
     stray_bits(&mut out, me, peer);
+    never_from_inconsistent(ctx, &mut out);
+    if out.strategy == S::InconsistentSourceReconnect {
+        return out;
+    }
 
     if out.strategy.is_split_brain() {
         out.handlers.push(Handler::InitialSplitBrain);
@@ -322,6 +331,33 @@ pub fn resolve_split_brain(d: Decision, ctx: &SbContext) -> SbOutcome {
     rr_conflict(ctx, &mut out);
     missed_finish(ctx, &mut out);
     out
+}
+
+/// An Inconsistent disk is never the source for one with good data (Consistent or UpToDate),
+/// whatever the generations say (DRBD's "I shall become SyncSource, but I am inconsistent!"):
+/// the connection is dropped and tried again. With three nodes the Inconsistent side may hold
+/// the newest generation (its disk failed and came back) while the newest data is on a third
+/// node, or be in the middle of its resync from a third node: neither side's data may
+/// overwrite the other's.
+fn never_from_inconsistent(ctx: &SbContext, out: &mut SbOutcome) {
+    let good = |d: DiskState| matches!(d, DiskState::Consistent | DiskState::UpToDate);
+    let (me, peer) = (ctx.me.disk, ctx.peer.disk);
+    let one_inconsistent = (peer == DiskState::Inconsistent && good(me))
+        || (me == DiskState::Inconsistent && good(peer));
+    let text = if out.strategy.is_sync_target() && peer == DiskState::Inconsistent && good(me) {
+        msg::PEER_INCONSISTENT_SOURCE
+    } else if out.strategy.is_sync_source() && me == DiskState::Inconsistent && good(peer) {
+        msg::INCONSISTENT_SOURCE
+    } else if out.strategy.is_split_brain() && one_inconsistent {
+        // Generations that split while one side is in the middle of a resync from a third
+        // node (or its disk failed and came back): that side's data is no generation of its
+        // own. Not a split brain to resolve; tried again once its resync has ended.
+        msg::SPLIT_WHILE_INCONSISTENT
+    } else {
+        return;
+    };
+    out.say(Level::Err, text);
+    out.strategy = S::InconsistentSourceReconnect;
 }
 
 /// `disk_states_to_strategy()` (agreed protocol >= 119): when the generations say "equal" (or

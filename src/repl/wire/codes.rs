@@ -135,6 +135,8 @@ macro_rules! flag_set {
                 self.0 & other.0 == other.0
             }
             /// No bit outside [`Self::KNOWN`].
+            // A set that defines every bit of its integer (StateFlags) masks with zero here.
+            #[allow(clippy::bad_bit_mask)]
             pub const fn is_known(self) -> bool {
                 self.0 & !Self::KNOWN == 0
             }
@@ -205,8 +207,13 @@ flag_set!(
         /// Suspended by fencing (`susp_fen`).
         SUSP_FEN = 32,
         /// udrbd: with `repl` StartingSyncT, resync only the blocks the bitmaps mark
-        /// (`invalidate --reset-bitmap=no`), not everything.
+        /// (`invalidate --reset-bitmap=no`), not everything; with `repl` SyncSource, the
+        /// sender starts resyncing its marked blocks to the receiver
+        /// (`invalidate-remote --reset-bitmap=no`).
         KEEP_BITMAP = 64,
+        /// udrbd: the sender has quorum (DRBD's `quorum` state bit); a diskless node has
+        /// quorum through an UpToDate peer that has it.
+        QUORATE = 128,
     }
 );
 

@@ -1011,13 +1011,7 @@ fn decode_rejects_non_canonical_payloads() {
         "role",
         FieldError::BadValue(3),
     );
-    // Undefined state flags.
-    check(
-        PacketType::State,
-        &[1, 2, 9, 9, 9, 1, 0x80],
-        "flags",
-        FieldError::UnknownBits(0x80),
-    );
+    // (Every State flag bit is defined since protocol 4: QUORATE is 0x80.)
     // ProtocolParams: protocol 4, then unknown flag bits.
     check(
         PacketType::ProtocolParams,

@@ -1,0 +1,170 @@
+//! Three nodes with `quorum majority` (three diskful, or two and a diskless client): random
+//! partitions, crashes and disk failures (`cluster::chaos`, every seed checked for lost
+//! writes, two quorate Primaries, split brain and convergence), and the scenarios the
+//! README's quorum table describes.
+//!
+//! `UDRBD_SIM_SEEDS=N` widens the randomized runs, `UDRBD_SIM_SEED=S` replays one seed,
+//! `UDRBD_SIM_TRACE=1` prints every action.
+
+use super::cluster::{Cluster, Setup, chaos};
+use super::for_each_seed;
+use udrbd::config::OnNoData;
+use udrbd::repl::{AdminCmd, DiskState, Role};
+
+fn three_diskful(on_no_quorum: OnNoData) -> Setup {
+    Setup {
+        disks: vec![true, true, true],
+        on_no_quorum,
+    }
+}
+
+fn two_and_a_client(on_no_quorum: OnNoData) -> Setup {
+    Setup {
+        disks: vec![true, true, false],
+        on_no_quorum,
+    }
+}
+
+/// Both `on-no-quorum` policies, alternating by seed.
+fn policy(seed: u64) -> OnNoData {
+    if seed.is_multiple_of(2) {
+        OnNoData::SuspendIo
+    } else {
+        OnNoData::IoError
+    }
+}
+
+/// Known to fail (README, "Three nodes and quorum"): a partition that forms one link at a
+/// time lets a Primary complete writes on one peer that the other, which keeps quorum with
+/// it, does not know it lacks; DRBD closes that window with cluster-wide state changes on
+/// connection loss, peer acks and dagtags, which udrbd does not have yet.
+#[test]
+#[ignore = "known gap: three diskful nodes need cluster-wide connection-loss agreement (README)"]
+fn three_diskful_nodes_under_random_partitions_lose_nothing_and_never_split() {
+    let mut acked = 0;
+    let mut refusals = 0;
+    for_each_seed(24, |seed| {
+        let w = chaos(seed, three_diskful(policy(seed)));
+        acked += w.acked;
+        refusals += w.quorum_refusals;
+    });
+    // The runs did something: writes were acknowledged, and promotions without quorum were
+    // refused along the way (over all seeds; one replayed seed need not).
+    if std::env::var_os("UDRBD_SIM_SEED").is_none() {
+        assert!(acked > 100, "only {acked} writes acknowledged");
+        assert!(
+            refusals > 0,
+            "no promotion was ever refused for lack of quorum"
+        );
+    }
+}
+
+#[test]
+fn two_diskful_nodes_and_a_diskless_client_under_random_partitions() {
+    let mut acked = 0;
+    for_each_seed(24, |seed| {
+        acked += chaos(seed, two_and_a_client(policy(seed))).acked;
+    });
+    if std::env::var_os("UDRBD_SIM_SEED").is_none() {
+        assert!(acked > 100, "only {acked} writes acknowledged");
+    }
+}
+
+/// Three nodes connected and in sync, node 0 Primary.
+fn in_sync(setup: Setup) -> Cluster {
+    let mut w = Cluster::new(7, setup);
+    w.run_for(300);
+    w.admin(0, AdminCmd::Primary { force: true });
+    w.run_for(5_000);
+    assert!(w.converged(), "initial sync did not finish");
+    w
+}
+
+#[test]
+fn a_primary_cut_off_from_both_peers_freezes_and_the_majority_takes_over() {
+    let mut w = in_sync(three_diskful(OnNoData::SuspendIo));
+    for _ in 0..10 {
+        w.write(0);
+        w.run_for(20);
+    }
+    let acked = w.acked;
+    assert!(acked > 0);
+    // Node 0 alone: it loses quorum and freezes; its write does not complete.
+    w.partition(vec![0, 1, 1]);
+    w.run_for(100);
+    let st = w.n[0].engine.status();
+    assert!(!st.quorum && st.suspended_quorum, "{st:?}");
+    assert_eq!(st.role, Role::Primary);
+    w.write(0);
+    w.run_for(1_000);
+    assert_eq!(w.acked, acked, "a write completed without quorum");
+    // The majority keeps quorum; a promotion there succeeds, a promotion of the minority
+    // node's peers... and the old Primary cannot be promoted again elsewhere by mistake.
+    for i in [1, 2] {
+        assert!(w.n[i].engine.status().quorum, "node {i}");
+    }
+    // The cluster manager demotes the frozen Primary (secondary --force) and promotes a node
+    // of the majority; it writes.
+    w.run_for(5_000);
+    let primary: Vec<usize> = (1..3)
+        .filter(|i| w.n[*i].engine.role() == Role::Primary)
+        .collect();
+    assert_eq!(primary.len(), 1, "the majority promoted one node");
+    assert_eq!(
+        w.n[0].engine.role(),
+        Role::Secondary,
+        "the old Primary stepped down"
+    );
+    for _ in 0..10 {
+        w.write(primary[0]);
+        w.run_for(20);
+    }
+    assert!(w.acked > acked, "the new Primary writes");
+    // Healing: the old Primary resyncs from the majority, with no split brain.
+    w.settle();
+    assert_eq!(w.n[0].engine.disk_state(), DiskState::UpToDate);
+}
+
+#[test]
+fn with_io_error_the_cut_off_primary_fails_its_writes() {
+    let mut w = in_sync(three_diskful(OnNoData::IoError));
+    w.partition(vec![0, 1, 1]);
+    w.run_for(100);
+    let st = w.n[0].engine.status();
+    assert!(!st.quorum && !st.suspended_quorum, "{st:?}");
+    let failed = w.failed;
+    w.write(0);
+    w.run_for(100);
+    assert_eq!(w.failed, failed + 1, "the write failed at once");
+    w.settle();
+}
+
+#[test]
+fn a_diskless_client_breaks_no_tie() {
+    let mut w = in_sync(two_and_a_client(OnNoData::SuspendIo));
+    // The diskful nodes lose each other; the diskless client stays with the Primary. Neither
+    // side has a majority of the two voters (udrbd has no tiebreaker: see repl::quorum).
+    w.partition(vec![0, 1, 0]);
+    w.run_for(500);
+    assert!(!w.n[0].engine.status().quorum, "the Primary lost quorum");
+    assert!(!w.n[1].engine.status().quorum, "the other side has none");
+    let acked = w.acked;
+    w.write(0);
+    w.run_for(200);
+    assert_eq!(w.acked, acked, "a write completed without quorum");
+    // Neither can be promoted.
+    w.admin(1, AdminCmd::Primary { force: false });
+    w.run_for(100);
+    assert_eq!(w.n[1].engine.role(), Role::Secondary);
+    assert!(w.quorum_refusals > 0);
+    // Back together: quorum returns and the frozen write completes.
+    w.heal();
+    w.run_for(2_000);
+    assert!(w.n[0].engine.status().quorum);
+    assert_eq!(
+        w.acked,
+        acked + 1,
+        "the frozen write completed once quorum returned"
+    );
+    w.settle();
+}
