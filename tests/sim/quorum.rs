@@ -152,11 +152,19 @@ fn a_diskless_client_breaks_no_tie() {
     w.write(0);
     w.run_for(200);
     assert_eq!(w.acked, acked, "a write completed without quorum");
-    // Neither can be promoted.
+    // Neither can be promoted; the log says why, in DRBD's words.
     w.admin(1, AdminCmd::Primary { force: false });
     w.run_for(100);
     assert_eq!(w.n[1].engine.role(), Role::Secondary);
     assert!(w.quorum_refusals > 0);
+    assert!(
+        w.n[1]
+            .logs
+            .iter()
+            .any(|l| l.ends_with("1 of 2 nodes visible, need 2 for quorum")),
+        "{:?}",
+        w.n[1].logs
+    );
     // Back together: quorum returns and the frozen write completes.
     w.heal();
     w.run_for(2_000);

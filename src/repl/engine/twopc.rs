@@ -164,7 +164,17 @@ impl Engine {
         }
         let change = match self.promotion_change(p.force) {
             Ok(c) => c,
-            Err(e) => return self.promotion_failed(p, e),
+            Err(e) => {
+                if e == StateError::NoQuorum {
+                    // DRBD's verbose refusal says why (`drbd_state_err()`).
+                    let v = self.view();
+                    let why = self
+                        .quorum_verdict(&v)
+                        .explain(v.disk <= DiskState::Attaching);
+                    self.log(format!("State change failed: {e}: {why}"));
+                }
+                return self.promotion_failed(p, e);
+            }
         };
         let asked = self.twopc_peers();
         if asked.is_empty() {
