@@ -1343,13 +1343,16 @@ impl Engine {
     /// any more, unless another peer with a disk is still away (three nodes: the generation
     /// must still tell the others that that one lacks what comes).
     fn uuid_not_due_for(&mut self, node: NodeId) {
-        let others_away = self
-            .peers
-            .iter()
-            .any(|(n, c)| *n != node && !c.replicating() && !c.info.intentional_diskless);
-        if !others_away {
+        if !self.diskful_peer_away(Some(node)) {
             self.new_uuid_due = false;
         }
+    }
+
+    /// A peer with a disk (other than `except`) does not get this node's writes.
+    pub(super) fn diskful_peer_away(&self, except: Option<NodeId>) -> bool {
+        self.peers
+            .iter()
+            .any(|(n, c)| Some(*n) != except && !c.replicating() && !c.info.intentional_diskless)
     }
 
     /// After a forced promotion: every connected peer without good data gets a full sync.

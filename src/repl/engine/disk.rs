@@ -50,6 +50,20 @@ impl Disk {
         self.bitmaps.get(usize::from(idx))
     }
 
+    /// Every peer `behind` selects whose bitmap UUID is clean gets the current UUID as its
+    /// bitmap UUID: from this generation on it lacks what this disk gets. True when one did.
+    pub(super) fn record_behind(&mut self, behind: impl Fn(NodeId) -> bool) -> bool {
+        let own = self.sb.current_uuid;
+        let mut changed = false;
+        for p in self.sb.peers.iter_mut() {
+            if p.node_id.is_some_and(&behind) && p.bitmap_uuid.is_zero() {
+                p.bitmap_uuid = own;
+                changed = true;
+            }
+        }
+        changed
+    }
+
     /// Marks for `node` every block marked for any other peer; returns the bits newly set.
     pub(super) fn gather_marks_into(&mut self, node: NodeId) -> u64 {
         let Some(to) = self.sb.peer(node).and_then(|p| p.bitmap_index) else {

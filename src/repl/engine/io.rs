@@ -359,18 +359,11 @@ impl Engine {
     /// would compare as equal to this node's, and the newer blocks could be resynced away.
     pub(super) fn mark_for_absent(&mut self, offset: u64, len: u64) {
         let behind = self.mark_out_of_sync(offset, len);
-        let Some(d) = self.disk.as_mut() else {
-            return;
-        };
-        let own = d.sb.current_uuid;
-        let mut changed = false;
-        for p in d.sb.peers.iter_mut() {
-            if p.node_id.is_some_and(|n| behind.contains(&n)) && p.bitmap_uuid.is_zero() {
-                p.bitmap_uuid = own;
-                changed = true;
-            }
-        }
-        if changed {
+        if self
+            .disk
+            .as_mut()
+            .is_some_and(|d| d.record_behind(|n| behind.contains(&n)))
+        {
             self.sb_changed();
         }
     }

@@ -679,21 +679,7 @@ impl Engine {
         if own.is_zero() || own.same_as(GenUuid::JUST_CREATED) {
             return;
         }
-        let mut changed = false;
-        for p in d.sb.peers.iter_mut() {
-            let Some(n) = p.node_id else {
-                continue;
-            };
-            if n != source
-                && !followers.contains(&n)
-                && !diskless.contains(&n)
-                && p.bitmap_uuid.is_zero()
-            {
-                p.bitmap_uuid = own;
-                changed = true;
-            }
-        }
-        if changed {
+        if d.record_behind(|n| n != source && !followers.contains(&n) && !diskless.contains(&n)) {
             self.sb_changed();
         }
     }

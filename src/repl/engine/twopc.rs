@@ -277,10 +277,7 @@ impl Engine {
         // generation (DRBD 9 marks it due and creates it on the first write, so a promotion
         // that never wrote cannot cause a split brain); the peers that replicate follow into
         // it. With every peer replicating all stay in the same one.
-        self.new_uuid_due = self
-            .peers
-            .values()
-            .any(|c| !c.replicating() && !c.info.intentional_diskless);
+        self.new_uuid_due = self.diskful_peer_away(None);
         self.sb_changed();
         if forced {
             // A connected peer without good data gets everything from here.
