@@ -168,6 +168,7 @@ fn write_repl_wire_seeds() {
             epoch: 1,
             set_size: 2,
         },
+        Packet::PeerAck { seq: 6 },
     ]);
     decodes_fully(&io);
     put("valid_io", &io);

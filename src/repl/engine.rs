@@ -45,6 +45,7 @@ mod grow;
 mod io;
 mod meta;
 mod peer;
+mod peer_ack;
 mod quorum;
 mod remote_read;
 mod replicate;
@@ -52,6 +53,7 @@ mod requests;
 mod resync;
 mod states;
 pub use states::suspended_str;
+mod tentative;
 mod twopc;
 mod verify;
 
@@ -136,6 +138,9 @@ pub struct Engine {
     /// Application requests in flight that fail when they finish (see
     /// `io::fail_app_requests`).
     doomed: std::collections::BTreeSet<ReqId>,
+    /// The UUIDs a Primary's latest rotation replaced, until a write under the new
+    /// generation is acknowledged (see `tentative`).
+    tentative: Option<tentative::Tentative>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -199,6 +204,7 @@ impl Engine {
             concurrent_logged: std::collections::BTreeSet::new(),
             grow: None,
             doomed: std::collections::BTreeSet::new(),
+            tentative: None,
         }
     }
 

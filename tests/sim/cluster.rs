@@ -752,6 +752,11 @@ impl Cluster {
         self.check_data();
     }
 
+    /// Nodes `i` and `j` hold the same data.
+    pub fn same_data(&self, i: usize, j: usize) -> bool {
+        self.n[i].visible[..AREA as usize] == self.n[j].visible[..AREA as usize]
+    }
+
     /// Every diskful node holds the same data, and every sector an allowed write.
     fn check_data(&self) {
         let diskful = self.diskful();

@@ -22,7 +22,7 @@
 //! From the decision on, application writes are replicated to the peer (also to a SyncTarget),
 //! so a write is either in the bitmap that was sent or on its way as `Data`.
 
-use super::disk::move_to_generation;
+use super::disk::{move_to_generation, take_generation};
 use super::peer::Session;
 use super::{Action, Change, Engine};
 use crate::config::Protocol;
@@ -183,6 +183,8 @@ impl Engine {
 
     /// This node's `Sizes`, `Uuids` and `State` (a Diskless node sends size 0 and no UUIDs).
     fn send_handshake(&mut self, node: NodeId) {
+        // The peer learns the current generation: it is no longer this node's alone.
+        self.generation_confirmed();
         let sectors = self.size_bytes() / SECTOR_SIZE;
         let max = self.disk.as_ref().map_or(0, |d| d.max_bytes) / SECTOR_SIZE;
         let flags = self
@@ -548,13 +550,16 @@ impl Engine {
                 hs.peer_resize = flags.contains(SizesFlags::RESIZE);
                 hs.peer_user = user;
             }
-            Packet::Uuids { current, flags, .. }
-                if hs.uuids.is_some() && flags.contains(UuidFlags::NEW_DATAGEN) =>
-            {
+            Packet::Uuids {
+                current,
+                history,
+                flags,
+                ..
+            } if hs.uuids.is_some() && flags.contains(UuidFlags::NEW_DATAGEN) => {
                 // The peer moved to a new generation after it sent its handshake UUIDs (it
                 // decided first and wrote): the decision stays with the UUIDs both sides
                 // compared; the new one is noted for the end of a resync from it.
-                return self.peer_new_uuid(node, current, flags);
+                return self.peer_new_uuid(node, current, &history, flags);
             }
             Packet::Uuids {
                 current,
@@ -1154,7 +1159,12 @@ impl Engine {
                 flags,
                 ..
             } => self.peer_state(node, role, disk, repl, flags),
-            Packet::Uuids { current, flags, .. } => self.peer_new_uuid(node, current, flags),
+            Packet::Uuids {
+                current,
+                history,
+                flags,
+                ..
+            } => self.peer_new_uuid(node, current, &history, flags),
             Packet::SyncUuid { uuid } => self.become_full_sync_target(node, uuid),
             other => self.peer_log(
                 node,
@@ -1257,7 +1267,13 @@ impl Engine {
     }
 
     /// The peer started a new generation while connected (`new-current-uuid`): follow it.
-    fn peer_new_uuid(&mut self, node: NodeId, current: GenUuid, fl: UuidFlags) {
+    fn peer_new_uuid(
+        &mut self,
+        node: NodeId,
+        current: GenUuid,
+        history: &[GenUuid],
+        fl: UuidFlags,
+    ) {
         let in_sync = self
             .peers
             .get(&node)
@@ -1283,14 +1299,36 @@ impl Engine {
             self.set_up_to_date("skip-initial-sync");
             self.flush_bitmap_if_dirty();
             self.broadcast_state();
-        } else if in_sync && self.st.disk() == DiskState::UpToDate {
-            // Into the peer's new generation; a third node not in sync with this one keeps
-            // the old generation as its bitmap UUID (it lacks what the new one writes).
+        } else if (in_sync || self.writes_from(node)) && self.st.disk() == DiskState::UpToDate {
+            // Into the peer's new generation (in sync with it, or UpToDate and getting the
+            // writes of a Primary that resyncs from here: this disk holds everything the new
+            // generation writes); a third node not in sync with this one keeps the old
+            // generation as its bitmap UUID (it lacks what the new one writes).
             let followers = self.generation_followers();
             if let Some(d) = self.disk.as_mut() {
                 move_to_generation(&mut d.sb, current, &|n| n == node || followers.contains(&n));
             }
             self.peer_log(node, format!("new current UUID {current} from peer"));
+            self.sb_changed();
+        } else if self.st.disk() == DiskState::Inconsistent && self.writes_from(node) {
+            // A disk being resynced that gets a Primary's writes (from the Primary itself or
+            // its sync source) holds data of the new generation from now on, possibly the
+            // only copy besides the Primary's: it takes that generation at once, still
+            // Inconsistent. A handshake with a node that lacks it then finds this disk newer
+            // and, Inconsistent, never its sync target nor its source (DRBD: "I shall become
+            // SyncSource, but I am inconsistent!"), instead of letting an older node
+            // overwrite the writes the Primary acknowledged with this disk's help.
+            if let Some(c) = self.peers.get_mut(&node) {
+                c.peer_current = current;
+                c.peer_history = history.to_vec();
+            }
+            if let Some(d) = self.disk.as_mut() {
+                take_generation(&mut d.sb, current, history);
+            }
+            self.peer_log(
+                node,
+                format!("new current UUID {current} from peer, taken while Inconsistent"),
+            );
             self.sb_changed();
         } else if let Some(c) = self.peers.get_mut(&node) {
             // Not in sync: the peer's newest generation is remembered. A resync from it (one
@@ -1306,6 +1344,19 @@ impl Engine {
                 format!("new current UUID {current} from peer noted (not in sync)"),
             );
         }
+    }
+
+    /// `node` sends this node a Primary's writes: it is Primary and replicates here, or it
+    /// is this node's sync source.
+    fn writes_from(&self, node: NodeId) -> bool {
+        self.peers.get(&node).is_some_and(|c| {
+            c.replicating()
+                && (c.st.role() == Role::Primary
+                    || matches!(
+                        c.st.repl(),
+                        ReplState::SyncTarget | ReplState::WFBitMapT | ReplState::PausedSyncT
+                    ))
+        })
     }
 
     /// `new-current-uuid` while connected: the peers follow ([`Self::peer_new_uuid`]).

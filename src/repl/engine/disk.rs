@@ -571,6 +571,39 @@ pub(super) fn move_to_generation(
     sb.current_uuid = new;
 }
 
+/// Takes a peer's generation `current` with the data that comes from it: the old current
+/// UUID and the peer's `history` (generations this node skipped while it was away) become
+/// this node's ancestry, newest first. A bitmap UUID equal to the new current one is
+/// cleared: it would say "behind since this very generation", which the handshake's
+/// resync-end rules read as a missed resync end (the bits alone keep what it recorded).
+///
+/// A generation this node has moved past already (it is in the history: this node became
+/// Primary while the resync ran and started a newer one, whose writes the peer got too) is
+/// not taken: only its ancestry is.
+pub(super) fn take_generation(sb: &mut Superblock, current: GenUuid, history: &[GenUuid]) {
+    let moved_past = sb.history.iter().any(|h| h.same_as(current));
+    let old = sb.current_uuid;
+    if !moved_past && !old.same_as(current) && !old.same_as(GenUuid::JUST_CREATED) && !old.is_zero()
+    {
+        sb.push_history(old);
+    }
+    for uuid in history.iter().rev() {
+        let known = sb.history.iter().any(|h| h.same_as(*uuid));
+        if !uuid.is_zero() && !known && !uuid.same_as(current) && !uuid.same_as(sb.current_uuid) {
+            sb.push_history(*uuid);
+        }
+    }
+    if moved_past {
+        return;
+    }
+    sb.current_uuid = current;
+    for p in sb.peers.iter_mut() {
+        if p.bitmap_uuid.same_as(current) {
+            p.bitmap_uuid = GenUuid::ZERO;
+        }
+    }
+}
+
 /// Sets the bits of every 4 KiB block touched by `[offset, offset+len)`, clipped to the device;
 /// returns how many bits were newly set.
 pub(super) fn mark_bytes(bm: &mut Bitmap, offset: u64, len: u64, dev_bytes: u64) -> u64 {

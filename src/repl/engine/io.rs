@@ -177,6 +177,9 @@ impl Engine {
     /// with three nodes the one in sync must know that a third, absent one lacks what comes).
     pub(super) fn new_generation(&mut self, primary: bool) {
         let followers = self.generation_followers();
+        if primary {
+            self.remember_before_rotation();
+        }
         let Some(d) = self.disk.as_mut() else {
             return;
         };
@@ -501,7 +504,11 @@ impl Engine {
                     // (DRBD fails it at completion the same way).
                     result = Err(IoError::NoQuorum);
                 }
+                if result.is_ok() && !matches!(r.op, IoOp::Read { .. } | IoOp::Flush) {
+                    self.generation_confirmed();
+                }
                 self.answer(r.id, result);
+                self.send_peer_acks();
                 if !self.reqs.iter().any(|q| !q.owed.is_empty()) {
                     self.close_idle_epochs();
                 }

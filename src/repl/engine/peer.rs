@@ -62,7 +62,8 @@ pub(super) struct Peer {
     /// this node's own disk is no longer Inconsistent (it is the target of another resync
     /// and would serve data it does not have yet).
     pub deferred_rs: Vec<(crate::types::Sector, u64, u32, Option<bytes::Bytes>)>,
-    /// This node asked the peer for a resync of the rest (`resync_elsewhere`), on this link.
+    /// This node asked the peer for a resync of the rest (`resync_elsewhere`), on this link,
+    /// and that resync has not ended yet.
     pub resync_asked: bool,
     /// Reading this peer's data stream is paused (`max-buffers`, [`super::Action::ReceiveData`]).
     pub receive_paused: bool,
@@ -133,6 +134,11 @@ pub(super) struct Session {
     pub rx_epoch: u32,
     /// The `seq` of the last Data received (two primaries: what our writes have seen).
     pub rx_seq: u32,
+    /// Peer side: writes received and not yet covered by the sender's `PeerAck` (see
+    /// `peer_ack`).
+    pub rx_unacked: super::peer_ack::Unacked,
+    /// Sender side: the last `seq` announced in a `PeerAck`.
+    pub peer_acked: u32,
     /// `allow-two-primaries`: writes arrive while this node is Primary, and concurrent ones
     /// are resolved (`engine::conflicts`).
     pub two_primaries: bool,
@@ -155,6 +161,8 @@ impl Session {
             rx_pending: BTreeMap::new(),
             rx_barriers: Vec::new(),
             rx_epoch: 1,
+            rx_unacked: super::peer_ack::Unacked::new(),
+            peer_acked: 0,
         }
     }
 }

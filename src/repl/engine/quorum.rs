@@ -74,6 +74,7 @@ impl Engine {
                 .explain(new.disk <= DiskState::Attaching);
             self.log(format!("Primary lost quorum ({why}); {what}"));
             self.run_handler(Handler::QuorumLost, None);
+            self.roll_back_tentative_generation();
         }
         // The metadata remembers a Primary that lost quorum until it has it again: the next
         // handshake makes such a node the sync target when both sides hold the same data

@@ -199,14 +199,16 @@ impl Engine {
         let Some(p) = self.peers.get_mut(&node) else {
             return;
         };
-        if p.session.take().is_none() {
+        let Some(session) = p.session.take() else {
             return;
-        }
+        };
         // Application requests stop waiting for it; the reads it served fail.
         self.stop_waiting_for(node);
         self.remote_reads_lost(node);
         // Writes the peer asked for again are written here now, and marked for it.
         self.readmit_postponed(node);
+        // Its writes not known to be everywhere are marked for the other nodes.
+        self.unacked_writes_lost(node, session.rx_unacked);
         // The marks must survive a crash that follows: persist them now.
         self.flush_bitmap_if_dirty();
         // An AL eviction may have waited for the transfer log; the bitmap covers it now.
@@ -498,12 +500,19 @@ impl Engine {
                     );
                     return self.drop_link(node, false);
                 }
+                self.keep_until_peer_ack(
+                    node,
+                    seq,
+                    sector.0.saturating_mul(SECTOR_SIZE),
+                    u64::from(size),
+                );
                 self.peer_write(node, sector, block_id, (seq, seen), flags, size, data);
                 // Our writes postponed until this Data arrived go behind it.
                 if two_primaries {
                     self.readmit_postponed(node);
                 }
             }
+            Packet::PeerAck { seq } => self.peer_ack_received(node, seq),
             Packet::Barrier { epoch } => {
                 if let Some(link) = self.peers.get_mut(&node).and_then(|p| p.session.as_mut()) {
                     let set = link.rx_epoch_writes;

@@ -17,6 +17,7 @@
 //!   (`CsumResyncRequest`); the source answers `ResyncIsInSync` instead of the data when its
 //!   digest is the same, so identical blocks cross the wire as a few bytes.
 
+use super::disk::take_generation;
 use super::{Change, Engine, IoOp};
 use crate::meta::superblock::flags;
 use crate::repl::resync::Pacer;
@@ -506,19 +507,7 @@ impl Engine {
                 (c.peer_current, c.peer_history.clone())
             });
         if let Some(d) = self.disk.as_mut() {
-            let old = d.sb.current_uuid;
-            if !old.same_as(peer_current) && !old.same_as(GenUuid::JUST_CREATED) && !old.is_zero() {
-                d.sb.push_history(old);
-            }
-            // The source's history comes with its data: generations this node skipped (it
-            // was away while they were made) are its ancestry now too, newest first.
-            for uuid in peer_history.iter().rev() {
-                let known = d.sb.history.iter().any(|h| h.same_as(*uuid));
-                if !uuid.is_zero() && !known && !uuid.same_as(peer_current) {
-                    d.sb.push_history(*uuid);
-                }
-            }
-            d.sb.current_uuid = peer_current;
+            take_generation(&mut d.sb, peer_current, &peer_history);
             if let Some(p) = d.sb.peers.iter_mut().find(|p| p.node_id == Some(node)) {
                 p.bitmap_uuid = GenUuid::ZERO;
             }
@@ -562,13 +551,19 @@ impl Engine {
         // 8.4-style configs unfence from here (crm-unfence-peer.sh as after-resync-target).
         self.run_handler(crate::repl::handler::Handler::AfterResyncTarget, Some(node));
         self.maybe_unfence(node);
+        self.resync_again_if_marked(node);
     }
 
     /// Target: the resync with `node` is over, `disk` is what this disk is now (UpToDate, or
     /// Inconsistent after failures). Logs DRBD's `Resync done` line and tells the source.
     fn resync_end(&mut self, node: NodeId, failures: String, disk: DiskState) {
         let now = self.now;
-        let Some(rs) = self.peers.get_mut(&node).and_then(|c| c.rs.take()) else {
+        let Some(c) = self.peers.get_mut(&node) else {
+            return;
+        };
+        // The resync it asked for is over: a later need may ask again.
+        c.resync_asked = false;
+        let Some(rs) = c.rs.take() else {
             return;
         };
         self.log_resync_done(node, &rs, now, &failures);
@@ -658,7 +653,33 @@ impl Engine {
         self.sb_changed();
         self.flush_bitmap_if_dirty();
         if ok {
+            // (Blocks still marked for the now UpToDate peer: `resync_again_if_marked`, from
+            // the state change above.)
             self.maybe_unfence(node);
+        }
+    }
+
+    /// A resync ended well (or the peer became UpToDate through another one), but blocks are
+    /// marked for the peer (a lost Primary's unconfirmed writes, marks made while the resync
+    /// ran): both sides are UpToDate and in sync otherwise, so the handshake runs again and
+    /// resyncs them (equal UUIDs with marked blocks), instead of leaving them marked under an
+    /// UpToDate peer. Called when this disk or the peer's becomes UpToDate.
+    pub(super) fn resync_again_if_marked(&mut self, node: NodeId) {
+        let marked = self
+            .disk
+            .as_ref()
+            .and_then(|d| d.bitmap(node))
+            .is_some_and(|bm| !bm.is_clear());
+        let settled = self
+            .peers
+            .get(&node)
+            .is_some_and(|p| p.hs.is_none() && p.st.repl() == ReplState::Established);
+        if marked && settled {
+            self.handshake_again_with(
+                node,
+                crate::repl::wire::SizesFlags::empty(),
+                "blocks are still marked for the peer",
+            );
         }
     }
 
@@ -684,11 +705,18 @@ impl Engine {
         }
     }
 
-    /// A connected Primary other than `node` whose writes reach this disk directly.
+    /// A connected Primary other than `node` whose writes reach this disk directly and whose
+    /// own disk is UpToDate, so it can bring what a resync from `node` would. (A Primary that
+    /// is itself being resynced cannot: waiting for it would wait forever.)
     pub(super) fn writer_besides(&self, node: NodeId) -> Option<NodeId> {
         self.peers
             .iter()
-            .find(|(n, c)| **n != node && c.replicating() && c.st.role() == Role::Primary)
+            .find(|(n, c)| {
+                **n != node
+                    && c.replicating()
+                    && c.st.role() == Role::Primary
+                    && c.st.disk() == DiskState::UpToDate
+            })
             .map(|(n, _)| *n)
     }
 

@@ -462,6 +462,28 @@ impl Engine {
                 self.answer(r.id, Err(super::IoError::NoData));
             }
         }
+        if old.role == Role::Primary && new.role != Role::Primary {
+            self.generation_confirmed();
+            // DRBD writes the bitmap out on demotion: a Secondary's AL is not replayed into
+            // the bitmaps of peers in its generation after a crash, so what it marked as
+            // Primary (writes no peer got) must be on disk now.
+            self.flush_bitmap_if_dirty();
+        }
+        // A peer that became UpToDate in sync with this node while blocks are marked for it.
+        let up: Vec<NodeId> = new
+            .peers
+            .iter()
+            .filter(|p| p.disk == DiskState::UpToDate && p.repl == ReplState::Established)
+            .filter(|p| {
+                old.peers
+                    .iter()
+                    .any(|o| o.node == p.node && o.disk != DiskState::UpToDate)
+            })
+            .map(|p| p.node)
+            .collect();
+        for node in up {
+            self.resync_again_if_marked(node);
+        }
         let holds = |v: &View| v.susp_fen || v.susp_quorum;
         if holds(old) != holds(new) {
             // A freeze holds the application's answers (a write the lost peer may not have

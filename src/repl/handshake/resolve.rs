@@ -328,8 +328,10 @@ pub fn resolve_split_brain(d: Decision, ctx: &SbContext) -> SbOutcome {
         }
     }
 
-    rr_conflict(ctx, &mut out);
+    // A missed-finish decision may be revised first; the Primary-as-target check sees the
+    // final one.
     missed_finish(ctx, &mut out);
+    rr_conflict(ctx, &mut out);
     out
 }
 
@@ -348,10 +350,12 @@ fn never_from_inconsistent(ctx: &SbContext, out: &mut SbOutcome) {
         msg::PEER_INCONSISTENT_SOURCE
     } else if out.strategy.is_sync_source() && me == DiskState::Inconsistent && good(peer) {
         msg::INCONSISTENT_SOURCE
-    } else if out.strategy.is_split_brain() && one_inconsistent {
-        // Generations that split while one side is in the middle of a resync from a third
-        // node (or its disk failed and came back): that side's data is no generation of its
-        // own. Not a split brain to resolve; tried again once its resync has ended.
+    } else if out.strategy.is_split_brain()
+        && (one_inconsistent || (me == DiskState::Inconsistent && peer == DiskState::Inconsistent))
+    {
+        // Generations that split while one side (or both) is in the middle of a resync from a
+        // third node (or its disk failed and came back): that side's data is no generation of
+        // its own. Not a split brain to resolve; tried again once its resync has ended.
         msg::SPLIT_WHILE_INCONSISTENT
     } else {
         return;
@@ -561,25 +565,30 @@ fn rr_conflict(ctx: &SbContext, out: &mut SbOutcome) {
 /// source marked blocks since: it wrote them as Primary after the link went (its generation
 /// had split off for the resync already, so its current UUID did not move), or it crashed as
 /// Primary and marked its activity log. Those are resynced from it (the simulator found them
-/// left behind, or overwritten with the target's older data). Blocks marked only on the side
-/// that is not synced from are still resynced ([`stray_bits`]).
+/// left behind, or overwritten with the target's older data), unless it is Inconsistent.
+/// Blocks marked only on the side that is not synced from are still resynced
+/// ([`stray_bits`], from the better disk).
 fn missed_finish(ctx: &SbContext, out: &mut SbOutcome) {
     if !out.rule.is_missed_finish() {
         return;
     }
-    if out.strategy == S::SourceUseBitmap
-        && ctx.me.disk != DiskState::UpToDate
-        && ctx.me.dirty_bits == 0
-    {
+    // An Inconsistent disk is never a source, marks or not: the better disk serves them. Nor
+    // is an UpToDate Primary ever made the target by it: its data is what the application
+    // reads (three nodes reach equal UUIDs with a leftover bitmap UUID on the other side).
+    let no_source = |src: &UuidSet, dst: &UuidSet| {
+        src.disk == DiskState::Inconsistent
+            || (src.disk != DiskState::UpToDate && src.dirty_bits == 0)
+            || (dst.role == Role::Primary
+                && dst.disk == DiskState::UpToDate
+                && src.role != Role::Primary)
+    };
+    if out.strategy == S::SourceUseBitmap && no_source(ctx.me, ctx.peer) {
         out.say(
             Level::Info,
             msg::missed_finish_skipped(out.rule, false, ctx.me.disk),
         );
         out.strategy = S::NoSync;
-    } else if out.strategy == S::TargetUseBitmap
-        && ctx.peer.disk != DiskState::UpToDate
-        && ctx.peer.dirty_bits == 0
-    {
+    } else if out.strategy == S::TargetUseBitmap && no_source(ctx.peer, ctx.me) {
         out.say(
             Level::Info,
             msg::missed_finish_skipped(out.rule, true, ctx.peer.disk),

@@ -16,6 +16,7 @@
 //! | RecvAck, WriteAck, ResyncWriteAck, NegAck, Superseded, NegDataReply, NegResyncReply, ResyncIsInSync | sector u64, block_id u64, size u32, seq u32 |
 //! | RetryWrite | sector u64, block_id u64, size u32, seq u32, after u32 |
 //! | Barrier | epoch u32 |
+//! | PeerAck | seq u32 |
 //! | BarrierAck | epoch u32, set_size u32 |
 //! | Ping, PingAck, Disconnect | (empty) |
 //! | BitmapRle | chunk u32, flags u8 (1 = last), data rest |
@@ -229,6 +230,7 @@ pub(crate) fn encode_body(p: &Packet, out: &mut Vec<u8>) -> Result<Bytes, WireEr
             w.u32(*after);
         }
         Packet::Barrier { epoch } => w.u32(*epoch),
+        Packet::PeerAck { seq } => w.u32(*seq),
         Packet::TwoPcPrepare { tid, change } => {
             w.u32(*tid);
             match change {
@@ -491,6 +493,7 @@ pub(crate) fn decode_body(ty: PacketType, payload: Bytes) -> Result<Packet, Wire
             },
             after: r.u32("after")?,
         },
+        PacketType::PeerAck => Packet::PeerAck { seq: r.u32("seq")? },
         PacketType::Barrier => Packet::Barrier {
             epoch: r.u32("epoch")?,
         },
@@ -773,6 +776,7 @@ pub fn validate(p: &Packet) -> Result<(), WireError> {
             ));
         }
         Packet::Barrier { .. }
+        | Packet::PeerAck { .. }
         | Packet::BarrierAck { .. }
         | Packet::TwoPcPrepare { .. }
         | Packet::TwoPcYes { .. }

@@ -146,6 +146,9 @@ packet_types! {
     SyncParams = 0x23, conn = false, max = 4 * 6 + 2 * (1 + MAX_ALG_NAME_LEN);
     /// One chunk of the compressed bitmap exchange (`P_COMPRESSED_BITMAP`).
     BitmapRle = 0x24, conn = false, max = 4 + 1 + MAX_BITMAP_CHUNK;
+    /// Every write the sender sent on this link up to `seq` has completed everywhere it
+    /// went (`P_PEER_ACK`, without DRBD's node mask: see `engine::peer_ack`).
+    PeerAck = 0x40, conn = true, max = 4;
     /// Marks a range out of sync on the peer (`P_OUT_OF_SYNC`).
     OutOfSync = 0x28, conn = false, max = 8 + 4;
     /// Two primaries: a concurrent write of the receiver's overlaps this one, which it did
@@ -306,6 +309,11 @@ pub enum Packet {
     /// Ends write epoch `epoch`.
     Barrier {
         epoch: u32,
+    },
+    /// Every `Data` the sender sent on this link up to `seq` has completed everywhere it
+    /// went (three nodes: the receiver forgets those writes; see `engine::peer_ack`).
+    PeerAck {
+        seq: u32,
     },
     /// All `set_size` writes of epoch `epoch` are done on the peer.
     BarrierAck {
@@ -478,6 +486,7 @@ impl Packet {
             Packet::DataReply { .. } => PacketType::DataReply,
             Packet::ResyncIsInSync(_) => PacketType::ResyncIsInSync,
             Packet::Barrier { .. } => PacketType::Barrier,
+            Packet::PeerAck { .. } => PacketType::PeerAck,
             Packet::BarrierAck { .. } => PacketType::BarrierAck,
             Packet::Ping => PacketType::Ping,
             Packet::PingAck => PacketType::PingAck,

@@ -389,6 +389,7 @@ fn arb_packet_of(ty: PacketType) -> BoxedStrategy<Packet> {
         T::Barrier => any::<u32>()
             .prop_map(|epoch| Packet::Barrier { epoch })
             .boxed(),
+        T::PeerAck => any::<u32>().prop_map(|seq| Packet::PeerAck { seq }).boxed(),
         T::TwoPcPrepare => (
             any::<u32>(),
             prop_oneof![
