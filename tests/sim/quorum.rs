@@ -58,6 +58,25 @@ fn three_diskful_nodes_under_random_partitions_lose_nothing_and_never_split() {
     }
 }
 
+/// Seeds of the run above that failed once (beyond its default range), each for a cause
+/// since fixed: a split brain from a sync source that did not take its Primary target's new
+/// generation (1), a target that went back to an older generation at its resync's end (136),
+/// split generations between two Inconsistent disks (219, 617), a missed-resync-end decision
+/// with an Inconsistent source or a Primary target (82, 293), a resync that never asked again
+/// (241, 517, 572, 637), one waiting for an Inconsistent Primary (710, 847).
+#[test]
+fn three_diskful_nodes_regression_seeds() {
+    for seed in [1, 82, 136, 219, 241, 293, 517, 572, 617, 637, 710, 847] {
+        if let Err(e) = std::panic::catch_unwind(|| chaos(seed, three_diskful(policy(seed)))) {
+            let msg = e
+                .downcast_ref::<String>()
+                .cloned()
+                .unwrap_or_else(|| "panic".to_string());
+            panic!("seed {seed} (replay with UDRBD_SIM_SEED={seed}): {msg}");
+        }
+    }
+}
+
 #[test]
 fn two_diskful_nodes_and_a_diskless_client_under_random_partitions() {
     let mut acked = 0;

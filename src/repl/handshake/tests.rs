@@ -1118,3 +1118,37 @@ fn equal_generations_with_marked_blocks_resync_them() {
     b.dirty_bits = 0;
     assert_eq!(resolve(&a, &b, SbPolicy::default()).strategy, S::NoSync);
 }
+
+/// Three nodes reach equal UUIDs with a leftover bitmap UUID on a Secondary that marked blocks
+/// for an UpToDate Primary (8.4 rule 37 from the Primary's side). The missed-end rule would
+/// make the Primary the target ("I shall become SyncTarget, but I am primary!", StandAlone);
+/// instead the marked blocks are resynced from the Primary, on both sides.
+#[test]
+fn a_missed_resync_end_never_makes_an_up_to_date_primary_the_target() {
+    let mut a = me(X);
+    a.role = Role::Primary;
+    a.disk = DiskState::UpToDate;
+    let mut b = bm(peer(X), Y);
+    b.disk = DiskState::UpToDate;
+    b.dirty_bits = 3;
+    let o = resolve(&a, &b, SbPolicy::default());
+    assert_eq!(o.strategy, S::SourceUseBitmap, "{:?}", texts(&o));
+    assert!(!o.rr_conflict, "{:?}", texts(&o));
+    let o = resolve(&b, &a, SbPolicy::default());
+    assert_eq!(o.strategy, S::TargetUseBitmap, "{:?}", texts(&o));
+}
+
+/// A missed resync end never picks an Inconsistent source, marks or not: the better disk
+/// serves the marked blocks (against a Consistent or UpToDate disk the Inconsistent side
+/// drops the link instead, before this rule: "I shall become SyncSource, but I am
+/// inconsistent!").
+#[test]
+fn a_missed_resync_end_never_picks_an_inconsistent_source() {
+    let mut a = me(X);
+    a.disk = DiskState::Outdated;
+    let mut b = bm(peer(X), Y);
+    b.disk = DiskState::Inconsistent;
+    b.dirty_bits = 3;
+    let o = resolve(&a, &b, SbPolicy::default());
+    assert_eq!(o.strategy, S::SourceUseBitmap, "{:?}", texts(&o));
+}
