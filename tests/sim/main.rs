@@ -31,6 +31,7 @@ mod split_brain;
 mod two_nodes;
 mod verify;
 
+use node::Work;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use udrbd::bitmap::Bitmap;
 use udrbd::meta::al::{self, AL_BLOCK};
@@ -77,33 +78,13 @@ struct MetaDev {
     pages: BTreeMap<u32, Vec<u8>>,
 }
 
-/// What the engine asked for and the simulated devices have not finished yet.
-enum Pending {
-    Disk {
-        id: ReqId,
-        op: IoOp,
-    },
-    Meta {
-        generation: u64,
-        sb: Box<Superblock>,
-    },
-    Al {
-        seq: u64,
-        block: u32,
-        tr: Box<al::Transaction>,
-    },
-    Bitmap {
-        pages: Vec<(u32, u32, Vec<u64>)>,
-    },
-}
-
 struct Sim {
     rng: Rng,
     layout: Layout,
     engine: Engine,
     disk: Vec<u8>,
     meta: MetaDev,
-    pending: Vec<Pending>,
+    pending: Vec<Work>,
     /// Per sector: the write ids it may hold (the last acknowledged one plus any in flight).
     allowed: HashMap<u64, BTreeSet<u64>>,
     /// Application requests outstanding: id -> (what, write id if a write).
@@ -238,7 +219,7 @@ impl Sim {
             let i = self
                 .pending
                 .iter()
-                .position(|p| !matches!(p, Pending::Disk { .. }));
+                .position(|p| !matches!(p, Work::Data { .. }));
             match i {
                 Some(i) => self.complete(i, false),
                 None => return,
@@ -272,15 +253,15 @@ impl Sim {
                             self.written_blocks.insert(b);
                         }
                     }
-                    self.pending.push(Pending::Disk { id, op });
+                    self.pending.push(Work::Data { id, op });
                 }
                 Action::WriteMeta { generation, sb } => {
-                    self.pending.push(Pending::Meta { generation, sb })
+                    self.pending.push(Work::Meta { generation, sb })
                 }
                 Action::WriteAl { seq, block, tr } => {
-                    self.pending.push(Pending::Al { seq, block, tr })
+                    self.pending.push(Work::Al { seq, block, tr })
                 }
-                Action::WriteBitmap { pages } => self.pending.push(Pending::Bitmap { pages }),
+                Action::WriteBitmap { pages } => self.pending.push(Work::Bitmap { pages }),
                 // Only `drbdadm resize` (or a peer's) asks for it, and no scenario resizes:
                 // the growth is tested with real daemons (tests/resize.rs).
                 Action::GrowDisk => panic!("the simulation does not model resize"),
@@ -398,7 +379,7 @@ impl Sim {
             })
         };
         match p {
-            Pending::Disk { id, op } => {
+            Work::Data { id, op } => {
                 let result = if fail {
                     self.disk_failed = true;
                     if self.rng.chance(500) {
@@ -411,7 +392,7 @@ impl Sim {
                 self.engine
                     .handle(Time::default(), Input::DiskDone { id, result });
             }
-            Pending::Meta { generation, sb } => {
+            Work::Meta { generation, sb } => {
                 if fail {
                     self.meta_failed = true;
                     self.meta_failures += 1;
@@ -433,7 +414,7 @@ impl Sim {
                     );
                 }
             }
-            Pending::Al { seq, block, tr } => {
+            Work::Al { seq, block, tr } => {
                 if fail {
                     self.meta_failed = true;
                     self.meta_failures += 1;
@@ -451,7 +432,7 @@ impl Sim {
                     );
                 }
             }
-            Pending::Bitmap { pages } => {
+            Work::Bitmap { pages } => {
                 if fail {
                     self.meta_failed = true;
                     self.meta_failures += 1;
@@ -593,7 +574,7 @@ impl Sim {
             51 if self.rng.chance(150) => self.crash_and_recover(),
             _ if !self.pending.is_empty() => {
                 let i = self.rng.below(self.pending.len() as u64) as usize;
-                let is_meta = !matches!(self.pending[i], Pending::Disk { .. });
+                let is_meta = !matches!(self.pending[i], Work::Data { .. });
                 // Metadata failures are rarer: they end the interesting part of a run.
                 let fail = if is_meta {
                     self.rng.chance(2)
@@ -615,12 +596,12 @@ impl Sim {
         }
         for p in std::mem::take(&mut self.pending) {
             match p {
-                Pending::Disk { op, .. } => {
+                Work::Data { op, .. } => {
                     if self.rng.chance(500) {
                         self.apply(&op);
                     }
                 }
-                Pending::Meta { sb, .. } => match self.rng.below(3) {
+                Work::Meta { sb, .. } => match self.rng.below(3) {
                     0 => self.write_superblock(&sb),
                     1 => {
                         // Torn: garbage where the next slot goes; the other slot survives.
@@ -630,7 +611,7 @@ impl Sim {
                     }
                     _ => {}
                 },
-                Pending::Al { block, tr, .. } => {
+                Work::Al { block, tr, .. } => {
                     let at = block as usize % AL_BLOCKS as usize * AL_BLOCK;
                     match self.rng.below(3) {
                         0 => self.meta.al[at..at + AL_BLOCK]
@@ -640,7 +621,7 @@ impl Sim {
                         _ => {}
                     }
                 }
-                Pending::Bitmap { pages } => {
+                Work::Bitmap { pages } => {
                     for (idx, page, words) in &pages {
                         match self.rng.below(3) {
                             0 => {

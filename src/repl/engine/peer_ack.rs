@@ -22,8 +22,7 @@
 //! at once beyond that. Two-node clusters have no third node to mark for: no peer acks.
 
 use super::{Action, Engine, Origin};
-use crate::repl::state::ReplState;
-use crate::repl::wire::{Packet, SizesFlags};
+use crate::repl::wire::Packet;
 use crate::types::NodeId;
 use std::collections::VecDeque;
 
@@ -39,20 +38,16 @@ impl Engine {
     /// Whether writes replicated between this node and `node` need peer acks: a third diskful
     /// node exists, which the receiver must be able to mark for.
     fn peer_acks_with(&self, node: NodeId) -> bool {
-        self.cfg
-            .peers
-            .iter()
-            .any(|p| p.node_id != node && !p.intentional_diskless)
+        self.diskful_peers_but(node).next().is_some()
     }
 
     /// Diskful peers other than `node`.
-    fn diskful_peers_but(&self, node: NodeId) -> Vec<NodeId> {
+    fn diskful_peers_but(&self, node: NodeId) -> impl Iterator<Item = NodeId> + '_ {
         self.cfg
             .peers
             .iter()
-            .filter(|p| p.node_id != node && !p.intentional_diskless)
+            .filter(move |p| p.node_id != node && !p.intentional_diskless)
             .map(|p| p.node_id)
-            .collect()
     }
 
     /// Receiver: a write from `node` (Data `seq`, `len` bytes at `offset`) is kept until a
@@ -68,8 +63,9 @@ impl Engine {
         if l.rx_unacked.len() > MAX_UNACKED
             && let Some((_, off, n)) = l.rx_unacked.pop_front()
         {
-            for other in self.diskful_peers_but(node) {
-                if let Some(d) = self.disk.as_mut() {
+            let others: Vec<NodeId> = self.diskful_peers_but(node).collect();
+            if let Some(d) = self.disk.as_mut() {
+                for other in others {
                     d.mark(other, off, n);
                 }
             }
@@ -96,7 +92,7 @@ impl Engine {
         if unacked.is_empty() {
             return;
         }
-        let others = self.diskful_peers_but(node);
+        let others: Vec<NodeId> = self.diskful_peers_but(node).collect();
         let mut marked = 0;
         if let Some(d) = self.disk.as_mut() {
             for &(_, off, len) in &unacked {
@@ -116,16 +112,7 @@ impl Engine {
             ),
         );
         for other in others {
-            let in_sync = self.peers.get(&other).is_some_and(|p| {
-                p.replicating() && p.hs.is_none() && p.st.repl() == ReplState::Established
-            });
-            if in_sync {
-                self.handshake_again_with(
-                    other,
-                    SizesFlags::empty(),
-                    "writes of a lost peer may differ",
-                );
-            }
+            self.resync_again_if_marked(other);
         }
     }
 

@@ -663,7 +663,8 @@ impl Engine {
     /// marked for the peer (a lost Primary's unconfirmed writes, marks made while the resync
     /// ran): both sides are UpToDate and in sync otherwise, so the handshake runs again and
     /// resyncs them (equal UUIDs with marked blocks), instead of leaving them marked under an
-    /// UpToDate peer. Called when this disk or the peer's becomes UpToDate.
+    /// UpToDate peer. Called when this disk or the peer's becomes UpToDate, and when a lost
+    /// Primary's unconfirmed writes were marked (`peer_ack`).
     pub(super) fn resync_again_if_marked(&mut self, node: NodeId) {
         let marked = self
             .disk
