@@ -134,12 +134,12 @@ fn detach_force_on_a_secondary_under_load_then_attach_resyncs() {
 }
 
 /// `drbdsetup detach MINOR --force` on a Primary under a writer: the disk goes at once, the
-/// node stays Primary, reads are served by the UpToDate peer; writes fail from then on, as
-/// after a local I/O error under `on-io-error detach` on a Primary (udrbd has no Diskless
-/// Primary that writes through its peer; see `Engine::detach`). `attach` brings the disk back
-/// and resyncs it from the peer while Primary, and writes work again.
+/// node stays Primary and goes on as a Diskless Primary (DRBD 9): reads are served by the
+/// UpToDate peer, writes go to the peer only (it marks them for this node), and fio sees no
+/// error. A client that connects meanwhile sees the whole device. `attach` brings the disk
+/// back and resyncs what it missed from the peer while Primary.
 #[test]
-fn detach_force_on_a_primary_under_load_reads_from_the_peer() {
+fn detach_force_on_a_primary_under_load_goes_on_through_the_peer() {
     let mut p = pair(SETUP);
     p.up();
     p.a.adm(&["--clear-bitmap", "new-current-uuid", RES]).ok();
@@ -150,15 +150,6 @@ fn detach_force_on_a_primary_under_load_reads_from_the_peer() {
     let o = qemu_io(&uri, "write -P 0x5a 16M 1M");
     assert!(o.status.success(), "{o:?}");
 
-    // A client that has the device open from before: a new one would see the size of a
-    // Diskless node (0).
-    let mut client = std::process::Command::new("qemu-io")
-        .args(["-f", "raw", &uri])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("qemu-io runs (.ci/apt-packages installs it)");
     let job = common::fio_load(&uri, "detach-force-primary", 5);
     std::thread::sleep(std::time::Duration::from_millis(1500));
     // drbdsetup takes the minor (`device /dev/drbd0`); an unknown one is the kernel's
@@ -173,8 +164,10 @@ fn detach_force_on_a_primary_under_load_reads_from_the_peer() {
     );
     p.a.setup(&["detach", "0", "--force"]).ok();
     p.eventually(10, "node-1 Diskless and still Primary", || {
-        status(&p.a).starts_with("res0 role:Primary\n  disk:Diskless client:no open:yes")
+        status(&p.a).starts_with("res0 role:Primary\n  disk:Diskless client:no")
     });
+    // Requests the disk had when it went fail (DRBD fails what the detached disk held); the
+    // rest, and everything after, goes through the peer.
     let out = job.wait_with_output().expect("fio");
     let fio_err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -182,15 +175,11 @@ fn detach_force_on_a_primary_under_load_reads_from_the_peer() {
         "fio: {out:?}\n{}",
         p.logs()
     );
+    let job = common::fio_load(&uri, "on-the-diskless-primary", 2);
+    common::fio_ok(job, &p.logs());
 
-    {
-        use std::io::Write;
-        let mut stdin = client.stdin.take().expect("stdin");
-        stdin
-            .write_all(b"read -P 0x5a 16M 1M\nwrite -P 0x33 20M 64k\nquit\n")
-            .expect("qemu-io commands");
-    }
-    let o = client.wait_with_output().expect("qemu-io");
+    // A new client sees the whole device, reads what the peer has, and writes to it.
+    let o = qemu_io(&uri, "read -P 0x5a 16M 1M");
     let said = String::from_utf8_lossy(&o.stdout);
     assert!(
         said.contains("read 1048576/1048576 bytes at offset 16777216")
@@ -198,7 +187,13 @@ fn detach_force_on_a_primary_under_load_reads_from_the_peer() {
         "a read on the Diskless Primary is not served by the peer: {o:?}\n{}",
         p.logs()
     );
-    assert!(said.contains("write failed: Input/output error"), "{o:?}");
+    let o = qemu_io(&uri, "write -P 0x33 20M 64k");
+    assert!(
+        o.status.success() && o.stderr.is_empty(),
+        "{o:?}\n{}",
+        p.logs()
+    );
+    assert!(out_of_sync_kib(&p.b) >= 64, "{}", p.logs());
 
     p.a.adm(&["attach", RES]).ok();
     p.eventually(60, "node-1 UpToDate again", || {
@@ -208,6 +203,13 @@ fn detach_force_on_a_primary_under_load_reads_from_the_peer() {
             && !a.contains("replication:")
             && b.contains("disk:UpToDate")
     });
+    // What the Diskless Primary wrote came back with the resync (read from the local disk).
+    let o = qemu_io(&uri, "read -P 0x33 20M 64k");
+    assert!(
+        !String::from_utf8_lossy(&o.stdout).contains("Pattern verification failed"),
+        "{o:?}\n{}",
+        p.logs()
+    );
     let o = qemu_io(&uri, "write -P 0x44 20M 64k");
     assert!(o.status.success(), "{o:?}\n{}", p.logs());
     p.assert_identical();

@@ -192,6 +192,10 @@ fn write_repl_wire_seeds() {
         Packet::SyncUuid {
             uuid: GenUuid(0x42),
         },
+        Packet::CurrentUuid {
+            uuid: GenUuid(0x43),
+            weak: 0b10,
+        },
         Packet::Disconnect,
     ]);
     decodes_fully(&resync);

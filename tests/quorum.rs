@@ -11,6 +11,11 @@
 //!   that loses the other diskful node fails I/O at once, a promotion without quorum is
 //!   refused with `(-25) No quorum`, and healing brings quorum back.
 //!
+//! - A diskless client as Primary (DRBD 9's Diskless Primary): it reads and writes through
+//!   the diskful nodes; fio verifies what it wrote, also while one diskful node is cut off
+//!   and comes back (`quorum off`): the other gets the writes, resyncs the returning one,
+//!   and all disks end equal.
+//!
 //! Needs root for `ip netns`; without it the tests print a skip message and pass, except
 //! under CI, where they fail.
 
@@ -41,6 +46,15 @@ struct Cluster {
 
 /// The how-to's res0 with a third host; `diskful[i]` false makes host i `disk none;`.
 fn cluster(star: &Star, diskful: [bool; 3], on_no_quorum: &str) -> Cluster {
+    cluster_with(
+        star,
+        diskful,
+        &format!("quorum majority; on-no-quorum {on_no_quorum};"),
+    )
+}
+
+/// The same with `options { OPTIONS }`.
+fn cluster_with(star: &Star, diskful: [bool; 3], options: &str) -> Cluster {
     let dir = scratch();
     let disks: Vec<Option<PathBuf>> = (0..3)
         .map(|i| {
@@ -69,7 +83,7 @@ fn cluster(star: &Star, diskful: [bool; 3], on_no_quorum: &str) -> Cluster {
         format!(
             r#"global {{ usage-count no; }}
 common {{
-    options {{ quorum majority; on-no-quorum {on_no_quorum}; }}
+    options {{ {options} }}
     net {{ cram-hmac-alg "sha1"; shared-secret "Abcd1234Password"; protocol C; }}
     {TIMERS}
 }}
@@ -328,4 +342,125 @@ fn with_a_diskless_client_a_lost_diskful_node_takes_quorum_and_io_errors() {
     let data = c.assert_identical();
     assert!(data[..MIB].iter().all(|b| *b == 0x44));
     assert!(data[MIB..2 * MIB].iter().all(|b| *b == 0x55));
+}
+
+/// fio through `uri`: random writes of 4 to 64 KiB over the first `size` at QD16, each block
+/// read back and checked (`--verify=crc32c`); `loops` passes.
+fn fio_verify(uri: &str, name: &str, size: &str, loops: u32) -> std::process::Child {
+    common::fio_randwrite(
+        uri,
+        name,
+        &[
+            &format!("--size={size}"),
+            "--verify=crc32c",
+            "--do_verify=1",
+            &format!("--loops={loops}"),
+        ],
+    )
+}
+
+/// The size `n`'s export announces.
+fn export_size(n: &Node) -> u64 {
+    let o = tool("nbdinfo", &["--size", &n.nbd_uri(RES)]);
+    String::from_utf8_lossy(&o.stdout)
+        .trim()
+        .parse::<u64>()
+        .unwrap_or(0)
+}
+
+/// Node-3 (diskless) Primary after node-1 synced node-2; returns node-1's export size.
+fn diskless_primary(c: &Cluster) -> u64 {
+    let [n1, _, n3] = [&c.nodes[0], &c.nodes[1], &c.nodes[2]];
+    c.all_connected();
+    n1.adm(&["primary", "--force", RES]).ok();
+    c.eventually(60, "node-2 UpToDate", || {
+        field(&status(n1), "peer-disk:") == ["UpToDate", "Diskless"]
+    });
+    c.assert_written(0, 0, MIB, 0x44);
+    let size = export_size(n1);
+    n1.adm(&["secondary", RES]).ok();
+    n3.adm(&["primary", RES]).ok();
+    let st = status(n3);
+    assert!(
+        st.starts_with("res0 role:Primary\n  disk:Diskless"),
+        "{st}\n{}",
+        c.logs()
+    );
+    size
+}
+
+#[test]
+fn a_diskless_primary_reads_and_writes_through_its_peers() {
+    let Some(star) = Star::new(3) else { return };
+    let c = cluster(&star, [true, true, false], "io-error");
+    let size = diskless_primary(&c);
+    let [n1, n2, n3] = [&c.nodes[0], &c.nodes[1], &c.nodes[2]];
+    // The export has the peers' size, and their data.
+    assert!(size >= DATA as u64, "{}", c.logs());
+    assert_eq!(export_size(n3), size, "{}", c.logs());
+    let o = tool(
+        "qemu-io",
+        &["-f", "raw", "-c", "read -P 0x44 0 1M", &n3.nbd_uri(RES)],
+    );
+    assert!(
+        o.status.success() && !String::from_utf8_lossy(&o.stdout).contains("verification failed"),
+        "{o:?}\n{}",
+        c.logs()
+    );
+    common::fio_ok(
+        fio_verify(&n3.nbd_uri(RES), "diskless", "16M", 1),
+        &c.logs(),
+    );
+    c.assert_written(2, 32 * MIB, MIB, 0x77);
+    // A diskful node cannot be promoted while the client is Primary.
+    let refused = n1.adm(&["primary", RES]);
+    assert_ne!(refused.code, 0, "{refused:?}");
+    n3.adm(&["secondary", RES]).ok();
+    c.no_split_brain();
+    for n in [n3, n1, n2] {
+        n.adm(&["down", RES]).ok();
+    }
+    let data = c.assert_identical();
+    assert!(data[32 * MIB..33 * MIB].iter().all(|b| *b == 0x77));
+}
+
+#[test]
+fn a_diskless_primary_goes_on_through_one_peer_while_the_other_is_away() {
+    let Some(star) = Star::new(3) else { return };
+    let c = cluster_with(&star, [true, true, false], "quorum off;");
+    diskless_primary(&c);
+    let [n1, n2, n3] = [&c.nodes[0], &c.nodes[1], &c.nodes[2]];
+    let job = common::fio_load(&n3.nbd_uri(RES), "one-peer", 8);
+    std::thread::sleep(Duration::from_millis(1500));
+    // node-2 cut off while fio writes: node-1 alone gets the writes (and marks them for
+    // node-2); nothing fails.
+    star.isolate(1);
+    c.eventually(20, "node-3 lost node-2", || {
+        n3.adm(&["cstate", RES]).ok().stdout.contains("Connecting")
+    });
+    c.assert_written(2, 40 * MIB, MIB, 0x66);
+    std::thread::sleep(Duration::from_secs(2));
+    star.rejoin(1);
+    common::fio_ok(job, &c.logs());
+    c.eventually(60, "node-2 back and UpToDate", || {
+        field(&status(n3), "peer-disk:") == ["UpToDate", "UpToDate"]
+            && field(&status(n1), "peer-disk:") == ["UpToDate", "Diskless"]
+            && !status(n1).contains("replication:")
+    });
+    // node-2 got what it missed by a resync from node-1.
+    let log2 = n2.log_text();
+    assert!(
+        log2.lines()
+            .any(|l| l.contains("Began resync as SyncTarget") && !l.contains("will sync 0 KB")),
+        "{}",
+        c.logs()
+    );
+    common::fio_ok(fio_verify(&n3.nbd_uri(RES), "after", "8M", 1), &c.logs());
+    c.no_split_brain();
+    n3.adm(&["secondary", RES]).ok();
+    for n in [n3, n1, n2] {
+        n.adm(&["down", RES]).ok();
+    }
+    let data = c.assert_identical();
+    assert!(data[40 * MIB..41 * MIB].iter().all(|b| *b == 0x66));
 }

@@ -178,7 +178,8 @@ pub static NO_EFFECT: &[NoEffect] = &[
         Disk,
         "read-balancing",
         Some("prefer-local"),
-        "reads are served locally (from the peer only for blocks out of sync)"
+        "reads are served locally (from a peer only for blocks out of sync, or by the \
+         lowest-id UpToDate peer on a node without a disk)"
     ),
     none!(
         Disk,

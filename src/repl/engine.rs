@@ -40,6 +40,7 @@ mod conflicts;
 mod connection;
 mod disconnect;
 mod disk;
+mod diskless;
 mod fencing;
 mod grow;
 mod io;
@@ -56,6 +57,7 @@ pub use states::suspended_str;
 mod tentative;
 mod twopc;
 mod verify;
+mod weak;
 
 pub use api::{
     Action, AdminCmd, AdminError, Attached, EngineConfig, Input, IoError, IoOp, MetaArea,
@@ -141,6 +143,10 @@ pub struct Engine {
     /// The UUIDs a Primary's latest rotation replaced, until a write under the new
     /// generation is acknowledged (see `tentative`).
     tentative: Option<tentative::Tentative>,
+    /// Without a disk: the generation of the data this node serves (see `diskless`).
+    exposed: diskless::Exposed,
+    /// The current UUID the diskless peers were last told (see `diskless`).
+    current_told_to_diskless: GenUuid,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -205,6 +211,8 @@ impl Engine {
             grow: None,
             doomed: std::collections::BTreeSet::new(),
             tentative: None,
+            exposed: diskless::Exposed::default(),
+            current_told_to_diskless: GenUuid::ZERO,
         }
     }
 
@@ -290,7 +298,10 @@ impl Engine {
 
     /// Usable size in bytes (0 while diskless).
     pub fn size_bytes(&self) -> u64 {
-        self.disk.as_ref().map_or(0, |d| d.data_bytes)
+        // Without a disk: the size of the data the peers hold (see `diskless`).
+        self.disk
+            .as_ref()
+            .map_or(self.exposed.bytes, |d| d.data_bytes)
     }
 
     /// The configuration of peer `node`.

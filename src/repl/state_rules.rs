@@ -10,10 +10,9 @@
 //! rules are the ordered table [`RULES`]; the first that matches refuses the change. Rule ids
 //! (`H2`, `S13`, ...) follow the reference notes; the `drbd` column quotes the C condition.
 //!
-//! Left out until their issues: read-only openers, intentional diskless peers, multiple
-//! volumes. "Access to UpToDate data" is the local disk, or a
-//! connected peer's UpToDate disk while this node still has a disk of its own (reads it
-//! lacks are served by that peer): a Diskless Primary is not supported yet.
+//! Left out until their issues: read-only openers, multiple volumes. "Access to UpToDate
+//! data" is the local disk, or a connected peer's UpToDate disk (reads the local disk lacks,
+//! or every read of a Diskless node, are served by that peer; see `engine::diskless`).
 
 use super::state::{ConnState, DiskState, ReplState, Role, StateError};
 use crate::types::NodeId;
@@ -121,14 +120,12 @@ impl std::fmt::Debug for Rule {
 }
 
 /// Access to UpToDate data (DRBD's `drbd_data_accessible()`): the local disk, or a connected
-/// peer's while this node has a disk to write to (see the module docs).
+/// peer's, whatever the local disk is (see the module docs).
 fn accessible(v: &View) -> bool {
-    let peer_has_it = || {
-        v.peers
+    v.disk == DiskState::UpToDate
+        || v.peers
             .iter()
             .any(|p| p.disk == DiskState::UpToDate && p.repl >= ReplState::Established)
-    };
-    v.disk == DiskState::UpToDate || (v.disk >= DiskState::Inconsistent && peer_has_it())
 }
 
 fn sync_source(r: ReplState) -> bool {
@@ -656,7 +653,7 @@ mod tests {
             ..old.clone()
         };
         assert!(try_change(&old, &new, &ctx()).is_ok());
-        // Not without a disk of its own (a Diskless Primary is not supported yet)...
+        // Without a disk of its own too (a Diskless Primary reads and writes through it)...
         let diskless = View {
             disk: D::Diskless,
             ..old.clone()
@@ -665,10 +662,7 @@ mod tests {
             role: Role::Primary,
             ..diskless.clone()
         };
-        assert_eq!(
-            try_change(&diskless, &new, &ctx()),
-            Err(StateError::NoUpToDateDisk)
-        );
+        assert!(try_change(&diskless, &new, &ctx()).is_ok());
         // ...and not once the peer has gone.
         let gone = view(
             Role::Secondary,
@@ -899,10 +893,11 @@ mod tests {
 
     #[test]
     fn hard_changes_skip_the_soft_rules() {
+        // (With an UpToDate peer the Primary would keep access to UpToDate data.)
         let old = view(
             Role::Primary,
             D::UpToDate,
-            connected(Role::Secondary, D::UpToDate),
+            connected(Role::Secondary, D::Outdated),
         );
         let new = View {
             disk: D::Failed,

@@ -73,10 +73,11 @@ pub const WIRE_VERSION: u8 = 1;
 /// Superseded and RetryWrite exist (two primaries). 3: DataRequest, DataReply and
 /// NegDataReply exist (reads served by the peer). 4: State carries `QUORATE` (quorum; a
 /// diskless node has quorum through a peer that has it). 5: PeerAck exists (three nodes: a
-/// Secondary learns which writes completed everywhere).
-pub const PROTOCOL_MIN: u32 = 5;
+/// Secondary learns which writes completed everywhere). 6: CurrentUuid exists (a diskless
+/// Primary's generation and the nodes its writes do not reach).
+pub const PROTOCOL_MIN: u32 = 6;
 /// Highest protocol version (in [`Packet::Hello`]) this build speaks.
-pub const PROTOCOL_MAX: u32 = 5;
+pub const PROTOCOL_MAX: u32 = 6;
 /// Header flag: a receiver that does not know this type may skip the frame instead of failing.
 pub const FLAG_MAY_IGNORE: u8 = 0x01;
 /// Header size in bytes.

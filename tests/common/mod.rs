@@ -43,6 +43,21 @@ pub fn drbdsetup_bin() -> PathBuf {
 /// fio writing random blocks of 4 to 64 KiB over the first 8 MiB of `uri` at QD16 for `secs`
 /// seconds (libnbd's engine); it exits non-zero on any I/O error.
 pub fn fio_load(uri: &str, name: &str, secs: u64) -> Child {
+    fio_randwrite(
+        uri,
+        name,
+        &[
+            "--size=8M",
+            "--time_based",
+            &format!("--runtime={secs}"),
+            &format!("--randseed={}", name.len()),
+        ],
+    )
+}
+
+/// fio writing random blocks of 4 to 64 KiB to `uri` at QD16 (libnbd's engine), with `more`
+/// options; it exits non-zero on any I/O error (or, with `--verify`, a mismatch).
+pub fn fio_randwrite(uri: &str, name: &str, more: &[&str]) -> Child {
     Command::new("fio")
         .args([
             &format!("--name={name}"),
@@ -50,12 +65,9 @@ pub fn fio_load(uri: &str, name: &str, secs: u64) -> Child {
             &format!("--uri={uri}"),
             "--rw=randwrite",
             "--bsrange=4k-64k",
-            "--size=8M",
             "--iodepth=16",
-            "--time_based",
-            &format!("--runtime={secs}"),
-            &format!("--randseed={}", name.len()),
         ])
+        .args(more)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

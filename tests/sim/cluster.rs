@@ -40,6 +40,20 @@ pub struct Setup {
     /// Per node: it has a disk (false: a diskless client, `disk none;`).
     pub disks: Vec<bool>,
     pub on_no_quorum: OnNoData,
+    /// The cluster manager promotes a diskless node (a Diskless Primary reads and writes
+    /// through its peers) rather than a diskful one, whenever it can.
+    pub client_primary: bool,
+    /// `quorum off` instead of `majority`: a Primary writes on with whatever peers it sees
+    /// (the manager, which sees everything, still never promotes a second one).
+    pub quorum_off: bool,
+}
+
+/// A read the application has out: per sector of it, every write it may return (those
+/// allowed when it was sent, and every write to the sector sent while it is out).
+struct OutstandingRead {
+    node: usize,
+    offset: u64,
+    may_see: Vec<BTreeSet<u64>>,
 }
 
 /// A write the application has out.
@@ -69,6 +83,7 @@ pub struct Cluster {
     reconnect_at: Option<u64>,
     drops: Vec<(usize, usize, bool)>,
     outstanding: BTreeMap<ReqId, Outstanding>,
+    reads: BTreeMap<ReqId, OutstandingRead>,
     /// Per sector: the writes it may hold (the last acknowledged one, and any that may still
     /// land or failed after it).
     allowed: BTreeMap<u64, BTreeSet<u64>>,
@@ -82,6 +97,7 @@ pub struct Cluster {
     pub disk_failed: Vec<bool>,
     pub acked: u64,
     pub failed: u64,
+    pub reads_ok: u64,
     pub promotions: u64,
     pub quorum_refusals: u64,
     pub crashes: u64,
@@ -110,7 +126,11 @@ impl Cluster {
                     auto_promote_timeout_ms: 2_000,
                     twopc_timeout_ms: 30_000,
                     quorum: QuorumSettings {
-                        quorum: Quorum::Majority,
+                        quorum: if setup.quorum_off {
+                            Quorum::Off
+                        } else {
+                            Quorum::Majority
+                        },
                         min_redundancy: Quorum::Off,
                         on_no_quorum: setup.on_no_quorum,
                         intentional_diskless: !setup.disks[i],
@@ -133,6 +153,7 @@ impl Cluster {
             reconnect_at: Some(0),
             drops: Vec::new(),
             outstanding: BTreeMap::new(),
+            reads: BTreeMap::new(),
             allowed: BTreeMap::new(),
             next_req: 1,
             next_wid: 1,
@@ -142,6 +163,7 @@ impl Cluster {
             disk_failed: vec![false; count],
             acked: 0,
             failed: 0,
+            reads_ok: 0,
             promotions: 0,
             quorum_refusals: 0,
             crashes: 0,
@@ -163,7 +185,13 @@ impl Cluster {
     }
 
     pub fn fail(&self, msg: impl std::fmt::Display) -> ! {
-        let mut s = format!("seed {} at {} ms: {msg}", self.seed, self.now);
+        let mut s = format!(
+            "seed {} at {} ms: {msg} ({} writes and {} reads out)",
+            self.seed,
+            self.now,
+            self.outstanding.len(),
+            self.reads.len()
+        );
         for n in &self.n {
             let st = n.engine.status();
             s += &format!(
@@ -177,6 +205,9 @@ impl Cluster {
                 );
             }
             if trace() {
+                for r in n.engine.debug_requests() {
+                    s += &format!("\n      req {r}");
+                }
                 for l in n.logs.iter().rev().take(30).rev() {
                     s += &format!("\n      {l}");
                 }
@@ -314,6 +345,14 @@ impl Cluster {
                 .or_insert_with(|| BTreeSet::from([0]))
                 .insert(wid);
         }
+        for r in self.reads.values_mut() {
+            for (k, may) in r.may_see.iter_mut().enumerate() {
+                let s = r.offset / SECTOR + k as u64;
+                if offset / SECTOR <= s && s < (offset + len) / SECTOR {
+                    may.insert(wid);
+                }
+            }
+        }
         self.outstanding.insert(
             id,
             Outstanding {
@@ -331,7 +370,66 @@ impl Cluster {
         self.handle(i, Input::Io { id, op });
     }
 
+    /// A read of 1 to 16 sectors in the first [`AREA`] bytes on node `i`.
+    pub fn read(&mut self, i: usize) {
+        let sectors = 1 + self.rng.below(16);
+        let offset = self.rng.below(AREA / SECTOR - sectors) * SECTOR;
+        let id = ReqId(self.next_req);
+        self.next_req += 1;
+        let may_see = (offset / SECTOR..offset / SECTOR + sectors)
+            .map(|s| {
+                self.allowed
+                    .get(&s)
+                    .cloned()
+                    .unwrap_or_else(|| BTreeSet::from([0]))
+            })
+            .collect();
+        self.reads.insert(
+            id,
+            OutstandingRead {
+                node: i,
+                offset,
+                may_see,
+            },
+        );
+        let op = IoOp::Read {
+            offset,
+            len: (sectors * SECTOR) as u32,
+        };
+        self.handle(i, Input::Io { id, op });
+    }
+
+    /// A read completed: every sector holds a write it may see.
+    fn read_done(
+        &mut self,
+        i: usize,
+        r: OutstandingRead,
+        result: Result<Option<bytes::Bytes>, IoError>,
+    ) {
+        assert_eq!(r.node, i);
+        match result {
+            Ok(Some(data)) => {
+                for (k, may) in r.may_see.iter().enumerate() {
+                    let t = tag(&data, k as u64);
+                    if !may.contains(&t) {
+                        self.fail(format!(
+                            "node {i} read write {t} at sector {}, allowed {may:?}: a stale read",
+                            r.offset / SECTOR + k as u64
+                        ));
+                    }
+                }
+                self.reads_ok += 1;
+            }
+            Ok(None) => self.fail("a read completed without data"),
+            Err(IoError::NoQuorum | IoError::NotPrimary | IoError::NoData | IoError::Disk(_)) => {}
+            Err(e) => self.fail(format!("a read failed with {e:?}")),
+        }
+    }
+
     fn completed(&mut self, i: usize, id: ReqId, result: Result<Option<bytes::Bytes>, IoError>) {
+        if let Some(r) = self.reads.remove(&id) {
+            return self.read_done(i, r, result);
+        }
         let Some(o) = self.outstanding.remove(&id) else {
             self.fail(format!("completion for unknown or completed {id:?}"));
         };
@@ -400,6 +498,18 @@ impl Cluster {
             .iter()
             .any(|n| n.alive && n.engine.role() == Role::Primary);
         if any_primary || !self.rng.chance(20) {
+            return;
+        }
+        let clients: Vec<usize> = (0..self.count())
+            .filter(|i| !self.setup.disks[*i] && self.n[*i].alive)
+            .collect();
+        if self.setup.client_primary {
+            // The engine refuses without access to UpToDate data or without quorum. (Never a
+            // diskful node: without quorum nothing tells the manager which one has the data.)
+            if !clients.is_empty() {
+                let i = clients[self.rng.below(clients.len() as u64) as usize];
+                self.admin(i, AdminCmd::Primary { force: false });
+            }
             return;
         }
         let candidates: Vec<usize> = self
@@ -515,6 +625,7 @@ impl Cluster {
         self.n[i].power_loss(&mut rng);
         // Its writes in flight are never answered; they stay allowed where they may land.
         self.outstanding.retain(|_, o| o.node != i);
+        self.reads.retain(|_, r| r.node != i);
         self.receive_paused.retain(|(a, _)| *a != i);
         for j in 0..self.count() {
             if j != i {
@@ -566,6 +677,9 @@ impl Cluster {
             self.n[i].now = self.time();
             self.n[i].attach();
             self.pump(i);
+            // Refused (a Primary without access to UpToDate data may not attach a disk that
+            // is not UpToDate itself): the nemesis tries again later.
+            self.disk_failed[i] = self.n[i].engine.disk_state() == DiskState::Diskless;
         }
     }
 
@@ -725,6 +839,7 @@ impl Cluster {
                             && p.out_of_sync_bytes == 0)
                 })
         }) && self.outstanding.is_empty()
+            && self.reads.is_empty()
             && self.net.values().all(|q| q.is_empty())
     }
 
@@ -795,15 +910,25 @@ pub fn chaos(seed: u64, setup: Setup) -> Cluster {
     w.run_for(300);
     w.admin(0, AdminCmd::Primary { force: true });
     w.run_for(3_000);
+    if w.setup.client_primary {
+        // The manager promotes the client instead.
+        w.admin(0, AdminCmd::Secondary);
+        w.run_for(500);
+    }
     for _ in 0..12 {
         let phase = 400 + w.rng.below(2_500);
         let end = w.now + phase;
         while w.now < end {
             if w.rng.chance(300) {
                 for i in 0..count {
-                    let busy = w.outstanding.values().filter(|o| o.node == i).count();
+                    let busy = w.outstanding.values().filter(|o| o.node == i).count()
+                        + w.reads.values().filter(|r| r.node == i).count();
                     if w.n[i].alive && w.n[i].engine.role() == Role::Primary && busy < 4 {
-                        w.write(i);
+                        if w.rng.below(3) == 0 {
+                            w.read(i);
+                        } else {
+                            w.write(i);
+                        }
                     }
                 }
             }

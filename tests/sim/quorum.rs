@@ -15,6 +15,8 @@ fn three_diskful(on_no_quorum: OnNoData) -> Setup {
     Setup {
         disks: vec![true, true, true],
         on_no_quorum,
+        client_primary: false,
+        quorum_off: false,
     }
 }
 
@@ -22,6 +24,16 @@ fn two_and_a_client(on_no_quorum: OnNoData) -> Setup {
     Setup {
         disks: vec![true, true, false],
         on_no_quorum,
+        client_primary: false,
+        quorum_off: false,
+    }
+}
+
+/// Two diskful nodes and a diskless client that is the Primary whenever it can be.
+fn client_primary(on_no_quorum: OnNoData) -> Setup {
+    Setup {
+        client_primary: true,
+        ..two_and_a_client(on_no_quorum)
     }
 }
 
@@ -85,6 +97,52 @@ fn two_diskful_nodes_and_a_diskless_client_under_random_partitions() {
     });
     if std::env::var_os("UDRBD_SIM_SEED").is_none() {
         assert!(acked > 100, "only {acked} writes acknowledged");
+    }
+}
+
+/// A Diskless Primary under every kind of partition, crashes and disk failures: it reads
+/// and writes through its peers; no read returns data older than an acknowledged write, no
+/// acknowledged write is lost, no split brain forms and the diskful nodes converge.
+#[test]
+fn a_diskless_primary_under_random_partitions() {
+    let (mut acked, mut reads) = (0, 0);
+    for_each_seed(24, |seed| {
+        let w = chaos(seed, client_primary(policy(seed)));
+        acked += w.acked;
+        reads += w.reads_ok;
+    });
+    if std::env::var_os("UDRBD_SIM_SEED").is_none() {
+        assert!(acked > 100, "only {acked} writes acknowledged");
+        assert!(reads > 100, "only {reads} reads answered");
+    }
+}
+
+/// The same with `quorum off`: the Diskless Primary writes on through whichever diskful node
+/// it still sees, which marks those writes for the other (the weak node, see
+/// `engine::weak`) and resyncs it when they meet again.
+///
+/// Ignored: run seed by seed it still fails about 2 % of seeds (README, "A Diskless Primary"):
+/// when every link goes at once, the two Secondaries each hold writes the other lacks, some of
+/// them acknowledged (one peer had them when the other's link went), and their reconciliation
+/// resync runs in one direction for all of them; DRBD orders those with dagtags. With quorum
+/// (the test above) a Primary that loses its peers fails such writes instead; no seed of 0 to
+/// 2,000 failed there. `cargo test --test sim -- --ignored` runs this one.
+#[test]
+#[ignore]
+fn a_diskless_primary_without_quorum_writes_through_any_peer() {
+    let (mut acked, mut reads) = (0, 0);
+    for_each_seed(24, |seed| {
+        let setup = Setup {
+            quorum_off: true,
+            ..client_primary(policy(seed))
+        };
+        let w = chaos(seed, setup);
+        acked += w.acked;
+        reads += w.reads_ok;
+    });
+    if std::env::var_os("UDRBD_SIM_SEED").is_none() {
+        assert!(acked > 100, "only {acked} writes acknowledged");
+        assert!(reads > 100, "only {reads} reads answered");
     }
 }
 
@@ -245,15 +303,17 @@ fn secondaries_that_lose_the_primary_mid_write_reconcile() {
     w.run_for(2);
     w.crash(0);
     w.run_for(3_000);
+    // (Which Secondary got part of the burst depends on the network's timing.)
+    assert!(
+        [1, 2].iter().any(|i| w.n[*i]
+            .logs
+            .iter()
+            .any(|l| l.contains("not known to have reached every node"))),
+        "{:?}\n{:?}",
+        w.n[1].logs,
+        w.n[2].logs
+    );
     for i in [1, 2] {
-        assert!(
-            w.n[i]
-                .logs
-                .iter()
-                .any(|l| l.contains("not known to have reached every node")),
-            "node {i}: {:?}",
-            w.n[i].logs
-        );
         let st = w.n[i].engine.status();
         let other = st.peers.iter().find(|p| p.node_id.0 as usize == 3 - i);
         assert!(

@@ -64,6 +64,8 @@ pub(super) struct Handshake {
     peer_user: Sector,
     /// The peer's `ProtocolParams` said dry run (`connect --tentative` there).
     peer_dry_run: bool,
+    /// The peer's device size from its `Sizes` (bytes): what a diskless node exports.
+    peer_bytes: u64,
 }
 
 /// A handshake that has not decided by then is given up (and retried).
@@ -185,7 +187,7 @@ impl Engine {
     fn send_handshake(&mut self, node: NodeId) {
         // The peer learns the current generation: it is no longer this node's alone.
         self.generation_confirmed();
-        let sectors = self.size_bytes() / SECTOR_SIZE;
+        let sectors = self.disk.as_ref().map_or(0, |d| d.data_bytes) / SECTOR_SIZE;
         let max = self.disk.as_ref().map_or(0, |d| d.max_bytes) / SECTOR_SIZE;
         let flags = self
             .peers
@@ -226,6 +228,9 @@ impl Engine {
             hs.sent_dirty_bits = *dirty_bits;
             hs.sent_uuids = Some((*current, *bitmap, history.clone()));
             hs.sent_disk = Some(*disk);
+        }
+        if let Some(weak) = self.weak_for_handshake(node) {
+            self.send(node, weak);
         }
         for packet in [sizes, uuids, state] {
             self.send(node, packet);
@@ -285,8 +290,10 @@ impl Engine {
                     fl,
                 )
             }
+            // A diskless node's current UUID is the generation it serves (DRBD sends the
+            // exposed UUID).
             None => (
-                GenUuid::ZERO,
+                self.exposed.uuid,
                 GenUuid::ZERO,
                 Vec::new(),
                 0,
@@ -374,6 +381,11 @@ impl Engine {
         // resource-and-stonith they must stay unacknowledged until the peer is fenced.
         let known = self.fence_link_lost(node);
         self.twopc_link_lost(node);
+        let was_primary = self
+            .peers
+            .get(&node)
+            .is_some_and(|c| c.st.role() == Role::Primary);
+        self.weak_mask_gone(node, was_primary);
         self.mark_unconfirmed(node);
         let conn = if standalone {
             ConnState::StandAlone
@@ -537,9 +549,11 @@ impl Engine {
             Packet::Sizes {
                 backing,
                 user,
+                current,
                 flags,
                 ..
             } => {
+                hs.peer_bytes = current.0.saturating_mul(SECTOR_SIZE);
                 // A round of the handshake begins with Sizes: what came before is stale.
                 if hs.strategy.is_none() {
                     hs.uuids = None;
@@ -614,7 +628,11 @@ impl Engine {
         // `resize --assume-clean` on either side: a new area is taken as equal.
         let clean = hs.peer_no_resync || hs.own_sizes_flags.contains(SizesFlags::NO_RESYNC);
         let peer_dry_run = hs.peer_dry_run;
+        let peer_bytes = hs.peer_bytes;
         let Some(d) = self.disk.as_ref() else {
+            if !self.diskless_accepts(node, pu.current, peer_disk, peer_bytes) {
+                return self.drop_link(node, false);
+            }
             return self.established_diskless(node, peer_role, peer_disk);
         };
         if peer_disk == DiskState::Diskless {
@@ -944,12 +962,16 @@ impl Engine {
             .repl(node, ReplState::Established)
             .peer_role(node, peer_role)
             .pdsk(node, if both { DiskState::UpToDate } else { peer_disk });
-        if both {
-            change = change.disk(DiskState::UpToDate);
+        // A node a Primary's writes do not reach is Outdated instead (see `weak`).
+        let mine = self.up_to_date_unless_weak();
+        if both && mine == DiskState::UpToDate {
+            change = change.disk(mine);
         }
         self.force_change(change);
-        if both {
+        if both && mine == DiskState::UpToDate {
             self.set_up_to_date("connected");
+        } else if both {
+            let _ = self.outdate_self(Change::hard("weak"));
         }
         self.clear_crashed_primary();
         self.broadcast_state();
@@ -972,6 +994,8 @@ impl Engine {
                 .pdsk(node, peer_disk),
         );
         self.broadcast_state();
+        // A diskless Primary's writes reach one more peer: the others learn it.
+        self.announce_generation();
     }
 
     /// The disk holds the newest data (a handshake or a finished resync said so): UpToDate,
@@ -1279,6 +1303,18 @@ impl Engine {
             .get(&node)
             .is_some_and(|c| c.st.repl() == ReplState::Established);
         let Some(d) = self.disk.as_mut() else {
+            // A diskless node notes the generation (it serves it from its next promotion).
+            if let Some(c) = self.peers.get_mut(&node) {
+                c.peer_current = current;
+            }
+            if self.st.role() != Role::Primary
+                && self
+                    .peers
+                    .get(&node)
+                    .is_some_and(|c| c.st.disk() == DiskState::UpToDate)
+            {
+                self.exposed.uuid = current;
+            }
             return;
         };
         let fresh = d.sb.current_uuid.same_as(GenUuid::JUST_CREATED);
@@ -1299,14 +1335,21 @@ impl Engine {
             self.set_up_to_date("skip-initial-sync");
             self.flush_bitmap_if_dirty();
             self.broadcast_state();
+        } else if d.sb.current_uuid.same_as(current) {
+            // There already (a Primary's `CurrentUuid` came first).
         } else if (in_sync || self.writes_from(node)) && self.st.disk() == DiskState::UpToDate {
             // Into the peer's new generation (in sync with it, or UpToDate and getting the
             // writes of a Primary that resyncs from here: this disk holds everything the new
             // generation writes); a third node not in sync with this one keeps the old
             // generation as its bitmap UUID (it lacks what the new one writes).
+            // (Not a node the Primary's writes do not reach: see `weak`.)
+            let weak = self.weak_of(node);
             let followers = self.generation_followers();
             if let Some(d) = self.disk.as_mut() {
-                move_to_generation(&mut d.sb, current, &|n| n == node || followers.contains(&n));
+                move_to_generation(&mut d.sb, current, &|n| {
+                    n == node
+                        || (followers.contains(&n) && super::diskless::node_bit(n) & weak == 0)
+                });
             }
             self.peer_log(node, format!("new current UUID {current} from peer"));
             self.sb_changed();

@@ -7,7 +7,7 @@ use super::{
 use crate::bitmap::Bitmap;
 use crate::meta::al::ActivityLog;
 use crate::meta::superblock::{Superblock, flags};
-use crate::repl::state::{ConnState, DiskState, StateError};
+use crate::repl::state::{ConnState, DiskState, ReplState, Role, StateError};
 use crate::repl::uuid::UuidGen;
 use crate::types::{AL_EXTENT_SIZE, BM_BLOCK_SIZE, BlockIdx, GenUuid, NodeId, ReqId};
 
@@ -220,8 +220,24 @@ impl Engine {
         if sb.flags & flags::PRIMARY_IND != 0 {
             sb.flags |= flags::CRASHED_PRIMARY;
         }
-        let disk = disk_state_from_flags(sb.flags);
+        let mut disk = disk_state_from_flags(sb.flags);
         sb.flags &= !flags::AL_CLEAN;
+        // A Diskless Primary wrote through its peers in the generation it served: the disk it
+        // gets now is of that generation, behind (the peers marked for this node every write
+        // since it went Diskless), never the root of a new one beside it.
+        let exposed = self.exposed.uuid;
+        if self.st.role() == Role::Primary
+            && !exposed.is_zero()
+            && !sb.current_uuid.same_as(exposed)
+        {
+            self.log(format!(
+                "attached to a Primary that served generation {exposed}: the disk ({}) takes it,                  Inconsistent until resynced",
+                sb.current_uuid
+            ));
+            take_generation(&mut sb, exposed, &[]);
+            sb.flags &= !flags::CONSISTENT;
+            disk = DiskState::Inconsistent;
+        }
         // As DRBD's `drbd_new_dev_size()` without a peer: the last agreed size, also when the
         // backing device grew meanwhile (the peers' disks may not have); the handshake grows
         // it once both sides can hold more.
@@ -282,8 +298,16 @@ impl Engine {
     }
 
     pub(super) fn detach(&mut self, token: u64) -> Result<(), StateError> {
-        if self.open_count > 0 {
-            return Err(StateError::DeviceInUse);
+        if self.st.role() == Role::Primary {
+            if self.open_count == 0 {
+                // Nobody uses the device: it steps down first (`down`, a clean shutdown).
+                self.demote("detach")?;
+            } else if self.up_to_date_peer().is_none() {
+                // Its openers would lose their data.
+                return Err(StateError::NoUpToDateDisk);
+            }
+            // Otherwise it goes on without its disk, reading and writing through the
+            // UpToDate peer (see `diskless`), as DRBD 9 does.
         }
         if self.disk.is_none() {
             self.actions.push_back(Action::AdminDone {
@@ -292,9 +316,6 @@ impl Engine {
             });
             return Ok(());
         }
-        // A Diskless Primary served by its peer is not supported yet: a Primary steps down
-        // first (refused while the device is open).
-        self.demote("detach")?;
         self.change(Change::soft("detach").disk(DiskState::Detaching))?;
         // Clean stop: bitmap on disk, then a superblock that says the AL is clean. The reply
         // comes when both are persisted (see `maybe_finish_detach`).
@@ -467,8 +488,10 @@ impl Engine {
     }
 
     pub(super) fn maybe_finish_detach(&mut self) {
+        // Reads a peer serves do not hold the disk: a Primary's readers do not keep it from
+        // going (it goes on without it; see `diskless`).
         if self.flush_waiters.is_empty()
-            || !self.reqs.is_empty()
+            || self.reqs.iter().any(|r| r.remote.is_none())
             || self.al_inflight.is_some()
             || !self.al_queue.is_empty()
         {
@@ -489,13 +512,28 @@ impl Engine {
             }
         }
         let waiters = self.take_detach_waiters();
-        let failed = self.disk.take().is_some_and(|d| d.failed);
+        let Some(d) = self.disk.take() else {
+            return;
+        };
+        // Without a disk it serves the data of the generation it had, through its peers.
+        self.exposed.uuid = d.sb.current_uuid;
+        self.exposed.bytes = d.data_bytes;
+        self.exposed.announced = None;
+        // The peers in sync with this disk hold that generation.
+        let uuid = d.sb.current_uuid;
+        for c in self.peers.values_mut() {
+            if c.st.repl() == ReplState::Established && c.st.disk() == DiskState::UpToDate {
+                c.peer_current = uuid;
+            }
+        }
+        let failed = d.failed;
         self.force_change(Change::hard("go-diskless").disk(DiskState::Diskless));
         if failed {
             // Nobody asked for it: the driver lets go of the disk itself. The links stay up:
             // the peers see this node Diskless and mark what it misses.
             self.actions.push_back(Action::ReleaseDisk);
         }
+        self.announce_generation();
         for token in waiters {
             self.actions.push_back(Action::AdminDone {
                 token,

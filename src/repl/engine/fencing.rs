@@ -335,13 +335,15 @@ impl Engine {
     /// Outdated, persisted the way DRBD encodes it: consistent, but not up to date when it
     /// stopped (`MDF_CONSISTENT` set, `MDF_WAS_UP_TO_DATE` clear).
     pub(super) fn outdate_self(&mut self, c: Change) -> Result<(), StateError> {
-        if self.st.disk() == DiskState::Outdated {
-            return Ok(());
+        if self.st.disk() != DiskState::Outdated {
+            self.change(c.disk(DiskState::Outdated))?;
         }
-        self.change(c.disk(DiskState::Outdated))?;
         if let Some(d) = self.disk.as_mut() {
-            d.sb.flags = (d.sb.flags | flags::CONSISTENT) & !flags::WAS_UP_TO_DATE;
-            self.sb_changed();
+            let outdated = (d.sb.flags | flags::CONSISTENT) & !flags::WAS_UP_TO_DATE;
+            if d.sb.flags != outdated {
+                d.sb.flags = outdated;
+                self.sb_changed();
+            }
         }
         Ok(())
     }

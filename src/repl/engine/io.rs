@@ -77,8 +77,9 @@ impl Engine {
             // `on-no-quorum io-error` (DRBD's `cached_err_io`).
             return self.refuse(id, IoError::NoQuorum);
         }
-        if let (Some((offset, len)), Some(d)) = (r.op.range(), self.disk.as_ref())
-            && offset.saturating_add(len) > d.data_bytes
+        if let Some((offset, len)) = r.op.range()
+            && offset.saturating_add(len) > self.size_bytes()
+            && (self.disk.is_some() || self.exposed.bytes > 0)
         {
             let write = written.is_some();
             return self.refuse(id, IoError::PastEnd { write });
@@ -95,7 +96,8 @@ impl Engine {
         let (mut meta_gen, mut al_seq) = (0, 0);
         if let Some((offset, len)) = written {
             self.new_uuid_if_due();
-            meta_gen = self.sb_gen;
+            // A diskless node has no metadata to wait for.
+            meta_gen = if self.diskless() { 0 } else { self.sb_gen };
             al_seq = self.activate_extents(offset, len);
             self.mark_out_of_sync(offset, len);
             self.resync_overwritten(offset, len);
@@ -176,6 +178,12 @@ impl Engine {
     /// peers that follow into it (DRBD 9 sends the new current UUID to the connected peers;
     /// with three nodes the one in sync must know that a third, absent one lacks what comes).
     pub(super) fn new_generation(&mut self, primary: bool) {
+        if self.diskless() {
+            if primary {
+                self.diskless_new_generation();
+            }
+            return;
+        }
         let followers = self.generation_followers();
         if primary {
             self.remember_before_rotation();
@@ -189,6 +197,13 @@ impl Engine {
         let uuid = d.sb.current_uuid;
         self.log(format!("new current UUID: {uuid}"));
         self.sb_changed();
+        // The weak mask first: a Secondary moves into the generation with the nodes this
+        // Primary does not reach left behind (see `weak`); the UUIDs that follow find it
+        // there already.
+        if primary {
+            self.exposed.announced = None;
+            self.announce_generation();
+        }
         // The followers move along; every other peer that gets this node's writes (a
         // SyncTarget, or one whose resync is about to start) notes it and adopts it when its
         // resync from here ends (it gets the writes of the new generation as they happen).
@@ -360,8 +375,16 @@ impl Engine {
     /// current generation on, that node is behind (its bitmap UUID says so, as a Primary's
     /// says it once it starts a new generation). Without it, the third node's older data
     /// would compare as equal to this node's, and the newer blocks could be resynced away.
-    pub(super) fn mark_for_absent(&mut self, offset: u64, len: u64) {
-        let behind = self.mark_out_of_sync(offset, len);
+    /// The sending Primary's weak nodes (see `weak`) do not get it either.
+    pub(super) fn mark_for_absent(&mut self, from: NodeId, offset: u64, len: u64) {
+        self.mark_weak_write(from, offset, len);
+        let mut behind = self.mark_out_of_sync(offset, len);
+        let weak = self.weak_of(from);
+        behind.extend(
+            self.peers
+                .keys()
+                .filter(|n| super::diskless::node_bit(**n) & weak != 0),
+        );
         if self
             .disk
             .as_mut()
@@ -410,8 +433,9 @@ impl Engine {
         if let (Some(node), IoOp::Read { offset, len }) = (remote, &op) {
             return self.request_remote_read(id, node, *offset, *len);
         }
-        if app {
-            self.replicate(id, &op);
+        let sent = if app { self.replicate(id, &op) } else { 0 };
+        if self.diskless() {
+            return self.diskless_submitted(id, sent);
         }
         self.actions.push_back(Action::SubmitDisk { id, op });
     }
@@ -479,6 +503,23 @@ impl Engine {
         self.maybe_finish_detach();
     }
 
+    /// A diskless node's request went to the peers (`sent` of them): it has no local part,
+    /// so that part is done at once; the answer waits for the peers (see `diskless`).
+    fn diskless_submitted(&mut self, id: ReqId, sent: usize) {
+        let result = if sent == 0 {
+            Err(IoError::NoData)
+        } else {
+            Ok(None)
+        };
+        if sent > 0 && self.reqs.get(id).is_some_and(|r| r.owed.is_empty()) {
+            // Protocol A: nobody acknowledges; it went to the peers, which is all A asks.
+            self.reqs.set_peer_ok(id);
+        }
+        if let Some(done) = self.reqs.modify(id, Event::LocalDone(result)) {
+            self.finished(done);
+        }
+    }
+
     /// A request has everything it waited for: answer whoever asked.
     pub(super) fn finished(&mut self, r: Request) {
         let gone = self.link_gone(&r);
@@ -497,6 +538,11 @@ impl Engine {
                     .is_some_and(|d| d.on_io_error != crate::config::OnIoError::PassOn);
                 if matches!(result, Err(IoError::Disk(_))) && r.peer_ok && masks {
                     result = Ok(None);
+                }
+                if result.is_ok() && self.diskless() && !r.peer_ok && r.op.written_range().is_some()
+                {
+                    // No disk has it: the peers it went to failed it or went away.
+                    result = Err(IoError::NoData);
                 }
                 if result.is_ok() && self.quorum_fails_io() {
                     // Written here, maybe on some peers, but this partition has no quorum:

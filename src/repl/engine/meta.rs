@@ -28,8 +28,12 @@ pub(super) struct QueuedAl {
 impl Engine {
     /// The in-memory superblock changed: write it (or queue another write after the current).
     pub(super) fn sb_changed(&mut self) {
+        if self.disk.is_none() {
+            return; // nothing to persist
+        }
         self.sb_gen += 1;
         self.pump_meta();
+        self.tell_diskless_peers_current();
     }
 
     pub(super) fn pump_meta(&mut self) {

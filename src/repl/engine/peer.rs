@@ -67,6 +67,9 @@ pub(super) struct Peer {
     pub resync_asked: bool,
     /// Reading this peer's data stream is paused (`max-buffers`, [`super::Action::ReceiveData`]).
     pub receive_paused: bool,
+    /// The weak mask of the peer's last `CurrentUuid`: the diskful nodes a Primary's writes do
+    /// not reach (see `weak`). 0 while disconnected.
+    pub weak: u64,
 }
 
 impl Peer {
@@ -95,6 +98,7 @@ impl Peer {
             deferred_rs: Vec::new(),
             resync_asked: false,
             receive_paused: false,
+            weak: 0,
         }
     }
 

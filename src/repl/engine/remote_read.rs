@@ -44,6 +44,9 @@ impl Engine {
     /// The application may write: a local disk takes the write (it may be Inconsistent,
     /// then a peer has the data), and current data is accessible here or at a peer.
     pub(super) fn writable(&self) -> bool {
+        if self.diskless() {
+            return self.data_peer().is_some();
+        }
         self.disk.is_some()
             && !self.meta_failed
             && self.st.disk() >= DiskState::Inconsistent
@@ -54,6 +57,9 @@ impl Engine {
     /// UpToDate, or when a resync from the peer it syncs from has made every block of the
     /// range current; otherwise a peer with UpToDate data. None: nowhere.
     pub(super) fn read_from(&self, offset: u64, len: u64) -> Option<ReadFrom> {
+        if self.diskless() {
+            return self.data_peer().map(ReadFrom::Peer);
+        }
         let d = self.disk.as_ref().filter(|_| !self.meta_failed);
         if d.is_some() && self.st.disk() == DiskState::UpToDate {
             return Some(ReadFrom::Local);

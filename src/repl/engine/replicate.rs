@@ -236,7 +236,8 @@ impl Engine {
 
     /// Sends a submitted application write or flush to every peer that gets writes, and
     /// records in the request what each owes it (protocol B/C acks, a flush's barrier).
-    pub(super) fn replicate(&mut self, id: ReqId, op: &IoOp) {
+    /// Returns how many peers it went to.
+    pub(super) fn replicate(&mut self, id: ReqId, op: &IoOp) -> usize {
         let mut owed: Vec<(NodeId, Owed)> = Vec::new();
         let mut attempts: Vec<(NodeId, u32, u32)> = Vec::new();
         let seen_at_admission = self
@@ -250,8 +251,9 @@ impl Engine {
             .copied()
             .filter(|n| self.gets_writes(*n))
             .collect();
+        let sent = nodes.len();
         if nodes.is_empty() {
-            return;
+            return 0;
         }
         for node in nodes {
             let Some(peer) = self.peers.get_mut(&node) else {
@@ -266,7 +268,7 @@ impl Engine {
                 .find(|(n, _)| *n == node)
                 .map_or(link.rx_seq, |&(_, s)| s);
             match op {
-                IoOp::Read { .. } => return,
+                IoOp::Read { .. } => return 0,
                 IoOp::Flush => {
                     let epoch = link.epoch;
                     link.epoch += 1;
@@ -360,6 +362,7 @@ impl Engine {
         for (node, first, last) in attempts {
             self.reqs.set_attempt(id, node, first, last);
         }
+        sent
     }
 
     /// A packet from `node`: handshake and state to `connection`, resync to `resync`,
@@ -392,6 +395,10 @@ impl Engine {
             | Packet::TwoPcAbort { .. } => return self.twopc_packet(node, packet),
             Packet::Disconnect => {
                 return self.peer_log(node, "the peer is disconnecting".to_string());
+            }
+            // Also during a handshake: it precedes the peer's handshake packets (see `weak`).
+            Packet::CurrentUuid { uuid, weak } => {
+                return self.current_uuid_received(node, uuid, weak);
             }
             _ => {}
         }
@@ -642,7 +649,7 @@ impl Engine {
         };
         let (off, len) = op.written_range().unwrap_or((offset, 0));
         let al_seq = self.activate_extents(off, len);
-        self.mark_for_absent(off, len);
+        self.mark_for_absent(node, off, len);
         self.resync_overwritten_except(off, len, Some(node));
         self.queue_internal(
             Origin::PeerWrite {

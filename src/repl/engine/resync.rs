@@ -389,6 +389,17 @@ impl Engine {
         // orders them with dagtags). Such a resync waits; the data comes from the Primary
         // (`resync_elsewhere`), and the resync ends with the Primary's.
         let foreign_writer = self.writer_besides(node).is_some();
+        // A Primary with no UpToDate disk (a diskless one, or one being resynced itself)
+        // cannot serve the rest, so the resync goes on; but a block with one of its writes
+        // that may not have reached the source yet (not covered by its peer ack) is not
+        // requested now: the reply could be older than that write.
+        let unconfirmed: Vec<(u64, u64)> = self
+            .peers
+            .iter()
+            .filter(|(n, c)| **n != node && c.st.role() == Role::Primary)
+            .filter_map(|(_, c)| c.session.as_ref())
+            .flat_map(|s| s.rx_unacked.iter().map(|&(_, o, l)| (o, l)))
+            .collect();
         let Some(c) = self.peers.get_mut(&node) else {
             return;
         };
@@ -425,7 +436,11 @@ impl Engine {
             let block_id = rs.next_id;
             rs.next_id += 1;
             rs.in_flight.insert(block_id, (offset, len));
-            if self.reqs.app_write_overlaps(offset, len) {
+            if self.reqs.app_write_overlaps(offset, len)
+                || unconfirmed
+                    .iter()
+                    .any(|&(o, l)| o < offset + len && offset < o + l)
+            {
                 rs.overwritten.insert(block_id);
             }
             rs.in_flight_bytes += len;
@@ -532,7 +547,23 @@ impl Engine {
             c.rs.as_ref()
                 .map(|rs| (rs.same_csum_bytes, rs.transferred_bytes));
         self.end_resyncs_the_writer_covered(node);
-        self.resync_end(node, String::new(), DiskState::UpToDate);
+        // Blocks marked for the source during the resync (an `OutOfSync` for a write a
+        // weak node lacks) are still missing here: Outdated, and resynced
+        // by the handshake that follows; so is a node that is weak (see `weak`).
+        let marked = self
+            .disk
+            .as_ref()
+            .and_then(|d| d.bitmap(node))
+            .is_some_and(|bm| !bm.is_clear());
+        let disk = if marked && self.st.role() != Role::Primary {
+            DiskState::Outdated
+        } else {
+            self.up_to_date_unless_weak()
+        };
+        self.resync_end(node, String::new(), disk);
+        if disk == DiskState::Outdated {
+            let _ = self.outdate_self(Change::hard("resync-finished"));
+        }
         let uses_csums = self.peer_info(node).is_some_and(|p| p.csums_alg.is_some());
         if let Some((same, sent)) = csums.filter(|_| uses_csums) {
             // DRBD's line (drbd_resync_finished()).
@@ -607,9 +638,12 @@ impl Engine {
         let ok = disk == DiskState::UpToDate;
         // A target that ends Inconsistent has written what it got too: it is still the target
         // of another resync (three nodes), or keeps its own marks for blocks it failed to
-        // write, which the next handshake's bitmap exchange brings back. Only a target whose
-        // disk went away leaves every block marked here.
-        let transferred = ok || disk == DiskState::Inconsistent;
+        // write, which the next handshake's bitmap exchange brings back. A target that ends
+        // Outdated took this node's generation with the data, but blocks were marked for it
+        // while the resync ran or a Primary's writes do not reach it (see `weak`).
+        // Only a target whose disk went away leaves every block marked here.
+        let outdated = disk == DiskState::Outdated;
+        let transferred = ok || outdated || disk == DiskState::Inconsistent;
         let recorded = self.disk.as_mut().and_then(|d| d.stop_recording(node));
         if transferred && let Some(d) = self.disk.as_mut() {
             match recorded {
@@ -625,13 +659,15 @@ impl Engine {
                 // blocks again rather than lose one).
                 _ => {}
             }
-            if ok {
+            if ok || outdated {
                 d.bitmap_uuid_to_history(node);
             }
         }
         if let Some(rs) = &rs {
             let failures = if ok {
                 String::new()
+            } else if outdated {
+                "the target ends Outdated: blocks marked meanwhile stay marked".to_string()
             } else if transferred {
                 format!("the target ends {disk} and keeps its own marks")
             } else {
@@ -647,7 +683,12 @@ impl Engine {
         );
         // A Consistent source (a crashed Primary the handshake chose) holds what its target
         // now holds as UpToDate: it is UpToDate too.
-        if ok && matches!(self.st.disk(), DiskState::Consistent | DiskState::Outdated) {
+        // (So it is when the target ends Outdated only for lack of blocks marked meanwhile,
+        // or because it is weak; see `weak`.)
+        if (ok || outdated)
+            && matches!(self.st.disk(), DiskState::Consistent | DiskState::Outdated)
+            && self.up_to_date_unless_weak() == DiskState::UpToDate
+        {
             self.set_up_to_date("resync-finished");
         }
         self.sb_changed();

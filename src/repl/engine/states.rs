@@ -462,6 +462,14 @@ impl Engine {
                 self.answer(r.id, Err(super::IoError::NoData));
             }
         }
+        if old.role != Role::Primary && new.role == Role::Primary {
+            if self.diskless() {
+                self.diskless_promoted();
+            } else {
+                self.exposed.announced = None;
+                self.announce_generation();
+            }
+        }
         if old.role == Role::Primary && new.role != Role::Primary {
             self.generation_confirmed();
             // DRBD writes the bitmap out on demotion: a Secondary's AL is not replayed into
@@ -562,12 +570,42 @@ impl Engine {
             // Only data that was in sight can be lost: a peer remembered Inconsistent while
             // disconnected, and corrected by a handshake, was not.
             let in_sight = o.repl >= ReplState::Established;
+            // (A Primary whose disk is being resynced writes through its sync source: the
+            // lost peer is behind it all the same, and must not come back as a source.)
+            let writes_here = new.disk == DiskState::UpToDate
+                || (new.disk == DiskState::Inconsistent && self.up_to_date_peer().is_some());
             if new.role == Role::Primary
-                && new.disk == DiskState::UpToDate
+                && writes_here
                 && in_sight
                 && (state_rules::lost_peer_data(o, n) || failed)
             {
                 self.lost_peer_data(node, o.disk, n.disk);
+            }
+            // A diskless Primary's writes no longer reach a peer that got them.
+            let got_writes = |p: &state_rules::PeerView| {
+                p.repl >= ReplState::Established
+                    && p.disk >= DiskState::Inconsistent
+                    && p.disk != DiskState::DUnknown
+            };
+            if new.role == Role::Primary && self.diskless() && got_writes(o) && !got_writes(n) {
+                self.diskless_lost_peer();
+            }
+            // A Primary peer demoted: its weak mask no longer holds.
+            if o.role == Role::Primary && n.role == Role::Secondary {
+                self.weak_mask_gone(node, true);
+            }
+            // A Primary's writes reach one peer more, or one less: the others learn it.
+            if new.role == Role::Primary && got_writes(o) != got_writes(n) {
+                self.announce_generation();
+            }
+            // An Outdated disk that is no longer weak finds a peer to become UpToDate through
+            // (see `weak`): one just settled in sync with this node.
+            let settled = |p: &state_rules::PeerView| {
+                p.repl == ReplState::Established
+                    && matches!(p.disk, DiskState::UpToDate | DiskState::Consistent)
+            };
+            if new.disk == DiskState::Outdated && settled(n) && !settled(o) {
+                self.weakness_changed();
             }
         }
     }

@@ -26,6 +26,7 @@
 //! | OvResult | sector u64, block_id u64, size u32, outcome u8 (1 in sync, 2 out of sync) |
 //! | OutOfSync | sector u64, size u32 |
 //! | SyncUuid | uuid u64 |
+//! | CurrentUuid | uuid u64, weak u64 |
 //!
 //! Decoding is canonical: reserved bits, non-0/1 booleans, undefined codes and trailing bytes
 //! are errors, so a payload that decodes re-encodes to the same bytes.
@@ -330,6 +331,10 @@ pub(crate) fn encode_body(p: &Packet, out: &mut Vec<u8>) -> Result<Bytes, WireEr
             w.u32(*size);
         }
         Packet::SyncUuid { uuid } => w.u64(uuid.0),
+        Packet::CurrentUuid { uuid, weak } => {
+            w.u64(uuid.0);
+            w.u64(*weak);
+        }
     }
     Ok(block)
 }
@@ -612,6 +617,10 @@ pub(crate) fn decode_body(ty: PacketType, payload: Bytes) -> Result<Packet, Wire
         PacketType::SyncUuid => Packet::SyncUuid {
             uuid: GenUuid(r.u64("uuid")?),
         },
+        PacketType::CurrentUuid => Packet::CurrentUuid {
+            uuid: GenUuid(r.u64("uuid")?),
+            weak: r.u64("weak")?,
+        },
     };
     let extra = r.remaining();
     if extra != 0 {
@@ -786,6 +795,7 @@ pub fn validate(p: &Packet) -> Result<(), WireError> {
         | Packet::Ping
         | Packet::PingAck
         | Packet::SyncUuid { .. }
+        | Packet::CurrentUuid { .. }
         | Packet::Disconnect => {}
     }
     Ok(())

@@ -151,6 +151,9 @@ packet_types! {
     PeerAck = 0x40, conn = true, max = 4;
     /// Marks a range out of sync on the peer (`P_OUT_OF_SYNC`).
     OutOfSync = 0x28, conn = false, max = 8 + 4;
+    /// The Primary's current generation and the diskful nodes its writes do not reach
+    /// (`P_CURRENT_UUID`; see `engine::weak`).
+    CurrentUuid = 0x41, conn = false, max = 8 + 8;
     /// Two primaries: a concurrent write of the receiver's overlaps this one, which it did
     /// not write; write it again once the receiver's Data up to `after` has arrived
     /// (`P_RETRY_WRITE`).
@@ -392,6 +395,14 @@ pub enum Packet {
     SyncUuid {
         uuid: GenUuid,
     },
+    /// From a Primary: its writes are of generation `uuid` now, and do not reach the diskful
+    /// nodes in `weak` (a bit per node id). From a Secondary: the Primary's mask passed on to
+    /// its other peers, with its own current UUID, so that a node the Primary does not reach
+    /// knows it (DRBD's `P_CURRENT_UUID` with `weak_nodes`).
+    CurrentUuid {
+        uuid: GenUuid,
+        weak: u64,
+    },
     /// The sender is closing the connection on purpose.
     Disconnect,
     /// Phase one of a cluster-wide state change: the sender (the initiator) asks to make
@@ -499,6 +510,7 @@ impl Packet {
             Packet::OvResult { .. } => PacketType::OvResult,
             Packet::OutOfSync { .. } => PacketType::OutOfSync,
             Packet::SyncUuid { .. } => PacketType::SyncUuid,
+            Packet::CurrentUuid { .. } => PacketType::CurrentUuid,
             Packet::Disconnect => PacketType::Disconnect,
             Packet::TwoPcPrepare { .. } => PacketType::TwoPcPrepare,
             Packet::TwoPcYes { .. } => PacketType::TwoPcYes,

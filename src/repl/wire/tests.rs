@@ -497,6 +497,12 @@ fn arb_packet_of(ty: PacketType) -> BoxedStrategy<Packet> {
         T::OutOfSync => (sector(), extent_size())
             .prop_map(|(sector, size)| Packet::OutOfSync { sector, size })
             .boxed(),
+        T::CurrentUuid => (any::<u64>(), any::<u64>())
+            .prop_map(|(u, weak)| Packet::CurrentUuid {
+                uuid: GenUuid(u),
+                weak,
+            })
+            .boxed(),
         T::SyncUuid => any::<u64>()
             .prop_map(|u| Packet::SyncUuid { uuid: GenUuid(u) })
             .boxed(),
