@@ -86,9 +86,8 @@ impl Engine {
     }
 
     /// Moves into the diskless Primary `node`'s generation `uuid` (a diskful one sends its
-    /// UUIDs for that): as a follower when UpToDate
-    /// and in sync with it, the weak nodes left behind; taken while Inconsistent when its
-    /// writes come here.
+    /// UUIDs for that): as a follower when UpToDate and in sync with it, the weak nodes left
+    /// behind; taken as it is by a disk not UpToDate that gets its writes.
     fn follow_diskless_primary(&mut self, node: NodeId, uuid: GenUuid, weak: u64) {
         let Some(d) = self.disk.as_ref() else {
             return;
