@@ -9,9 +9,10 @@
 //! not (it resyncs from a peer that has them and then takes the exposed generation).
 //!
 //! Losing a peer that got its writes starts a new generation here, as it does on a diskful
-//! Primary: the node sends [`Packet::CurrentUuid`] to the peers that still get its writes,
-//! with the *weak* mask of the diskful nodes that do not (DRBD's `P_CURRENT_UUID` with
-//! `weak_nodes`). A diskless node has no bitmap; the peers that get its writes mark them for
+//! Primary: the node sends [`CurrentUuid`](crate::repl::wire::Packet::CurrentUuid) to the
+//! peers that still get its writes, with the *weak* mask of the diskful nodes that do not
+//! (DRBD's `P_CURRENT_UUID` with `weak_nodes`; the announcing is in `weak`, as every Primary
+//! does it). A diskless node has no bitmap; the peers that get its writes mark them for
 //! the weak nodes instead, and make those nodes know that they are behind (see `weak`).
 //! Without this, two diskful Secondaries that still see each other would go on calling
 //! each other UpToDate over blocks only one of them got.
@@ -22,7 +23,6 @@
 
 use super::Engine;
 use crate::repl::state::{DiskState, ReplState, Role};
-use crate::repl::wire::Packet;
 use crate::types::{GenUuid, NodeId};
 
 /// What a node without a disk knows of the data it serves.
@@ -134,41 +134,13 @@ impl Engine {
                 self.drop_link(node, false);
             }
         }
-        self.exposed.announced = None;
         let weak = self.weak_nodes();
         if weak != 0 {
             // A node that does not get the writes must be behind from the first one on: a
             // new generation (as a diskful Primary starts one when it lost a peer).
             self.new_uuid_due = true;
         }
-        self.announce_generation();
-    }
-
-    /// A diskful peer that gets this node's writes. (Also checked while a lost link's state
-    /// change is being committed: its session ends only after that.)
-    fn recipient(&self, node: NodeId) -> bool {
-        self.gets_writes(node)
-            && self.peers.get(&node).is_some_and(|c| {
-                !c.info.intentional_diskless && c.st.repl() >= ReplState::Established
-            })
-    }
-
-    /// Every [`Self::recipient`].
-    fn recipients(&self) -> Vec<NodeId> {
-        self.peers
-            .keys()
-            .copied()
-            .filter(|n| self.recipient(*n))
-            .collect()
-    }
-
-    /// The diskful peers that do not get this node's writes, a bit per node id.
-    fn weak_nodes(&self) -> u64 {
-        self.cfg
-            .peers
-            .iter()
-            .filter(|p| !p.intentional_diskless && !self.recipient(p.node_id))
-            .fold(0, |m, p| m | node_bit(p.node_id))
+        self.reannounce_generation();
     }
 
     /// Starts a new generation on a diskless Primary: a fresh UUID, announced to every peer
@@ -189,37 +161,7 @@ impl Engine {
                 c.peer_current = uuid;
             }
         }
-        self.exposed.announced = None;
-        self.announce_generation();
-    }
-
-    /// Sends this Primary's generation and weak mask to every diskful peer that gets its
-    /// writes, if the mask changed since the last announcement. A diskful Primary does it too:
-    /// with three nodes, a Secondary that still sees a node the Primary does not must mark
-    /// for it what the Primary writes (see `weak`).
-    pub(super) fn announce_generation(&mut self) {
-        let diskful_peers = self
-            .cfg
-            .peers
-            .iter()
-            .filter(|p| !p.intentional_diskless)
-            .count();
-        // (Two diskful nodes: nobody to pass a weak mask on to.)
-        if self.st.role() != Role::Primary || (!self.diskless() && diskful_peers < 2) {
-            return;
-        }
-        let weak = self.weak_nodes();
-        if self.exposed.announced == Some(weak) {
-            return;
-        }
-        self.exposed.announced = Some(weak);
-        let uuid = self
-            .disk
-            .as_ref()
-            .map_or(self.exposed.uuid, |d| d.sb.current_uuid);
-        for node in self.recipients() {
-            self.send(node, Packet::CurrentUuid { uuid, weak });
-        }
+        self.reannounce_generation();
     }
 
     /// A diskless Primary lost a peer that got its writes: a new generation at once if

@@ -201,8 +201,7 @@ impl Engine {
         // Primary does not reach left behind (see `weak`); the UUIDs that follow find it
         // there already.
         if primary {
-            self.exposed.announced = None;
-            self.announce_generation();
+            self.reannounce_generation();
         }
         // The followers move along; every other peer that gets this node's writes (a
         // SyncTarget, or one whose resync is about to start) notes it and adopts it when its
@@ -377,14 +376,15 @@ impl Engine {
     /// would compare as equal to this node's, and the newer blocks could be resynced away.
     /// The sending Primary's weak nodes (see `weak`) do not get it either.
     pub(super) fn mark_for_absent(&mut self, from: NodeId, offset: u64, len: u64) {
-        self.mark_weak_write(from, offset, len);
+        let weak = self.mark_weak_write(from, offset, len);
         let mut behind = self.mark_out_of_sync(offset, len);
-        let weak = self.weak_of(from);
-        behind.extend(
-            self.peers
-                .keys()
-                .filter(|n| super::diskless::node_bit(**n) & weak != 0),
-        );
+        if weak != 0 {
+            behind.extend(
+                self.peers
+                    .keys()
+                    .filter(|n| super::diskless::node_bit(**n) & weak != 0),
+            );
+        }
         if self
             .disk
             .as_mut()

@@ -466,8 +466,7 @@ impl Engine {
             if self.diskless() {
                 self.diskless_promoted();
             } else {
-                self.exposed.announced = None;
-                self.announce_generation();
+                self.reannounce_generation();
             }
         }
         if old.role == Role::Primary && new.role != Role::Primary {

@@ -173,15 +173,15 @@ impl Engine {
     }
 
     /// A write from `from` that its weak nodes do not get: marked for them, and sent to
-    /// those connected here.
-    pub(super) fn mark_weak_write(&mut self, from: NodeId, off: u64, len: u64) {
+    /// those connected here. Returns `from`'s weak mask.
+    pub(super) fn mark_weak_write(&mut self, from: NodeId, off: u64, len: u64) -> u64 {
         let weak = self.weak_of(from);
-        if weak == 0 {
-            return;
+        if weak != 0 {
+            let nodes = self.diskful_in(weak);
+            self.mark_for_weak(&nodes, off, len);
+            self.resync_weak_nodes(weak);
         }
-        let nodes = self.diskful_in(weak);
-        self.mark_for_weak(&nodes, off, len);
-        self.resync_weak_nodes(weak);
+        weak
     }
 
     /// Configured diskful peers in `mask`.
@@ -305,5 +305,70 @@ impl Engine {
         if let Some(n) = source {
             self.handshake_again_with(n, SizesFlags::empty(), "no longer behind a Primary");
         }
+    }
+
+    // ----- the Primary's side -----
+
+    /// A diskful peer that gets this node's writes. (Also checked while a lost link's state
+    /// change is being committed: its session ends only after that.)
+    pub(super) fn recipient(&self, node: NodeId) -> bool {
+        self.gets_writes(node)
+            && self.peers.get(&node).is_some_and(|c| {
+                !c.info.intentional_diskless && c.st.repl() >= ReplState::Established
+            })
+    }
+
+    /// Every [`Self::recipient`].
+    pub(super) fn recipients(&self) -> Vec<NodeId> {
+        self.peers
+            .keys()
+            .copied()
+            .filter(|n| self.recipient(*n))
+            .collect()
+    }
+
+    /// The diskful peers that do not get this node's writes, a bit per node id.
+    pub(super) fn weak_nodes(&self) -> u64 {
+        self.cfg
+            .peers
+            .iter()
+            .filter(|p| !p.intentional_diskless && !self.recipient(p.node_id))
+            .fold(0, |m, p| m | node_bit(p.node_id))
+    }
+
+    /// Sends this Primary's generation and weak mask to every diskful peer that gets its
+    /// writes, if the mask changed since the last announcement. A diskful Primary does it too:
+    /// with three nodes, a Secondary that still sees a node the Primary does not must mark
+    /// for it what the Primary writes (see `weak`).
+    pub(super) fn announce_generation(&mut self) {
+        let diskful_peers = self
+            .cfg
+            .peers
+            .iter()
+            .filter(|p| !p.intentional_diskless)
+            .count();
+        // (Two diskful nodes: nobody to pass a weak mask on to.)
+        if self.st.role() != Role::Primary || (!self.diskless() && diskful_peers < 2) {
+            return;
+        }
+        let weak = self.weak_nodes();
+        if self.exposed.announced == Some(weak) {
+            return;
+        }
+        self.exposed.announced = Some(weak);
+        let uuid = self
+            .disk
+            .as_ref()
+            .map_or(self.exposed.uuid, |d| d.sb.current_uuid);
+        for node in self.recipients() {
+            self.send(node, Packet::CurrentUuid { uuid, weak });
+        }
+    }
+
+    /// Announces the generation and weak mask even if the mask did not change (a new
+    /// generation, a promotion).
+    pub(super) fn reannounce_generation(&mut self) {
+        self.exposed.announced = None;
+        self.announce_generation();
     }
 }
