@@ -1,8 +1,9 @@
 //! `drbdadm adjust` against two real daemons on loopback: a resource that is down is brought
 //! up, `-d` prints drbdsetup's commands and changes nothing, options the engine acts on apply
 //! without touching the connection, a changed protocol or path reconnects with the new
-//! settings, a disk the config drops is detached and re-attached when it comes back, a
-//! StandAlone connection is connected, and what adjust cannot change is refused.
+//! settings, a disk the config drops is detached and re-attached when it comes back, a changed
+//! backing device is swapped, a StandAlone connection is connected, and what adjust cannot
+//! change is refused.
 
 mod common;
 
@@ -321,4 +322,56 @@ fn a_disk_the_config_drops_is_detached_and_attached_when_it_returns() {
         p.in_sync() && status(&p.b).contains("disk:UpToDate")
     });
     p.assert_identical();
+}
+
+/// The config names another backing device for node-2 (a disk replaced, with metadata made for
+/// it): adjust detaches the old one and attaches the new one in one go, and node-1 resyncs it
+/// in full, the writes made meanwhile included.
+#[test]
+fn a_changed_backing_device_is_swapped_and_resynced() {
+    let p = adjusted_pair("");
+    let old = p.disk_b.display().to_string();
+    let new_path = p.disk_b.with_file_name("disk-2-replacement.img");
+    let size = std::fs::metadata(&p.disk_b).expect("disk size").len();
+    common::backing_file(&new_path, size);
+    let new = new_path.display().to_string();
+    // Metadata for the new disk, as `drbdadm create-md` makes it from a config that names it
+    // (drbdadm asks no daemon about it: this run directory has none).
+    let text = std::fs::read_to_string(&p.b.config).expect("config");
+    let swap = p.b.config.with_file_name("swap.conf");
+    std::fs::write(&swap, text.replace(&old, &new)).expect("write swap.conf");
+    let no_daemon = common::scratch();
+    let o = std::process::Command::new(common::drbdadm_bin())
+        .args(["create-md", RES])
+        .env("UDRBD_CONFIG", &swap)
+        .env("UDRBD_NODE", &p.b.name)
+        .env("UDRBD_RUN_DIR", no_daemon.path())
+        .env("UDRBD_STATE_DIR", no_daemon.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("create-md");
+    assert!(o.status.success(), "{o:?}");
+
+    write_through(&p.a, 0x44, "3M");
+    edit(&p.b, |t| t.replace(&old, &new));
+    assert_dry_run(
+        &p.b,
+        &[
+            "drbdsetup detach 0".to_string(),
+            format!("drbdsetup attach 0 {new} {new} internal"),
+        ],
+    );
+    adjust(&p.b, &[]).ok();
+    p.eventually(60, "node-2 on its new disk, in sync", || {
+        p.in_sync() && status(&p.b).contains("disk:UpToDate")
+    });
+    let a = std::fs::read(&p.disk_a).expect("read a");
+    let b = std::fs::read(&new_path).expect("read the new disk");
+    let data = common::pair::DATA;
+    assert!(
+        a[..data] == b[..data],
+        "the new disk differs from node-1's; logs:\n{}",
+        p.logs()
+    );
+    assert_eq!(&b[3 << 20..(3 << 20) + 4096], &[0x44; 4096][..]);
 }

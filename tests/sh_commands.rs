@@ -52,13 +52,43 @@ fn sh_commands_print_what_drbd_utils_prints() {
         (
             "alice",
             &["sh-udev", "r0/0"],
-            "DEVICE=drbd3\nSYMLINK=drbd/by-res/r0/0\nSYMLINK_BY_RES=drbd/by-res/r0/0\nSYMLINK_BY_DISK=drbd/by-disk/x\n",
+            // drbd-utils' sh_udev(): a volume written without a `volume` section links
+            // by-res/RES, not by-res/RES/0, unless udev-always-use-vnr (below).
+            "DEVICE=drbd3\nSYMLINK=drbd/by-res/r0\nSYMLINK_BY_RES=drbd/by-res/r0\nSYMLINK_BY_DISK=drbd/by-disk/x\n",
+        ),
+        // Diskless: no by-disk link.
+        (
+            "alice",
+            &["sh-udev", "r1/0"],
+            "DEVICE=drbd5\nSYMLINK=drbd/by-res/r1\nSYMLINK_BY_RES=drbd/by-res/r1\n",
         ),
     ];
     for (node, args, want) in cases {
         let (code, out) = sh(&conf, node, args);
         assert_eq!((code, out.as_str()), (0, *want), "{node}: drbdadm {args:?}");
     }
+    let vnr = dir.path().join("vnr.conf");
+    std::fs::write(&vnr, format!("global {{ udev-always-use-vnr; }}\n{CONF}")).expect("write");
+    assert_eq!(
+        sh(&vnr, "alice", &["sh-udev", "r0/0"]),
+        (
+            0,
+            "DEVICE=drbd3\nSYMLINK=drbd/by-res/r0/0\nSYMLINK_BY_RES=drbd/by-res/r0/0\nSYMLINK_BY_DISK=drbd/by-disk/x\n"
+                .to_string()
+        )
+    );
+    let explicit = dir.path().join("explicit.conf");
+    std::fs::write(
+        &explicit,
+        "resource r2 {\n  volume 0 { device minor 7; disk /dev/x; meta-disk internal; }\n  \
+         on alice { node-id 0; address 127.0.0.1:7004; }\n  \
+         on bob { node-id 1; address 127.0.0.1:7005; }\n}\n",
+    )
+    .expect("write");
+    assert_eq!(
+        sh(&explicit, "alice", &["sh-udev", "r2/0"]).1,
+        "DEVICE=drbd7\nSYMLINK=drbd/by-res/r2/0\nSYMLINK_BY_RES=drbd/by-res/r2/0\nSYMLINK_BY_DISK=drbd/by-disk/x\n"
+    );
     let (code, out) = sh(&conf, "bob", &["sh-list-config-file", "r1"]);
     assert_eq!(code, 0);
     assert_eq!(out, format!("{}:5:r1\n", conf.display()));

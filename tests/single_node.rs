@@ -408,3 +408,62 @@ fn suspend_io_queues_requests_until_resume_io() {
         n.log_text()
     );
 }
+
+/// `device /dev/drbd0;` asks for a kernel block device (`/dev/drbd0` through the kernel NBD
+/// client). Where the kernel has no nbd driver (these machines: no `nbd.ko`) `up` says so in
+/// one line on stderr and the resource is served over NBD as before; `options {
+/// kernel-device no; }` turns the device off and the line with it. On a host with the driver
+/// the device must be there instead. The device itself (links, partitions, LVM, held-open
+/// refusals, a daemon restart) is tested in Linux guests: `tests/guest/blockdev-pair.sh`.
+#[test]
+fn up_says_in_one_line_when_the_kernel_device_cannot_be_made() {
+    let dir = scratch();
+    let mut n = node1(dir.path());
+    n.start();
+    n.adm(&["create-md", "res0"]).ok();
+    let r = n.adm(&["up", "res0"]).ok();
+    if Path::new("/sys/module/nbd").exists() {
+        assert!(
+            std::fs::read_link("/dev/drbd0").is_ok_and(|t| t.to_string_lossy().starts_with("nbd")),
+            "{r:#?}"
+        );
+    } else {
+        let lines: Vec<&str> = r
+            .stderr
+            .lines()
+            .filter(|l| l.contains("/dev/drbd0"))
+            .collect();
+        assert_eq!(lines.len(), 1, "{r:#?}");
+        assert!(
+            lines[0].starts_with("res0: /dev/drbd0 not created: ")
+                && lines[0].contains("the device is served over NBD only")
+                && lines[0].contains("kernel-device no"),
+            "{r:#?}"
+        );
+    }
+    let uri = format!("nbd+unix://?socket={}", n.nbd_sock().display());
+    let list = common::tool("nbdinfo", &["--list", &uri]);
+    assert!(
+        list.status.success() && String::from_utf8_lossy(&list.stdout).contains("export=\"res0\""),
+        "{list:?}"
+    );
+    n.adm(&["down", "res0"]).ok();
+
+    let res = dir.path().join("res0.res");
+    let text = std::fs::read_to_string(&res).expect("res0.res");
+    std::fs::write(
+        &res,
+        text.replace(
+            "meta-disk internal;",
+            "meta-disk internal;\n    options { kernel-device no; }",
+        ),
+    )
+    .expect("write res0.res");
+    let r = n.adm(&["up", "res0"]).ok();
+    assert!(!r.stderr.contains("/dev/drbd0"), "{r:#?}");
+    assert!(
+        flat(&n.adm(&["dump", "res0"]).ok().stdout).contains("kernel-device no;"),
+        "dump shows the option"
+    );
+    n.adm(&["down", "res0"]).ok();
+}

@@ -40,12 +40,6 @@ pub static NO_EFFECT: &[NoEffect] = &[
         None,
         "drbdadm does not verify addresses; a wrong one fails when the daemon binds it"
     ),
-    none!(
-        Global,
-        "udev-always-use-vnr",
-        None,
-        "udrbd creates no device nodes through udev"
-    ),
     none!(Global, "dialog-refresh", None, "drbdadm shows no dialogs"),
     none!(Global, "minor-count", None, NO_MODULE),
     none!(

@@ -479,6 +479,9 @@ pub static OPTIONS: &[OptDef] = &[
     opt!(Options, "nbd-tls-ca-file", STR, None),
     opt!(Options, "nbd-tls-psk-file", STR, None),
     opt!(Options, "nbd-allow", STR, None),
+    // udrbd: the config's `device` as a kernel block device through the kernel NBD client
+    // (src/daemon/kdev.rs).
+    opt!(Options, "kernel-device", Kind::Bool, Some("yes")),
     // startup
     opt!(
         Startup,

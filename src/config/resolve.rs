@@ -85,6 +85,11 @@ pub struct Volume {
     /// Meaningless when diskless (then `Internal`).
     pub meta_disk: MetaDisk,
     pub disk_opts: DiskOptions,
+    /// The link DRBD's udev rules make for it under `/dev` (drbdadm sh-udev's
+    /// `SYMLINK_BY_RES`): `drbd/by-res/RES` for a volume written without a `volume` section,
+    /// unless `global { udev-always-use-vnr; }`, else `drbd/by-res/RES/VNR`.
+    #[serde(default)]
+    pub by_res: String,
 }
 
 /// One resource as this node runs it. Sent to the daemon as JSON.
@@ -282,6 +287,7 @@ pub fn resolve(cfg: &Config, resource: &str, me: &HostQuery<'_>) -> Result<Resol
     let socket = |a: Option<Addr>| a.map(|a| a.socket_addr(&system_if_index)).transpose();
 
     let volumes_cfg = effective_volumes(res, host);
+    let always_vnr = cfg.global.get("udev-always-use-vnr").is_some();
     let volumes = volumes_cfg
         .iter()
         .map(|v| Volume {
@@ -294,6 +300,11 @@ pub fn resolve(cfg: &Config, resource: &str, me: &HostQuery<'_>) -> Result<Resol
             },
             meta_disk: v.meta_disk.clone().unwrap_or(MetaDisk::Internal),
             disk_opts: DiskOptions::from_block(&secs.disk.overlay(&v.disk_opts)),
+            by_res: if v.implicit && !always_vnr {
+                format!("drbd/by-res/{}", res.name)
+            } else {
+                format!("drbd/by-res/{}/{}", res.name, v.number)
+            },
         })
         .collect();
 

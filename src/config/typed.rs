@@ -450,7 +450,15 @@ pub struct ResourceOptions {
     /// udrbd: `nbd-allow "ADDR[/PREFIX] NAME ..."`: TCP clients allowed to use the export.
     #[serde(default)]
     pub nbd_allow: Option<String>,
+    /// udrbd: make the config's `device` (`/dev/drbdN`) a kernel block device through the
+    /// kernel NBD client, where the kernel has one (`kernel-device yes|no`).
+    #[serde(default = "yes")]
+    pub kernel_device: bool,
     pub extra: BTreeMap<String, String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// DRBD's default `twopc-timeout`: 30 seconds.
@@ -477,6 +485,7 @@ impl Default for ResourceOptions {
             nbd_tls_ca_file: None,
             nbd_tls_psk_file: None,
             nbd_allow: None,
+            kernel_device: true,
             extra: BTreeMap::new(),
         }
     }
@@ -502,6 +511,7 @@ impl ResourceOptions {
             "nbd-tls-ca-file" => nbd_tls_ca_file: some_str,
             "nbd-tls-psk-file" => nbd_tls_psk_file: some_str,
             "nbd-allow" => nbd_allow: some_str,
+            "kernel-device" => kernel_device: as_bool,
         });
         s
     }

@@ -18,7 +18,7 @@
 //! - a StandAlone connection is connected.
 //!
 //! Refused, with what to do instead: another node id or host section, added or removed peers,
-//! another minor, a changed `nbd-listen` or NBD TLS setup (`down` and `up` apply those).
+//! another minor, a changed `nbd-listen`, `kernel-device` or NBD TLS setup (`down` and `up` apply those).
 
 use super::proto::{ConnectionView, PeerSpec, ResourceSpec, ResourceView};
 use crate::repl::{ConnState, DiskState};
@@ -240,6 +240,13 @@ fn refuse_structural(run: &ResourceSpec, want: &ResourceSpec) -> Result<(), Stri
             "nbd-listen is now {}, was {}",
             opt_text(want.nbd_listen),
             opt_text(run.nbd_listen)
+        ));
+    }
+    if run.nbd_access.kernel_device != want.nbd_access.kernel_device {
+        return down_up(format!(
+            "kernel-device is now {}, was {}",
+            yes_no(want.nbd_access.kernel_device),
+            yes_no(run.nbd_access.kernel_device)
         ));
     }
     let tls = |s: &ResourceSpec| {

@@ -17,6 +17,14 @@ pub struct ResourceSpec {
     pub node_id: u8,
     /// From `device /dev/drbdN` or `minor N`.
     pub minor: Option<u32>,
+    /// The config's device path when it names one (`device /dev/drbd_r0 minor 0;`): the
+    /// kernel block device gets it as a link besides `/dev/drbdN`.
+    #[serde(default)]
+    pub device: Option<String>,
+    /// The `/dev/drbd/by-res/...` link DRBD's udev rules make, without `/dev/`
+    /// ([`crate::config::Volume::by_res`]).
+    #[serde(default)]
+    pub by_res: String,
     /// Backing device; None for a diskless client.
     pub disk: Option<String>,
     pub meta_disk: MetaDisk,
@@ -136,6 +144,8 @@ impl ResourceSpec {
             node_name: r.me.name.clone(),
             node_id: r.me.node_id.0,
             minor: Some(vol.minor),
+            device: vol.device.clone(),
+            by_res: vol.by_res.clone(),
             disk: vol.disk.clone(),
             meta_disk: vol.meta_disk.clone(),
             peers: r
@@ -373,9 +383,18 @@ pub enum StreamLine {
 #[serde(tag = "result", rename_all = "kebab-case")]
 pub enum Response {
     Ok,
+    /// Done, with a line the operator should read (drbdadm prints it on stderr): `up` when
+    /// the kernel block device could not be made.
+    Notice {
+        message: String,
+    },
     /// The steps an adjust took (or would take), as drbdsetup commands.
     Adjusted {
         steps: Vec<String>,
+        /// Lines the operator should read (drbdadm prints them on stderr), as with
+        /// [`Response::Notice`].
+        #[serde(default)]
+        notes: Vec<String>,
     },
     /// What the resources run (`Request::Show`).
     Show {

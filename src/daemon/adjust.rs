@@ -24,10 +24,21 @@ impl Daemon {
             )];
             steps.extend(up_steps(&want).iter().flat_map(|s| s.lines(&want, false)));
             if dry_run {
-                return Response::Adjusted { steps };
+                return Response::Adjusted {
+                    steps,
+                    notes: Vec::new(),
+                };
             }
             return match self.up(resolved).await {
-                Response::Ok => Response::Adjusted { steps },
+                Response::Ok => Response::Adjusted {
+                    steps,
+                    notes: Vec::new(),
+                },
+                // The kernel device could not be made: the operator reads why.
+                Response::Notice { message } => Response::Adjusted {
+                    steps,
+                    notes: vec![message],
+                },
                 other => other,
             };
         };
@@ -43,7 +54,14 @@ impl Daemon {
                 // the peer's resize applied here already): a later attach must use it.
                 d.reconfigure(want);
             }
-            return Response::Adjusted { steps: lines };
+            let notes = match dry_run {
+                true => Vec::new(),
+                false => self.ensure_kernel_device(&d).await.into_iter().collect(),
+            };
+            return Response::Adjusted {
+                steps: lines,
+                notes,
+            };
         }
         tracing::info!("{}: adjust: {}", want.name, lines.join("; "));
         let name = want.name.clone();
@@ -119,6 +137,12 @@ impl Daemon {
             // above, which now run the new settings.
             d.start_links();
         }
-        Response::Adjusted { steps: lines }
+        // A device the config asks for and the resource lacks (a diskless node whose size
+        // was unknown at `up`, a module loaded since).
+        let notes = self.ensure_kernel_device(&d).await.into_iter().collect();
+        Response::Adjusted {
+            steps: lines,
+            notes,
+        }
     }
 }

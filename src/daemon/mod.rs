@@ -5,6 +5,7 @@
 //! - [`metrics`]: the Prometheus endpoint.
 
 mod adjust;
+pub mod kdev;
 pub mod metrics;
 pub mod nbd;
 pub mod nbd_backend;
@@ -27,6 +28,10 @@ pub struct Daemon {
     nbd: OnceLock<Arc<nbd::NbdFront>>,
     /// State changes and handler runs of every resource, for `drbdsetup events2`.
     events: tokio::sync::broadcast::Sender<Event>,
+    /// The kernel block devices (`/dev/drbdN`) of the resources that have one.
+    kdevs: Mutex<BTreeMap<String, kdev::KernelDevice>>,
+    /// This daemon, for the background tasks it starts.
+    me: std::sync::Weak<Daemon>,
 }
 
 /// Events buffered per listener before it counts as fallen behind (and gets a fresh
@@ -41,6 +46,19 @@ impl std::fmt::Debug for Daemon {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Daemon").finish_non_exhaustive()
     }
+}
+
+/// How long a kernel device left by an earlier run waits for the node to be able to serve
+/// its queued reads before it gets its sockets anyway.
+const READY_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Whether a read of the kernel device can be served now.
+fn data_readable(st: &crate::repl::Status) -> bool {
+    use crate::repl::{DiskState, Role};
+    st.role == Role::Primary
+        || st.disk == DiskState::UpToDate
+        || (st.disk == DiskState::Diskless
+            && st.peers.iter().any(|p| p.disk == DiskState::UpToDate))
 }
 
 /// drbdsetup's exit code for "Failure: (NNN) ..." configuration errors.
@@ -59,11 +77,13 @@ fn unknown_resource(name: &str) -> Response {
 
 impl Daemon {
     pub fn new(opener: Arc<DiskOpener>) -> Arc<Daemon> {
-        Arc::new(Daemon {
+        Arc::new_cyclic(|me| Daemon {
+            me: me.clone(),
             resources: Mutex::new(BTreeMap::new()),
             opener,
             nbd: OnceLock::new(),
             events: tokio::sync::broadcast::channel(EVENT_BACKLOG).0,
+            kdevs: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -74,6 +94,99 @@ impl Daemon {
 
     fn table(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<Driver>>> {
         self.resources.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn kdevs(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, kdev::KernelDevice>> {
+        self.kdevs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes the resource's kernel block device when the config asks for one and it has none
+    /// yet; the line the operator should read when it cannot be made. A device an earlier run
+    /// left behind is handed its sockets in the background, once the data is readable (see
+    /// [`Daemon::reconnect_kernel_device`]).
+    async fn ensure_kernel_device(&self, d: &Arc<Driver>) -> Option<String> {
+        let name = d.spec().name.clone();
+        if self.kdevs().contains_key(&name) {
+            return None;
+        }
+        let front = self.nbd.get()?.clone();
+        if let Some(k) = kdev::KernelDevice::adopt(d, front.run_dir()) {
+            self.kdevs().insert(name, k);
+            if let Some(me) = self.me.upgrade() {
+                tokio::spawn(me.reconnect_kernel_device(d.clone(), front));
+            }
+            return None;
+        }
+        let driver = d.clone();
+        let made = tokio::task::spawn_blocking(move || {
+            kdev::KernelDevice::make(&driver, front.run_dir(), |sock| {
+                front.serve_kernel_device(&driver, sock)
+            })
+        })
+        .await;
+        match made {
+            Ok(Ok(Some(k))) => {
+                self.kdevs().insert(name, k);
+                None
+            }
+            Ok(Ok(None)) => None,
+            Ok(Err(why)) => {
+                tracing::warn!("{why}");
+                Some(why)
+            }
+            Err(e) => Some(format!("{name}: the kernel device could not be made: {e}")),
+        }
+    }
+
+    /// Hands an adopted kernel device its new sockets once the node can serve its queued
+    /// reads (UpToDate data here or, diskless, at a peer; or Primary), or after
+    /// [`READY_WAIT`], whichever comes first; as DRBD makes a read-only open wait for the
+    /// state to settle (`ro_open_cond`). Nothing if the resource went down meanwhile.
+    async fn reconnect_kernel_device(self: Arc<Self>, d: Arc<Driver>, front: Arc<nbd::NbdFront>) {
+        let deadline = tokio::time::Instant::now() + READY_WAIT;
+        while tokio::time::Instant::now() < deadline && !data_readable(&d.status()) {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let name = d.spec().name.clone();
+        if !self.get(&name).is_some_and(|now| Arc::ptr_eq(&now, &d)) {
+            return;
+        }
+        let me = self.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            let k = me.kdevs();
+            let Some(k) = k.get(&name) else {
+                return Ok(());
+            };
+            k.reconnect(&d, front.run_dir(), |sock| {
+                front.serve_kernel_device(&d, sock)
+            })
+        })
+        .await;
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(why)) => tracing::warn!("{why}"),
+            Err(e) => tracing::warn!("kernel device reconnect: {e}"),
+        }
+    }
+
+    /// `secondary` and `down` are refused while someone holds the kernel device (DRBD's
+    /// open count, as far as the kernel shows it to a server).
+    fn kernel_device_held(&self, name: &str) -> Option<Response> {
+        let k = self.kdevs();
+        let k = k.get(name)?;
+        if !k.held() {
+            return None;
+        }
+        Some(error(
+            crate::repl::StateError::DeviceInUse.exit_code(),
+            format!(
+                "{name}: State change failed: {}\nadditional info: {} is in use (mounted, \
+                 under a device-mapper table such as kpartx's or an active LV, or opened \
+                 exclusively); unmount it and remove those first",
+                crate::repl::StateError::DeviceInUse,
+                k.node().display()
+            ),
+        ))
     }
 
     /// The resource named `name`, if up.
@@ -173,14 +286,18 @@ impl Daemon {
             // A diskless client: nothing to attach; `up` connects it (DRBD's `up` is attach
             // + connect, the attach being a no-op for `disk none;`).
             driver.start_links();
-            return Response::Ok;
-        }
-        let r = self.attach(&driver).await;
-        if r == Response::Ok {
+        } else {
+            let r = self.attach(&driver).await;
+            if r != Response::Ok {
+                return r;
+            }
             // DRBD's `up` is attach + connect.
             driver.start_links();
         }
-        r
+        match self.ensure_kernel_device(&driver).await {
+            Some(message) => Response::Notice { message },
+            None => Response::Ok,
+        }
     }
 
     async fn attach(&self, driver: &Arc<Driver>) -> Response {
@@ -235,6 +352,14 @@ impl Daemon {
                 &AdminError::State(crate::repl::StateError::DeviceInUse),
                 &d,
             );
+        }
+        if let Some(held) = self.kernel_device_held(name) {
+            return held;
+        }
+        // The kernel device goes first: nothing may reach the resource past this point.
+        let kdev = self.kdevs().remove(name);
+        if let Some(k) = kdev {
+            let _ = tokio::task::spawn_blocking(move || k.remove()).await;
         }
         // As DRBD's `down`: a disconnect the peer agrees to (a Secondary leaving a Primary
         // under fencing is Outdated, and the Primary does not call fence-peer for it).
@@ -528,6 +653,8 @@ impl Daemon {
                 Request::Secondary { resource, force } => {
                     let cmd = if force {
                         AdminCmd::ForceSecondary
+                    } else if let Some(held) = self.kernel_device_held(&resource) {
+                        return held;
                     } else {
                         AdminCmd::Secondary
                     };

@@ -129,6 +129,16 @@ impl NbdFront {
         Ok(())
     }
 
+    /// The daemon's run directory (where `nbd.sock` is).
+    pub fn run_dir(&self) -> &Path {
+        self.unix.parent().unwrap_or(Path::new("/"))
+    }
+
+    /// The server, for connections the daemon makes itself (the kernel device's).
+    pub fn server(&self) -> &NbdServer {
+        &self.server
+    }
+
     /// Stops accepting, lets in-flight requests finish, closes every connection.
     pub async fn shutdown(&self) {
         self.server.shutdown(SHUTDOWN_GRACE).await;

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 /// Transmission flags of every export. CAN_MULTI_CONN is honest: a FLUSH is one fdatasync of
 /// the backing device, which covers writes completed on every connection.
-const FLAGS: u16 = FLAG_SEND_FLUSH
+pub(super) const FLAGS: u16 = FLAG_SEND_FLUSH
     | FLAG_SEND_FUA
     | FLAG_SEND_TRIM
     | FLAG_SEND_WRITE_ZEROES
@@ -139,7 +139,10 @@ impl NbdBackend for DaemonBackend {
                 let info = info(&driver);
                 done(Ok(OpenExport {
                     info,
-                    io: Arc::new(Handle { driver }),
+                    io: Arc::new(Handle {
+                        driver,
+                        device: false,
+                    }),
                 }))
             }
             Err(OpenRefusal::Secondary) => done(Err(GoRefusal::new(
@@ -160,14 +163,31 @@ impl NbdBackend for DaemonBackend {
     }
 }
 
-/// One client's hold on an export; dropping the last clone closes it.
+/// What the kernel block device's connections serve (src/daemon/kdev.rs): the export as an
+/// NBD client would see it, and a handle that holds no open (the kernel does not say who opens
+/// the device), whose requests are the device's ([`Driver::submit_device_batch`]).
+pub fn device_export(driver: &Arc<Driver>) -> OpenExport {
+    OpenExport {
+        info: info(driver),
+        io: Arc::new(Handle {
+            driver: Arc::clone(driver),
+            device: true,
+        }),
+    }
+}
+
+/// One client's hold on an export (dropping the last clone closes it), or the kernel
+/// device's requests (`device`: no hold).
 struct Handle {
     driver: Arc<Driver>,
+    device: bool,
 }
 
 impl Drop for Handle {
     fn drop(&mut self) {
-        self.driver.close();
+        if !self.device {
+            self.driver.close();
+        }
     }
 }
 
@@ -183,8 +203,10 @@ impl ExportIo for Handle {
                 ops.push(op);
             }
         }
-        if !ops.is_empty() {
-            self.driver.submit_batch(ops);
+        match (ops.is_empty(), self.device) {
+            (true, _) => {}
+            (false, true) => self.driver.submit_device_batch(ops),
+            (false, false) => self.driver.submit_batch(ops),
         }
     }
 

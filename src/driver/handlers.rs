@@ -617,6 +617,8 @@ mod tests {
             node_name: "alice".into(),
             node_id: 0,
             minor: Some(7),
+            device: None,
+            by_res: "drbd/by-res/r0".into(),
             disk: Some("/dev/vg/r0".into()),
             meta_disk: MetaDisk::Internal,
             peers: vec![

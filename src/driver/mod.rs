@@ -482,6 +482,16 @@ impl Driver {
     /// flight in one read): one lock, one batch of actions, and their disk writes handed to the
     /// disk together.
     pub fn submit_batch(&self, ops: Vec<(IoOp, IoDone)>) {
+        self.submit_from(ops, false);
+    }
+
+    /// Submits the kernel block device's requests ([`Input::DeviceIo`]: served on a
+    /// Secondary as a read-only opener's).
+    pub fn submit_device_batch(&self, ops: Vec<(IoOp, IoDone)>) {
+        self.submit_from(ops, true);
+    }
+
+    fn submit_from(&self, ops: Vec<(IoOp, IoDone)>, device: bool) {
         let actions = {
             let mut g = self.lock();
             let now = self.now();
@@ -489,7 +499,12 @@ impl Driver {
                 let id = ReqId(g.next_req);
                 g.next_req += 1;
                 g.io_waiters.insert(id, done);
-                g.engine.handle(now, Input::Io { id, op });
+                let input = if device {
+                    Input::DeviceIo { id, op }
+                } else {
+                    Input::Io { id, op }
+                };
+                g.engine.handle(now, input);
             }
             take_actions(&mut g)
         };

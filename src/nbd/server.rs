@@ -34,7 +34,7 @@ pub use backend::{
 };
 pub use listen::bind_unix;
 
-use crate::nbd::proto::DEFAULT_MAX_OPTION_LEN;
+use crate::nbd::proto::{DEFAULT_MAX_OPTION_LEN, Negotiated};
 use crate::tls::NbdTls;
 use access::ClientInfo;
 use std::fmt;
@@ -193,6 +193,33 @@ impl NbdServer {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         self.serve_client(stream, peer, ClientInfo::default(), None);
+    }
+
+    /// Serves one stream whose other end skipped the handshake and starts in transmission
+    /// with the parameters in `neg` (the kernel's NBD client, configured over netlink), with
+    /// requests going to `io`. Not counted against [`ServerConfig::max_connections`]: the
+    /// daemon makes these itself.
+    pub fn serve_transmission<S>(
+        &self,
+        stream: S,
+        peer: impl Into<String>,
+        neg: Negotiated,
+        io: Arc<dyn ExportIo>,
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let rx = self.shared.state.subscribe();
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let shared = Arc::clone(&self.shared);
+        tokio::spawn(conn::run_transmission(
+            stream,
+            id,
+            peer.into(),
+            neg,
+            io,
+            shared,
+            rx,
+        ));
     }
 
     /// Serves one connected client that `client` describes, offering `tls`.

@@ -403,6 +403,80 @@ fn secondary_refuses_io_and_held_open_refuses_demotion() {
     assert_eq!(e.role(), Role::Secondary);
 }
 
+/// The kernel block device counts as DRBD's read-only opener: on a Secondary its reads (and
+/// flushes) are served where the data is UpToDate, its writes refused; an NBD client's read is
+/// not. Without UpToDate data (a lone Consistent disk) the read is refused too, as DRBD's
+/// `ro_open_cond()` refuses the open.
+#[test]
+fn the_kernel_device_reads_on_a_secondary_and_never_writes() {
+    let read = IoOp::Read {
+        offset: 4096,
+        len: 4096,
+    };
+    let results = |e: &mut Engine, inputs: Vec<Input>| {
+        for i in inputs {
+            e.handle(Time::default(), i);
+        }
+        settle(e)
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Complete { id, result } => Some((id.0, result)),
+                _ => None,
+            })
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let mut lone = up(
+        false,
+        attached(flags::CONSISTENT | flags::WAS_UP_TO_DATE, 0),
+    );
+    let r = results(
+        &mut lone,
+        vec![Input::DeviceIo {
+            id: ReqId(1),
+            op: read.clone(),
+        }],
+    );
+    assert_eq!(r.get(&1), Some(&Err(IoError::NoData)));
+
+    let mut e = connected_in_sync();
+    assert_eq!(e.status().role, Role::Secondary);
+    let r = results(
+        &mut e,
+        vec![
+            Input::DeviceIo {
+                id: ReqId(11),
+                op: read.clone(),
+            },
+            Input::DeviceIo {
+                id: ReqId(12),
+                op: IoOp::Flush,
+            },
+            Input::DeviceIo {
+                id: ReqId(13),
+                op: IoOp::Write {
+                    offset: 0,
+                    data: bytes::Bytes::from(vec![7u8; 4096]),
+                    fua: false,
+                },
+            },
+            Input::Io {
+                id: ReqId(14),
+                op: read,
+            },
+        ],
+    );
+    assert!(matches!(r.get(&11), Some(Ok(Some(_)))), "{r:?}");
+    assert!(matches!(r.get(&12), Some(Ok(None))), "{r:?}");
+    assert_eq!(r.get(&13), Some(&Err(IoError::NotPrimary)));
+    assert_eq!(r.get(&14), Some(&Err(IoError::NotPrimary)));
+    assert_eq!(
+        e.status().role,
+        Role::Secondary,
+        "the device never promotes"
+    );
+    assert_eq!(e.open_count(), 0, "nor does it count as an opener");
+}
+
 #[test]
 fn auto_promote_and_demote_follow_the_openers() {
     let mut e = up(true, attached(flags::CONSISTENT | flags::WAS_UP_TO_DATE, 0));

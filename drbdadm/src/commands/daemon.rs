@@ -50,6 +50,10 @@ impl Daemon {
     pub fn expect_ok(&self, req: &Request) -> Result<(), AdmError> {
         match self.call(req)? {
             Response::Ok | Response::Adjusted { .. } => Ok(()),
+            Response::Notice { message } => {
+                eprintln!("{message}");
+                Ok(())
+            }
             Response::Error { code, message } => Err(AdmError::new(code, message)),
             Response::Status { .. } | Response::Show { .. } | Response::Gi { .. } => {
                 Err(AdmError::new(
@@ -101,6 +105,7 @@ impl Daemon {
             Response::Status { resources } => Ok(resources),
             Response::Error { code, message } => Err(AdmError::new(code, message)),
             Response::Ok
+            | Response::Notice { .. }
             | Response::Adjusted { .. }
             | Response::Show { .. }
             | Response::Gi { .. } => Ok(Vec::new()),
@@ -362,13 +367,17 @@ pub fn adjust(
             dry_run,
         };
         match daemon.call(&req) {
-            Ok(Response::Adjusted { steps }) => {
+            Ok(Response::Adjusted { steps, notes }) => {
                 if dry_run || verbose {
                     for s in steps {
                         println!("{s}");
                     }
                 }
+                for n in notes {
+                    eprintln!("{n}");
+                }
             }
+            Ok(Response::Notice { message }) => eprintln!("{message}"),
             Ok(
                 Response::Ok
                 | Response::Status { .. }

@@ -79,18 +79,20 @@ fn lines(cfg: &Config, res: &Resolved, t: &Target, which: Sh) -> Vec<String> {
                     Some(d) if d.starts_with("/dev/drbd") => d["/dev/".len()..].to_string(),
                     _ => format!("drbd{}", v.minor),
                 };
-                [
+                // drbd-utils' sh_udev(): SYMLINK repeats SYMLINK_BY_RES for older udev rules;
+                // no SYMLINK_BY_DISK without a disk.
+                let mut lines = vec![
                     format!("DEVICE={dev}"),
-                    format!("SYMLINK=drbd/by-res/{}/{}", res.name, v.number),
-                    format!("SYMLINK_BY_RES=drbd/by-res/{}/{}", res.name, v.number),
-                    format!(
+                    format!("SYMLINK={}", v.by_res),
+                    format!("SYMLINK_BY_RES={}", v.by_res),
+                ];
+                if let Some(disk) = &v.disk {
+                    lines.push(format!(
                         "SYMLINK_BY_DISK=drbd/by-disk/{}",
-                        v.disk
-                            .as_deref()
-                            .unwrap_or("none")
-                            .trim_start_matches("/dev/")
-                    ),
-                ]
+                        disk.strip_prefix("/dev/").unwrap_or(disk)
+                    ));
+                }
+                lines
             })
             .collect(),
     }

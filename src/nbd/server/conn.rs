@@ -71,6 +71,25 @@ pub(super) async fn run<S>(
     tracing::info!(conn = id, export = %neg.export, "NBD connection closed: {why}");
 }
 
+/// Runs a connection that starts in transmission: the other end (the kernel's NBD client,
+/// handed a socket over netlink) took the export's parameters from us, not from a handshake.
+pub(super) async fn run_transmission<S>(
+    stream: S,
+    id: u64,
+    peer: String,
+    neg: Negotiated,
+    io: Arc<dyn ExportIo>,
+    shared: Arc<Shared>,
+    state: watch::Receiver<RunState>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let _open = shared.count_connection();
+    tracing::info!(conn = id, %peer, export = %neg.export, size = neg.size, "NBD transmission started");
+    let why = transmission(stream, &neg, io, &shared, state).await;
+    tracing::info!(conn = id, %peer, export = %neg.export, "NBD connection closed: {why}");
+}
+
 /// Runs transmission; returns why it ended, for the close log line.
 async fn transmission<S>(
     stream: S,

@@ -342,6 +342,14 @@ pub enum Input {
         id: ReqId,
         op: IoOp,
     },
+    /// A request of the kernel block device (`/dev/drbdN` through the kernel NBD client,
+    /// src/daemon/kdev.rs). The kernel does not tell a server who opens the device or how,
+    /// so it counts as DRBD's read-only opener on a Secondary: reads (and flushes) are served
+    /// wherever the data is accessible, writes only on a Primary.
+    DeviceIo {
+        id: ReqId,
+        op: IoOp,
+    },
     DiskDone {
         id: ReqId,
         result: Result<Option<bytes::Bytes>, i32>,

@@ -9,14 +9,17 @@ use crate::repl::state::{DiskState, ReplState, Role};
 use crate::types::{AL_EXTENT_SIZE, ExtentNr, NodeId, ReqId};
 
 impl Engine {
-    /// An application request.
-    pub(super) fn io(&mut self, id: ReqId, op: IoOp) {
+    /// An application request; `device`: of the kernel block device ([`super::Input::DeviceIo`]).
+    pub(super) fn io(&mut self, id: ReqId, op: IoOp, device: bool) {
         self.last_app_io = Some(self.now);
         if self.reqs.get(id).is_some() {
             // The driver's ids are unique; a reused one would corrupt the table.
             return self.log(format!("BUG: request id {} reused; refused", id.0));
         }
         self.reqs.insert(id, Origin::App, op, Event::Freeze, None);
+        if device {
+            self.reqs.set_read_only_opener(id);
+        }
         self.admit(id);
     }
 
@@ -58,7 +61,18 @@ impl Engine {
             return;
         };
         let written = r.op.written_range();
-        if self.st.role() != Role::Primary {
+        // DRBD serves a Secondary's read-only openers (ro_open_cond): reads, and the flushes a
+        // reader's close may send, but never a write.
+        let read_only_ok = r.read_only_opener && written.is_none();
+        if self.st.role() != Role::Primary && read_only_ok && matches!(r.op, IoOp::Flush) {
+            // A Secondary wrote nothing of its own for the flush to cover; its disk's writes
+            // are the Primary's, flushed by the Primary's barriers. Never sent to a peer.
+            if let Some(r) = self.reqs.take_unsubmitted(id) {
+                self.answer(r.id, Ok(None));
+            }
+            return;
+        }
+        if self.st.role() != Role::Primary && !read_only_ok {
             // Checked first: a Secondary whose I/O is suspended (it lost quorum as Primary and
             // was demoted by force) fails its openers' requests rather than freezing them.
             return self.refuse(id, IoError::NotPrimary);

@@ -181,6 +181,9 @@ pub(super) struct Request {
     pub remote: Option<NodeId>,
     /// A remote read larger than one packet: the parts that arrived.
     pub parts: Option<Box<Parts>>,
+    /// From the kernel block device, which DRBD would count as a read-only opener: its
+    /// reads are served on a Secondary too.
+    pub read_only_opener: bool,
 }
 
 /// A read served by the peer in several DataRequests (one per [`PART`] bytes).
@@ -343,6 +346,7 @@ impl Requests {
             retry: None,
             remote: None,
             parts: None,
+            read_only_opener: false,
         };
         if let Some(node) = r.origin.peer() {
             *self.peer_bytes.entry(node).or_default() += held_bytes(&r.op);
@@ -360,6 +364,13 @@ impl Requests {
     pub fn set_seen(&mut self, id: ReqId, seen: Vec<(NodeId, u32)>) {
         if let Some(r) = self.reqs.get_mut(&id) {
             r.seen = seen;
+        }
+    }
+
+    /// Marks request `id` as the kernel block device's ([`Request::read_only_opener`]).
+    pub fn set_read_only_opener(&mut self, id: ReqId) {
+        if let Some(r) = self.reqs.get_mut(&id) {
+            r.read_only_opener = true;
         }
     }
 
