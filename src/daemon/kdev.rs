@@ -36,8 +36,8 @@ pub const DEAD_CONN_TIMEOUT_SECS: u64 = 120;
 /// and LVM metadata expect of a disk).
 const LOGICAL_BLOCK: u64 = 512;
 
-/// How many sockets (kernel hardware queues) at most: one per CPU, as nbd-client's
-/// `-connections` is used, up to this.
+/// How many sockets at most: one per CPU (the kernel gives each its own hardware queue), up
+/// to this.
 const MAX_CONNECTIONS: usize = 4;
 
 /// What `up` made of the config's device.
@@ -240,6 +240,11 @@ impl KernelDevice {
     /// `/dev/nbdX`.
     pub fn node(&self) -> PathBuf {
         node_path(self.index)
+    }
+
+    /// The name operators know it by: its first link (`/dev/drbdN`), else `/dev/nbdX`.
+    pub fn name(&self) -> PathBuf {
+        self.links.first().cloned().unwrap_or_else(|| self.node())
     }
 
     /// Whether someone holds the device: an exclusive open fails while it is mounted, under

@@ -177,13 +177,20 @@ impl Daemon {
         if !k.held() {
             return None;
         }
+        // Logged as DRBD logs a refused state change; drbdadm shows the operator the same.
+        tracing::info!(
+            "{name}: State change failed: {} ({} is in use)",
+            crate::repl::StateError::DeviceInUse,
+            k.name().display()
+        );
         Some(error(
             crate::repl::StateError::DeviceInUse.exit_code(),
             format!(
-                "{name}: State change failed: {}\nadditional info: {} is in use (mounted, \
-                 under a device-mapper table such as kpartx's or an active LV, or opened \
-                 exclusively); unmount it and remove those first",
+                "{name}: State change failed: {}\nadditional info: {} ({}) is in use \
+                 (mounted, under a device-mapper table such as kpartx's or an active LV, or \
+                 opened exclusively); unmount it and remove those first",
                 crate::repl::StateError::DeviceInUse,
+                k.name().display(),
                 k.node().display()
             ),
         ))

@@ -6,6 +6,9 @@
 # "(-12) Device is held open by someone" (exit 11) while anything holds it; a Secondary reads
 # its local disk and fails writes with EIO; fio through /dev/drbd0; the daemon killed (-9) and
 # restarted finds its kernel device again; 'down' removes the links and disconnects it.
+# In between, the Pacemaker agents run as Pacemaker would run them for a promotable udrbd clone
+# with a Filesystem on top (there is no Pacemaker in the guest): ocf/udrbd monitor/promote/
+# demote and ocf:heartbeat:Filesystem start/monitor/stop, 'demote' failing while mounted.
 # Env: ROLE(a|b) MY_IP PEER_IP FIO_RUNTIME FIO_DEPTHS FIO_SIZE DRBD_PROTOCOL RESYNC_RATE
 #      ADM_TIMEOUT DLOG_LINES LVM_FILTER(default|backing|none)
 # LVM filter (devices/global_filter in /etc/lvm/lvm.conf, as the DRBD/Proxmox how-tos set one):
@@ -18,7 +21,9 @@
 #             says whether the kernel made partitions.
 #   none    = no filter
 # Disks: /dev/vdb = udrbd backing disk (both); /dev/vdc = raw baseline disk (a, if staged);
-#        the disk labelled 'udrbdbin' (read-only ext4) = the host-built udrbd + drbdadm.
+#        the disk labelled 'udrbdbin' (read-only ext4) = the host-built udrbd + drbdadm +
+#        drbdsetup, and ocf/ = an OCF_ROOT with ocf/udrbd and the host's resource-agents
+#        (lib/heartbeat/*, resource.d/heartbeat/Filesystem), see stage-bins.sh.
 # Every wait is bounded; the two guests meet at barriers (msg_send/msg_recv over nc, as the
 # lab's guest/udrbd-pair.sh) and run the same barrier sequence whatever fails in between.
 . /lab/run/lib
@@ -259,6 +264,110 @@ kernel_kept_device() {
 payload_md5() { md5sum $MNT/payload.bin | cut -d' ' -f1; }
 lvmcmd() { timeout 120 "$@" < /dev/null; }   # LVM tools never wait on a prompt
 
+# ---------------- Pacemaker agents without Pacemaker -----------------------------------------
+# The agents run with the guest's /bin/sh (dash) and tools, with the environment Pacemaker's
+# executor would give them (env -i: nothing of this script leaks in), as tests/ocf.rs runs
+# ocf/udrbd on the host: OCF_ROOT, OCF_RESOURCE_INSTANCE, OCF_RESKEY_drbd_resource/drbdconf/
+# udrbd_run_dir/udrbd_bin_dir, the clone's meta attributes (the walkthrough CIB's), a timeout.
+# crm_attribute is a stand-in (tests/ocf.rs uses the real one against a CIB file): it logs its
+# calls and keeps the promotion score in /tmp/ocf-score.NODE.
+OCF_DIR=$UB/ocf                                   # OCF_ROOT on the binaries disk
+OCF_UDRBD=$OCF_DIR/resource.d/udrbd/udrbd         # the repository's ocf/udrbd
+OCF_FS=$OCF_DIR/resource.d/heartbeat/Filesystem   # the host's ocf:heartbeat:Filesystem
+OCF_STUB=/tmp/ocf-stub                            # crm_attribute stand-in, first in PATH
+OCF_MNT=/mnt/ocf                                  # Filesystem's directory (it creates it)
+OCF_FILE=$OCF_MNT/ocf-payload.bin
+ocf_stub() {
+  mkdir -p $OCF_STUB
+  cat > $OCF_STUB/crm_attribute <<'EOS'
+#!/bin/sh
+# crm_attribute stand-in (no Pacemaker in the guest): what ocf/udrbd calls it with,
+#   --help (does it know --promotion?), --promotion -N NODE -q -v SCORE, --promotion -N NODE -q -D
+# and -G to read the score back.
+echo "crm_attribute $*" >> /tmp/ocf-crm.log
+node=local op= v= prev=
+for a in "$@"; do
+  case $prev in -N) node=$a;; -v) v=$a; op=set;; esac
+  case $a in
+    --help) echo "  -p, --promotion=RESOURCE   Operate on the promotion score"; exit 0;;
+    -D) op=del;; -G) op=get;;
+  esac
+  prev=$a
+done
+case $op in
+  set) echo "$v" > /tmp/ocf-score.$node;;
+  del) rm -f /tmp/ocf-score.$node;;
+  get) cat /tmp/ocf-score.$node 2>/dev/null || exit 6;;
+esac
+exit 0
+EOS
+  chmod 755 $OCF_STUB/crm_attribute
+}
+# ocf_env VAR=VALUE... CMD...: CMD in the environment an agent gets from Pacemaker
+ocf_env() {
+  env -i PATH=$OCF_STUB:/usr/sbin:/usr/bin:/sbin:/bin ${LD_LIBRARY_PATH:+LD_LIBRARY_PATH=$LD_LIBRARY_PATH} \
+    OCF_ROOT=$OCF_DIR OCF_RA_VERSION_MAJOR=1 OCF_RA_VERSION_MINOR=0 OCF_RESKEY_CRM_meta_on_node=$ME "$@"
+}
+# udrbd_ra ACTION [VAR=VALUE...]: ocf/udrbd as this node's instance of the promotable clone
+udrbd_ra() {
+  local action=$1; shift
+  ocf_env OCF_RESOURCE_INSTANCE=p_drbd_r0 OCF_RESKEY_drbd_resource=r0 OCF_RESKEY_drbdconf=$CONF \
+    OCF_RESKEY_udrbd_run_dir=$RUN OCF_RESKEY_udrbd_bin_dir=$UB \
+    OCF_RESKEY_CRM_meta_clone_max=2 OCF_RESKEY_CRM_meta_clone_node_max=1 \
+    OCF_RESKEY_CRM_meta_promoted_max=1 OCF_RESKEY_CRM_meta_promoted_node_max=1 \
+    OCF_RESKEY_CRM_meta_master_max=1 OCF_RESKEY_CRM_meta_master_node_max=1 \
+    OCF_RESKEY_CRM_meta_notify=true OCF_RESKEY_CRM_meta_timeout=20000 \
+    "$@" timeout 120 "$OCF_UDRBD" "$action"
+}
+# fs_ra ACTION [VAR=VALUE...]: ocf:heartbeat:Filesystem on the LV, ext4, at /mnt/ocf
+fs_ra() {
+  local action=$1; shift
+  ocf_env OCF_RESOURCE_INSTANCE=p_fs_r0 OCF_RESKEY_device=$LV OCF_RESKEY_directory=$OCF_MNT \
+    OCF_RESKEY_fstype=ext4 OCF_RESKEY_CRM_meta_timeout=60000 \
+    "$@" timeout 120 "$OCF_FS" "$action"
+}
+OCF_CODES="0:OCF_SUCCESS 1:OCF_ERR_GENERIC 2:OCF_ERR_ARGS 3:OCF_ERR_UNIMPLEMENTED 4:OCF_ERR_PERM 5:OCF_ERR_INSTALLED 6:OCF_ERR_CONFIGURED 7:OCF_NOT_RUNNING 8:OCF_RUNNING_MASTER 9:OCF_FAILED_MASTER 124:timeout"
+ocf_name() { local c; for c in $OCF_CODES; do [ "${c%%:*}" = "$1" ] && { echo "${c#*:}"; return; }; done; echo "?"; }
+# ocf_check NAME WANT CMD...: CMD must exit with the OCF code WANT; its output (the agents log
+# to stderr when there is no cluster) is kept in /tmp/ocf.out
+ocf_check() {
+  local name=$1 want=$2 rc t0; shift 2; t0=$(now_ms)
+  "$@" > /tmp/ocf.out 2>&1; rc=$?
+  if [ $rc -eq "$want" ]; then
+    pass "$name (exit $rc $(ocf_name $rc), $(( $(now_ms) - t0 )) ms)"; return 0
+  fi
+  fail "$name (exit $rc $(ocf_name $rc), expected $want $(ocf_name $want): $*)"
+  tail -25 /tmp/ocf.out | sed 's/^/    | /'
+  return 1
+}
+ocf_score_is() { local v; v=$(cat /tmp/ocf-score.$ME 2>/dev/null); echo "promotion score of $ME: ${v:-none}"; [ "$v" = "$1" ]; }
+ocf_staged() { ls -la $OCF_UDRBD $OCF_FS $OCF_DIR/lib/heartbeat/ocf-shellfuncs && [ -x $OCF_UDRBD ] && [ -x $OCF_FS ] && [ -r $OCF_DIR/lib/heartbeat/ocf-shellfuncs ]; }
+meta_data_ok() { "$@" > /tmp/meta.xml 2>&1 || return 1; head -3 /tmp/meta.xml; grep -q '<resource-agent name=' /tmp/meta.xml && grep -q '</resource-agent>' /tmp/meta.xml; }
+# ocf_vg_up TAG: what the resources ordered before the Filesystem do (kpartx for the partition,
+# then an LVM-activate: vgchange -ay drbdvg; with step 6's fallback, pvscan --cache + vgscan)
+ocf_vg_up() {
+  local tag=$1
+  check $tag-kpartx-add on_kdev timeout 60 kpartx -a $KDEV
+  check $tag-kpartx-partition test -b $PART
+  if lvmcmd vgchange -ay drbdvg > /tmp/vgchange.out 2>&1; then
+    pass "$tag-vgchange-ay (no rescan needed)"
+  else
+    info "vgchange -ay drbdvg failed first: $(tr '\n' ' ' < /tmp/vgchange.out); pvscan --cache + vgscan, then again"
+    lvmcmd pvscan --cache > /tmp/pvscan.out 2>&1; info "pvscan --cache rc=$?: $(tr '\n' ' ' < /tmp/pvscan.out)"
+    lvmcmd vgscan > /tmp/vgscan.out 2>&1; info "vgscan rc=$?: $(tr '\n' ' ' < /tmp/vgscan.out)"
+    check $tag-vgchange-ay lvmcmd vgchange -ay drbdvg
+  fi
+  check $tag-lv-present test -b $LV
+}
+ocf_vg_down() {
+  local tag=$1
+  check $tag-vgchange-an lvmcmd vgchange -an drbdvg
+  check $tag-kpartx-del on_kdev timeout 60 kpartx -d $KDEV
+  check $tag-kpartx-gone sh -c "! test -e $PART"
+}
+ocf_md5() { md5sum $OCF_FILE | cut -d' ' -f1; }
+role_now_is() { ust; echo "role: $ST_ROLE/$ST_PROLE $ST_CONN $ST_DISK/$ST_PDISK"; [ "$ST_ROLE" = "$1" ]; }
+
 # ---------------- udrbd daemon --------------------------------------------------------------
 # udrbd_start: start the daemon; wait until a socket in $RUN is new (a socket file a killed
 # daemon left behind does not count)
@@ -437,6 +546,78 @@ if [ "$ROLE" = b ]; then
   check b-secondary adm secondary r0
 fi
 barrier b-released
+
+# ---------------- the Pacemaker agents: udrbd promotable clone + Filesystem, without Pacemaker --
+# Both nodes Secondary, connected, UpToDate.  Pacemaker's order for a Filesystem on a promoted
+# udrbd: promote, (partition mapping and LVM activation,) Filesystem start; stop in reverse.
+# The LV made in step 3 is reused (its ext4 too); the agents only mount/unmount it.
+OCF_OK=0
+ocf_stub
+if check ocf-staged ocf_staged; then
+  OCF_OK=1
+  check ocf-udrbd-sh-n sh -n $OCF_UDRBD
+  check ocf-udrbd-meta-data meta_data_ok udrbd_ra meta-data
+  check ocf-fs-meta-data meta_data_ok fs_ra meta-data
+  ocf_check ocf-udrbd-validate-all 0 udrbd_ra validate-all
+  ocf_check ocf-fs-validate-all 0 fs_ra validate-all
+fi
+if [ "$ROLE" = a ]; then
+  MD5_OCF=
+  if [ $OCF_OK = 1 ]; then
+    wait_for "a-ocf-peer-secondary" 30 is_peer_role Secondary
+    wait_for "a-ocf-uptodate" 30 is_dstate UpToDate/UpToDate
+    ocf_check a-ocf-udrbd-monitor-unpromoted 0 udrbd_ra monitor OCF_RESKEY_CRM_meta_interval=20000
+    check a-ocf-promotion-score ocf_score_is 10000
+    ocf_check a-ocf-udrbd-promote 0 udrbd_ra promote OCF_RESKEY_CRM_meta_timeout=90000
+    check a-ocf-primary role_now_is Primary
+    ocf_check a-ocf-udrbd-monitor-promoted 8 udrbd_ra monitor OCF_RESKEY_CRM_meta_interval=10000
+    ocf_vg_up a-ocf
+    ocf_check a-ocf-fs-start 0 fs_ra start
+    ocf_check a-ocf-fs-monitor 0 fs_ra monitor OCF_RESKEY_CRM_meta_interval=20000
+    check a-ocf-write-file sh -c "mountpoint -q $OCF_MNT && dd if=/dev/urandom of=$OCF_FILE bs=1M count=1 status=none && sync"
+    MD5_OCF=$(mountpoint -q $OCF_MNT && ocf_md5)
+    info "ocf payload md5 on a: ${MD5_OCF:-none}"
+    # demote while the Filesystem is mounted: 'drbdadm secondary' is refused (held open), the
+    # agent retries until its timeout (10 s here, 90 s in its meta-data) and fails
+    ocf_check a-ocf-udrbd-demote-refused-mounted 1 udrbd_ra demote OCF_RESKEY_CRM_meta_timeout=10000
+    info "a: the refused demote ran 'drbdadm secondary' $(grep -c 'drbdadm secondary r0 failed (11)' /tmp/ocf.out) times; its last lines:"
+    grep -v '^ *$' /tmp/ocf.out | tail -4 | sed 's/^/    | /'
+    check a-ocf-demote-refused-held-open grep -qF '(-12) Device is held open by someone' /tmp/ocf.out
+    check a-ocf-still-primary role_now_is Primary
+    ocf_check a-ocf-udrbd-monitor-still-promoted 8 udrbd_ra monitor OCF_RESKEY_CRM_meta_interval=10000
+    ocf_check a-ocf-fs-monitor-still-mounted 0 fs_ra monitor OCF_RESKEY_CRM_meta_interval=20000
+    ocf_check a-ocf-fs-stop 0 fs_ra stop
+    ocf_check a-ocf-fs-monitor-stopped 7 fs_ra monitor OCF_RESKEY_CRM_meta_interval=20000
+    ocf_vg_down a-ocf
+    ocf_check a-ocf-udrbd-demote 0 udrbd_ra demote OCF_RESKEY_CRM_meta_timeout=90000
+    check a-ocf-secondary role_now_is Secondary
+    ocf_check a-ocf-udrbd-monitor-demoted 0 udrbd_ra monitor OCF_RESKEY_CRM_meta_interval=20000
+  fi
+  msg_send "a-ocf-done ${MD5_OCF:-none}"
+else
+  msg_recv a-ocf-done 600; MD5_OCF=$MSG
+  if [ $OCF_OK = 1 ]; then
+    wait_for "b-ocf-uptodate" 30 is_dstate UpToDate/UpToDate
+    ocf_check b-ocf-udrbd-monitor-unpromoted 0 udrbd_ra monitor OCF_RESKEY_CRM_meta_interval=20000
+    check b-ocf-promotion-score ocf_score_is 10000
+    ocf_check b-ocf-udrbd-promote 0 udrbd_ra promote OCF_RESKEY_CRM_meta_timeout=90000
+    check b-ocf-primary role_now_is Primary
+    ocf_check b-ocf-udrbd-monitor-promoted 8 udrbd_ra monitor OCF_RESKEY_CRM_meta_interval=10000
+    ocf_vg_up b-ocf
+    ocf_check b-ocf-fs-start 0 fs_ra start
+    ocf_check b-ocf-fs-monitor 0 fs_ra monitor OCF_RESKEY_CRM_meta_interval=20000
+    MD5_OCF_B=$(mountpoint -q $OCF_MNT && [ -f $OCF_FILE ] && ocf_md5)
+    if [ -n "$MD5_OCF" ] && [ "$MD5_OCF" != none ] && [ "$MD5_OCF" = "$MD5_OCF_B" ]; then pass "b-ocf-file-matches-a ($MD5_OCF_B)"
+    else fail "b-ocf-file-matches-a (a=${MD5_OCF:-none} b=${MD5_OCF_B:-none})"; fi
+    ocf_check b-ocf-fs-stop 0 fs_ra stop
+    ocf_vg_down b-ocf
+    ocf_check b-ocf-udrbd-demote 0 udrbd_ra demote OCF_RESKEY_CRM_meta_timeout=90000
+    check b-ocf-secondary role_now_is Secondary
+    ocf_check b-ocf-udrbd-monitor-demoted 0 udrbd_ra monitor OCF_RESKEY_CRM_meta_interval=20000
+  fi
+fi
+[ -s /tmp/ocf-crm.log ] && info "crm_attribute calls: $(sort /tmp/ocf-crm.log | uniq -c | sed 's/^ *//' | tr '\n' ';')"
+barrier ocf-done
 
 # ---------------- fio through /dev/drbd0 on one Primary (a) ---------------------------------
 if [ "$ROLE" = a ]; then

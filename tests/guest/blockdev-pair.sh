@@ -1,8 +1,9 @@
 #!/bin/bash
 # blockdev-pair.sh [BIN_DIR]: udrbd's kernel block device (/dev/drbd0 = a kernel NBD device the
 # daemon connects to its own export) in two guests, with the Proxmox-style stack on top
-# (fdisk -> kpartx -> LVM -> ext4), the "held open" refusals, EIO on a Secondary, fio through
-# /dev/drbd0 and a daemon restart.  The guest side is tests/guest/blockdev-pair.guest.sh.
+# (fdisk -> kpartx -> LVM -> ext4), the "held open" refusals, EIO on a Secondary, the Pacemaker
+# agents (ocf/udrbd + ocf:heartbeat:Filesystem, run as Pacemaker would, without Pacemaker), fio
+# through /dev/drbd0 and a daemon restart.  The guest side is tests/guest/blockdev-pair.guest.sh.
 #
 #   tests/guest/blockdev-pair.sh                   # BIN_DIR defaults to <repo>/target/release
 #   FIO_RUNTIME=5 tests/guest/blockdev-pair.sh ~/udrbd/target/release
@@ -13,6 +14,9 @@
 #   guest drbda  eth0 192.168.77.1  <- qemu -netdev socket,udp 127.0.0.1:$PA/$PB ->  eth0 192.168.77.2  guest drbdb
 #   drbda: /dev/vdb = udrbd backing disk, /dev/vdc = raw baseline disk, /dev/vdd = binaries (ro)
 #   drbdb: /dev/vdb = udrbd backing disk,                                /dev/vdc = binaries (ro)
+# The binaries disk (stage-bins.sh) holds udrbd, drbdadm, drbdsetup and ocf/, an OCF_ROOT with
+# ocf/udrbd and the host's resource-agents (ocf-shellfuncs & co, Filesystem): BIN_DIR must hold
+# drbdsetup too, the host needs resource-agents (HOST_OCF_ROOT, default /usr/lib/ocf).
 #
 # Env: FIO_RUNTIME=20  FIO_DEPTHS="1 32"  FIO_SIZE=128M  DISK_SIZE=256M  DRBD_PROTOCOL=C
 #      RESYNC_RATE=400M  LAB_ACCEL=tcg  LAB_SMP=1  LAB_MEM=768  PAIR_TIMEOUT=1500

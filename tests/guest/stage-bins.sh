@@ -1,10 +1,10 @@
-# Sourced by the host scripts in tests/guest/: puts the host-built udrbd + drbdadm on a small
-# read-only ext4 disk (label 'udrbdbin') for the guests, exactly as $GUESTLAB/udrbd-pair.sh
-# does (factored out here so the shared lab stays untouched).  Needs $LAB and lab_check_built
-# from $GUESTLAB/lib.sh.
+# Sourced by the host scripts in tests/guest/: puts the host-built udrbd + drbdadm (+ drbdsetup,
+# which the OCF agent reads the state with) on a small read-only ext4 disk (label 'udrbdbin')
+# for the guests, as $GUESTLAB/udrbd-pair.sh does (factored out here so the shared lab stays
+# untouched).  Needs $LAB and lab_check_built from $GUESTLAB/lib.sh.
 #
 # stage_bins BIN_DIR WORK_DIR TAG
-#   BIN_DIR  holds 'udrbd' and 'drbdadm' (host-built, e.g. <repo>/target/release)
+#   BIN_DIR  holds 'udrbd', 'drbdadm' and 'drbdsetup' (host-built, e.g. <repo>/target/release)
 #   WORK_DIR where the staging directory and the image go (e.g. $LAB/blockdev)
 #   TAG      unique suffix (timestamp-pid)
 # Sets BIN_IMG (the image) and BIN_STAGE (the staging dir; stage_bins_cleanup removes both
@@ -13,21 +13,28 @@
 # (Debian 12, glibc 2.36); a library it lacks is copied from the host into the disk's lib/
 # (the guest then sets LD_LIBRARY_PATH); a too-new GLIBC_x.y symbol version is a hard error.
 # $UDRBD_CONF, if set, is copied onto the disk as udrbd.conf (the guest then uses it verbatim).
+# The Pacemaker agents go to ocf/ on the disk, laid out as an OCF_ROOT (the guest image has no
+# Pacemaker and no resource-agents): ocf/resource.d/udrbd/udrbd (the repository's ocf/udrbd,
+# where scripts/install-ocf.sh puts it), ocf/resource.d/heartbeat/Filesystem and
+# ocf/lib/heartbeat/* (ocf-shellfuncs and what it sources) from the host's resource-agents in
+# $HOST_OCF_ROOT (default /usr/lib/ocf).  A host without resource-agents gets a WARNING and a
+# disk without them (the guest then fails its ocf-* checks).
 
 stage_bins() {
   local bin=$1 work=$2 tag=$3 b f interp KB MB
   BIN_STAGE=$work/bin-$tag.d BIN_IMG=$work/bin-$tag.img
-  for b in udrbd drbdadm; do
+  for b in udrbd drbdadm drbdsetup; do
     [[ -f $bin/$b && -x $bin/$b ]] || { echo "host: ERROR missing executable $bin/$b"; return 2; }
   done
   rm -rf "$BIN_STAGE"; mkdir -p "$BIN_STAGE/lib"
-  cp -L "$bin/udrbd" "$bin/drbdadm" "$BIN_STAGE/"
+  cp -L "$bin/udrbd" "$bin/drbdadm" "$bin/drbdsetup" "$BIN_STAGE/"
   [[ -n ${UDRBD_CONF:-} ]] && cp "$UDRBD_CONF" "$BIN_STAGE/udrbd.conf"
 
   _SB_R=$LAB/rootfs
   _SB_GLIBC=$(sed -n '/^Package: libc6$/,/^$/s/^Version: \([0-9.]*\).*/\1/p' "$_SB_R/var/lib/dpkg/status" | head -1)
   _SB_OK=1
-  for b in udrbd drbdadm; do
+  _sb_stage_ocf || _SB_OK=0
+  for b in udrbd drbdadm drbdsetup $_SB_OCF_SCRIPTS; do
     f=$BIN_STAGE/$b
     if [[ $(head -c 4 "$f" | tail -c 3) == ELF ]]; then
       echo "host: $b: $(file -b "$f" | cut -c1-110)"
@@ -48,7 +55,31 @@ stage_bins() {
   rm -f "$BIN_IMG"; truncate -s "${MB}M" "$BIN_IMG"
   mkfs.ext4 -q -F -L udrbdbin -O ^has_journal -E root_owner=0:0 -d "$BIN_STAGE" "$BIN_IMG" \
     || { echo "host: ERROR mkfs.ext4 -d failed"; return 2; }
-  echo "host: binaries disk $BIN_IMG (${MB} MiB, ro ext4 'udrbdbin'): $(cd "$BIN_STAGE" && find . -type f | sed 's|^\./||' | sort | tr '\n' ' ')"
+  echo "host: binaries disk $BIN_IMG (${MB} MiB, ro ext4 'udrbdbin'): $(cd "$BIN_STAGE" && find . -type f -not -path './ocf/*' | sed 's|^\./||' | sort | tr '\n' ' ')ocf/ ($(find "$BIN_STAGE/ocf" -type f | wc -l) files)"
+}
+
+# _sb_stage_ocf: the OCF tree under $BIN_STAGE/ocf; sets _SB_OCF_SCRIPTS (the executables, for
+# the interpreter check).  Returns 1 only when the repository's agent is missing.
+_sb_stage_ocf() {
+  local host=${HOST_OCF_ROOT:-/usr/lib/ocf} agent f
+  agent=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/ocf/udrbd
+  _SB_OCF_SCRIPTS=
+  [[ -f $agent ]] || { echo "host: ERROR missing $agent"; return 1; }
+  mkdir -p "$BIN_STAGE/ocf/resource.d/udrbd"
+  install -m 0755 "$agent" "$BIN_STAGE/ocf/resource.d/udrbd/udrbd"
+  _SB_OCF_SCRIPTS="ocf/resource.d/udrbd/udrbd"
+  if [[ ! -r $host/lib/heartbeat/ocf-shellfuncs || ! -f $host/resource.d/heartbeat/Filesystem ]]; then
+    echo "host: WARNING no resource-agents in $host (ocf-shellfuncs, Filesystem): the guest's ocf-* checks will fail (apt-get install resource-agents)"
+    return 0
+  fi
+  mkdir -p "$BIN_STAGE/ocf/lib/heartbeat" "$BIN_STAGE/ocf/resource.d/heartbeat"
+  # the files only (not lib/heartbeat/__pycache__), modes kept
+  for f in "$host"/lib/heartbeat/*; do
+    [[ -f $f ]] && cp -L -p "$f" "$BIN_STAGE/ocf/lib/heartbeat/"
+  done
+  cp -L -p "$host/resource.d/heartbeat/Filesystem" "$BIN_STAGE/ocf/resource.d/heartbeat/"
+  _SB_OCF_SCRIPTS+=" ocf/resource.d/heartbeat/Filesystem"
+  echo "host: OCF_ROOT ocf/ from $agent and $host (resource-agents $(dpkg-query -W -f '${Version}' resource-agents 2>/dev/null || echo '?')): resource.d/udrbd/udrbd resource.d/heartbeat/Filesystem lib/heartbeat/ ($(find "$BIN_STAGE/ocf/lib/heartbeat" -type f | wc -l) files)"
 }
 
 _sb_guest_has() {
