@@ -629,6 +629,22 @@ if [ "$ROLE" = a ]; then
   else
     fail "fio udrbd-proto$DRBD_PROTOCOL ($KDEV is not a block device)"
   fi
+  # I/O suspended by the resource waits in the kernel device, past the block layer's default
+  # 30 s request timeout (the device is connected with none), and completes on resume-io.
+  if [ -b $KDEV ]; then
+    check a-suspend-io adm suspend-io r0
+    ( dd if=/dev/urandom of=/tmp/susp.blk bs=4k count=1 status=none
+      dd if=/tmp/susp.blk of=$KDEV bs=4k seek=100 count=1 oflag=direct conv=notrunc status=none
+      echo $? > /tmp/susp.rc ) &
+    SUSP=$!
+    sleep 40
+    check a-suspended-write-still-waiting kill -0 $SUSP
+    check a-resume-io adm resume-io r0
+    for _ in $(seq 1 100); do [ -s /tmp/susp.rc ] && break; sleep 0.2; done
+    check a-suspended-write-completed sh -c "[ \"\$(cat /tmp/susp.rc 2>/dev/null)\" = 0 ]"
+    check a-suspended-write-landed bash -c "cmp -s /tmp/susp.blk <(dd if=$KDEV bs=4k skip=100 count=1 iflag=direct status=none)"
+    info "kernel log during the suspension: $(dmesg | grep -i 'nbd.*stuck\|nbd.*timed out' | tail -2 | tr '\n' ' ')"
+  fi
   check a-secondary-after-fio adm secondary r0
 fi
 barrier fio-done
