@@ -1099,3 +1099,56 @@ fn the_daemon_runs_the_fence_handlers_against_the_cib() {
     });
     cib.verify();
 }
+
+/// `quorum majority` with two diskful nodes: node-2 crashes, node-1 has no quorum
+/// (`quorum:no`, the peer's state unknown) and the agent removes its promotion score, as
+/// ocf:linbit:drbd does for a node that cannot be promoted; the score comes back with the peer.
+#[test]
+fn a_node_without_quorum_loses_its_promotion_score() {
+    if !have(PCMK) {
+        return;
+    }
+    let mut p = pair("net { connect-int 1; }");
+    for n in [&p.a, &p.b] {
+        let text = std::fs::read_to_string(&n.config).expect("config");
+        let text = text.replace("quorum off;", "quorum majority;");
+        std::fs::write(&n.config, text).expect("config");
+    }
+    for n in [&mut p.a, &mut p.b] {
+        n.adm(&["create-md", RES]).ok();
+        n.start();
+    }
+    let bin = BinDir::real();
+    let cib = Cib::walkthrough();
+    for n in [&p.a, &p.b] {
+        let r = agent(n, &bin, &cib).run("start", GOOD_CLONE);
+        assert_eq!(r.code, OCF_SUCCESS, "start: {r:#?}\n{}", p.logs());
+    }
+    p.a.adm(&["--clear-bitmap", "new-current-uuid", RES]).ok();
+    p.eventually(10, "peer-disk:UpToDate", || {
+        common::pair::status(&p.a).contains("peer-disk:UpToDate")
+    });
+    let a = agent(&p.a, &bin, &cib);
+    a.expect("monitor", OCF_SUCCESS);
+    assert_eq!(cib.score("node-1"), Some(10000));
+
+    p.b.crash();
+    p.eventually(10, "node-1 without quorum", || {
+        common::pair::status(&p.a).contains("quorum:no")
+    });
+    a.expect("monitor", OCF_SUCCESS);
+    assert_eq!(cib.score("node-1"), None, "no quorum: no promotion score");
+    let r = a.run("promote", &[("OCF_RESKEY_CRM_meta_timeout", "5000")]);
+    assert_eq!(r.code, OCF_ERR_GENERIC, "promote without quorum: {r:#?}");
+
+    p.b.start();
+    p.b.adm(&["up", RES]).ok();
+    p.eventually(20, "node-1 with quorum and its peer again", || {
+        let st = common::pair::status(&p.a);
+        !st.contains("quorum:no") && st.contains("peer-disk:UpToDate")
+    });
+    a.expect("monitor", OCF_SUCCESS);
+    assert_eq!(cib.score("node-1"), Some(10000));
+    a.expect("stop", OCF_SUCCESS);
+    agent(&p.b, &bin, &cib).expect("stop", OCF_SUCCESS);
+}
