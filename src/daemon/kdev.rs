@@ -137,13 +137,6 @@ impl KernelDevice {
             return Ok(None);
         };
         let res = spec.name.clone();
-        let size = driver.status().size_bytes;
-        if size == 0 {
-            return Err(format!(
-                "{res}: /dev/drbd{minor} not created: the device's size is not known yet (a \
-                 diskless node before a peer connected); `drbdadm adjust {res}` once connected"
-            ));
-        }
         let unavailable = |why: String| {
             format!(
                 "{res}: /dev/drbd{minor} not created: {why}; the device is served over NBD only \
@@ -155,6 +148,14 @@ impl KernelDevice {
             KernelNbdError::NoDriver => unavailable("the kernel has no nbd driver".into()),
             other => unavailable(other.to_string()),
         })?;
+        let size = driver.status().size_bytes;
+        if size == 0 {
+            return Err(format!(
+                "{res}: /dev/drbd{minor} not created yet: the device's size is not known (a \
+                 diskless node before a peer connected); `drbdadm adjust {res}` makes it once \
+                 connected"
+            ));
+        }
         let kernel_ends =
             socket_pairs(&serve).map_err(|e| unavailable(format!("socketpair: {e}")))?;
         let fds: Vec<BorrowedFd<'_>> = kernel_ends.iter().map(|f| f.as_fd()).collect();
