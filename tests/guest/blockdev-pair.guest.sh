@@ -343,9 +343,9 @@ ocf_check() {
 ocf_score_is() { local v; v=$(cat /tmp/ocf-score.$ME 2>/dev/null); echo "promotion score of $ME: ${v:-none}"; [ "$v" = "$1" ]; }
 ocf_staged() { ls -la $OCF_UDRBD $OCF_FS $OCF_DIR/lib/heartbeat/ocf-shellfuncs && [ -x $OCF_UDRBD ] && [ -x $OCF_FS ] && [ -r $OCF_DIR/lib/heartbeat/ocf-shellfuncs ]; }
 meta_data_ok() { "$@" > /tmp/meta.xml 2>&1 || return 1; head -3 /tmp/meta.xml; grep -q '<resource-agent name=' /tmp/meta.xml && grep -q '</resource-agent>' /tmp/meta.xml; }
-# ocf_vg_up TAG: what the resources ordered before the Filesystem do (kpartx for the partition,
+# vg_up TAG: what the resources ordered before the Filesystem do (kpartx for the partition,
 # then an LVM-activate: vgchange -ay drbdvg; with step 6's fallback, pvscan --cache + vgscan)
-ocf_vg_up() {
+vg_up() {
   local tag=$1
   check $tag-kpartx-add on_kdev timeout 60 kpartx -a $KDEV
   check $tag-kpartx-partition test -b $PART
@@ -359,7 +359,7 @@ ocf_vg_up() {
   fi
   check $tag-lv-present test -b $LV
 }
-ocf_vg_down() {
+vg_down() {
   local tag=$1
   check $tag-vgchange-an lvmcmd vgchange -an drbdvg
   check $tag-kpartx-del on_kdev timeout 60 kpartx -d $KDEV
@@ -523,17 +523,7 @@ if [ "$ROLE" = b ]; then
   wait_for "b-peer-secondary" 30 is_peer_role Secondary
   check b-primary adm primary r0
   check b-flushbufs on_kdev timeout 60 blockdev --flushbufs $KDEV
-  check b-kpartx-add on_kdev timeout 60 kpartx -a $KDEV
-  check b-kpartx-partition test -b $PART
-  if lvmcmd vgchange -ay drbdvg > /tmp/vgchange.out 2>&1; then
-    pass "b-vgchange-ay (no rescan needed)"
-  else
-    info "vgchange -ay drbdvg failed first: $(tr '\n' ' ' < /tmp/vgchange.out); pvscan --cache + vgscan, then again"
-    lvmcmd pvscan --cache > /tmp/pvscan.out 2>&1; info "pvscan --cache rc=$?: $(tr '\n' ' ' < /tmp/pvscan.out)"
-    lvmcmd vgscan > /tmp/vgscan.out 2>&1; info "vgscan rc=$?: $(tr '\n' ' ' < /tmp/vgscan.out)"
-    check b-vgchange-ay lvmcmd vgchange -ay drbdvg
-  fi
-  check b-lv-present test -b $LV
+  vg_up b
   mkdir -p $MNT
   check b-mount timeout 60 mount $LV $MNT
   MD5_B=$(mountpoint -q $MNT && payload_md5)
@@ -552,6 +542,30 @@ barrier b-released
 # udrbd: promote, (partition mapping and LVM activation,) Filesystem start; stop in reverse.
 # The LV made in step 3 is reused (its ext4 too); the agents only mount/unmount it.
 OCF_OK=0
+# ocf_promote_and_mount TAG: what Pacemaker does to make this node the Promoted one with the
+# filesystem on it: monitor (Unpromoted, score 10000), promote, the VG up (LVM-activate's part),
+# Filesystem start and monitor.
+ocf_promote_and_mount() {
+  local t=$1
+  ocf_check $t-udrbd-monitor-unpromoted 0 udrbd_ra monitor OCF_RESKEY_CRM_meta_interval=20000
+  check $t-promotion-score ocf_score_is 10000
+  ocf_check $t-udrbd-promote 0 udrbd_ra promote OCF_RESKEY_CRM_meta_timeout=90000
+  check $t-primary role_now_is Primary
+  ocf_check $t-udrbd-monitor-promoted 8 udrbd_ra monitor OCF_RESKEY_CRM_meta_interval=10000
+  vg_up $t
+  ocf_check $t-fs-start 0 fs_ra start
+  ocf_check $t-fs-monitor 0 fs_ra monitor OCF_RESKEY_CRM_meta_interval=20000
+}
+# ocf_unmount_and_demote TAG: the reverse: Filesystem stop, the VG down, demote, Unpromoted.
+ocf_unmount_and_demote() {
+  local t=$1
+  ocf_check $t-fs-stop 0 fs_ra stop
+  ocf_check $t-fs-monitor-stopped 7 fs_ra monitor OCF_RESKEY_CRM_meta_interval=20000
+  vg_down $t
+  ocf_check $t-udrbd-demote 0 udrbd_ra demote OCF_RESKEY_CRM_meta_timeout=90000
+  check $t-secondary role_now_is Secondary
+  ocf_check $t-udrbd-monitor-demoted 0 udrbd_ra monitor OCF_RESKEY_CRM_meta_interval=20000
+}
 ocf_stub
 if check ocf-staged ocf_staged; then
   OCF_OK=1
@@ -566,14 +580,7 @@ if [ "$ROLE" = a ]; then
   if [ $OCF_OK = 1 ]; then
     wait_for "a-ocf-peer-secondary" 30 is_peer_role Secondary
     wait_for "a-ocf-uptodate" 30 is_dstate UpToDate/UpToDate
-    ocf_check a-ocf-udrbd-monitor-unpromoted 0 udrbd_ra monitor OCF_RESKEY_CRM_meta_interval=20000
-    check a-ocf-promotion-score ocf_score_is 10000
-    ocf_check a-ocf-udrbd-promote 0 udrbd_ra promote OCF_RESKEY_CRM_meta_timeout=90000
-    check a-ocf-primary role_now_is Primary
-    ocf_check a-ocf-udrbd-monitor-promoted 8 udrbd_ra monitor OCF_RESKEY_CRM_meta_interval=10000
-    ocf_vg_up a-ocf
-    ocf_check a-ocf-fs-start 0 fs_ra start
-    ocf_check a-ocf-fs-monitor 0 fs_ra monitor OCF_RESKEY_CRM_meta_interval=20000
+    ocf_promote_and_mount a-ocf
     check a-ocf-write-file sh -c "mountpoint -q $OCF_MNT && dd if=/dev/urandom of=$OCF_FILE bs=1M count=1 status=none && sync"
     MD5_OCF=$(mountpoint -q $OCF_MNT && ocf_md5)
     info "ocf payload md5 on a: ${MD5_OCF:-none}"
@@ -586,34 +593,18 @@ if [ "$ROLE" = a ]; then
     check a-ocf-still-primary role_now_is Primary
     ocf_check a-ocf-udrbd-monitor-still-promoted 8 udrbd_ra monitor OCF_RESKEY_CRM_meta_interval=10000
     ocf_check a-ocf-fs-monitor-still-mounted 0 fs_ra monitor OCF_RESKEY_CRM_meta_interval=20000
-    ocf_check a-ocf-fs-stop 0 fs_ra stop
-    ocf_check a-ocf-fs-monitor-stopped 7 fs_ra monitor OCF_RESKEY_CRM_meta_interval=20000
-    ocf_vg_down a-ocf
-    ocf_check a-ocf-udrbd-demote 0 udrbd_ra demote OCF_RESKEY_CRM_meta_timeout=90000
-    check a-ocf-secondary role_now_is Secondary
-    ocf_check a-ocf-udrbd-monitor-demoted 0 udrbd_ra monitor OCF_RESKEY_CRM_meta_interval=20000
+    ocf_unmount_and_demote a-ocf
   fi
   msg_send "a-ocf-done ${MD5_OCF:-none}"
 else
   msg_recv a-ocf-done 600; MD5_OCF=$MSG
   if [ $OCF_OK = 1 ]; then
     wait_for "b-ocf-uptodate" 30 is_dstate UpToDate/UpToDate
-    ocf_check b-ocf-udrbd-monitor-unpromoted 0 udrbd_ra monitor OCF_RESKEY_CRM_meta_interval=20000
-    check b-ocf-promotion-score ocf_score_is 10000
-    ocf_check b-ocf-udrbd-promote 0 udrbd_ra promote OCF_RESKEY_CRM_meta_timeout=90000
-    check b-ocf-primary role_now_is Primary
-    ocf_check b-ocf-udrbd-monitor-promoted 8 udrbd_ra monitor OCF_RESKEY_CRM_meta_interval=10000
-    ocf_vg_up b-ocf
-    ocf_check b-ocf-fs-start 0 fs_ra start
-    ocf_check b-ocf-fs-monitor 0 fs_ra monitor OCF_RESKEY_CRM_meta_interval=20000
+    ocf_promote_and_mount b-ocf
     MD5_OCF_B=$(mountpoint -q $OCF_MNT && [ -f $OCF_FILE ] && ocf_md5)
     if [ -n "$MD5_OCF" ] && [ "$MD5_OCF" != none ] && [ "$MD5_OCF" = "$MD5_OCF_B" ]; then pass "b-ocf-file-matches-a ($MD5_OCF_B)"
     else fail "b-ocf-file-matches-a (a=${MD5_OCF:-none} b=${MD5_OCF_B:-none})"; fi
-    ocf_check b-ocf-fs-stop 0 fs_ra stop
-    ocf_vg_down b-ocf
-    ocf_check b-ocf-udrbd-demote 0 udrbd_ra demote OCF_RESKEY_CRM_meta_timeout=90000
-    check b-ocf-secondary role_now_is Secondary
-    ocf_check b-ocf-udrbd-monitor-demoted 0 udrbd_ra monitor OCF_RESKEY_CRM_meta_interval=20000
+    ocf_unmount_and_demote b-ocf
   fi
 fi
 [ -s /tmp/ocf-crm.log ] && info "crm_attribute calls: $(sort /tmp/ocf-crm.log | uniq -c | sed 's/^ *//' | tr '\n' ';')"
