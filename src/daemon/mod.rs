@@ -3,6 +3,7 @@
 //!
 //! - [`nbd`]: the NBD listeners; [`nbd_backend`]: resources as NBD exports.
 //! - [`metrics`]: the Prometheus endpoint.
+//! - [`kdev`]: the config's `device` as a kernel block device.
 
 mod adjust;
 pub mod kdev;
@@ -48,19 +49,6 @@ impl std::fmt::Debug for Daemon {
     }
 }
 
-/// How long a kernel device left by an earlier run waits for the node to be able to serve
-/// its queued reads before it gets its sockets anyway.
-const READY_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// Whether a read of the kernel device can be served now.
-fn data_readable(st: &crate::repl::Status) -> bool {
-    use crate::repl::{DiskState, Role};
-    st.role == Role::Primary
-        || st.disk == DiskState::UpToDate
-        || (st.disk == DiskState::Diskless
-            && st.peers.iter().any(|p| p.disk == DiskState::UpToDate))
-}
-
 /// drbdsetup's exit code for "Failure: (NNN) ..." configuration errors.
 const E_CONFIG: i32 = 10;
 
@@ -94,106 +82,6 @@ impl Daemon {
 
     fn table(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<Driver>>> {
         self.resources.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn kdevs(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, kdev::KernelDevice>> {
-        self.kdevs.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Makes the resource's kernel block device when the config asks for one and it has none
-    /// yet; the line the operator should read when it cannot be made. A device an earlier run
-    /// left behind is handed its sockets in the background, once the data is readable (see
-    /// [`Daemon::reconnect_kernel_device`]).
-    async fn ensure_kernel_device(&self, d: &Arc<Driver>) -> Option<String> {
-        let name = d.spec().name.clone();
-        if self.kdevs().contains_key(&name) {
-            return None;
-        }
-        let front = self.nbd.get()?.clone();
-        if let Some(k) = kdev::KernelDevice::adopt(d, front.run_dir()) {
-            self.kdevs().insert(name, k);
-            if let Some(me) = self.me.upgrade() {
-                tokio::spawn(me.reconnect_kernel_device(d.clone(), front));
-            }
-            return None;
-        }
-        let driver = d.clone();
-        let made = tokio::task::spawn_blocking(move || {
-            kdev::KernelDevice::make(&driver, front.run_dir(), |sock| {
-                front.serve_kernel_device(&driver, sock)
-            })
-        })
-        .await;
-        match made {
-            Ok(Ok(Some(k))) => {
-                self.kdevs().insert(name, k);
-                None
-            }
-            Ok(Ok(None)) => None,
-            Ok(Err(why)) => {
-                tracing::warn!("{why}");
-                Some(why)
-            }
-            Err(e) => Some(format!("{name}: the kernel device could not be made: {e}")),
-        }
-    }
-
-    /// Hands an adopted kernel device its new sockets once the node can serve its queued
-    /// reads (UpToDate data here or, diskless, at a peer; or Primary), or after
-    /// [`READY_WAIT`], whichever comes first; as DRBD makes a read-only open wait for the
-    /// state to settle (`ro_open_cond`). Nothing if the resource went down meanwhile.
-    async fn reconnect_kernel_device(self: Arc<Self>, d: Arc<Driver>, front: Arc<nbd::NbdFront>) {
-        let deadline = tokio::time::Instant::now() + READY_WAIT;
-        while tokio::time::Instant::now() < deadline && !data_readable(&d.status()) {
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-        let name = d.spec().name.clone();
-        if !self.get(&name).is_some_and(|now| Arc::ptr_eq(&now, &d)) {
-            return;
-        }
-        let me = self.clone();
-        let r = tokio::task::spawn_blocking(move || {
-            let k = me.kdevs();
-            let Some(k) = k.get(&name) else {
-                return Ok(());
-            };
-            k.reconnect(&d, front.run_dir(), |sock| {
-                front.serve_kernel_device(&d, sock)
-            })
-        })
-        .await;
-        match r {
-            Ok(Ok(())) => {}
-            Ok(Err(why)) => tracing::warn!("{why}"),
-            Err(e) => tracing::warn!("kernel device reconnect: {e}"),
-        }
-    }
-
-    /// `secondary` and `down` are refused while someone holds the kernel device (DRBD's
-    /// open count, as far as the kernel shows it to a server).
-    fn kernel_device_held(&self, name: &str) -> Option<Response> {
-        let k = self.kdevs();
-        let k = k.get(name)?;
-        if !k.held() {
-            return None;
-        }
-        // Logged as DRBD logs a refused state change; drbdadm shows the operator the same.
-        tracing::info!(
-            "{name}: State change failed: {} ({} is in use)",
-            crate::repl::StateError::DeviceInUse,
-            k.name().display()
-        );
-        Some(error(
-            crate::repl::StateError::DeviceInUse.exit_code(),
-            format!(
-                "{name}: State change failed: {}\nadditional info: {} ({}) is in use \
-                 (mounted, under a device-mapper table such as kpartx's or an active LV, or \
-                 opened exclusively); unmount it and remove those first",
-                crate::repl::StateError::DeviceInUse,
-                k.name().display(),
-                k.node().display()
-            ),
-        ))
     }
 
     /// The resource named `name`, if up.

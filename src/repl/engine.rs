@@ -147,6 +147,9 @@ pub struct Engine {
     exposed: diskless::Exposed,
     /// The current UUID the diskless peers were last told (see `diskless`).
     current_told_to_diskless: GenUuid,
+    /// The weak mask this Primary last announced (None: not yet in this generation or
+    /// role; see `weak`).
+    announced_weak: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -213,6 +216,7 @@ impl Engine {
             tentative: None,
             exposed: diskless::Exposed::default(),
             current_told_to_diskless: GenUuid::ZERO,
+            announced_weak: None,
         }
     }
 

@@ -10,8 +10,9 @@
 //! rules are the ordered table [`RULES`]; the first that matches refuses the change. Rule ids
 //! (`H2`, `S13`, ...) follow the reference notes; the `drbd` column quotes the C condition.
 //!
-//! Left out until their issues: read-only openers, multiple volumes. "Access to UpToDate
-//! data" is the local disk, or a connected peer's UpToDate disk (reads the local disk lacks,
+//! Left out until their issues: multiple volumes. Read-only openers (the kernel block device)
+//! change no state and need no rule: their reads are admitted on a Secondary in
+//! `engine::io`. "Access to UpToDate data" is the local disk, or a connected peer's UpToDate disk (reads the local disk lacks,
 //! or every read of a Diskless node, are served by that peer; see `engine::diskless`).
 
 use super::state::{ConnState, DiskState, ReplState, Role, StateError};

@@ -47,9 +47,10 @@ fn policy(seed: u64) -> OnNoData {
 }
 
 /// Three diskful nodes under every kind of partition, crashes and disk failures. The default
-/// 100 seeds pass; run one by one (`UDRBD_SIM_SEED=N`), 3 of seeds 0 to 1,000 still fail
-/// (README, "Three nodes and quorum": a block resynced from two sources while a Primary
-/// writes, which DRBD orders with dagtags), so this is not yet the 10,000.
+/// 100 seeds pass; run one by one (`UDRBD_SIM_SEED=N`), 7 of seeds 0 to 1,000 still fail
+/// (README, "Three nodes and quorum": 3 stale reads and 4 runs that do not converge, where
+/// DRBD orders resyncs after a Primary's writes with dagtags), so this is not yet the
+/// issue's 10,000.
 #[test]
 fn three_diskful_nodes_under_random_partitions_lose_nothing_and_never_split() {
     let mut acked = 0;

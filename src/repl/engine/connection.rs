@@ -1347,8 +1347,7 @@ impl Engine {
             let followers = self.generation_followers();
             if let Some(d) = self.disk.as_mut() {
                 move_to_generation(&mut d.sb, current, &|n| {
-                    n == node
-                        || (followers.contains(&n) && super::diskless::node_bit(n) & weak == 0)
+                    n == node || (followers.contains(&n) && super::weak::node_bit(n) & weak == 0)
                 });
             }
             self.peer_log(node, format!("new current UUID {current} from peer"));

@@ -231,7 +231,8 @@ impl Engine {
             && !sb.current_uuid.same_as(exposed)
         {
             self.log(format!(
-                "attached to a Primary that served generation {exposed}: the disk ({}) takes it,                  Inconsistent until resynced",
+                "attached to a Primary that served generation {exposed}: the disk ({}) takes it, \
+                 Inconsistent until resynced",
                 sb.current_uuid
             ));
             take_generation(&mut sb, exposed, &[]);
@@ -518,7 +519,7 @@ impl Engine {
         // Without a disk it serves the data of the generation it had, through its peers.
         self.exposed.uuid = d.sb.current_uuid;
         self.exposed.bytes = d.data_bytes;
-        self.exposed.announced = None;
+        self.announced_weak = None;
         // The peers in sync with this disk hold that generation.
         let uuid = d.sb.current_uuid;
         for c in self.peers.values_mut() {

@@ -30,10 +30,6 @@ use crate::types::{GenUuid, NodeId};
 pub(super) struct Exposed {
     /// The generation of the data this node serves.
     pub uuid: GenUuid,
-    /// The weak mask last announced (None: not yet in this generation or role). Every
-    /// Primary announces one (see `weak`); it is kept here with the rest of what a Primary
-    /// tells the peers about the data it writes.
-    pub announced: Option<u64>,
     /// The device size the peers hold (bytes): what a diskless node exports.
     pub bytes: u64,
 }
@@ -178,9 +174,7 @@ impl Engine {
             self.announce_generation();
         }
     }
-}
 
-impl Engine {
     /// A diskful node's current UUID changed: its diskless peers learn it (a diskless node
     /// serves the generation of its UpToDate peers, and checks it when it is promoted).
     pub(super) fn tell_diskless_peers_current(&mut self) {
@@ -204,9 +198,4 @@ impl Engine {
             self.send(node, p);
         }
     }
-}
-
-/// `node`'s bit in a node mask.
-pub(super) fn node_bit(node: NodeId) -> u64 {
-    1u64 << (node.0 & 63)
 }

@@ -61,21 +61,24 @@ impl Engine {
             return;
         };
         let written = r.op.written_range();
-        // DRBD serves a Secondary's read-only openers (ro_open_cond): reads, and the flushes a
-        // reader's close may send, but never a write.
-        let read_only_ok = r.read_only_opener && written.is_none();
-        if self.st.role() != Role::Primary && read_only_ok && matches!(r.op, IoOp::Flush) {
-            // A Secondary wrote nothing of its own for the flush to cover; its disk's writes
-            // are the Primary's, flushed by the Primary's barriers. Never sent to a peer.
-            if let Some(r) = self.reqs.take_unsubmitted(id) {
-                self.answer(r.id, Ok(None));
-            }
-            return;
-        }
-        if self.st.role() != Role::Primary && !read_only_ok {
+        if self.st.role() != Role::Primary {
             // Checked first: a Secondary whose I/O is suspended (it lost quorum as Primary and
             // was demoted by force) fails its openers' requests rather than freezing them.
-            return self.refuse(id, IoError::NotPrimary);
+            // DRBD serves a Secondary's read-only openers (ro_open_cond), the kernel device:
+            // its reads, and the flushes a reader's close may send, never a write.
+            match (r.read_only_opener, &r.op) {
+                (true, IoOp::Read { .. }) => {}
+                (true, IoOp::Flush) => {
+                    // A Secondary wrote nothing of its own for the flush to cover; its disk's
+                    // writes are the Primary's, flushed by the Primary's barriers. Never sent
+                    // to a peer.
+                    if let Some(r) = self.reqs.take_unsubmitted(id) {
+                        self.answer(r.id, Ok(None));
+                    }
+                    return;
+                }
+                _ => return self.refuse(id, IoError::NotPrimary),
+            }
         }
         if self.st.io_frozen() {
             // `susp-io( fencing )` or `( user )`: queued, not failed, until fence-peer answers
@@ -396,7 +399,7 @@ impl Engine {
             behind.extend(
                 self.peers
                     .keys()
-                    .filter(|n| super::diskless::node_bit(**n) & weak != 0),
+                    .filter(|n| super::weak::node_bit(**n) & weak != 0),
             );
         }
         if self

@@ -433,7 +433,6 @@ impl Requests {
             .collect()
     }
 
-    /// Records the seq range of the Data packets that carry request `id` to `node`.
     /// A peer has it, as far as its protocol says (a diskless node's protocol-A write).
     pub fn set_peer_ok(&mut self, id: ReqId) {
         if let Some(r) = self.reqs.get_mut(&id) {
@@ -441,6 +440,7 @@ impl Requests {
         }
     }
 
+    /// Records the seq range of the Data packets that carry request `id` to `node`.
     pub fn set_attempt(&mut self, id: ReqId, node: NodeId, first: u32, last: u32) {
         if let Some(r) = self.reqs.get_mut(&id) {
             r.attempt.retain(|(n, _, _)| *n != node);

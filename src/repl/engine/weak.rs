@@ -25,11 +25,15 @@
 //! Every mark for a weak node is sent before the mask that lifts its weakness (one stream),
 //! so a node that becomes UpToDate after that has every block it lacked.
 
-use super::diskless::node_bit;
 use super::{Change, Engine};
 use crate::repl::state::{ConnState, DiskState, ReplState, Role};
 use crate::repl::wire::{Packet, SizesFlags};
 use crate::types::{GenUuid, NodeId, SECTOR_SIZE, Sector};
+
+/// `node`'s bit in a node mask.
+pub(super) fn node_bit(node: NodeId) -> u64 {
+    1u64 << (node.0 & 63)
+}
 
 impl Engine {
     /// `CurrentUuid { uuid, weak }` from `node`.
@@ -352,10 +356,10 @@ impl Engine {
             return;
         }
         let weak = self.weak_nodes();
-        if self.exposed.announced == Some(weak) {
+        if self.announced_weak == Some(weak) {
             return;
         }
-        self.exposed.announced = Some(weak);
+        self.announced_weak = Some(weak);
         let uuid = self
             .disk
             .as_ref()
@@ -368,7 +372,7 @@ impl Engine {
     /// Announces the generation and weak mask even if the mask did not change (a new
     /// generation, a promotion).
     pub(super) fn reannounce_generation(&mut self) {
-        self.exposed.announced = None;
+        self.announced_weak = None;
         self.announce_generation();
     }
 }
